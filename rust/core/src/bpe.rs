@@ -1,0 +1,195 @@
+//! Byte-pair merging of one piece.
+//!
+//! Why two algorithms: almost every piece is short, and for those a linear scan over a stack
+//! array of part boundaries (no allocation, no hashing beyond one lookup per new pair) beats any
+//! clever structure. Long pieces (runs of letters, CJK, whitespace, emoji) switch to a
+//! doubly-linked list of parts and a min-heap keyed on (rank, position) with lazy invalidation,
+//! which is O(n log n) however long the run, where the scan would be quadratic. Both choose
+//! exactly the pair tiktoken chooses: the lowest rank, leftmost on ties.
+use crate::vocab::{Rank, Vocab, NO_ENTRY};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// Pieces shorter than this (in bytes) use the linear scan; longer ones the heap.
+pub const HEAP_THRESHOLD: usize = 96;
+
+/// Encodes one piece: a whole-piece lookup first, then merging. Unencodable bytes (only possible
+/// with vocabularies that lack some single bytes) come out as `NO_ENTRY`.
+#[inline]
+pub fn encode_piece(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+    if piece.len() == 1 {
+        out.push(v.byte_rank(piece[0]));
+    } else if let Some(r) = v.get(piece) {
+        out.push(r);
+    } else {
+        merge(v, piece, out);
+    }
+}
+
+/// Merges `piece` from single bytes without first looking the whole piece up (tiktoken's
+/// `byte_pair_encode`).
+#[inline]
+pub fn merge(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+    match piece.len() {
+        0 => {}
+        1 => out.push(v.byte_rank(piece[0])),
+        n if n < HEAP_THRESHOLD => merge_scan(v, piece, out),
+        _ => merge_heap(v, piece, out),
+    }
+}
+
+/// Counts the tokens of one piece without keeping them.
+#[inline]
+pub fn count_piece(v: &Vocab, piece: &[u8], scratch: &mut Vec<Rank>) -> usize {
+    if piece.len() == 1 || v.get(piece).is_some() {
+        return 1;
+    }
+    scratch.clear();
+    merge(v, piece, scratch);
+    scratch.len()
+}
+
+fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+    let n = piece.len();
+    debug_assert!((2..HEAP_THRESHOLD).contains(&n));
+    // Part i spans start[i]..start[i + 1]; tok[i] is its rank; pair[i] the rank of parts i, i+1.
+    let mut start = [0u32; HEAP_THRESHOLD + 1];
+    let mut tok = [0u32; HEAP_THRESHOLD];
+    let mut pair = [NO_ENTRY; HEAP_THRESHOLD];
+    for i in 0..n {
+        start[i] = i as u32;
+        tok[i] = v.byte_rank(piece[i]);
+    }
+    start[n] = n as u32;
+    for i in 0..n - 1 {
+        pair[i] = v.get(&piece[i..i + 2]).unwrap_or(NO_ENTRY);
+    }
+    let mut m = n;
+    loop {
+        let (mut best, mut bi) = (NO_ENTRY, 0);
+        for (i, &r) in pair[..m - 1].iter().enumerate() {
+            if r < best {
+                best = r;
+                bi = i;
+            }
+        }
+        if best == NO_ENTRY {
+            break;
+        }
+        // Merge parts bi and bi + 1.
+        tok[bi] = best;
+        start.copy_within(bi + 2..=m, bi + 1);
+        tok.copy_within(bi + 2..m, bi + 1);
+        pair.copy_within(bi + 2..m, bi + 1);
+        m -= 1;
+        pair[bi] = if bi + 1 < m {
+            v.get(&piece[start[bi] as usize..start[bi + 2] as usize]).unwrap_or(NO_ENTRY)
+        } else {
+            NO_ENTRY
+        };
+        if bi > 0 {
+            pair[bi - 1] = v.get(&piece[start[bi - 1] as usize..start[bi + 1] as usize]).unwrap_or(NO_ENTRY);
+        }
+        if m == 1 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tok[..m]);
+}
+
+fn merge_heap(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+    let n = piece.len();
+    const DEAD: u32 = u32::MAX;
+    let mut next: Vec<u32> = (1..=n as u32).collect();
+    let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
+    let mut tok: Vec<u32> = piece.iter().map(|&b| v.byte_rank(b)).collect();
+    let mut heap = BinaryHeap::with_capacity(n);
+    for i in 0..n - 1 {
+        if let Some(r) = v.get(&piece[i..i + 2]) {
+            heap.push(Reverse((r, i as u32, i as u32 + 2)));
+        }
+    }
+    while let Some(Reverse((r, i, end))) = heap.pop() {
+        let iu = i as usize;
+        if next[iu] == DEAD {
+            continue;
+        }
+        let j = next[iu] as usize;
+        if j >= n || next[j] != end {
+            continue; // stale: the pair no longer exists
+        }
+        tok[iu] = r;
+        next[j] = DEAD;
+        next[iu] = end;
+        if (end as usize) < n {
+            prev[end as usize] = i;
+            let e2 = next[end as usize] as usize;
+            if let Some(r2) = v.get(&piece[iu..e2]) {
+                heap.push(Reverse((r2, i, e2 as u32)));
+            }
+        }
+        if iu > 0 {
+            let p = prev[iu] as usize;
+            if let Some(r2) = v.get(&piece[p..end as usize]) {
+                heap.push(Reverse((r2, p as u32, end)));
+            }
+        }
+    }
+    let mut i = 0usize;
+    while i < n {
+        out.push(tok[i]);
+        i = next[i] as usize;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook algorithm: repeatedly merge the leftmost lowest-ranked adjacent pair.
+    fn reference(v: &Vocab, piece: &[u8]) -> Vec<Rank> {
+        let mut parts: Vec<Vec<u8>> = piece.iter().map(|&b| vec![b]).collect();
+        loop {
+            let mut best: Option<(Rank, usize)> = None;
+            for i in 0..parts.len().saturating_sub(1) {
+                let cat = [parts[i].as_slice(), parts[i + 1].as_slice()].concat();
+                if let Some(r) = v.get(&cat) {
+                    if best.is_none_or(|(b, _)| r < b) {
+                        best = Some((r, i));
+                    }
+                }
+            }
+            match best {
+                None => break,
+                Some((_, i)) => {
+                    let right = parts.remove(i + 1);
+                    parts[i].extend(right);
+                }
+            }
+        }
+        parts.iter().map(|p| v.get(p).unwrap()).collect()
+    }
+
+    #[test]
+    fn scan_and_heap_agree_with_reference_across_threshold() {
+        let v = crate::vocab::bundled("cl100k_base").unwrap();
+        let texts = ["a", "ab", "aaaa", "abab", "hello", "日本語", "😀", " \t\n", "xyzzy"];
+        for t in texts {
+            for reps in [1, 2, 3, 7, 31, 32, 33, 47, 48, 49, 95, 96, 97, 200] {
+                let piece = t.repeat(reps);
+                let piece = &piece.as_bytes()[..piece.len().min(400)];
+                for len in [piece.len(), piece.len().saturating_sub(1).max(1)] {
+                    let p = &piece[..len];
+                    let mut a = Vec::new();
+                    merge(&v, p, &mut a);
+                    let mut b = Vec::new();
+                    if p.len() >= 2 {
+                        merge_heap(&v, p, &mut b);
+                        assert_eq!(a, b, "heap {p:?}");
+                    }
+                    assert_eq!(a, reference(&v, p), "{p:?}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The encoder: pre-tokenization + byte-pair merging + special tokens, and decoding.
+use crate::bpe;
+use crate::error::{Error, Result};
+use crate::pretokenize::Pretokenizer;
+use crate::vocab::{Rank, Vocab, NO_ENTRY};
+use aho_corasick::{AhoCorasick, Input, MatchKind};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::OnceLock;
+
+/// Which special tokens a call treats as special (by index into [`CoreBpe::specials`]).
+#[derive(Clone, Debug, Default)]
+pub enum SpecialSet {
+    #[default]
+    None,
+    All,
+    Some(Vec<bool>),
+}
+
+impl SpecialSet {
+    #[inline]
+    pub fn contains(&self, i: usize) -> bool {
+        match self {
+            SpecialSet::None => false,
+            SpecialSet::All => true,
+            SpecialSet::Some(m) => m[i],
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        match self {
+            SpecialSet::None => true,
+            SpecialSet::All => false,
+            SpecialSet::Some(m) => !m.iter().any(|&b| b),
+        }
+    }
+}
+
+/// A complete encoding: mergeable ranks, split pattern and special tokens.
+pub struct CoreBpe {
+    vocab: Vocab,
+    pre: Pretokenizer,
+    pattern: String,
+    specials: Vec<(String, Rank)>,
+    special_index: FxHashMap<String, usize>,
+    special_decoder: FxHashMap<Rank, usize>,
+    ac: Option<AhoCorasick>,
+    all_bytes: bool,
+    sorted_tokens: OnceLock<Vec<Rank>>,
+}
+
+impl CoreBpe {
+    pub fn new(vocab: Vocab, pattern: &str, specials: Vec<(String, Rank)>) -> Result<Self> {
+        let pre = Pretokenizer::new(pattern)?;
+        let mut special_index = FxHashMap::default();
+        let mut special_decoder = FxHashMap::default();
+        for (i, (s, r)) in specials.iter().enumerate() {
+            special_index.insert(s.clone(), i);
+            special_decoder.entry(*r).or_insert(i);
+        }
+        let ac = if specials.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(specials.iter().map(|(s, _)| s.as_bytes()))
+                    .map_err(|e| Error::Value(format!("cannot build special-token matcher: {e}")))?,
+            )
+        };
+        let all_bytes = vocab.has_all_bytes();
+        Ok(CoreBpe {
+            vocab,
+            pre,
+            pattern: pattern.to_owned(),
+            specials,
+            special_index,
+            special_decoder,
+            ac,
+            all_bytes,
+            sorted_tokens: OnceLock::new(),
+        })
+    }
+
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+    pub fn pretokenizer(&self) -> &Pretokenizer {
+        &self.pre
+    }
+    pub fn specials(&self) -> &[(String, Rank)] {
+        &self.specials
+    }
+    pub fn special_index(&self, s: &str) -> Option<usize> {
+        self.special_index.get(s).copied()
+    }
+    /// Whether `r` is the id of a special token.
+    pub fn is_special(&self, r: Rank) -> bool {
+        self.special_decoder.contains_key(&r)
+    }
+
+    /// A mask over the special tokens from a set of names; names that are not special tokens are
+    /// ignored (as tiktoken ignores them).
+    pub fn special_set<'s>(&self, names: impl IntoIterator<Item = &'s str>) -> SpecialSet {
+        let mut m = vec![false; self.specials.len()];
+        let mut any = false;
+        for n in names {
+            if let Some(&i) = self.special_index.get(n) {
+                m[i] = true;
+                any = true;
+            }
+        }
+        if any {
+            SpecialSet::Some(m)
+        } else {
+            SpecialSet::None
+        }
+    }
+
+    fn check_encodable(&self, out: &[Rank], from: usize) -> Result<()> {
+        if !self.all_bytes {
+            if let Some(p) = out[from..].iter().position(|&r| r == NO_ENTRY) {
+                return Err(Error::Value(format!(
+                    "cannot encode: token {} of the output is a byte that is not in the vocabulary",
+                    p
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes `text` ignoring special tokens, appending to `out`. Returns the number of tokens
+    /// the last piece produced.
+    #[inline]
+    pub fn encode_ordinary_into(&self, text: &str, out: &mut Vec<Rank>) -> Result<usize> {
+        let from = out.len();
+        let v = &self.vocab;
+        let mut last = 0;
+        self.pre.split(text, |s, e| {
+            let before = out.len();
+            bpe::encode_piece(v, &text.as_bytes()[s..e], out);
+            last = out.len() - before;
+        })?;
+        self.check_encodable(out, from)?;
+        Ok(last)
+    }
+
+    pub fn encode_ordinary(&self, text: &str) -> Result<Vec<Rank>> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 4);
+        self.encode_ordinary_into(text, &mut out)?;
+        Ok(out)
+    }
+
+    /// The next special token at or after `pos` that is `allowed`; errors on the first one that is
+    /// `disallowed`. Matches of specials in neither set are skipped (they encode as text).
+    #[inline]
+    fn next_special(
+        &self,
+        text: &str,
+        mut pos: usize,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+    ) -> Result<Option<(usize, usize, usize)>> {
+        let Some(ac) = &self.ac else { return Ok(None) };
+        while pos < text.len() {
+            let Some(m) = ac.find(Input::new(text).range(pos..)) else { return Ok(None) };
+            let id = m.pattern().as_usize();
+            if allowed.contains(id) {
+                return Ok(Some((m.start(), m.end(), id)));
+            }
+            if disallowed.contains(id) {
+                return Err(Error::DisallowedSpecial(self.specials[id].0.clone()));
+            }
+            pos = m.start() + 1;
+        }
+        Ok(None)
+    }
+
+    /// Encodes `text`, treating `allowed` special tokens as special and raising on `disallowed`
+    /// ones. Appends to `out` and returns the token count of the last ordinary piece (0 when the
+    /// text ends with a special token).
+    pub fn encode_into(
+        &self,
+        text: &str,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+        out: &mut Vec<Rank>,
+    ) -> Result<usize> {
+        if allowed.is_empty() && disallowed.is_empty() {
+            return self.encode_ordinary_into(text, out);
+        }
+        let mut start = 0;
+        let mut last = 0;
+        loop {
+            let next = self.next_special(text, start, allowed, disallowed)?;
+            let end = next.map_or(text.len(), |(s, _, _)| s);
+            if end > start {
+                last = self.encode_ordinary_into(&text[start..end], out)?;
+            }
+            match next {
+                Some((_, e, id)) => {
+                    out.push(self.specials[id].1);
+                    start = e;
+                    last = 0;
+                }
+                None => break,
+            }
+        }
+        Ok(last)
+    }
+
+    pub fn encode(&self, text: &str, allowed: &SpecialSet, disallowed: &SpecialSet) -> Result<Vec<Rank>> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 4);
+        self.encode_into(text, allowed, disallowed, &mut out)?;
+        Ok(out)
+    }
+
+    /// The number of tokens `encode` would return, without keeping them.
+    pub fn count(&self, text: &str, allowed: &SpecialSet, disallowed: &SpecialSet) -> Result<usize> {
+        if allowed.is_empty() && disallowed.is_empty() && self.all_bytes {
+            let v = &self.vocab;
+            let mut scratch = Vec::new();
+            let mut n = 0;
+            self.pre.split(text, |s, e| n += bpe::count_piece(v, &text.as_bytes()[s..e], &mut scratch))?;
+            return Ok(n);
+        }
+        let mut n = 0;
+        let mut start = 0;
+        loop {
+            let next = self.next_special(text, start, allowed, disallowed)?;
+            let end = next.map_or(text.len(), |(s, _, _)| s);
+            if end > start {
+                n += self.count(&text[start..end], &SpecialSet::None, &SpecialSet::None)?;
+            }
+            match next {
+                Some((_, e, _)) => {
+                    n += 1;
+                    start = e;
+                }
+                None => return Ok(n),
+            }
+        }
+    }
+
+    /// Byte-pair merges `bytes` as one piece, without splitting (tiktoken's
+    /// `encode_single_piece`).
+    pub fn encode_single_piece(&self, bytes: &[u8]) -> Result<Vec<Rank>> {
+        if let Some(r) = self.vocab.get(bytes) {
+            return Ok(vec![r]);
+        }
+        let mut out = Vec::new();
+        bpe::merge(&self.vocab, bytes, &mut out);
+        self.check_encodable(&out, 0)?;
+        Ok(out)
+    }
+
+    /// The id of `bytes` as a single mergeable or special token.
+    pub fn encode_single_token(&self, bytes: &[u8]) -> Option<Rank> {
+        self.vocab.get(bytes).or_else(|| {
+            let s = std::str::from_utf8(bytes).ok()?;
+            self.special_index.get(s).map(|&i| self.specials[i].1)
+        })
+    }
+
+    /// The bytes of one token (mergeable or special).
+    #[inline]
+    pub fn token_bytes(&self, r: Rank) -> Option<&[u8]> {
+        self.vocab
+            .token(r)
+            .or_else(|| self.special_decoder.get(&r).map(|&i| self.specials[i].0.as_bytes()))
+    }
+
+    /// Concatenated bytes of `tokens`; `KeyError` names the first unknown id.
+    pub fn decode_bytes(&self, tokens: &[Rank]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(tokens.len() * 4);
+        for &t in tokens {
+            match self.token_bytes(t) {
+                Some(b) => out.extend_from_slice(b),
+                None => return Err(Error::Key(format!("Invalid token for decoding: {t}"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// All mergeable tokens' ids, sorted by their bytes.
+    pub fn sorted_tokens(&self) -> &[Rank] {
+        self.sorted_tokens.get_or_init(|| {
+            let mut ids: Vec<Rank> = self.vocab.iter().map(|(_, r)| r).collect();
+            ids.sort_unstable_by(|&a, &b| self.vocab.token(a).cmp(&self.vocab.token(b)));
+            ids
+        })
+    }
+
+    fn is_all_space(&self, r: Rank) -> bool {
+        self.vocab.token(r).is_some_and(|b| b.iter().all(|c| matches!(c, b' ' | b'\n' | b'\t')))
+    }
+
+    /// Widens the last piece over preceding all-whitespace tokens, since whitespace runs can
+    /// re-split when more text follows.
+    fn widen_last_piece(&self, tokens: &[Rank], mut last: usize) -> usize {
+        if last > 0 && self.is_all_space(tokens[tokens.len() - last]) {
+            while last < tokens.len() && self.is_all_space(tokens[tokens.len() - last - 1]) {
+                last += 1;
+            }
+        }
+        last
+    }
+
+    /// Encodes bytes that may not be valid UTF-8 (tiktoken's `_encode_bytes`): the valid prefix
+    /// is encoded as text, and its unstable tail plus the invalid rest are merged as raw bytes.
+    pub fn encode_bytes(&self, bytes: &[u8]) -> Result<Vec<Rank>> {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => self.encode_ordinary(s),
+            Err(e) => {
+                let valid = e.valid_up_to();
+                let text = std::str::from_utf8(&bytes[..valid]).expect("valid prefix");
+                let mut tokens = Vec::new();
+                let last = self.encode_ordinary_into(text, &mut tokens)?;
+                let last = self.widen_last_piece(&tokens, last);
+                let mut unstable = Vec::new();
+                if !tokens.is_empty() && last > 0 {
+                    unstable = self.decode_bytes(&tokens[tokens.len() - last..])?;
+                    tokens.truncate(tokens.len() - last);
+                }
+                unstable.extend_from_slice(&bytes[valid..]);
+                let from = tokens.len();
+                bpe::merge(&self.vocab, &unstable, &mut tokens);
+                self.check_encodable(&tokens, from)?;
+                Ok(tokens)
+            }
+        }
+    }
+
+    /// tiktoken's `encode_with_unstable`: the stable tokens, and every token sequence that could
+    /// continue the unstable tail (sorted, without duplicates).
+    pub fn encode_with_unstable(
+        &self,
+        text: &str,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+    ) -> Result<(Vec<Rank>, Vec<Vec<Rank>>)> {
+        let mut tokens = Vec::new();
+        let last = self.encode_into(text, allowed, disallowed, &mut tokens)?;
+        if last == 0 {
+            return Ok((tokens, Vec::new()));
+        }
+        let last = self.widen_last_piece(&tokens, last);
+        let unstable = self.decode_bytes(&tokens[tokens.len() - last..])?;
+        tokens.truncate(tokens.len() - last);
+        let mut completions: FxHashSet<Vec<Rank>> = FxHashSet::default();
+        if unstable.is_empty() {
+            return Ok((tokens, Vec::new()));
+        }
+        let sorted = self.sorted_tokens();
+        let tb = |r: Rank| self.vocab.token(r).unwrap();
+        let lower = |prefix: &[u8]| sorted.partition_point(|&r| tb(r) < prefix);
+        // Single tokens that extend the unstable bytes.
+        let mut i = lower(&unstable);
+        while i < sorted.len() && tb(sorted[i]).starts_with(&unstable) {
+            completions.insert(vec![sorted[i]]);
+            i += 1;
+        }
+        // A prefix of the unstable bytes followed by a token that starts with the rest.
+        for split in 1..unstable.len() {
+            let (prefix, suffix) = unstable.split_at(split);
+            let mut i = lower(suffix);
+            while i < sorted.len() && tb(sorted[i]).starts_with(suffix) {
+                let possibility = [prefix, tb(sorted[i])].concat();
+                let encoded = match std::str::from_utf8(&possibility) {
+                    Ok(s) => self.encode_ordinary(s)?,
+                    Err(_) => {
+                        let mut v = Vec::new();
+                        bpe::merge(&self.vocab, &possibility, &mut v);
+                        v
+                    }
+                };
+                let mut seq = Vec::new();
+                let mut seq_len = 0;
+                for t in encoded {
+                    seq.push(t);
+                    seq_len += self.token_bytes(t).map_or(0, <[u8]>::len);
+                    if seq_len >= unstable.len() {
+                        break;
+                    }
+                }
+                completions.insert(seq);
+                i += 1;
+            }
+        }
+        // Trailing whitespace may be split off the rest.
+        if unstable.len() > 1 {
+            let (ch, clen) = last_char(&unstable);
+            if unstable.len() - clen > 0 && ch.is_some_and(char::is_whitespace) {
+                let cut = unstable.len() - clen;
+                let mut re = Vec::new();
+                bpe::merge(&self.vocab, &unstable[..cut], &mut re);
+                bpe::merge(&self.vocab, &unstable[cut..], &mut re);
+                completions.insert(re);
+            }
+        }
+        let mut completions: Vec<Vec<Rank>> = completions.into_iter().collect();
+        completions.sort();
+        Ok((tokens, completions))
+    }
+}
+
+/// The last UTF-8 char of `b` and its byte length; an invalid tail counts as one byte, `None`.
+fn last_char(b: &[u8]) -> (Option<char>, usize) {
+    for len in 1..=4.min(b.len()) {
+        if let Ok(s) = std::str::from_utf8(&b[b.len() - len..]) {
+            return (s.chars().next(), len);
+        }
+    }
+    (None, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pretokenize::CL100K_PATTERN;
+
+    fn cl100k() -> CoreBpe {
+        let v = crate::vocab::bundled("cl100k_base").unwrap();
+        CoreBpe::new(v, CL100K_PATTERN, vec![("<|endoftext|>".into(), 100257), ("<|fim_prefix|>".into(), 100258)])
+            .unwrap()
+    }
+
+    #[test]
+    fn known_ids() {
+        let e = cl100k();
+        assert_eq!(e.encode_ordinary("hello world").unwrap(), vec![15339, 1917]);
+        let all = SpecialSet::All;
+        assert_eq!(e.encode("hi<|endoftext|>", &all, &SpecialSet::None).unwrap(), vec![6151, 100257]);
+        assert!(matches!(
+            e.encode("hi<|endoftext|>", &SpecialSet::None, &SpecialSet::All),
+            Err(Error::DisallowedSpecial(_))
+        ));
+        assert_eq!(e.count("hello world<|endoftext|>", &all, &SpecialSet::None).unwrap(), 3);
+        assert_eq!(e.decode_bytes(&[15339, 1917, 100257]).unwrap(), b"hello world<|endoftext|>");
+        assert!(matches!(e.decode_bytes(&[100256]), Err(Error::Key(_))));
+    }
+
+    #[test]
+    fn encode_bytes_handles_invalid_utf8() {
+        let e = cl100k();
+        let toks = e.encode_bytes(b"hello \xff\xfe world").unwrap();
+        assert_eq!(e.decode_bytes(&toks).unwrap(), b"hello \xff\xfe world");
+    }
+}

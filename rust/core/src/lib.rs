@@ -1,0 +1,17 @@
+//! bytepair-core: the engine behind the `bytepair` Python package. It knows nothing of Python.
+//!
+//! - [`vocab`]: ranks, the `.tiktoken` format, the bundled vocabularies.
+//! - [`pretokenize`]: split patterns (hand-written lexers and a regex fallback).
+//! - [`bpe`]: byte-pair merging of one piece.
+//! - [`encode`]: the full encoder with special tokens, and decoding.
+//! - [`parallel`]: thread pools for batch work.
+pub mod bpe;
+pub mod encode;
+pub mod error;
+pub mod parallel;
+pub mod pretokenize;
+pub mod vocab;
+
+pub use encode::{CoreBpe, SpecialSet};
+pub use error::{Error, Result};
+pub use vocab::{Rank, Vocab};

@@ -1,0 +1,316 @@
+//! Hand-written lexers for the split patterns of r50k/p50k, cl100k and o200k.
+//!
+//! Why: regex splitting is most of tiktoken's encode time. Each lexer below is a single forward
+//! pass that returns, at every position, exactly the end the regex would: the alternatives are
+//! tried in pattern order and every backtracking case of the pattern is resolved in closed form
+//! (e.g. `\s+(?!\S)` ends before the last whitespace char of a run; `\s*[\r\n]` ends after the
+//! last CR/LF of a run; o200k's `[A]*[B]+` with overlapping classes falls back to the last char of
+//! the A-run that is also in B). No position is scanned more than a constant number of times, so
+//! the cost is linear on any input, including million-character runs.
+use super::unicode::{self, decode_at, Table, CRLF, LETTER, MARK, NUM, O200K_A, O200K_B, SPACE};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    R50k,
+    Cl100k,
+    O200k,
+}
+
+pub struct Lexer<'a> {
+    s: &'a [u8],
+    pos: usize,
+    kind: Kind,
+    t: &'static Table,
+}
+
+const NOT_OTHER: u8 = SPACE | LETTER | NUM;
+
+impl<'a> Lexer<'a> {
+    pub fn new(kind: Kind, text: &'a str) -> Self {
+        Lexer { s: text.as_bytes(), pos: 0, kind, t: unicode::table() }
+    }
+
+    #[inline(always)]
+    fn cls(&self, i: usize) -> (u8, usize) {
+        let b = self.s[i];
+        if b < 0x80 {
+            (self.t.get(b as u32), 1)
+        } else {
+            let (cp, l) = decode_at(self.s, i);
+            (self.t.get(cp), l)
+        }
+    }
+
+    /// End of the run of chars whose class intersects `mask`, from `i`.
+    #[inline(always)]
+    fn run(&self, mut i: usize, mask: u8) -> usize {
+        let n = self.s.len();
+        while i < n {
+            let (c, l) = self.cls(i);
+            if c & mask == 0 {
+                break;
+            }
+            i += l;
+        }
+        i
+    }
+
+    /// End of the run of chars outside `\s`, `\p{L}`, `\p{N}`.
+    #[inline(always)]
+    fn run_other(&self, mut i: usize) -> usize {
+        let n = self.s.len();
+        while i < n {
+            let (c, l) = self.cls(i);
+            if c & NOT_OTHER != 0 {
+                break;
+            }
+            i += l;
+        }
+        i
+    }
+
+    /// Up to three `\p{N}` chars from `i` (the first is known to be one).
+    #[inline(always)]
+    fn digits3(&self, mut i: usize) -> usize {
+        for _ in 0..3 {
+            if i >= self.s.len() {
+                break;
+            }
+            let (c, l) = self.cls(i);
+            if c & NUM == 0 {
+                break;
+            }
+            i += l;
+        }
+        i
+    }
+
+    /// Scans the whitespace run from `p`: (end of run, end of last CR/LF in it, start of its last char).
+    #[inline(always)]
+    fn ws_run(&self, p: usize) -> (usize, Option<usize>, usize) {
+        let n = self.s.len();
+        let (mut i, mut last_crlf, mut last_start) = (p, None, p);
+        while i < n {
+            let b = self.s[i];
+            if b == b'\r' || b == b'\n' {
+                last_start = i;
+                i += 1;
+                last_crlf = Some(i);
+                continue;
+            }
+            let (c, l) = self.cls(i);
+            if c & SPACE == 0 {
+                break;
+            }
+            last_start = i;
+            i += l;
+        }
+        (i, last_crlf, last_start)
+    }
+
+    /// `'(?:[sdmt]|ll|ve|re)` at `p` (which holds the apostrophe); case-insensitive for cl100k.
+    #[inline(always)]
+    fn contraction(&self, p: usize, ci: bool) -> Option<usize> {
+        let s = &self.s[p + 1..];
+        let lc = |b: u8| if ci { b.to_ascii_lowercase() } else { b };
+        match s.first().map(|&b| lc(b)) {
+            Some(b's' | b'd' | b'm' | b't') => return Some(p + 2),
+            _ => {}
+        }
+        if ci && s.starts_with("ſ".as_bytes()) {
+            return Some(p + 3);
+        }
+        if s.len() >= 2 {
+            let pair = [lc(s[0]), lc(s[1])];
+            if matches!(&pair, b"ll" | b"ve" | b"re") {
+                return Some(p + 3);
+            }
+        }
+        None
+    }
+
+    /// o200k's optional `(?i:'s|'t|'re|'ve|'m|'ll|'d)` after a word ending at `e`.
+    #[inline(always)]
+    fn o200k_suffix(&self, e: usize) -> usize {
+        if e < self.s.len() && self.s[e] == b'\'' {
+            if let Some(end) = self.contraction(e, true) {
+                return end;
+            }
+        }
+        e
+    }
+
+    /// o200k `[A]*[B]+` + suffix from `q`.
+    #[inline(always)]
+    fn o200k_lower_word(&self, q: usize) -> Option<usize> {
+        let n = self.s.len();
+        let (mut i, mut last_b_end) = (q, None);
+        while i < n {
+            let (c, l) = self.cls(i);
+            if c & O200K_A == 0 {
+                break;
+            }
+            i += l;
+            if c & O200K_B != 0 {
+                last_b_end = Some(i);
+            }
+        }
+        let end = if i < n && self.cls(i).0 & O200K_B != 0 { self.run(i, O200K_B) } else { last_b_end? };
+        Some(self.o200k_suffix(end))
+    }
+
+    /// o200k `[A]+[B]*` + suffix from `q`.
+    #[inline(always)]
+    fn o200k_upper_word(&self, q: usize) -> Option<usize> {
+        let a = self.run(q, O200K_A);
+        if a == q {
+            return None;
+        }
+        Some(self.o200k_suffix(self.run(a, O200K_B)))
+    }
+
+    fn next_r50k(&self, p: usize) -> usize {
+        let n = self.s.len();
+        let b = self.s[p];
+        if b == b'\'' {
+            if let Some(e) = self.contraction(p, false) {
+                return e;
+            }
+        }
+        let q = if b == b' ' && p + 1 < n { p + 1 } else { p };
+        let (c, l) = self.cls(q);
+        if c & LETTER != 0 {
+            return self.run(q, LETTER);
+        }
+        if c & NUM != 0 {
+            return self.run(q, NUM);
+        }
+        if c & NOT_OTHER == 0 {
+            return self.run_other(q);
+        }
+        let (w, _, last) = self.ws_run(p);
+        if w == n {
+            n
+        } else if last > p {
+            last
+        } else {
+            p + if q == p { l } else { 1 }
+        }
+    }
+
+    fn next_cl100k(&self, p: usize) -> usize {
+        let n = self.s.len();
+        let b = self.s[p];
+        if b == b'\'' {
+            if let Some(e) = self.contraction(p, true) {
+                return e;
+            }
+        }
+        let (c, l) = self.cls(p);
+        if c & LETTER != 0 {
+            return self.run(p, LETTER);
+        }
+        if c & (CRLF | NUM) == 0 && p + l < n && self.cls(p + l).0 & LETTER != 0 {
+            return self.run(p + l, LETTER);
+        }
+        if c & NUM != 0 {
+            return self.digits3(p);
+        }
+        let q = if b == b' ' { p + 1 } else { p };
+        if q < n && self.cls(q).0 & NOT_OTHER == 0 {
+            let mut e = self.run_other(q);
+            while e < n && (self.s[e] == b'\r' || self.s[e] == b'\n') {
+                e += 1;
+            }
+            return e;
+        }
+        let (w, last_crlf, last) = self.ws_run(p);
+        if w == n {
+            n
+        } else if let Some(k) = last_crlf {
+            k
+        } else if last > p {
+            last
+        } else {
+            p + l
+        }
+    }
+
+    fn next_o200k(&self, p: usize) -> usize {
+        let n = self.s.len();
+        let b = self.s[p];
+        let (c, l) = self.cls(p);
+        if c & LETTER != 0 {
+            if let Some(e) = self.o200k_lower_word(p) {
+                return e;
+            }
+            if let Some(e) = self.o200k_upper_word(p) {
+                return e;
+            }
+        } else if c & (CRLF | NUM) == 0 {
+            // `[^\r\n\p{L}\p{N}]?` prefix: with it first, then (for a mark, which is in both
+            // letter classes) without it.
+            let q = p + l;
+            if q < n {
+                if let Some(e) = self.o200k_lower_word(q) {
+                    return e;
+                }
+            }
+            if c & MARK != 0 {
+                if let Some(e) = self.o200k_lower_word(p) {
+                    return e;
+                }
+            }
+            if q < n {
+                if let Some(e) = self.o200k_upper_word(q) {
+                    return e;
+                }
+            }
+            if c & MARK != 0 {
+                if let Some(e) = self.o200k_upper_word(p) {
+                    return e;
+                }
+            }
+        }
+        if c & NUM != 0 {
+            return self.digits3(p);
+        }
+        let q = if b == b' ' { p + 1 } else { p };
+        if q < n && self.cls(q).0 & NOT_OTHER == 0 {
+            let mut e = self.run_other(q);
+            while e < n && matches!(self.s[e], b'\r' | b'\n' | b'/') {
+                e += 1;
+            }
+            return e;
+        }
+        let (w, last_crlf, last) = self.ws_run(p);
+        if let Some(k) = last_crlf {
+            k
+        } else if w == n || last == p {
+            w
+        } else {
+            last
+        }
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    /// `(start, end)` byte offsets of the next piece.
+    type Item = (usize, usize);
+
+    #[inline]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let p = self.pos;
+        if p >= self.s.len() {
+            return None;
+        }
+        let e = match self.kind {
+            Kind::R50k => self.next_r50k(p),
+            Kind::Cl100k => self.next_cl100k(p),
+            Kind::O200k => self.next_o200k(p),
+        };
+        debug_assert!(e > p);
+        self.pos = e;
+        Some((p, e))
+    }
+}

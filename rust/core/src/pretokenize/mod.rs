@@ -1,0 +1,149 @@
+//! Pre-tokenization: splitting text into the pieces that byte-pair merging works on.
+//!
+//! The split patterns of the built-in encodings run on hand-written lexers ([`lexer`]); any other
+//! pattern runs on `fancy-regex`, which gives tiktoken's semantics exactly (tiktoken uses it too).
+pub mod lexer;
+pub mod unicode;
+
+use crate::error::{Error, Result};
+pub use lexer::Kind;
+
+/// The r50k/p50k/gpt2 split pattern of tiktoken 0.14.
+pub const R50K_PATTERN: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s";
+/// The cl100k_base split pattern of tiktoken 0.14.
+pub const CL100K_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
+/// The o200k_base split pattern of tiktoken 0.14.
+pub const O200K_PATTERN: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    "|",
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    "|",
+    r"\p{N}{1,3}",
+    "|",
+    r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+    "|",
+    r"\s*[\r\n]+",
+    "|",
+    r"\s+(?!\S)",
+    "|",
+    r"\s+"
+);
+
+/// Resolves a pattern name (`"cl100k_base"`, `"gpt2"`, ...) to its regex string.
+pub fn builtin_pattern(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "gpt2" | "r50k_base" | "p50k_base" | "p50k_edit" => R50K_PATTERN,
+        "cl100k_base" => CL100K_PATTERN,
+        "o200k_base" | "o200k_harmony" => O200K_PATTERN,
+        _ => return None,
+    })
+}
+
+/// A compiled split pattern.
+pub enum Pretokenizer {
+    Native(Kind),
+    Regex(Box<fancy_regex::Regex>),
+}
+
+impl Pretokenizer {
+    /// Compiles `pattern`; the built-in patterns get a hand-written lexer.
+    pub fn new(pattern: &str) -> Result<Self> {
+        Ok(match pattern {
+            R50K_PATTERN => Pretokenizer::Native(Kind::R50k),
+            CL100K_PATTERN => Pretokenizer::Native(Kind::Cl100k),
+            O200K_PATTERN => Pretokenizer::Native(Kind::O200k),
+            _ => Self::regex(pattern)?,
+        })
+    }
+
+    /// Compiles `pattern` with the generic regex engine, even for built-in patterns.
+    pub fn regex(pattern: &str) -> Result<Self> {
+        let re = fancy_regex::RegexBuilder::new(pattern)
+            .backtrack_limit(100_000_000)
+            .build()
+            .map_err(|e| Error::Pattern(e.to_string()))?;
+        Ok(Pretokenizer::Regex(Box::new(re)))
+    }
+
+    /// Whether this pattern runs on a hand-written lexer.
+    pub fn is_native(&self) -> bool {
+        matches!(self, Pretokenizer::Native(_))
+    }
+
+    /// Calls `f(start, end)` with the byte range of each piece of `text`, in order.
+    #[inline]
+    pub fn split(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
+        match self {
+            Pretokenizer::Native(kind) => {
+                for (s, e) in lexer::Lexer::new(*kind, text) {
+                    f(s, e);
+                }
+            }
+            Pretokenizer::Regex(re) => {
+                for m in re.find_iter(text) {
+                    let m = m.map_err(|e| Error::Value(format!("pattern failed on this text: {e}")))?;
+                    if m.end() > m.start() {
+                        f(m.start(), m.end());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The pieces of `text` as string slices.
+    pub fn pieces<'t>(&self, text: &'t str) -> Result<Vec<&'t str>> {
+        let mut v = Vec::new();
+        self.split(text, |s, e| v.push(&text[s..e]))?;
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn both(pat: &str, text: &str) {
+        let fast = Pretokenizer::new(pat).unwrap();
+        assert!(fast.is_native());
+        let slow = Pretokenizer::regex(pat).unwrap();
+        assert_eq!(fast.pieces(text).unwrap(), slow.pieces(text).unwrap(), "text {text:?}");
+    }
+
+    #[test]
+    fn lexers_match_regex_on_traps() {
+        let cases = [
+            "Hello world", "  leading", "trailing  ", "a  b", "a \n\n b", "x\r\n\r\n  y", "it's I'LL we'Ve",
+            "'ſ 'S", "12345 ١٢٣٤ 1a2", "\u{85}\u{a0}\u{3000}x", "HELLOworld helloWORLD ǅa", "e\u{301}\u{301}x",
+            "\u{301}abc \u{301}ABC", "foo/bar//\n", "!!!\r\n", " !x", "日本語のテキスト", "😀😀 😀x", "\t\tx",
+            "a\u{2028}b", "", " ", "\n", "don't 'tis", "ABCdef'S xyz'll", "#[derive(Debug)]\n    fn x() {}\n",
+            "ǅungla Ǆ ǆ", "\u{1c89}\u{10d40}", "a\u{200d}b", "  \n \n  ", " \u{0}\u{1}",
+        ];
+        for p in [R50K_PATTERN, CL100K_PATTERN, O200K_PATTERN] {
+            for t in cases {
+                both(p, t);
+            }
+        }
+    }
+
+    #[test]
+    fn lexers_match_regex_on_every_char_class_pair() {
+        // Two-char and three-char strings over a set of representatives of every class.
+        let reps = [
+            "a", "A", "ǅ", "ʰ", "中", "\u{301}", "1", "٣", "Ⅷ", " ", "\t", "\n", "\r", "\u{a0}", "\u{3000}", "'",
+            "s", "t", "/", "!", "😀", "_", "\u{85}", "ſ", "l", "v", "e", "r", "m", "d",
+        ];
+        for p in [R50K_PATTERN, CL100K_PATTERN, O200K_PATTERN] {
+            let fast = Pretokenizer::new(p).unwrap();
+            let slow = Pretokenizer::regex(p).unwrap();
+            for a in reps {
+                for b in reps {
+                    for c in reps {
+                        let t = format!("{a}{b}{c}{a}");
+                        assert_eq!(fast.pieces(&t).unwrap(), slow.pieces(&t).unwrap(), "{p} {t:?}");
+                    }
+                }
+            }
+        }
+    }
+}
