@@ -166,11 +166,17 @@ impl CoreBpe {
         while pos < text.len() {
             let Some(m) = ac.find(Input::new(text).range(pos..)) else { return Ok(None) };
             let id = m.pattern().as_usize();
+            // `All` in `disallowed` means every special token that is not allowed (tiktoken's
+            // "all"); an explicit set is checked even for allowed tokens, as tiktoken does.
+            let refused = match disallowed {
+                SpecialSet::All => !allowed.contains(id),
+                d => d.contains(id),
+            };
+            if refused {
+                return Err(Error::DisallowedSpecial(self.specials[id].0.clone()));
+            }
             if allowed.contains(id) {
                 return Ok(Some((m.start(), m.end(), id)));
-            }
-            if disallowed.contains(id) {
-                return Err(Error::DisallowedSpecial(self.specials[id].0.clone()));
             }
             pos = m.start() + 1;
         }

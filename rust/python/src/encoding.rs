@@ -1,1 +1,325 @@
-use pyo3::prelude::*; pub fn register(_m: &Bound<PyModule>) -> PyResult<()> { Ok(()) }
+//! `CoreBPE`: the native half of `bytepair.Encoding`.
+use crate::errors::{run, to_py, DETACH_BYTES};
+use bytepair_core::pretokenize::Pretokenizer;
+use bytepair_core::{parallel, CoreBpe, Error, Rank, SpecialSet, Vocab};
+use numpy::{IntoPyArray, PyArray1};
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// The native encoder behind `bytepair.Encoding`. Immutable and safe to share across threads.
+#[pyclass(frozen, name = "CoreBPE", module = "bytepair._native")]
+pub struct PyCoreBpe {
+    pub inner: Arc<CoreBpe>,
+}
+
+/// `"all"`, or an iterable of special-token names (names that are not special tokens are
+/// ignored).
+fn special_set(core: &CoreBpe, arg: &Bound<'_, PyAny>) -> PyResult<SpecialSet> {
+    if let Ok(s) = arg.cast::<PyString>() {
+        if s.to_cow()? == "all" {
+            return Ok(SpecialSet::All);
+        }
+        return Err(PyTypeError::new_err("special-token sets must be \"all\" or a collection of str"));
+    }
+    if arg.is_none() {
+        return Ok(SpecialSet::None);
+    }
+    let mut names = Vec::new();
+    for item in arg.try_iter()? {
+        let item = item?;
+        if let Ok(s) = item.cast::<PyString>() {
+            names.push(s.to_cow()?.into_owned());
+        }
+    }
+    Ok(core.special_set(names.iter().map(String::as_str)))
+}
+
+/// Parallel map over texts in chunks, checking for Ctrl-C between chunks.
+fn batch<T: Send>(
+    py: Python<'_>,
+    texts: &[PyBackedStr],
+    num_threads: usize,
+    f: impl Fn(&str) -> bytepair_core::Result<T> + Sync,
+) -> PyResult<Vec<T>> {
+    let pool = parallel::pool(num_threads);
+    let mut out = Vec::with_capacity(texts.len());
+    let mut i = 0;
+    while i < texts.len() {
+        // Chunks of ~8 MB of text (at least one document) between signal checks.
+        let (mut j, mut bytes) = (i, 0usize);
+        while j < texts.len() && (j == i || bytes < (8 << 20)) {
+            bytes += texts[j].len();
+            j += 1;
+        }
+        let chunk = &texts[i..j];
+        let part: Vec<T> = py
+            .detach(|| {
+                if pool.current_num_threads() <= 1 || chunk.len() == 1 {
+                    chunk.iter().map(|t| f(t)).collect::<bytepair_core::Result<Vec<T>>>()
+                } else {
+                    pool.install(|| chunk.par_iter().with_min_len(1).map(|t| f(t)).collect())
+                }
+            })
+            .map_err(to_py)?;
+        out.extend(part);
+        py.check_signals()?;
+        i = j;
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl PyCoreBpe {
+    /// Builds an encoder from `mergeable_ranks` (dict[bytes, int]), `special_tokens`
+    /// (dict[str, int]) and a split pattern.
+    #[new]
+    fn new(mergeable_ranks: &Bound<'_, PyDict>, special_tokens: &Bound<'_, PyDict>, pat_str: &str) -> PyResult<Self> {
+        let mut entries: Vec<(PyBackedBytes, Rank)> = Vec::with_capacity(mergeable_ranks.len());
+        for (k, v) in mergeable_ranks.iter() {
+            let k: PyBackedBytes = k.extract().map_err(|_| PyTypeError::new_err("mergeable_ranks keys must be bytes"))?;
+            let v: Rank = v.extract()?;
+            entries.push((k, v));
+        }
+        let vocab = Vocab::from_entries(entries.iter().map(|(k, v)| (&k[..], *v))).map_err(to_py)?;
+        let specials = extract_specials(special_tokens)?;
+        let core = CoreBpe::new(vocab, pat_str, specials).map_err(to_py)?;
+        Ok(PyCoreBpe { inner: Arc::new(core) })
+    }
+
+    /// An encoder over a rank file compiled into the library (no file or network access).
+    #[staticmethod]
+    fn builtin(py: Python<'_>, rank_file: &str, special_tokens: &Bound<'_, PyDict>, pat_str: &str) -> PyResult<Self> {
+        let specials = extract_specials(special_tokens)?;
+        let name = rank_file.to_owned();
+        let pat = pat_str.to_owned();
+        let core = py
+            .detach(|| {
+                let vocab = bytepair_core::vocab::bundled(&name)
+                    .ok_or_else(|| Error::Value(format!("no bundled rank file named {name:?}")))?;
+                CoreBpe::new(vocab, &pat, specials)
+            })
+            .map_err(to_py)?;
+        Ok(PyCoreBpe { inner: Arc::new(core) })
+    }
+
+    /// Parses a `.tiktoken` rank file's bytes into an encoder.
+    #[staticmethod]
+    #[pyo3(signature = (data, special_tokens, pat_str, source=None))]
+    fn from_tiktoken_bytes(
+        py: Python<'_>,
+        data: PyBackedBytes,
+        special_tokens: &Bound<'_, PyDict>,
+        pat_str: &str,
+        source: Option<String>,
+    ) -> PyResult<Self> {
+        let specials = extract_specials(special_tokens)?;
+        let pat = pat_str.to_owned();
+        let core = py
+            .detach(|| {
+                let vocab = bytepair_core::vocab::parse_tiktoken(&data, source.as_deref())?;
+                CoreBpe::new(vocab, &pat, specials)
+            })
+            .map_err(to_py)?;
+        Ok(PyCoreBpe { inner: Arc::new(core) })
+    }
+
+    /// The split pattern.
+    #[getter]
+    fn pattern(&self) -> &str {
+        self.inner.pattern()
+    }
+
+    /// True when the pattern runs on a hand-written lexer rather than the regex engine.
+    #[getter]
+    fn native_pretokenizer(&self) -> bool {
+        self.inner.pretokenizer().is_native()
+    }
+
+    /// Number of mergeable tokens.
+    #[getter]
+    fn n_mergeable(&self) -> usize {
+        self.inner.vocab().len()
+    }
+
+    /// Largest mergeable rank, or None.
+    #[getter]
+    fn max_mergeable_rank(&self) -> Option<Rank> {
+        self.inner.vocab().max_rank()
+    }
+
+    /// The mergeable ranks as a new dict[bytes, int].
+    fn mergeable_ranks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (b, r) in self.inner.vocab().iter() {
+            d.set_item(PyBytes::new(py, b), r)?;
+        }
+        Ok(d)
+    }
+
+    /// The rank file in `.tiktoken` format (ordered by rank).
+    fn to_tiktoken_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let data = py.detach(|| self.inner.vocab().to_tiktoken());
+        PyBytes::new(py, &data)
+    }
+
+    fn encode_ordinary(&self, py: Python<'_>, text: &str) -> PyResult<Vec<Rank>> {
+        run(py, text.len() >= DETACH_BYTES, || self.inner.encode_ordinary(text))
+    }
+
+    fn encode(&self, py: Python<'_>, text: &str, allowed: &Bound<'_, PyAny>, disallowed: &Bound<'_, PyAny>) -> PyResult<Vec<Rank>> {
+        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
+        run(py, text.len() >= DETACH_BYTES, || self.inner.encode(text, &a, &d))
+    }
+
+    fn encode_to_numpy<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        allowed: &Bound<'_, PyAny>,
+        disallowed: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
+        let v = run(py, text.len() >= DETACH_BYTES, || self.inner.encode(text, &a, &d))?;
+        Ok(v.into_pyarray(py))
+    }
+
+    fn count(&self, py: Python<'_>, text: &str, allowed: &Bound<'_, PyAny>, disallowed: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
+        run(py, text.len() >= DETACH_BYTES, || self.inner.count(text, &a, &d))
+    }
+
+    fn encode_ordinary_batch(&self, py: Python<'_>, texts: Vec<PyBackedStr>, num_threads: usize) -> PyResult<Vec<Vec<Rank>>> {
+        batch(py, &texts, num_threads, |t| self.inner.encode_ordinary(t))
+    }
+
+    fn encode_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        allowed: &Bound<'_, PyAny>,
+        disallowed: &Bound<'_, PyAny>,
+        num_threads: usize,
+    ) -> PyResult<Vec<Vec<Rank>>> {
+        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
+        batch(py, &texts, num_threads, |t| self.inner.encode(t, &a, &d))
+    }
+
+    fn count_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        allowed: &Bound<'_, PyAny>,
+        disallowed: &Bound<'_, PyAny>,
+        num_threads: usize,
+    ) -> PyResult<Vec<usize>> {
+        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
+        batch(py, &texts, num_threads, |t| self.inner.count(t, &a, &d))
+    }
+
+    fn encode_with_unstable(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        allowed: &Bound<'_, PyAny>,
+        disallowed: &Bound<'_, PyAny>,
+    ) -> PyResult<(Vec<Rank>, Vec<Vec<Rank>>)> {
+        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
+        run(py, true, || self.inner.encode_with_unstable(text, &a, &d))
+    }
+
+    fn encode_single_token(&self, piece: PyBackedBytes) -> PyResult<Rank> {
+        self.inner.encode_single_token(&piece).ok_or_else(|| PyKeyError::new_err(piece.to_vec()))
+    }
+
+    fn encode_single_piece(&self, piece: PyBackedBytes) -> PyResult<Vec<Rank>> {
+        self.inner.encode_single_piece(&piece).map_err(to_py)
+    }
+
+    fn _encode_bytes(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<Vec<Rank>> {
+        run(py, data.len() >= DETACH_BYTES, || self.inner.encode_bytes(&data))
+    }
+
+    fn decode_bytes<'py>(&self, py: Python<'py>, tokens: Vec<Rank>) -> PyResult<Bound<'py, PyBytes>> {
+        let b = run(py, tokens.len() >= DETACH_BYTES / 4, || self.inner.decode_bytes(&tokens))?;
+        Ok(PyBytes::new(py, &b))
+    }
+
+    fn decode_bytes_batch<'py>(&self, py: Python<'py>, batch: Vec<Vec<Rank>>, num_threads: usize) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let pool = parallel::pool(num_threads);
+        let out: Vec<Vec<u8>> = py
+            .detach(|| pool.install(|| batch.par_iter().map(|t| self.inner.decode_bytes(t)).collect::<bytepair_core::Result<Vec<_>>>()))
+            .map_err(to_py)?;
+        Ok(out.iter().map(|b| PyBytes::new(py, b)).collect())
+    }
+
+    fn decode_single_token_bytes<'py>(&self, py: Python<'py>, token: Rank) -> PyResult<Bound<'py, PyBytes>> {
+        match self.inner.token_bytes(token) {
+            Some(b) => Ok(PyBytes::new(py, b)),
+            None => Err(PyKeyError::new_err(token.to_string())),
+        }
+    }
+
+    fn decode_tokens_bytes<'py>(&self, py: Python<'py>, tokens: Vec<Rank>) -> PyResult<Bound<'py, PyList>> {
+        let mut items = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            match self.inner.token_bytes(t) {
+                Some(b) => items.push(PyBytes::new(py, b)),
+                None => return Err(PyKeyError::new_err(t.to_string())),
+            }
+        }
+        PyList::new(py, items)
+    }
+
+    /// All mergeable token byte strings, sorted.
+    fn token_byte_values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let ids = self.inner.sorted_tokens();
+        let v = self.inner.vocab();
+        PyList::new(py, ids.iter().map(|&r| PyBytes::new(py, v.token(r).unwrap())))
+    }
+
+    /// The pieces the split pattern cuts `text` into.
+    fn split(&self, py: Python<'_>, text: &str) -> PyResult<Vec<String>> {
+        let pieces = run(py, text.len() >= DETACH_BYTES, || self.inner.pretokenizer().pieces(text))?;
+        Ok(pieces.into_iter().map(str::to_owned).collect())
+    }
+}
+
+fn extract_specials(d: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Rank)>> {
+    let mut v = Vec::with_capacity(d.len());
+    for (k, r) in d.iter() {
+        let k: String = k.extract().map_err(|_| PyTypeError::new_err("special_tokens keys must be str"))?;
+        let r: Rank = r.extract()?;
+        if k.is_empty() {
+            return Err(PyValueError::new_err("special tokens must not be empty strings"));
+        }
+        v.push((k, r));
+    }
+    Ok(v)
+}
+
+/// Splits `text` with `pattern` (a regex string); for tests and tools.
+#[pyfunction]
+#[pyo3(signature = (pattern, text, *, force_regex=false))]
+fn split_text(py: Python<'_>, pattern: &str, text: &str, force_regex: bool) -> PyResult<Vec<String>> {
+    let pre = if force_regex { Pretokenizer::regex(pattern) } else { Pretokenizer::new(pattern) }.map_err(to_py)?;
+    let pieces = run(py, true, || pre.pieces(text))?;
+    Ok(pieces.into_iter().map(str::to_owned).collect())
+}
+
+/// The split pattern of a built-in encoding name, or None.
+#[pyfunction]
+fn builtin_pattern(name: &str) -> Option<&'static str> {
+    bytepair_core::pretokenize::builtin_pattern(name)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyCoreBpe>()?;
+    m.add_function(wrap_pyfunction!(split_text, m)?)?;
+    m.add_function(wrap_pyfunction!(builtin_pattern, m)?)?;
+    m.add("BUNDLED_RANK_FILES", bytepair_core::vocab::BUNDLED_RANK_FILES.to_vec())?;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+from bytepair.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,488 @@
+"""`Encoding`: the tiktoken-compatible tokenizer object.
+
+Every method gives the same tokens and raises the same exception types as tiktoken 0.14; the work
+runs in Rust (``bytepair._native.CoreBPE``), with batches spread over a thread pool while the
+interpreter is released.
+"""
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, AbstractSet, Collection, Literal, NoReturn, Sequence
+
+from bytepair import _native
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = ["Encoding"]
+
+_AllowedSpecial = "Literal['all'] | AbstractSet[str]"
+
+
+def _fix_surrogates(text: str) -> str:
+    # tiktoken's rule: paired surrogates become their code point, lone ones U+FFFD.
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+class Encoding:
+    """A byte-pair encoding: mergeable ranks, a split pattern and special tokens.
+
+    >>> import bytepair
+    >>> enc = bytepair.get_encoding("cl100k_base")
+    >>> enc.encode("hello world")
+    [15339, 1917]
+    >>> enc.decode([15339, 1917])
+    'hello world'
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        pat_str: str,
+        mergeable_ranks: dict[bytes, int],
+        special_tokens: dict[str, int],
+        explicit_n_vocab: int | None = None,
+    ) -> None:
+        """Creates an Encoding (same signature and checks as ``tiktoken.Encoding``).
+
+        Args:
+            name: The encoding's name.
+            pat_str: The regex that splits text into pieces before merging.
+            mergeable_ranks: Token bytes to rank; lower ranks merge first.
+            special_tokens: Special-token strings to their ids.
+            explicit_n_vocab: If given, the total vocabulary size, which is checked.
+
+        >>> enc = Encoding("tiny", pat_str=r"\\S+|\\s+",
+        ...                mergeable_ranks={bytes([i]): i for i in range(256)} | {b"ab": 256},
+        ...                special_tokens={"<|eot|>": 257})
+        >>> enc.encode("abc <|eot|>", allowed_special="all")
+        [256, 99, 32, 257]
+        """
+        self.name = name
+        self._pat_str = pat_str
+        self._mergeable_ranks_cache: dict[bytes, int] | None = mergeable_ranks
+        self._special_tokens = special_tokens
+        self.max_token_value = max(
+            max(mergeable_ranks.values()), max(special_tokens.values(), default=0)
+        )
+        if explicit_n_vocab:
+            assert len(mergeable_ranks) + len(special_tokens) == explicit_n_vocab
+            assert self.max_token_value == explicit_n_vocab - 1
+        self._special_token_values = set(special_tokens.values())
+        self._core_bpe = _native.CoreBPE(mergeable_ranks, special_tokens, pat_str)
+
+    @classmethod
+    def _from_core(
+        cls,
+        name: str,
+        core: _native.CoreBPE,
+        special_tokens: dict[str, int],
+        explicit_n_vocab: int | None = None,
+    ) -> Encoding:
+        """Wraps a native encoder; the mergeable-ranks dict is built only if someone reads it."""
+        self = cls.__new__(cls)
+        self.name = name
+        self._pat_str = core.pattern
+        self._mergeable_ranks_cache = None
+        self._special_tokens = special_tokens
+        self.max_token_value = max(core.max_mergeable_rank or 0, max(special_tokens.values(), default=0))
+        if explicit_n_vocab:
+            assert core.n_mergeable + len(special_tokens) == explicit_n_vocab
+            assert self.max_token_value == explicit_n_vocab - 1
+        self._special_token_values = set(special_tokens.values())
+        self._core_bpe = core
+        return self
+
+    @property
+    def _mergeable_ranks(self) -> dict[bytes, int]:
+        if self._mergeable_ranks_cache is None:
+            self._mergeable_ranks_cache = self._core_bpe.mergeable_ranks()
+        return self._mergeable_ranks_cache
+
+    @_mergeable_ranks.setter
+    def _mergeable_ranks(self, value: dict[bytes, int]) -> None:
+        self._mergeable_ranks_cache = value
+
+    def __repr__(self) -> str:
+        return f"<Encoding {self.name!r}>"
+
+    # ------------------------------------------------------------------ encoding
+
+    def _special_args(
+        self,
+        text: str | None,
+        allowed_special: Literal["all"] | AbstractSet[str],
+        disallowed_special: Literal["all"] | Collection[str],
+    ) -> tuple[object, object]:
+        """Normalises tiktoken's allowed/disallowed arguments for the native encoder.
+
+        Disallowed strings that are not special tokens are checked here, exactly as tiktoken does;
+        the native encoder checks special tokens in the same pass that encodes.
+        """
+        if isinstance(allowed_special, str):
+            if allowed_special != "all":
+                raise TypeError('allowed_special must be "all" or a set of str')
+        if isinstance(disallowed_special, str):
+            if disallowed_special != "all":
+                raise TypeError('disallowed_special must be "all" or a collection of str')
+            return allowed_special, "all"
+        if not disallowed_special:
+            return allowed_special, ()
+        disallowed = frozenset(disallowed_special)
+        if text is not None and not disallowed <= self._special_tokens.keys():
+            if match := _special_token_regex(disallowed).search(text):
+                raise_disallowed_special_token(match.group())
+            return allowed_special, ()
+        return allowed_special, disallowed
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encodes a string into tokens, ignoring special tokens.
+
+        >>> enc.encode_ordinary("hello world")
+        [15339, 1917]
+        """
+        try:
+            return self._core_bpe.encode_ordinary(text)
+        except UnicodeEncodeError:
+            return self._core_bpe.encode_ordinary(_fix_surrogates(text))
+
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: Literal["all"] | AbstractSet[str] = set(),  # noqa: B006
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> list[int]:
+        """Encodes a string into tokens.
+
+        Text that spells a special token raises ``ValueError`` unless the token is in
+        ``allowed_special`` (then it becomes that token) or left out of ``disallowed_special``
+        (then it is encoded as ordinary text).
+
+        >>> enc.encode("hello world")
+        [15339, 1917]
+        >>> enc.encode("<|endoftext|>", allowed_special={"<|endoftext|>"})
+        [100257]
+        >>> enc.encode("<|endoftext|>", disallowed_special=())
+        [27, 91, 8862, 728, 428, 91, 29]
+        """
+        a, d = self._special_args(text, allowed_special, disallowed_special)
+        try:
+            return self._core_bpe.encode(text, a, d)
+        except UnicodeEncodeError:
+            return self._core_bpe.encode(_fix_surrogates(text), a, d)
+
+    def encode_to_numpy(
+        self,
+        text: str,
+        *,
+        allowed_special: Literal["all"] | AbstractSet[str] = set(),  # noqa: B006
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> npt.NDArray[np.uint32]:
+        """Encodes a string into a uint32 numpy array (no intermediate list).
+
+        >>> enc.encode_to_numpy("hello world")
+        array([15339,  1917], dtype=uint32)
+        """
+        a, d = self._special_args(text, allowed_special, disallowed_special)
+        try:
+            return self._core_bpe.encode_to_numpy(text, a, d)
+        except UnicodeEncodeError:
+            return self._core_bpe.encode_to_numpy(_fix_surrogates(text), a, d)
+
+    def count(
+        self,
+        text: str,
+        *,
+        allowed_special: Literal["all"] | AbstractSet[str] = set(),  # noqa: B006
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> int:
+        """The number of tokens ``encode`` would return, without building the list.
+
+        >>> enc.count("hello world")
+        2
+        """
+        a, d = self._special_args(text, allowed_special, disallowed_special)
+        try:
+            return self._core_bpe.count(text, a, d)
+        except UnicodeEncodeError:
+            return self._core_bpe.count(_fix_surrogates(text), a, d)
+
+    def _batch(self, method, texts, *args):  # type: ignore[no-untyped-def]
+        if isinstance(texts, str):
+            raise TypeError("expected a list of str, got a single str")
+        texts = list(texts)
+        try:
+            return method(texts, *args)
+        except UnicodeEncodeError:
+            fixed = [_fix_surrogates(t) if isinstance(t, str) else t for t in texts]
+            return method(fixed, *args)
+
+    def _batch_special_args(self, texts, allowed_special, disallowed_special):  # type: ignore[no-untyped-def]
+        a, d = self._special_args(None, allowed_special, disallowed_special)
+        if isinstance(d, frozenset) and not d <= self._special_tokens.keys():
+            for t in texts:
+                self._special_args(t, allowed_special, disallowed_special)
+            d = ()
+        return a, d
+
+    def encode_ordinary_batch(self, text: Sequence[str], *, num_threads: int = 8) -> list[list[int]]:
+        """Encodes many strings in parallel (native threads), ignoring special tokens.
+
+        >>> enc.encode_ordinary_batch(["hello world", "goodbye world"])
+        [[15339, 1917], [19045, 29474, 1917]]
+        """
+        return self._batch(self._core_bpe.encode_ordinary_batch, text, num_threads)
+
+    def encode_batch(
+        self,
+        text: Sequence[str],
+        *,
+        num_threads: int = 8,
+        allowed_special: Literal["all"] | AbstractSet[str] = set(),  # noqa: B006
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> list[list[int]]:
+        """Encodes many strings in parallel; see :meth:`encode` for the special-token options.
+
+        >>> enc.encode_batch(["hello world", "goodbye world"])
+        [[15339, 1917], [19045, 29474, 1917]]
+        """
+        texts = list(text)
+        a, d = self._batch_special_args(texts, allowed_special, disallowed_special)
+        return self._batch(self._core_bpe.encode_batch, texts, a, d, num_threads)
+
+    def count_batch(
+        self,
+        text: Sequence[str],
+        *,
+        num_threads: int = 8,
+        allowed_special: Literal["all"] | AbstractSet[str] = set(),  # noqa: B006
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> list[int]:
+        """Token counts of many strings, in parallel, without building token lists.
+
+        >>> enc.count_batch(["hello world", "goodbye world"])
+        [2, 3]
+        """
+        texts = list(text)
+        a, d = self._batch_special_args(texts, allowed_special, disallowed_special)
+        return self._batch(self._core_bpe.count_batch, texts, a, d, num_threads)
+
+    def encode_with_unstable(
+        self,
+        text: str,
+        *,
+        allowed_special: Literal["all"] | AbstractSet[str] = set(),  # noqa: B006
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> tuple[list[int], list[list[int]]]:
+        """Encodes a string into stable tokens and the token sequences that may complete it.
+
+        >>> stable, completions = enc.encode_with_unstable("hello fanta")
+        >>> stable
+        [15339]
+        """
+        a, d = self._special_args(text, allowed_special, disallowed_special)
+        try:
+            return self._core_bpe.encode_with_unstable(text, a, d)
+        except UnicodeEncodeError:
+            return self._core_bpe.encode_with_unstable(_fix_surrogates(text), a, d)
+
+    def encode_single_token(self, text_or_bytes: str | bytes) -> int:
+        """The id of text (or bytes) that is exactly one token, special tokens included.
+
+        Raises ``KeyError`` if it is not a single token.
+
+        >>> enc.encode_single_token("hello")
+        15339
+        """
+        if isinstance(text_or_bytes, str):
+            text_or_bytes = text_or_bytes.encode("utf-8")
+        return self._core_bpe.encode_single_token(text_or_bytes)
+
+    # ------------------------------------------------------------------ decoding
+
+    def decode_bytes(self, tokens: Sequence[int]) -> bytes:
+        """Decodes tokens into bytes.
+
+        >>> enc.decode_bytes([15339, 1917])
+        b'hello world'
+        """
+        return self._core_bpe.decode_bytes(tokens)
+
+    def decode(self, tokens: Sequence[int], errors: str = "replace") -> str:
+        """Decodes tokens into a string (invalid UTF-8 handled per ``errors``).
+
+        >>> enc.decode([15339, 1917])
+        'hello world'
+        """
+        return self._core_bpe.decode_bytes(tokens).decode("utf-8", errors=errors)
+
+    def decode_single_token_bytes(self, token: int) -> bytes:
+        """The bytes of one token (special tokens included); ``KeyError`` if there is none.
+
+        >>> enc.decode_single_token_bytes(15339)
+        b'hello'
+        """
+        return self._core_bpe.decode_single_token_bytes(token)
+
+    def decode_tokens_bytes(self, tokens: Sequence[int]) -> list[bytes]:
+        """The bytes of each token.
+
+        >>> enc.decode_tokens_bytes([15339, 1917])
+        [b'hello', b' world']
+        """
+        return self._core_bpe.decode_tokens_bytes(tokens)
+
+    def decode_with_offsets(self, tokens: Sequence[int]) -> tuple[str, list[int]]:
+        """Decodes tokens into a string and the character offset where each token starts.
+
+        A token that starts inside a character gets the offset of that character. Raises
+        ``UnicodeDecodeError`` if the tokens do not form valid UTF-8.
+
+        >>> enc.decode_with_offsets([15339, 1917])
+        ('hello world', [0, 5])
+        """
+        token_bytes = self.decode_tokens_bytes(tokens)
+        offsets = []
+        chars = 0
+        for tb in token_bytes:
+            starts_inside = bool(tb) and 0x80 <= tb[0] < 0xC0
+            offsets.append(max(0, chars - starts_inside))
+            chars += sum(1 for c in tb if not 0x80 <= c < 0xC0)
+        return b"".join(token_bytes).decode("utf-8", errors="strict"), offsets
+
+    def decode_batch(
+        self, batch: Sequence[Sequence[int]], *, errors: str = "replace", num_threads: int = 8
+    ) -> list[str]:
+        """Decodes many token lists.
+
+        >>> enc.decode_batch([[15339], [1917]])
+        ['hello', ' world']
+        """
+        return [b.decode("utf-8", errors=errors) for b in self.decode_bytes_batch(batch, num_threads=num_threads)]
+
+    def decode_bytes_batch(self, batch: Sequence[Sequence[int]], *, num_threads: int = 8) -> list[bytes]:
+        """Decodes many token lists into bytes, in parallel.
+
+        >>> enc.decode_bytes_batch([[15339], [1917]])
+        [b'hello', b' world']
+        """
+        return self._core_bpe.decode_bytes_batch([list(t) for t in batch], num_threads)
+
+    # ------------------------------------------------------------------ misc
+
+    def token_byte_values(self) -> list[bytes]:
+        """All mergeable tokens' bytes, sorted."""
+        return self._core_bpe.token_byte_values()
+
+    @property
+    def eot_token(self) -> int:
+        """The id of ``<|endoftext|>`` (``KeyError`` if the encoding has none)."""
+        return self._special_tokens["<|endoftext|>"]
+
+    @functools.cached_property
+    def special_tokens_set(self) -> set[str]:
+        """The names of the special tokens."""
+        return set(self._special_tokens.keys())
+
+    def is_special_token(self, token: int) -> bool:
+        """Whether ``token`` is the id of a special token.
+
+        >>> enc.is_special_token(100257)
+        True
+        """
+        assert isinstance(token, int)
+        return token in self._special_token_values
+
+    @property
+    def n_vocab(self) -> int:
+        """``max_token_value + 1`` (as in tiktoken)."""
+        return self.max_token_value + 1
+
+    def split(self, text: str) -> list[str]:
+        """The pieces the split pattern cuts ``text`` into (before merging).
+
+        >>> enc.split("hello world!!")
+        ['hello', ' world', '!!']
+        """
+        try:
+            return self._core_bpe.split(text)
+        except UnicodeEncodeError:
+            return self._core_bpe.split(_fix_surrogates(text))
+
+    # ------------------------------------------------------------------ private (tiktoken's)
+
+    def _encode_single_piece(self, text_or_bytes: str | bytes) -> list[int]:
+        if isinstance(text_or_bytes, str):
+            text_or_bytes = text_or_bytes.encode("utf-8")
+        return self._core_bpe.encode_single_piece(text_or_bytes)
+
+    def _encode_only_native_bpe(self, text: str) -> list[int]:
+        import regex
+
+        ret = []
+        for piece in regex.findall(regex.compile(self._pat_str), text):
+            ret.extend(self._core_bpe.encode_single_piece(piece.encode("utf-8")))
+        return ret
+
+    def _encode_bytes(self, text: bytes) -> list[int]:
+        return self._core_bpe._encode_bytes(text)
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, path: str) -> None:
+        """Writes ``<path>/<name>.tiktoken`` and a JSON file; read it back with
+        :func:`bytepair.load`."""
+        from bytepair import train
+
+        train._save(self, path)
+
+    def to_huggingface(self, path: str) -> None:
+        """Writes a ``tokenizer.json`` that Hugging Face ``tokenizers`` loads and that encodes to
+        the same ids."""
+        from bytepair import train
+
+        train._to_huggingface(self, path)
+
+    # ------------------------------------------------------------------ pickling
+
+    def __getstate__(self) -> object:
+        from bytepair import registry
+
+        if self is registry.ENCODINGS.get(self.name):
+            return self.name
+        return {
+            "name": self.name,
+            "pat_str": self._pat_str,
+            "mergeable_ranks": self._mergeable_ranks,
+            "special_tokens": self._special_tokens,
+        }
+
+    def __setstate__(self, value: object) -> None:
+        from bytepair import registry
+
+        if isinstance(value, str):
+            self.__dict__ = registry.get_encoding(value).__dict__
+            return
+        self.__init__(**value)  # type: ignore[misc]
+
+
+@functools.lru_cache(maxsize=128)
+def _special_token_regex(tokens: frozenset[str]):  # type: ignore[no-untyped-def]
+    import re
+
+    inner = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
+    return re.compile(f"({inner})")
+
+
+def raise_disallowed_special_token(token: str) -> NoReturn:
+    raise ValueError(
+        f"Encountered text corresponding to disallowed special token {token!r}.\n"
+        "If you want this text to be encoded as a special token, "
+        f"pass it to `allowed_special`, e.g. `allowed_special={{{token!r}, ...}}`.\n"
+        "If you want this text to be encoded as normal text, disable the check for this token "
+        f"by passing `disallowed_special=(enc.special_tokens_set - {{{token!r}}})`.\n"
+        "To disable this check for all special tokens, pass `disallowed_special=()`.\n"
+    )
