@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// Pieces shorter than this (in bytes) use the linear scan; longer ones the heap.
-pub const HEAP_THRESHOLD: usize = 96;
+pub const HEAP_THRESHOLD: usize = 128;
 
 /// Encodes one piece: a whole-piece lookup first, then merging. Unencodable bytes (only possible
 /// with vocabularies that lack some single bytes) come out as `NO_ENTRY`.
@@ -52,22 +52,25 @@ pub fn count_piece(v: &Vocab, piece: &[u8], scratch: &mut Vec<Rank>) -> usize {
 fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     let n = piece.len();
     debug_assert!((2..HEAP_THRESHOLD).contains(&n));
-    // Part i spans start[i]..start[i + 1]; tok[i] is its rank; pair[i] the rank of parts i, i+1.
-    let mut start = [0u32; HEAP_THRESHOLD + 1];
-    let mut tok = [0u32; HEAP_THRESHOLD];
+    // Parts are identified by their start byte. `pair[i]` is the rank of part i merged with the
+    // part after it (NO_ENTRY when that is not a token, or when i is no longer a part start), so
+    // the choice of the next merge is a flat min-scan over one small array.
     let mut pair = [NO_ENTRY; HEAP_THRESHOLD];
+    let mut tok = [0u32; HEAP_THRESHOLD];
+    let mut nxt = [0u8; HEAP_THRESHOLD];
+    let mut prv = [0u8; HEAP_THRESHOLD];
     for i in 0..n {
-        start[i] = i as u32;
         tok[i] = v.byte_rank(piece[i]);
+        nxt[i] = (i + 1) as u8;
+        prv[i] = i.wrapping_sub(1) as u8;
     }
-    start[n] = n as u32;
     for i in 0..n - 1 {
-        pair[i] = v.get(&piece[i..i + 2]).unwrap_or(NO_ENTRY);
+        pair[i] = v.pair_rank(piece[i], piece[i + 1]);
     }
-    let mut m = n;
+    let pairs = &mut pair[..n - 1];
     loop {
         let (mut best, mut bi) = (NO_ENTRY, 0);
-        for (i, &r) in pair[..m - 1].iter().enumerate() {
+        for (i, &r) in pairs.iter().enumerate() {
             if r < best {
                 best = r;
                 bi = i;
@@ -76,25 +79,30 @@ fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
         if best == NO_ENTRY {
             break;
         }
-        // Merge parts bi and bi + 1.
+        let j = nxt[bi] as usize;
+        let k = if j < n { nxt[j] as usize } else { n };
         tok[bi] = best;
-        start.copy_within(bi + 2..=m, bi + 1);
-        tok.copy_within(bi + 2..m, bi + 1);
-        pair.copy_within(bi + 2..m, bi + 1);
-        m -= 1;
-        pair[bi] = if bi + 1 < m {
-            v.get(&piece[start[bi] as usize..start[bi + 2] as usize]).unwrap_or(NO_ENTRY)
-        } else {
-            NO_ENTRY
-        };
-        if bi > 0 {
-            pair[bi - 1] = v.get(&piece[start[bi - 1] as usize..start[bi + 1] as usize]).unwrap_or(NO_ENTRY);
+        if j < n - 1 {
+            pairs[j] = NO_ENTRY;
         }
-        if m == 1 {
-            break;
+        nxt[bi] = k as u8;
+        if k < n {
+            prv[k] = bi as u8;
+            let e = nxt[k] as usize;
+            pairs[bi] = v.get(&piece[bi..e]).unwrap_or(NO_ENTRY);
+        } else {
+            pairs[bi] = NO_ENTRY;
+        }
+        if bi > 0 {
+            let p = prv[bi] as usize;
+            pairs[p] = v.get(&piece[p..k]).unwrap_or(NO_ENTRY);
         }
     }
-    out.extend_from_slice(&tok[..m]);
+    let mut i = 0;
+    while i < n {
+        out.push(tok[i]);
+        i = nxt[i] as usize;
+    }
 }
 
 fn merge_heap(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
@@ -105,7 +113,8 @@ fn merge_heap(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     let mut tok: Vec<u32> = piece.iter().map(|&b| v.byte_rank(b)).collect();
     let mut heap = BinaryHeap::with_capacity(n);
     for i in 0..n - 1 {
-        if let Some(r) = v.get(&piece[i..i + 2]) {
+        let r = v.pair_rank(piece[i], piece[i + 1]);
+        if r != NO_ENTRY {
             heap.push(Reverse((r, i as u32, i as u32 + 2)));
         }
     }

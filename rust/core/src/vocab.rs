@@ -3,15 +3,16 @@
 //! Why a hand-made table: encoding looks a byte string up for every candidate merge, so the
 //! lookup is the hot path after pre-tokenization. Token bytes live in one contiguous buffer (for
 //! the bundled vocabularies, a `'static` slice compiled into the library), and an open-addressing
-//! table of `u32` entry indices keyed by a fast word-at-a-time hash maps bytes to ranks. Building
-//! it for o200k's 200k tokens takes a few milliseconds, which is what makes cold loads instant.
+//! SwissTable keyed by the packed bytes of short tokens (most lookups: a miss is settled by the
+//! control bytes, which fit in L2) and by a 64-bit hash for long ones maps bytes to ranks.
+//! Building it for o200k's 200k tokens takes a few milliseconds, which keeps cold loads instant.
 use crate::error::{Error, Result};
 use base64::Engine;
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 /// A token id.
 pub type Rank = u32;
-const EMPTY: u32 = u32::MAX;
 /// Marks a rank with no mergeable token behind it.
 pub const NO_ENTRY: u32 = u32::MAX;
 
@@ -40,10 +41,49 @@ pub struct Vocab {
     ranks: Vec<Rank>,
     /// rank -> entry index, `NO_ENTRY` for holes.
     by_rank: Vec<u32>,
-    table: Vec<u32>,
-    shift: u32,
+    /// Tokens of up to 7 bytes, keyed by their packed bytes and length: one probe, no compare.
+    short: HashMap<u64, Rank, BuildKeyHasher>,
+    /// Longer tokens, keyed by a 64-bit hash of their bytes -> entry index (bytes verified).
+    long: HashMap<u64, u32, BuildKeyHasher>,
+    /// Long tokens whose hash collided with another's (practically never non-empty).
+    long_collisions: HashMap<Box<[u8]>, Rank>,
     byte_ranks: [Rank; 256],
+    /// Rank of every two-byte token, indexed by `(b0 << 8) | b1` (`NO_ENTRY` when absent).
+    pair_ranks: Box<[Rank]>,
 }
+
+/// Packs up to 7 bytes and the length into one key.
+#[inline(always)]
+fn pack_short(b: &[u8]) -> u64 {
+    debug_assert!(b.len() <= 7);
+    let mut k = (b.len() as u64) << 56;
+    for (i, &c) in b.iter().enumerate() {
+        k |= (c as u64) << (8 * i);
+    }
+    k
+}
+
+/// A hasher for keys that are already `u64`: one multiply-xorshift mix.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    #[inline(always)]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = hash_bytes(bytes);
+    }
+    #[inline(always)]
+    fn write_u64(&mut self, k: u64) {
+        let h = (k ^ (k >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+pub type BuildKeyHasher = std::hash::BuildHasherDefault<KeyHasher>;
 
 impl Vocab {
     /// Builds a vocabulary from entries `(bytes, rank)`. Bytes must be unique (ranks too).
@@ -78,23 +118,37 @@ impl Vocab {
             }
             by_rank[r as usize] = i as u32;
         }
-        let cap = (n * 2).next_power_of_two().max(16);
-        let shift = 64 - cap.trailing_zeros();
-        let mut v = Vocab { bytes, offsets, ranks, by_rank, table: vec![EMPTY; cap], shift, byte_ranks: [NO_ENTRY; 256] };
-        let mask = cap - 1;
+        let entry = |i: usize| &bytes[offsets[i] as usize..offsets[i + 1] as usize];
+        let mut short: HashMap<u64, Rank, BuildKeyHasher> = HashMap::with_capacity_and_hasher(n, Default::default());
+        let mut long: HashMap<u64, u32, BuildKeyHasher> = HashMap::with_capacity_and_hasher(n / 2, Default::default());
+        let mut long_collisions = HashMap::new();
+        let dup = |tok: &[u8]| Error::Value(format!("token {:?} appears twice", tok));
         for i in 0..n {
-            let tok = v.entry_bytes(i);
-            let mut slot = (hash_bytes(tok) >> v.shift) as usize;
-            loop {
-                let e = v.table[slot];
-                if e == EMPTY {
-                    v.table[slot] = i as u32;
-                    break;
+            let tok = entry(i);
+            let r = ranks[i];
+            if tok.len() <= 7 {
+                if short.insert(pack_short(tok), r).is_some() {
+                    return Err(dup(tok));
                 }
-                if v.entry_bytes(e as usize) == tok {
-                    return Err(Error::Value(format!("token {:?} appears twice", tok)));
+            } else {
+                match long.entry(hash_bytes(tok)) {
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(i as u32);
+                    }
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        let owned: Box<[u8]> = tok.into();
+                        if entry(*e.get() as usize) == tok || long_collisions.insert(owned, r).is_some() {
+                            return Err(dup(tok));
+                        }
+                    }
                 }
-                slot = (slot + 1) & mask;
+            }
+        }
+        let mut v = Vocab { bytes, offsets, ranks, by_rank, short, long, long_collisions, byte_ranks: [NO_ENTRY; 256], pair_ranks: vec![NO_ENTRY; 65536].into_boxed_slice() };
+        for (i, &r) in v.ranks.iter().enumerate() {
+            let (s, e) = (v.offsets[i] as usize, v.offsets[i + 1] as usize);
+            if e - s == 2 {
+                v.pair_ranks[((v.bytes[s] as usize) << 8) | v.bytes[s + 1] as usize] = r;
             }
         }
         for b in 0..256usize {
@@ -113,19 +167,23 @@ impl Vocab {
     /// The rank of `b`, if it is a mergeable token.
     #[inline(always)]
     pub fn get(&self, b: &[u8]) -> Option<Rank> {
-        let mask = self.table.len() - 1;
-        let mut slot = (hash_bytes(b) >> self.shift) as usize;
-        loop {
-            let e = unsafe { *self.table.get_unchecked(slot) };
-            if e == EMPTY {
-                return None;
+        if b.len() <= 7 {
+            return self.short.get(&pack_short(b)).copied();
+        }
+        self.get_long(b)
+    }
+
+    #[inline(never)]
+    fn get_long(&self, b: &[u8]) -> Option<Rank> {
+        if let Some(&i) = self.long.get(&hash_bytes(b)) {
+            if self.entry_bytes(i as usize) == b {
+                return Some(self.ranks[i as usize]);
             }
-            let i = e as usize;
-            let (s, t) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
-            if t - s == b.len() && &self.bytes[s..t] == b {
-                return Some(self.ranks[i]);
-            }
-            slot = (slot + 1) & mask;
+        }
+        if self.long_collisions.is_empty() {
+            None
+        } else {
+            self.long_collisions.get(b).copied()
         }
     }
 
@@ -133,6 +191,13 @@ impl Vocab {
     #[inline(always)]
     pub fn byte_rank(&self, b: u8) -> Rank {
         self.byte_ranks[b as usize]
+    }
+
+    /// The rank of the two-byte token `a b` (`NO_ENTRY` when absent).
+    #[inline(always)]
+    pub fn pair_rank(&self, a: u8, b: u8) -> Rank {
+        // SAFETY: the table has 65536 entries.
+        unsafe { *self.pair_ranks.get_unchecked(((a as usize) << 8) | b as usize) }
     }
 
     /// True when every single byte is a token, so any byte string can be encoded.
