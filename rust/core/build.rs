@@ -26,9 +26,18 @@ fn main() {
             if l.is_empty() {
                 continue;
             }
-            let sp = l.iter().position(|&b| b == b' ').unwrap_or_else(|| panic!("{file}:{}", i + 1));
-            let tok = base64::engine::general_purpose::STANDARD.decode(&l[..sp]).unwrap();
-            let rank: u32 = std::str::from_utf8(&l[sp + 1..]).unwrap().trim().parse().unwrap();
+            let sp = l
+                .iter()
+                .position(|&b| b == b' ')
+                .unwrap_or_else(|| panic!("{file}:{}", i + 1));
+            let tok = base64::engine::general_purpose::STANDARD
+                .decode(&l[..sp])
+                .unwrap();
+            let rank: u32 = std::str::from_utf8(&l[sp + 1..])
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
             ranks.push(rank);
             bytes.extend_from_slice(&tok);
             offsets.push(bytes.len() as u32);

@@ -7,8 +7,17 @@ fn main() {
     let text = std::fs::read(&args[1]).unwrap();
     let text = String::from_utf8_lossy(&text[..text.len().min(8 << 20)]).into_owned();
     let name = args.get(2).map(String::as_str).unwrap_or("cl100k_base");
-    let rank_file = if name == "o200k_base" { "o200k_base" } else { "cl100k_base" };
-    let core = CoreBpe::new(vocab::bundled(rank_file).unwrap(), pretokenize::builtin_pattern(name).unwrap(), vec![]).unwrap();
+    let rank_file = if name == "o200k_base" {
+        "o200k_base"
+    } else {
+        "cl100k_base"
+    };
+    let core = CoreBpe::new(
+        vocab::bundled(rank_file).unwrap(),
+        pretokenize::builtin_pattern(name).unwrap(),
+        vec![],
+    )
+    .unwrap();
     let mb = text.len() as f64 / 1e6;
     let mut docs = Vec::new();
     let mut i = 0;
@@ -32,5 +41,9 @@ fn main() {
         toks += core.encode_ordinary(d).unwrap().len();
     }
     let enc = t.elapsed().as_secs_f64();
-    println!("{name}: {n} pieces, {toks} tokens; lex {:.1} MB/s, full encode {:.1} MB/s", mb / lex, mb / enc);
+    println!(
+        "{name}: {n} pieces, {toks} tokens; lex {:.1} MB/s, full encode {:.1} MB/s",
+        mb / lex,
+        mb / enc
+    );
 }

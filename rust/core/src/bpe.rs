@@ -182,7 +182,17 @@ mod tests {
     #[test]
     fn scan_and_heap_agree_with_reference_across_threshold() {
         let v = crate::vocab::bundled("cl100k_base").unwrap();
-        let texts = ["a", "ab", "aaaa", "abab", "hello", "日本語", "😀", " \t\n", "xyzzy"];
+        let texts = [
+            "a",
+            "ab",
+            "aaaa",
+            "abab",
+            "hello",
+            "日本語",
+            "😀",
+            " \t\n",
+            "xyzzy",
+        ];
         for t in texts {
             for reps in [1, 2, 3, 7, 31, 32, 33, 47, 48, 49, 95, 96, 97, 200] {
                 let piece = t.repeat(reps);

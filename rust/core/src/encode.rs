@@ -63,7 +63,9 @@ impl CoreBpe {
                 AhoCorasick::builder()
                     .match_kind(MatchKind::LeftmostLongest)
                     .build(specials.iter().map(|(s, _)| s.as_bytes()))
-                    .map_err(|e| Error::Value(format!("cannot build special-token matcher: {e}")))?,
+                    .map_err(|e| {
+                        Error::Value(format!("cannot build special-token matcher: {e}"))
+                    })?,
             )
         };
         let all_bytes = vocab.has_all_bytes();
@@ -164,7 +166,9 @@ impl CoreBpe {
     ) -> Result<Option<(usize, usize, usize)>> {
         let Some(ac) = &self.ac else { return Ok(None) };
         while pos < text.len() {
-            let Some(m) = ac.find(Input::new(text).range(pos..)) else { return Ok(None) };
+            let Some(m) = ac.find(Input::new(text).range(pos..)) else {
+                return Ok(None);
+            };
             let id = m.pattern().as_usize();
             // `All` in `disallowed` means every special token that is not allowed (tiktoken's
             // "all"); an explicit set is checked even for allowed tokens, as tiktoken does.
@@ -216,19 +220,31 @@ impl CoreBpe {
         Ok(last)
     }
 
-    pub fn encode(&self, text: &str, allowed: &SpecialSet, disallowed: &SpecialSet) -> Result<Vec<Rank>> {
+    pub fn encode(
+        &self,
+        text: &str,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+    ) -> Result<Vec<Rank>> {
         let mut out = Vec::with_capacity(text.len() / 4 + 4);
         self.encode_into(text, allowed, disallowed, &mut out)?;
         Ok(out)
     }
 
     /// The number of tokens `encode` would return, without keeping them.
-    pub fn count(&self, text: &str, allowed: &SpecialSet, disallowed: &SpecialSet) -> Result<usize> {
+    pub fn count(
+        &self,
+        text: &str,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+    ) -> Result<usize> {
         if allowed.is_empty() && disallowed.is_empty() && self.all_bytes {
             let v = &self.vocab;
             let mut scratch = Vec::new();
             let mut n = 0;
-            self.pre.split(text, |s, e| n += bpe::count_piece(v, &text.as_bytes()[s..e], &mut scratch))?;
+            self.pre.split(text, |s, e| {
+                n += bpe::count_piece(v, &text.as_bytes()[s..e], &mut scratch)
+            })?;
             return Ok(n);
         }
         let mut n = 0;
@@ -272,9 +288,11 @@ impl CoreBpe {
     /// The bytes of one token (mergeable or special).
     #[inline]
     pub fn token_bytes(&self, r: Rank) -> Option<&[u8]> {
-        self.vocab
-            .token(r)
-            .or_else(|| self.special_decoder.get(&r).map(|&i| self.specials[i].0.as_bytes()))
+        self.vocab.token(r).or_else(|| {
+            self.special_decoder
+                .get(&r)
+                .map(|&i| self.specials[i].0.as_bytes())
+        })
     }
 
     /// Concatenated bytes of `tokens`; `KeyError` names the first unknown id.
@@ -299,7 +317,9 @@ impl CoreBpe {
     }
 
     fn is_all_space(&self, r: Rank) -> bool {
-        self.vocab.token(r).is_some_and(|b| b.iter().all(|c| matches!(c, b' ' | b'\n' | b'\t')))
+        self.vocab
+            .token(r)
+            .is_some_and(|b| b.iter().all(|c| matches!(c, b' ' | b'\n' | b'\t')))
     }
 
     /// Widens the last piece over preceding all-whitespace tokens, since whitespace runs can
@@ -428,8 +448,15 @@ mod tests {
 
     fn cl100k() -> CoreBpe {
         let v = crate::vocab::bundled("cl100k_base").unwrap();
-        CoreBpe::new(v, CL100K_PATTERN, vec![("<|endoftext|>".into(), 100257), ("<|fim_prefix|>".into(), 100258)])
-            .unwrap()
+        CoreBpe::new(
+            v,
+            CL100K_PATTERN,
+            vec![
+                ("<|endoftext|>".into(), 100257),
+                ("<|fim_prefix|>".into(), 100258),
+            ],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -437,13 +464,24 @@ mod tests {
         let e = cl100k();
         assert_eq!(e.encode_ordinary("hello world").unwrap(), vec![15339, 1917]);
         let all = SpecialSet::All;
-        assert_eq!(e.encode("hi<|endoftext|>", &all, &SpecialSet::None).unwrap(), vec![6151, 100257]);
+        assert_eq!(
+            e.encode("hi<|endoftext|>", &all, &SpecialSet::None)
+                .unwrap(),
+            vec![6151, 100257]
+        );
         assert!(matches!(
             e.encode("hi<|endoftext|>", &SpecialSet::None, &SpecialSet::All),
             Err(Error::DisallowedSpecial(_))
         ));
-        assert_eq!(e.count("hello world<|endoftext|>", &all, &SpecialSet::None).unwrap(), 3);
-        assert_eq!(e.decode_bytes(&[15339, 1917, 100257]).unwrap(), b"hello world<|endoftext|>");
+        assert_eq!(
+            e.count("hello world<|endoftext|>", &all, &SpecialSet::None)
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            e.decode_bytes(&[15339, 1917, 100257]).unwrap(),
+            b"hello world<|endoftext|>"
+        );
         assert!(matches!(e.decode_bytes(&[100256]), Err(Error::Key(_))));
     }
 

@@ -17,7 +17,11 @@ pub enum Error {
     Type(String),
     /// A malformed rank file; `line` is 1-based.
     #[error("invalid rank file{}, line {line}: {msg}", .source_name.as_deref().map(|s| format!(" {s}")).unwrap_or_default())]
-    RankFile { source_name: Option<String>, line: usize, msg: String },
+    RankFile {
+        source_name: Option<String>,
+        line: usize,
+        msg: String,
+    },
     /// An invalid split pattern.
     #[error("invalid pattern: {0}")]
     Pattern(String),

@@ -100,7 +100,11 @@ impl Vocab {
     }
 
     /// Builds from the compact form: concatenated bytes, `n + 1` offsets and `n` ranks.
-    pub fn from_parts(bytes: Cow<'static, [u8]>, offsets: Vec<u32>, ranks: Vec<Rank>) -> Result<Self> {
+    pub fn from_parts(
+        bytes: Cow<'static, [u8]>,
+        offsets: Vec<u32>,
+        ranks: Vec<Rank>,
+    ) -> Result<Self> {
         let n = ranks.len();
         assert_eq!(offsets.len(), n + 1);
         let max_rank = ranks.iter().copied().max().unwrap_or(0) as usize;
@@ -119,8 +123,10 @@ impl Vocab {
             by_rank[r as usize] = i as u32;
         }
         let entry = |i: usize| &bytes[offsets[i] as usize..offsets[i + 1] as usize];
-        let mut short: HashMap<u64, Rank, BuildKeyHasher> = HashMap::with_capacity_and_hasher(n, Default::default());
-        let mut long: HashMap<u64, u32, BuildKeyHasher> = HashMap::with_capacity_and_hasher(n / 2, Default::default());
+        let mut short: HashMap<u64, Rank, BuildKeyHasher> =
+            HashMap::with_capacity_and_hasher(n, Default::default());
+        let mut long: HashMap<u64, u32, BuildKeyHasher> =
+            HashMap::with_capacity_and_hasher(n / 2, Default::default());
         let mut long_collisions = HashMap::new();
         let dup = |tok: &[u8]| Error::Value(format!("token {:?} appears twice", tok));
         for i in 0..n {
@@ -137,14 +143,26 @@ impl Vocab {
                     }
                     std::collections::hash_map::Entry::Occupied(e) => {
                         let owned: Box<[u8]> = tok.into();
-                        if entry(*e.get() as usize) == tok || long_collisions.insert(owned, r).is_some() {
+                        if entry(*e.get() as usize) == tok
+                            || long_collisions.insert(owned, r).is_some()
+                        {
                             return Err(dup(tok));
                         }
                     }
                 }
             }
         }
-        let mut v = Vocab { bytes, offsets, ranks, by_rank, short, long, long_collisions, byte_ranks: [NO_ENTRY; 256], pair_ranks: vec![NO_ENTRY; 65536].into_boxed_slice() };
+        let mut v = Vocab {
+            bytes,
+            offsets,
+            ranks,
+            by_rank,
+            short,
+            long,
+            long_collisions,
+            byte_ranks: [NO_ENTRY; 256],
+            pair_ranks: vec![NO_ENTRY; 65536].into_boxed_slice(),
+        };
         for (i, &r) in v.ranks.iter().enumerate() {
             let (s, e) = (v.offsets[i] as usize, v.offsets[i + 1] as usize);
             if e - s == 2 {
@@ -197,7 +215,11 @@ impl Vocab {
     #[inline(always)]
     pub fn pair_rank(&self, a: u8, b: u8) -> Rank {
         // SAFETY: the table has 65536 entries.
-        unsafe { *self.pair_ranks.get_unchecked(((a as usize) << 8) | b as usize) }
+        unsafe {
+            *self
+                .pair_ranks
+                .get_unchecked(((a as usize) << 8) | b as usize)
+        }
     }
 
     /// True when every single byte is a token, so any byte string can be encoded.
@@ -255,7 +277,11 @@ impl Vocab {
 /// 1-based line.
 pub fn parse_tiktoken(data: &[u8], source_name: Option<&str>) -> Result<Vocab> {
     let eng = base64::engine::general_purpose::STANDARD;
-    let err = |line: usize, msg: String| Error::RankFile { source_name: source_name.map(str::to_owned), line, msg };
+    let err = |line: usize, msg: String| Error::RankFile {
+        source_name: source_name.map(str::to_owned),
+        line,
+        msg,
+    };
     let mut bytes = Vec::with_capacity(data.len() / 2);
     let mut offsets = vec![0u32];
     let mut ranks = Vec::new();
@@ -271,12 +297,21 @@ pub fn parse_tiktoken(data: &[u8], source_name: Option<&str>) -> Result<Vocab> {
             _ => return Err(err(i + 1, "expected `<base64 token> <rank>`".into())),
         };
         buf.clear();
-        eng.decode_vec(tok, &mut buf)
-            .map_err(|e| err(i + 1, format!("invalid base64 {:?}: {e}", String::from_utf8_lossy(tok))))?;
+        eng.decode_vec(tok, &mut buf).map_err(|e| {
+            err(
+                i + 1,
+                format!("invalid base64 {:?}: {e}", String::from_utf8_lossy(tok)),
+            )
+        })?;
         let rank: Rank = std::str::from_utf8(rank)
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| err(i + 1, format!("invalid rank {:?}", String::from_utf8_lossy(rank))))?;
+            .ok_or_else(|| {
+                err(
+                    i + 1,
+                    format!("invalid rank {:?}", String::from_utf8_lossy(rank)),
+                )
+            })?;
         bytes.extend_from_slice(&buf);
         offsets.push(bytes.len() as u32);
         ranks.push(rank);
@@ -330,9 +365,15 @@ mod tests {
 
     #[test]
     fn bad_rank_file_names_line() {
-        let e = parse_tiktoken(b"YQ== 0\nYg== x\n", Some("f")).err().unwrap().to_string();
+        let e = parse_tiktoken(b"YQ== 0\nYg== x\n", Some("f"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("line 2"), "{e}");
-        let e = parse_tiktoken(b"YQ== 0\n!!! 1\n", None).err().unwrap().to_string();
+        let e = parse_tiktoken(b"YQ== 0\n!!! 1\n", None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("base64"), "{e}");
     }
 

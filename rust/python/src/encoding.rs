@@ -23,7 +23,9 @@ fn special_set(core: &CoreBpe, arg: &Bound<'_, PyAny>) -> PyResult<SpecialSet> {
         if s.to_cow()? == "all" {
             return Ok(SpecialSet::All);
         }
-        return Err(PyTypeError::new_err("special-token sets must be \"all\" or a collection of str"));
+        return Err(PyTypeError::new_err(
+            "special-token sets must be \"all\" or a collection of str",
+        ));
     }
     if arg.is_none() {
         return Ok(SpecialSet::None);
@@ -59,7 +61,10 @@ fn batch<T: Send>(
         let part: Vec<T> = py
             .detach(|| {
                 if pool.current_num_threads() <= 1 || chunk.len() == 1 {
-                    chunk.iter().map(|t| f(t)).collect::<bytepair_core::Result<Vec<T>>>()
+                    chunk
+                        .iter()
+                        .map(|t| f(t))
+                        .collect::<bytepair_core::Result<Vec<T>>>()
                 } else {
                     pool.install(|| chunk.par_iter().with_min_len(1).map(|t| f(t)).collect())
                 }
@@ -77,22 +82,36 @@ impl PyCoreBpe {
     /// Builds an encoder from `mergeable_ranks` (dict[bytes, int]), `special_tokens`
     /// (dict[str, int]) and a split pattern.
     #[new]
-    fn new(mergeable_ranks: &Bound<'_, PyDict>, special_tokens: &Bound<'_, PyDict>, pat_str: &str) -> PyResult<Self> {
+    fn new(
+        mergeable_ranks: &Bound<'_, PyDict>,
+        special_tokens: &Bound<'_, PyDict>,
+        pat_str: &str,
+    ) -> PyResult<Self> {
         let mut entries: Vec<(PyBackedBytes, Rank)> = Vec::with_capacity(mergeable_ranks.len());
         for (k, v) in mergeable_ranks.iter() {
-            let k: PyBackedBytes = k.extract().map_err(|_| PyTypeError::new_err("mergeable_ranks keys must be bytes"))?;
+            let k: PyBackedBytes = k
+                .extract()
+                .map_err(|_| PyTypeError::new_err("mergeable_ranks keys must be bytes"))?;
             let v: Rank = v.extract()?;
             entries.push((k, v));
         }
-        let vocab = Vocab::from_entries(entries.iter().map(|(k, v)| (&k[..], *v))).map_err(to_py)?;
+        let vocab =
+            Vocab::from_entries(entries.iter().map(|(k, v)| (&k[..], *v))).map_err(to_py)?;
         let specials = extract_specials(special_tokens)?;
         let core = CoreBpe::new(vocab, pat_str, specials).map_err(to_py)?;
-        Ok(PyCoreBpe { inner: Arc::new(core) })
+        Ok(PyCoreBpe {
+            inner: Arc::new(core),
+        })
     }
 
     /// An encoder over a rank file compiled into the library (no file or network access).
     #[staticmethod]
-    fn builtin(py: Python<'_>, rank_file: &str, special_tokens: &Bound<'_, PyDict>, pat_str: &str) -> PyResult<Self> {
+    fn builtin(
+        py: Python<'_>,
+        rank_file: &str,
+        special_tokens: &Bound<'_, PyDict>,
+        pat_str: &str,
+    ) -> PyResult<Self> {
         let specials = extract_specials(special_tokens)?;
         let name = rank_file.to_owned();
         let pat = pat_str.to_owned();
@@ -103,7 +122,9 @@ impl PyCoreBpe {
                 CoreBpe::new(vocab, &pat, specials)
             })
             .map_err(to_py)?;
-        Ok(PyCoreBpe { inner: Arc::new(core) })
+        Ok(PyCoreBpe {
+            inner: Arc::new(core),
+        })
     }
 
     /// Parses a `.tiktoken` rank file's bytes into an encoder.
@@ -124,7 +145,9 @@ impl PyCoreBpe {
                 CoreBpe::new(vocab, &pat, specials)
             })
             .map_err(to_py)?;
-        Ok(PyCoreBpe { inner: Arc::new(core) })
+        Ok(PyCoreBpe {
+            inner: Arc::new(core),
+        })
     }
 
     /// The split pattern.
@@ -167,12 +190,25 @@ impl PyCoreBpe {
     }
 
     fn encode_ordinary(&self, py: Python<'_>, text: &str) -> PyResult<Vec<Rank>> {
-        run(py, text.len() >= DETACH_BYTES, || self.inner.encode_ordinary(text))
+        run(py, text.len() >= DETACH_BYTES, || {
+            self.inner.encode_ordinary(text)
+        })
     }
 
-    fn encode(&self, py: Python<'_>, text: &str, allowed: &Bound<'_, PyAny>, disallowed: &Bound<'_, PyAny>) -> PyResult<Vec<Rank>> {
-        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
-        run(py, text.len() >= DETACH_BYTES, || self.inner.encode(text, &a, &d))
+    fn encode(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        allowed: &Bound<'_, PyAny>,
+        disallowed: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Rank>> {
+        let (a, d) = (
+            special_set(&self.inner, allowed)?,
+            special_set(&self.inner, disallowed)?,
+        );
+        run(py, text.len() >= DETACH_BYTES, || {
+            self.inner.encode(text, &a, &d)
+        })
     }
 
     fn encode_to_numpy<'py>(
@@ -182,17 +218,38 @@ impl PyCoreBpe {
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
-        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
-        let v = run(py, text.len() >= DETACH_BYTES, || self.inner.encode(text, &a, &d))?;
+        let (a, d) = (
+            special_set(&self.inner, allowed)?,
+            special_set(&self.inner, disallowed)?,
+        );
+        let v = run(py, text.len() >= DETACH_BYTES, || {
+            self.inner.encode(text, &a, &d)
+        })?;
         Ok(v.into_pyarray(py))
     }
 
-    fn count(&self, py: Python<'_>, text: &str, allowed: &Bound<'_, PyAny>, disallowed: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
-        run(py, text.len() >= DETACH_BYTES, || self.inner.count(text, &a, &d))
+    fn count(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        allowed: &Bound<'_, PyAny>,
+        disallowed: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
+        let (a, d) = (
+            special_set(&self.inner, allowed)?,
+            special_set(&self.inner, disallowed)?,
+        );
+        run(py, text.len() >= DETACH_BYTES, || {
+            self.inner.count(text, &a, &d)
+        })
     }
 
-    fn encode_ordinary_batch(&self, py: Python<'_>, texts: Vec<PyBackedStr>, num_threads: usize) -> PyResult<Vec<Vec<Rank>>> {
+    fn encode_ordinary_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        num_threads: usize,
+    ) -> PyResult<Vec<Vec<Rank>>> {
         batch(py, &texts, num_threads, |t| self.inner.encode_ordinary(t))
     }
 
@@ -204,7 +261,10 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
         num_threads: usize,
     ) -> PyResult<Vec<Vec<Rank>>> {
-        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
+        let (a, d) = (
+            special_set(&self.inner, allowed)?,
+            special_set(&self.inner, disallowed)?,
+        );
         batch(py, &texts, num_threads, |t| self.inner.encode(t, &a, &d))
     }
 
@@ -216,7 +276,10 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
         num_threads: usize,
     ) -> PyResult<Vec<usize>> {
-        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
+        let (a, d) = (
+            special_set(&self.inner, allowed)?,
+            special_set(&self.inner, disallowed)?,
+        );
         batch(py, &texts, num_threads, |t| self.inner.count(t, &a, &d))
     }
 
@@ -227,12 +290,17 @@ impl PyCoreBpe {
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<(Vec<Rank>, Vec<Vec<Rank>>)> {
-        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
+        let (a, d) = (
+            special_set(&self.inner, allowed)?,
+            special_set(&self.inner, disallowed)?,
+        );
         run(py, true, || self.inner.encode_with_unstable(text, &a, &d))
     }
 
     fn encode_single_token(&self, piece: PyBackedBytes) -> PyResult<Rank> {
-        self.inner.encode_single_token(&piece).ok_or_else(|| PyKeyError::new_err(piece.to_vec()))
+        self.inner
+            .encode_single_token(&piece)
+            .ok_or_else(|| PyKeyError::new_err(piece.to_vec()))
     }
 
     fn encode_single_piece(&self, piece: PyBackedBytes) -> PyResult<Vec<Rank>> {
@@ -240,30 +308,58 @@ impl PyCoreBpe {
     }
 
     fn _encode_bytes(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<Vec<Rank>> {
-        run(py, data.len() >= DETACH_BYTES, || self.inner.encode_bytes(&data))
+        run(py, data.len() >= DETACH_BYTES, || {
+            self.inner.encode_bytes(&data)
+        })
     }
 
-    fn decode_bytes<'py>(&self, py: Python<'py>, tokens: Vec<Rank>) -> PyResult<Bound<'py, PyBytes>> {
-        let b = run(py, tokens.len() >= DETACH_BYTES / 4, || self.inner.decode_bytes(&tokens))?;
+    fn decode_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: Vec<Rank>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let b = run(py, tokens.len() >= DETACH_BYTES / 4, || {
+            self.inner.decode_bytes(&tokens)
+        })?;
         Ok(PyBytes::new(py, &b))
     }
 
-    fn decode_bytes_batch<'py>(&self, py: Python<'py>, batch: Vec<Vec<Rank>>, num_threads: usize) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    fn decode_bytes_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch: Vec<Vec<Rank>>,
+        num_threads: usize,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let pool = parallel::pool(num_threads);
         let out: Vec<Vec<u8>> = py
-            .detach(|| pool.install(|| batch.par_iter().map(|t| self.inner.decode_bytes(t)).collect::<bytepair_core::Result<Vec<_>>>()))
+            .detach(|| {
+                pool.install(|| {
+                    batch
+                        .par_iter()
+                        .map(|t| self.inner.decode_bytes(t))
+                        .collect::<bytepair_core::Result<Vec<_>>>()
+                })
+            })
             .map_err(to_py)?;
         Ok(out.iter().map(|b| PyBytes::new(py, b)).collect())
     }
 
-    fn decode_single_token_bytes<'py>(&self, py: Python<'py>, token: Rank) -> PyResult<Bound<'py, PyBytes>> {
+    fn decode_single_token_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        token: Rank,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         match self.inner.token_bytes(token) {
             Some(b) => Ok(PyBytes::new(py, b)),
             None => Err(PyKeyError::new_err(token.to_string())),
         }
     }
 
-    fn decode_tokens_bytes<'py>(&self, py: Python<'py>, tokens: Vec<Rank>) -> PyResult<Bound<'py, PyList>> {
+    fn decode_tokens_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: Vec<Rank>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let mut items = Vec::with_capacity(tokens.len());
         for t in tokens {
             match self.inner.token_bytes(t) {
@@ -278,12 +374,17 @@ impl PyCoreBpe {
     fn token_byte_values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let ids = self.inner.sorted_tokens();
         let v = self.inner.vocab();
-        PyList::new(py, ids.iter().map(|&r| PyBytes::new(py, v.token(r).unwrap())))
+        PyList::new(
+            py,
+            ids.iter().map(|&r| PyBytes::new(py, v.token(r).unwrap())),
+        )
     }
 
     /// The pieces the split pattern cuts `text` into.
     fn split(&self, py: Python<'_>, text: &str) -> PyResult<Vec<String>> {
-        let pieces = run(py, text.len() >= DETACH_BYTES, || self.inner.pretokenizer().pieces(text))?;
+        let pieces = run(py, text.len() >= DETACH_BYTES, || {
+            self.inner.pretokenizer().pieces(text)
+        })?;
         Ok(pieces.into_iter().map(str::to_owned).collect())
     }
 }
@@ -291,10 +392,14 @@ impl PyCoreBpe {
 fn extract_specials(d: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Rank)>> {
     let mut v = Vec::with_capacity(d.len());
     for (k, r) in d.iter() {
-        let k: String = k.extract().map_err(|_| PyTypeError::new_err("special_tokens keys must be str"))?;
+        let k: String = k
+            .extract()
+            .map_err(|_| PyTypeError::new_err("special_tokens keys must be str"))?;
         let r: Rank = r.extract()?;
         if k.is_empty() {
-            return Err(PyValueError::new_err("special tokens must not be empty strings"));
+            return Err(PyValueError::new_err(
+                "special tokens must not be empty strings",
+            ));
         }
         v.push((k, r));
     }
@@ -304,8 +409,18 @@ fn extract_specials(d: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Rank)>> {
 /// Splits `text` with `pattern` (a regex string); for tests and tools.
 #[pyfunction]
 #[pyo3(signature = (pattern, text, *, force_regex=false))]
-fn split_text(py: Python<'_>, pattern: &str, text: &str, force_regex: bool) -> PyResult<Vec<String>> {
-    let pre = if force_regex { Pretokenizer::regex(pattern) } else { Pretokenizer::new(pattern) }.map_err(to_py)?;
+fn split_text(
+    py: Python<'_>,
+    pattern: &str,
+    text: &str,
+    force_regex: bool,
+) -> PyResult<Vec<String>> {
+    let pre = if force_regex {
+        Pretokenizer::regex(pattern)
+    } else {
+        Pretokenizer::new(pattern)
+    }
+    .map_err(to_py)?;
     let pieces = run(py, true, || pre.pieces(text))?;
     Ok(pieces.into_iter().map(str::to_owned).collect())
 }
@@ -320,6 +435,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCoreBpe>()?;
     m.add_function(wrap_pyfunction!(split_text, m)?)?;
     m.add_function(wrap_pyfunction!(builtin_pattern, m)?)?;
-    m.add("BUNDLED_RANK_FILES", bytepair_core::vocab::BUNDLED_RANK_FILES.to_vec())?;
+    m.add(
+        "BUNDLED_RANK_FILES",
+        bytepair_core::vocab::BUNDLED_RANK_FILES.to_vec(),
+    )?;
     Ok(())
 }

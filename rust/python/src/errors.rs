@@ -13,7 +13,10 @@ pub fn to_py(e: Error) -> PyErr {
         Error::Type(m) => PyTypeError::new_err(m),
         e @ Error::RankFile { .. } => PyValueError::new_err(e.to_string()),
         Error::DisallowedSpecial(tok) => Python::attach(|py| {
-            let r = PyString::new(py, &tok).repr().map(|r| r.to_string()).unwrap_or_else(|_| format!("{tok:?}"));
+            let r = PyString::new(py, &tok)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| format!("{tok:?}"));
             PyValueError::new_err(format!(
                 "Encountered text corresponding to disallowed special token {r}.\n\
                  If you want this text to be encoded as a special token, pass it to `allowed_special`, \
@@ -34,6 +37,10 @@ pub const DETACH_BYTES: usize = 2048;
 
 /// Runs `f`, detached from the interpreter when `big`, and converts its error.
 #[inline]
-pub fn run<T: Send>(py: Python<'_>, big: bool, f: impl FnOnce() -> bytepair_core::Result<T> + Send) -> PyResult<T> {
+pub fn run<T: Send>(
+    py: Python<'_>,
+    big: bool,
+    f: impl FnOnce() -> bytepair_core::Result<T> + Send,
+) -> PyResult<T> {
     if big { py.detach(f) } else { f() }.map_err(to_py)
 }

@@ -27,7 +27,12 @@ const NOT_OTHER: u8 = SPACE | LETTER | NUM;
 
 impl<'a> Lexer<'a> {
     pub fn new(kind: Kind, text: &'a str) -> Self {
-        Lexer { s: text.as_bytes(), pos: 0, kind, t: unicode::table() }
+        Lexer {
+            s: text.as_bytes(),
+            pos: 0,
+            kind,
+            t: unicode::table(),
+        }
     }
 
     #[inline(always)]
@@ -155,7 +160,11 @@ impl<'a> Lexer<'a> {
                 last_b_end = Some(i);
             }
         }
-        let end = if i < n && self.cls(i).0 & O200K_B != 0 { self.run(i, O200K_B) } else { last_b_end? };
+        let end = if i < n && self.cls(i).0 & O200K_B != 0 {
+            self.run(i, O200K_B)
+        } else {
+            last_b_end?
+        };
         Some(self.o200k_suffix(end))
     }
 

@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 pub use lexer::Kind;
 
 /// The r50k/p50k/gpt2 split pattern of tiktoken 0.14.
-pub const R50K_PATTERN: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s";
+pub const R50K_PATTERN: &str =
+    r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s";
 /// The cl100k_base split pattern of tiktoken 0.14.
 pub const CL100K_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
 /// The o200k_base split pattern of tiktoken 0.14.
@@ -81,7 +82,8 @@ impl Pretokenizer {
             }
             Pretokenizer::Regex(re) => {
                 for m in re.find_iter(text) {
-                    let m = m.map_err(|e| Error::Value(format!("pattern failed on this text: {e}")))?;
+                    let m =
+                        m.map_err(|e| Error::Value(format!("pattern failed on this text: {e}")))?;
                     if m.end() > m.start() {
                         f(m.start(), m.end());
                     }
@@ -107,17 +109,47 @@ mod tests {
         let fast = Pretokenizer::new(pat).unwrap();
         assert!(fast.is_native());
         let slow = Pretokenizer::regex(pat).unwrap();
-        assert_eq!(fast.pieces(text).unwrap(), slow.pieces(text).unwrap(), "text {text:?}");
+        assert_eq!(
+            fast.pieces(text).unwrap(),
+            slow.pieces(text).unwrap(),
+            "text {text:?}"
+        );
     }
 
     #[test]
     fn lexers_match_regex_on_traps() {
         let cases = [
-            "Hello world", "  leading", "trailing  ", "a  b", "a \n\n b", "x\r\n\r\n  y", "it's I'LL we'Ve",
-            "'ſ 'S", "12345 ١٢٣٤ 1a2", "\u{85}\u{a0}\u{3000}x", "HELLOworld helloWORLD ǅa", "e\u{301}\u{301}x",
-            "\u{301}abc \u{301}ABC", "foo/bar//\n", "!!!\r\n", " !x", "日本語のテキスト", "😀😀 😀x", "\t\tx",
-            "a\u{2028}b", "", " ", "\n", "don't 'tis", "ABCdef'S xyz'll", "#[derive(Debug)]\n    fn x() {}\n",
-            "ǅungla Ǆ ǆ", "\u{1c89}\u{10d40}", "a\u{200d}b", "  \n \n  ", " \u{0}\u{1}",
+            "Hello world",
+            "  leading",
+            "trailing  ",
+            "a  b",
+            "a \n\n b",
+            "x\r\n\r\n  y",
+            "it's I'LL we'Ve",
+            "'ſ 'S",
+            "12345 ١٢٣٤ 1a2",
+            "\u{85}\u{a0}\u{3000}x",
+            "HELLOworld helloWORLD ǅa",
+            "e\u{301}\u{301}x",
+            "\u{301}abc \u{301}ABC",
+            "foo/bar//\n",
+            "!!!\r\n",
+            " !x",
+            "日本語のテキスト",
+            "😀😀 😀x",
+            "\t\tx",
+            "a\u{2028}b",
+            "",
+            " ",
+            "\n",
+            "don't 'tis",
+            "ABCdef'S xyz'll",
+            "#[derive(Debug)]\n    fn x() {}\n",
+            "ǅungla Ǆ ǆ",
+            "\u{1c89}\u{10d40}",
+            "a\u{200d}b",
+            "  \n \n  ",
+            " \u{0}\u{1}",
         ];
         for p in [R50K_PATTERN, CL100K_PATTERN, O200K_PATTERN] {
             for t in cases {
@@ -130,8 +162,9 @@ mod tests {
     fn lexers_match_regex_on_every_char_class_pair() {
         // Two-char and three-char strings over a set of representatives of every class.
         let reps = [
-            "a", "A", "ǅ", "ʰ", "中", "\u{301}", "1", "٣", "Ⅷ", " ", "\t", "\n", "\r", "\u{a0}", "\u{3000}", "'",
-            "s", "t", "/", "!", "😀", "_", "\u{85}", "ſ", "l", "v", "e", "r", "m", "d",
+            "a", "A", "ǅ", "ʰ", "中", "\u{301}", "1", "٣", "Ⅷ", " ", "\t", "\n", "\r", "\u{a0}",
+            "\u{3000}", "'", "s", "t", "/", "!", "😀", "_", "\u{85}", "ſ", "l", "v", "e", "r", "m",
+            "d",
         ];
         for p in [R50K_PATTERN, CL100K_PATTERN, O200K_PATTERN] {
             let fast = Pretokenizer::new(p).unwrap();
@@ -140,7 +173,11 @@ mod tests {
                 for b in reps {
                     for c in reps {
                         let t = format!("{a}{b}{c}{a}");
-                        assert_eq!(fast.pieces(&t).unwrap(), slow.pieces(&t).unwrap(), "{p} {t:?}");
+                        assert_eq!(
+                            fast.pieces(&t).unwrap(),
+                            slow.pieces(&t).unwrap(),
+                            "{p} {t:?}"
+                        );
                     }
                 }
             }

@@ -19,9 +19,15 @@ pub const O200K_A: u8 = UPPER | LMO | MARK;
 pub const O200K_B: u8 = LOWER | LMO | MARK;
 
 fn ranges(pattern: &str) -> Vec<(u32, u32)> {
-    let hir = regex_syntax::Parser::new().parse(pattern).expect("valid class");
+    let hir = regex_syntax::Parser::new()
+        .parse(pattern)
+        .expect("valid class");
     match hir.kind() {
-        HirKind::Class(Class::Unicode(c)) => c.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect(),
+        HirKind::Class(Class::Unicode(c)) => c
+            .ranges()
+            .iter()
+            .map(|r| (r.start() as u32, r.end() as u32))
+            .collect(),
         _ => unreachable!("not a unicode class: {pattern}"),
     }
 }
@@ -71,7 +77,10 @@ pub fn decode_at(s: &[u8], i: usize) -> (u32, usize) {
     } else if b0 < 0xE0 {
         (((b0 & 0x1F) << 6) | (s[i + 1] as u32 & 0x3F), 2)
     } else if b0 < 0xF0 {
-        (((b0 & 0x0F) << 12) | ((s[i + 1] as u32 & 0x3F) << 6) | (s[i + 2] as u32 & 0x3F), 3)
+        (
+            ((b0 & 0x0F) << 12) | ((s[i + 1] as u32 & 0x3F) << 6) | (s[i + 2] as u32 & 0x3F),
+            3,
+        )
     } else {
         (
             ((b0 & 0x07) << 18)
