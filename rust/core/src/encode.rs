@@ -97,6 +97,11 @@ impl CoreBpe {
     pub fn special_index(&self, s: &str) -> Option<usize> {
         self.special_index.get(s).copied()
     }
+    /// The largest token id (mergeable or special), if any.
+    pub fn max_token(&self) -> Option<Rank> {
+        self.vocab.max_rank().into_iter().chain(self.specials.iter().map(|s| s.1)).max()
+    }
+
     /// Whether `r` is the id of a special token.
     pub fn is_special(&self, r: Rank) -> bool {
         self.special_decoder.contains_key(&r)

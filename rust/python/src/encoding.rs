@@ -1,5 +1,6 @@
 //! `CoreBPE`: the native half of `bytepair.Encoding`.
 use crate::errors::{run, to_py, DETACH_BYTES};
+use crate::ints::IntCache;
 use bytepair_core::pretokenize::Pretokenizer;
 use bytepair_core::{parallel, CoreBpe, Error, Rank, SpecialSet, Vocab};
 use numpy::{IntoPyArray, PyArray1};
@@ -14,6 +15,14 @@ use std::sync::Arc;
 #[pyclass(frozen, name = "CoreBPE", module = "bytepair._native")]
 pub struct PyCoreBpe {
     pub inner: Arc<CoreBpe>,
+    ints: IntCache,
+}
+
+impl PyCoreBpe {
+    pub fn wrap(core: CoreBpe) -> Self {
+        let n = core.max_token().map_or(0, |m| m as usize + 1);
+        PyCoreBpe { inner: Arc::new(core), ints: IntCache::new(n) }
+    }
 }
 
 /// `"all"`, or an iterable of special-token names (names that are not special tokens are
@@ -99,9 +108,7 @@ impl PyCoreBpe {
             Vocab::from_entries(entries.iter().map(|(k, v)| (&k[..], *v))).map_err(to_py)?;
         let specials = extract_specials(special_tokens)?;
         let core = CoreBpe::new(vocab, pat_str, specials).map_err(to_py)?;
-        Ok(PyCoreBpe {
-            inner: Arc::new(core),
-        })
+        Ok(PyCoreBpe::wrap(core))
     }
 
     /// An encoder over a rank file compiled into the library (no file or network access).
@@ -122,9 +129,7 @@ impl PyCoreBpe {
                 CoreBpe::new(vocab, &pat, specials)
             })
             .map_err(to_py)?;
-        Ok(PyCoreBpe {
-            inner: Arc::new(core),
-        })
+        Ok(PyCoreBpe::wrap(core))
     }
 
     /// Parses a `.tiktoken` rank file's bytes into an encoder.
@@ -145,9 +150,7 @@ impl PyCoreBpe {
                 CoreBpe::new(vocab, &pat, specials)
             })
             .map_err(to_py)?;
-        Ok(PyCoreBpe {
-            inner: Arc::new(core),
-        })
+        Ok(PyCoreBpe::wrap(core))
     }
 
     /// The split pattern.
@@ -189,26 +192,21 @@ impl PyCoreBpe {
         PyBytes::new(py, &data)
     }
 
-    fn encode_ordinary(&self, py: Python<'_>, text: &str) -> PyResult<Vec<Rank>> {
-        run(py, text.len() >= DETACH_BYTES, || {
-            self.inner.encode_ordinary(text)
-        })
+    fn encode_ordinary<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
+        let v = run(py, text.len() >= DETACH_BYTES, || self.inner.encode_ordinary(text))?;
+        self.ints.list(py, &v)
     }
 
-    fn encode(
+    fn encode<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         text: &str,
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
-    ) -> PyResult<Vec<Rank>> {
-        let (a, d) = (
-            special_set(&self.inner, allowed)?,
-            special_set(&self.inner, disallowed)?,
-        );
-        run(py, text.len() >= DETACH_BYTES, || {
-            self.inner.encode(text, &a, &d)
-        })
+    ) -> PyResult<Bound<'py, PyList>> {
+        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
+        let v = run(py, text.len() >= DETACH_BYTES, || self.inner.encode(text, &a, &d))?;
+        self.ints.list(py, &v)
     }
 
     fn encode_to_numpy<'py>(
@@ -244,28 +242,30 @@ impl PyCoreBpe {
         })
     }
 
-    fn encode_ordinary_batch(
+    fn encode_ordinary_batch<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         texts: Vec<PyBackedStr>,
         num_threads: usize,
-    ) -> PyResult<Vec<Vec<Rank>>> {
-        batch(py, &texts, num_threads, |t| self.inner.encode_ordinary(t))
+    ) -> PyResult<Bound<'py, PyList>> {
+        let v = batch(py, &texts, num_threads, |t| self.inner.encode_ordinary(t))?;
+        self.ints.lists(py, &v)
     }
 
-    fn encode_batch(
+    fn encode_batch<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         texts: Vec<PyBackedStr>,
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
         num_threads: usize,
-    ) -> PyResult<Vec<Vec<Rank>>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let (a, d) = (
             special_set(&self.inner, allowed)?,
             special_set(&self.inner, disallowed)?,
         );
-        batch(py, &texts, num_threads, |t| self.inner.encode(t, &a, &d))
+        let v = batch(py, &texts, num_threads, |t| self.inner.encode(t, &a, &d))?;
+        self.ints.lists(py, &v)
     }
 
     fn count_batch(

@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 mod encoding;
+mod ints;
 mod errors;
 
 #[pymodule(gil_used = false)]
