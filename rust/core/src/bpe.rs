@@ -107,40 +107,49 @@ fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
 
 fn merge_heap(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     let n = piece.len();
-    const DEAD: u32 = u32::MAX;
+    // Part starts form a linked list; `cur[i]` is the rank of part i merged with its successor
+    // (NO_ENTRY if none). Heap entries are `rank << 32 | start`, so the min is the lowest rank,
+    // leftmost on ties; an entry is stale when `cur[start]` no longer holds its rank (a start
+    // can only ever pair into one token of a given rank, so the check is exact).
     let mut next: Vec<u32> = (1..=n as u32).collect();
     let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
     let mut tok: Vec<u32> = piece.iter().map(|&b| v.byte_rank(b)).collect();
-    let mut heap = BinaryHeap::with_capacity(n);
+    let mut cur: Vec<u32> = vec![NO_ENTRY; n];
+    let mut keys: Vec<Reverse<u64>> = Vec::with_capacity(n);
     for i in 0..n - 1 {
         let r = v.pair_rank(piece[i], piece[i + 1]);
+        cur[i] = r;
         if r != NO_ENTRY {
-            heap.push(Reverse((r, i as u32, i as u32 + 2)));
+            keys.push(Reverse(((r as u64) << 32) | i as u64));
         }
     }
-    while let Some(Reverse((r, i, end))) = heap.pop() {
-        let iu = i as usize;
-        if next[iu] == DEAD {
-            continue;
+    let mut heap = BinaryHeap::from(keys);
+    while let Some(Reverse(key)) = heap.pop() {
+        let (r, i) = ((key >> 32) as u32, (key & 0xFFFF_FFFF) as usize);
+        if cur[i] != r {
+            continue; // stale
         }
-        let j = next[iu] as usize;
-        if j >= n || next[j] != end {
-            continue; // stale: the pair no longer exists
-        }
-        tok[iu] = r;
-        next[j] = DEAD;
-        next[iu] = end;
-        if (end as usize) < n {
-            prev[end as usize] = i;
-            let e2 = next[end as usize] as usize;
-            if let Some(r2) = v.get(&piece[iu..e2]) {
-                heap.push(Reverse((r2, i, e2 as u32)));
+        // Merge part i with its successor j.
+        let j = next[i] as usize;
+        let k = next[j] as usize;
+        tok[i] = r;
+        cur[j] = NO_ENTRY;
+        next[i] = k as u32;
+        cur[i] = NO_ENTRY;
+        if k < n {
+            prev[k] = i as u32;
+            let e = next[k] as usize;
+            if let Some(r2) = v.get(&piece[i..e]) {
+                cur[i] = r2;
+                heap.push(Reverse(((r2 as u64) << 32) | i as u64));
             }
         }
-        if iu > 0 {
-            let p = prev[iu] as usize;
-            if let Some(r2) = v.get(&piece[p..end as usize]) {
-                heap.push(Reverse((r2, p as u32, end)));
+        if i > 0 {
+            let p = prev[i] as usize;
+            let r2 = v.get(&piece[p..k]).unwrap_or(NO_ENTRY);
+            cur[p] = r2;
+            if r2 != NO_ENTRY {
+                heap.push(Reverse(((r2 as u64) << 32) | p as u64));
             }
         }
     }
