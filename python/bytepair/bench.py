@@ -1,0 +1,1514 @@
+"""The benchmark engine behind ``bytepair bench``.
+
+Every number is measured side by side in the same process (or, for load time, in fresh processes
+started the same way) and reported as a ratio to a baseline peer, because the machines this runs
+on are shared and noisy. Text is *fresh*: each implementation encodes each document exactly once,
+so a cache that remembers whole documents or re-encodes the same text cannot inflate a number.
+
+Workloads live in a registry, so other parts of the project (training, embeddings) slot in with
+:func:`register_workload`; the table, ``results.json`` and the chart are generic over
+:class:`Result` rows.
+
+>>> from bytepair import bench
+>>> sorted(bench.workloads())[:2]
+['batch', 'count']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import gzip
+import hashlib
+import html.parser
+import importlib
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BenchContext",
+    "Corpus",
+    "CorpusError",
+    "Result",
+    "Workload",
+    "default_corpus",
+    "load_corpus",
+    "prepare_tiktoken_cache",
+    "register_workload",
+    "render_table",
+    "run",
+    "split_documents",
+    "workloads",
+]
+
+DOC_BYTES = 4096
+"""Target size of one benchmark document, in UTF-8 bytes."""
+
+# Official SHA-256 of each rank file (the values in tiktoken's own registry).
+RANK_SHA256 = {
+    "r50k_base": "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+    "p50k_base": "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069",
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+}
+# Which rank file tiktoken reads for each encoding name.
+_RANK_FILE_FOR = {
+    "r50k_base": "r50k_base",
+    "p50k_base": "p50k_base",
+    "p50k_edit": "p50k_base",
+    "cl100k_base": "cl100k_base",
+    "o200k_base": "o200k_base",
+    "o200k_harmony": "o200k_base",
+}
+_RANK_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+
+# Peers with tiktoken's API (``get_encoding(name)`` -> object with ``encode_ordinary`` ...).
+BASELINE = "tiktoken"
+PEER_MODULES = {"tiktoken": "tiktoken", "bpe-openai": "bpe_openai"}
+
+
+class CorpusError(ValueError):
+    """A corpus file that cannot be read, with file and line in the message."""
+
+
+# ---------------------------------------------------------------------------------- tiktoken cache
+
+
+def prepare_tiktoken_cache(directory: str | os.PathLike[str], encodings: Iterable[str]) -> Path:
+    """Makes tiktoken work offline by writing bytepair's bundled rank files where it looks.
+
+    tiktoken downloads rank files on first use and caches them under ``TIKTOKEN_CACHE_DIR`` as
+    ``sha1(url)``. If the user already set ``TIKTOKEN_CACHE_DIR`` it is left alone; otherwise the
+    files are written to ``directory`` (each checked against the official SHA-256) and the
+    variable is set for this process and its children. Call it before tiktoken loads anything.
+
+    >>> import tempfile
+    >>> d = prepare_tiktoken_cache(tempfile.mkdtemp(), ["cl100k_base"])  # doctest: +SKIP
+    """
+    if os.environ.get("TIKTOKEN_CACHE_DIR"):
+        return Path(os.environ["TIKTOKEN_CACHE_DIR"])
+    import bytepair
+
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in sorted({_RANK_FILE_FOR[e] for e in encodings if e in _RANK_FILE_FOR}):
+        path = target / hashlib.sha1(_RANK_URL.format(name).encode()).hexdigest()
+        if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == RANK_SHA256[name]:
+            continue
+        data = bytepair.get_encoding(name)._core_bpe.to_tiktoken_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != RANK_SHA256[name]:
+            raise RuntimeError(
+                f"bytepair's bundled {name} ranks hash to {digest}, not the official "
+                f"{RANK_SHA256[name]}: the package is broken"
+            )
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(target)
+    return target
+
+
+# ------------------------------------------------------------------------------------------ corpus
+
+
+@dataclass
+class Corpus:
+    """Benchmark documents (~4 KB each) by category, with where they came from."""
+
+    docs: dict[str, list[str]] = field(default_factory=dict)
+    sources: dict[str, list[str]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        return {
+            cat: {
+                "docs": len(docs),
+                "bytes": sum(len(d.encode("utf-8", "surrogatepass")) for d in docs),
+                "sources": self.sources.get(cat, [])[:50],
+                "n_sources": len(self.sources.get(cat, [])),
+            }
+            for cat, docs in self.docs.items()
+        }
+
+
+def split_documents(
+    texts: Iterable[str], *, doc_bytes: int = DOC_BYTES, cap_bytes: int | None = None
+) -> list[str]:
+    """Cuts a stream of texts into documents of about ``doc_bytes`` UTF-8 bytes, at line ends.
+
+    Texts are joined as one stream (a document may span two files); a line longer than four
+    documents is cut by characters. Stops once ``cap_bytes`` have been emitted.
+
+    >>> docs = split_documents(["a\\n" * 3000], doc_bytes=4096)
+    >>> [len(d) for d in docs]
+    [4096, 1904]
+    """
+    docs: list[str] = []
+    parts: list[str] = []
+    size = total = 0
+    for text in texts:
+        for line in text.splitlines(keepends=True):
+            pieces = [line]
+            if len(line) > 4 * doc_bytes:
+                pieces = [line[i : i + doc_bytes] for i in range(0, len(line), doc_bytes)]
+            for piece in pieces:
+                parts.append(piece)
+                size += len(piece.encode("utf-8", "surrogatepass"))
+                if size >= doc_bytes:
+                    docs.append("".join(parts))
+                    total += size
+                    parts, size = [], 0
+                    if cap_bytes is not None and total >= cap_bytes:
+                        return docs
+    if parts and "".join(parts).strip():
+        docs.append("".join(parts))
+    return docs
+
+
+def _letter_ratio(text: str) -> float:
+    visible = [c for c in text if not c.isspace()]
+    return sum(c.isalpha() for c in visible) / max(1, len(visible))
+
+
+class _HTMLText(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.out: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in ("p", "div", "h1", "h2", "h3", "li", "pre", "dd", "dt"):
+            self.out.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.out.append(data)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _site_dirs() -> list[Path]:
+    dirs = []
+    for key in ("purelib", "platlib"):
+        p = Path(sysconfig.get_paths()[key])
+        if p.is_dir() and p not in dirs:
+            dirs.append(p)
+    return dirs
+
+
+def _stdlib_files(root: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in root.rglob(pattern) if "site-packages" not in p.parts and p.is_file())
+
+
+def _code_texts(root: Path, sources: list[str]) -> Iterator[str]:
+    for path in _stdlib_files(root, "*.py"):
+        text = _read_text(path)
+        if text:
+            sources.append(str(path.relative_to(root)))
+            yield text
+
+
+def _prose_texts(root: Path, sources: list[str]) -> Iterator[str]:
+    # 1. The library reference's topic pages, shipped for pydoc.
+    try:
+        from pydoc_data.topics import topics
+
+        sources.append("pydoc_data/topics.py")
+        for key in sorted(topics):
+            yield topics[key]
+    except ImportError:
+        pass
+    # 2. Text files in the standard library that read as prose (not number tables).
+    candidates = [
+        p
+        for p in _stdlib_files(root, "*")
+        if (p.suffix in (".txt", ".rst") or p.name.startswith("README") or p.name == "NEWS")
+        and "cjkencodings" not in p.parts
+    ]
+    for path in candidates:
+        text = _read_text(path)
+        if text and len(text) > 200 and _letter_ratio(text) >= 0.6:
+            sources.append(str(path.relative_to(root)))
+            yield text
+    # 3. HTML help pages (IDLE's help), as text.
+    for path in _stdlib_files(root, "*.html"):
+        text = _read_text(path)
+        if text:
+            parser = _HTMLText()
+            parser.feed(text)
+            body = "".join(parser.out)
+            if _letter_ratio(body) >= 0.6:
+                sources.append(str(path.relative_to(root)))
+                yield body
+    # 4. Package descriptions and licenses of installed distributions.
+    for site in _site_dirs():
+        for info in sorted(site.glob("*.dist-info")):
+            for name in ("METADATA", "LICENSE", "LICENSE.txt", "LICENSE.md"):
+                text = _read_text(info / name)
+                if not text:
+                    continue
+                if name == "METADATA":
+                    text = text.partition("\n\n")[2]  # drop the header block
+                if len(text) > 200 and _letter_ratio(text) >= 0.6:
+                    sources.append(str(info / name))
+                    yield text
+
+
+def _multilingual_texts(root: Path, sources: list[str]) -> Iterator[str]:
+    # 1. The CJK codec test texts (Chinese, Japanese, Korean), once each.
+    cjk = root / "test" / "cjkencodings"
+    if cjk.is_dir():
+        utf8 = sorted(cjk.glob("*-utf8.txt"))
+        done = {p.name[: -len("-utf8.txt")] for p in utf8}
+        for path in utf8:
+            text = _read_text(path)
+            if text:
+                sources.append(str(path.relative_to(root)))
+                yield text
+        for path in sorted(cjk.glob("*.txt")):
+            codec = path.stem
+            if codec in done or codec.endswith("-utf8"):
+                continue
+            try:
+                text = path.read_bytes().decode(codec)
+            except (LookupError, UnicodeDecodeError, OSError):
+                continue
+            sources.append(str(path.relative_to(root)))
+            yield text
+    # 2. Modules written in legacy encodings, and every line of the test suite that is mostly
+    #    non-ASCII letters (test_unicode, test_codecs, email tests ...), each line once.
+    seen: set[str] = set()
+    tests = root / "test"
+    files = sorted(tests.rglob("*.py")) if tests.is_dir() else []
+    files += sorted((tests / "encoded_modules").glob("*.py")) if tests.is_dir() else []
+    for path in files:
+        if "encoded_modules" in path.parts:
+            try:
+                import tokenize
+
+                with tokenize.open(path) as f:
+                    text = f.read()
+            except (OSError, SyntaxError, UnicodeDecodeError):
+                continue
+        else:
+            text = _read_text(path) or ""
+        lines = []
+        for line in text.splitlines():
+            letters = sum(c.isalpha() for c in line)
+            foreign = sum(1 for c in line if ord(c) > 127 and c.isalpha())
+            if foreign >= 4 and foreign >= 0.3 * letters and line not in seen:
+                seen.add(line)
+                lines.append(line.strip() + "\n")
+        if lines:
+            sources.append(str(path.relative_to(root)))
+            yield "".join(lines)
+    # 3. Translations installed on the machine (gettext catalogs), when there are any.
+    yield from _translation_texts(sources)
+
+
+def _locale_dirs() -> list[Path]:
+    dirs = [
+        Path(sys.base_prefix) / "share" / "locale",
+        Path("/usr/local/share/locale"),
+        Path("/usr/share/locale"),
+    ]
+    out: list[Path] = []
+    for d in dirs:
+        with contextlib.suppress(OSError):
+            if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+                out.append(d)
+    return out
+
+
+def _translation_texts(sources: list[str]) -> Iterator[str]:
+    """Translated messages of the gettext catalogs installed on the machine (Linux has many).
+
+    Ordered by catalog, then language, so a capped corpus still spans many languages.
+    """
+    import gettext
+
+    files = []
+    for d in _locale_dirs():
+        for mo in d.glob("*/LC_MESSAGES/*.mo"):
+            lang = mo.parent.parent.name
+            if lang.split("_")[0] in ("en", "C"):
+                continue
+            files.append((mo.name, lang, mo))
+    for _, _, mo in sorted(files):
+        try:
+            with open(mo, "rb") as f:
+                catalog = gettext.GNUTranslations(f)._catalog  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001, S112 (a broken catalog is not ours to report)
+            continue
+        texts = [v for k, v in catalog.items() if k and isinstance(v, str) and v.strip()]
+        if texts:
+            sources.append(str(mo))
+            yield "\n".join(texts) + "\n"
+
+
+def default_corpus(*, cap_bytes: int = 4_000_000) -> Corpus:
+    """The corpus found on every machine: this Python's standard library and installed docs.
+
+    Categories: ``prose`` (library reference topics, text and help files, package
+    descriptions), ``code`` (``*.py`` of the standard library) and ``multilingual`` (the test
+    suite's CJK sample texts and its non-ASCII lines, then the machine's installed gettext
+    translations, e.g. ``/usr/share/locale``). Deterministic order; each capped at
+    ``cap_bytes``. A category that finds nothing is left out.
+    """
+    root = _stdlib_root()
+    corpus = Corpus()
+    for cat, gen in (
+        ("prose", _prose_texts),
+        ("code", _code_texts),
+        ("multilingual", _multilingual_texts),
+    ):
+        sources: list[str] = []
+        docs = split_documents(gen(root, sources), cap_bytes=cap_bytes)
+        if docs:
+            corpus.docs[cat] = docs
+            corpus.sources[cat] = sources
+    return corpus
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    name = path.name
+    if name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")  # type: ignore[return-value]
+    if name.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError as e:
+            raise CorpusError(f"{path}: reading .zst needs the 'zstandard' package") from e
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))  # noqa: SIM115
+        return io.TextIOWrapper(raw, encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _documents_in(path: Path) -> Iterator[str]:
+    name = path.name.removesuffix(".gz").removesuffix(".zst")
+    try:
+        if name.endswith(".jsonl"):
+            with _open_text(path) as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                        text = record["text"]
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
+                        raise CorpusError(f"{path}:{lineno}: {type(e).__name__}: {e}") from e
+                    if not isinstance(text, str):
+                        raise CorpusError(f"{path}:{lineno}: 'text' is not a string")
+                    yield text
+        elif name.endswith(".parquet"):
+            try:
+                import pyarrow.parquet as pq
+            except ImportError as e:
+                raise CorpusError(f"{path}: reading .parquet needs 'pyarrow'") from e
+            for batch in pq.ParquetFile(path).iter_batches(columns=["text"]):
+                yield from (t for t in batch.column(0).to_pylist() if t)
+        else:
+            with _open_text(path) as f:
+                yield f.read()
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path}: not valid UTF-8 ({e})") from e
+    except OSError as e:
+        raise CorpusError(f"{path}: {e}") from e
+
+
+_CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet", ".md", ".rst")
+
+
+def _corpus_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.name.removesuffix(".gz").removesuffix(".zst").endswith(_CORPUS_SUFFIXES)
+        )
+    raise CorpusError(f"{path}: no such file or directory")
+
+
+def load_corpus(paths: Sequence[str | os.PathLike[str]], *, cap_bytes: int = 4_000_000) -> Corpus:
+    """The user's own corpus: one category per path (named after it), cut into ~4 KB documents.
+
+    Files: ``.txt`` (and ``.md``/``.rst``), ``.jsonl`` with a ``text`` field, ``.parquet`` with a
+    ``text`` column (needs pyarrow), each optionally ``.gz`` or ``.zst``; a directory means the
+    files under it.
+    """
+    corpus = Corpus()
+    for raw in paths:
+        path = Path(raw)
+        files = _corpus_files(path)
+        if not files:
+            raise CorpusError(f"{path}: no .txt/.jsonl/.parquet files found")
+        cat = path.name
+        for suffix in (".gz", ".zst", ".jsonl", ".parquet", ".txt"):
+            cat = cat.removesuffix(suffix)
+        base, n = cat or str(path), 2
+        while cat in corpus.docs:
+            cat, n = f"{base}-{n}", n + 1
+        texts = (doc for f in files for doc in _documents_in(f))
+        docs = split_documents(texts, cap_bytes=cap_bytes)
+        if not docs:
+            raise CorpusError(f"{path}: no text found")
+        corpus.docs[cat] = docs
+        corpus.sources[cat] = [str(f) for f in files]
+    return corpus
+
+
+# ----------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class Result:
+    """One measured number: a workload on one case (encoding / category ...) by one implementation.
+
+    ``value`` is ``None`` when the implementation failed or could not run the case (``detail``
+    says why). ``agree`` is whether its output matched the baseline's (``None``: not checked).
+    """
+
+    workload: str
+    case: str
+    impl: str
+    value: float | None
+    unit: str
+    higher_is_better: bool = True
+    agree: bool | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Mismatch:
+    workload: str
+    case: str
+    impl: str
+    what: str
+
+
+@dataclass
+class Workload:
+    """A registered benchmark: ``fn(ctx)`` returns :class:`Result` rows."""
+
+    name: str
+    fn: Callable[[BenchContext], list[Result]]
+    description: str = ""
+    baseline: str = BASELINE
+    units: Callable[[BenchContext], int] | None = None
+
+
+_WORKLOADS: dict[str, Workload] = {}
+
+
+def register_workload(
+    name: str,
+    fn: Callable[[BenchContext], list[Result]],
+    *,
+    description: str = "",
+    baseline: str = BASELINE,
+    units: Callable[[BenchContext], int] | None = None,
+) -> None:
+    """Adds a workload to ``bytepair bench`` (runs in registration order).
+
+    ``fn(ctx)`` measures and returns rows; it calls ``ctx.advance()`` after each of its ``units``
+    (default: one per encoding) for the progress display, and ``ctx.mismatch(...)`` when
+    bytepair's output differs from the baseline's. ``baseline`` names the implementation the
+    ratio column divides by.
+
+    >>> def noop(ctx):
+    ...     return [Result("noop", "-", "bytepair", 1.0, "x")]
+    >>> register_workload("noop", noop, description="does nothing")
+    >>> "noop" in workloads()
+    True
+    >>> _ = _WORKLOADS.pop("noop")
+    """
+    _WORKLOADS[name] = Workload(name, fn, description, baseline, units)
+
+
+def workloads() -> dict[str, Workload]:
+    """The registered workloads, by name, in run order."""
+    return dict(_WORKLOADS)
+
+
+# ----------------------------------------------------------------------------------------- context
+
+
+class _Progress:
+    """rich or tqdm progress on a terminal, nothing otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._rich = self._tqdm = None
+        if not enabled:
+            return
+        try:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._rich = Progress(
+                TextColumn("[bold]{task.description:<40}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                transient=True,
+            )
+            self._rich.start()
+            self._task = self._rich.add_task("bench", total=total)
+            return
+        except ImportError:
+            pass
+        try:
+            from tqdm import tqdm
+
+            self._tqdm = tqdm(total=total, leave=False, dynamic_ncols=True)
+        except ImportError:
+            pass
+
+    def describe(self, text: str) -> None:
+        if self._rich is not None:
+            self._rich.update(self._task, description=text)
+        elif self._tqdm is not None:
+            self._tqdm.set_description_str(text)
+
+    def advance(self) -> None:
+        if self._rich is not None:
+            self._rich.advance(self._task)
+        elif self._tqdm is not None:
+            self._tqdm.update(1)
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+        elif self._tqdm is not None:
+            self._tqdm.close()
+
+
+class BenchContext:
+    """What a workload sees: corpus, encodings, peers, fresh-document pools and reporting."""
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        encodings: Sequence[str],
+        *,
+        quick: bool = False,
+        peers: Sequence[str] | None = None,
+        progress: _Progress | None = None,
+    ) -> None:
+        self.corpus = corpus
+        self.encodings = list(encodings)
+        self.quick = quick
+        self.progress = progress or _Progress(0, False)
+        self.mismatches: list[Mismatch] = []
+        self.notes: list[str] = []
+        self.modules: dict[str, Any] = {}
+        self._encoders: dict[tuple[str, str], Any] = {}
+        self._cursor: dict[tuple[str, str], int] = {}
+        self.shared: dict[str, Any] = {}  # for workloads to hand numbers to each other
+        import bytepair
+
+        self.modules["bytepair"] = bytepair
+        for impl, module in PEER_MODULES.items():
+            if peers is not None and impl not in peers and impl != BASELINE:
+                continue
+            try:
+                self.modules[impl] = importlib.import_module(module)
+            except ImportError:
+                if impl == BASELINE:
+                    raise
+                self.notes.append(f"{impl}: not installed (pip install {impl} to compare)")
+
+    @property
+    def impls(self) -> list[str]:
+        return list(self.modules)
+
+    def encoders(self, encoding: str) -> dict[str, Any]:
+        """Each available implementation's encoder for ``encoding`` (bytepair first)."""
+        out = {}
+        for impl, module in self.modules.items():
+            key = (impl, encoding)
+            if key not in self._encoders:
+                try:
+                    self._encoders[key] = module.get_encoding(encoding)
+                except Exception as e:  # noqa: BLE001 (a peer without this encoding)
+                    self._encoders[key] = None
+                    self.notes.append(f"{impl}: no {encoding} ({type(e).__name__}: {e})")
+            if self._encoders[key] is not None:
+                out[impl] = self._encoders[key]
+        return out
+
+    def take(self, encoding: str, category: str, max_bytes: float) -> list[str]:
+        """The next documents of ``category`` not yet handed out for ``encoding``.
+
+        Workloads draw from one pool per encoding, so no encoder object sees a document twice in
+        timed code. Returns at least one document while any are left; may return fewer bytes than
+        asked when the category runs out (then a note says so).
+        """
+        docs = self.corpus.docs[category]
+        start = self._cursor.get((encoding, category), 0)
+        end, size = start, 0
+        while end < len(docs) and (size < max_bytes or end == start):
+            size += len(docs[end].encode("utf-8", "surrogatepass"))
+            end += 1
+        self._cursor[(encoding, category)] = end
+        return docs[start:end]
+
+    def remaining_bytes(self, encoding: str, category: str) -> int:
+        docs = self.corpus.docs[category][self._cursor.get((encoding, category), 0) :]
+        return sum(len(d.encode("utf-8", "surrogatepass")) for d in docs)
+
+    def mismatch(self, workload: str, case: str, impl: str, what: str) -> None:
+        self.mismatches.append(Mismatch(workload, case, impl, what))
+
+    def advance(self, text: str | None = None) -> None:
+        self.progress.advance()
+        if text:
+            self.progress.describe(text)
+
+
+# -------------------------------------------------------------------------------------- measuring
+
+
+def _nbytes(docs: Sequence[str]) -> int:
+    return sum(len(d.encode("utf-8", "surrogatepass")) for d in docs)
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _first_difference(a: Any, b: Any) -> str:
+    if isinstance(a, list) and isinstance(b, list):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return f"first difference at token {i}: {x} vs {y}"
+        return f"lengths {len(a)} vs {len(b)}"
+    return f"{a!r:.80} vs {b!r:.80}"
+
+
+def interleaved(
+    fns: dict[str, Callable[[list[str]], list[Any]]],
+    docs: Sequence[str],
+    *,
+    chunk: int = 16,
+) -> tuple[dict[str, float], dict[str, list[Any]], dict[str, str]]:
+    """Times each function on the same documents, chunk by chunk, rotating who goes first.
+
+    Each function sees every document once. Returns seconds per function, outputs per function
+    (one per document) and errors (a function that raises is dropped from later chunks).
+    """
+    seconds = {name: 0.0 for name in fns}
+    outputs: dict[str, list[Any]] = {name: [] for name in fns}
+    errors: dict[str, str] = {}
+    order = list(fns)
+    for ci, start in enumerate(range(0, len(docs), chunk)):
+        part = list(docs[start : start + chunk])
+        k = ci % len(order)
+        for name in order[k:] + order[:k]:
+            if name in errors:
+                continue
+            fn = fns[name]
+            try:
+                with _no_gc():
+                    t0 = time.perf_counter()
+                    out = fn(part)
+                    seconds[name] += time.perf_counter() - t0
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as e:  # noqa: BLE001 (a Rust panic in a peer is a BaseException)
+                errors[name] = f"{type(e).__name__}: {e}"[:300]
+                continue
+            outputs[name].extend(out)
+    return seconds, outputs, errors
+
+
+def _compare(
+    ctx: BenchContext,
+    workload: str,
+    case: str,
+    outputs: dict[str, list[Any]],
+    baseline: str,
+    errors: dict[str, str],
+) -> dict[str, bool | None]:
+    agree: dict[str, bool | None] = {}
+    base = outputs.get(baseline)
+    for impl, outs in outputs.items():
+        if impl == baseline or base is None or impl in errors or baseline in errors:
+            agree[impl] = None
+            continue
+        bad = [i for i, (x, y) in enumerate(zip(outs, base)) if x != y]
+        if len(outs) != len(base):
+            bad = bad or [min(len(outs), len(base))]
+        agree[impl] = not bad
+        if bad:
+            i = bad[0]
+            x = outs[i] if i < len(outs) else None
+            y = base[i] if i < len(base) else None
+            ctx.mismatch(
+                workload,
+                case,
+                impl,
+                f"{len(bad)} of {len(base)} outputs differ from {baseline}; "
+                f"item {i}: {_first_difference(x, y)}",
+            )
+    return agree
+
+
+def _throughput_rows(
+    ctx: BenchContext,
+    workload: str,
+    case: str,
+    fns: dict[str, Callable[[list[str]], list[Any]]],
+    docs: Sequence[str],
+    *,
+    chunk: int = 16,
+    baseline: str = BASELINE,
+) -> list[Result]:
+    seconds, outputs, errors = interleaved(fns, docs, chunk=chunk)
+    agree = _compare(ctx, workload, case, outputs, baseline, errors)
+    nbytes = _nbytes(docs)
+    rows = []
+    for impl in fns:
+        detail: dict[str, Any] = {"docs": len(docs), "bytes": nbytes}
+        value = None
+        if impl in errors:
+            detail["error"] = errors[impl]
+        else:
+            detail["seconds"] = seconds[impl]
+            value = nbytes / seconds[impl] / 1e6 if seconds[impl] > 0 else None
+        rows.append(Result(workload, case, impl, value, "MB/s", True, agree.get(impl), detail))
+    return rows
+
+
+# -------------------------------------------------------------------------------------- workloads
+
+
+def _categories(ctx: BenchContext) -> list[str]:
+    return list(ctx.corpus.docs)
+
+
+def _share(ctx: BenchContext, encoding: str, category: str, fraction: float) -> float:
+    """Bytes worth ``fraction`` of the category (capped in quick mode)."""
+    total = _nbytes(ctx.corpus.docs[category])
+    return total * fraction
+
+
+def _encode_ordinary(ctx: BenchContext) -> list[Result]:
+    rows = []
+    for enc in ctx.encodings:
+        encoders = ctx.encoders(enc)
+        for cat in _categories(ctx):
+            ctx.progress.describe(f"encode_ordinary {enc} {cat}")
+            docs = ctx.take(enc, cat, _share(ctx, enc, cat, 0.5))
+            fns = {
+                impl: (lambda part, e=e: [e.encode_ordinary(d) for d in part])
+                for impl, e in encoders.items()
+            }
+            rows += _throughput_rows(ctx, "encode_ordinary", f"{enc} / {cat}", fns, docs)
+            ctx.advance()
+    return rows
+
+
+def _mixed_docs(ctx: BenchContext, enc: str, fraction: float) -> list[str]:
+    """Unseen documents from every category, interleaved (one of each in turn)."""
+    per_cat = [ctx.take(enc, cat, _share(ctx, enc, cat, fraction)) for cat in _categories(ctx)]
+    mixed = []
+    for i in range(max((len(p) for p in per_cat), default=0)):
+        mixed += [p[i] for p in per_cat if i < len(p)]
+    return mixed
+
+
+def _with_specials(docs: list[str], specials: Sequence[str]) -> list[str]:
+    out = []
+    for i, doc in enumerate(docs):
+        lines = doc.splitlines(keepends=True)
+        mid = len(lines) // 2
+        tok = specials[i % len(specials)]
+        out.append("".join(lines[:mid]) + tok + "".join(lines[mid:]) + specials[0])
+    return out
+
+
+def _encode_special(ctx: BenchContext) -> list[Result]:
+    rows = []
+    for enc in ctx.encodings:
+        ctx.progress.describe(f"encode (specials allowed) {enc}")
+        encoders = ctx.encoders(enc)
+        specials = sorted(encoders["bytepair"].special_tokens_set)
+        docs = _with_specials(_mixed_docs(ctx, enc, 0.125), specials)
+        fns = {
+            impl: (lambda part, e=e: [e.encode(d, allowed_special="all") for d in part])
+            for impl, e in encoders.items()
+        }
+        rows += _throughput_rows(ctx, "encode (specials)", f"{enc} / mixed", fns, docs)
+        ctx.advance()
+    return rows
+
+
+def _count(ctx: BenchContext) -> list[Result]:
+    rows = []
+    for enc in ctx.encodings:
+        ctx.progress.describe(f"count {enc}")
+        encoders = ctx.encoders(enc)
+        docs = _mixed_docs(ctx, enc, 0.125)
+        fns = {}
+        for impl, e in encoders.items():
+            if hasattr(e, "count"):
+                fns[impl] = lambda part, e=e: [e.count(d, disallowed_special=()) for d in part]
+            else:  # peers without count(): the length of the token list
+                fns[impl] = lambda part, e=e: [
+                    len(e.encode(d, disallowed_special=())) for d in part
+                ]
+        rows += _throughput_rows(ctx, "count", f"{enc} / mixed", fns, docs)
+        ctx.advance()
+    return rows
+
+
+def _batch(ctx: BenchContext) -> list[Result]:
+    """encode_ordinary_batch with 1 and 2 threads on different (equal-sized) unseen documents."""
+    rows = []
+    threads = (1, 2)
+    for enc in ctx.encodings:
+        ctx.progress.describe(f"batch {enc}")
+        encoders = ctx.encoders(enc)
+        docs = _mixed_docs(ctx, enc, 0.25)
+        per = 32
+        groups = [docs[i : i + per] for i in range(0, len(docs), per)]
+        if len(groups) > 1 and len(groups[-1]) < per:
+            groups.pop()
+        # Round r: 1 thread on group 2r, 2 threads on group 2r+1, swapped every other round.
+        sets: dict[int, list[str]] = {t: [] for t in threads}
+        seconds = {(impl, t): 0.0 for impl in encoders for t in threads}
+        outputs: dict[tuple[str, int], list[Any]] = {k: [] for k in seconds}
+        errors: dict[str, str] = {}
+        for r in range(0, len(groups) - 1, 2):
+            pair = (groups[r], groups[r + 1]) if (r // 2) % 2 == 0 else (groups[r + 1], groups[r])
+            for t, group in zip(threads, pair):
+                sets[t] += group
+                impls = list(encoders)
+                k = (r // 2) % len(impls)
+                for impl in impls[k:] + impls[:k]:
+                    if impl in errors:
+                        continue
+                    e = encoders[impl]
+                    try:
+                        with _no_gc():
+                            t0 = time.perf_counter()
+                            out = e.encode_ordinary_batch(group, num_threads=t)
+                            seconds[(impl, t)] += time.perf_counter() - t0
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except BaseException as ex:  # noqa: BLE001 (a peer's Rust panic)
+                        errors[impl] = f"{type(ex).__name__}: {ex}"[:300]
+                        continue
+                    outputs[(impl, t)] += out
+        mb_s: dict[tuple[str, int], float | None] = {}
+        for t in threads:
+            case = f"{enc} / {t} thread{'s' if t > 1 else ''}"
+            outs = {impl: outputs[(impl, t)] for impl in encoders}
+            agree = _compare(ctx, "batch", case, outs, BASELINE, errors)
+            nbytes = _nbytes(sets[t])
+            for impl in encoders:
+                s = seconds[(impl, t)]
+                value = nbytes / s / 1e6 if s > 0 and impl not in errors else None
+                mb_s[(impl, t)] = value
+                detail = {"docs": len(sets[t]), "bytes": nbytes, "seconds": s, "threads": t}
+                if impl in errors:
+                    detail["error"] = errors[impl]
+                rows.append(
+                    Result("batch", case, impl, value, "MB/s", True, agree.get(impl), detail)
+                )
+        for impl in encoders:
+            one, two = mb_s[(impl, 1)], mb_s[(impl, 2)]
+            rows.append(
+                Result(
+                    "batch",
+                    f"{enc} / scaling 2t/1t",
+                    impl,
+                    two / one if one and two else None,
+                    "x",
+                    True,
+                    None,
+                    {"cpus": _cpu_count()},
+                )
+            )
+        ctx.advance()
+    return rows
+
+
+_LOAD_SNIPPET = (
+    "import time\n"
+    "t0 = time.perf_counter()\n"
+    "import {module} as m\n"
+    "e = m.get_encoding({encoding!r})\n"
+    "tokens = e.encode('hi')\n"
+    "t1 = time.perf_counter()\n"
+    "print(repr(t1 - t0), tokens)\n"
+)
+
+
+def _load_units(ctx: BenchContext) -> int:
+    return len(ctx.encodings)
+
+
+def _load_time(ctx: BenchContext) -> list[Result]:
+    """Import + get_encoding + first encode, in a fresh interpreter; median of several runs."""
+    reps = 3 if ctx.quick else 5
+    rows = []
+    for enc in ctx.encodings:
+        ctx.progress.describe(f"cold load {enc}")
+        impls = [i for i in ctx.impls if ctx.encoders(enc).get(i) is not None]
+        times: dict[str, list[float]] = {i: [] for i in impls}
+        walls: dict[str, list[float]] = {i: [] for i in impls}
+        tokens: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for r in range(reps):
+            for impl in impls[r % len(impls) :] + impls[: r % len(impls)]:
+                if impl in errors:
+                    continue
+                code = _LOAD_SNIPPET.format(module=PEER_MODULES.get(impl, impl), encoding=enc)
+                t0 = time.perf_counter()
+                proc = subprocess.run(
+                    [sys.executable, "-c", code],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                wall = time.perf_counter() - t0
+                if proc.returncode != 0:
+                    errors[impl] = (
+                        proc.stderr.strip().splitlines()[-1:][0][:300] if proc.stderr else "failed"
+                    )
+                    continue
+                secs, _, toks = proc.stdout.strip().partition(" ")
+                times[impl].append(float(secs))
+                walls[impl].append(wall)
+                tokens[impl] = toks
+        outs = {i: [tokens[i]] for i in tokens}
+        agree = _compare(ctx, "cold load", enc, outs, BASELINE, errors)
+        for impl in impls:
+            detail: dict[str, Any] = {
+                "runs_ms": [round(t * 1000, 2) for t in times[impl]],
+                "process_wall_ms_median": round(statistics.median(walls[impl]) * 1000, 1)
+                if walls[impl]
+                else None,
+                "measures": "import + get_encoding + encode('hi') in a fresh interpreter",
+            }
+            if impl in errors:
+                detail["error"] = errors[impl]
+            value = statistics.median(times[impl]) * 1000 if times[impl] else None
+            rows.append(Result("cold load", enc, impl, value, "ms", False, agree.get(impl), detail))
+        ctx.advance()
+    return rows
+
+
+_RUN_UNITS = [
+    ("space", " "),
+    ("letter", "a"),
+    ("newline", "\n"),
+    ("tab", "\t"),
+    ("CRLF", "\r\n"),
+    ("digit", "1"),
+    ("punct", "."),
+    ("CJK", "中"),
+    ("emoji", "😀"),
+    ("NBSP", "\u00a0"),
+]
+_QUICK_RUN_UNITS = ["space", "letter", "CJK"]
+
+
+def _linearity_units(ctx: BenchContext) -> int:
+    n_units = len(_QUICK_RUN_UNITS) if ctx.quick else len(_RUN_UNITS)
+    return n_units * len(_linearity_encodings(ctx))
+
+
+def _linearity_encodings(ctx: BenchContext) -> list[str]:
+    return ctx.encodings[:1] if ctx.quick else ctx.encodings
+
+
+def _linearity(ctx: BenchContext) -> list[Result]:
+    """Time of a 1M-character run of one unit over its 100k-character run (10 means linear)."""
+    rows = []
+    units = [(k, u) for k, u in _RUN_UNITS if not ctx.quick or k in _QUICK_RUN_UNITS]
+    for enc in _linearity_encodings(ctx):
+        encoders = ctx.encoders(enc)
+        for label, unit in units:
+            ctx.progress.describe(f"long runs {enc} {label}")
+            short = unit * (100_000 // len(unit))
+            long = unit * (1_000_000 // len(unit))
+            results: dict[str, dict[str, Any]] = {}
+            outs: dict[str, list[Any]] = {}
+            errors: dict[str, str] = {}
+            for impl, e in encoders.items():
+                try:
+                    with _no_gc():
+                        t0 = time.perf_counter()
+                        e.encode_ordinary(short)
+                        t1 = time.perf_counter()
+                        toks = e.encode_ordinary(long)
+                        t2 = time.perf_counter()
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as ex:  # noqa: BLE001 (a peer's Rust panic)
+                    errors[impl] = f"{type(ex).__name__}: {ex}"[:300]
+                    continue
+                results[impl] = {
+                    "seconds_100k": t1 - t0,
+                    "seconds_1M": t2 - t1,
+                    "MB/s_1M": len(long.encode()) / (t2 - t1) / 1e6,
+                }
+                if impl == "bytepair":
+                    results[impl]["decodes_back"] = e.decode(toks) == long
+                    if not results[impl]["decodes_back"]:
+                        ctx.mismatch(
+                            "long runs", f"{enc} / {label}", impl, "decode(encode(run)) != run"
+                        )
+                outs[impl] = [toks]
+            case = f"{enc} / {label}"
+            agree = _compare(ctx, "long runs", case, outs, BASELINE, errors)
+            for impl in encoders:
+                r = results.get(impl)
+                value = r["seconds_1M"] / r["seconds_100k"] if r and r["seconds_100k"] > 0 else None
+                detail = dict(r or {})
+                if impl in errors:
+                    detail["error"] = errors[impl]
+                rows.append(
+                    Result(
+                        "long runs 1M/100k", case, impl, value, "x", False, agree.get(impl), detail
+                    )
+                )
+            ctx.advance()
+    return rows
+
+
+register_workload(
+    "encode_ordinary",
+    _encode_ordinary,
+    description="encode_ordinary, one thread, fresh ~4 KB documents, per category",
+    units=lambda ctx: len(ctx.encodings) * len(ctx.corpus.docs),
+)
+register_workload(
+    "encode",
+    _encode_special,
+    description="encode(allowed_special='all') on documents with special tokens inserted",
+)
+register_workload("count", _count, description="token counts (len(encode) for peers without count)")
+register_workload(
+    "batch",
+    _batch,
+    description="encode_ordinary_batch with 1 and 2 threads, and the 2-thread/1-thread ratio",
+)
+register_workload(
+    "load",
+    _load_time,
+    description="cold load: import + get_encoding + first encode in a fresh interpreter (median)",
+    units=_load_units,
+)
+register_workload(
+    "linearity",
+    _linearity,
+    description="time of a 1M-character run over its 100k-character run (10 = linear)",
+    units=_linearity_units,
+)
+
+
+# ------------------------------------------------------------------------------------ machine info
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        with contextlib.suppress(Exception):
+            return subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info(modules: dict[str, Any]) -> dict[str, Any]:
+    """CPU, cores, OS, Python and the versions of every implementation measured."""
+    versions = {}
+    for name, module in modules.items():
+        versions[name] = getattr(module, "__version__", None)
+    with contextlib.suppress(ImportError):
+        import numpy
+
+        versions["numpy"] = numpy.__version__
+    info = {
+        "cpu": _cpu_model(),
+        "cpus_usable": _cpu_count(),
+        "cpus_total": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "versions": versions,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with contextlib.suppress(OSError, AttributeError):
+        info["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def _ratio(row_base: Result | None, row: Result | None) -> float | None:
+    if row_base is None or row is None or not row_base.value or not row.value:
+        return None
+    if row.higher_is_better:
+        return row.value / row_base.value
+    return row_base.value / row.value
+
+
+def _grouped(results: Sequence[Result]) -> list[tuple[str, str, dict[str, Result]]]:
+    groups: dict[tuple[str, str], dict[str, Result]] = {}
+    for r in results:
+        groups.setdefault((r.workload, r.case), {})[r.impl] = r
+    return [(w, c, rows) for (w, c), rows in groups.items()]
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "failed"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "x":
+        return f"{value:.2f}x"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def table_rows(
+    results: Sequence[Result], impls: Sequence[str], baselines: dict[str, str]
+) -> tuple[list[str], list[list[str]], list[bool]]:
+    """Header, cells and a per-row 'has a mismatch' flag for the terminal table."""
+    header = ["workload", "case", "unit", *impls, "bytepair vs baseline", "outputs"]
+    cells, bad = [], []
+    for workload, case, rows in _grouped(results):
+        any_row = next(iter(rows.values()))
+        base = baselines.get(workload, BASELINE)
+        ratio = _ratio(rows.get(base), rows.get("bytepair"))
+        agrees = [r.agree for r in rows.values() if r.agree is not None]
+        mismatch = any(a is False for a in agrees)
+        unit = any_row.unit + (" (lower better)" if not any_row.higher_is_better else "")
+        cells.append(
+            [
+                workload,
+                case,
+                unit,
+                *[_fmt(rows[i].value, rows[i].unit) if i in rows else "-" for i in impls],
+                f"{ratio:.2f}x" if ratio is not None else "-",
+                "MISMATCH " + ",".join(i for i, r in rows.items() if r.agree is False)
+                if mismatch
+                else ("agree" if agrees else "-"),
+            ]
+        )
+        bad.append(mismatch)
+    return header, cells, bad
+
+
+def render_table(
+    results: Sequence[Result],
+    impls: Sequence[str],
+    baselines: dict[str, str] | None = None,
+    *,
+    file: Any = None,
+    use_rich: bool | None = None,
+) -> None:
+    """Prints the results as one table (rich when installed and on a terminal, else plain)."""
+    file = file or sys.stdout
+    header, cells, bad = table_rows(results, impls, baselines or {})
+    if use_rich is None:
+        use_rich = file.isatty()
+    if use_rich:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(title="bytepair bench (MB/s = 10^6 bytes of UTF-8 per second)")
+            for i, h in enumerate(header):
+                table.add_column(h, justify="left" if i < 3 else "right")
+            for row, is_bad in zip(cells, bad):
+                table.add_row(*row, style="bold red" if is_bad else None)
+            Console(file=file).print(table)
+            return
+        except ImportError:
+            pass
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)
+    ]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+        ).rstrip()
+
+    print(line(header), file=file)
+    print("  ".join("-" * w for w in widths), file=file)
+    for row in cells:
+        print(line(row), file=file)
+
+
+def write_chart(
+    results: Sequence[Result],
+    impls: Sequence[str],
+    baselines: dict[str, str],
+    path: Path,
+    title: str,
+) -> bool:
+    """A horizontal bar chart of each implementation's ratio to the baseline; False without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = _grouped(results)
+    compared = [i for i in impls if i != BASELINE]
+    labels, series = [], {i: [] for i in compared}
+    for workload, case, rows in groups:
+        base = baselines.get(workload, BASELINE)
+        if base not in rows:
+            continue
+        labels.append(f"{workload}: {case}")
+        for impl in compared:
+            series[impl].append(_ratio(rows[base], rows.get(impl)) or 0.0)
+    if not labels:
+        return False
+    height = max(3.0, 0.32 * len(labels) * max(1, len(compared)) + 1.5)
+    fig, ax = plt.subplots(figsize=(10, height))
+    bar = 0.8 / max(1, len(compared))
+    for k, impl in enumerate(compared):
+        ys = [i + k * bar - 0.4 + bar / 2 for i in range(len(labels))]
+        bars = ax.barh(ys, series[impl], height=bar, label=f"{impl} / baseline")
+        for rect, v in zip(bars, series[impl]):
+            ax.text(
+                rect.get_width(),
+                rect.get_y() + rect.get_height() / 2,
+                f" {v:.2f}x" if v else " failed / n/a",
+                va="center",
+                fontsize=7,
+            )
+    ax.axvline(1.0, color="black", linewidth=1, linestyle="--")
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed ratio to the baseline (tiktoken); > 1 is faster, dashed line = equal")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def run(
+    *,
+    corpus_paths: Sequence[str] | None = None,
+    encodings: Sequence[str] = ("cl100k_base", "o200k_base"),
+    out: str | os.PathLike[str] = "bench-out",
+    quick: bool = False,
+    only: Sequence[str] | None = None,
+    peers: Sequence[str] | None = None,
+    progress: bool | None = None,
+    stdout: Any = None,
+) -> int:
+    """Runs the benchmark suite and writes ``results.json`` and ``bench.png`` to ``out``.
+
+    Returns the exit status: 0 when every output agreed, 1 on any bytepair mismatch.
+
+    >>> run(quick=True, out="/tmp/bench-out")  # doctest: +SKIP
+    0
+    """
+    stdout = stdout or sys.stdout
+    started = time.perf_counter()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = prepare_tiktoken_cache(out_dir / "tiktoken-cache", encodings)
+
+    cap = 1_000_000 if quick else 4_000_000
+    t0 = time.perf_counter()
+    corpus = (
+        load_corpus(corpus_paths, cap_bytes=cap) if corpus_paths else default_corpus(cap_bytes=cap)
+    )
+    corpus_seconds = time.perf_counter() - t0
+
+    selected = [w for name, w in _WORKLOADS.items() if not only or name in only]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = _Progress(0, False)
+    ctx = BenchContext(corpus, encodings, quick=quick, peers=peers, progress=bar)
+    total = sum((w.units or (lambda c: len(c.encodings)))(ctx) for w in selected)
+    ctx.progress = bar = _Progress(total, progress)
+    results: list[Result] = []
+    timings: dict[str, float] = {}
+    try:
+        for w in selected:
+            t = time.perf_counter()
+            results += w.fn(ctx)
+            timings[w.name] = round(time.perf_counter() - t, 2)
+    finally:
+        bar.close()
+
+    impls = ctx.impls
+    baselines = {w.name: w.baseline for w in selected}
+    # Rows name the workload as displayed; map those back to the baseline of their workload.
+    for r in results:
+        baselines.setdefault(r.workload, BASELINE)
+
+    info = machine_info(ctx.modules)
+    render_table(results, impls, baselines, file=stdout)
+    summary = corpus.summary()
+    print(
+        "\ncorpus: "
+        + ", ".join(f"{c} {s['docs']} docs / {s['bytes'] / 1e6:.2f} MB" for c, s in summary.items())
+        + ("" if corpus_paths else " (default: this Python's standard library)"),
+        file=stdout,
+    )
+    print(
+        f"machine: {info['cpu']}, {info['cpus_usable']} usable CPUs, {info['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        file=stdout,
+    )
+    failures: dict[tuple[str, str, str], list[str]] = {}
+    for r in results:
+        if r.value is None and "error" in r.detail:
+            failures.setdefault((r.impl, r.workload, r.detail["error"]), []).append(r.case)
+    for (impl, workload, error), cases in failures.items():
+        ctx.notes.append(f"{impl} failed on {workload} ({', '.join(cases)}): {error}")
+    for note in dict.fromkeys(ctx.notes):
+        print(f"note: {note}", file=stdout)
+
+    bytepair_bad = [m for m in ctx.mismatches if m.impl == "bytepair"]
+    peer_bad = [m for m in ctx.mismatches if m.impl != "bytepair"]
+    for m in peer_bad:
+        print(
+            f"note: peer {m.impl} differs from tiktoken on {m.workload} {m.case}: {m.what}",
+            file=stdout,
+        )
+    for m in bytepair_bad:
+        print(
+            f"MISMATCH: bytepair != {BASELINE} on {m.workload} {m.case}: {m.what}", file=sys.stderr
+        )
+
+    payload = {
+        "command": ["bytepair", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else sys.argv,
+        "machine": info,
+        "config": {
+            "encodings": list(encodings),
+            "quick": quick,
+            "doc_bytes": DOC_BYTES,
+            "cap_bytes_per_category": cap,
+            "workloads": [w.name for w in selected],
+            "baselines": baselines,
+            "tiktoken_cache_dir": str(cache),
+            "MB": "10^6 bytes of UTF-8",
+        },
+        "corpus": summary,
+        "descriptions": {w.name: w.description for w in selected},
+        "results": [asdict(r) for r in results],
+        "ratios": [
+            {
+                "workload": w,
+                "case": c,
+                "baseline": baselines.get(w, BASELINE),
+                **{
+                    f"{impl}/{baselines.get(w, BASELINE)}": _ratio(
+                        rows.get(baselines.get(w, BASELINE)), rows[impl]
+                    )
+                    for impl in rows
+                    if impl != baselines.get(w, BASELINE)
+                },
+            }
+            for w, c, rows in _grouped(results)
+        ],
+        "mismatches": [asdict(m) for m in ctx.mismatches],
+        "notes": list(dict.fromkeys(ctx.notes)),
+        "ok": not bytepair_bad,
+        "seconds": {
+            "corpus": round(corpus_seconds, 2),
+            **timings,
+            "total": round(time.perf_counter() - started, 2),
+        },
+    }
+    json_path = out_dir / "results.json"
+    json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    png_path = out_dir / "bench.png"
+    title = (
+        f"bytepair {info['versions'].get('bytepair')} vs tiktoken {info['versions'].get('tiktoken')}"
+        f" - {info['cpu']}, {info['cpus_usable']} CPUs"
+    )
+    if write_chart(results, impls, baselines, png_path, title):
+        print(f"wrote {json_path} and {png_path}", file=stdout)
+    else:
+        print(
+            f"wrote {json_path}; no chart: matplotlib is not installed "
+            "(pip install matplotlib, or pip install 'bytepair[bench]')",
+            file=stdout,
+        )
+    if bytepair_bad:
+        print(
+            f"MISMATCH: {len(bytepair_bad)} case(s) where bytepair's output differs from "
+            f"{BASELINE}; see above and {json_path}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,124 @@
+"""The ``bytepair`` command line: ``bench --quick`` end to end, and the commands still to come."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bytepair import bench, cli
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("TIKTOKEN_CACHE_DIR", None)  # bench must prepare tiktoken's cache itself
+    return subprocess.run(
+        [sys.executable, "-m", "bytepair", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "prose.txt").write_text(
+        "The quick brown fox jumps over the lazy dog. It's 2024; naïve café déjà vu.\n" * 300
+    )
+    lines = [
+        json.dumps({"text": f"def f{i}(x):\n    return x * {i}  # 日本語 {i}\n"})
+        for i in range(200)
+    ]
+    (corpus / "code.jsonl").write_text("\n".join(lines) + "\n")
+    return corpus
+
+
+def test_bench_quick_writes_results_and_chart(tmp_path: Path, small_corpus: Path) -> None:
+    pytest.importorskip("tiktoken")
+    out = tmp_path / "out"
+    proc = _run(
+        "bench",
+        "--quick",
+        "--out",
+        str(out),
+        "--corpus",
+        str(small_corpus / "prose.txt"),
+        str(small_corpus / "code.jsonl"),
+        "--only",
+        "encode_ordinary",
+        "encode",
+        "count",
+        "batch",
+        "linearity",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "MISMATCH" not in proc.stdout + proc.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert data["ok"] is True
+    assert data["mismatches"] == []
+    assert set(data["corpus"]) == {"prose", "code"}
+    assert data["machine"]["cpus_usable"] >= 1
+    impls = {r["impl"] for r in data["results"]}
+    assert {"bytepair", "tiktoken"} <= impls
+    rows = [
+        r for r in data["results"] if r["workload"] == "encode_ordinary" and r["impl"] == "bytepair"
+    ]
+    assert rows and all(r["value"] and r["agree"] for r in rows)
+    if _has("matplotlib"):
+        png = out / "bench.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "no chart" in proc.stdout
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.parametrize("command", ["train", "encode", "count"])
+def test_unfinished_commands_say_so(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([command, "x.txt"]) == 2
+    assert "not yet available" in capsys.readouterr().err
+
+
+def test_bench_rejects_unknown_encoding(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "--encodings", "nope_base"]) == 2
+    assert "unknown encoding" in capsys.readouterr().err
+
+
+def test_bench_reports_bad_corpus_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"nope": 1}\n')
+    with pytest.raises(bench.CorpusError, match=r"bad\.jsonl:2"):
+        bench.load_corpus([bad])
+
+
+def test_split_documents_keeps_text_and_size() -> None:
+    text = "".join(f"line {i} of some text\n" for i in range(2000))
+    docs = bench.split_documents([text])
+    assert "".join(docs) == text
+    assert all(len(d.encode()) >= bench.DOC_BYTES for d in docs[:-1])
+    assert all(len(d.encode()) < bench.DOC_BYTES + 100 for d in docs)
+
+
+def test_prepared_tiktoken_cache_matches_official_hashes(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    d = bench.prepare_tiktoken_cache(tmp_path, ["cl100k_base"])
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path)
+    (f,) = d.iterdir()
+    assert hashlib.sha256(f.read_bytes()).hexdigest() == bench.RANK_SHA256["cl100k_base"]
