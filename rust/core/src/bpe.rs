@@ -49,7 +49,8 @@ pub fn count_piece(v: &Vocab, piece: &[u8], scratch: &mut Vec<Rank>) -> usize {
     scratch.len()
 }
 
-fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+#[doc(hidden)]
+pub fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     let n = piece.len();
     debug_assert!((2..HEAP_THRESHOLD).contains(&n));
     // Parts are identified by their start byte. `pair[i]` is the rank of part i merged with the
@@ -105,7 +106,8 @@ fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     }
 }
 
-fn merge_heap(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+#[doc(hidden)]
+pub fn merge_heap(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     let n = piece.len();
     // Part starts form a linked list; `cur[i]` is the rank of part i merged with its successor
     // (NO_ENTRY if none). Heap entries are `rank << 32 | start`, so the min is the lowest rank,

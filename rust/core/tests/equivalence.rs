@@ -1,0 +1,94 @@
+//! Property tests: every fast path against its generic counterpart.
+//! - hand-written lexers vs fancy-regex on the same pattern;
+//! - the stack-array merge vs the heap merge vs a textbook reference, on piece lengths just below
+//!   and above every size switch.
+use bytepair_core::bpe::{merge_heap, merge_scan, HEAP_THRESHOLD};
+use bytepair_core::pretokenize::{Pretokenizer, CL100K_PATTERN, O200K_PATTERN, R50K_PATTERN};
+use bytepair_core::vocab::{bundled, Rank, Vocab};
+use proptest::prelude::*;
+use std::sync::OnceLock;
+
+/// Characters chosen to hit every branch of the lexers: each class, case variants, marks,
+/// contractions, CR/LF, slashes, exotic whitespace and digits.
+const ALPHABET: &[&str] = &[
+    "a", "b", "Z", "é", "ß", "ǅ", "ʰ", "中", "の", "\u{301}", "\u{5b0}", "1", "٣", "Ⅷ", "²", " ", " ", " ", "\t", "\n",
+    "\r", "\r\n", "\u{a0}", "\u{3000}", "\u{85}", "\u{2028}", "'", "'s", "'T", "'ll", "'VE", "'re", "'ſ", "/", "!", "?", ".",
+    "😀", "👍🏽", "\u{200d}", "_", "-", "\"", "ſ", "K", "\u{0}", "\u{7f}", "\u{10ffff}", "\u{e000}",
+];
+
+fn text_strategy() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(ALPHABET), 0..60).prop_map(|v| v.concat())
+}
+
+fn pretokenizers() -> &'static Vec<(Pretokenizer, Pretokenizer)> {
+    static P: OnceLock<Vec<(Pretokenizer, Pretokenizer)>> = OnceLock::new();
+    P.get_or_init(|| {
+        [R50K_PATTERN, CL100K_PATTERN, O200K_PATTERN]
+            .iter()
+            .map(|p| (Pretokenizer::new(p).unwrap(), Pretokenizer::regex(p).unwrap()))
+            .collect()
+    })
+}
+
+fn vocabs() -> &'static Vec<Vocab> {
+    static V: OnceLock<Vec<Vocab>> = OnceLock::new();
+    V.get_or_init(|| ["r50k_base", "cl100k_base", "o200k_base"].iter().map(|n| bundled(n).unwrap()).collect())
+}
+
+/// Repeatedly merges the leftmost lowest-ranked adjacent pair.
+fn reference(v: &Vocab, piece: &[u8]) -> Vec<Rank> {
+    let mut parts: Vec<Vec<u8>> = piece.iter().map(|&b| vec![b]).collect();
+    loop {
+        let mut best: Option<(Rank, usize)> = None;
+        for i in 0..parts.len().saturating_sub(1) {
+            let cat = [parts[i].as_slice(), parts[i + 1].as_slice()].concat();
+            if let Some(r) = v.get(&cat) {
+                if best.is_none_or(|(b, _)| r < b) {
+                    best = Some((r, i));
+                }
+            }
+        }
+        let Some((_, i)) = best else { break };
+        let right = parts.remove(i + 1);
+        parts[i].extend(right);
+    }
+    parts.iter().map(|p| v.get(p).unwrap()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lexers_equal_regex(text in text_strategy()) {
+        for (fast, slow) in pretokenizers() {
+            prop_assert_eq!(fast.pieces(&text).unwrap(), slow.pieces(&text).unwrap());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn merges_agree_around_threshold(
+        text in text_strategy(),
+        len in prop::sample::select(vec![2usize, 3, 7, 8, 9, 31, 32, 33, HEAP_THRESHOLD - 2, HEAP_THRESHOLD - 1, HEAP_THRESHOLD, HEAP_THRESHOLD + 1, 200]),
+    ) {
+        let mut bytes = text.into_bytes();
+        if bytes.is_empty() {
+            bytes.push(b'x');
+        }
+        let piece: Vec<u8> = bytes.iter().cycle().take(len).copied().collect();
+        for v in vocabs() {
+            let want = reference(v, &piece);
+            let mut heap = Vec::new();
+            merge_heap(v, &piece, &mut heap);
+            prop_assert_eq!(&heap, &want);
+            if piece.len() < HEAP_THRESHOLD {
+                let mut scan = Vec::new();
+                merge_scan(v, &piece, &mut scan);
+                prop_assert_eq!(&scan, &want);
+            }
+        }
+    }
+}
