@@ -6,19 +6,16 @@ interpreter is released.
 """
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING, AbstractSet, Collection, Literal, NoReturn, Sequence
-
 from bytepair import _native
 
+TYPE_CHECKING = False  # typing is not imported at run time: it keeps `import bytepair` fast
 if TYPE_CHECKING:
+    from typing import AbstractSet, Collection, Literal, NoReturn, Sequence
+
     import numpy as np
     import numpy.typing as npt
 
 __all__ = ["Encoding"]
-
-_AllowedSpecial = "Literal['all'] | AbstractSet[str]"
-
 
 def _fix_surrogates(text: str) -> str:
     # tiktoken's rule: paired surrogates become their code point, lone ones U+FFFD.
@@ -382,10 +379,13 @@ class Encoding:
         """The id of ``<|endoftext|>`` (``KeyError`` if the encoding has none)."""
         return self._special_tokens["<|endoftext|>"]
 
-    @functools.cached_property
+    @property
     def special_tokens_set(self) -> set[str]:
         """The names of the special tokens."""
-        return set(self._special_tokens.keys())
+        cached = self.__dict__.get("_special_tokens_set")
+        if cached is None:
+            cached = self.__dict__["_special_tokens_set"] = set(self._special_tokens.keys())
+        return cached
 
     def is_special_token(self, token: int) -> bool:
         """Whether ``token`` is the id of a special token.
@@ -469,12 +469,20 @@ class Encoding:
         self.__init__(**value)  # type: ignore[misc]
 
 
-@functools.lru_cache(maxsize=128)
-def _special_token_regex(tokens: frozenset[str]):  # type: ignore[no-untyped-def]
-    import re
+_REGEX_CACHE: dict[frozenset[str], object] = {}
 
-    inner = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
-    return re.compile(f"({inner})")
+
+def _special_token_regex(tokens: frozenset[str]):  # type: ignore[no-untyped-def]
+    pattern = _REGEX_CACHE.get(tokens)
+    if pattern is None:
+        import re
+
+        inner = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
+        pattern = re.compile(f"({inner})")
+        if len(_REGEX_CACHE) >= 128:
+            _REGEX_CACHE.clear()
+        _REGEX_CACHE[tokens] = pattern
+    return pattern
 
 
 def raise_disallowed_special_token(token: str) -> NoReturn:

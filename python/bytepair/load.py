@@ -1,8 +1,6 @@
 """Rank files: reading (local paths and URLs, with tiktoken's cache rules) and writing."""
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 
 __all__ = [
@@ -34,6 +32,8 @@ def read_file(blobpath: str) -> bytes:
 
 def check_hash(data: bytes, expected_hash: str) -> bool:
     """Whether ``data``'s SHA-256 hex digest is ``expected_hash``."""
+    import hashlib
+
     return hashlib.sha256(data).hexdigest() == expected_hash
 
 
@@ -55,6 +55,8 @@ def read_file_cached(blobpath: str, expected_hash: str | None = None) -> bytes:
     cache_dir, user_specified = _cache_dir()
     if cache_dir == "":
         return read_file(blobpath)
+    import hashlib
+
     cache_path = os.path.join(cache_dir, hashlib.sha1(blobpath.encode()).hexdigest())
     if os.path.exists(cache_path):
         with open(cache_path, "rb", buffering=0) as f:
@@ -96,6 +98,8 @@ def load_tiktoken_bpe(tiktoken_bpe_file: str, expected_hash: str | None = None) 
     >>> load_tiktoken_bpe(p)
     {b'a': 0, b'b': 1, b'ab': 2}
     """
+    import base64
+
     contents = read_file_cached(tiktoken_bpe_file, expected_hash)
     ret: dict[bytes, int] = {}
     for lineno, line in enumerate(contents.splitlines(), 1):
@@ -112,6 +116,8 @@ def load_tiktoken_bpe(tiktoken_bpe_file: str, expected_hash: str | None = None) 
 def dump_tiktoken_bpe(bpe_ranks: dict[bytes, int], tiktoken_bpe_file: str) -> None:
     """Writes ``{token bytes: rank}`` as a ``.tiktoken`` file (sorted by rank). Local paths are
     written directly; other URLs need ``blobfile``."""
+    import base64
+
     lines = b"".join(
         base64.b64encode(token) + b" " + str(rank).encode() + b"\n"
         for token, rank in sorted(bpe_ranks.items(), key=lambda x: x[1])

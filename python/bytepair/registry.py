@@ -6,14 +6,14 @@ keyword arguments of :class:`bytepair.Encoding`.
 """
 from __future__ import annotations
 
-import functools
-import importlib
-import pkgutil
 import threading
-from typing import Any, Callable, Sequence
 
 from bytepair import _native
 from bytepair.core import Encoding
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Sequence
 
 __all__ = ["ENCODINGS", "ENCODING_CONSTRUCTORS", "get_encoding", "list_encoding_names"]
 
@@ -80,8 +80,16 @@ def _builtin(name: str) -> Encoding:
     return Encoding._from_core(name, core, special_tokens, n_vocab)
 
 
-@functools.lru_cache
+_plugin_modules: list[str] | None = None
+
+
 def _available_plugin_modules() -> Sequence[str]:
+    global _plugin_modules
+    if _plugin_modules is not None:
+        return _plugin_modules
+    import importlib
+    import pkgutil
+
     mods = []
     for ns in ("bytepair_ext", "tiktoken_ext"):
         try:
@@ -91,6 +99,7 @@ def _available_plugin_modules() -> Sequence[str]:
         for _, mod_name, _ in pkgutil.iter_modules(pkg.__path__, ns + "."):
             if mod_name != "tiktoken_ext.openai_public":  # those encodings are built in here
                 mods.append(mod_name)
+    _plugin_modules = mods
     return mods
 
 
@@ -99,6 +108,8 @@ def _find_constructors() -> None:
     with _lock:
         if ENCODING_CONSTRUCTORS is not None:
             return
+        import importlib
+
         found: dict[str, Callable[[], dict[str, Any]]] = {}
         for mod_name in _available_plugin_modules():
             mod = importlib.import_module(mod_name)
