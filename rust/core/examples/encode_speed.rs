@@ -1,11 +1,12 @@
-//! Quick throughput breakdown: `cargo run --release -p bytepair-core --example encode_speed -- FILE [encoding]`.
+//! Quick throughput breakdown: `cargo run --release -p bytepair-core --example encode_speed -- FILE [encoding] [max-bytes]`.
 use bytepair_core::{pretokenize, vocab, CoreBpe};
 use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let text = std::fs::read(&args[1]).unwrap();
-    let text = String::from_utf8_lossy(&text[..text.len().min(8 << 20)]).into_owned();
+    let limit: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8 << 20);
+    let text = String::from_utf8_lossy(&text[..text.len().min(limit)]).into_owned();
     let name = args.get(2).map(String::as_str).unwrap_or("cl100k_base");
     let rank_file = if name == "o200k_base" {
         "o200k_base"

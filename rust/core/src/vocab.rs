@@ -44,7 +44,7 @@ pub struct Vocab {
     /// Tokens of up to 7 bytes, keyed by their packed bytes and length: one probe, no compare.
     short: HashMap<u64, Rank, BuildKeyHasher>,
     /// Longer tokens, keyed by a 64-bit hash of their bytes -> entry index (bytes verified).
-    long: HashMap<u64, u32, BuildKeyHasher>,
+    long: HashMap<u64, LongEntry, BuildKeyHasher>,
     /// Long tokens whose hash collided with another's (practically never non-empty).
     long_collisions: HashMap<Box<[u8]>, Rank>,
     byte_ranks: [Rank; 256],
@@ -52,15 +52,34 @@ pub struct Vocab {
     pair_ranks: Box<[Rank]>,
 }
 
-/// Packs up to 7 bytes and the length into one key.
+/// Packs up to 7 bytes and the length into one key (two overlapping little-endian loads; the
+/// overlap ORs a byte with itself).
 #[inline(always)]
 fn pack_short(b: &[u8]) -> u64 {
-    debug_assert!(b.len() <= 7);
-    let mut k = (b.len() as u64) << 56;
-    for (i, &c) in b.iter().enumerate() {
-        k |= (c as u64) << (8 * i);
-    }
-    k
+    let n = b.len();
+    debug_assert!(n <= 7);
+    let v = if n >= 4 {
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]) as u64;
+        lo | (hi << (8 * (n - 4)))
+    } else if n >= 2 {
+        let lo = u16::from_le_bytes([b[0], b[1]]) as u64;
+        let hi = u16::from_le_bytes([b[n - 2], b[n - 1]]) as u64;
+        lo | (hi << (8 * (n - 2)))
+    } else if n == 1 {
+        b[0] as u64
+    } else {
+        0
+    };
+    v | ((n as u64) << 56)
+}
+
+/// Where a long token's bytes are, and its rank.
+#[derive(Clone, Copy)]
+struct LongEntry {
+    offset: u32,
+    len: u32,
+    rank: Rank,
 }
 
 /// A hasher for keys that are already `u64`: one multiply-xorshift mix.
@@ -125,7 +144,7 @@ impl Vocab {
         let entry = |i: usize| &bytes[offsets[i] as usize..offsets[i + 1] as usize];
         let mut short: HashMap<u64, Rank, BuildKeyHasher> =
             HashMap::with_capacity_and_hasher(n, Default::default());
-        let mut long: HashMap<u64, u32, BuildKeyHasher> =
+        let mut long: HashMap<u64, LongEntry, BuildKeyHasher> =
             HashMap::with_capacity_and_hasher(n / 2, Default::default());
         let mut long_collisions = HashMap::new();
         let dup = |tok: &[u8]| Error::Value(format!("token {:?} appears twice", tok));
@@ -139,11 +158,12 @@ impl Vocab {
             } else {
                 match long.entry(hash_bytes(tok)) {
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(i as u32);
+                        e.insert(LongEntry { offset: offsets[i], len: tok.len() as u32, rank: r });
                     }
                     std::collections::hash_map::Entry::Occupied(e) => {
                         let owned: Box<[u8]> = tok.into();
-                        if entry(*e.get() as usize) == tok
+                        let o = e.get();
+                        if &bytes[o.offset as usize..(o.offset + o.len) as usize] == tok
                             || long_collisions.insert(owned, r).is_some()
                         {
                             return Err(dup(tok));
@@ -193,9 +213,9 @@ impl Vocab {
 
     #[inline(never)]
     fn get_long(&self, b: &[u8]) -> Option<Rank> {
-        if let Some(&i) = self.long.get(&hash_bytes(b)) {
-            if self.entry_bytes(i as usize) == b {
-                return Some(self.ranks[i as usize]);
+        if let Some(e) = self.long.get(&hash_bytes(b)) {
+            if e.len as usize == b.len() && &self.bytes[e.offset as usize..(e.offset + e.len) as usize] == b {
+                return Some(e.rank);
             }
         }
         if self.long_collisions.is_empty() {
