@@ -49,6 +49,54 @@ pub fn count_piece(v: &Vocab, piece: &[u8], scratch: &mut Vec<Rank>) -> usize {
     scratch.len()
 }
 
+/// The smallest value of `p[..len]` and the first position holding it. `p` is the whole
+/// scratch array: entries past `len` hold `NO_ENTRY`, so the AVX2 path (detected at run time,
+/// so the wheel still runs on any x86-64) scans whole 8-lane vectors with no tail loop.
+#[inline(always)]
+fn min_pos(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2.
+            return unsafe { min_pos_avx2(p, len) };
+        }
+    }
+    let best = p[..len].iter().copied().fold(NO_ENTRY, u32::min);
+    (best, p[..len].iter().position(|&r| r == best).unwrap_or(0))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn min_pos_avx2(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usize) {
+    use std::arch::x86_64::*;
+    const _: () = assert!(HEAP_THRESHOLD % 8 == 0);
+    let lanes = len.div_ceil(8) * 8;
+    let ptr = p.as_ptr() as *const __m256i;
+    let mut vmin = _mm256_set1_epi32(-1);
+    for c in 0..lanes / 8 {
+        vmin = _mm256_min_epu32(vmin, _mm256_loadu_si256(ptr.add(c)));
+    }
+    let mut m = _mm_min_epu32(
+        _mm256_castsi256_si128(vmin),
+        _mm256_extracti128_si256::<1>(vmin),
+    );
+    m = _mm_min_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+    m = _mm_min_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+    let best = _mm_cvtsi128_si32(m) as u32;
+    if best == NO_ENTRY {
+        return (best, 0);
+    }
+    let b = _mm256_set1_epi32(best as i32);
+    for c in 0..lanes / 8 {
+        let eq = _mm256_cmpeq_epi32(_mm256_loadu_si256(ptr.add(c)), b);
+        let mask = _mm256_movemask_ps(_mm256_castsi256_ps(eq));
+        if mask != 0 {
+            return (best, c * 8 + mask.trailing_zeros() as usize);
+        }
+    }
+    (best, 0)
+}
+
 #[doc(hidden)]
 pub fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     let n = piece.len();
@@ -68,15 +116,8 @@ pub fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     for i in 0..n - 1 {
         pair[i] = v.pair_rank(piece[i], piece[i + 1]);
     }
-    let pairs = &mut pair[..n - 1];
     loop {
-        let (mut best, mut bi) = (NO_ENTRY, 0);
-        for (i, &r) in pairs.iter().enumerate() {
-            if r < best {
-                best = r;
-                bi = i;
-            }
-        }
+        let (best, bi) = min_pos(&pair, n - 1);
         if best == NO_ENTRY {
             break;
         }
@@ -84,19 +125,19 @@ pub fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
         let k = if j < n { nxt[j] as usize } else { n };
         tok[bi] = best;
         if j < n - 1 {
-            pairs[j] = NO_ENTRY;
+            pair[j] = NO_ENTRY;
         }
         nxt[bi] = k as u8;
         if k < n {
             prv[k] = bi as u8;
             let e = nxt[k] as usize;
-            pairs[bi] = v.get(&piece[bi..e]).unwrap_or(NO_ENTRY);
+            pair[bi] = v.get(&piece[bi..e]).unwrap_or(NO_ENTRY);
         } else {
-            pairs[bi] = NO_ENTRY;
+            pair[bi] = NO_ENTRY;
         }
         if bi > 0 {
             let p = prv[bi] as usize;
-            pairs[p] = v.get(&piece[p..k]).unwrap_or(NO_ENTRY);
+            pair[p] = v.get(&piece[p..k]).unwrap_or(NO_ENTRY);
         }
     }
     let mut i = 0;

@@ -99,7 +99,11 @@ impl CoreBpe {
     }
     /// The largest token id (mergeable or special), if any.
     pub fn max_token(&self) -> Option<Rank> {
-        self.vocab.max_rank().into_iter().chain(self.specials.iter().map(|s| s.1)).max()
+        self.vocab
+            .max_rank()
+            .into_iter()
+            .chain(self.specials.iter().map(|s| s.1))
+            .max()
     }
 
     /// Whether `r` is the id of a special token.

@@ -158,7 +158,11 @@ impl Vocab {
             } else {
                 match long.entry(hash_bytes(tok)) {
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(LongEntry { offset: offsets[i], len: tok.len() as u32, rank: r });
+                        e.insert(LongEntry {
+                            offset: offsets[i],
+                            len: tok.len() as u32,
+                            rank: r,
+                        });
                     }
                     std::collections::hash_map::Entry::Occupied(e) => {
                         let owned: Box<[u8]> = tok.into();
@@ -214,7 +218,9 @@ impl Vocab {
     #[inline(never)]
     fn get_long(&self, b: &[u8]) -> Option<Rank> {
         if let Some(e) = self.long.get(&hash_bytes(b)) {
-            if e.len as usize == b.len() && &self.bytes[e.offset as usize..(e.offset + e.len) as usize] == b {
+            if e.len as usize == b.len()
+                && &self.bytes[e.offset as usize..(e.offset + e.len) as usize] == b
+            {
                 return Some(e.rank);
             }
         }

@@ -11,9 +11,55 @@ use std::sync::OnceLock;
 /// Characters chosen to hit every branch of the lexers: each class, case variants, marks,
 /// contractions, CR/LF, slashes, exotic whitespace and digits.
 const ALPHABET: &[&str] = &[
-    "a", "b", "Z", "é", "ß", "ǅ", "ʰ", "中", "の", "\u{301}", "\u{5b0}", "1", "٣", "Ⅷ", "²", " ", " ", " ", "\t", "\n",
-    "\r", "\r\n", "\u{a0}", "\u{3000}", "\u{85}", "\u{2028}", "'", "'s", "'T", "'ll", "'VE", "'re", "'ſ", "/", "!", "?", ".",
-    "😀", "👍🏽", "\u{200d}", "_", "-", "\"", "ſ", "K", "\u{0}", "\u{7f}", "\u{10ffff}", "\u{e000}",
+    "a",
+    "b",
+    "Z",
+    "é",
+    "ß",
+    "ǅ",
+    "ʰ",
+    "中",
+    "の",
+    "\u{301}",
+    "\u{5b0}",
+    "1",
+    "٣",
+    "Ⅷ",
+    "²",
+    " ",
+    " ",
+    " ",
+    "\t",
+    "\n",
+    "\r",
+    "\r\n",
+    "\u{a0}",
+    "\u{3000}",
+    "\u{85}",
+    "\u{2028}",
+    "'",
+    "'s",
+    "'T",
+    "'ll",
+    "'VE",
+    "'re",
+    "'ſ",
+    "/",
+    "!",
+    "?",
+    ".",
+    "😀",
+    "👍🏽",
+    "\u{200d}",
+    "_",
+    "-",
+    "\"",
+    "ſ",
+    "K",
+    "\u{0}",
+    "\u{7f}",
+    "\u{10ffff}",
+    "\u{e000}",
 ];
 
 fn text_strategy() -> impl Strategy<Value = String> {
@@ -25,14 +71,24 @@ fn pretokenizers() -> &'static Vec<(Pretokenizer, Pretokenizer)> {
     P.get_or_init(|| {
         [R50K_PATTERN, CL100K_PATTERN, O200K_PATTERN]
             .iter()
-            .map(|p| (Pretokenizer::new(p).unwrap(), Pretokenizer::regex(p).unwrap()))
+            .map(|p| {
+                (
+                    Pretokenizer::new(p).unwrap(),
+                    Pretokenizer::regex(p).unwrap(),
+                )
+            })
             .collect()
     })
 }
 
 fn vocabs() -> &'static Vec<Vocab> {
     static V: OnceLock<Vec<Vocab>> = OnceLock::new();
-    V.get_or_init(|| ["r50k_base", "cl100k_base", "o200k_base"].iter().map(|n| bundled(n).unwrap()).collect())
+    V.get_or_init(|| {
+        ["r50k_base", "cl100k_base", "o200k_base"]
+            .iter()
+            .map(|n| bundled(n).unwrap())
+            .collect()
+    })
 }
 
 /// Repeatedly merges the leftmost lowest-ranked adjacent pair.

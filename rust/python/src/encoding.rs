@@ -21,7 +21,10 @@ pub struct PyCoreBpe {
 impl PyCoreBpe {
     pub fn wrap(core: CoreBpe) -> Self {
         let n = core.max_token().map_or(0, |m| m as usize + 1);
-        PyCoreBpe { inner: Arc::new(core), ints: IntCache::new(n) }
+        PyCoreBpe {
+            inner: Arc::new(core),
+            ints: IntCache::new(n),
+        }
     }
 }
 
@@ -193,7 +196,9 @@ impl PyCoreBpe {
     }
 
     fn encode_ordinary<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
-        let v = run(py, text.len() >= DETACH_BYTES, || self.inner.encode_ordinary(text))?;
+        let v = run(py, text.len() >= DETACH_BYTES, || {
+            self.inner.encode_ordinary(text)
+        })?;
         self.ints.list(py, &v)
     }
 
@@ -204,8 +209,13 @@ impl PyCoreBpe {
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let (a, d) = (special_set(&self.inner, allowed)?, special_set(&self.inner, disallowed)?);
-        let v = run(py, text.len() >= DETACH_BYTES, || self.inner.encode(text, &a, &d))?;
+        let (a, d) = (
+            special_set(&self.inner, allowed)?,
+            special_set(&self.inner, disallowed)?,
+        );
+        let v = run(py, text.len() >= DETACH_BYTES, || {
+            self.inner.encode(text, &a, &d)
+        })?;
         self.ints.list(py, &v)
     }
 

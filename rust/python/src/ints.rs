@@ -18,7 +18,9 @@ pub struct IntCache {
 
 impl IntCache {
     pub fn new(n: usize) -> Self {
-        IntCache { slots: (0..n).map(|_| AtomicPtr::new(null_mut())).collect() }
+        IntCache {
+            slots: (0..n).map(|_| AtomicPtr::new(null_mut())).collect(),
+        }
     }
 
     /// A new strong reference to the int `v`, or null with a Python error set.
@@ -70,14 +72,21 @@ impl IntCache {
 
     /// A list of lists.
     pub fn lists<'py>(&self, py: Python<'py>, batch: &[Vec<u32>]) -> PyResult<Bound<'py, PyList>> {
-        let items = batch.iter().map(|t| self.list(py, t)).collect::<PyResult<Vec<_>>>()?;
+        let items = batch
+            .iter()
+            .map(|t| self.list(py, t))
+            .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
     }
 }
 
 impl Drop for IntCache {
     fn drop(&mut self) {
-        if self.slots.iter().all(|s| s.load(Ordering::Relaxed).is_null()) {
+        if self
+            .slots
+            .iter()
+            .all(|s| s.load(Ordering::Relaxed).is_null())
+        {
             return;
         }
         Python::attach(|_| {

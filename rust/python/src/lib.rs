@@ -3,8 +3,8 @@
 use pyo3::prelude::*;
 
 mod encoding;
-mod ints;
 mod errors;
+mod ints;
 
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
