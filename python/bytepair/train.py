@@ -528,6 +528,15 @@ def _derive_merges(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
     return merges
 
 
+def _hf_regex(pattern: str) -> str:
+    r"""The pattern for Oniguruma (Hugging Face): there ``{n,m}+`` is not possessive but means
+    ``({n,m})+``. A bounded repeat at the end of an alternative (as in cl100k's ``\p{N}{1,3}+``)
+    matches the same greedy as possessive, so the ``+`` is dropped."""
+    import re
+
+    return re.sub(r"(\{\d+(?:,\d*)?\})\+", r"\1", pattern)
+
+
 def _to_huggingface(enc: Any, path: PathLike) -> Path:
     """Writes a Hugging Face ``tokenizer.json`` for ``enc`` (byte-level BPE with the split
     regex). ``path`` is a directory (the file goes inside) or a ``.json`` file name. Returns the
@@ -560,7 +569,7 @@ def _to_huggingface(enc: Any, path: PathLike) -> Path:
         "pre_tokenizer": {
             "type": "Sequence",
             "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": enc._pat_str}, "behavior": "Isolated",
+                {"type": "Split", "pattern": {"Regex": _hf_regex(enc._pat_str)}, "behavior": "Isolated",
                  "invert": False},
                 {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
                  "use_regex": False},
