@@ -8,8 +8,10 @@
 pub mod bpe;
 pub mod encode;
 pub mod error;
+pub mod input;
 pub mod parallel;
 pub mod pretokenize;
+pub mod train;
 pub mod vocab;
 
 pub use encode::{CoreBpe, SpecialSet};

@@ -5,10 +5,12 @@ use pyo3::prelude::*;
 mod encoding;
 mod errors;
 mod ints;
+mod train;
 
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     encoding::register(m)?;
+    train::register(m)?;
     Ok(())
 }

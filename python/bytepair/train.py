@@ -1,0 +1,595 @@
+"""Byte-level BPE training: ``train``, ``train_from_counts``, ``WordCounts``, and saving/loading.
+
+The work runs in Rust: word counting reads files without the interpreter (or takes documents from
+any Python iterable in batches) and counts in parallel; the merge loop uses a lazily revalidated
+priority queue. Ranks follow tiktoken: bytes 0..255 are ranks 0..255, merge ``i`` creates rank
+``256 + i``, special tokens come after the last merge in the order given. Ties between pairs with
+equal counts go to the smallest ``(left id, right id)``, so merge lists equal rustbpe's.
+
+>>> import bytepair
+>>> enc = bytepair.train(["hello hello world"] * 10, vocab_size=260, progress=False)
+>>> enc.n_vocab
+260
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import Any, Callable, Optional, Union
+
+from bytepair import _native
+
+__all__ = ["train", "train_from_counts", "WordCounts", "load"]
+
+_META_FILE = "bytepair.json"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress bars
+
+
+class _Progress:
+    """Progress bars for both phases (tqdm), called from the native code between chunks."""
+
+    def __init__(self, enabled: Optional[bool]) -> None:
+        if enabled is None:
+            enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self._tqdm: Any = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+
+                self._tqdm = tqdm
+            except ImportError:  # pragma: no cover - tqdm is optional
+                self._tqdm = None
+        self._bars: dict[str, Any] = {}
+
+    @property
+    def callback(self) -> Optional[Callable[..., None]]:
+        return self if self._tqdm is not None else None
+
+    def __call__(self, phase: str, done: int, total: Optional[int], docs: Optional[int]) -> None:
+        bar = self._bars.get(phase)
+        if bar is None:
+            if phase == "read":
+                bar = self._tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024,
+                                 desc="counting words", dynamic_ncols=True)
+            else:
+                bar = self._tqdm(total=total, unit="merge", desc="learning merges", dynamic_ncols=True)
+            self._bars[phase] = bar
+        if phase == "read" and docs is not None:
+            bar.set_postfix(docs=docs, refresh=False)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _is_parquet(path: str) -> bool:
+    p = path.lower()
+    for ext in (".gz", ".zst", ".zstd"):
+        if p.endswith(ext):
+            p = p[: -len(ext)]
+    return p.endswith(".parquet")
+
+
+def _looks_like_path(s: str) -> bool:
+    if not s or len(s) > 4096 or "\n" in s or "\0" in s:
+        return False
+    if os.path.exists(s):
+        return True
+    if any(c in s for c in "*?["):
+        import glob
+
+        return bool(glob.glob(s, recursive=True))
+    return False
+
+
+def _as_paths(data: Any) -> Optional[list[str]]:
+    """The list of paths `data` names, or None when it is an iterable of documents.
+
+    A ``str`` or ``os.PathLike`` is a path. A list or tuple is a list of paths when its items are
+    all ``os.PathLike``, or all ``str`` naming existing files/directories or matching globs.
+    """
+    if isinstance(data, (str, PurePath)) or isinstance(data, os.PathLike):
+        return [os.fspath(data)]
+    if isinstance(data, (list, tuple)) and data:
+        if all(isinstance(p, (PurePath, os.PathLike)) for p in data):
+            return [os.fspath(p) for p in data]
+        if all(isinstance(p, str) for p in data) and all(_looks_like_path(p) for p in data):
+            return list(data)
+    return None
+
+
+def _parquet_documents(files: Sequence[str], field: str) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ImportError("reading .parquet files needs pyarrow (pip install pyarrow)") from e
+    for f in files:
+        pf = pq.ParquetFile(f)
+        if field not in pf.schema_arrow.names:
+            raise ValueError(f"{f}: no column {field!r} (columns: {pf.schema_arrow.names})")
+        for batch in pf.iter_batches(columns=[field], batch_size=8192):
+            for t in batch.column(0).to_pylist():
+                if t is not None:
+                    yield t
+
+
+def _specials(special_tokens: Any) -> list[str]:
+    if special_tokens is None:
+        return []
+    if isinstance(special_tokens, str):
+        special_tokens = [special_tokens]
+    out: list[str] = []
+    for s in special_tokens:
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"special tokens must be non-empty strings, got {s!r}")
+        if s in out:
+            raise ValueError(f"duplicate special token {s!r}")
+        out.append(s)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# WordCounts
+
+
+def _restore(cls: type, blob: bytes) -> "WordCounts":
+    obj = cls.__new__(cls)
+    obj._load_bytes(blob)
+    return obj
+
+
+class WordCounts(_native.WordCounts):
+    """The distinct pieces ("words") of a corpus with 64-bit counts: training's phase 1.
+
+    Counts depend on the split ``pattern`` (a built-in encoding name or a regex) and on the
+    ``special_tokens``, which are cut out of the text before splitting. Counts can be updated,
+    merged (``a.merge(b)``, ``a + b``) — e.g. counted on many machines — saved, loaded and
+    pickled (as a compact binary blob), and trained on with :func:`train_from_counts`.
+
+    >>> wc = WordCounts(["the cat", "the hat"], pattern="cl100k_base", progress=False)
+    >>> len(wc), wc.total(), wc["the"]
+    (3, 4, 2)
+    >>> wc.most_common(1)
+    [(b'the', 2)]
+    """
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        pattern: str = "cl100k_base",
+        special_tokens: Optional[Sequence[str]] = None,
+        num_threads: Optional[int] = None,
+        max_memory: Optional[int] = None,
+        progress: Optional[bool] = None,
+        on_error: str = "fail",
+    ) -> None:
+        if data is not None:
+            self.update(data, num_threads=num_threads, max_memory=max_memory, progress=progress,
+                        on_error=on_error)
+
+    def __new__(cls, data: Any = None, *, pattern: str = "cl100k_base",
+                special_tokens: Optional[Sequence[str]] = None, **_: Any) -> "WordCounts":
+        return super().__new__(cls, pattern=pattern, special_tokens=_specials(special_tokens))
+
+    def update(
+        self,
+        data: Any,
+        *,
+        num_threads: Optional[int] = None,
+        max_memory: Optional[int] = None,
+        progress: Optional[bool] = None,
+        on_error: str = "fail",
+        field: str = "text",
+    ) -> "WordCounts":
+        """Counts more data: an iterable of ``str``/``bytes`` documents, a path, or a list of paths
+        (files, directories, globs; ``.txt`` = one document per file, ``.jsonl`` with a ``text``
+        field, ``.parquet`` with a ``text`` column via pyarrow, ``.gz``/``.zst`` variants).
+
+        ``max_memory`` (bytes) bounds the counting table: beyond it, sorted runs are spilled to
+        disk and merged exactly later. ``on_error="skip"`` skips bad JSON lines and unreadable
+        files (with a warning) instead of raising. Returns ``self``.
+        """
+        if on_error not in ("fail", "skip"):
+            raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+        if num_threads is not None and num_threads < 0:
+            raise ValueError("num_threads must be >= 0")
+        if max_memory is not None and max_memory <= 0:
+            raise ValueError("max_memory must be a positive number of bytes")
+        self._configure(num_threads=num_threads, max_memory=max_memory)
+        if isinstance(data, _native.WordCounts):
+            return self.merge(data)
+        bars = _Progress(progress)
+        try:
+            paths = _as_paths(data)
+            if paths is not None:
+                files = _native._expand_paths(paths)
+                parquet = [f for f in files if _is_parquet(f)]
+                rest = [f for f in files if not _is_parquet(f)]
+                if rest:
+                    skipped, errors = self._count_files(rest, on_error=on_error, field=field,
+                                                        callback=bars.callback)
+                    if skipped:
+                        shown = "; ".join(errors[:3])
+                        warnings.warn(f"skipped {skipped} bad input(s): {shown}", stacklevel=2)
+                if parquet:
+                    self._count_iter(_parquet_documents(parquet, field), callback=bars.callback)
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError("data must be an iterable of documents or a path; "
+                                "wrap a single document in a list")
+            elif isinstance(data, Iterable):
+                self._count_iter(data, callback=bars.callback)
+            else:
+                raise TypeError(f"cannot count {type(data).__name__}: expected an iterable of "
+                                "str/bytes documents, a path or a list of paths")
+        finally:
+            bars.close()
+        return self
+
+    def merge(self, other: "_native.WordCounts") -> "WordCounts":
+        """Adds the counts of ``other`` (same pattern and special tokens) in place; returns self."""
+        if not isinstance(other, _native.WordCounts):
+            raise TypeError(f"can only merge WordCounts, not {type(other).__name__}")
+        self._merge(other)
+        return self
+
+    def copy(self) -> "WordCounts":
+        new = type(self).__new__(type(self), pattern=self.pattern, special_tokens=self.special_tokens)
+        new._assign(self)
+        return new
+
+    def __add__(self, other: Any) -> "WordCounts":
+        if not isinstance(other, _native.WordCounts):
+            return NotImplemented
+        return self.copy().merge(other)
+
+    def __iadd__(self, other: Any) -> "WordCounts":
+        if not isinstance(other, _native.WordCounts):
+            return NotImplemented
+        return self.merge(other)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (w for w, _ in self.items())
+
+    def __reduce__(self) -> tuple:
+        return (_restore, (type(self), self.to_bytes()))
+
+    def save(self, path: PathLike) -> None:
+        """Writes the compact binary form to ``path`` (atomically)."""
+        p = Path(path)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_bytes(self.to_bytes())
+        os.replace(tmp, p)
+
+    @classmethod
+    def load(cls, path: PathLike) -> "WordCounts":
+        """Reads counts written by :meth:`save`."""
+        return cls.from_bytes(Path(path).read_bytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "WordCounts":
+        """Counts from the blob of :meth:`to_bytes`."""
+        return _restore(cls, bytes(data))
+
+    @classmethod
+    def from_dict(cls, counts: Union[Mapping[Any, int], Iterable[tuple[Any, int]]], *,
+                  pattern: str = "cl100k_base",
+                  special_tokens: Optional[Sequence[str]] = None) -> "WordCounts":
+        """Counts from ``{word: count}`` (or ``(word, count)`` pairs); words are str or bytes,
+        counts any non-negative int below 2**64.
+
+        >>> WordCounts.from_dict({"ab": 2**40, b"cd": 1}).total()
+        1099511627777
+        """
+        wc = cls(pattern=pattern, special_tokens=special_tokens)
+        items = counts.items() if isinstance(counts, Mapping) else counts
+        for w, c in items:
+            if not isinstance(c, int) or c < 0:
+                raise ValueError(f"counts must be non-negative ints, got {c!r} for {w!r}")
+            wc._add(w, c)
+        return wc
+
+    def __repr__(self) -> str:
+        return f"<WordCounts: {len(self)} words, total {self.total()}>"
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+
+
+def _encoding_class() -> Any:
+    import bytepair
+
+    cls = getattr(bytepair, "Encoding", None)
+    if cls is None:  # until the tokenizer is merged in: tiktoken's class takes the same arguments
+        try:
+            import tiktoken
+
+            cls = tiktoken.Encoding
+        except ImportError as e:  # pragma: no cover
+            raise ImportError("bytepair.Encoding is not available") from e
+    return cls
+
+
+def _make_encoding(name: str, pattern: str, ranks: dict[bytes, int], specials: dict[str, int]) -> Any:
+    return _encoding_class()(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
+
+
+def train(
+    data: Any,
+    *,
+    vocab_size: int,
+    pattern: str = "cl100k_base",
+    special_tokens: Optional[Sequence[str]] = None,
+    min_frequency: int = 1,
+    max_token_length: Optional[int] = None,
+    num_threads: Optional[int] = None,
+    progress: Optional[bool] = None,
+    name: str = "trained",
+    max_memory: Optional[int] = None,
+    on_error: str = "fail",
+) -> Any:
+    """Trains a byte-level BPE tokenizer and returns it as an ``Encoding``.
+
+    ``data`` is an iterable of ``str``/``bytes`` documents, or a path / list of paths (files,
+    directories, globs; ``.txt``, ``.jsonl`` with a ``text`` field, ``.parquet`` with a ``text``
+    column when pyarrow is installed; ``.gz``/``.zst`` variants). ``pattern`` is a built-in
+    encoding name whose split pattern to use, or a regex. ``special_tokens`` never take part in
+    merges (they are cut out of the text) and get the ids after the last merge, in order.
+    ``min_frequency`` stops training when the best pair occurs fewer times; ``max_token_length``
+    (bytes) bounds token length. ``num_threads`` defaults to one per core; ``progress`` shows bars
+    (default: when stderr is a terminal); ``max_memory`` (bytes) spills counts to disk.
+
+    >>> enc = train(["low lower lowest"] * 3, vocab_size=258, progress=False)
+    >>> sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])[256:]
+    [(b'lo', 256), (b'low', 257)]
+    """
+    specials = _specials(special_tokens)
+    _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
+    if isinstance(data, _native.WordCounts):
+        raise TypeError("use train_from_counts() to train on WordCounts")
+    counts = WordCounts(pattern=pattern, special_tokens=specials)
+    counts.update(data, num_threads=num_threads, max_memory=max_memory, progress=progress,
+                  on_error=on_error)
+    return train_from_counts(counts, vocab_size=vocab_size, special_tokens=specials,
+                             min_frequency=min_frequency, max_token_length=max_token_length,
+                             num_threads=num_threads, progress=progress, name=name)
+
+
+def _check_train_args(vocab_size: Any, specials: list[str], min_frequency: Any,
+                      max_token_length: Any, num_threads: Any) -> int:
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+    if vocab_size < 256 + len(specials):
+        raise ValueError(f"vocab_size must be at least 256 + the number of special tokens "
+                         f"({256 + len(specials)}), got {vocab_size}")
+    if not isinstance(min_frequency, int) or min_frequency < 0:
+        raise ValueError(f"min_frequency must be a non-negative int, got {min_frequency!r}")
+    if max_token_length is not None and (not isinstance(max_token_length, int) or max_token_length < 1):
+        raise ValueError(f"max_token_length must be a positive int or None, got {max_token_length!r}")
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 0):
+        raise ValueError(f"num_threads must be a non-negative int or None, got {num_threads!r}")
+    return int(_native._num_merges(vocab_size, len(specials)))
+
+
+def train_from_counts(
+    counts: Any,
+    *,
+    vocab_size: int,
+    special_tokens: Optional[Sequence[str]] = None,
+    min_frequency: int = 1,
+    max_token_length: Optional[int] = None,
+    num_threads: Optional[int] = None,
+    progress: Optional[bool] = None,
+    name: str = "trained",
+    pattern: Optional[str] = None,
+) -> Any:
+    """Trains on word counts: a :class:`WordCounts`, or ``{word: count}`` / ``(word, count)``
+    pairs (words str or bytes, counts up to 2**64 - 1; then ``pattern`` names the split
+    pattern of the result, default ``"cl100k_base"``). ``special_tokens`` default to those the
+    counts were made with. Returns an ``Encoding``.
+
+    >>> enc = train_from_counts({"ab": 2**40, "bc": 2**40 - 1}, vocab_size=257)
+    >>> enc.decode_single_token_bytes(256)
+    b'ab'
+    """
+    if not isinstance(counts, _native.WordCounts):
+        counts = WordCounts.from_dict(counts, pattern=pattern or "cl100k_base",
+                                      special_tokens=special_tokens)
+    elif pattern is not None and _native._resolve_pattern(pattern) != counts.pattern:
+        raise ValueError("pattern differs from the pattern the counts were made with")
+    specials = _specials(special_tokens) if special_tokens is not None else list(counts.special_tokens)
+    num_merges = _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
+    bars = _Progress(progress)
+    try:
+        pairs, _ = _native._train_merges(counts, num_merges, min_frequency=max(min_frequency, 1),
+                                         max_token_length=max_token_length,
+                                         num_threads=num_threads, callback=bars.callback)
+    finally:
+        bars.close()
+    ranks = _ranks_from_merges(pairs)
+    n = len(ranks)
+    special_ids = {s: n + i for i, s in enumerate(specials)}
+    return _make_encoding(name, counts.pattern, ranks, special_ids)
+
+
+def _ranks_from_merges(pairs: Sequence[tuple[int, int]]) -> dict[bytes, int]:
+    tokens = [bytes([i]) for i in range(256)]
+    for a, b in pairs:
+        tokens.append(tokens[a] + tokens[b])
+    return {t: i for i, t in enumerate(tokens)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Saving and loading
+
+
+def _safe_name(name: str) -> str:
+    s = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")
+    return s or "encoding"
+
+
+def _save(enc: Any, path: PathLike) -> None:
+    """Writes ``enc`` to the directory ``path``: ``<name>.tiktoken`` (tiktoken's rank format)
+    and ``bytepair.json`` (name, pattern, special tokens, vocabulary size)."""
+    d = Path(path)
+    d.mkdir(parents=True, exist_ok=True)
+    ranks_file = _safe_name(enc.name) + ".tiktoken"
+    lines = [base64.b64encode(t) + b" " + str(r).encode() for t, r in
+             sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])]
+    (d / ranks_file).write_bytes(b"\n".join(lines) + b"\n")
+    meta = {
+        "format": "bytepair-encoding",
+        "version": 1,
+        "name": enc.name,
+        "pattern": enc._pat_str,
+        "special_tokens": dict(enc._special_tokens),
+        "ranks_file": ranks_file,
+        "n_vocab": enc.n_vocab,
+    }
+    (d / _META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def load(path: PathLike) -> Any:
+    """Loads an ``Encoding`` saved with ``Encoding.save(path)`` (a directory, or its
+    ``bytepair.json``)."""
+    p = Path(path)
+    meta_path = p / _META_FILE if p.is_dir() else p
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{meta_path}: not a saved bytepair encoding (no {_META_FILE})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_path}: invalid JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != "bytepair-encoding":
+        raise ValueError(f"{meta_path}: not a bytepair encoding description")
+    ranks_path = meta_path.parent / meta["ranks_file"]
+    ranks: dict[bytes, int] = {}
+    for i, line in enumerate(ranks_path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok, validate=True)] = int(rank)
+        except ValueError as e:
+            raise ValueError(f"{ranks_path}, line {i}: invalid rank line: {e}") from None
+    specials = {str(k): int(v) for k, v in meta.get("special_tokens", {}).items()}
+    return _make_encoding(meta["name"], meta["pattern"], ranks, specials)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level alphabet: printable bytes map to themselves, the rest to U+0100 on."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out = {b: chr(b) for b in keep}
+    n = 0
+    for b in range(256):
+        if b not in out:
+            out[b] = chr(256 + n)
+            n += 1
+    return out
+
+
+def _derive_merges(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """The merge list equivalent to tiktoken's rank-based encoding: for each multi-byte token,
+    the two parts that byte-pair encoding with the lower ranks only ends with."""
+    merges: list[tuple[bytes, bytes]] = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) < 2:
+            continue
+        parts = [token[i:i + 1] for i in range(len(token))]
+        while len(parts) > 2:
+            best, best_i = None, -1
+            for i in range(len(parts) - 1):
+                r = ranks.get(parts[i] + parts[i + 1])
+                if r is not None and r < rank and (best is None or r < best):
+                    best, best_i = r, i
+            if best is None:
+                break
+            parts[best_i:best_i + 2] = [parts[best_i] + parts[best_i + 1]]
+        if len(parts) == 2:
+            merges.append((parts[0], parts[1]))
+    return merges
+
+
+def _hf_regex(pattern: str) -> str:
+    r"""The pattern for Oniguruma (Hugging Face): there ``{n,m}+`` is not possessive but means
+    ``({n,m})+``. A bounded repeat at the end of an alternative (as in cl100k's ``\p{N}{1,3}+``)
+    matches the same greedy as possessive, so the ``+`` is dropped."""
+    import re
+
+    return re.sub(r"(\{\d+(?:,\d*)?\})\+", r"\1", pattern)
+
+
+def _to_huggingface(enc: Any, path: PathLike) -> Path:
+    """Writes a Hugging Face ``tokenizer.json`` for ``enc`` (byte-level BPE with the split
+    regex). ``path`` is a directory (the file goes inside) or a ``.json`` file name. Returns the
+    file written."""
+    p = Path(path)
+    if p.suffix.lower() != ".json":
+        p.mkdir(parents=True, exist_ok=True)
+        p = p / "tokenizer.json"
+    else:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    b2u = _bytes_to_unicode()
+
+    def sym(b: bytes) -> str:
+        return "".join(b2u[x] for x in b)
+
+    ranks = enc._mergeable_ranks
+    vocab = {sym(t): r for t, r in sorted(ranks.items(), key=lambda kv: kv[1])}
+    merges = [f"{sym(a)} {sym(b)}" for a, b in _derive_merges(ranks)]
+    added = [
+        {"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": True}
+        for s, i in sorted(enc._special_tokens.items(), key=lambda kv: kv[1])
+    ]
+    doc = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": _hf_regex(enc._pat_str)}, "behavior": "Isolated",
+                 "invert": False},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                 "use_regex": False},
+            ],
+        },
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                    "use_regex": True},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": True,
+            "vocab": vocab,
+            "merges": merges,
+        },
+    }
+    p.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return p

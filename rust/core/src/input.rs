@@ -1,0 +1,648 @@
+//! Corpus input: documents from files, directories and globs, read without Python.
+//!
+//! Formats (chosen by the file name, after stripping `.gz` / `.zst` / `.zstd`):
+//! - `.jsonl` / `.ndjson`: one document per line, the string field `text` (configurable);
+//! - `.parquet`: not read here (the Python layer reads it through pyarrow); an error otherwise;
+//! - anything else: plain text, one document per file.
+//!
+//! A directory means every non-hidden file under it, recursively, in sorted order; a path with
+//! `*`, `?` or `[` is a glob. Errors name the file and, for JSON lines, the 1-based line; with
+//! [`OnError::Skip`] bad lines and unreadable files are counted and skipped instead.
+//!
+//! Large plain-text files can be streamed in blocks ([`InputOptions::block_size`]): a block ends
+//! only at a [`safe_boundary`], where every built-in split pattern has a piece boundary and splits
+//! the two sides exactly as it splits the whole, so streaming does not change any result.
+//!
+//! ```no_run
+//! use bytepair_core::input::{InputOptions, Reader};
+//! let mut reader = Reader::from_inputs(&["corpus/"], InputOptions::default())?;
+//! while let Some(batch) = reader.next_batch(1 << 24, 4096)? {
+//!     for doc in &batch { let _ = (&doc.source, doc.line, &doc.text); }
+//! }
+//! # Ok::<(), bytepair_core::Error>(())
+//! ```
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// What to do with a bad JSON line, a missing field or an unreadable file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop with an error naming the file and line.
+    #[default]
+    Fail,
+    /// Count it, remember the first few messages ([`Stats::errors`]) and go on.
+    Skip,
+}
+
+impl OnError {
+    /// Parses `"fail"` / `"skip"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "fail" | "raise" | "strict" => Ok(OnError::Fail),
+            "skip" | "ignore" => Ok(OnError::Skip),
+            _ => Err(Error::Value(format!("on_error must be 'skip' or 'fail', not {s:?}"))),
+        }
+    }
+}
+
+/// The container format of an input file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One document per file.
+    Text,
+    /// One JSON object per line; the document is one string field.
+    Jsonl,
+    /// Apache Parquet (read by the Python layer, not here).
+    Parquet,
+}
+
+/// The compression of an input file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// The format and compression of `path`, from its name.
+pub fn detect(path: &Path) -> (Format, Compression) {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let (stem, comp) = if let Some(s) = name.strip_suffix(".gz") {
+        (s, Compression::Gzip)
+    } else if let Some(s) = name.strip_suffix(".zst").or_else(|| name.strip_suffix(".zstd")) {
+        (s, Compression::Zstd)
+    } else {
+        (name.as_str(), Compression::None)
+    };
+    let fmt = if stem.ends_with(".jsonl") || stem.ends_with(".ndjson") {
+        Format::Jsonl
+    } else if stem.ends_with(".parquet") {
+        Format::Parquet
+    } else {
+        Format::Text
+    };
+    (fmt, comp)
+}
+
+/// Options of a [`Reader`].
+#[derive(Clone, Debug)]
+pub struct InputOptions {
+    pub on_error: OnError,
+    /// The JSON field that holds the text (default `"text"`).
+    pub field: String,
+    /// Stream plain-text files in blocks of about this many bytes, cut at [`safe_boundary`]
+    /// points (`None`: each file is one document, read whole).
+    pub block_size: Option<usize>,
+}
+
+impl Default for InputOptions {
+    fn default() -> Self {
+        InputOptions { on_error: OnError::Fail, field: "text".into(), block_size: None }
+    }
+}
+
+/// One document (or one block of a streamed plain-text file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    /// The file it came from.
+    pub source: Arc<Path>,
+    /// The 1-based line, for JSON lines.
+    pub line: Option<u64>,
+    /// The block number within a streamed text file (0 otherwise).
+    pub part: u32,
+    /// Whether this is the last block of its document (always true unless streamed).
+    pub last_part: bool,
+    /// The text: UTF-8 from JSON lines; plain-text files are passed on as they are.
+    pub text: Vec<u8>,
+}
+
+impl Document {
+    /// The text as `&str`, or an error naming the file, line and byte offset of invalid UTF-8.
+    pub fn as_str(&self) -> Result<&str> {
+        std::str::from_utf8(&self.text)
+            .map_err(|e| Error::Value(format!("{}: invalid UTF-8 at byte {}", self.location(), e.valid_up_to())))
+    }
+
+    /// `path` or `path:line`, for messages.
+    pub fn location(&self) -> String {
+        match self.line {
+            Some(l) => format!("{}:{l}", self.source.display()),
+            None => self.source.display().to_string(),
+        }
+    }
+}
+
+/// Counters shared with whoever shows progress (safe to read from another thread).
+#[derive(Default, Debug)]
+pub struct Stats {
+    /// Bytes read from disk so far (compressed size for compressed files).
+    pub bytes_read: AtomicU64,
+    /// Documents (blocks) produced.
+    pub documents: AtomicU64,
+    /// Lines or files skipped under [`OnError::Skip`].
+    pub skipped: AtomicU64,
+    first_errors: Mutex<Vec<String>>,
+}
+
+impl Stats {
+    /// The first few skipped errors (at most 20).
+    pub fn errors(&self) -> Vec<String> {
+        self.first_errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record(&self, msg: String) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        let mut v = self.first_errors.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() < 20 {
+            v.push(msg);
+        }
+    }
+}
+
+/// Expands inputs into a list of files: files as given, directories recursively (sorted, hidden
+/// entries skipped), globs (`*`, `?`, `[...]`, `**`) sorted. Missing paths and globs that match
+/// nothing are errors.
+pub fn expand<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let s = input.as_ref();
+        let p = Path::new(s);
+        if p.exists() {
+            push_path(p, &mut out)?;
+        } else if s.contains(['*', '?', '[']) {
+            let paths = glob::glob(s).map_err(|e| Error::Value(format!("bad glob {s:?}: {e}")))?;
+            let mut matched: Vec<PathBuf> = Vec::new();
+            for entry in paths {
+                matched.push(entry.map_err(|e| Error::Io(io::Error::new(e.error().kind(), e.to_string())))?);
+            }
+            if matched.is_empty() {
+                return Err(Error::Io(io::Error::new(io::ErrorKind::NotFound, format!("{s}: no file matches"))));
+            }
+            matched.sort();
+            for m in matched {
+                push_path(&m, &mut out)?;
+            }
+        } else {
+            return Err(Error::Io(io::Error::new(io::ErrorKind::NotFound, format!("{s}: no such file or directory"))));
+        }
+    }
+    Ok(out)
+}
+
+fn push_path(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let meta = std::fs::metadata(p).map_err(|e| io_at(p, e))?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(|e| io_at(p, e))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<io::Result<_>>()
+            .map_err(|e| io_at(p, e))?;
+        entries.sort();
+        for e in entries {
+            let hidden = e.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if !hidden {
+                push_path(&e, out)?;
+            }
+        }
+    } else {
+        out.push(p.to_path_buf());
+    }
+    Ok(())
+}
+
+/// An I/O error that names the file.
+pub fn io_at(p: &Path, e: io::Error) -> Error {
+    Error::Io(io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+}
+
+/// Whether `p` is a point where a built-in split pattern (r50k, cl100k, o200k) always has a
+/// piece boundary that does not depend on the text around it: `text[p-1]` is `\n`, `text[p]` an
+/// ASCII letter and `text[p-2]` a visible ASCII char. Why it is exact: no piece of these
+/// patterns contains a newline followed by a letter (the letter alternatives exclude CR/LF in
+/// their optional prefix), and the piece that ends with this newline is the same whether the
+/// text ends there or continues with a letter (`X\n` is one punctuation piece, or `\n` alone via
+/// `\s*[\r\n]`, `\s++$` or `\s`).
+#[inline]
+pub fn is_safe_boundary(text: &[u8], p: usize) -> bool {
+    p >= 2
+        && p < text.len()
+        && text[p - 1] == b'\n'
+        && text[p].is_ascii_alphabetic()
+        && (0x21..=0x7e).contains(&text[p - 2])
+}
+
+/// The first [`is_safe_boundary`] point at or after `from`, if any.
+pub fn safe_boundary(text: &[u8], from: usize) -> Option<usize> {
+    let mut i = from.max(1);
+    while i < text.len() {
+        let nl = memchr::memchr(b'\n', &text[i - 1..])? + i - 1;
+        let p = nl + 1;
+        if is_safe_boundary(text, p) {
+            return Some(p);
+        }
+        i = p + 1;
+    }
+    None
+}
+
+/// Counts bytes read from the underlying file.
+struct Counting<R> {
+    inner: R,
+    stats: Arc<Stats>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn open(path: &Path, comp: Compression, stats: &Arc<Stats>) -> Result<Box<dyn Read + Send>> {
+    let f = File::open(path).map_err(|e| io_at(path, e))?;
+    let raw = BufReader::with_capacity(1 << 16, Counting { inner: f, stats: stats.clone() });
+    Ok(match comp {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| io_at(path, e))?),
+    })
+}
+
+enum Source {
+    Text { src: Arc<Path>, r: Box<dyn Read + Send>, buf: Vec<u8>, part: u32, eof: bool },
+    Jsonl { src: Arc<Path>, r: BufReader<Box<dyn Read + Send>>, line: u64, buf: Vec<u8> },
+}
+
+/// Reads documents from a list of files, in order. Iterate it, or take batches with
+/// [`Reader::next_batch`]. After an error under [`OnError::Fail`] it yields nothing more.
+pub struct Reader {
+    files: Vec<PathBuf>,
+    next_file: usize,
+    cur: Option<Source>,
+    opts: InputOptions,
+    stats: Arc<Stats>,
+    failed: bool,
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader").field("files", &self.files.len()).field("next_file", &self.next_file).finish()
+    }
+}
+
+impl Reader {
+    /// A reader over these files (no expansion; see [`expand`]).
+    pub fn new(files: Vec<PathBuf>, opts: InputOptions) -> Self {
+        Reader { files, next_file: 0, cur: None, opts, stats: Arc::default(), failed: false }
+    }
+
+    /// Expands `inputs` (files, directories, globs) and reads them.
+    pub fn from_inputs<S: AsRef<str>>(inputs: &[S], opts: InputOptions) -> Result<Self> {
+        Ok(Self::new(expand(inputs)?, opts))
+    }
+
+    /// The files, in reading order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// The total size of the files on disk (for progress bars).
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+    }
+
+    /// Shared counters: bytes read, documents, skipped errors.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Up to `max_docs` documents holding about `max_bytes` of text (at least one document);
+    /// `None` when the input is exhausted.
+    pub fn next_batch(&mut self, max_bytes: usize, max_docs: usize) -> Result<Option<Vec<Document>>> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while bytes < max_bytes && out.len() < max_docs.max(1) {
+            match self.next() {
+                Some(Ok(d)) => {
+                    bytes += d.text.len();
+                    out.push(d);
+                }
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        Ok(if out.is_empty() { None } else { Some(out) })
+    }
+
+    /// Handles an error by policy: `Ok(())` to go on (skip), `Err` to stop.
+    fn policy(&mut self, e: Error) -> Result<()> {
+        match self.opts.on_error {
+            OnError::Skip => {
+                self.stats.record(e.to_string());
+                Ok(())
+            }
+            OnError::Fail => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn open_next(&mut self) -> Result<bool> {
+        while self.next_file < self.files.len() {
+            let path = self.files[self.next_file].clone();
+            self.next_file += 1;
+            let (fmt, comp) = detect(&path);
+            let src: Arc<Path> = Arc::from(path.as_path());
+            if fmt == Format::Parquet {
+                let e = Error::Value(format!(
+                    "{}: parquet files are read through pyarrow by the Python layer",
+                    path.display()
+                ));
+                self.policy(e)?;
+                continue;
+            }
+            match open(&path, comp, &self.stats) {
+                Ok(r) => {
+                    self.cur = Some(match fmt {
+                        Format::Jsonl => {
+                            Source::Jsonl { src, r: BufReader::with_capacity(1 << 16, r), line: 0, buf: Vec::new() }
+                        }
+                        _ => Source::Text { src, r, buf: Vec::new(), part: 0, eof: false },
+                    });
+                    return Ok(true);
+                }
+                Err(e) => self.policy(e)?,
+            }
+        }
+        Ok(false)
+    }
+
+    /// The next document of the current file: `Ok(None)` at its end.
+    fn next_in_file(&mut self) -> Result<Option<Document>> {
+        let block = self.opts.block_size;
+        let on_error = self.opts.on_error;
+        let field = self.opts.field.clone();
+        let Some(cur) = self.cur.as_mut() else {
+            return Ok(None);
+        };
+        match cur {
+            Source::Text { src, r, buf, part, eof } => {
+                if *eof && buf.is_empty() {
+                    return Ok(None);
+                }
+                let Some(block) = block else {
+                    let mut all = Vec::new();
+                    r.read_to_end(&mut all).map_err(|e| io_at(src, e))?;
+                    *eof = true;
+                    return Ok(Some(Document { source: src.clone(), line: None, part: 0, last_part: true, text: all }));
+                };
+                // Fill until a safe cut point past `block` exists or the file ends.
+                let mut search_from = block.min(buf.len());
+                let cut = loop {
+                    if buf.len() >= block {
+                        if let Some(p) = safe_boundary(buf, search_from.max(block)) {
+                            break Some(p);
+                        }
+                        search_from = buf.len().saturating_sub(2);
+                    }
+                    if *eof {
+                        break None;
+                    }
+                    let want = block.max(1 << 16);
+                    let old = buf.len();
+                    buf.reserve(want);
+                    let n = r.by_ref().take(want as u64).read_to_end(buf).map_err(|e| io_at(src, e))?;
+                    debug_assert_eq!(buf.len(), old + n);
+                    if n == 0 {
+                        *eof = true;
+                    }
+                };
+                let text = match cut {
+                    Some(p) => {
+                        let rest = buf.split_off(p);
+                        std::mem::replace(buf, rest)
+                    }
+                    None => std::mem::take(buf),
+                };
+                let last = cut.is_none();
+                let d = Document { source: src.clone(), line: None, part: *part, last_part: last, text };
+                *part += 1;
+                if last {
+                    *eof = true;
+                    buf.shrink_to_fit();
+                }
+                Ok(Some(d))
+            }
+            Source::Jsonl { src, r, line, buf } => loop {
+                buf.clear();
+                let n = r.read_until(b'\n', buf).map_err(|e| io_at(src, e))?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                *line += 1;
+                let t = buf.trim_ascii();
+                if t.is_empty() {
+                    continue;
+                }
+                match parse_json_field(t, &field) {
+                    Ok(text) => {
+                        return Ok(Some(Document {
+                            source: src.clone(),
+                            line: Some(*line),
+                            part: 0,
+                            last_part: true,
+                            text: text.into_bytes(),
+                        }))
+                    }
+                    Err(msg) => {
+                        let e = Error::Value(format!("{}:{}: {msg}", src.display(), line));
+                        match on_error {
+                            OnError::Skip => self.stats.record(e.to_string()),
+                            OnError::Fail => {
+                                self.failed = true;
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<Document>;
+
+    fn next(&mut self) -> Option<Result<Document>> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            if self.cur.is_none() {
+                match self.open_next() {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            match self.next_in_file() {
+                Ok(Some(d)) => {
+                    self.stats.documents.fetch_add(1, Ordering::Relaxed);
+                    return Some(Ok(d));
+                }
+                Ok(None) => self.cur = None,
+                Err(e) => {
+                    self.cur = None;
+                    if let Err(e) = self.policy(e) {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads the string `field` of a JSON object, skipping the other values without building them.
+pub fn parse_json_field(line: &[u8], field: &str) -> std::result::Result<String, String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct V<'f>(&'f str);
+    impl<'de> Visitor<'de> for V<'_> {
+        type Value = Option<Option<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if k == self.0 && found.is_none() {
+                    found = Some(map.next_value::<Option<String>>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let v = de.deserialize_map(V(field)).map_err(|e| {
+        if e.is_data() && e.to_string().contains("expected a JSON object") {
+            "not a JSON object".to_string()
+        } else {
+            format!("invalid JSON: {e}")
+        }
+    })?;
+    de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+    match v {
+        Some(Some(s)) => Ok(s),
+        Some(None) => Err(format!("field {field:?} is null")),
+        None => Err(format!("missing field {field:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bytepair-input-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn json_field() {
+        assert_eq!(parse_json_field(br#"{"a": [1, {"text": 2}], "text": "h\u00e9\n"}"#, "text").unwrap(), "hé\n");
+        assert!(parse_json_field(br#"{"a": 1}"#, "text").unwrap_err().contains("missing"));
+        assert!(parse_json_field(br#"{"text": 1}"#, "text").unwrap_err().contains("invalid"));
+        assert!(parse_json_field(br#"{"text": "x"} x"#, "text").unwrap_err().contains("invalid JSON"));
+        assert!(parse_json_field(b"[1]", "text").is_err());
+        assert!(parse_json_field(b"{\"text\": \"\xff\"}", "text").is_err());
+    }
+
+    #[test]
+    fn reads_formats_and_reports_lines() {
+        let d = tmpdir("formats");
+        std::fs::write(d.join("a.txt"), "hello\nworld").unwrap();
+        std::fs::write(d.join("b.jsonl"), "{\"text\": \"one\"}\n\n{\"text\": \"two\"}\n").unwrap();
+        let mut gz = flate2::write::GzEncoder::new(File::create(d.join("c.jsonl.gz")).unwrap(), Default::default());
+        gz.write_all(b"{\"text\": \"three\"}\n{\"id\": 1}\n").unwrap();
+        gz.finish().unwrap();
+        std::fs::write(d.join("d.txt.zst"), zstd::encode_all(&b"four"[..], 3).unwrap()).unwrap();
+        std::fs::write(d.join(".hidden"), "no").unwrap();
+        let inputs = [d.to_str().unwrap()];
+        let docs: Vec<_> = Reader::from_inputs(&inputs, InputOptions::default()).unwrap().collect();
+        let texts: Vec<_> =
+            docs.iter().take(4).map(|d| String::from_utf8(d.as_ref().unwrap().text.clone()).unwrap()).collect();
+        assert_eq!(texts, ["hello\nworld", "one", "two", "three"]);
+        let err = docs[4].as_ref().unwrap_err().to_string();
+        assert!(err.contains("c.jsonl.gz:2") && err.contains("missing field"), "{err}");
+        assert_eq!(docs.len(), 5, "fail stops");
+        let line = docs[2].as_ref().unwrap().line;
+        assert_eq!(line, Some(3));
+
+        let opts = InputOptions { on_error: OnError::Skip, ..Default::default() };
+        let mut r = Reader::from_inputs(&inputs, opts).unwrap();
+        let texts: Vec<_> = r.by_ref().map(|d| String::from_utf8(d.unwrap().text).unwrap()).collect();
+        assert_eq!(texts, ["hello\nworld", "one", "two", "three", "four"]);
+        assert_eq!(r.stats().skipped.load(Ordering::Relaxed), 1);
+        assert!(r.stats().errors()[0].contains(":2: missing field"));
+
+        let g = format!("{}/*.jsonl*", d.display());
+        assert_eq!(expand(&[g]).unwrap().len(), 2);
+        assert!(expand(&[format!("{}/nope*", d.display())]).is_err());
+        assert!(expand(&[d.join("missing.txt").to_str().unwrap()]).is_err());
+    }
+
+    #[test]
+    fn streamed_blocks_cut_at_safe_points_only() {
+        let d = tmpdir("blocks");
+        let mut text = String::new();
+        for i in 0..2000 {
+            text.push_str(&format!("line {i} ok.\n  indented {i}\nword\n\n"));
+        }
+        std::fs::write(d.join("big.txt"), &text).unwrap();
+        for bs in [1usize, 7, 100, 4096, 1 << 20] {
+            let opts = InputOptions { block_size: Some(bs), ..Default::default() };
+            let docs: Vec<Document> = Reader::new(vec![d.join("big.txt")], opts).map(|d| d.unwrap()).collect();
+            let joined: Vec<u8> = docs.iter().flat_map(|d| d.text.clone()).collect();
+            assert_eq!(joined, text.as_bytes());
+            assert!(docs.last().unwrap().last_part);
+            let mut off = 0;
+            for (i, doc) in docs.iter().enumerate() {
+                assert_eq!(doc.part as usize, i);
+                off += doc.text.len();
+                if off < text.len() {
+                    assert!(is_safe_boundary(text.as_bytes(), off), "bs {bs} cut at {off}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn safe_boundaries_split_exactly() {
+        use crate::pretokenize::{Pretokenizer, CL100K_PATTERN, O200K_PATTERN, R50K_PATTERN};
+        let text = "a.\nb x\nC ?\nd 1\ne '\nf\n\ng\r\nh!!\ni \nj";
+        for pat in [R50K_PATTERN, CL100K_PATTERN, O200K_PATTERN] {
+            let p = Pretokenizer::regex(pat).unwrap();
+            let whole = p.pieces(text).unwrap();
+            let mut parts = Vec::new();
+            let mut start = 0;
+            while let Some(c) = safe_boundary(text.as_bytes(), start + 1) {
+                parts.extend(p.pieces(&text[start..c]).unwrap());
+                start = c;
+            }
+            parts.extend(p.pieces(&text[start..]).unwrap());
+            assert_eq!(whole, parts, "{pat}");
+        }
+    }
+}

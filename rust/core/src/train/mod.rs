@@ -1,0 +1,134 @@
+//! Byte-level BPE training: [`count`] (phase 1: distinct words of a corpus, with 64-bit counts)
+//! and [`merge`] (phase 2: the merge loop).
+//!
+//! Ranks follow tiktoken's layout: bytes `0..=255` are ranks `0..=255`, merge `i` creates rank
+//! `256 + i`, special tokens come after the last merge. Long-running calls take a progress
+//! callback; it is called from the calling thread only, and an error it returns (e.g.
+//! [`Error::Interrupted`] after Ctrl-C) stops the work and is returned.
+pub mod count;
+pub mod merge;
+
+use std::sync::atomic::Ordering;
+
+pub use count::{CountOptions, Sorted, Splitter, WordCounts, WordTable};
+pub use merge::{learn, MergeOptions, Merges};
+
+use crate::error::{Error, Result};
+use crate::input::{Document, Reader};
+
+/// A progress report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Counting: bytes read so far (compressed size for compressed files) out of `total`.
+    Read { bytes: u64, total: Option<u64>, documents: u64 },
+    /// Merging: `done` merges out of at most `total`.
+    Merge { done: usize, total: usize },
+}
+
+/// The regex of a built-in encoding name, or `pattern` itself.
+pub fn resolve_pattern(pattern: &str) -> &str {
+    crate::pretokenize::builtin_pattern(pattern).unwrap_or(pattern)
+}
+
+/// The number of merges for a vocabulary of `vocab_size` with `n_specials` special tokens.
+pub fn num_merges(vocab_size: usize, n_specials: usize) -> Result<usize> {
+    let min = 256 + n_specials;
+    if vocab_size < min {
+        return Err(Error::Value(format!(
+            "vocab_size must be at least 256 + the number of special tokens ({min}), got {vocab_size}"
+        )));
+    }
+    Ok(vocab_size - min)
+}
+
+/// Bytes of text per batch handed to the counting threads.
+pub const BATCH_BYTES: usize = 8 << 20;
+
+/// Counts the documents of `reader` into `counts`. Reading (I/O, decompression, JSON) runs on
+/// its own thread, one batch ahead of the counting threads.
+pub fn count_reader(
+    counts: &mut WordCounts,
+    mut reader: Reader,
+    progress: &mut dyn FnMut(Progress) -> Result<()>,
+) -> Result<()> {
+    let stats = reader.stats();
+    let total = Some(reader.total_bytes());
+    std::thread::scope(|s| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Document>>>(1);
+        s.spawn(move || loop {
+            let batch = reader.next_batch(BATCH_BYTES, 1 << 16);
+            let stop = !matches!(batch, Ok(Some(_)));
+            let item = match batch {
+                Ok(Some(b)) => Ok(b),
+                Ok(None) => break,
+                Err(e) => Err(e),
+            };
+            if tx.send(item).is_err() || stop {
+                break;
+            }
+        });
+        let report = |progress: &mut dyn FnMut(Progress) -> Result<()>| {
+            progress(Progress::Read {
+                bytes: stats.bytes_read.load(Ordering::Relaxed),
+                total,
+                documents: stats.documents.load(Ordering::Relaxed),
+            })
+        };
+        // `rx` is dropped on every return path, which stops the reader thread.
+        let rx = rx;
+        report(progress)?;
+        for batch in rx.iter() {
+            let batch = batch?;
+            counts.count_documents(&batch.iter().map(|d| &d.text[..]).collect::<Vec<_>>())?;
+            drop(batch);
+            report(progress)?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::InputOptions;
+
+    #[test]
+    fn vocab_size_checks() {
+        assert_eq!(num_merges(300, 2).unwrap(), 42);
+        assert!(num_merges(257, 2).is_err());
+    }
+
+    #[test]
+    fn streamed_file_counts_equal_whole() {
+        let d = std::env::temp_dir().join(format!("bytepair-train-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let mut text = String::new();
+        for i in 0..5000 {
+            text.push_str(&format!("Line {i}: some words, more words!\n\tindent {}\nNext\n", i % 7));
+        }
+        let f = d.join("a.txt");
+        std::fs::write(&f, &text).unwrap();
+        let pat = resolve_pattern("cl100k_base");
+        let mut whole = WordCounts::new(pat, vec![]).unwrap();
+        whole.count_documents(&[&text]).unwrap();
+        for bs in [None, Some(1000), Some(1 << 20)] {
+            let mut c = WordCounts::new(pat, vec![]).unwrap();
+            let opts = InputOptions { block_size: bs, ..Default::default() };
+            let mut seen = 0;
+            count_reader(&mut c, Reader::new(vec![f.clone()], opts), &mut |_| {
+                seen += 1;
+                Ok(())
+            })
+            .unwrap();
+            assert!(seen >= 2);
+            assert_eq!(c.sorted().unwrap(), whole.sorted().unwrap());
+        }
+        // An interrupt from the callback stops the work.
+        let mut c = WordCounts::new(pat, vec![]).unwrap();
+        let r = count_reader(&mut c, Reader::new(vec![f.clone()], InputOptions::default()), &mut |_| {
+            Err(Error::Interrupted)
+        });
+        assert!(matches!(r, Err(Error::Interrupted)));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

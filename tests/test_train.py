@@ -1,0 +1,394 @@
+"""The trainer against the reference (tests/ref_train.py), tiktoken and Hugging Face tokenizers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import random
+import signal
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ref_train
+from bytepair import _native
+from bytepair.train import (WordCounts, _derive_merges, _save, _to_huggingface, load, train,
+                            train_from_counts)
+
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", "/tmp/ttcache")
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+CL100K = _native._resolve_pattern("cl100k_base")
+R50K = _native._resolve_pattern("gpt2")
+O200K = _native._resolve_pattern("o200k_base")
+
+
+def merges_of(counts: WordCounts, n: int, **kw) -> list[tuple[int, int]]:
+    pairs, _ = _native._train_merges(counts, n, **kw)
+    return [tuple(p) for p in pairs]
+
+
+def counts_dict(wc: WordCounts) -> dict[bytes, int]:
+    return dict(wc.items())
+
+
+def gen_corpus(seed: int, n_docs: int = 300) -> list[str]:
+    rnd = random.Random(seed)
+    words = ["the", "The", "a", "aaaa", "abab", "ababab", "zzz", "don't", "it's", "😀", "😀😀",
+             "ünïcödé", "日本語", "12345", "3.14", "  ", "\n", "\t", "!!", "foo_bar", "x", "xy", "yx"]
+    docs = []
+    for _ in range(n_docs):
+        k = rnd.randint(1, 30)
+        docs.append("".join(rnd.choice(words) + rnd.choice(["", " ", " ", "\n", ", "]) for _ in range(k)))
+    return docs
+
+
+# ------------------------------------------------------------------------------------------------
+# Word counting against the reference
+
+
+@pytest.mark.parametrize("pattern", [CL100K, R50K, O200K, r"\w+|[^\w\s]+|\s+"])
+def test_counts_equal_reference(pattern):
+    docs = gen_corpus(1)
+    wc = WordCounts(docs, pattern=pattern, progress=False)
+    assert counts_dict(wc) == dict(ref_train.count_words(docs, pattern))
+
+
+def test_special_tokens_are_cut_out():
+    docs = ["hello<|endoftext|>world<|end|>", "<|endoftext|><|endoftext|>x<|e"]
+    specials = ["<|endoftext|>", "<|end|>"]
+    wc = WordCounts(docs, special_tokens=specials, progress=False)
+    assert counts_dict(wc) == dict(ref_train.count_words(docs, CL100K, specials))
+    assert all(b"endoftext" not in w for w in wc)
+
+
+def test_invalid_utf8_counts_bytes():
+    docs = [b"abc\xff\xfedef \xe2\x82 x\xf0\x9f", "lone \udc80 surrogate"]
+    wc = WordCounts(docs, progress=False)
+    assert counts_dict(wc) == dict(ref_train.count_words(docs, CL100K))
+    enc = train(docs * 3, vocab_size=270, progress=False)
+    assert len(enc._mergeable_ranks) == 270
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(alphabet="ab \nxé😀'1", max_size=40), max_size=20),
+       st.sampled_from([CL100K, R50K, O200K]))
+def test_counts_hypothesis(docs, pattern):
+    wc = WordCounts(docs, pattern=pattern, progress=False)
+    assert counts_dict(wc) == dict(ref_train.count_words(docs, pattern))
+
+
+# ------------------------------------------------------------------------------------------------
+# Merges against the reference
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_merges_equal_reference(seed):
+    docs = gen_corpus(seed)
+    wc = WordCounts(docs, progress=False)
+    ref = ref_train.train(counts_dict(wc), 120)
+    assert merges_of(wc, 120) == ref
+    # And through the public API: the ranks are the reference's tokens.
+    enc = train(docs, vocab_size=256 + 120, progress=False)
+    toks = ref_train.token_bytes(ref)
+    assert enc._mergeable_ranks == {t: i for i, t in enumerate(toks)}
+
+
+@pytest.mark.parametrize("words", [
+    {b"aaaa": 1},
+    {b"aaaaa": 3, b"aaa": 2, b"aa": 1},
+    {b"abab": 2, b"baba": 2, b"ab": 1},
+    {b"abcabc": 1, b"bcabca": 1, b"cab": 5},
+    {b"zy": 1, b"ba": 1, b"ab": 1, b"yz": 1},
+    {"😀😀😀".encode(): 4, "😁".encode(): 3, "😀😁".encode(): 1},
+    {b"a" * 100: 7, b"ab" * 50: 3},
+])
+def test_overlapping_repeats_and_ties(words):
+    wc = WordCounts.from_dict(words)
+    assert merges_of(wc, 50) == ref_train.train(words, 50)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.dictionaries(st.binary(min_size=1, max_size=8).map(lambda b: bytes(x % 4 + 97 for x in b)),
+                       st.integers(1, 6), max_size=25),
+       st.integers(0, 40), st.integers(1, 3), st.one_of(st.none(), st.integers(1, 5)))
+def test_merges_hypothesis(words, n, min_freq, max_len):
+    wc = WordCounts.from_dict(words)
+    got = merges_of(wc, n, min_frequency=min_freq, max_token_length=max_len)
+    assert got == ref_train.train(words, n, min_frequency=min_freq, max_token_length=max_len)
+
+
+def test_counts_above_2_32():
+    big = 2**32
+    words = {b"ab": big + 5, b"bc": big + 4, b"abc": 3 * big, b"cd": 2**40, b"xyzxyz": 2**33 + 1}
+    enc = train_from_counts(words, vocab_size=256 + 8)
+    ref = ref_train.train(words, 8)
+    assert enc._mergeable_ranks == {t: i for i, t in enumerate(ref_train.token_bytes(ref))}
+    pairs, counts = _native._train_merges(WordCounts.from_dict(words), 8)
+    assert counts[0] == 2**40 and all(c > 2**32 for c in counts[:4])
+
+
+def test_min_frequency_and_max_token_length():
+    docs = gen_corpus(4)
+    wc = WordCounts(docs, progress=False)
+    d = counts_dict(wc)
+    enc = train_from_counts(wc, vocab_size=256 + 300, min_frequency=20, max_token_length=3)
+    ref = ref_train.train(d, 300, min_frequency=20, max_token_length=3)
+    assert enc._mergeable_ranks == {t: i for i, t in enumerate(ref_train.token_bytes(ref))}
+    assert len(ref) < 300
+    assert max(len(t) for t in enc._mergeable_ranks) <= 3
+
+
+def test_replay_audit():
+    """Every chosen pair had the true maximum count (recounted from scratch), ties to the
+    smallest pair, and the reported count is that count."""
+    text = (CORPUS / "en.txt").read_text()[:300_000] if CORPUS.exists() else "\n".join(gen_corpus(5, 2000))
+    wc = WordCounts([text], progress=False)
+    pairs, counts = _native._train_merges(wc, 300)
+    d = counts_dict(wc)
+    words = {w: list(w) for w in d}
+    for i, (pair, count) in enumerate(zip(pairs, counts)):
+        pc = ref_train.pair_counts(words, d)
+        best = max(pc.values())
+        assert pc[tuple(pair)] == best == count, f"merge {i}"
+        assert tuple(pair) == min(p for p, c in pc.items() if c == best)
+        words = {w: ref_train.merge_word(s, tuple(pair), 256 + i) for w, s in words.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Same result whatever the threads, batches, order, spilling, sharding and input route
+
+
+def test_deterministic_across_threads_batches_order_spill_shards(tmp_path):
+    docs = gen_corpus(6, 3000)
+    want = counts_dict(WordCounts(docs, progress=False))
+    for threads in (1, 2, 3):
+        wc = WordCounts(pattern="cl100k_base")
+        wc._configure(num_threads=threads)
+        wc._count_iter(docs, batch_bytes=1000)
+        assert counts_dict(wc) == want
+    shuffled = docs[:]
+    random.Random(0).shuffle(shuffled)
+    assert counts_dict(WordCounts(shuffled, progress=False)) == want
+    spilled = WordCounts(pattern="cl100k_base")
+    spilled._configure(max_memory=1, spill_dir=str(tmp_path))
+    spilled._count_iter(docs, batch_bytes=5000)
+    assert counts_dict(spilled) == want
+    assert list(tmp_path.iterdir()) == []  # runs are removed after the merge
+    assert counts_dict(WordCounts(docs, max_memory=1, progress=False)) == want
+    shards = [WordCounts(docs[i::4], progress=False) for i in range(4)]
+    total = shards[0] + shards[1]
+    total += shards[2]
+    total.merge(shards[3])
+    assert counts_dict(total) == want
+    # Merges are identical across thread counts too.
+    m = [merges_of(total, 200, num_threads=t) for t in (1, 2, 4)]
+    assert m[0] == m[1] == m[2]
+
+
+def test_files_equal_iterable(tmp_path):
+    docs = gen_corpus(7, 500)
+    want = counts_dict(WordCounts(docs, progress=False))
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"id": i, "text": d}) + "\n" for i, d in enumerate(docs[:200])))
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        for d in docs[200:400]:
+            f.write(json.dumps({"text": d}) + "\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    for i, d in enumerate(docs[400:]):
+        (sub / f"{i:03}.txt").write_bytes(d.encode())
+    assert counts_dict(WordCounts(tmp_path, progress=False)) == want
+    assert counts_dict(WordCounts([str(tmp_path / "*.jsonl*"), str(sub)], progress=False)) == want
+    # A big text file streamed in blocks counts like one document.
+    big = "\n".join(docs) * 30
+    (tmp_path / "big.txt").write_text(big)
+    assert counts_dict(WordCounts(tmp_path / "big.txt", progress=False)) == counts_dict(WordCounts([big], progress=False))
+
+
+def test_zstd_and_parquet(tmp_path):
+    docs = gen_corpus(8, 100)
+    want = counts_dict(WordCounts(docs, progress=False))
+    zstd = pytest.importorskip("zstandard")
+    (tmp_path / "a.jsonl.zst").write_bytes(zstd.ZstdCompressor().compress(
+        "".join(json.dumps({"text": d}) + "\n" for d in docs[:50]).encode()))
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"text": docs[50:]}), tmp_path / "b.parquet")
+    assert counts_dict(WordCounts(tmp_path, progress=False)) == want
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match="at least 256"):
+        train(["x"], vocab_size=255, progress=False)
+    with pytest.raises(ValueError, match="258"):
+        train(["x"], vocab_size=257, special_tokens=["<a>", "<b>"], progress=False)
+    with pytest.raises(ValueError, match="pattern"):
+        train(["x"], vocab_size=300, pattern="(unclosed", progress=False)
+    with pytest.raises(FileNotFoundError):
+        train(str(tmp_path / "missing.txt"), vocab_size=300, progress=False)
+    with pytest.raises(FileNotFoundError):
+        train(str(tmp_path / "nothing*.txt"), vocab_size=300, progress=False)
+    with pytest.raises(TypeError):
+        train([1, 2], vocab_size=300, progress=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "ok"}\n{"text": \n{"id": 3}\n{"text": "\xff"}\n{"text": "fine"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: invalid JSON"):
+        train(bad, vocab_size=300, progress=False)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        wc = WordCounts(bad, on_error="skip", progress=False)
+    assert counts_dict(wc) == {b"ok": 1, b"fine": 1}
+    msg = str(w[0].message)
+    assert "skipped 3" in msg and "bad.jsonl:3: missing field" in msg
+    wc1, wc2 = WordCounts(["a"]), WordCounts(["a"], pattern="gpt2")
+    with pytest.raises(ValueError, match="different patterns"):
+        wc1.merge(wc2)
+    with pytest.raises(ValueError):
+        WordCounts.from_bytes(b"nope")
+    with pytest.raises(ValueError):
+        WordCounts.from_bytes(WordCounts(["abc"]).to_bytes()[:-1])
+    unreadable = tmp_path / "locked.txt"
+    unreadable.write_text("x")
+    unreadable.chmod(0)
+    if not os.access(unreadable, os.R_OK):  # root can read anything
+        with pytest.raises(PermissionError, match="locked.txt"):
+            WordCounts(unreadable, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# WordCounts API
+
+
+def test_wordcounts_api(tmp_path):
+    wc = WordCounts(["the cat the hat"], progress=False)
+    assert len(wc) == 4 and wc.total() == 4 and wc["the"] == 1 and wc[b" the"] == 1 and wc["nope"] == 0
+    assert "the" in wc and wc.most_common(1) == [(b" cat", 1)]
+    assert wc.most_common() == sorted(wc.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert pickle.loads(pickle.dumps(wc)) == wc
+    blob = pickle.dumps(wc)
+    assert b"the" in blob and len(blob) < 300  # a compact blob, not a dict
+    wc.save(tmp_path / "wc.bin")
+    assert WordCounts.load(tmp_path / "wc.bin") == wc
+    assert (wc + wc).total() == 8 and wc.total() == 4
+    wc.update(["the"], progress=False)
+    assert wc["the"] == 2
+    wc.merge(wc)
+    assert wc["the"] == 4
+    assert wc.copy() == wc and wc.copy() is not wc
+
+
+# ------------------------------------------------------------------------------------------------
+# The result: tiktoken, save/load, Hugging Face
+
+
+def _corpus_text(n: int) -> str:
+    if CORPUS.exists():
+        return (CORPUS / "en.txt").read_text()[:n] + (CORPUS / "code.txt").read_text()[:n] + \
+            (CORPUS / "multi.txt").read_text()[:n]
+    return "\n".join(gen_corpus(9, 5000))
+
+
+def test_ranks_encode_like_merges_in_tiktoken():
+    tiktoken = pytest.importorskip("tiktoken")
+    text = _corpus_text(100_000)
+    docs = text.split("\n\n")
+    enc = train(docs, vocab_size=1000, special_tokens=["<|endoftext|>"], progress=False)
+    wc = WordCounts(docs, progress=False)
+    merges = merges_of(wc, 1000 - 257)
+    tk = tiktoken.Encoding("t", pat_str=enc._pat_str, mergeable_ranks=enc._mergeable_ranks,
+                           special_tokens=enc._special_tokens)
+    assert tk.encode("<|endoftext|>", allowed_special="all") == [999]
+    for word, _ in wc.most_common(3000):
+        assert tk._encode_single_piece(word) == ref_train.encode_word(word, merges), word
+    assert tk.decode(tk.encode(text)) == text
+    assert enc.encode(text) == tk.encode(text)
+
+
+def test_save_load_roundtrip(tmp_path):
+    enc = train(gen_corpus(10), vocab_size=400, special_tokens=["<|a|>", "<|b|>"], name="my/enc",
+                progress=False)
+    _save(enc, tmp_path / "out")
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["bytepair.json", "my_enc.tiktoken"]
+    back = load(tmp_path / "out")
+    assert back.name == "my/enc" and back._pat_str == enc._pat_str
+    assert back._mergeable_ranks == enc._mergeable_ranks
+    assert back._special_tokens == {"<|a|>": 398, "<|b|>": 399}
+    tiktoken_load = pytest.importorskip("tiktoken.load")
+    assert tiktoken_load.load_tiktoken_bpe(str(tmp_path / "out" / "my_enc.tiktoken")) == enc._mergeable_ranks
+
+
+@pytest.mark.parametrize("pattern", ["cl100k_base", "gpt2", "o200k_base"])
+def test_huggingface_export_encodes_identically(tmp_path, pattern):
+    tokenizers = pytest.importorskip("tokenizers")
+    text = _corpus_text(60_000)
+    enc = train(text.split("\n\n"), vocab_size=1500, pattern=pattern,
+                special_tokens=["<|endoftext|>", "<|pad|>"], progress=False)
+    path = _to_huggingface(enc, tmp_path)
+    hf = tokenizers.Tokenizer.from_file(str(path))
+    samples = text.split("\n\n")[:300] + ["<|endoftext|>hello<|pad|> world  \n\n x", "😀 emoji ünï"]
+    for s in samples:
+        assert hf.encode(s, add_special_tokens=False).ids == enc.encode(s, allowed_special="all"), s
+    assert hf.get_vocab_size() == enc.n_vocab
+
+
+def test_derive_merges_recovers_training_merges():
+    docs = gen_corpus(11)
+    wc = WordCounts(docs, progress=False)
+    merges = merges_of(wc, 200)
+    toks = ref_train.token_bytes(merges)
+    ranks = {t: i for i, t in enumerate(toks)}
+    derived = _derive_merges(ranks)
+    assert [a + b for a, b in derived] == toks[256:]
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress and Ctrl-C
+
+
+def test_progress_callback_and_interrupt():
+    seen = []
+    wc = WordCounts(pattern="cl100k_base")
+    wc._count_iter(gen_corpus(12, 2000), batch_bytes=10_000, callback=lambda *a: seen.append(a))
+    assert seen and seen[-1][0] == "read" and seen[-1][3] == 2000
+
+    def stop(*a):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _native._train_merges(wc, 100, callback=stop)
+    with pytest.raises(KeyboardInterrupt):
+        WordCounts(pattern="cl100k_base")._count_iter(gen_corpus(12, 2000), batch_bytes=1000, callback=stop)
+
+
+def test_ctrl_c_stops_training(tmp_path):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals need the main thread")
+    big = tmp_path / "big.txt"
+    with open(big, "w") as f:
+        for i in range(200):
+            f.write("\n".join(gen_corpus(i, 300)))
+    timer = threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in range(50):
+                train([big] * 20, vocab_size=5000, progress=False)
+    finally:
+        timer.cancel()
+
+
+def test_tqdm_progress_runs():
+    pytest.importorskip("tqdm")
+    enc = train(gen_corpus(13), vocab_size=300, progress=True)
+    assert enc.n_vocab == 300
