@@ -16,6 +16,7 @@ from bytepair.registry import get_encoding, list_encoding_names
 
 __all__ = [
     "Encoding",
+    "WordCounts",
     "__version__",
     "core",
     "dump_tiktoken_bpe",
@@ -27,4 +28,20 @@ __all__ = [
     "load_tiktoken_bpe",
     "model",
     "registry",
+    "train",
+    "train_from_counts",
 ]
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    # The trainer and the embedding kernels load on first use, to keep `import bytepair` fast.
+    # `bytepair.train` is the submodule, which is callable as `bytepair.train(data, ...)`.
+    if name in ("train", "train_from_counts", "WordCounts"):
+        import bytepair.train as train_module
+
+        return train_module if name == "train" else getattr(train_module, name)
+    if name == "embed":
+        import bytepair.embed as embed_module
+
+        return embed_module
+    raise AttributeError(f"module 'bytepair' has no attribute {name!r}")

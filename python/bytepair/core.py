@@ -435,16 +435,16 @@ class Encoding:
     def save(self, path: str) -> None:
         """Writes ``<path>/<name>.tiktoken`` and a JSON file; read it back with
         :func:`bytepair.load`."""
-        from bytepair import train
+        from bytepair.train import _save
 
-        train._save(self, path)
+        _save(self, path)
 
     def to_huggingface(self, path: str) -> None:
         """Writes a ``tokenizer.json`` that Hugging Face ``tokenizers`` loads and that encodes to
         the same ids."""
-        from bytepair import train
+        from bytepair.train import _to_huggingface
 
-        train._to_huggingface(self, path)
+        _to_huggingface(self, path)
 
     # ------------------------------------------------------------------ pickling
 

@@ -179,9 +179,9 @@ def data_gym_to_mergeable_bpe_ranks(
 def load_encoding(path: str):  # type: ignore[no-untyped-def]
     """Reads an encoding written by :meth:`bytepair.Encoding.save` (also callable as
     ``bytepair.load(path)``)."""
-    from bytepair import train
+    from bytepair.train import load
 
-    return train.load(path)
+    return load(path)
 
 
 class _CallableModule(type(os)):  # type: ignore[misc]

@@ -593,3 +593,14 @@ def _to_huggingface(enc: Any, path: PathLike) -> Path:
     }
     p.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     return p
+
+
+class _CallableModule(type(sys)):  # type: ignore[misc]
+    """Lets ``bytepair.train`` be both this module and the function ``bytepair.train(data, ...)``
+    of the contract."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

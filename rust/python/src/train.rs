@@ -10,18 +10,11 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use bytepair_core::input::{self, InputOptions, OnError, Reader};
 use bytepair_core::train::{self, MergeOptions, Progress, WordCounts};
 use bytepair_core::Error;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-fn to_py(e: Error) -> PyErr {
-    match e {
-        Error::Io(e) => PyErr::from(e),
-        Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
-        Error::Type(m) => PyTypeError::new_err(m),
-        e => PyValueError::new_err(e.to_string()),
-    }
-}
+use crate::errors::to_py;
 
 /// Reports progress to Python and checks for Ctrl-C. The first Python error is kept, and the
 /// core sees `Error::Interrupted`, which stops it.
