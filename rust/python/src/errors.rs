@@ -7,7 +7,8 @@ use pyo3::types::PyString;
 /// The Python exception for a core error.
 pub fn to_py(e: Error) -> PyErr {
     match e {
-        Error::Value(m) | Error::Pattern(m) => PyValueError::new_err(m),
+        Error::Value(m) => PyValueError::new_err(m),
+        e @ Error::Pattern(_) => PyValueError::new_err(e.to_string()),
         Error::Key(m) => PyKeyError::new_err(m),
         Error::Index(m) => PyIndexError::new_err(m),
         Error::Type(m) => PyTypeError::new_err(m),
