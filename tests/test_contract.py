@@ -1,0 +1,765 @@
+"""The tokenizer half of the public contract (``../shared/API.md``).
+
+Behaviour is checked against tiktoken 0.14 (the reference) wherever tiktoken has the same entry
+point, and against hand-checked facts otherwise (official SHA-256 sums, hand-built rank files).
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import http.server
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bytepair
+from conftest import ENCODING_NAMES, FULL, RANK_FILE_OF, RANK_FILES, VOCAB_DIR
+
+# ============================================================================ helpers
+
+
+def outcome(fn, *args, **kwargs):
+    """("ok", result) or ("raise", exception type); numpy results become lists."""
+    try:
+        r = fn(*args, **kwargs)
+    except BaseException as e:  # noqa: BLE001
+        if type(e).__name__ == "PanicException":
+            raise
+        return ("raise", type(e))
+    if isinstance(r, np.ndarray):
+        r = r.tolist()
+    return ("ok", r)
+
+
+def tiny_ranks() -> dict[bytes, int]:
+    ranks = {bytes([i]): i for i in range(256)}
+    for tok in (b"ab", b"cd", b"abcd", b" a", b"  "):
+        ranks[tok] = len(ranks)
+    return ranks
+
+
+def tiny_kwargs(name: str = "tiny") -> dict:
+    return dict(
+        name=name,
+        pat_str=r"""'s|'t| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+        mergeable_ranks=tiny_ranks(),
+        special_tokens={"<|eot|>": 261, "<|x|>": 262},
+    )
+
+
+# ============================================================================ module surface
+
+
+def _public_names(module) -> set[str]:
+    """Names tiktoken's module defines itself (functions, classes, tables), not its imports."""
+    out = set()
+    for name, obj in vars(module).items():
+        if name.startswith("__") or name == "_tiktoken":
+            continue
+        if isinstance(obj, (dict, str, type(None))) or getattr(obj, "__module__", None) == module.__name__:
+            out.add(name)
+    return out
+
+
+@pytest.mark.parametrize("sub", ["", "core", "load", "registry", "model"])
+def test_module_has_tiktokens_names(sub, tiktoken):
+    import importlib
+
+    ref = importlib.import_module("tiktoken" + ("." + sub if sub else ""))
+    mod = importlib.import_module("bytepair" + ("." + sub if sub else ""))
+    missing = sorted(n for n in _public_names(ref) if not hasattr(mod, n))
+    assert not missing, f"bytepair{'.' + sub if sub else ''} lacks {missing}"
+
+
+def test_contract_names():
+    for name in ["get_encoding", "encoding_for_model", "encoding_name_for_model", "list_encoding_names",
+                 "Encoding", "load_tiktoken_bpe", "dump_tiktoken_bpe", "core", "load", "registry", "model"]:
+        assert hasattr(bytepair, name), name
+    assert isinstance(bytepair.__version__, str) and bytepair.__version__[0].isdigit()
+    from bytepair.core import Encoding  # noqa: F401
+    from bytepair.load import dump_tiktoken_bpe, load_tiktoken_bpe  # noqa: F401
+    from bytepair.model import MODEL_PREFIX_TO_ENCODING, MODEL_TO_ENCODING  # noqa: F401
+    from bytepair.registry import ENCODING_CONSTRUCTORS, ENCODINGS  # noqa: F401
+
+
+def test_encoding_methods_exist():
+    enc = bytepair.get_encoding("cl100k_base")
+    for name in ["encode", "encode_ordinary", "encode_to_numpy", "encode_batch", "encode_ordinary_batch",
+                 "encode_with_unstable", "encode_single_token", "decode", "decode_bytes",
+                 "decode_single_token_bytes", "decode_tokens_bytes", "decode_with_offsets", "decode_batch",
+                 "decode_bytes_batch", "token_byte_values", "is_special_token", "count", "count_batch",
+                 "_encode_single_piece", "_encode_only_native_bpe", "_encode_bytes"]:
+        assert callable(getattr(enc, name)), name
+    for name in ["name", "n_vocab", "max_token_value", "eot_token", "special_tokens_set", "_pat_str",
+                 "_mergeable_ranks", "_special_tokens"]:
+        assert hasattr(enc, name), name
+
+
+def test_list_encoding_names():
+    names = bytepair.list_encoding_names()
+    assert names[: len(ENCODING_NAMES)] == ENCODING_NAMES
+
+
+def test_bytepair_load_is_module_and_callable(tmp_path):
+    import bytepair.load as load_mod
+    from bytepair.load import load_tiktoken_bpe
+
+    assert bytepair.load is load_mod
+    assert load_tiktoken_bpe is bytepair.load_tiktoken_bpe
+    assert callable(bytepair.load)
+
+
+def test_save_then_bytepair_load(tmp_path):
+    enc = bytepair.Encoding(**tiny_kwargs())
+    try:
+        import importlib
+
+        importlib.import_module("bytepair.train")  # Encoding.save / bytepair.load live there
+    except Exception as e:  # noqa: BLE001 - the training half may not be built yet
+        pytest.skip(f"training half not available: {e!r}")
+    enc.save(str(tmp_path / "saved"))
+    back = bytepair.load(str(tmp_path / "saved"))
+    assert back.encode("abcd ab<|eot|>", allowed_special="all") == enc.encode("abcd ab<|eot|>", allowed_special="all")
+
+
+# ============================================================================ attributes vs tiktoken
+
+
+def test_attributes_match_tiktoken(pair, encoding_name):
+    bp, tt = pair
+    assert bp.name == encoding_name
+    for attr in ("n_vocab", "max_token_value", "eot_token", "special_tokens_set", "_pat_str", "_special_tokens"):
+        assert getattr(bp, attr) == getattr(tt, attr), attr
+    assert list(bp._special_tokens.items()) == list(tt._special_tokens.items())
+    assert bp._mergeable_ranks == tt._mergeable_ranks
+    for tok in list(tt._special_tokens.values())[:50] + [0, 1, 255, 50255, tt.max_token_value]:
+        assert bp.is_special_token(tok) == tt.is_special_token(tok)
+
+
+def test_repr():
+    for name in ENCODING_NAMES:
+        assert repr(bytepair.get_encoding(name)) == f"<Encoding {name!r}>"
+    assert repr(bytepair.Encoding(**tiny_kwargs("mine"))) == "<Encoding 'mine'>"
+
+
+def test_model_tables_match_tiktoken(tiktoken):
+    import bytepair.model as bm
+    import tiktoken.model as tm
+
+    assert bm.MODEL_TO_ENCODING == tm.MODEL_TO_ENCODING
+    assert bm.MODEL_PREFIX_TO_ENCODING == tm.MODEL_PREFIX_TO_ENCODING
+    models = list(tm.MODEL_TO_ENCODING) + [p + "2099-01-01" for p in tm.MODEL_PREFIX_TO_ENCODING]
+    for m in models + ["gpt-4o", "gpt-4-0613", "gpt-3.5-turbo-16k", "ft:gpt-4o:org::id"]:
+        assert outcome(bytepair.encoding_name_for_model, m) == outcome(tiktoken.encoding_name_for_model, m), m
+        if m in tm.MODEL_TO_ENCODING:  # (tiktoken's gpt2 would need a download: compare names)
+            assert bytepair.encoding_for_model(m).name == tm.MODEL_TO_ENCODING[m]
+    for bad in ["not-a-model", "", "gpt", "GPT-4"]:
+        assert outcome(bytepair.encoding_name_for_model, bad) == ("raise", KeyError)
+        assert outcome(bytepair.encoding_for_model, bad) == ("raise", KeyError)
+
+
+# ============================================================================ bad input
+
+BAD_CALLS = [
+    ("encode", (123,), {}), ("encode", (None,), {}), ("encode", (b"abc",), {}), ("encode_ordinary", (123,), {}),
+    ("encode_ordinary", (b"abc",), {}), ("encode_to_numpy", (123,), {}), ("encode_to_numpy", (b"x",), {}),
+    ("encode_batch", ([1, 2],), {}), ("encode_batch", ([b"a"],), {}), ("encode_ordinary_batch", ([b"a"],), {}),
+    ("encode_ordinary_batch", ([None],), {}), ("encode_with_unstable", (1,), {}),
+    ("decode", ("abc",), {}), ("decode", ([1.5],), {}), ("decode", ([-1],), {}), ("decode", ([2**32],), {}),
+    ("decode", ([2**64],), {}), ("decode", ([10**7],), {}), ("decode_bytes", ([-1],), {}),
+    ("decode_bytes", ([10**7],), {}), ("decode_single_token_bytes", (-5,), {}),
+    ("decode_single_token_bytes", ("a",), {}), ("decode_single_token_bytes", (10**7,), {}),
+    ("decode_tokens_bytes", ([1, 10**7],), {}), ("decode_tokens_bytes", ([1, -1],), {}),
+    ("decode_with_offsets", ([9468, 239],), {}), ("decode_with_offsets", ([10**7],), {}),
+    ("decode_batch", ([[1], [-1]],), {}), ("decode_batch", ([[1], [10**7]],), {}),
+    ("decode_bytes_batch", ([[1], [10**7]],), {}), ("decode", ([9468, 239],), {"errors": "strict"}),
+    ("encode_single_token", (5,), {}), ("encode_single_token", ("",), {}), ("encode_single_token", ("hello world",), {}),
+    ("is_special_token", ("x",), {}), ("encode", ("x",), {"allowed_special": "al"}),
+    ("encode", ("<|endoftext|>",), {}), ("encode", ("a<|endoftext|>",), {"allowed_special": set()}),
+    ("encode", ("<|endoftext|>",), {"allowed_special": {"<|endoftext|>"}, "disallowed_special": {"<|endoftext|>"}}),
+    ("encode", (), {}), ("encode", ("x", "y"), {}), ("encode_batch", (["ok", "<|endoftext|>"],), {}),
+    ("encode_to_numpy", ("<|endoftext|>",), {}), ("encode_with_unstable", ("<|endoftext|>",), {}),
+]
+
+
+@pytest.mark.parametrize("method,args,kwargs", BAD_CALLS, ids=[f"{m}{a!r}{k or ''}"[:60] for m, a, k in BAD_CALLS])
+def test_bad_input_same_exception_as_tiktoken(method, args, kwargs, bp_encodings, tt_encodings):
+    for name in ("cl100k_base", "o200k_harmony"):
+        bp, tt = bp_encodings[name], tt_encodings[name]
+        exp = outcome(getattr(tt, method), *args, **kwargs)
+        assert outcome(getattr(bp, method), *args, **kwargs) == exp, name
+
+
+def test_decode_error_kinds(pair):
+    bp, tt = pair
+    for ids in ([tt.n_vocab], [tt.n_vocab + 10**6], [2**32 - 1], [-1], [-(2**40)], [2**32], [2**70]):
+        exp = outcome(tt.decode, ids)
+        assert exp[0] == "raise"
+        assert outcome(bp.decode, ids) == exp, ids
+        assert outcome(bp.decode_single_token_bytes, ids[0]) == outcome(tt.decode_single_token_bytes, ids[0]), ids
+
+
+def test_cl100k_holes(bp_encodings):
+    enc = bp_encodings["cl100k_base"]
+    for i in [100256] + list(range(100261, 100276)):
+        with pytest.raises(KeyError):
+            enc.decode([i])
+        with pytest.raises(KeyError):
+            enc.decode_single_token_bytes(i)
+        with pytest.raises(KeyError):
+            enc.decode_bytes([1, i, 2])
+    assert enc.decode([100257, 100276]) == "<|endoftext|><|endofprompt|>"
+
+
+def test_harmony_duplicate_id(bp_encodings, tt_encodings):
+    enc = bp_encodings["o200k_harmony"]
+    assert enc.decode([200018]) == "<|endofprompt|>" == tt_encodings["o200k_harmony"].decode([200018])
+    assert enc.encode_single_token("<|reserved_200018|>") == 200018
+    assert enc.encode_single_token("<|endofprompt|>") == 200018
+    assert enc.encode("<|reserved_200018|><|endofprompt|>", allowed_special="all") == [200018, 200018]
+    assert enc.n_vocab == 201088
+
+
+def test_unknown_encoding():
+    with pytest.raises(ValueError, match="nope"):
+        bytepair.get_encoding("nope")
+    with pytest.raises(ValueError):
+        bytepair.get_encoding(123)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        bytepair.get_encoding("")
+
+
+def test_encoding_constructor_checks(tiktoken):
+    kw = tiny_kwargs()
+    for n_vocab in (263, 100, 264):
+        assert outcome(bytepair.Encoding, **kw, explicit_n_vocab=n_vocab)[0] == outcome(
+            tiktoken.Encoding, **kw, explicit_n_vocab=n_vocab)[0]
+        exp = outcome(tiktoken.Encoding, **kw, explicit_n_vocab=n_vocab)
+        got = outcome(bytepair.Encoding, **kw, explicit_n_vocab=n_vocab)
+        assert (got[0], got[1] if got[0] == "raise" else None) == (exp[0], exp[1] if exp[0] == "raise" else None)
+
+
+def test_custom_encoding_matches_tiktoken(tiktoken):
+    kw = tiny_kwargs()
+    bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
+    for text in ["abcd ab cd", "'s 123 !!", "a<|eot|>b<|x|>", "  a  b", "\u00e9t\u00e9 \U0001f600"]:
+        assert bp.encode(text, allowed_special="all") == tt.encode(text, allowed_special="all")
+        assert bp.encode_ordinary(text) == tt.encode_ordinary(text)
+    assert bp.n_vocab == tt.n_vocab == 263
+    assert bp.token_byte_values() == tt.token_byte_values()
+
+
+# ============================================================================ known deviations from tiktoken
+# Found by these tests; kept visible as strict xfails until the lead decides (see the report).
+
+
+@pytest.mark.xfail(strict=True, reason="deviation: tiktoken raises TypeError for a non-set allowed_special "
+                   "(list/None) with the default disallowed_special; bytepair accepts it")
+@pytest.mark.parametrize("allowed", [["<|endoftext|>"], None])
+def test_allowed_special_must_be_a_set(allowed, bp_encodings, tt_encodings):
+    bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
+    assert outcome(tt.encode, "x", allowed_special=allowed) == ("raise", TypeError)
+    assert outcome(bp.encode, "x", allowed_special=allowed) == ("raise", TypeError)
+
+
+@pytest.mark.xfail(strict=True, reason="deviation: tiktoken treats disallowed_special='none' as the collection "
+                   "{'n','o','e'} (so 'x' encodes, 'one' raises ValueError); bytepair raises TypeError")
+def test_disallowed_special_other_string(bp_encodings, tt_encodings):
+    bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
+    for text in ("x", "one"):
+        assert outcome(bp.encode, text, disallowed_special="none") == outcome(tt.encode, text, disallowed_special="none")
+
+
+@pytest.mark.xfail(strict=True, reason="deviation: tiktoken.encode_ordinary_batch('abc') encodes each character "
+                   "(like encode_batch('abc') does in both); bytepair raises TypeError")
+def test_encode_ordinary_batch_of_a_str(bp_encodings, tt_encodings):
+    bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
+    assert outcome(bp.encode_ordinary_batch, "abc") == outcome(tt.encode_ordinary_batch, "abc")
+
+
+def test_surrogates_everywhere(pair):
+    """tiktoken's encode/encode_ordinary replace lone surrogates; its encode_to_numpy and
+    encode_with_unstable raise UnicodeEncodeError instead. bytepair replaces them everywhere (a
+    documented superset): its results must equal tiktoken's encode of the same text."""
+    bp, tt = pair
+    text = "a\ud800b \ud83d\ude00 \udfff"
+    exp = tt.encode(text)
+    assert bp.encode(text) == exp
+    assert bp.encode_to_numpy(text).tolist() == exp
+    assert bp.count(text) == len(exp)
+    fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    stable, comps = bp.encode_with_unstable(text)
+    t_stable, t_comps = tt.encode_with_unstable(fixed)
+    assert (stable, {tuple(c) for c in comps}) == (t_stable, {tuple(c) for c in t_comps})
+
+
+# ============================================================================ numpy
+
+
+def test_encode_to_numpy_dtype_and_layout(bp_encodings):
+    enc = bp_encodings["o200k_base"]
+    arr = enc.encode_to_numpy("hello world " * 100)
+    assert isinstance(arr, np.ndarray)
+    assert arr.dtype == np.uint32 and arr.ndim == 1 and arr.flags.c_contiguous
+    assert arr.tolist() == enc.encode("hello world " * 100)
+    assert enc.encode_to_numpy("").dtype == np.uint32
+    assert enc.encode_to_numpy("").shape == (0,)
+    assert enc.decode(arr) == "hello world " * 100
+
+
+# ============================================================================ pickling
+
+
+def test_pickle_builtin_by_name(pair, encoding_name):
+    bp, tt = pair
+    data = pickle.dumps(bp)
+    assert len(data) < 500, "built-in encodings must pickle by name"
+    back = pickle.loads(data)
+    assert back.name == encoding_name
+    assert back.encode("hello <|endoftext|>", allowed_special="all") == tt.encode(
+        "hello <|endoftext|>", allowed_special="all")
+    assert pickle.loads(pickle.dumps(bp, protocol=0)).name == encoding_name
+
+
+def test_pickle_custom_by_value(tiktoken):
+    kw = tiny_kwargs("custom-pickle")
+    enc = bytepair.Encoding(**kw)
+    back = pickle.loads(pickle.dumps(enc))
+    assert back is not enc
+    assert back.name == "custom-pickle"
+    assert back._mergeable_ranks == kw["mergeable_ranks"]
+    assert back._special_tokens == kw["special_tokens"]
+    text = "abcd ab<|eot|>cd<|x|>"
+    assert back.encode(text, allowed_special="all") == tiktoken.Encoding(**kw).encode(text, allowed_special="all")
+
+
+def test_pickle_in_subprocess():
+    """Unpickling by name in a fresh interpreter (as multiprocessing does)."""
+    data = pickle.dumps(bytepair.get_encoding("cl100k_base"))
+    code = "import pickle,sys; e=pickle.loads(sys.stdin.buffer.read()); print(e.name, e.encode('hello world'))"
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, check=True, timeout=120)
+    assert out.stdout.decode().split(" ", 1)[0] == "cl100k_base"
+    assert out.stdout.decode().strip().endswith("[15339, 1917]")
+
+
+# ============================================================================ thread safety
+
+
+def test_shared_encoding_across_threads(bp_encodings, tt_encodings):
+    enc = bp_encodings["o200k_base"]
+    ref = tt_encodings["o200k_base"]
+    texts = [f"Thread text {i}: " + "héllo wörld 123 " * (i % 17) + "\U0001f600" * (i % 3) for i in range(200)]
+    expected = [ref.encode(t, allowed_special="all") for t in texts]
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def worker(k: int) -> None:
+        try:
+            barrier.wait()
+            mine = []
+            for rep in range(5):
+                for i, t in enumerate(texts):
+                    if (i + k + rep) % 3 == 0:
+                        mine.append(enc.encode(t, allowed_special="all"))
+                    elif (i + k + rep) % 3 == 1:
+                        mine.append(enc.encode_ordinary(t))
+                    else:
+                        mine.append(enc.encode_to_numpy(t, allowed_special="all").tolist())
+                mine.append(enc.encode_batch(texts[:32], allowed_special="all", num_threads=2))
+                mine.append(enc.decode_batch(expected[:32]))
+            results[k] = mine
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert len(results) == 8
+    for k, mine in results.items():
+        pos = 0
+        for rep in range(5):
+            for i, t in enumerate(texts):
+                exp = expected[i] if (i + k + rep) % 3 != 1 else ref.encode_ordinary(t)
+                assert mine[pos] == exp, (k, rep, i)
+                pos += 1
+            assert mine[pos] == expected[:32]
+            assert mine[pos + 1] == texts[:32]
+            pos += 2
+
+
+def test_get_encoding_concurrently_in_fresh_process():
+    """Eight threads racing to load the same encodings get one object per name."""
+    code = textwrap.dedent(
+        """
+        import threading, bytepair
+        names = ["cl100k_base", "o200k_base", "gpt2"] * 3
+        got = [None] * len(names)
+        def w(i): got[i] = bytepair.get_encoding(names[i])
+        ts = [threading.Thread(target=w, args=(i,)) for i in range(len(names))]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        assert all(got[i] is bytepair.get_encoding(names[i]) for i in range(len(names)))
+        print(got[0].encode("hello world"))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[15339, 1917]"
+
+
+# ============================================================================ rank files: load/dump
+
+
+def test_dump_load_round_trip(tmp_path):
+    ranks = {bytes([i]): i for i in range(256)}
+    ranks.update({b"\x00\xff": 256, b" the": 257, b"\n\n": 258, "é".encode(): 259, b"==": 260})
+    path = tmp_path / "r.tiktoken"
+    bytepair.dump_tiktoken_bpe(ranks, str(path))
+    expected = b"".join(base64.b64encode(t) + b" " + str(r).encode() + b"\n"
+                        for t, r in sorted(ranks.items(), key=lambda x: x[1]))
+    assert path.read_bytes() == expected
+    assert bytepair.load_tiktoken_bpe(str(path)) == ranks
+    # an encoding built from the loaded ranks works
+    enc = bytepair.Encoding("rt", pat_str=r"\S+|\s+", mergeable_ranks=bytepair.load_tiktoken_bpe(str(path)),
+                            special_tokens={})
+    assert enc.decode(enc.encode(" the é")) == " the é"
+
+
+@pytest.mark.parametrize(
+    "content,bad_line",
+    [
+        (b"YQ== 0\nYg== 1\nnot-base64!! 2\n", b"not-base64!!"),
+        (b"YQ== 0\nYg==\n", b"Yg=="),
+        (b"YQ== 0\nYg== x\n", b"Yg== x"),
+        (b"YQ== 0 1\n", b"YQ== 0 1"),
+    ],
+)
+def test_bad_rank_file_names_the_line(tmp_path, content, bad_line, monkeypatch, tiktoken):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    path = tmp_path / "bad.tiktoken"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        bytepair.load_tiktoken_bpe(str(path))
+    assert bad_line.decode() in str(info.value) or repr(bad_line) in str(info.value)
+    # same exception type as tiktoken (where tiktoken rejects the file at all)
+    exp = outcome(tiktoken.load.load_tiktoken_bpe, str(path))
+    if exp[0] == "raise":
+        assert exp[1] is ValueError
+
+
+def test_local_hash_mismatch(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "r.tiktoken"
+    path.write_bytes(b"YQ== 0\n")
+    with pytest.raises(ValueError, match="[Hh]ash"):
+        bytepair.load_tiktoken_bpe(str(path), expected_hash="0" * 64)
+    good = hashlib.sha256(b"YQ== 0\n").hexdigest()
+    assert bytepair.load_tiktoken_bpe(str(path), expected_hash=good) == {b"a": 0}
+
+
+# ---------------------------------------------------------------------------- URLs and the cache
+
+
+class _Server:
+    """A tiny HTTP server on 127.0.0.1 serving ``files`` (path -> bytes) and counting requests."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+        self.hits: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                server.hits.append(self.path)
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_files():
+    ranks = tiny_ranks()
+    body = b"".join(base64.b64encode(t) + b" " + str(r).encode() + b"\n" for t, r in ranks.items())
+    srv = _Server({"/tiny.tiktoken": body, "/other.tiktoken": b"YQ== 0\nYg== 1\n"})
+    yield srv, ranks, body
+    srv.close()
+
+
+def _loaders(tiktoken_mod):
+    """The same scenario runs on bytepair and on tiktoken (the reference for the cache rules)."""
+    return [("bytepair", bytepair.load), ("tiktoken", tiktoken_mod.load)]
+
+
+@pytest.fixture(params=["bytepair", "tiktoken"])
+def loader(request, tiktoken):
+    if request.param == "tiktoken":
+        pytest.importorskip("requests")  # tiktoken fetches URLs with requests
+        import tiktoken.load as mod
+    else:
+        mod = bytepair.load
+    return mod
+
+
+def test_url_cache_tiktoken_cache_dir(loader, http_files, tmp_path, monkeypatch):
+    srv, ranks, body = http_files
+    url = srv.url + "/tiny.tiktoken"
+    cache = tmp_path / "tc"
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(tmp_path / "unused"))
+    good = hashlib.sha256(body).hexdigest()
+    assert loader.load_tiktoken_bpe(url, expected_hash=good) == ranks
+    key = hashlib.sha1(url.encode()).hexdigest()
+    assert (cache / key).read_bytes() == body
+    assert not (tmp_path / "unused").exists()
+    n = len(srv.hits)
+    assert loader.load_tiktoken_bpe(url, expected_hash=good) == ranks
+    assert loader.load_tiktoken_bpe(url) == ranks
+    assert len(srv.hits) == n, "cached file must be used"
+    # a corrupted cache entry is refetched (and repaired) when a hash is given ...
+    (cache / key).write_bytes(b"garbage")
+    assert loader.load_tiktoken_bpe(url, expected_hash=good) == ranks
+    assert len(srv.hits) == n + 1
+    assert (cache / key).read_bytes() == body
+    # ... and used as-is when none is given (tiktoken's rule)
+    (cache / key).write_bytes(b"YQ== 7\n")
+    assert loader.load_tiktoken_bpe(url) == {b"a": 7}
+    assert len(srv.hits) == n + 1
+
+
+def test_url_cache_data_gym_dir(loader, http_files, tmp_path, monkeypatch):
+    srv, ranks, body = http_files
+    url = srv.url + "/tiny.tiktoken"
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(tmp_path / "dg"))
+    assert loader.load_tiktoken_bpe(url) == ranks
+    assert (tmp_path / "dg" / hashlib.sha1(url.encode()).hexdigest()).read_bytes() == body
+
+
+def test_url_cache_disabled_by_empty_string(loader, http_files, tmp_path, monkeypatch):
+    srv, ranks, body = http_files
+    url = srv.url + "/tiny.tiktoken"
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(tmp_path / "dg"))
+    for _ in range(3):
+        assert loader.load_tiktoken_bpe(url) == ranks
+    assert srv.hits.count("/tiny.tiktoken") == 3
+    assert not (tmp_path / "dg").exists()
+
+
+def test_url_hash_mismatch(loader, http_files, tmp_path, monkeypatch):
+    srv, ranks, body = http_files
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tc"))
+    with pytest.raises(ValueError, match="[Hh]ash"):
+        loader.load_tiktoken_bpe(srv.url + "/other.tiktoken", expected_hash="ab" * 32)
+    assert not (tmp_path / "tc" / hashlib.sha1((srv.url + "/other.tiktoken").encode()).hexdigest()).exists()
+
+
+def test_url_not_found(loader, http_files, tmp_path, monkeypatch):
+    srv, ranks, body = http_files
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    with pytest.raises(OSError):
+        loader.load_tiktoken_bpe(srv.url + "/missing.tiktoken")
+
+
+# ---------------------------------------------------------------------------- bundled rank files
+
+
+def _official_sums() -> dict[str, str]:
+    path = VOCAB_DIR / "SHA256SUMS"
+    if not path.is_file():
+        pytest.skip("SHA256SUMS not found")
+    sums = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            digest, fname = line.split()
+            sums[fname.lstrip("*").removesuffix(".tiktoken")] = digest
+    return sums
+
+
+@pytest.mark.parametrize("name", ENCODING_NAMES)
+def test_bundled_ranks_hash_to_official_sums(name, tmp_path):
+    sums = _official_sums()
+    enc = bytepair.get_encoding(name)
+    path = tmp_path / f"{name}.tiktoken"
+    bytepair.dump_tiktoken_bpe(enc._mergeable_ranks, str(path))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sums[RANK_FILE_OF[name]]
+    assert hashlib.sha256(enc._core_bpe.to_tiktoken_bytes()).hexdigest() == sums[RANK_FILE_OF[name]]
+
+
+def test_sha256sums_cover_the_shared_files():
+    sums = _official_sums()
+    assert set(RANK_FILES) <= set(sums)
+    for name in RANK_FILES:
+        assert hashlib.sha256((VOCAB_DIR / f"{name}.tiktoken").read_bytes()).hexdigest() == sums[name]
+
+
+# ---------------------------------------------------------------------------- no network
+
+
+def test_get_encoding_never_touches_network_or_cache(tmp_path):
+    """In a fresh interpreter with sockets disabled and every cache variable pointing at an empty
+    folder, every built-in encoding loads and encodes."""
+    code = textwrap.dedent(
+        f"""
+        import socket, sys
+        def boom(*a, **k):
+            raise RuntimeError("network access attempted")
+        socket.socket.connect = boom
+        socket.socket.connect_ex = boom
+        socket.create_connection = boom
+        socket.getaddrinfo = boom
+        sys.modules["requests"] = None
+        sys.modules["blobfile"] = None
+        import bytepair, os
+        for name in {ENCODING_NAMES!r}:
+            enc = bytepair.get_encoding(name)
+            assert enc.decode(enc.encode("hello world")) == "hello world"
+        assert os.listdir({str(tmp_path / 'cache')!r}) == []
+        print("ok")
+        """
+    )
+    (tmp_path / "cache").mkdir()
+    env = dict(os.environ, TIKTOKEN_CACHE_DIR=str(tmp_path / "cache"), DATA_GYM_CACHE_DIR=str(tmp_path / "cache"),
+               TMPDIR=str(tmp_path / "cache"), HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_get_encoding_no_socket_in_process(monkeypatch):
+    """Same, in-process: a fresh registry, sockets monkeypatched to raise."""
+    import socket
+
+    import bytepair.registry as reg
+
+    def boom(*a, **k):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", boom)
+    monkeypatch.setattr(socket, "create_connection", boom)
+    monkeypatch.setattr(socket, "getaddrinfo", boom)
+    monkeypatch.setattr(reg, "ENCODINGS", {})
+    for name in ENCODING_NAMES:
+        enc = bytepair.get_encoding(name)
+        assert enc.encode("hello") == enc.encode_ordinary("hello")
+
+
+# ============================================================================ plugins
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    import bytepair.registry as reg
+
+    def reset_plugin_cache():
+        # lru_cached in tiktoken's layout; a module global in others: reset whichever exists
+        if hasattr(reg._available_plugin_modules, "cache_clear"):
+            reg._available_plugin_modules.cache_clear()
+        if hasattr(reg, "_plugin_modules"):
+            reg._plugin_modules = None
+
+    reset_plugin_cache()
+    if hasattr(reg, "_plugin_modules"):
+        monkeypatch.setattr(reg, "_plugin_modules", None)
+    monkeypatch.setattr(reg, "ENCODING_CONSTRUCTORS", None)
+    monkeypatch.setattr(reg, "ENCODINGS", dict(reg.ENCODINGS))
+    saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in ("bytepair_ext", "tiktoken_ext")}
+    yield reg
+    reset_plugin_cache()
+    for k in [k for k in sys.modules if k.split(".")[0] in ("bytepair_ext", "tiktoken_ext")]:
+        if k not in saved:
+            del sys.modules[k]
+    sys.modules.update(saved)
+    # ENCODING_CONSTRUCTORS/ENCODINGS are restored by monkeypatch after this
+
+
+PLUGIN_SOURCE = """
+def _ranks():
+    ranks = {{bytes([i]): i for i in range(256)}}
+    ranks[b"ab"] = 256
+    ranks[b"abab"] = 257
+    return ranks
+
+def {fn}():
+    return {{
+        "name": "{enc}",
+        "pat_str": r"\\S+|\\s+",
+        "mergeable_ranks": _ranks(),
+        "special_tokens": {{"<|end|>": 258}},
+    }}
+
+ENCODING_CONSTRUCTORS = {{"{enc}": {fn}}}
+"""
+
+
+def test_plugins_bytepair_ext_and_tiktoken_ext(fresh_registry, tmp_path, monkeypatch):
+    for ns, enc_name in (("bytepair_ext", "bp_plugin_enc"), ("tiktoken_ext", "tk_plugin_enc")):
+        d = tmp_path / ns
+        d.mkdir()  # no __init__.py: a namespace package
+        (d / f"{enc_name}_mod.py").write_text(PLUGIN_SOURCE.format(fn="make", enc=enc_name))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    importlib.invalidate_caches()
+    names = bytepair.list_encoding_names()
+    assert "bp_plugin_enc" in names and "tk_plugin_enc" in names
+    assert names[: len(ENCODING_NAMES)] == ENCODING_NAMES
+    for enc_name in ("bp_plugin_enc", "tk_plugin_enc"):
+        enc = bytepair.get_encoding(enc_name)
+        assert enc.name == enc_name
+        assert enc.encode("ababab ab<|end|>", allowed_special="all") == [257, 256, 32, 256, 258]
+        assert enc is bytepair.get_encoding(enc_name)
+    # built-ins are still the bundled ones (tiktoken_ext.openai_public is not used)
+    assert bytepair.get_encoding("cl100k_base").encode("hello world") == [15339, 1917]
+
+
+# ============================================================================ inputs tiktoken crashes on
+
+
+_DISTINCT_PATTERNS = {"r50k_base", "cl100k_base", "o200k_base"}
+
+
+@pytest.mark.parametrize("unit", [" ", "\t"])
+def test_million_whitespace_then_letter(unit, pair, encoding_name, request):
+    """tiktoken panics (fancy-regex backtrack limit) on ~1M spaces/tabs followed by a letter.
+    bytepair must give what plain regex semantics define: the pieces of Python's ``regex`` module,
+    each merged by tiktoken's own BPE (``tiktoken.Encoding._encode_only_native_bpe``)."""
+    if encoding_name not in _DISTINCT_PATTERNS and not (FULL or request.config.getoption("--run-slow")):
+        pytest.skip("same pattern as another encoding: runs with BYTEPAIR_FULL_DIFF=1")
+    bp, tt = pair
+    text = unit * 1_000_000 + "a"
+    got = bp.encode_ordinary(text)
+    assert bp.decode(got) == text
+    assert bp.encode(text) == got
+    assert bp.count(text) == len(got)
+    assert bp.encode_to_numpy(text).tolist() == got
+    assert got == tt._encode_only_native_bpe(text)
