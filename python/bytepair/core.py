@@ -134,16 +134,23 @@ class Encoding:
             return allowed_special, ()
         return allowed_special, disallowed
 
-    def encode_ordinary(self, text: str) -> list[int]:
+    def encode_ordinary(self, text: str, *, num_threads: int = 1) -> list[int]:
         """Encodes a string into tokens, ignoring special tokens.
+
+        With ``num_threads > 1`` a large text (megabytes) is cut at piece boundaries and encoded
+        on several threads; the tokens are identical.
 
         >>> enc.encode_ordinary("hello world")
         [15339, 1917]
         """
+        method = self._core_bpe.encode_ordinary
+        if num_threads != 1:
+            core = self._core_bpe
+            method = lambda t: core.encode_ordinary_parallel(t, num_threads)  # noqa: E731
         try:
-            return self._core_bpe.encode_ordinary(text)
+            return method(text)
         except UnicodeEncodeError:
-            return self._core_bpe.encode_ordinary(_fix_surrogates(text))
+            return method(_fix_surrogates(text))
 
     def encode(
         self,

@@ -157,6 +157,69 @@ impl CoreBpe {
         Ok(last)
     }
 
+    /// [`encode_ordinary`](Self::encode_ordinary) for one large text on several threads, with
+    /// identical output.
+    ///
+    /// The text is cut just after a newline that precedes non-whitespace (where the built-in
+    /// patterns always end a piece). Each chunk is lexed over the whole text from its start and
+    /// stops at the first piece starting at or past its end, so a chunk whose last piece does not
+    /// end exactly on the cut proves the cut was not a boundary; then the text is encoded in one
+    /// pass instead. Texts under `min_chunk` bytes per thread, and regex patterns, run in one pass.
+    pub fn encode_ordinary_parallel(
+        &self,
+        text: &str,
+        pool: &rayon::ThreadPool,
+        min_chunk: usize,
+    ) -> Result<Vec<Rank>> {
+        use rayon::prelude::*;
+        let threads = pool.current_num_threads();
+        if threads <= 1 || !self.pre.is_native() || text.len() < 2 * min_chunk.max(1) {
+            return self.encode_ordinary(text);
+        }
+        let b = text.as_bytes();
+        let n_chunks = (threads * 4).min(text.len() / min_chunk.max(1)).max(2);
+        let mut cuts = vec![0usize];
+        for c in 1..n_chunks {
+            let target = (text.len() * c / n_chunks).max(cuts[cuts.len() - 1] + 1);
+            let mut pos = target;
+            while let Some(off) = memchr::memchr(b'\n', &b[pos.min(b.len())..]) {
+                let q = pos + off + 1;
+                if q < b.len() && !text[q..].starts_with(char::is_whitespace) {
+                    cuts.push(q);
+                    break;
+                }
+                pos = q;
+            }
+        }
+        cuts.push(text.len());
+        cuts.dedup();
+        let v = &self.vocab;
+        let parts: Vec<(Vec<Rank>, Option<usize>)> = pool.install(|| {
+            cuts.par_windows(2)
+                .map(|w| {
+                    let mut out = Vec::with_capacity((w[1] - w[0]) / 4 + 4);
+                    let end = self.pre.split_range(text, w[0], w[1], |s, e| {
+                        bpe::encode_piece(v, &b[s..e], &mut out)
+                    });
+                    (out, end)
+                })
+                .collect()
+        });
+        if parts
+            .iter()
+            .zip(cuts.windows(2))
+            .any(|((_, end), w)| *end != Some(w[1]))
+        {
+            return self.encode_ordinary(text);
+        }
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.0.len()).sum());
+        for (p, _) in parts {
+            out.extend_from_slice(&p);
+        }
+        self.check_encodable(&out, 0)?;
+        Ok(out)
+    }
+
     pub fn encode_ordinary(&self, text: &str) -> Result<Vec<Rank>> {
         let mut out = Vec::with_capacity(text.len() / 4 + 4);
         self.encode_ordinary_into(text, &mut out)?;
@@ -492,6 +555,29 @@ mod tests {
             b"hello world<|endoftext|>"
         );
         assert!(matches!(e.decode_bytes(&[100256]), Err(Error::Key(_))));
+    }
+
+    #[test]
+    fn parallel_encoding_is_identical() {
+        let e = cl100k();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let mut text = String::new();
+        for i in 0..3000 {
+            text.push_str(&format!(
+                "line {i} of text, with words\n  indented {i}\n\n\n   \n日本語{i}\n"
+            ));
+        }
+        for t in [
+            text.as_str(),
+            "no newline at all ".repeat(500).as_str(),
+            "\n\n\n\n".repeat(900).as_str(),
+        ] {
+            let want = e.encode_ordinary(t).unwrap();
+            assert_eq!(e.encode_ordinary_parallel(t, &pool, 64).unwrap(), want);
+        }
     }
 
     #[test]

@@ -46,7 +46,9 @@ impl OnError {
         match s {
             "fail" | "raise" | "strict" => Ok(OnError::Fail),
             "skip" | "ignore" => Ok(OnError::Skip),
-            _ => Err(Error::Value(format!("on_error must be 'skip' or 'fail', not {s:?}"))),
+            _ => Err(Error::Value(format!(
+                "on_error must be 'skip' or 'fail', not {s:?}"
+            ))),
         }
     }
 }
@@ -72,10 +74,16 @@ pub enum Compression {
 
 /// The format and compression of `path`, from its name.
 pub fn detect(path: &Path) -> (Format, Compression) {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
     let (stem, comp) = if let Some(s) = name.strip_suffix(".gz") {
         (s, Compression::Gzip)
-    } else if let Some(s) = name.strip_suffix(".zst").or_else(|| name.strip_suffix(".zstd")) {
+    } else if let Some(s) = name
+        .strip_suffix(".zst")
+        .or_else(|| name.strip_suffix(".zstd"))
+    {
         (s, Compression::Zstd)
     } else {
         (name.as_str(), Compression::None)
@@ -103,7 +111,11 @@ pub struct InputOptions {
 
 impl Default for InputOptions {
     fn default() -> Self {
-        InputOptions { on_error: OnError::Fail, field: "text".into(), block_size: None }
+        InputOptions {
+            on_error: OnError::Fail,
+            field: "text".into(),
+            block_size: None,
+        }
     }
 }
 
@@ -125,8 +137,13 @@ pub struct Document {
 impl Document {
     /// The text as `&str`, or an error naming the file, line and byte offset of invalid UTF-8.
     pub fn as_str(&self) -> Result<&str> {
-        std::str::from_utf8(&self.text)
-            .map_err(|e| Error::Value(format!("{}: invalid UTF-8 at byte {}", self.location(), e.valid_up_to())))
+        std::str::from_utf8(&self.text).map_err(|e| {
+            Error::Value(format!(
+                "{}: invalid UTF-8 at byte {}",
+                self.location(),
+                e.valid_up_to()
+            ))
+        })
     }
 
     /// `path` or `path:line`, for messages.
@@ -153,7 +170,10 @@ pub struct Stats {
 impl Stats {
     /// The first few skipped errors (at most 20).
     pub fn errors(&self) -> Vec<String> {
-        self.first_errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.first_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn record(&self, msg: String) {
@@ -179,17 +199,26 @@ pub fn expand<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
             let paths = glob::glob(s).map_err(|e| Error::Value(format!("bad glob {s:?}: {e}")))?;
             let mut matched: Vec<PathBuf> = Vec::new();
             for entry in paths {
-                matched.push(entry.map_err(|e| Error::Io(io::Error::new(e.error().kind(), e.to_string())))?);
+                matched.push(
+                    entry
+                        .map_err(|e| Error::Io(io::Error::new(e.error().kind(), e.to_string())))?,
+                );
             }
             if matched.is_empty() {
-                return Err(Error::Io(io::Error::new(io::ErrorKind::NotFound, format!("{s}: no file matches"))));
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{s}: no file matches"),
+                )));
             }
             matched.sort();
             for m in matched {
                 push_path(&m, &mut out)?;
             }
         } else {
-            return Err(Error::Io(io::Error::new(io::ErrorKind::NotFound, format!("{s}: no such file or directory"))));
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{s}: no such file or directory"),
+            )));
         }
     }
     Ok(out)
@@ -205,7 +234,9 @@ fn push_path(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             .map_err(|e| io_at(p, e))?;
         entries.sort();
         for e in entries {
-            let hidden = e.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            let hidden = e
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
             if !hidden {
                 push_path(&e, out)?;
             }
@@ -267,17 +298,36 @@ impl<R: Read> Read for Counting<R> {
 
 fn open(path: &Path, comp: Compression, stats: &Arc<Stats>) -> Result<Box<dyn Read + Send>> {
     let f = File::open(path).map_err(|e| io_at(path, e))?;
-    let raw = BufReader::with_capacity(1 << 16, Counting { inner: f, stats: stats.clone() });
+    let raw = BufReader::with_capacity(
+        1 << 16,
+        Counting {
+            inner: f,
+            stats: stats.clone(),
+        },
+    );
     Ok(match comp {
         Compression::None => Box::new(raw),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| io_at(path, e))?),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| io_at(path, e))?)
+        }
     })
 }
 
 enum Source {
-    Text { src: Arc<Path>, r: Box<dyn Read + Send>, buf: Vec<u8>, part: u32, eof: bool },
-    Jsonl { src: Arc<Path>, r: BufReader<Box<dyn Read + Send>>, line: u64, buf: Vec<u8> },
+    Text {
+        src: Arc<Path>,
+        r: Box<dyn Read + Send>,
+        buf: Vec<u8>,
+        part: u32,
+        eof: bool,
+    },
+    Jsonl {
+        src: Arc<Path>,
+        r: BufReader<Box<dyn Read + Send>>,
+        line: u64,
+        buf: Vec<u8>,
+    },
 }
 
 /// Reads documents from a list of files, in order. Iterate it, or take batches with
@@ -293,14 +343,24 @@ pub struct Reader {
 
 impl fmt::Debug for Reader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reader").field("files", &self.files.len()).field("next_file", &self.next_file).finish()
+        f.debug_struct("Reader")
+            .field("files", &self.files.len())
+            .field("next_file", &self.next_file)
+            .finish()
     }
 }
 
 impl Reader {
     /// A reader over these files (no expansion; see [`expand`]).
     pub fn new(files: Vec<PathBuf>, opts: InputOptions) -> Self {
-        Reader { files, next_file: 0, cur: None, opts, stats: Arc::default(), failed: false }
+        Reader {
+            files,
+            next_file: 0,
+            cur: None,
+            opts,
+            stats: Arc::default(),
+            failed: false,
+        }
     }
 
     /// Expands `inputs` (files, directories, globs) and reads them.
@@ -315,7 +375,11 @@ impl Reader {
 
     /// The total size of the files on disk (for progress bars).
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+        self.files
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// Shared counters: bytes read, documents, skipped errors.
@@ -325,7 +389,11 @@ impl Reader {
 
     /// Up to `max_docs` documents holding about `max_bytes` of text (at least one document);
     /// `None` when the input is exhausted.
-    pub fn next_batch(&mut self, max_bytes: usize, max_docs: usize) -> Result<Option<Vec<Document>>> {
+    pub fn next_batch(
+        &mut self,
+        max_bytes: usize,
+        max_docs: usize,
+    ) -> Result<Option<Vec<Document>>> {
         let mut out = Vec::new();
         let mut bytes = 0;
         while bytes < max_bytes && out.len() < max_docs.max(1) {
@@ -372,10 +440,19 @@ impl Reader {
             match open(&path, comp, &self.stats) {
                 Ok(r) => {
                     self.cur = Some(match fmt {
-                        Format::Jsonl => {
-                            Source::Jsonl { src, r: BufReader::with_capacity(1 << 16, r), line: 0, buf: Vec::new() }
-                        }
-                        _ => Source::Text { src, r, buf: Vec::new(), part: 0, eof: false },
+                        Format::Jsonl => Source::Jsonl {
+                            src,
+                            r: BufReader::with_capacity(1 << 16, r),
+                            line: 0,
+                            buf: Vec::new(),
+                        },
+                        _ => Source::Text {
+                            src,
+                            r,
+                            buf: Vec::new(),
+                            part: 0,
+                            eof: false,
+                        },
                     });
                     return Ok(true);
                 }
@@ -394,7 +471,13 @@ impl Reader {
             return Ok(None);
         };
         match cur {
-            Source::Text { src, r, buf, part, eof } => {
+            Source::Text {
+                src,
+                r,
+                buf,
+                part,
+                eof,
+            } => {
                 if *eof && buf.is_empty() {
                     return Ok(None);
                 }
@@ -402,7 +485,13 @@ impl Reader {
                     let mut all = Vec::new();
                     r.read_to_end(&mut all).map_err(|e| io_at(src, e))?;
                     *eof = true;
-                    return Ok(Some(Document { source: src.clone(), line: None, part: 0, last_part: true, text: all }));
+                    return Ok(Some(Document {
+                        source: src.clone(),
+                        line: None,
+                        part: 0,
+                        last_part: true,
+                        text: all,
+                    }));
                 };
                 // Fill until a safe cut point past `block` exists or the file ends.
                 let mut search_from = block.min(buf.len());
@@ -419,7 +508,11 @@ impl Reader {
                     let want = block.max(1 << 16);
                     let old = buf.len();
                     buf.reserve(want);
-                    let n = r.by_ref().take(want as u64).read_to_end(buf).map_err(|e| io_at(src, e))?;
+                    let n = r
+                        .by_ref()
+                        .take(want as u64)
+                        .read_to_end(buf)
+                        .map_err(|e| io_at(src, e))?;
                     debug_assert_eq!(buf.len(), old + n);
                     if n == 0 {
                         *eof = true;
@@ -433,7 +526,13 @@ impl Reader {
                     None => std::mem::take(buf),
                 };
                 let last = cut.is_none();
-                let d = Document { source: src.clone(), line: None, part: *part, last_part: last, text };
+                let d = Document {
+                    source: src.clone(),
+                    line: None,
+                    part: *part,
+                    last_part: last,
+                    text,
+                };
                 *part += 1;
                 if last {
                     *eof = true;
@@ -519,7 +618,10 @@ pub fn parse_json_field(line: &[u8], field: &str) -> std::result::Result<String,
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON object")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
             let mut found = None;
             while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                 if k == self.0 && found.is_none() {
@@ -561,10 +663,19 @@ mod tests {
 
     #[test]
     fn json_field() {
-        assert_eq!(parse_json_field(br#"{"a": [1, {"text": 2}], "text": "h\u00e9\n"}"#, "text").unwrap(), "hé\n");
-        assert!(parse_json_field(br#"{"a": 1}"#, "text").unwrap_err().contains("missing"));
-        assert!(parse_json_field(br#"{"text": 1}"#, "text").unwrap_err().contains("invalid"));
-        assert!(parse_json_field(br#"{"text": "x"} x"#, "text").unwrap_err().contains("invalid JSON"));
+        assert_eq!(
+            parse_json_field(br#"{"a": [1, {"text": 2}], "text": "h\u00e9\n"}"#, "text").unwrap(),
+            "hé\n"
+        );
+        assert!(parse_json_field(br#"{"a": 1}"#, "text")
+            .unwrap_err()
+            .contains("missing"));
+        assert!(parse_json_field(br#"{"text": 1}"#, "text")
+            .unwrap_err()
+            .contains("invalid"));
+        assert!(parse_json_field(br#"{"text": "x"} x"#, "text")
+            .unwrap_err()
+            .contains("invalid JSON"));
         assert!(parse_json_field(b"[1]", "text").is_err());
         assert!(parse_json_field(b"{\"text\": \"\xff\"}", "text").is_err());
     }
@@ -573,26 +684,52 @@ mod tests {
     fn reads_formats_and_reports_lines() {
         let d = tmpdir("formats");
         std::fs::write(d.join("a.txt"), "hello\nworld").unwrap();
-        std::fs::write(d.join("b.jsonl"), "{\"text\": \"one\"}\n\n{\"text\": \"two\"}\n").unwrap();
-        let mut gz = flate2::write::GzEncoder::new(File::create(d.join("c.jsonl.gz")).unwrap(), Default::default());
-        gz.write_all(b"{\"text\": \"three\"}\n{\"id\": 1}\n").unwrap();
+        std::fs::write(
+            d.join("b.jsonl"),
+            "{\"text\": \"one\"}\n\n{\"text\": \"two\"}\n",
+        )
+        .unwrap();
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(d.join("c.jsonl.gz")).unwrap(),
+            Default::default(),
+        );
+        gz.write_all(b"{\"text\": \"three\"}\n{\"id\": 1}\n")
+            .unwrap();
         gz.finish().unwrap();
-        std::fs::write(d.join("d.txt.zst"), zstd::encode_all(&b"four"[..], 3).unwrap()).unwrap();
+        std::fs::write(
+            d.join("d.txt.zst"),
+            zstd::encode_all(&b"four"[..], 3).unwrap(),
+        )
+        .unwrap();
         std::fs::write(d.join(".hidden"), "no").unwrap();
         let inputs = [d.to_str().unwrap()];
-        let docs: Vec<_> = Reader::from_inputs(&inputs, InputOptions::default()).unwrap().collect();
-        let texts: Vec<_> =
-            docs.iter().take(4).map(|d| String::from_utf8(d.as_ref().unwrap().text.clone()).unwrap()).collect();
+        let docs: Vec<_> = Reader::from_inputs(&inputs, InputOptions::default())
+            .unwrap()
+            .collect();
+        let texts: Vec<_> = docs
+            .iter()
+            .take(4)
+            .map(|d| String::from_utf8(d.as_ref().unwrap().text.clone()).unwrap())
+            .collect();
         assert_eq!(texts, ["hello\nworld", "one", "two", "three"]);
         let err = docs[4].as_ref().unwrap_err().to_string();
-        assert!(err.contains("c.jsonl.gz:2") && err.contains("missing field"), "{err}");
+        assert!(
+            err.contains("c.jsonl.gz:2") && err.contains("missing field"),
+            "{err}"
+        );
         assert_eq!(docs.len(), 5, "fail stops");
         let line = docs[2].as_ref().unwrap().line;
         assert_eq!(line, Some(3));
 
-        let opts = InputOptions { on_error: OnError::Skip, ..Default::default() };
+        let opts = InputOptions {
+            on_error: OnError::Skip,
+            ..Default::default()
+        };
         let mut r = Reader::from_inputs(&inputs, opts).unwrap();
-        let texts: Vec<_> = r.by_ref().map(|d| String::from_utf8(d.unwrap().text).unwrap()).collect();
+        let texts: Vec<_> = r
+            .by_ref()
+            .map(|d| String::from_utf8(d.unwrap().text).unwrap())
+            .collect();
         assert_eq!(texts, ["hello\nworld", "one", "two", "three", "four"]);
         assert_eq!(r.stats().skipped.load(Ordering::Relaxed), 1);
         assert!(r.stats().errors()[0].contains(":2: missing field"));
@@ -612,8 +749,13 @@ mod tests {
         }
         std::fs::write(d.join("big.txt"), &text).unwrap();
         for bs in [1usize, 7, 100, 4096, 1 << 20] {
-            let opts = InputOptions { block_size: Some(bs), ..Default::default() };
-            let docs: Vec<Document> = Reader::new(vec![d.join("big.txt")], opts).map(|d| d.unwrap()).collect();
+            let opts = InputOptions {
+                block_size: Some(bs),
+                ..Default::default()
+            };
+            let docs: Vec<Document> = Reader::new(vec![d.join("big.txt")], opts)
+                .map(|d| d.unwrap())
+                .collect();
             let joined: Vec<u8> = docs.iter().flat_map(|d| d.text.clone()).collect();
             assert_eq!(joined, text.as_bytes());
             assert!(docs.last().unwrap().last_part);
@@ -622,7 +764,10 @@ mod tests {
                 assert_eq!(doc.part as usize, i);
                 off += doc.text.len();
                 if off < text.len() {
-                    assert!(is_safe_boundary(text.as_bytes(), off), "bs {bs} cut at {off}");
+                    assert!(
+                        is_safe_boundary(text.as_bytes(), off),
+                        "bs {bs} cut at {off}"
+                    );
                 }
             }
         }

@@ -195,6 +195,20 @@ impl PyCoreBpe {
         PyBytes::new(py, &data)
     }
 
+    /// `encode_ordinary` of one large text on `num_threads` threads (identical output).
+    fn encode_ordinary_parallel<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        num_threads: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let pool = parallel::pool(num_threads);
+        let v = run(py, true, || {
+            self.inner.encode_ordinary_parallel(text, &pool, 1 << 20)
+        })?;
+        self.ints.list(py, &v)
+    }
+
     fn encode_ordinary<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
         let v = run(py, text.len() >= DETACH_BYTES, || {
             self.inner.encode_ordinary(text)

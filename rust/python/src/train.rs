@@ -25,14 +25,23 @@ struct Reporter {
 
 impl Reporter {
     fn new(callback: Option<Py<PyAny>>) -> Self {
-        Reporter { callback, error: RefCell::new(None) }
+        Reporter {
+            callback,
+            error: RefCell::new(None),
+        }
     }
 
     fn report_attached(&self, py: Python<'_>, p: Progress) -> PyResult<()> {
         if let Some(cb) = &self.callback {
             match p {
-                Progress::Read { bytes, total, documents } => cb.call1(py, ("read", bytes, total, documents))?,
-                Progress::Merge { done, total } => cb.call1(py, ("merge", done, total, py.None()))?,
+                Progress::Read {
+                    bytes,
+                    total,
+                    documents,
+                } => cb.call1(py, ("read", bytes, total, documents))?,
+                Progress::Merge { done, total } => {
+                    cb.call1(py, ("merge", done, total, py.None()))?
+                }
             };
         }
         py.check_signals()
@@ -76,9 +85,9 @@ impl PyWordCounts {
         match self.inner.try_lock() {
             Ok(g) => Ok(g),
             Err(TryLockError::Poisoned(e)) => Ok(e.into_inner()),
-            Err(TryLockError::WouldBlock) => {
-                Err(PyRuntimeError::new_err("this WordCounts is in use by another thread"))
-            }
+            Err(TryLockError::WouldBlock) => Err(PyRuntimeError::new_err(
+                "this WordCounts is in use by another thread",
+            )),
         }
     }
 }
@@ -92,11 +101,17 @@ fn word_bytes<'a>(w: &'a Bound<'_, PyAny>) -> PyResult<std::borrow::Cow<'a, [u8]
             Ok(c) => std::borrow::Cow::Owned(c.into_owned().into_bytes()),
             // Lone surrogates: keep their bytes, which the trainer counts as bytes.
             Err(_) => std::borrow::Cow::Owned(
-                s.call_method1("encode", ("utf-8", "surrogatepass"))?.cast::<PyBytes>()?.as_bytes().to_vec(),
+                s.call_method1("encode", ("utf-8", "surrogatepass"))?
+                    .cast::<PyBytes>()?
+                    .as_bytes()
+                    .to_vec(),
             ),
         });
     }
-    Err(PyTypeError::new_err(format!("expected str or bytes, got {}", w.get_type().name()?)))
+    Err(PyTypeError::new_err(format!(
+        "expected str or bytes, got {}",
+        w.get_type().name()?
+    )))
 }
 
 #[pymethods]
@@ -111,8 +126,14 @@ impl PyWordCounts {
         special_tokens: Option<Vec<String>>,
         _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
     ) -> PyResult<Self> {
-        let wc = WordCounts::new(train::resolve_pattern(pattern), special_tokens.unwrap_or_default()).map_err(to_py)?;
-        Ok(PyWordCounts { inner: Mutex::new(wc) })
+        let wc = WordCounts::new(
+            train::resolve_pattern(pattern),
+            special_tokens.unwrap_or_default(),
+        )
+        .map_err(to_py)?;
+        Ok(PyWordCounts {
+            inner: Mutex::new(wc),
+        })
     }
 
     /// The split pattern (a regex).
@@ -129,7 +150,12 @@ impl PyWordCounts {
 
     /// Sets the counting options: threads, spill limit and directory.
     #[pyo3(signature = (*, num_threads = None, max_memory = None, spill_dir = None))]
-    fn _configure(&self, num_threads: Option<usize>, max_memory: Option<usize>, spill_dir: Option<String>) -> PyResult<()> {
+    fn _configure(
+        &self,
+        num_threads: Option<usize>,
+        max_memory: Option<usize>,
+        spill_dir: Option<String>,
+    ) -> PyResult<()> {
         let mut g = self.lock()?;
         g.options.num_threads = num_threads.unwrap_or(0);
         g.options.max_memory = max_memory;
@@ -182,7 +208,14 @@ impl PyWordCounts {
                     if tx.send(batch).is_err() {
                         return Ok(()); // the worker failed; its error is reported below
                     }
-                    reporter.report_attached(py, Progress::Read { bytes, total: None, documents: docs })?;
+                    reporter.report_attached(
+                        py,
+                        Progress::Read {
+                            bytes,
+                            total: None,
+                            documents: docs,
+                        },
+                    )?;
                 }
             };
             let pulled = pull();
@@ -210,7 +243,11 @@ impl PyWordCounts {
         let reporter = Reporter::new(callback);
         let mut guard = self.lock()?;
         let block_size = guard.splitter().can_cut().then_some(train::BATCH_BYTES);
-        let opts = InputOptions { on_error, field: field.to_string(), block_size };
+        let opts = InputOptions {
+            on_error,
+            field: field.to_string(),
+            block_size,
+        };
         let files = py.detach(|| input::expand(&paths)).map_err(to_py)?;
         let reader = Reader::new(files, opts);
         let stats = reader.stats();
@@ -223,7 +260,10 @@ impl PyWordCounts {
         })
         .map_err(|e| reporter.convert(e))?;
         take_err(&reporter)?;
-        Ok((stats.skipped.load(std::sync::atomic::Ordering::Relaxed), stats.errors()))
+        Ok((
+            stats.skipped.load(std::sync::atomic::Ordering::Relaxed),
+            stats.errors(),
+        ))
     }
 
     /// Adds `count` occurrences of one word (str or bytes).
@@ -281,7 +321,11 @@ impl PyWordCounts {
     /// The `n` most common words (all if `n` is None) as `(bytes, count)`, most common first,
     /// ties in byte order.
     #[pyo3(signature = (n = None))]
-    fn most_common<'py>(&self, py: Python<'py>, n: Option<usize>) -> PyResult<Vec<(Bound<'py, PyBytes>, u64)>> {
+    fn most_common<'py>(
+        &self,
+        py: Python<'py>,
+        n: Option<usize>,
+    ) -> PyResult<Vec<(Bound<'py, PyBytes>, u64)>> {
         let mut g = self.lock()?;
         let s = g.sorted().map_err(to_py)?;
         let mut idx: Vec<u32> = (0..s.len() as u32).collect();
@@ -292,7 +336,10 @@ impl PyWordCounts {
         }
         idx.truncate(n);
         idx.sort_unstable_by_key(key);
-        Ok(idx.into_iter().map(|i| (PyBytes::new(py, s.word(i as usize)), s.count(i as usize))).collect())
+        Ok(idx
+            .into_iter()
+            .map(|i| (PyBytes::new(py, s.word(i as usize)), s.count(i as usize)))
+            .collect())
     }
 
     /// All `(bytes, count)` pairs, in byte order of the words.
@@ -322,7 +369,9 @@ impl PyWordCounts {
 
     /// Whether two counts hold the same pattern, special tokens and counts.
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let Ok(o) = other.cast::<PyWordCounts>() else { return Ok(false) };
+        let Ok(o) = other.cast::<PyWordCounts>() else {
+            return Ok(false);
+        };
         let o = o.get();
         if std::ptr::eq(o, self) {
             return Ok(true);
@@ -354,7 +403,12 @@ fn _train_merges(
     callback: Option<Py<PyAny>>,
 ) -> PyResult<(Vec<(u32, u32)>, Vec<u64>)> {
     let reporter = Reporter::new(callback);
-    let opts = MergeOptions { num_merges, min_frequency, max_token_length, num_threads: num_threads.unwrap_or(0) };
+    let opts = MergeOptions {
+        num_merges,
+        min_frequency,
+        max_token_length,
+        num_threads: num_threads.unwrap_or(0),
+    };
     let mut g = counts.get().lock()?;
     let wc: &mut WordCounts = &mut g;
     let rep = SendPtr(&reporter);
@@ -374,7 +428,9 @@ fn _train_merges(
 #[pyfunction]
 fn _expand_paths(py: Python<'_>, paths: Vec<String>) -> PyResult<Vec<String>> {
     let v = py.detach(|| input::expand(&paths)).map_err(to_py)?;
-    Ok(v.into_iter().map(|p| p.to_string_lossy().into_owned()).collect())
+    Ok(v.into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect())
 }
 
 /// The regex of a built-in encoding name, or the pattern itself.

@@ -26,6 +26,14 @@ pub struct Lexer<'a> {
 const NOT_OTHER: u8 = SPACE | LETTER | NUM;
 
 impl<'a> Lexer<'a> {
+    /// A lexer over `text` that starts at byte `pos`, which must be a piece boundary of the
+    /// whole text (the lexers only ever look forward, so this reproduces the pieces from there).
+    pub fn starting_at(kind: Kind, text: &'a str, pos: usize) -> Self {
+        let mut l = Self::new(kind, text);
+        l.pos = pos;
+        l
+    }
+
     pub fn new(kind: Kind, text: &'a str) -> Self {
         Lexer {
             s: text.as_bytes(),

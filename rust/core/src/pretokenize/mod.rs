@@ -93,6 +93,30 @@ impl Pretokenizer {
         Ok(())
     }
 
+    /// Like [`split`](Self::split) for the pieces of `text` that start in `from..to`, where
+    /// `from` is a piece boundary. Returns the end of the last piece (`to` exactly when `to` is a
+    /// piece boundary too). Only for hand-written lexers; `None` for regex patterns.
+    pub fn split_range(
+        &self,
+        text: &str,
+        from: usize,
+        to: usize,
+        mut f: impl FnMut(usize, usize),
+    ) -> Option<usize> {
+        let Pretokenizer::Native(kind) = self else {
+            return None;
+        };
+        let mut end = from;
+        for (s, e) in lexer::Lexer::starting_at(*kind, text, from) {
+            if s >= to {
+                break;
+            }
+            f(s, e);
+            end = e;
+        }
+        Some(end)
+    }
+
     /// The pieces of `text` as string slices.
     pub fn pieces<'t>(&self, text: &'t str) -> Result<Vec<&'t str>> {
         let mut v = Vec::new();

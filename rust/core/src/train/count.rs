@@ -245,13 +245,19 @@ impl<'a> Cursor<'a> {
     }
 
     pub(crate) fn bad(&self, msg: &str) -> Error {
-        Error::Value(format!("invalid WordCounts data at byte {}: {msg}", self.pos))
+        Error::Value(format!(
+            "invalid WordCounts data at byte {}: {msg}",
+            self.pos
+        ))
     }
 
     pub(crate) fn varint(&mut self) -> Result<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let b = *self.data.get(self.pos).ok_or_else(|| self.bad("truncated"))?;
+            let b = *self
+                .data
+                .get(self.pos)
+                .ok_or_else(|| self.bad("truncated"))?;
             self.pos += 1;
             v |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
@@ -295,7 +301,10 @@ impl Shard {
     #[inline]
     fn add(&mut self, word: &[u8], h: u64, count: u64) {
         let Shard { table, arena } = self;
-        let eq = |s: &Slot| s.len as usize == word.len() && &arena[s.off as usize..s.off as usize + word.len()] == word;
+        let eq = |s: &Slot| {
+            s.len as usize == word.len()
+                && &arena[s.off as usize..s.off as usize + word.len()] == word
+        };
         if let Some(s) = table.find_mut(h, eq) {
             s.count = s.count.saturating_add(count);
             return;
@@ -303,9 +312,15 @@ impl Shard {
         let off = arena.len() as u64;
         arena.extend_from_slice(word);
         let arena: &Vec<u8> = arena;
-        table.insert_unique(h, Slot { off, count, len: word.len() as u32 }, |s| {
-            hash_word(&arena[s.off as usize..s.off as usize + s.len as usize])
-        });
+        table.insert_unique(
+            h,
+            Slot {
+                off,
+                count,
+                len: word.len() as u32,
+            },
+            |s| hash_word(&arena[s.off as usize..s.off as usize + s.len as usize]),
+        );
     }
 
     fn mem_bytes(&self) -> usize {
@@ -320,7 +335,9 @@ struct Local<'a> {
 
 impl<'a> Local<'a> {
     fn new() -> Self {
-        Local { table: HashTable::with_capacity(1 << 12) }
+        Local {
+            table: HashTable::with_capacity(1 << 12),
+        }
     }
 
     #[inline]
@@ -343,7 +360,9 @@ pub struct WordTable {
 
 impl WordTable {
     pub fn new() -> Self {
-        WordTable { shards: (0..SHARDS).map(|_| Shard::default()).collect() }
+        WordTable {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -383,13 +402,16 @@ impl WordTable {
                 p
             })
             .collect();
-        self.shards.par_iter_mut().enumerate().for_each(|(s, shard)| {
-            for p in &parts {
-                for &(w, h, c) in &p[s] {
-                    shard.add(w, h, c);
+        self.shards
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(s, shard)| {
+                for p in &parts {
+                    for &(w, h, c) in &p[s] {
+                        shard.add(w, h, c);
+                    }
                 }
-            }
-        });
+            });
     }
 
     /// Empties the table into sorted form.
@@ -397,7 +419,10 @@ impl WordTable {
         let mut v: Vec<(&[u8], u64)> = Vec::with_capacity(self.len());
         for s in &self.shards {
             for slot in s.table.iter() {
-                v.push((&s.arena[slot.off as usize..slot.off as usize + slot.len as usize], slot.count));
+                v.push((
+                    &s.arena[slot.off as usize..slot.off as usize + slot.len as usize],
+                    slot.count,
+                ));
             }
         }
         let out = Sorted::from_pairs(v);
@@ -433,8 +458,14 @@ impl Splitter {
                     .map_err(|e| Error::Value(format!("special tokens: {e}")))?,
             )
         };
-        let special_has_cut = nonempty.iter().any(|s| (2..s.len()).any(|p| is_safe_boundary(s.as_bytes(), p)));
-        Ok(Splitter { can_cut: pre.is_native() && !special_has_cut, pre, specials: specials_ac })
+        let special_has_cut = nonempty
+            .iter()
+            .any(|s| (2..s.len()).any(|p| is_safe_boundary(s.as_bytes(), p)));
+        Ok(Splitter {
+            can_cut: pre.is_native() && !special_has_cut,
+            pre,
+            specials: specials_ac,
+        })
     }
 
     /// Whether documents may be cut at safe boundaries (built-in patterns only).
@@ -510,17 +541,29 @@ fn read_varint(r: &mut impl Read) -> std::io::Result<u64> {
         }
         shift += 7;
         if shift >= 64 {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad varint in spill file"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "bad varint in spill file",
+            ));
         }
     }
 }
 
 impl RunReader {
     fn open(run: Run) -> Result<Self> {
-        let mut r =
-            BufReader::with_capacity(1 << 16, File::open(&run.path).map_err(|e| crate::input::io_at(&run.path, e))?);
+        let mut r = BufReader::with_capacity(
+            1 << 16,
+            File::open(&run.path).map_err(|e| crate::input::io_at(&run.path, e))?,
+        );
         let left = read_varint(&mut r)?;
-        let mut rr = RunReader { r, left, word: Vec::new(), count: 0, has: false, _run: run };
+        let mut rr = RunReader {
+            r,
+            left,
+            word: Vec::new(),
+            count: 0,
+            has: false,
+            _run: run,
+        };
         rr.advance()?;
         Ok(rr)
     }
@@ -547,7 +590,10 @@ impl RunReader {
 fn write_run(dir: &Path, seq: usize, sorted: &Sorted) -> Result<Run> {
     static UNIQUE: AtomicUsize = AtomicUsize::new(0);
     let u = UNIQUE.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("bytepair-spill-{}-{u}-{seq}.run", std::process::id()));
+    let path = dir.join(format!(
+        "bytepair-spill-{}-{u}-{seq}.run",
+        std::process::id()
+    ));
     let run = Run { path };
     let f = File::create(&run.path).map_err(|e| crate::input::io_at(&run.path, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
@@ -638,7 +684,12 @@ pub struct CountOptions {
 
 impl Default for CountOptions {
     fn default() -> Self {
-        CountOptions { num_threads: 0, unit_bytes: 1 << 20, max_memory: None, spill_dir: None }
+        CountOptions {
+            num_threads: 0,
+            unit_bytes: 1 << 20,
+            max_memory: None,
+            spill_dir: None,
+        }
     }
 }
 
@@ -659,7 +710,10 @@ pub struct WordCounts {
 
 impl std::fmt::Debug for WordCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WordCounts").field("pattern", &self.pattern).field("specials", &self.specials).finish()
+        f.debug_struct("WordCounts")
+            .field("pattern", &self.pattern)
+            .field("specials", &self.specials)
+            .finish()
     }
 }
 
@@ -741,7 +795,10 @@ impl WordCounts {
                     break;
                 }
             }
-            results.lock().unwrap_or_else(|e| e.into_inner()).push(r.map(|_| local));
+            results
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(r.map(|_| local));
         };
         if threads == 1 {
             work();
@@ -752,7 +809,11 @@ impl WordCounts {
                 }
             });
         }
-        let locals = results.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().collect::<Result<Vec<_>>>()?;
+        let locals = results
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         pool.install(|| self.table.merge_locals(locals));
         self.maybe_spill()
     }
@@ -761,10 +822,18 @@ impl WordCounts {
         let Some(limit) = self.options.max_memory else {
             return Ok(());
         };
-        if self.table.mem_bytes() + self.sorted.bytes.capacity() + self.sorted.counts.capacity() * 16 <= limit {
+        if self.table.mem_bytes()
+            + self.sorted.bytes.capacity()
+            + self.sorted.counts.capacity() * 16
+            <= limit
+        {
             return Ok(());
         }
-        let dir = self.options.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = self
+            .options
+            .spill_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
         let mut s = self.table.drain_sorted();
         if !self.sorted.is_empty() {
             s = Sorted::merged(&std::mem::take(&mut self.sorted), &s);
@@ -841,7 +910,9 @@ impl WordCounts {
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
         let mut r = Cursor::new(data);
         if r.take(MAGIC.len()).ok() != Some(MAGIC) {
-            return Err(Error::Value("not a bytepair WordCounts file (bad magic)".into()));
+            return Err(Error::Value(
+                "not a bytepair WordCounts file (bad magic)".into(),
+            ));
         }
         let str_at = |r: &mut Cursor| -> Result<String> {
             let n = r.varint()? as usize;
@@ -872,14 +943,26 @@ mod tests {
     use crate::pretokenize::CL100K_PATTERN;
 
     fn counts_of(c: &mut WordCounts) -> Vec<(Vec<u8>, u64)> {
-        c.sorted().unwrap().iter().map(|(w, n)| (w.to_vec(), n)).collect()
+        c.sorted()
+            .unwrap()
+            .iter()
+            .map(|(w, n)| (w.to_vec(), n))
+            .collect()
     }
 
     #[test]
     fn counts_words_and_strips_specials() {
         let mut c = WordCounts::new(CL100K_PATTERN, vec!["<|eot|>".into()]).unwrap();
-        c.count_documents(&["hello world<|eot|>hello", "world"]).unwrap();
-        assert_eq!(counts_of(&mut c), vec![(b" world".to_vec(), 1), (b"hello".to_vec(), 2), (b"world".to_vec(), 1)]);
+        c.count_documents(&["hello world<|eot|>hello", "world"])
+            .unwrap();
+        assert_eq!(
+            counts_of(&mut c),
+            vec![
+                (b" world".to_vec(), 1),
+                (b"hello".to_vec(), 2),
+                (b"world".to_vec(), 1)
+            ]
+        );
     }
 
     #[test]
@@ -895,7 +978,11 @@ mod tests {
     fn same_result_for_threads_units_order_and_spill() {
         let mut docs = Vec::new();
         for i in 0..3000 {
-            docs.push(format!("Doc {i}: the quick brown fox {} jumps.\nOver {} lazy dogs\n", i % 17, i * 7 % 13));
+            docs.push(format!(
+                "Doc {i}: the quick brown fox {} jumps.\nOver {} lazy dogs\n",
+                i % 17,
+                i * 7 % 13
+            ));
         }
         let big = docs.concat();
         let mut reference = WordCounts::new(CL100K_PATTERN, vec![]).unwrap();
@@ -906,7 +993,11 @@ mod tests {
         for threads in [1, 2, 3] {
             for unit in [1usize << 12, 1 << 20] {
                 let mut c = WordCounts::new(CL100K_PATTERN, vec![]).unwrap();
-                c.options = CountOptions { num_threads: threads, unit_bytes: unit, ..Default::default() };
+                c.options = CountOptions {
+                    num_threads: threads,
+                    unit_bytes: unit,
+                    ..Default::default()
+                };
                 c.count_documents(&docs).unwrap();
                 assert_eq!(counts_of(&mut c), want);
             }

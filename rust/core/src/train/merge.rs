@@ -36,7 +36,12 @@ pub struct MergeOptions {
 
 impl Default for MergeOptions {
     fn default() -> Self {
-        MergeOptions { num_merges: 0, min_frequency: 1, max_token_length: None, num_threads: 0 }
+        MergeOptions {
+            num_merges: 0,
+            min_frequency: 1,
+            max_token_length: None,
+            num_threads: 0,
+        }
     }
 }
 
@@ -122,7 +127,16 @@ impl Acc {
 /// # Safety
 /// `w` must be a valid word index not being merged by another thread at the same time.
 #[inline]
-unsafe fn merge_word(p: &WordsPtr, start: &[usize], counts: &[u64], w: u32, a: u32, b: u32, x: u32, acc: &mut Acc) {
+unsafe fn merge_word(
+    p: &WordsPtr,
+    start: &[usize],
+    counts: &[u64],
+    w: u32,
+    a: u32,
+    b: u32,
+    x: u32,
+    acc: &mut Acc,
+) {
     let w = w as usize;
     let n = *p.len.add(w) as usize;
     let s = std::slice::from_raw_parts_mut(p.sym.add(start[w]), n);
@@ -170,7 +184,11 @@ const PAR_MIN_WORDS: usize = 4096;
 
 /// Learns merges from word counts: the pair with the highest count first, ties to the smallest
 /// (left id, right id), byte ids equal to byte values.
-pub fn learn(words: &Sorted, opts: &MergeOptions, progress: &mut dyn FnMut(Progress) -> Result<()>) -> Result<Merges> {
+pub fn learn(
+    words: &Sorted,
+    opts: &MergeOptions,
+    progress: &mut dyn FnMut(Progress) -> Result<()>,
+) -> Result<Merges> {
     let pool = crate::parallel::pool(opts.num_threads);
     learn_in_pool(&pool, words, opts, progress)
 }
@@ -189,7 +207,12 @@ fn learn_in_pool(
     }
 
     // ---- The words (two symbols or more, nonzero count) in one flat array.
-    let mut w = Words { sym: Vec::new(), start: Vec::new(), len: Vec::new(), count: Vec::new() };
+    let mut w = Words {
+        sym: Vec::new(),
+        start: Vec::new(),
+        len: Vec::new(),
+        count: Vec::new(),
+    };
     {
         let (mut n, mut total) = (0usize, 0usize);
         for (word, c) in input.iter() {
@@ -199,7 +222,9 @@ fn learn_in_pool(
             }
         }
         if n > u32::MAX as usize {
-            return Err(Error::Value("too many distinct words (more than 2^32)".into()));
+            return Err(Error::Value(
+                "too many distinct words (more than 2^32)".into(),
+            ));
         }
         w.sym.reserve_exact(total);
         w.start.reserve_exact(n);
@@ -219,7 +244,10 @@ fn learn_in_pool(
     // ---- Initial pair counts and word lists (byte pairs: a dense 256x256 table), in parallel
     // over contiguous word ranges, so that concatenated lists stay sorted.
     let chunk = nw.div_ceil(threads.max(1)).max(1 << 14);
-    let ranges: Vec<(usize, usize)> = (0..nw).step_by(chunk).map(|s| (s, (s + chunk).min(nw))).collect();
+    let ranges: Vec<(usize, usize)> = (0..nw)
+        .step_by(chunk)
+        .map(|s| (s, (s + chunk).min(nw)))
+        .collect();
     let partials: Vec<(Vec<u64>, Vec<Vec<u32>>)> = pool.install(|| {
         ranges
             .par_iter()
@@ -271,14 +299,21 @@ fn learn_in_pool(
         }
     }
     drop(partials);
-    let mut heap: BinaryHeap<u128> = pair_key.iter().zip(&pair_count).map(|(&k, &c)| entry(c, k)).collect();
+    let mut heap: BinaryHeap<u128> = pair_key
+        .iter()
+        .zip(&pair_count)
+        .map(|(&k, &c)| entry(c, k))
+        .collect();
     let mut tok_len: Vec<u32> = vec![1; 256];
 
     // ---- The merge loop.
     let total = opts.num_merges;
     let mut last_report = Instant::now();
     progress(Progress::Merge { done: 0, total })?;
-    let ptr = WordsPtr { sym: w.sym.as_mut_ptr(), len: w.len.as_mut_ptr() };
+    let ptr = WordsPtr {
+        sym: w.sym.as_mut_ptr(),
+        len: w.len.as_mut_ptr(),
+    };
     let start = &w.start[..];
     let counts = &w.count[..];
     let mut acc = Acc::default();
@@ -369,10 +404,16 @@ fn learn_in_pool(
 
         if out.pairs.len() % 64 == 0 && last_report.elapsed().as_millis() >= 100 {
             last_report = Instant::now();
-            progress(Progress::Merge { done: out.pairs.len(), total })?;
+            progress(Progress::Merge {
+                done: out.pairs.len(),
+                total,
+            })?;
         }
     }
-    progress(Progress::Merge { done: out.pairs.len(), total })?;
+    progress(Progress::Merge {
+        done: out.pairs.len(),
+        total,
+    })?;
     Ok(out)
 }
 
@@ -386,8 +427,10 @@ mod tests {
 
     /// Full recount per merge: the obviously correct trainer.
     fn reference(words: &[(&[u8], u64)], n: usize) -> Vec<(u32, u32)> {
-        let mut ws: Vec<(Vec<u32>, u64)> =
-            words.iter().map(|(w, c)| (w.iter().map(|&b| b as u32).collect(), *c)).collect();
+        let mut ws: Vec<(Vec<u32>, u64)> = words
+            .iter()
+            .map(|(w, c)| (w.iter().map(|&b| b as u32).collect(), *c))
+            .collect();
         let mut out = Vec::new();
         for m in 0..n {
             let mut cnt: std::collections::BTreeMap<(u32, u32), u64> = Default::default();
@@ -428,12 +471,19 @@ mod tests {
             vec![(b"abab", 2), (b"baba", 2), (b"ab", 1)],
             vec![(b"abcabc", 1), (b"bcabca", 1), (b"cab", 5)],
             vec![(b"zy", 1), (b"ba", 1), (b"ab", 1)],
-            vec![(b"\xf0\x9f\x98\x80\xf0\x9f\x98\x80", 4), (b"\xf0\x9f\x98\x81", 3)],
+            vec![
+                (b"\xf0\x9f\x98\x80\xf0\x9f\x98\x80", 4),
+                (b"\xf0\x9f\x98\x81", 3),
+            ],
         ];
         for case in cases {
             let want = reference(&case, 20);
             for threads in [1, 2] {
-                let opts = MergeOptions { num_merges: 20, num_threads: threads, ..Default::default() };
+                let opts = MergeOptions {
+                    num_merges: 20,
+                    num_threads: threads,
+                    ..Default::default()
+                };
                 let got = learn(&sorted(&case), &opts, &mut |_| Ok(())).unwrap();
                 assert_eq!(got.pairs, want, "{case:?}");
             }
@@ -453,13 +503,21 @@ mod tests {
             let mut words: Vec<Vec<u8>> = Vec::new();
             for _ in 0..(rnd() % 40 + 1) {
                 let len = (rnd() % 9 + 1) as usize;
-                words.push((0..len).map(|_| b"aabc\xe2"[(rnd() % 5) as usize]).collect());
+                words.push(
+                    (0..len)
+                        .map(|_| b"aabc\xe2"[(rnd() % 5) as usize])
+                        .collect(),
+                );
             }
-            let mut pairs: Vec<(&[u8], u64)> = words.iter().map(|w| (&w[..], rnd() % 5 + 1)).collect();
+            let mut pairs: Vec<(&[u8], u64)> =
+                words.iter().map(|w| (&w[..], rnd() % 5 + 1)).collect();
             pairs.sort();
             pairs.dedup_by(|a, b| a.0 == b.0);
             let want = reference(&pairs, 30);
-            let opts = MergeOptions { num_merges: 30, ..Default::default() };
+            let opts = MergeOptions {
+                num_merges: 30,
+                ..Default::default()
+            };
             let got = learn(&sorted(&pairs), &opts, &mut |_| Ok(())).unwrap();
             assert_eq!(got.pairs, want);
         }
@@ -471,14 +529,33 @@ mod tests {
         let mut words: Vec<Vec<u8>> = Vec::new();
         let mut seed = 7u64;
         for _ in 0..40000 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let len = (seed >> 60) as usize + 2;
-            words.push((0..len).map(|i| b"abcdeab"[((seed >> (i * 3)) % 7) as usize]).collect());
+            words.push(
+                (0..len)
+                    .map(|i| b"abcdeab"[((seed >> (i * 3)) % 7) as usize])
+                    .collect(),
+            );
         }
-        let pairs: Vec<(&[u8], u64)> = words.iter().enumerate().map(|(i, w)| (&w[..], (i % 3 + 1) as u64)).collect();
+        let pairs: Vec<(&[u8], u64)> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (&w[..], (i % 3 + 1) as u64))
+            .collect();
         let s = sorted(&pairs);
         let run = |t| {
-            learn(&s, &MergeOptions { num_merges: 200, num_threads: t, ..Default::default() }, &mut |_| Ok(())).unwrap()
+            learn(
+                &s,
+                &MergeOptions {
+                    num_merges: 200,
+                    num_threads: t,
+                    ..Default::default()
+                },
+                &mut |_| Ok(()),
+            )
+            .unwrap()
         };
         assert_eq!(run(1), run(3));
     }
@@ -486,14 +563,27 @@ mod tests {
     #[test]
     fn min_frequency_and_max_len() {
         let s = sorted(&[(b"abcd", 10), (b"xy", 1)]);
-        let got = learn(&s, &MergeOptions { num_merges: 10, min_frequency: 2, ..Default::default() }, &mut |_| Ok(()))
-            .unwrap();
+        let got = learn(
+            &s,
+            &MergeOptions {
+                num_merges: 10,
+                min_frequency: 2,
+                ..Default::default()
+            },
+            &mut |_| Ok(()),
+        )
+        .unwrap();
         assert_eq!(got.pairs.len(), 3);
-        let got =
-            learn(&s, &MergeOptions { num_merges: 10, max_token_length: Some(2), ..Default::default() }, &mut |_| {
-                Ok(())
-            })
-            .unwrap();
+        let got = learn(
+            &s,
+            &MergeOptions {
+                num_merges: 10,
+                max_token_length: Some(2),
+                ..Default::default()
+            },
+            &mut |_| Ok(()),
+        )
+        .unwrap();
         assert!(got.token_bytes()[256..].iter().all(|t| t.len() <= 2));
         assert_eq!(got.pairs, [(97, 98), (99, 100), (120, 121)]); // ab, cd, xy; ab+c and ab+cd are too long
     }

@@ -20,7 +20,11 @@ use crate::input::{Document, Reader};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
     /// Counting: bytes read so far (compressed size for compressed files) out of `total`.
-    Read { bytes: u64, total: Option<u64>, documents: u64 },
+    Read {
+        bytes: u64,
+        total: Option<u64>,
+        documents: u64,
+    },
     /// Merging: `done` merges out of at most `total`.
     Merge { done: usize, total: usize },
 }
@@ -104,7 +108,10 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let mut text = String::new();
         for i in 0..5000 {
-            text.push_str(&format!("Line {i}: some words, more words!\n\tindent {}\nNext\n", i % 7));
+            text.push_str(&format!(
+                "Line {i}: some words, more words!\n\tindent {}\nNext\n",
+                i % 7
+            ));
         }
         let f = d.join("a.txt");
         std::fs::write(&f, &text).unwrap();
@@ -113,7 +120,10 @@ mod tests {
         whole.count_documents(&[&text]).unwrap();
         for bs in [None, Some(1000), Some(1 << 20)] {
             let mut c = WordCounts::new(pat, vec![]).unwrap();
-            let opts = InputOptions { block_size: bs, ..Default::default() };
+            let opts = InputOptions {
+                block_size: bs,
+                ..Default::default()
+            };
             let mut seen = 0;
             count_reader(&mut c, Reader::new(vec![f.clone()], opts), &mut |_| {
                 seen += 1;
@@ -125,9 +135,11 @@ mod tests {
         }
         // An interrupt from the callback stops the work.
         let mut c = WordCounts::new(pat, vec![]).unwrap();
-        let r = count_reader(&mut c, Reader::new(vec![f.clone()], InputOptions::default()), &mut |_| {
-            Err(Error::Interrupted)
-        });
+        let r = count_reader(
+            &mut c,
+            Reader::new(vec![f.clone()], InputOptions::default()),
+            &mut |_| Err(Error::Interrupted),
+        );
         assert!(matches!(r, Err(Error::Interrupted)));
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -1,0 +1,44 @@
+"""Large single documents encoded on several threads give exactly the single-threaded tokens,
+and batch encoding is deterministic across thread counts."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import bytepair
+
+
+def _big_text(seed: int) -> str:
+    rng = random.Random(seed)
+    words = ["hello", "world", "日本語", "  indented", "\t", "naïve", "42", "!!", "'s", "Ω", "😀", "\r\n", "\n\n"]
+    lines = []
+    for _ in range(60_000):
+        lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))))
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", ["r50k_base", "cl100k_base", "o200k_base"])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_single_document_identical(name: str, threads: int) -> None:
+    enc = bytepair.get_encoding(name)
+    text = _big_text(threads)
+    assert len(text.encode()) > 2 << 20
+    want = enc.encode_ordinary(text)
+    assert enc.encode_ordinary(text, num_threads=threads) == want
+    assert enc.decode(want) == text
+
+
+def test_parallel_without_safe_cuts_and_small_texts() -> None:
+    enc = bytepair.get_encoding("cl100k_base")
+    for text in ["\n" * 3_000_000, " " * 3_000_000 + "x", "short text", ""]:
+        assert enc.encode_ordinary(text, num_threads=2) == enc.encode_ordinary(text)
+
+
+def test_batch_identical_across_thread_counts() -> None:
+    enc = bytepair.get_encoding("o200k_base")
+    texts = [_big_text(i)[: 500 + 37 * i] for i in range(40)]
+    one = enc.encode_ordinary_batch(texts, num_threads=1)
+    assert enc.encode_ordinary_batch(texts, num_threads=2) == one
+    assert enc.encode_batch(texts, num_threads=4) == one
+    assert enc.count_batch(texts, num_threads=2) == [len(t) for t in one]
