@@ -13,7 +13,7 @@ def _big_text(seed: int) -> str:
     rng = random.Random(seed)
     words = ["hello", "world", "日本語", "  indented", "\t", "naïve", "42", "!!", "'s", "Ω", "😀", "\r\n", "\n\n"]
     lines = []
-    for _ in range(60_000):
+    for _ in range(90_000):
         lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))))
     return "\n".join(lines)
 
