@@ -368,9 +368,9 @@ def train(
     counts = WordCounts(pattern=pattern, special_tokens=specials)
     counts.update(data, num_threads=num_threads, max_memory=max_memory, progress=progress,
                   on_error=on_error)
-    return train_from_counts(counts, vocab_size=vocab_size, special_tokens=specials,
-                             min_frequency=min_frequency, max_token_length=max_token_length,
-                             num_threads=num_threads, progress=progress, name=name)
+    return _train_from_counts(counts, vocab_size=vocab_size, special_tokens=specials,
+                              min_frequency=min_frequency, max_token_length=max_token_length,
+                              num_threads=num_threads, progress=progress, name=name, consume=True)
 
 
 def _check_train_args(vocab_size: Any, specials: list[str], min_frequency: Any,
@@ -410,18 +410,31 @@ def train_from_counts(
     >>> enc.decode_single_token_bytes(256)
     b'ab'
     """
+    consume = False
     if not isinstance(counts, _native.WordCounts):
         counts = WordCounts.from_dict(counts, pattern=pattern or "cl100k_base",
                                       special_tokens=special_tokens)
+        consume = True
     elif pattern is not None and _native._resolve_pattern(pattern) != counts.pattern:
         raise ValueError("pattern differs from the pattern the counts were made with")
+    return _train_from_counts(counts, vocab_size=vocab_size, special_tokens=special_tokens,
+                              min_frequency=min_frequency, max_token_length=max_token_length,
+                              num_threads=num_threads, progress=progress, name=name,
+                              consume=consume)
+
+
+def _train_from_counts(counts: Any, *, vocab_size: int, special_tokens: Optional[Sequence[str]],
+                       min_frequency: int, max_token_length: Optional[int],
+                       num_threads: Optional[int], progress: Optional[bool], name: str,
+                       consume: bool) -> Any:
     specials = _specials(special_tokens) if special_tokens is not None else list(counts.special_tokens)
     num_merges = _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
     bars = _Progress(progress)
     try:
         pairs, _ = _native._train_merges(counts, num_merges, min_frequency=max(min_frequency, 1),
                                          max_token_length=max_token_length,
-                                         num_threads=num_threads, callback=bars.callback)
+                                         num_threads=num_threads, callback=bars.callback,
+                                         consume=consume)
     finally:
         bars.close()
     ranks = _ranks_from_merges(pairs)

@@ -769,6 +769,7 @@ impl WordCounts {
         if !self.sorted.is_empty() {
             s = Sorted::merged(&std::mem::take(&mut self.sorted), &s);
         }
+        super::release_memory();
         self.spill_seq += 1;
         let run = write_run(&dir, self.spill_seq, &s)?;
         self.runs.push(run);
@@ -784,13 +785,21 @@ impl WordCounts {
     pub fn sorted(&mut self) -> Result<&Sorted> {
         if !self.table.is_empty() || !self.runs.is_empty() {
             let fresh = self.table.drain_sorted();
-            let mut s = Sorted::merged(&std::mem::take(&mut self.sorted), &fresh);
+            let base = std::mem::take(&mut self.sorted);
+            let mut s = if base.is_empty() { fresh } else { Sorted::merged(&base, &fresh) };
             if !self.runs.is_empty() {
                 s = merge_runs(s, std::mem::take(&mut self.runs))?;
             }
             self.sorted = s.without_zeros();
+            super::release_memory();
         }
         Ok(&self.sorted)
+    }
+
+    /// Settles and takes the sorted counts out, leaving these counts empty.
+    pub fn take_sorted(&mut self) -> Result<Sorted> {
+        self.sorted()?;
+        Ok(std::mem::take(&mut self.sorted))
     }
 
     fn check_compatible(&self, other: &WordCounts) -> Result<()> {

@@ -95,6 +95,10 @@ struct WordsPtr {
 unsafe impl Sync for WordsPtr {}
 unsafe impl Send for WordsPtr {}
 
+/// A pointer for parallel writes to disjoint slots.
+struct SyncMut<T>(*mut T);
+unsafe impl<T> Sync for SyncMut<T> {}
+
 /// What one merge changes: pair count deltas and the words of the new pairs.
 #[derive(Default)]
 struct Acc {
@@ -165,6 +169,58 @@ unsafe fn merge_word(p: &WordsPtr, start: &[usize], counts: &[u64], w: u32, a: u
     }
 }
 
+/// One pair's current count and word list `arena[off..off + len]` (sorted, duplicate-free;
+/// written once, when the pair appears).
+struct PairData {
+    count: u64,
+    off: u32,
+    len: u32,
+}
+
+/// The live pairs, by key `(left << 32) | right`. Word lists live in one arena (no allocation
+/// per pair); lists of pairs that were merged or died are dropped by compacting the arena when
+/// they are most of it. A pair whose count reaches zero never comes back (only pairs with the
+/// newest token gain counts), so it is removed.
+#[derive(Default)]
+struct PairTable {
+    map: FxHashMap<u64, PairData>,
+    arena: Vec<u32>,
+    dead: usize,
+}
+
+impl PairTable {
+    /// Registers a pair whose list is `arena[off..]`.
+    fn insert(&mut self, key: u64, count: u64, off: usize) {
+        let len = (self.arena.len() - off) as u32;
+        self.map.insert(key, PairData { count, off: off as u32, len });
+    }
+
+    fn list(&self, p: &PairData) -> &[u32] {
+        &self.arena[p.off as usize..p.off as usize + p.len as usize]
+    }
+
+    /// Removes a pair that was merged or no longer occurs.
+    fn remove(&mut self, key: u64) {
+        if let Some(p) = self.map.remove(&key) {
+            self.dead += p.len as usize;
+        }
+    }
+
+    fn maybe_compact(&mut self) {
+        if self.dead < (1 << 16) || self.dead * 2 < self.arena.len() {
+            return;
+        }
+        let mut arena = Vec::with_capacity((self.arena.len() - self.dead) * 5 / 4);
+        for p in self.map.values_mut() {
+            let off = arena.len() as u32;
+            arena.extend_from_slice(&self.arena[p.off as usize..p.off as usize + p.len as usize]);
+            p.off = off;
+        }
+        self.arena = arena;
+        self.dead = 0;
+    }
+}
+
 /// Word lists shorter than this are merged on one thread.
 const PAR_MIN_WORDS: usize = 4096;
 
@@ -172,23 +228,24 @@ const PAR_MIN_WORDS: usize = 4096;
 /// (left id, right id), byte ids equal to byte values.
 pub fn learn(words: &Sorted, opts: &MergeOptions, progress: &mut dyn FnMut(Progress) -> Result<()>) -> Result<Merges> {
     let pool = crate::parallel::pool(opts.num_threads);
-    learn_in_pool(&pool, words, opts, progress)
+    learn_in_pool(&pool, build_words(words)?, opts, progress)
 }
 
-fn learn_in_pool(
-    pool: &rayon::ThreadPool,
-    input: &Sorted,
+/// [`learn`], freeing the word counts as soon as they are copied into the working form.
+pub fn learn_owned(
+    words: Sorted,
     opts: &MergeOptions,
     progress: &mut dyn FnMut(Progress) -> Result<()>,
 ) -> Result<Merges> {
-    let threads = pool.current_num_threads();
-    let max_len = opts.max_token_length.unwrap_or(usize::MAX);
-    let mut out = Merges::default();
-    if opts.num_merges == 0 || max_len < 2 {
-        return Ok(out);
-    }
+    let pool = crate::parallel::pool(opts.num_threads);
+    let w = build_words(&words)?;
+    drop(words);
+    super::release_memory();
+    learn_in_pool(&pool, w, opts, progress)
+}
 
-    // ---- The words (two symbols or more, nonzero count) in one flat array.
+/// The words (two symbols or more, nonzero count) in one flat array.
+fn build_words(input: &Sorted) -> Result<Words> {
     let mut w = Words { sym: Vec::new(), start: Vec::new(), len: Vec::new(), count: Vec::new() };
     {
         let (mut n, mut total) = (0usize, 0usize);
@@ -214,64 +271,99 @@ fn learn_in_pool(
             }
         }
     }
+    Ok(w)
+}
+
+fn learn_in_pool(
+    pool: &rayon::ThreadPool,
+    mut w: Words,
+    opts: &MergeOptions,
+    progress: &mut dyn FnMut(Progress) -> Result<()>,
+) -> Result<Merges> {
+    let threads = pool.current_num_threads();
+    let max_len = opts.max_token_length.unwrap_or(usize::MAX);
+    let mut out = Merges::default();
+    if opts.num_merges == 0 || max_len < 2 {
+        return Ok(out);
+    }
     let nw = w.len.len();
 
-    // ---- Initial pair counts and word lists (byte pairs: a dense 256x256 table), in parallel
-    // over contiguous word ranges, so that concatenated lists stay sorted.
+    // ---- Initial pair counts and word lists (byte pairs: a dense 256x256 table), in two
+    // parallel passes over contiguous word ranges: count, then write each list straight into
+    // its place in the arena (lists stay sorted, and there is no intermediate copy).
     let chunk = nw.div_ceil(threads.max(1)).max(1 << 14);
     let ranges: Vec<(usize, usize)> = (0..nw).step_by(chunk).map(|s| (s, (s + chunk).min(nw))).collect();
-    let partials: Vec<(Vec<u64>, Vec<Vec<u32>>)> = pool.install(|| {
+    // Pass 1: counts and list lengths per range.
+    let partials: Vec<(Vec<u64>, Vec<u32>)> = pool.install(|| {
         ranges
             .par_iter()
             .map(|&(s, e)| {
                 let mut cnt = vec![0u64; 1 << 16];
-                let mut occ: Vec<Vec<u32>> = vec![Vec::new(); 1 << 16];
+                let mut len = vec![0u32; 1 << 16];
+                let mut last = vec![u32::MAX; 1 << 16];
                 for i in s..e {
-                    let syms = &w.sym[w.start[i]..w.start[i] + w.len[i] as usize];
                     let c = w.count[i];
+                    let syms = &w.sym[w.start[i]..w.start[i] + w.len[i] as usize];
                     for q in syms.windows(2) {
                         let k = ((q[0] as usize) << 8) | q[1] as usize;
                         cnt[k] = cnt[k].wrapping_add(c);
-                        if occ[k].last() != Some(&(i as u32)) {
-                            occ[k].push(i as u32);
+                        if last[k] != i as u32 {
+                            last[k] = i as u32;
+                            len[k] += 1;
                         }
                     }
                 }
-                (cnt, occ)
+                (cnt, len)
             })
             .collect()
     });
-    let mut pair_count: Vec<u64> = Vec::new();
-    let mut pair_key: Vec<u64> = Vec::new();
-    let mut pair_occ: Vec<Vec<u32>> = Vec::new();
-    let mut index: FxHashMap<u64, u32> = FxHashMap::default();
-    {
-        let mut merged_occ: Vec<Vec<u32>> = pool.install(|| {
-            (0..1usize << 16)
-                .into_par_iter()
-                .map(|k| {
-                    let n: usize = partials.iter().map(|p| p.1[k].len()).sum();
-                    let mut v = Vec::with_capacity(n);
-                    for p in &partials {
-                        v.extend_from_slice(&p.1[k]);
-                    }
-                    v
-                })
-                .collect()
-        });
-        for k in 0..1usize << 16 {
-            let c = partials.iter().fold(0u64, |a, p| a.wrapping_add(p.0[k]));
-            if c > 0 {
-                let key = pk((k >> 8) as u32, (k & 255) as u32);
-                index.insert(key, pair_key.len() as u32);
-                pair_key.push(key);
-                pair_count.push(c);
-                pair_occ.push(std::mem::take(&mut merged_occ[k]));
-            }
+    // Offsets: pair k's list is the concatenation of the ranges' parts, in range order.
+    let mut pairs = PairTable::default();
+    let mut offs: Vec<Vec<u64>> = vec![vec![0; 1 << 16]; partials.len()];
+    let mut total_len = 0u64;
+    for k in 0..1usize << 16 {
+        let c = partials.iter().fold(0u64, |a, p| a.wrapping_add(p.0[k]));
+        if c == 0 {
+            continue;
         }
+        let off = total_len;
+        for (r, p) in partials.iter().enumerate() {
+            offs[r][k] = total_len;
+            total_len += u64::from(p.1[k]);
+        }
+        let len = (total_len - off) as u32;
+        pairs.map.insert(pk((k >> 8) as u32, (k & 255) as u32), PairData { count: c, off: off as u32, len });
     }
     drop(partials);
-    let mut heap: BinaryHeap<u128> = pair_key.iter().zip(&pair_count).map(|(&k, &c)| entry(c, k)).collect();
+    if total_len > u64::from(u32::MAX) {
+        return Err(Error::Value("corpus too large: more than 2^32 pair occurrences in distinct words".into()));
+    }
+    // Pass 2: write the lists.
+    pairs.arena = vec![0u32; total_len as usize];
+    {
+        let arena = SyncMut(pairs.arena.as_mut_ptr());
+        let arena = &arena;
+        pool.install(|| {
+            ranges.par_iter().zip(offs.par_iter_mut()).for_each(|(&(s, e), off)| {
+                let mut last = vec![u32::MAX; 1 << 16];
+                for i in s..e {
+                    let syms = &w.sym[w.start[i]..w.start[i] + w.len[i] as usize];
+                    for q in syms.windows(2) {
+                        let k = ((q[0] as usize) << 8) | q[1] as usize;
+                        if last[k] != i as u32 {
+                            last[k] = i as u32;
+                            // SAFETY: each (range, pair) owns the slots from its offset on.
+                            unsafe { *arena.0.add(off[k] as usize) = i as u32 };
+                            off[k] += 1;
+                        }
+                    }
+                }
+            });
+        });
+    }
+    drop(offs);
+    super::release_memory();
+    let mut heap: BinaryHeap<u128> = pairs.map.iter().map(|(&k, p)| entry(p.count, k)).collect();
     let mut tok_len: Vec<u32> = vec![1; 256];
 
     // ---- The merge loop.
@@ -286,14 +378,10 @@ fn learn_in_pool(
         let Some(top) = heap.pop() else { break };
         let stored = (top >> 64) as u64;
         let key = !(top as u64);
-        let pid = index[&key] as usize;
-        let cur = pair_count[pid];
+        let Some(pd) = pairs.map.get(&key) else { continue };
+        let cur = pd.count;
         if cur != stored {
-            if cur > 0 {
-                heap.push(entry(cur, key));
-            } else {
-                pair_occ[pid] = Vec::new();
-            }
+            heap.push(entry(cur, key));
             continue;
         }
         if cur < opts.min_frequency {
@@ -304,11 +392,11 @@ fn learn_in_pool(
         out.pairs.push((a, b));
         out.counts.push(cur);
         tok_len.push(tok_len[a as usize] + tok_len[b as usize]);
-        let list = std::mem::take(&mut pair_occ[pid]);
 
         acc.delta.clear();
         acc.new_occ.clear();
         acc.removed = 0;
+        let list = pairs.list(pd);
         if threads > 1 && list.len() >= PAR_MIN_WORDS {
             let per = list.len().div_ceil(threads * 4).max(PAR_MIN_WORDS / 2);
             let ptr = &ptr;
@@ -328,12 +416,11 @@ fn learn_in_pool(
                 acc.absorb(p);
             }
         } else {
-            for &wi in &list {
+            for &wi in list {
                 // SAFETY: single-threaded here.
                 unsafe { merge_word(&ptr, start, counts, wi, a, b, x, &mut acc) };
             }
         }
-        drop(list);
 
         // Apply the deltas. Pairs with the new token are new: register them with their lists.
         let mut new_pairs: Vec<(u64, i64)> = Vec::new();
@@ -344,27 +431,41 @@ fn learn_in_pool(
                     new_pairs.push((k, d));
                 }
             } else if d != 0 {
-                if let Some(&q) = index.get(&k) {
-                    pair_count[q as usize] = pair_count[q as usize].wrapping_add_signed(d);
+                if let Some(p) = pairs.map.get_mut(&k) {
+                    p.count = p.count.wrapping_add_signed(d);
+                    if p.count == 0 && k != key {
+                        pairs.remove(k);
+                    }
                 }
             }
         }
         // (With a == b the merged pair also shows up in the deltas, as a neighbour pair.)
-        pair_count[pid] = pair_count[pid].wrapping_add_signed(-acc.removed);
-        debug_assert_eq!(pair_count[pid], 0, "merged pair left over");
-        pair_count[pid] = 0;
+        if let Some(p) = pairs.map.get_mut(&key) {
+            p.count = p.count.wrapping_add_signed(-acc.removed);
+            debug_assert_eq!(p.count, 0, "merged pair left over");
+        }
+        pairs.remove(key);
         new_pairs.sort_unstable();
         for (k, d) in new_pairs {
             let (l, r) = unpk(k);
             if (tok_len[l as usize] + tok_len[r as usize]) as usize > max_len {
                 continue;
             }
-            let occ = acc.new_occ.remove(&k).unwrap_or_default();
-            index.insert(k, pair_key.len() as u32);
-            pair_key.push(k);
-            pair_count.push(d as u64);
-            pair_occ.push(occ);
+            let off = pairs.arena.len();
+            if let Some(v) = acc.new_occ.get(&k) {
+                pairs.arena.extend_from_slice(v);
+            }
+            pairs.insert(k, d as u64, off);
             heap.push(entry(d as u64, k));
+        }
+        pairs.maybe_compact();
+        if pairs.arena.len() > u32::MAX as usize {
+            return Err(Error::Value("corpus too large: word lists exceed 2^32 entries".into()));
+        }
+        // Entries of removed pairs stay in the heap until they surface; drop them when they
+        // outnumber the live pairs.
+        if heap.len() > 2 * pairs.map.len() + (1 << 16) {
+            heap = heap.into_iter().filter(|&e| pairs.map.contains_key(&!(e as u64))).collect();
         }
 
         if out.pairs.len() % 64 == 0 && last_report.elapsed().as_millis() >= 100 {
@@ -373,6 +474,16 @@ fn learn_in_pool(
         }
     }
     progress(Progress::Merge { done: out.pairs.len(), total })?;
+    if std::env::var_os("BYTEPAIR_DEBUG").is_some() {
+        eprintln!(
+            "pairs {} arena {} (dead {}) heap {} words {nw} syms {}",
+            pairs.map.len(),
+            pairs.arena.len(),
+            pairs.dead,
+            heap.len(),
+            w.sym.len()
+        );
+    }
     Ok(out)
 }
 
