@@ -78,9 +78,38 @@ fn entry(count: u64, pair: u64) -> u128 {
     (u128::from(count) << 64) | u128::from(!pair)
 }
 
+/// A symbol id as stored in the word array: `u16` when every id fits (half the memory), else
+/// `u32`.
+trait Sym: Copy + Eq + Send + Sync + 'static {
+    fn from_u32(v: u32) -> Self;
+    fn get(self) -> u32;
+}
+
+impl Sym for u16 {
+    #[inline(always)]
+    fn from_u32(v: u32) -> Self {
+        v as u16
+    }
+    #[inline(always)]
+    fn get(self) -> u32 {
+        u32::from(self)
+    }
+}
+
+impl Sym for u32 {
+    #[inline(always)]
+    fn from_u32(v: u32) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn get(self) -> u32 {
+        self
+    }
+}
+
 /// Words with two or more symbols, in one flat array.
-struct Words {
-    sym: Vec<u32>,
+struct Words<S> {
+    sym: Vec<S>,
     start: Vec<usize>,
     len: Vec<u32>,
     count: Vec<u64>,
@@ -88,12 +117,12 @@ struct Words {
 
 /// Raw access for the parallel merge: each word index occurs once per word list, so tasks that
 /// work on different parts of one list never touch the same word.
-struct WordsPtr {
-    sym: *mut u32,
+struct WordsPtr<S> {
+    sym: *mut S,
     len: *mut u32,
 }
-unsafe impl Sync for WordsPtr {}
-unsafe impl Send for WordsPtr {}
+unsafe impl<S> Sync for WordsPtr<S> {}
+unsafe impl<S> Send for WordsPtr<S> {}
 
 /// A pointer for parallel writes to disjoint slots.
 struct SyncMut<T>(*mut T);
@@ -126,33 +155,43 @@ impl Acc {
 /// # Safety
 /// `w` must be a valid word index not being merged by another thread at the same time.
 #[inline]
-unsafe fn merge_word(p: &WordsPtr, start: &[usize], counts: &[u64], w: u32, a: u32, b: u32, x: u32, acc: &mut Acc) {
+unsafe fn merge_word<S: Sym>(
+    p: &WordsPtr<S>,
+    start: &[usize],
+    counts: &[u64],
+    w: u32,
+    a: u32,
+    b: u32,
+    x: u32,
+    acc: &mut Acc,
+) {
     let w = w as usize;
     let n = *p.len.add(w) as usize;
     let s = std::slice::from_raw_parts_mut(p.sym.add(start[w]), n);
     let c = counts[w] as i64;
-    let Some(first) = s.windows(2).position(|q| q[0] == a && q[1] == b) else {
+    let (sa, sb, sx) = (S::from_u32(a), S::from_u32(b), S::from_u32(x));
+    let Some(first) = s.windows(2).position(|q| q[0] == sa && q[1] == sb) else {
         return;
     };
     acc.scratch.clear();
     let mut out = first;
     let mut i = first;
     while i < n {
-        if i + 1 < n && s[i] == a && s[i + 1] == b {
+        if i + 1 < n && s[i] == sa && s[i + 1] == sb {
             if out > 0 {
-                let l = s[out - 1];
+                let l = s[out - 1].get();
                 *acc.delta.entry(pk(l, a)).or_default() -= c;
                 *acc.delta.entry(pk(l, x)).or_default() += c;
                 acc.scratch.push(pk(l, x));
             }
             acc.removed += c;
             if i + 2 < n {
-                let r = s[i + 2];
+                let r = s[i + 2].get();
                 *acc.delta.entry(pk(b, r)).or_default() -= c;
                 *acc.delta.entry(pk(x, r)).or_default() += c;
                 acc.scratch.push(pk(x, r));
             }
-            s[out] = x;
+            s[out] = sx;
             out += 1;
             i += 2;
         } else {
@@ -166,6 +205,48 @@ unsafe fn merge_word(p: &WordsPtr, start: &[usize], counts: &[u64], w: u32, a: u
     acc.scratch.dedup();
     for &k in &acc.scratch {
         acc.new_occ.entry(k).or_default().push(w as u32);
+    }
+}
+
+/// A hash map split in 16 by key, so that growing it never holds two copies of all of it.
+struct ShardedMap {
+    shards: Vec<FxHashMap<u64, PairData>>,
+}
+
+impl Default for ShardedMap {
+    fn default() -> Self {
+        ShardedMap { shards: (0..16).map(|_| FxHashMap::default()).collect() }
+    }
+}
+
+impl ShardedMap {
+    #[inline(always)]
+    fn shard(k: u64) -> usize {
+        (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize
+    }
+    #[inline]
+    fn get(&self, k: &u64) -> Option<&PairData> {
+        self.shards[Self::shard(*k)].get(k)
+    }
+    #[inline]
+    fn get_mut(&mut self, k: &u64) -> Option<&mut PairData> {
+        self.shards[Self::shard(*k)].get_mut(k)
+    }
+    #[inline]
+    fn contains_key(&self, k: &u64) -> bool {
+        self.shards[Self::shard(*k)].contains_key(k)
+    }
+    fn insert(&mut self, k: u64, v: PairData) {
+        self.shards[Self::shard(k)].insert(k, v);
+    }
+    fn remove(&mut self, k: &u64) -> Option<PairData> {
+        self.shards[Self::shard(*k)].remove(k)
+    }
+    fn len(&self) -> usize {
+        self.shards.iter().map(|m| m.len()).sum()
+    }
+    fn iter(&self) -> impl Iterator<Item = (&u64, &PairData)> {
+        self.shards.iter().flat_map(|m| m.iter())
     }
 }
 
@@ -183,7 +264,7 @@ struct PairData {
 /// newest token gain counts), so it is removed.
 #[derive(Default)]
 struct PairTable {
-    map: FxHashMap<u64, PairData>,
+    map: ShardedMap,
     arena: Vec<u32>,
     dead: usize,
 }
@@ -206,17 +287,25 @@ impl PairTable {
         }
     }
 
+    /// Drops the lists of removed pairs once they are most of the arena, moving the live lists
+    /// down in place (in offset order), so no second arena is needed.
     fn maybe_compact(&mut self) {
         if self.dead < (1 << 16) || self.dead * 2 < self.arena.len() {
             return;
         }
-        let mut arena = Vec::with_capacity((self.arena.len() - self.dead) * 5 / 4);
-        for p in self.map.values_mut() {
-            let off = arena.len() as u32;
-            arena.extend_from_slice(&self.arena[p.off as usize..p.off as usize + p.len as usize]);
-            p.off = off;
+        let mut live: Vec<(u32, u64)> =
+            self.map.iter().filter(|(_, p)| p.len > 0).map(|(&k, p)| (p.off, k)).collect();
+        live.sort_unstable();
+        let mut to = 0usize;
+        for (off, k) in live {
+            let p = self.map.get_mut(&k).expect("live pair");
+            let (from, n) = (off as usize, p.len as usize);
+            self.arena.copy_within(from..from + n, to);
+            p.off = to as u32;
+            to += n;
         }
-        self.arena = arena;
+        self.arena.truncate(to);
+        self.arena.shrink_to(to + to / 4);
         self.dead = 0;
     }
 }
@@ -228,7 +317,15 @@ const PAR_MIN_WORDS: usize = 4096;
 /// (left id, right id), byte ids equal to byte values.
 pub fn learn(words: &Sorted, opts: &MergeOptions, progress: &mut dyn FnMut(Progress) -> Result<()>) -> Result<Merges> {
     let pool = crate::parallel::pool(opts.num_threads);
-    learn_in_pool(&pool, build_words(words)?, opts, progress)
+    if small_ids(opts) {
+        learn_in_pool(&pool, build_words::<u16>(words)?, opts, progress)
+    } else {
+        learn_in_pool(&pool, build_words::<u32>(words)?, opts, progress)
+    }
+}
+
+fn small_ids(opts: &MergeOptions) -> bool {
+    256 + opts.num_merges <= 1 << 16
 }
 
 /// [`learn`], freeing the word counts as soon as they are copied into the working form.
@@ -238,14 +335,21 @@ pub fn learn_owned(
     progress: &mut dyn FnMut(Progress) -> Result<()>,
 ) -> Result<Merges> {
     let pool = crate::parallel::pool(opts.num_threads);
-    let w = build_words(&words)?;
-    drop(words);
-    super::release_memory();
-    learn_in_pool(&pool, w, opts, progress)
+    if small_ids(opts) {
+        let w = build_words::<u16>(&words)?;
+        drop(words);
+        super::release_memory();
+        learn_in_pool(&pool, w, opts, progress)
+    } else {
+        let w = build_words::<u32>(&words)?;
+        drop(words);
+        super::release_memory();
+        learn_in_pool(&pool, w, opts, progress)
+    }
 }
 
 /// The words (two symbols or more, nonzero count) in one flat array.
-fn build_words(input: &Sorted) -> Result<Words> {
+fn build_words<S: Sym>(input: &Sorted) -> Result<Words<S>> {
     let mut w = Words { sym: Vec::new(), start: Vec::new(), len: Vec::new(), count: Vec::new() };
     {
         let (mut n, mut total) = (0usize, 0usize);
@@ -267,16 +371,16 @@ fn build_words(input: &Sorted) -> Result<Words> {
                 w.start.push(w.sym.len());
                 w.len.push(word.len() as u32);
                 w.count.push(c);
-                w.sym.extend(word.iter().map(|&b| u32::from(b)));
+                w.sym.extend(word.iter().map(|&b| S::from_u32(u32::from(b))));
             }
         }
     }
     Ok(w)
 }
 
-fn learn_in_pool(
+fn learn_in_pool<S: Sym>(
     pool: &rayon::ThreadPool,
-    mut w: Words,
+    mut w: Words<S>,
     opts: &MergeOptions,
     progress: &mut dyn FnMut(Progress) -> Result<()>,
 ) -> Result<Merges> {
@@ -305,7 +409,7 @@ fn learn_in_pool(
                     let c = w.count[i];
                     let syms = &w.sym[w.start[i]..w.start[i] + w.len[i] as usize];
                     for q in syms.windows(2) {
-                        let k = ((q[0] as usize) << 8) | q[1] as usize;
+                        let k = ((q[0].get() as usize) << 8) | q[1].get() as usize;
                         cnt[k] = cnt[k].wrapping_add(c);
                         if last[k] != i as u32 {
                             last[k] = i as u32;
@@ -349,7 +453,7 @@ fn learn_in_pool(
                 for i in s..e {
                     let syms = &w.sym[w.start[i]..w.start[i] + w.len[i] as usize];
                     for q in syms.windows(2) {
-                        let k = ((q[0] as usize) << 8) | q[1] as usize;
+                        let k = ((q[0].get() as usize) << 8) | q[1].get() as usize;
                         if last[k] != i as u32 {
                             last[k] = i as u32;
                             // SAFETY: each (range, pair) owns the slots from its offset on.
@@ -464,8 +568,10 @@ fn learn_in_pool(
         }
         // Entries of removed pairs stay in the heap until they surface; drop them when they
         // outnumber the live pairs.
-        if heap.len() > 2 * pairs.map.len() + (1 << 16) {
-            heap = heap.into_iter().filter(|&e| pairs.map.contains_key(&!(e as u64))).collect();
+        if heap.len() > pairs.map.len() + pairs.map.len() / 4 + (1 << 16) {
+            let mut v = std::mem::take(&mut heap).into_vec();
+            v.retain(|&e| pairs.map.contains_key(&!(e as u64)));
+            heap = BinaryHeap::from(v);
         }
 
         if out.pairs.len() % 64 == 0 && last_report.elapsed().as_millis() >= 100 {
@@ -592,6 +698,12 @@ mod tests {
             learn(&s, &MergeOptions { num_merges: 200, num_threads: t, ..Default::default() }, &mut |_| Ok(())).unwrap()
         };
         assert_eq!(run(1), run(3));
+        // Ids past 65535 switch the word array to u32 symbols: same merges.
+        let wide = learn(&s, &MergeOptions { num_merges: 70000, ..Default::default() }, &mut |_| Ok(())).unwrap();
+        assert!(wide.pairs.len() > 200 && wide.pairs.len() < 70000);
+        let n = wide.pairs.len();
+        let narrow = learn(&s, &MergeOptions { num_merges: n, ..Default::default() }, &mut |_| Ok(())).unwrap();
+        assert_eq!(wide, narrow);
     }
 
     #[test]
