@@ -132,7 +132,8 @@ unsafe impl<T> Sync for SyncMut<T> {}
 #[derive(Default)]
 struct Acc {
     delta: FxHashMap<u64, i64>,
-    new_occ: FxHashMap<u64, Vec<u32>>,
+    /// `(new pair, word)` for each word that now holds a pair with the new token.
+    new_occ: Vec<(u64, u32)>,
     removed: i64,
     scratch: Vec<u64>,
 }
@@ -144,9 +145,7 @@ impl Acc {
         for (k, d) in other.delta {
             *self.delta.entry(k).or_default() += d;
         }
-        for (k, v) in other.new_occ {
-            self.new_occ.entry(k).or_default().extend(v);
-        }
+        self.new_occ.extend_from_slice(&other.new_occ);
     }
 }
 
@@ -201,10 +200,20 @@ unsafe fn merge_word<S: Sym>(
         }
     }
     *p.len.add(w) = out as u32;
-    acc.scratch.sort_unstable();
-    acc.scratch.dedup();
+    match acc.scratch.len() {
+        0 | 1 => {}
+        2 => {
+            if acc.scratch[0] == acc.scratch[1] {
+                acc.scratch.pop();
+            }
+        }
+        _ => {
+            acc.scratch.sort_unstable();
+            acc.scratch.dedup();
+        }
+    }
     for &k in &acc.scratch {
-        acc.new_occ.entry(k).or_default().push(w as u32);
+        acc.new_occ.push((k, w as u32));
     }
 }
 
@@ -497,7 +506,15 @@ fn learn_in_pool<S: Sym>(
         out.counts.push(cur);
         tok_len.push(tok_len[a as usize] + tok_len[b as usize]);
 
+        // Clearing costs the capacity: shrink what a big early merge left behind.
+        let used = acc.delta.len();
         acc.delta.clear();
+        if acc.delta.capacity() > 4 * used + 4096 {
+            acc.delta.shrink_to(2 * used + 1024);
+        }
+        if acc.new_occ.capacity() > 1 << 16 {
+            acc.new_occ = Vec::new();
+        }
         acc.new_occ.clear();
         acc.removed = 0;
         let list = pairs.list(pd);
@@ -550,14 +567,21 @@ fn learn_in_pool<S: Sym>(
         }
         pairs.remove(key);
         new_pairs.sort_unstable();
+        // Words are unique per pair, so this order is (pair, increasing word).
+        acc.new_occ.sort_unstable();
+        let mut j = 0;
         for (k, d) in new_pairs {
             let (l, r) = unpk(k);
+            while j < acc.new_occ.len() && acc.new_occ[j].0 < k {
+                j += 1;
+            }
             if (tok_len[l as usize] + tok_len[r as usize]) as usize > max_len {
                 continue;
             }
             let off = pairs.arena.len();
-            if let Some(v) = acc.new_occ.get(&k) {
-                pairs.arena.extend_from_slice(v);
+            while j < acc.new_occ.len() && acc.new_occ[j].0 == k {
+                pairs.arena.push(acc.new_occ[j].1);
+                j += 1;
             }
             pairs.insert(k, d as u64, off);
             heap.push(entry(d as u64, k));
