@@ -148,7 +148,7 @@ def workdir(tmp_path_factory):
 class Setup:
     """Corpus files for one size (smoke or full), shared by the benches of a session."""
 
-    cache: dict[bool, "Setup"] = {}
+    cache: dict[bool, Setup] = {}
 
     def __init__(self, full: bool, workdir: Path) -> None:
         if not all((CORPUS / f).exists() for f in FILES):
@@ -167,13 +167,12 @@ class Setup:
         # The same documents as a .jsonl file, for bytepair's Rust reader.
         self.jsonl = str(workdir / f"lines-{'full' if full else 'smoke'}.jsonl")
         with open(self.jsonl, "w", encoding="utf-8") as out:
-            for line in _lines(self.files):
-                out.write(json.dumps({"text": line}, ensure_ascii=False) + "\n")
+            out.writelines(json.dumps({"text": line}, ensure_ascii=False) + "\n" for line in _lines(self.files))
         self.size = sum(os.path.getsize(f) for f in self.files)
         self.results: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    def get(cls, full: bool, workdir: Path) -> "Setup":
+    def get(cls, full: bool, workdir: Path) -> Setup:
         if full not in cls.cache:
             cls.cache[full] = Setup(full, workdir)
         return cls.cache[full]

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Union
 
 from bytepair import _native
 
-__all__ = ["train", "train_from_counts", "WordCounts", "load"]
+__all__ = ["WordCounts", "load", "train", "train_from_counts"]
 
 _META_FILE = "bytepair.json"
 
@@ -82,8 +82,7 @@ class _Progress:
 def _is_parquet(path: str) -> bool:
     p = path.lower()
     for ext in (".gz", ".zst", ".zstd"):
-        if p.endswith(ext):
-            p = p[: -len(ext)]
+        p = p.removesuffix(ext)
     return p.endswith(".parquet")
 
 
@@ -149,7 +148,7 @@ def _specials(special_tokens: Any) -> list[str]:
 # WordCounts
 
 
-def _restore(cls: type, blob: bytes) -> "WordCounts":
+def _restore(cls: type, blob: bytes) -> WordCounts:
     obj = cls.__new__(cls)
     obj._load_bytes(blob)
     return obj
@@ -186,7 +185,7 @@ class WordCounts(_native.WordCounts):
                         on_error=on_error)
 
     def __new__(cls, data: Any = None, *, pattern: str = "cl100k_base",
-                special_tokens: Optional[Sequence[str]] = None, **_: Any) -> "WordCounts":
+                special_tokens: Optional[Sequence[str]] = None, **_: Any) -> WordCounts:
         return super().__new__(cls, pattern=pattern, special_tokens=_specials(special_tokens))
 
     def update(
@@ -198,7 +197,7 @@ class WordCounts(_native.WordCounts):
         progress: Optional[bool] = None,
         on_error: str = "fail",
         field: str = "text",
-    ) -> "WordCounts":
+    ) -> WordCounts:
         """Counts more data: an iterable of ``str``/``bytes`` documents, a path, or a list of paths
         (files, directories, globs; ``.txt`` = one document per file, ``.jsonl`` with a ``text``
         field, ``.parquet`` with a ``text`` column via pyarrow, ``.gz``/``.zst`` variants).
@@ -243,24 +242,24 @@ class WordCounts(_native.WordCounts):
             bars.close()
         return self
 
-    def merge(self, other: "_native.WordCounts") -> "WordCounts":
+    def merge(self, other: _native.WordCounts) -> WordCounts:
         """Adds the counts of ``other`` (same pattern and special tokens) in place; returns self."""
         if not isinstance(other, _native.WordCounts):
             raise TypeError(f"can only merge WordCounts, not {type(other).__name__}")
         self._merge(other)
         return self
 
-    def copy(self) -> "WordCounts":
+    def copy(self) -> WordCounts:
         new = type(self).__new__(type(self), pattern=self.pattern, special_tokens=self.special_tokens)
         new._assign(self)
         return new
 
-    def __add__(self, other: Any) -> "WordCounts":
+    def __add__(self, other: Any) -> WordCounts:
         if not isinstance(other, _native.WordCounts):
             return NotImplemented
         return self.copy().merge(other)
 
-    def __iadd__(self, other: Any) -> "WordCounts":
+    def __iadd__(self, other: Any) -> WordCounts:
         if not isinstance(other, _native.WordCounts):
             return NotImplemented
         return self.merge(other)
@@ -279,19 +278,19 @@ class WordCounts(_native.WordCounts):
         os.replace(tmp, p)
 
     @classmethod
-    def load(cls, path: PathLike) -> "WordCounts":
+    def load(cls, path: PathLike) -> WordCounts:
         """Reads counts written by :meth:`save`."""
         return cls.from_bytes(Path(path).read_bytes())
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "WordCounts":
+    def from_bytes(cls, data: bytes) -> WordCounts:
         """Counts from the blob of :meth:`to_bytes`."""
         return _restore(cls, bytes(data))
 
     @classmethod
     def from_dict(cls, counts: Union[Mapping[Any, int], Iterable[tuple[Any, int]]], *,
                   pattern: str = "cl100k_base",
-                  special_tokens: Optional[Sequence[str]] = None) -> "WordCounts":
+                  special_tokens: Optional[Sequence[str]] = None) -> WordCounts:
         """Counts from ``{word: count}`` (or ``(word, count)`` pairs); words are str or bytes,
         counts any non-negative int below 2**64.
 

@@ -136,7 +136,12 @@ impl PyWordCounts {
 
     /// Sets the counting options: threads, spill limit and directory.
     #[pyo3(signature = (*, num_threads = None, max_memory = None, spill_dir = None))]
-    fn _configure(&self, num_threads: Option<usize>, max_memory: Option<usize>, spill_dir: Option<String>) -> PyResult<()> {
+    fn _configure(
+        &self,
+        num_threads: Option<usize>,
+        max_memory: Option<usize>,
+        spill_dir: Option<String>,
+    ) -> PyResult<()> {
         let mut g = self.lock()?;
         g.options.num_threads = num_threads.unwrap_or(0);
         g.options.max_memory = max_memory;
@@ -177,7 +182,7 @@ impl PyWordCounts {
                         let b = word_bytes(&doc?)?.into_owned();
                         size += b.len();
                         batch.push(b);
-                        if batch.len() % 1024 == 0 {
+                        if batch.len().is_multiple_of(1024) {
                             py.check_signals()?;
                         }
                     }
@@ -344,6 +349,9 @@ impl PyWordCounts {
     }
 }
 
+/// Merge pairs and the counts they had when chosen.
+type MergeList = (Vec<(u32, u32)>, Vec<u64>);
+
 struct SendPtr<T>(*const T);
 unsafe impl<T> Send for SendPtr<T> {}
 
@@ -361,7 +369,7 @@ fn _train_merges(
     num_threads: Option<usize>,
     callback: Option<Py<PyAny>>,
     consume: bool,
-) -> PyResult<(Vec<(u32, u32)>, Vec<u64>)> {
+) -> PyResult<MergeList> {
     let reporter = Reporter::new(callback);
     let opts = MergeOptions { num_merges, min_frequency, max_token_length, num_threads: num_threads.unwrap_or(0) };
     let mut g = counts.get().lock()?;

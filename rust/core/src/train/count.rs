@@ -158,7 +158,7 @@ impl Sorted {
     }
 
     /// From unsorted `(word, count)` pairs (duplicates add up).
-    pub fn from_pairs<'a>(mut v: Vec<(&'a [u8], u64)>) -> Sorted {
+    pub fn from_pairs(mut v: Vec<(&[u8], u64)>) -> Sorted {
         v.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut out = Sorted::default();
         out.bytes.reserve(v.iter().map(|p| p.0.len()).sum());
@@ -373,10 +373,11 @@ impl WordTable {
             return;
         }
         // Partition each local table by shard, then fill the shards in parallel.
-        let parts: Vec<Vec<Vec<(&[u8], u64, u64)>>> = locals
+        type Entries<'a> = Vec<(&'a [u8], u64, u64)>;
+        let parts: Vec<Vec<Entries>> = locals
             .into_par_iter()
             .map(|l| {
-                let mut p: Vec<Vec<(&[u8], u64, u64)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+                let mut p: Vec<Entries> = (0..SHARDS).map(|_| Vec::new()).collect();
                 for &e in l.table.iter() {
                     p[shard_of(e.1)].push(e);
                 }

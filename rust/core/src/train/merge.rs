@@ -302,8 +302,7 @@ impl PairTable {
         if self.dead < (1 << 16) || self.dead * 2 < self.arena.len() {
             return;
         }
-        let mut live: Vec<(u32, u64)> =
-            self.map.iter().filter(|(_, p)| p.len > 0).map(|(&k, p)| (p.off, k)).collect();
+        let mut live: Vec<(u32, u64)> = self.map.iter().filter(|(_, p)| p.len > 0).map(|(&k, p)| (p.off, k)).collect();
         live.sort_unstable();
         let mut to = 0usize;
         for (off, k) in live {
