@@ -668,6 +668,7 @@ impl WordCounts {
     /// Empty counts for a split pattern (a regex; resolve names with
     /// [`crate::pretokenize::builtin_pattern`] first) and special tokens.
     pub fn new(pattern: &str, specials: Vec<String>) -> Result<Self> {
+        super::tune_allocator();
         let splitter = Splitter::new(pattern, &specials)?;
         Ok(WordCounts {
             pattern: pattern.to_string(),
