@@ -14,7 +14,8 @@ Rules (API.md, "Training"):
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Optional, Union
 
 import regex
 

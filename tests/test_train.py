@@ -13,13 +13,11 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 import ref_train
 from bytepair import _native
-from bytepair.train import (WordCounts, _derive_merges, _save, _to_huggingface, load, train,
-                            train_from_counts)
+from bytepair.train import WordCounts, _derive_merges, _save, _to_huggingface, load, train, train_from_counts
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", "/tmp/ttcache")
 
@@ -195,7 +193,8 @@ def test_deterministic_across_threads_batches_order_spill_shards(tmp_path):
 def test_files_equal_iterable(tmp_path):
     docs = gen_corpus(7, 500)
     want = counts_dict(WordCounts(docs, progress=False))
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"id": i, "text": d}) + "\n" for i, d in enumerate(docs[:200])))
+    lines = [json.dumps({"id": i, "text": d}) + "\n" for i, d in enumerate(docs[:200])]
+    (tmp_path / "a.jsonl").write_text("".join(lines))
     with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
         for d in docs[200:400]:
             f.write(json.dumps({"text": d}) + "\n")
@@ -208,7 +207,8 @@ def test_files_equal_iterable(tmp_path):
     # A big text file streamed in blocks counts like one document.
     big = "\n".join(docs) * 30
     (tmp_path / "big.txt").write_text(big)
-    assert counts_dict(WordCounts(tmp_path / "big.txt", progress=False)) == counts_dict(WordCounts([big], progress=False))
+    whole = counts_dict(WordCounts([big], progress=False))
+    assert counts_dict(WordCounts(tmp_path / "big.txt", progress=False)) == whole
 
 
 def test_zstd_and_parquet(tmp_path):
@@ -376,8 +376,7 @@ def test_ctrl_c_stops_training(tmp_path):
         pytest.skip("signals need the main thread")
     big = tmp_path / "big.txt"
     with open(big, "w") as f:
-        for i in range(200):
-            f.write("\n".join(gen_corpus(i, 300)))
+        f.writelines("\n".join(gen_corpus(i, 300)) for i in range(200))
     timer = threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:

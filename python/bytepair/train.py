@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Union
 
 from bytepair import _native
 
-__all__ = ["train", "train_from_counts", "WordCounts", "load"]
+__all__ = ["WordCounts", "load", "train", "train_from_counts"]
 
 _META_FILE = "bytepair.json"
 
@@ -82,8 +82,7 @@ class _Progress:
 def _is_parquet(path: str) -> bool:
     p = path.lower()
     for ext in (".gz", ".zst", ".zstd"):
-        if p.endswith(ext):
-            p = p[: -len(ext)]
+        p = p.removesuffix(ext)
     return p.endswith(".parquet")
 
 
@@ -149,7 +148,7 @@ def _specials(special_tokens: Any) -> list[str]:
 # WordCounts
 
 
-def _restore(cls: type, blob: bytes) -> "WordCounts":
+def _restore(cls: type, blob: bytes) -> WordCounts:
     obj = cls.__new__(cls)
     obj._load_bytes(blob)
     return obj
@@ -186,7 +185,7 @@ class WordCounts(_native.WordCounts):
                         on_error=on_error)
 
     def __new__(cls, data: Any = None, *, pattern: str = "cl100k_base",
-                special_tokens: Optional[Sequence[str]] = None, **_: Any) -> "WordCounts":
+                special_tokens: Optional[Sequence[str]] = None, **_: Any) -> WordCounts:
         return super().__new__(cls, pattern=pattern, special_tokens=_specials(special_tokens))
 
     def update(
@@ -198,7 +197,7 @@ class WordCounts(_native.WordCounts):
         progress: Optional[bool] = None,
         on_error: str = "fail",
         field: str = "text",
-    ) -> "WordCounts":
+    ) -> WordCounts:
         """Counts more data: an iterable of ``str``/``bytes`` documents, a path, or a list of paths
         (files, directories, globs; ``.txt`` = one document per file, ``.jsonl`` with a ``text``
         field, ``.parquet`` with a ``text`` column via pyarrow, ``.gz``/``.zst`` variants).
@@ -243,24 +242,24 @@ class WordCounts(_native.WordCounts):
             bars.close()
         return self
 
-    def merge(self, other: "_native.WordCounts") -> "WordCounts":
+    def merge(self, other: _native.WordCounts) -> WordCounts:
         """Adds the counts of ``other`` (same pattern and special tokens) in place; returns self."""
         if not isinstance(other, _native.WordCounts):
             raise TypeError(f"can only merge WordCounts, not {type(other).__name__}")
         self._merge(other)
         return self
 
-    def copy(self) -> "WordCounts":
+    def copy(self) -> WordCounts:
         new = type(self).__new__(type(self), pattern=self.pattern, special_tokens=self.special_tokens)
         new._assign(self)
         return new
 
-    def __add__(self, other: Any) -> "WordCounts":
+    def __add__(self, other: Any) -> WordCounts:
         if not isinstance(other, _native.WordCounts):
             return NotImplemented
         return self.copy().merge(other)
 
-    def __iadd__(self, other: Any) -> "WordCounts":
+    def __iadd__(self, other: Any) -> WordCounts:
         if not isinstance(other, _native.WordCounts):
             return NotImplemented
         return self.merge(other)
@@ -279,19 +278,19 @@ class WordCounts(_native.WordCounts):
         os.replace(tmp, p)
 
     @classmethod
-    def load(cls, path: PathLike) -> "WordCounts":
+    def load(cls, path: PathLike) -> WordCounts:
         """Reads counts written by :meth:`save`."""
         return cls.from_bytes(Path(path).read_bytes())
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "WordCounts":
+    def from_bytes(cls, data: bytes) -> WordCounts:
         """Counts from the blob of :meth:`to_bytes`."""
         return _restore(cls, bytes(data))
 
     @classmethod
     def from_dict(cls, counts: Union[Mapping[Any, int], Iterable[tuple[Any, int]]], *,
                   pattern: str = "cl100k_base",
-                  special_tokens: Optional[Sequence[str]] = None) -> "WordCounts":
+                  special_tokens: Optional[Sequence[str]] = None) -> WordCounts:
         """Counts from ``{word: count}`` (or ``(word, count)`` pairs); words are str or bytes,
         counts any non-negative int below 2**64.
 
@@ -368,9 +367,9 @@ def train(
     counts = WordCounts(pattern=pattern, special_tokens=specials)
     counts.update(data, num_threads=num_threads, max_memory=max_memory, progress=progress,
                   on_error=on_error)
-    return train_from_counts(counts, vocab_size=vocab_size, special_tokens=specials,
-                             min_frequency=min_frequency, max_token_length=max_token_length,
-                             num_threads=num_threads, progress=progress, name=name)
+    return _train_from_counts(counts, vocab_size=vocab_size, special_tokens=specials,
+                              min_frequency=min_frequency, max_token_length=max_token_length,
+                              num_threads=num_threads, progress=progress, name=name, consume=True)
 
 
 def _check_train_args(vocab_size: Any, specials: list[str], min_frequency: Any,
@@ -410,18 +409,31 @@ def train_from_counts(
     >>> enc.decode_single_token_bytes(256)
     b'ab'
     """
+    consume = False
     if not isinstance(counts, _native.WordCounts):
         counts = WordCounts.from_dict(counts, pattern=pattern or "cl100k_base",
                                       special_tokens=special_tokens)
+        consume = True
     elif pattern is not None and _native._resolve_pattern(pattern) != counts.pattern:
         raise ValueError("pattern differs from the pattern the counts were made with")
+    return _train_from_counts(counts, vocab_size=vocab_size, special_tokens=special_tokens,
+                              min_frequency=min_frequency, max_token_length=max_token_length,
+                              num_threads=num_threads, progress=progress, name=name,
+                              consume=consume)
+
+
+def _train_from_counts(counts: Any, *, vocab_size: int, special_tokens: Optional[Sequence[str]],
+                       min_frequency: int, max_token_length: Optional[int],
+                       num_threads: Optional[int], progress: Optional[bool], name: str,
+                       consume: bool) -> Any:
     specials = _specials(special_tokens) if special_tokens is not None else list(counts.special_tokens)
     num_merges = _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
     bars = _Progress(progress)
     try:
         pairs, _ = _native._train_merges(counts, num_merges, min_frequency=max(min_frequency, 1),
                                          max_token_length=max_token_length,
-                                         num_threads=num_threads, callback=bars.callback)
+                                         num_threads=num_threads, callback=bars.callback,
+                                         consume=consume)
     finally:
         bars.close()
     ranks = _ranks_from_merges(pairs)

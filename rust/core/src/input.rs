@@ -493,35 +493,34 @@ impl Reader {
                         text: all,
                     }));
                 };
-                // Fill until a safe cut point past `block` exists or the file ends.
-                let mut search_from = block.min(buf.len());
+                // Fill until a safe cut point past `block` exists or the file ends; read in
+                // small steps so that blocks are not over-allocated.
+                let mut searched = block;
                 let cut = loop {
-                    if buf.len() >= block {
-                        if let Some(p) = safe_boundary(buf, search_from.max(block)) {
+                    if buf.len() > block {
+                        if let Some(p) = safe_boundary(buf, searched) {
                             break Some(p);
                         }
-                        search_from = buf.len().saturating_sub(2);
+                        searched = buf.len().max(block);
                     }
                     if *eof {
                         break None;
                     }
-                    let want = block.max(1 << 16);
-                    let old = buf.len();
-                    buf.reserve(want);
+                    let step = (block / 4).clamp(1 << 12, 1 << 20);
                     let n = r
                         .by_ref()
-                        .take(want as u64)
+                        .take(step as u64)
                         .read_to_end(buf)
                         .map_err(|e| io_at(src, e))?;
-                    debug_assert_eq!(buf.len(), old + n);
                     if n == 0 {
                         *eof = true;
                     }
                 };
                 let text = match cut {
                     Some(p) => {
-                        let rest = buf.split_off(p);
-                        std::mem::replace(buf, rest)
+                        let t = buf[..p].to_vec();
+                        buf.drain(..p);
+                        t
                     }
                     None => std::mem::take(buf),
                 };

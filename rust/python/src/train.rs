@@ -165,7 +165,7 @@ impl PyWordCounts {
 
     /// Counts documents (str or bytes) from a Python iterable, in batches of about
     /// `batch_bytes`, on worker threads while Python produces the next batch.
-    #[pyo3(signature = (iterable, *, batch_bytes = 8 << 20, callback = None))]
+    #[pyo3(signature = (iterable, *, batch_bytes = 4 << 20, callback = None))]
     fn _count_iter(
         &self,
         py: Python<'_>,
@@ -196,7 +196,7 @@ impl PyWordCounts {
                         let b = word_bytes(&doc?)?.into_owned();
                         size += b.len();
                         batch.push(b);
-                        if batch.len() % 1024 == 0 {
+                        if batch.len().is_multiple_of(1024) {
                             py.check_signals()?;
                         }
                     }
@@ -386,13 +386,17 @@ impl PyWordCounts {
     }
 }
 
+/// Merge pairs and the counts they had when chosen.
+type MergeList = (Vec<(u32, u32)>, Vec<u64>);
+
 struct SendPtr<T>(*const T);
 unsafe impl<T> Send for SendPtr<T> {}
 
 /// Learns merges from word counts. Returns `(pairs, counts)`: merge `i` joins `pairs[i]` into
-/// token `256 + i`; `counts[i]` is how often the pair occurred when it was chosen.
+/// token `256 + i`; `counts[i]` is how often the pair occurred when it was chosen. With
+/// `consume`, the counts are emptied (their memory is freed before the merge loop).
 #[pyfunction]
-#[pyo3(signature = (counts, num_merges, *, min_frequency = 1, max_token_length = None, num_threads = None, callback = None))]
+#[pyo3(signature = (counts, num_merges, *, min_frequency = 1, max_token_length = None, num_threads = None, callback = None, consume = false))]
 fn _train_merges(
     py: Python<'_>,
     counts: &Bound<'_, PyWordCounts>,
@@ -401,7 +405,8 @@ fn _train_merges(
     max_token_length: Option<usize>,
     num_threads: Option<usize>,
     callback: Option<Py<PyAny>>,
-) -> PyResult<(Vec<(u32, u32)>, Vec<u64>)> {
+    consume: bool,
+) -> PyResult<MergeList> {
     let reporter = Reporter::new(callback);
     let opts = MergeOptions {
         num_merges,
@@ -415,8 +420,12 @@ fn _train_merges(
     let merges = py
         .detach(move || {
             let rep = rep;
-            let sorted = wc.sorted()?;
-            train::learn(sorted, &opts, &mut |p| unsafe { &*rep.0 }.report(p))
+            let report = &mut |p| unsafe { &*rep.0 }.report(p);
+            if consume {
+                train::learn_owned(wc.take_sorted()?, &opts, report)
+            } else {
+                train::learn(wc.sorted()?, &opts, report)
+            }
         })
         .map_err(|e| reporter.convert(e))?;
     take_err(&reporter)?;

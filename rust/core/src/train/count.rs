@@ -158,7 +158,7 @@ impl Sorted {
     }
 
     /// From unsorted `(word, count)` pairs (duplicates add up).
-    pub fn from_pairs<'a>(mut v: Vec<(&'a [u8], u64)>) -> Sorted {
+    pub fn from_pairs(mut v: Vec<(&[u8], u64)>) -> Sorted {
         v.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut out = Sorted::default();
         out.bytes.reserve(v.iter().map(|p| p.0.len()).sum());
@@ -392,10 +392,11 @@ impl WordTable {
             return;
         }
         // Partition each local table by shard, then fill the shards in parallel.
-        let parts: Vec<Vec<Vec<(&[u8], u64, u64)>>> = locals
+        type Entries<'a> = Vec<(&'a [u8], u64, u64)>;
+        let parts: Vec<Vec<Entries>> = locals
             .into_par_iter()
             .map(|l| {
-                let mut p: Vec<Vec<(&[u8], u64, u64)>> = (0..SHARDS).map(|_| Vec::new()).collect();
+                let mut p: Vec<Entries> = (0..SHARDS).map(|_| Vec::new()).collect();
                 for &e in l.table.iter() {
                     p[shard_of(e.1)].push(e);
                 }
@@ -721,6 +722,7 @@ impl WordCounts {
     /// Empty counts for a split pattern (a regex; resolve names with
     /// [`crate::pretokenize::builtin_pattern`] first) and special tokens.
     pub fn new(pattern: &str, specials: Vec<String>) -> Result<Self> {
+        super::tune_allocator();
         let splitter = Splitter::new(pattern, &specials)?;
         Ok(WordCounts {
             pattern: pattern.to_string(),
@@ -838,6 +840,7 @@ impl WordCounts {
         if !self.sorted.is_empty() {
             s = Sorted::merged(&std::mem::take(&mut self.sorted), &s);
         }
+        super::release_memory();
         self.spill_seq += 1;
         let run = write_run(&dir, self.spill_seq, &s)?;
         self.runs.push(run);
@@ -853,13 +856,21 @@ impl WordCounts {
     pub fn sorted(&mut self) -> Result<&Sorted> {
         if !self.table.is_empty() || !self.runs.is_empty() {
             let fresh = self.table.drain_sorted();
-            let mut s = Sorted::merged(&std::mem::take(&mut self.sorted), &fresh);
+            let base = std::mem::take(&mut self.sorted);
+            let mut s = if base.is_empty() { fresh } else { Sorted::merged(&base, &fresh) };
             if !self.runs.is_empty() {
                 s = merge_runs(s, std::mem::take(&mut self.runs))?;
             }
             self.sorted = s.without_zeros();
+            super::release_memory();
         }
         Ok(&self.sorted)
+    }
+
+    /// Settles and takes the sorted counts out, leaving these counts empty.
+    pub fn take_sorted(&mut self) -> Result<Sorted> {
+        self.sorted()?;
+        Ok(std::mem::take(&mut self.sorted))
     }
 
     fn check_compatible(&self, other: &WordCounts) -> Result<()> {

@@ -83,9 +83,38 @@ fn entry(count: u64, pair: u64) -> u128 {
     (u128::from(count) << 64) | u128::from(!pair)
 }
 
+/// A symbol id as stored in the word array: `u16` when every id fits (half the memory), else
+/// `u32`.
+trait Sym: Copy + Eq + Send + Sync + 'static {
+    fn from_u32(v: u32) -> Self;
+    fn get(self) -> u32;
+}
+
+impl Sym for u16 {
+    #[inline(always)]
+    fn from_u32(v: u32) -> Self {
+        v as u16
+    }
+    #[inline(always)]
+    fn get(self) -> u32 {
+        u32::from(self)
+    }
+}
+
+impl Sym for u32 {
+    #[inline(always)]
+    fn from_u32(v: u32) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn get(self) -> u32 {
+        self
+    }
+}
+
 /// Words with two or more symbols, in one flat array.
-struct Words {
-    sym: Vec<u32>,
+struct Words<S> {
+    sym: Vec<S>,
     start: Vec<usize>,
     len: Vec<u32>,
     count: Vec<u64>,
@@ -93,18 +122,23 @@ struct Words {
 
 /// Raw access for the parallel merge: each word index occurs once per word list, so tasks that
 /// work on different parts of one list never touch the same word.
-struct WordsPtr {
-    sym: *mut u32,
+struct WordsPtr<S> {
+    sym: *mut S,
     len: *mut u32,
 }
-unsafe impl Sync for WordsPtr {}
-unsafe impl Send for WordsPtr {}
+unsafe impl<S> Sync for WordsPtr<S> {}
+unsafe impl<S> Send for WordsPtr<S> {}
+
+/// A pointer for parallel writes to disjoint slots.
+struct SyncMut<T>(*mut T);
+unsafe impl<T> Sync for SyncMut<T> {}
 
 /// What one merge changes: pair count deltas and the words of the new pairs.
 #[derive(Default)]
 struct Acc {
     delta: FxHashMap<u64, i64>,
-    new_occ: FxHashMap<u64, Vec<u32>>,
+    /// `(new pair, word)` for each word that now holds a pair with the new token.
+    new_occ: Vec<(u64, u32)>,
     removed: i64,
     scratch: Vec<u64>,
 }
@@ -116,9 +150,7 @@ impl Acc {
         for (k, d) in other.delta {
             *self.delta.entry(k).or_default() += d;
         }
-        for (k, v) in other.new_occ {
-            self.new_occ.entry(k).or_default().extend(v);
-        }
+        self.new_occ.extend_from_slice(&other.new_occ);
     }
 }
 
@@ -127,8 +159,8 @@ impl Acc {
 /// # Safety
 /// `w` must be a valid word index not being merged by another thread at the same time.
 #[inline]
-unsafe fn merge_word(
-    p: &WordsPtr,
+unsafe fn merge_word<S: Sym>(
+    p: &WordsPtr<S>,
     start: &[usize],
     counts: &[u64],
     w: u32,
@@ -141,28 +173,29 @@ unsafe fn merge_word(
     let n = *p.len.add(w) as usize;
     let s = std::slice::from_raw_parts_mut(p.sym.add(start[w]), n);
     let c = counts[w] as i64;
-    let Some(first) = s.windows(2).position(|q| q[0] == a && q[1] == b) else {
+    let (sa, sb, sx) = (S::from_u32(a), S::from_u32(b), S::from_u32(x));
+    let Some(first) = s.windows(2).position(|q| q[0] == sa && q[1] == sb) else {
         return;
     };
     acc.scratch.clear();
     let mut out = first;
     let mut i = first;
     while i < n {
-        if i + 1 < n && s[i] == a && s[i + 1] == b {
+        if i + 1 < n && s[i] == sa && s[i + 1] == sb {
             if out > 0 {
-                let l = s[out - 1];
+                let l = s[out - 1].get();
                 *acc.delta.entry(pk(l, a)).or_default() -= c;
                 *acc.delta.entry(pk(l, x)).or_default() += c;
                 acc.scratch.push(pk(l, x));
             }
             acc.removed += c;
             if i + 2 < n {
-                let r = s[i + 2];
+                let r = s[i + 2].get();
                 *acc.delta.entry(pk(b, r)).or_default() -= c;
                 *acc.delta.entry(pk(x, r)).or_default() += c;
                 acc.scratch.push(pk(x, r));
             }
-            s[out] = x;
+            s[out] = sx;
             out += 1;
             i += 2;
         } else {
@@ -172,10 +205,135 @@ unsafe fn merge_word(
         }
     }
     *p.len.add(w) = out as u32;
-    acc.scratch.sort_unstable();
-    acc.scratch.dedup();
+    match acc.scratch.len() {
+        0 | 1 => {}
+        2 => {
+            if acc.scratch[0] == acc.scratch[1] {
+                acc.scratch.pop();
+            }
+        }
+        _ => {
+            acc.scratch.sort_unstable();
+            acc.scratch.dedup();
+        }
+    }
     for &k in &acc.scratch {
-        acc.new_occ.entry(k).or_default().push(w as u32);
+        acc.new_occ.push((k, w as u32));
+    }
+}
+
+/// A hash map split in 16 by key, so that growing it never holds two copies of all of it.
+struct ShardedMap {
+    shards: Vec<FxHashMap<u64, PairData>>,
+}
+
+impl Default for ShardedMap {
+    fn default() -> Self {
+        ShardedMap {
+            shards: (0..16).map(|_| FxHashMap::default()).collect(),
+        }
+    }
+}
+
+impl ShardedMap {
+    #[inline(always)]
+    fn shard(k: u64) -> usize {
+        (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize
+    }
+    #[inline]
+    fn get(&self, k: &u64) -> Option<&PairData> {
+        self.shards[Self::shard(*k)].get(k)
+    }
+    #[inline]
+    fn get_mut(&mut self, k: &u64) -> Option<&mut PairData> {
+        self.shards[Self::shard(*k)].get_mut(k)
+    }
+    #[inline]
+    fn contains_key(&self, k: &u64) -> bool {
+        self.shards[Self::shard(*k)].contains_key(k)
+    }
+    fn insert(&mut self, k: u64, v: PairData) {
+        self.shards[Self::shard(k)].insert(k, v);
+    }
+    fn remove(&mut self, k: &u64) -> Option<PairData> {
+        self.shards[Self::shard(*k)].remove(k)
+    }
+    fn len(&self) -> usize {
+        self.shards.iter().map(|m| m.len()).sum()
+    }
+    fn iter(&self) -> impl Iterator<Item = (&u64, &PairData)> {
+        self.shards.iter().flat_map(|m| m.iter())
+    }
+}
+
+/// One pair's current count and word list `arena[off..off + len]` (sorted, duplicate-free;
+/// written once, when the pair appears).
+struct PairData {
+    count: u64,
+    off: u32,
+    len: u32,
+}
+
+/// The live pairs, by key `(left << 32) | right`. Word lists live in one arena (no allocation
+/// per pair); lists of pairs that were merged or died are dropped by compacting the arena when
+/// they are most of it. A pair whose count reaches zero never comes back (only pairs with the
+/// newest token gain counts), so it is removed.
+#[derive(Default)]
+struct PairTable {
+    map: ShardedMap,
+    arena: Vec<u32>,
+    dead: usize,
+}
+
+impl PairTable {
+    /// Registers a pair whose list is `arena[off..]`.
+    fn insert(&mut self, key: u64, count: u64, off: usize) {
+        let len = (self.arena.len() - off) as u32;
+        self.map.insert(
+            key,
+            PairData {
+                count,
+                off: off as u32,
+                len,
+            },
+        );
+    }
+
+    fn list(&self, p: &PairData) -> &[u32] {
+        &self.arena[p.off as usize..p.off as usize + p.len as usize]
+    }
+
+    /// Removes a pair that was merged or no longer occurs.
+    fn remove(&mut self, key: u64) {
+        if let Some(p) = self.map.remove(&key) {
+            self.dead += p.len as usize;
+        }
+    }
+
+    /// Drops the lists of removed pairs once they are most of the arena, moving the live lists
+    /// down in place (in offset order), so no second arena is needed.
+    fn maybe_compact(&mut self) {
+        if self.dead < (1 << 16) || self.dead * 2 < self.arena.len() {
+            return;
+        }
+        let mut live: Vec<(u32, u64)> = self
+            .map
+            .iter()
+            .filter(|(_, p)| p.len > 0)
+            .map(|(&k, p)| (p.off, k))
+            .collect();
+        live.sort_unstable();
+        let mut to = 0usize;
+        for (off, k) in live {
+            let p = self.map.get_mut(&k).expect("live pair");
+            let (from, n) = (off as usize, p.len as usize);
+            self.arena.copy_within(from..from + n, to);
+            p.off = to as u32;
+            to += n;
+        }
+        self.arena.truncate(to);
+        self.arena.shrink_to(to + to / 4);
+        self.dead = 0;
     }
 }
 
@@ -190,23 +348,39 @@ pub fn learn(
     progress: &mut dyn FnMut(Progress) -> Result<()>,
 ) -> Result<Merges> {
     let pool = crate::parallel::pool(opts.num_threads);
-    learn_in_pool(&pool, words, opts, progress)
+    if small_ids(opts) {
+        learn_in_pool(&pool, build_words::<u16>(words)?, opts, progress)
+    } else {
+        learn_in_pool(&pool, build_words::<u32>(words)?, opts, progress)
+    }
 }
 
-fn learn_in_pool(
-    pool: &rayon::ThreadPool,
-    input: &Sorted,
+fn small_ids(opts: &MergeOptions) -> bool {
+    256 + opts.num_merges <= 1 << 16
+}
+
+/// [`learn`], freeing the word counts as soon as they are copied into the working form.
+pub fn learn_owned(
+    words: Sorted,
     opts: &MergeOptions,
     progress: &mut dyn FnMut(Progress) -> Result<()>,
 ) -> Result<Merges> {
-    let threads = pool.current_num_threads();
-    let max_len = opts.max_token_length.unwrap_or(usize::MAX);
-    let mut out = Merges::default();
-    if opts.num_merges == 0 || max_len < 2 {
-        return Ok(out);
+    let pool = crate::parallel::pool(opts.num_threads);
+    if small_ids(opts) {
+        let w = build_words::<u16>(&words)?;
+        drop(words);
+        super::release_memory();
+        learn_in_pool(&pool, w, opts, progress)
+    } else {
+        let w = build_words::<u32>(&words)?;
+        drop(words);
+        super::release_memory();
+        learn_in_pool(&pool, w, opts, progress)
     }
+}
 
-    // ---- The words (two symbols or more, nonzero count) in one flat array.
+/// The words (two symbols or more, nonzero count) in one flat array.
+fn build_words<S: Sym>(input: &Sorted) -> Result<Words<S>> {
     let mut w = Words {
         sym: Vec::new(),
         start: Vec::new(),
@@ -235,75 +409,119 @@ fn learn_in_pool(
                 w.start.push(w.sym.len());
                 w.len.push(word.len() as u32);
                 w.count.push(c);
-                w.sym.extend(word.iter().map(|&b| u32::from(b)));
+                w.sym
+                    .extend(word.iter().map(|&b| S::from_u32(u32::from(b))));
             }
         }
     }
+    Ok(w)
+}
+
+fn learn_in_pool<S: Sym>(
+    pool: &rayon::ThreadPool,
+    mut w: Words<S>,
+    opts: &MergeOptions,
+    progress: &mut dyn FnMut(Progress) -> Result<()>,
+) -> Result<Merges> {
+    let threads = pool.current_num_threads();
+    let max_len = opts.max_token_length.unwrap_or(usize::MAX);
+    let mut out = Merges::default();
+    if opts.num_merges == 0 || max_len < 2 {
+        return Ok(out);
+    }
     let nw = w.len.len();
 
-    // ---- Initial pair counts and word lists (byte pairs: a dense 256x256 table), in parallel
-    // over contiguous word ranges, so that concatenated lists stay sorted.
+    // ---- Initial pair counts and word lists (byte pairs: a dense 256x256 table), in two
+    // parallel passes over contiguous word ranges: count, then write each list straight into
+    // its place in the arena (lists stay sorted, and there is no intermediate copy).
     let chunk = nw.div_ceil(threads.max(1)).max(1 << 14);
     let ranges: Vec<(usize, usize)> = (0..nw)
         .step_by(chunk)
         .map(|s| (s, (s + chunk).min(nw)))
         .collect();
-    let partials: Vec<(Vec<u64>, Vec<Vec<u32>>)> = pool.install(|| {
+    // Pass 1: counts and list lengths per range.
+    let partials: Vec<(Vec<u64>, Vec<u32>)> = pool.install(|| {
         ranges
             .par_iter()
             .map(|&(s, e)| {
                 let mut cnt = vec![0u64; 1 << 16];
-                let mut occ: Vec<Vec<u32>> = vec![Vec::new(); 1 << 16];
+                let mut len = vec![0u32; 1 << 16];
+                let mut last = vec![u32::MAX; 1 << 16];
                 for i in s..e {
-                    let syms = &w.sym[w.start[i]..w.start[i] + w.len[i] as usize];
                     let c = w.count[i];
+                    let syms = &w.sym[w.start[i]..w.start[i] + w.len[i] as usize];
                     for q in syms.windows(2) {
-                        let k = ((q[0] as usize) << 8) | q[1] as usize;
+                        let k = ((q[0].get() as usize) << 8) | q[1].get() as usize;
                         cnt[k] = cnt[k].wrapping_add(c);
-                        if occ[k].last() != Some(&(i as u32)) {
-                            occ[k].push(i as u32);
+                        if last[k] != i as u32 {
+                            last[k] = i as u32;
+                            len[k] += 1;
                         }
                     }
                 }
-                (cnt, occ)
+                (cnt, len)
             })
             .collect()
     });
-    let mut pair_count: Vec<u64> = Vec::new();
-    let mut pair_key: Vec<u64> = Vec::new();
-    let mut pair_occ: Vec<Vec<u32>> = Vec::new();
-    let mut index: FxHashMap<u64, u32> = FxHashMap::default();
-    {
-        let mut merged_occ: Vec<Vec<u32>> = pool.install(|| {
-            (0..1usize << 16)
-                .into_par_iter()
-                .map(|k| {
-                    let n: usize = partials.iter().map(|p| p.1[k].len()).sum();
-                    let mut v = Vec::with_capacity(n);
-                    for p in &partials {
-                        v.extend_from_slice(&p.1[k]);
-                    }
-                    v
-                })
-                .collect()
-        });
-        for k in 0..1usize << 16 {
-            let c = partials.iter().fold(0u64, |a, p| a.wrapping_add(p.0[k]));
-            if c > 0 {
-                let key = pk((k >> 8) as u32, (k & 255) as u32);
-                index.insert(key, pair_key.len() as u32);
-                pair_key.push(key);
-                pair_count.push(c);
-                pair_occ.push(std::mem::take(&mut merged_occ[k]));
-            }
+    // Offsets: pair k's list is the concatenation of the ranges' parts, in range order.
+    let mut pairs = PairTable::default();
+    let mut offs: Vec<Vec<u64>> = vec![vec![0; 1 << 16]; partials.len()];
+    let mut total_len = 0u64;
+    for k in 0..1usize << 16 {
+        let c = partials.iter().fold(0u64, |a, p| a.wrapping_add(p.0[k]));
+        if c == 0 {
+            continue;
         }
+        let off = total_len;
+        for (r, p) in partials.iter().enumerate() {
+            offs[r][k] = total_len;
+            total_len += u64::from(p.1[k]);
+        }
+        let len = (total_len - off) as u32;
+        pairs.map.insert(
+            pk((k >> 8) as u32, (k & 255) as u32),
+            PairData {
+                count: c,
+                off: off as u32,
+                len,
+            },
+        );
     }
     drop(partials);
-    let mut heap: BinaryHeap<u128> = pair_key
-        .iter()
-        .zip(&pair_count)
-        .map(|(&k, &c)| entry(c, k))
-        .collect();
+    if total_len > u64::from(u32::MAX) {
+        return Err(Error::Value(
+            "corpus too large: more than 2^32 pair occurrences in distinct words".into(),
+        ));
+    }
+    // Pass 2: write the lists.
+    pairs.arena = vec![0u32; total_len as usize];
+    {
+        let arena = SyncMut(pairs.arena.as_mut_ptr());
+        let arena = &arena;
+        pool.install(|| {
+            ranges
+                .par_iter()
+                .zip(offs.par_iter_mut())
+                .for_each(|(&(s, e), off)| {
+                    let mut last = vec![u32::MAX; 1 << 16];
+                    for i in s..e {
+                        let syms = &w.sym[w.start[i]..w.start[i] + w.len[i] as usize];
+                        for q in syms.windows(2) {
+                            let k = ((q[0].get() as usize) << 8) | q[1].get() as usize;
+                            if last[k] != i as u32 {
+                                last[k] = i as u32;
+                                // SAFETY: each (range, pair) owns the slots from its offset on.
+                                unsafe { *arena.0.add(off[k] as usize) = i as u32 };
+                                off[k] += 1;
+                            }
+                        }
+                    }
+                });
+        });
+    }
+    drop(offs);
+    super::release_memory();
+    let mut heap: BinaryHeap<u128> = pairs.map.iter().map(|(&k, p)| entry(p.count, k)).collect();
     let mut tok_len: Vec<u32> = vec![1; 256];
 
     // ---- The merge loop.
@@ -321,14 +539,12 @@ fn learn_in_pool(
         let Some(top) = heap.pop() else { break };
         let stored = (top >> 64) as u64;
         let key = !(top as u64);
-        let pid = index[&key] as usize;
-        let cur = pair_count[pid];
+        let Some(pd) = pairs.map.get(&key) else {
+            continue;
+        };
+        let cur = pd.count;
         if cur != stored {
-            if cur > 0 {
-                heap.push(entry(cur, key));
-            } else {
-                pair_occ[pid] = Vec::new();
-            }
+            heap.push(entry(cur, key));
             continue;
         }
         if cur < opts.min_frequency {
@@ -339,11 +555,19 @@ fn learn_in_pool(
         out.pairs.push((a, b));
         out.counts.push(cur);
         tok_len.push(tok_len[a as usize] + tok_len[b as usize]);
-        let list = std::mem::take(&mut pair_occ[pid]);
 
+        // Clearing costs the capacity: shrink what a big early merge left behind.
+        let used = acc.delta.len();
         acc.delta.clear();
+        if acc.delta.capacity() > 4 * used + 4096 {
+            acc.delta.shrink_to(2 * used + 1024);
+        }
+        if acc.new_occ.capacity() > 1 << 16 {
+            acc.new_occ = Vec::new();
+        }
         acc.new_occ.clear();
         acc.removed = 0;
+        let list = pairs.list(pd);
         if threads > 1 && list.len() >= PAR_MIN_WORDS {
             let per = list.len().div_ceil(threads * 4).max(PAR_MIN_WORDS / 2);
             let ptr = &ptr;
@@ -363,12 +587,11 @@ fn learn_in_pool(
                 acc.absorb(p);
             }
         } else {
-            for &wi in &list {
+            for &wi in list {
                 // SAFETY: single-threaded here.
                 unsafe { merge_word(&ptr, start, counts, wi, a, b, x, &mut acc) };
             }
         }
-        drop(list);
 
         // Apply the deltas. Pairs with the new token are new: register them with their lists.
         let mut new_pairs: Vec<(u64, i64)> = Vec::new();
@@ -379,27 +602,52 @@ fn learn_in_pool(
                     new_pairs.push((k, d));
                 }
             } else if d != 0 {
-                if let Some(&q) = index.get(&k) {
-                    pair_count[q as usize] = pair_count[q as usize].wrapping_add_signed(d);
+                if let Some(p) = pairs.map.get_mut(&k) {
+                    p.count = p.count.wrapping_add_signed(d);
+                    if p.count == 0 && k != key {
+                        pairs.remove(k);
+                    }
                 }
             }
         }
         // (With a == b the merged pair also shows up in the deltas, as a neighbour pair.)
-        pair_count[pid] = pair_count[pid].wrapping_add_signed(-acc.removed);
-        debug_assert_eq!(pair_count[pid], 0, "merged pair left over");
-        pair_count[pid] = 0;
+        if let Some(p) = pairs.map.get_mut(&key) {
+            p.count = p.count.wrapping_add_signed(-acc.removed);
+            debug_assert_eq!(p.count, 0, "merged pair left over");
+        }
+        pairs.remove(key);
         new_pairs.sort_unstable();
+        // Words are unique per pair, so this order is (pair, increasing word).
+        acc.new_occ.sort_unstable();
+        let mut j = 0;
         for (k, d) in new_pairs {
             let (l, r) = unpk(k);
+            while j < acc.new_occ.len() && acc.new_occ[j].0 < k {
+                j += 1;
+            }
             if (tok_len[l as usize] + tok_len[r as usize]) as usize > max_len {
                 continue;
             }
-            let occ = acc.new_occ.remove(&k).unwrap_or_default();
-            index.insert(k, pair_key.len() as u32);
-            pair_key.push(k);
-            pair_count.push(d as u64);
-            pair_occ.push(occ);
+            let off = pairs.arena.len();
+            while j < acc.new_occ.len() && acc.new_occ[j].0 == k {
+                pairs.arena.push(acc.new_occ[j].1);
+                j += 1;
+            }
+            pairs.insert(k, d as u64, off);
             heap.push(entry(d as u64, k));
+        }
+        pairs.maybe_compact();
+        if pairs.arena.len() > u32::MAX as usize {
+            return Err(Error::Value(
+                "corpus too large: word lists exceed 2^32 entries".into(),
+            ));
+        }
+        // Entries of removed pairs stay in the heap until they surface; drop them when they
+        // outnumber the live pairs.
+        if heap.len() > pairs.map.len() + pairs.map.len() / 4 + (1 << 16) {
+            let mut v = std::mem::take(&mut heap).into_vec();
+            v.retain(|&e| pairs.map.contains_key(&!(e as u64)));
+            heap = BinaryHeap::from(v);
         }
 
         if out.pairs.len() % 64 == 0 && last_report.elapsed().as_millis() >= 100 {
@@ -414,6 +662,16 @@ fn learn_in_pool(
         done: out.pairs.len(),
         total,
     })?;
+    if std::env::var_os("BYTEPAIR_DEBUG").is_some() {
+        eprintln!(
+            "pairs {} arena {} (dead {}) heap {} words {nw} syms {}",
+            pairs.map.len(),
+            pairs.arena.len(),
+            pairs.dead,
+            heap.len(),
+            w.sym.len()
+        );
+    }
     Ok(out)
 }
 
@@ -558,6 +816,28 @@ mod tests {
             .unwrap()
         };
         assert_eq!(run(1), run(3));
+        // Ids past 65535 switch the word array to u32 symbols: same merges.
+        let wide = learn(
+            &s,
+            &MergeOptions {
+                num_merges: 70000,
+                ..Default::default()
+            },
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+        assert!(wide.pairs.len() > 200 && wide.pairs.len() < 70000);
+        let n = wide.pairs.len();
+        let narrow = learn(
+            &s,
+            &MergeOptions {
+                num_merges: n,
+                ..Default::default()
+            },
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(wide, narrow);
     }
 
     #[test]

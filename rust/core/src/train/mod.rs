@@ -11,7 +11,7 @@ pub mod merge;
 use std::sync::atomic::Ordering;
 
 pub use count::{CountOptions, Sorted, Splitter, WordCounts, WordTable};
-pub use merge::{learn, MergeOptions, Merges};
+pub use merge::{learn, learn_owned, MergeOptions, Merges};
 
 use crate::error::{Error, Result};
 use crate::input::{Document, Reader};
@@ -46,7 +46,43 @@ pub fn num_merges(vocab_size: usize, n_specials: usize) -> Result<usize> {
 }
 
 /// Bytes of text per batch handed to the counting threads.
-pub const BATCH_BYTES: usize = 8 << 20;
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// Makes glibc serve large blocks (1 MiB and more) with their own mappings, so that they go
+/// back to the system when freed. Otherwise glibc raises that threshold as big blocks are freed
+/// and later ones land in the heap, where a few small live blocks keep the whole area resident:
+/// the batches of the counting phase would stay resident through the merge phase.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            extern "C" {
+                fn mallopt(param: i32, value: i32) -> i32;
+            }
+            const M_MMAP_THRESHOLD: i32 = -3;
+            // SAFETY: mallopt only changes allocator tuning; existing blocks are unaffected.
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, 1 << 20);
+            }
+        });
+    }
+}
+
+/// Returns freed heap memory to the operating system (glibc keeps it otherwise), so that the
+/// memory of one phase is not held through the next.
+pub fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
 
 /// Counts the documents of `reader` into `counts`. Reading (I/O, decompression, JSON) runs on
 /// its own thread, one batch ahead of the counting threads.
