@@ -240,7 +240,13 @@ def _prepare(out: Path, settings: dict[str, Any], overwrite: bool, resume: bool)
 
 def _test_hook(n_committed: int, stage: str) -> None:
     """For the tests: ``_BYTEPAIR_TEST_KILL=N:stage`` kills this process with SIGKILL when shard
-    ``N`` (1-based count) is renamed (stage ``renamed``) or recorded (stage ``recorded``)."""
+    ``N`` (1-based count) is renamed (stage ``renamed``) or recorded (stage ``recorded``);
+    ``_BYTEPAIR_TEST_PAUSE=SECONDS`` sleeps after recording each shard (time to send SIGINT)."""
+    pause = os.environ.get("_BYTEPAIR_TEST_PAUSE")
+    if pause and stage == "recorded":
+        import time
+
+        time.sleep(float(pause))
     spec = os.environ.get("_BYTEPAIR_TEST_KILL")
     if spec:
         n, _, at = spec.partition(":")
