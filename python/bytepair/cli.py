@@ -252,10 +252,12 @@ def _encode(args: argparse.Namespace) -> int:
         print(f"bytepair encode: {e} (--overwrite)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"bytepair encode: interrupted; run the same command again to resume", file=sys.stderr)
+        print("bytepair encode: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except (ValueError, OSError) as e:
         return _fail("encode", e)
+    if "skipped" not in m:
+        print(f"bytepair encode: {args.out} already holds this run, complete", file=sys.stderr)
     _report_skipped("encode", m.get("skipped", 0), m.get("errors", []))
     print(f"{m['documents']} documents, {m['tokens']} tokens in {len(m['shards'])} shard(s) "
           f"({m['dtype']}) in {args.out}", file=sys.stderr)
