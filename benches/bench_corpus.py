@@ -21,11 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import CORPUS_DIR, measuring
-
 from bytepair import corpus
 from bytepair.bench import split_documents
+from conftest import CORPUS_DIR, measuring
 
 ENCODING = "cl100k_base"
 THREADS = 2
@@ -46,8 +44,7 @@ def jsonl_corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         with open(p, encoding="utf-8") as f:
             docs = split_documents([f.read(budget)])
         with open(d / (p.stem + ".jsonl"), "w", encoding="utf-8") as f:
-            for doc in docs:
-                f.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps({"text": doc}, ensure_ascii=False) + "\n" for doc in docs)
         n += 1
     if not n:
         pytest.skip(f"no en.txt/code.txt/multi.txt in {CORPUS_DIR}")

@@ -12,10 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import bytepair
 import numpy as np
 import pytest
-
-import bytepair
 from bytepair import cli, corpus
 
 ENC = "cl100k_base"

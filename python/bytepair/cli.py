@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 __all__ = ["build_parser", "main"]
 
@@ -223,11 +223,11 @@ def _report_skipped(command: str, skipped: int, errors: Sequence[str]) -> None:
             print(f"  ... and {skipped - len(errors[:10])} more", file=sys.stderr)
 
 
-def _progress(args: argparse.Namespace) -> Optional[bool]:
+def _progress(args: argparse.Namespace) -> bool | None:
     return False if args.no_progress else None
 
 
-def _positive(command: str, **values: Optional[int]) -> bool:
+def _positive(command: str, **values: int | None) -> bool:
     for k, v in values.items():
         if v is not None and v < 1:
             print(f"bytepair {command}: --{k.replace('_', '-')} must be at least 1", file=sys.stderr)

@@ -37,11 +37,11 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from bytepair import _native
 
-__all__ = ["encode_to_shards", "count_files", "read_shards", "DEFAULT_DOCS_PER_SHARD", "MANIFEST"]
+__all__ = ["DEFAULT_DOCS_PER_SHARD", "MANIFEST", "count_files", "encode_to_shards", "read_shards"]
 
 #: Documents per shard by default: about 100M tokens (200 MB as uint16) for web-page-sized
 #: documents of ~1k tokens.
@@ -74,7 +74,7 @@ def _encoding(encoding: Any) -> Any:
     return encoding
 
 
-def _eot(enc: Any, eot_token: Optional[int]) -> int:
+def _eot(enc: Any, eot_token: int | None) -> int:
     if eot_token is not None:
         return int(eot_token)
     eot = enc._special_tokens.get("<|endoftext|>")
@@ -89,7 +89,7 @@ def _is_parquet(path: str) -> bool:
     return f(path)
 
 
-def _expand(paths: Union[PathLike, Iterable[PathLike]]) -> list[str]:
+def _expand(paths: PathLike | Iterable[PathLike]) -> list[str]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [os.fspath(p) for p in paths]
@@ -110,7 +110,7 @@ def _on_error(on_error: str) -> str:
 class _Bar:
     """A tqdm bar over input bytes (throughput and ETA), with documents and tokens."""
 
-    def __init__(self, enabled: Optional[bool], desc: str) -> None:
+    def __init__(self, enabled: bool | None, desc: str) -> None:
         if enabled is None:
             enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
         self.bar: Any = None
@@ -173,7 +173,7 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _read_manifest(out: Path) -> Optional[dict[str, Any]]:
+def _read_manifest(out: Path) -> dict[str, Any] | None:
     p = out / MANIFEST
     if not p.exists():
         return None
@@ -261,18 +261,18 @@ def _test_hook(n_committed: int, stage: str) -> None:
 
 
 def encode_to_shards(
-    paths: Union[PathLike, Iterable[PathLike]],
+    paths: PathLike | Iterable[PathLike],
     *,
     encoding: Any,
     out: PathLike,
     docs_per_shard: int = DEFAULT_DOCS_PER_SHARD,
     on_error: str = "fail",
     field: str = "text",
-    num_threads: Optional[int] = None,
-    progress: Optional[bool] = None,
+    num_threads: int | None = None,
+    progress: bool | None = None,
     resume: bool = True,
     overwrite: bool = False,
-    eot_token: Optional[int] = None,
+    eot_token: int | None = None,
 ) -> dict[str, Any]:
     """Encodes a corpus into token shards ``out/shard_00000.npy``, ... and returns the manifest
     (a dict: settings, ``shards`` with the documents and tokens of each, totals; also written to
@@ -316,7 +316,7 @@ def encode_to_shards(
         if kind == "progress":
             bar.update(*a)
         else:
-            index, name, docs, tokens = a
+            _index, name, docs, tokens = a
             _test_hook(len(committed) + 1, "renamed")
             committed.append({"file": name, "documents": docs, "tokens": tokens})
             _write_json(out / MANIFEST, manifest)
@@ -338,14 +338,14 @@ def encode_to_shards(
 
 
 def count_files(
-    paths: Union[PathLike, Iterable[PathLike]],
+    paths: PathLike | Iterable[PathLike],
     *,
     encoding: Any,
     on_error: str = "fail",
     field: str = "text",
-    num_threads: Optional[int] = None,
-    progress: Optional[bool] = None,
-    errors: Optional[list[str]] = None,
+    num_threads: int | None = None,
+    progress: bool | None = None,
+    errors: list[str] | None = None,
 ) -> dict[str, int]:
     """Token counts per file: for each file (after expanding directories and globs), the sum over
     its documents of ``len(encoding.encode_ordinary(doc))``. Parquet files (``text`` column) are
@@ -379,7 +379,7 @@ def count_files(
 
 
 def _count_parquet(enc: Any, path: str, field: str, on_error: str,
-                   errors: Optional[list[str]]) -> int:
+                   errors: list[str] | None) -> int:
     from bytepair.train import _parquet_documents
 
     n = 0

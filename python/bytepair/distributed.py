@@ -40,11 +40,11 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from bytepair import _native
 
-__all__ = ["count_words", "train", "encode_to_shards", "local_client"]
+__all__ = ["count_words", "encode_to_shards", "local_client", "train"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -54,7 +54,7 @@ DEFAULT_TASK_BYTES = 64 << 20
 
 def _dask() -> Any:
     try:
-        import dask  # noqa: F401
+        import dask
         import dask.bag  # noqa: F401
         import distributed
     except ImportError as e:
@@ -71,8 +71,8 @@ def local_client(n_workers: int = 2, threads_per_worker: int = 1, **kwargs: Any)
     ...     counts = count_words(["corpus/"], pattern="cl100k_base", client=client)
     """
     distributed = _dask()
-    opts = dict(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                host="127.0.0.1", dashboard_address=None)
+    opts: dict[str, Any] = {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
+                            "processes": True, "host": "127.0.0.1", "dashboard_address": None}
     opts.update(kwargs)
     with distributed.LocalCluster(**opts) as cluster, distributed.Client(cluster) as client:
         yield client
@@ -120,7 +120,7 @@ def _test_delay() -> None:
 
 
 def _count_group(groups: Iterable[list[str]], pattern: str, specials: list[str], on_error: str,
-                 field: str, num_threads: Optional[int]) -> tuple[Any, int, list[str]]:
+                 field: str, num_threads: int | None) -> tuple[Any, int, list[str]]:
     from bytepair.train import WordCounts
 
     _test_delay()
@@ -138,7 +138,7 @@ def _count_group(groups: Iterable[list[str]], pattern: str, specials: list[str],
 
 
 def _count_docs(docs: Iterable[Any], pattern: str, specials: list[str],
-                num_threads: Optional[int]) -> tuple[Any, int, list[str]]:
+                num_threads: int | None) -> tuple[Any, int, list[str]]:
     from bytepair.train import WordCounts
 
     _test_delay()
@@ -161,13 +161,13 @@ def count_words(
     paths_or_bag: Any,
     *,
     pattern: str = "cl100k_base",
-    special_tokens: Optional[Sequence[str]] = None,
+    special_tokens: Sequence[str] | None = None,
     on_error: str = "fail",
     field: str = "text",
     client: Any = None,
     task_bytes: int = DEFAULT_TASK_BYTES,
     split_every: int = 4,
-    num_threads: Optional[int] = None,
+    num_threads: int | None = None,
 ) -> Any:
     """Counts the words of a corpus on a Dask cluster; returns a :class:`bytepair.WordCounts`
     equal (bit for bit: ``==`` and ``to_bytes()``) to ``WordCounts(paths, pattern=...)`` on one
@@ -218,11 +218,11 @@ def train(
     *,
     vocab_size: int,
     pattern: str = "cl100k_base",
-    special_tokens: Optional[Sequence[str]] = None,
+    special_tokens: Sequence[str] | None = None,
     min_frequency: int = 1,
-    max_token_length: Optional[int] = None,
-    num_threads: Optional[int] = None,
-    progress: Optional[bool] = None,
+    max_token_length: int | None = None,
+    num_threads: int | None = None,
+    progress: bool | None = None,
     name: str = "trained",
     on_error: str = "fail",
     client: Any = None,
@@ -257,7 +257,7 @@ def _plan_group(files: list[str], on_error: str, field: str) -> tuple[list[int],
 
 def _encode_range(enc: Any, files: list[str], out: str, eot: int, docs_per_shard: int,
                   skip_docs: int, max_docs: int, first_shard: int, on_error: str, field: str,
-                  num_threads: Optional[int]) -> list[tuple[int, str, int, int]]:
+                  num_threads: int | None) -> list[tuple[int, str, int, int]]:
     _test_delay()
     s = _native._encode_shards(enc._core_bpe, files, out, eot=eot, docs_per_shard=docs_per_shard,
                                skip_docs=skip_docs, max_docs=max_docs, first_shard=first_shard,
@@ -293,15 +293,15 @@ def encode_to_shards(
     *,
     encoding: Any,
     out: PathLike,
-    docs_per_shard: Optional[int] = None,
+    docs_per_shard: int | None = None,
     on_error: str = "fail",
     field: str = "text",
     client: Any = None,
     overwrite: bool = False,
     shards_per_task: int = 1,
     task_bytes: int = DEFAULT_TASK_BYTES,
-    num_threads: Optional[int] = None,
-    eot_token: Optional[int] = None,
+    num_threads: int | None = None,
+    eot_token: int | None = None,
 ) -> dict[str, Any]:
     """Writes the shards ``bytepair encode`` writes (and the same ``manifest.json``), byte for
     byte, with the work spread over a Dask cluster; returns the manifest.

@@ -85,7 +85,10 @@ pub fn npy_header(dtype: Dtype, len: u64) -> [u8; NPY_HEADER_LEN] {
     h[7] = 0;
     let dict_len = (NPY_HEADER_LEN - 10) as u16;
     h[8..10].copy_from_slice(&dict_len.to_le_bytes());
-    let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': ({len},), }}", dtype.descr());
+    let dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': ({len},), }}",
+        dtype.descr()
+    );
     h[10..10 + dict.len()].copy_from_slice(dict.as_bytes());
     h[NPY_HEADER_LEN - 1] = b'\n';
     h
@@ -112,12 +115,19 @@ pub struct CorpusOptions {
 
 impl Default for CorpusOptions {
     fn default() -> Self {
-        CorpusOptions { on_error: OnError::Fail, field: "text".into(), num_threads: 0, batch_bytes: 4 << 20, batch_docs: 8192 }
+        CorpusOptions {
+            on_error: OnError::Fail,
+            field: "text".into(),
+            num_threads: 0,
+            batch_bytes: 4 << 20,
+            batch_docs: 8192,
+        }
     }
 }
 
-/// Which part of the document stream to encode, and where its first shard starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which part of the document stream to encode, and where its first shard starts (default:
+/// all of it, from shard 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EncodeRange {
     /// Documents of the stream to skip (read, not encoded) before the first shard.
     pub skip_docs: u64,
@@ -127,11 +137,6 @@ pub struct EncodeRange {
     pub first_shard: u64,
 }
 
-impl Default for EncodeRange {
-    fn default() -> Self {
-        EncodeRange { skip_docs: 0, max_docs: None, first_shard: 0 }
-    }
-}
 
 /// A shard written and renamed into place.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,7 +154,12 @@ pub struct ShardInfo {
 pub enum Event {
     /// Bytes read (of `total_bytes`; compressed size for compressed files), documents done and
     /// tokens produced so far.
-    Progress { bytes_read: u64, total_bytes: u64, documents: u64, tokens: u64 },
+    Progress {
+        bytes_read: u64,
+        total_bytes: u64,
+        documents: u64,
+        tokens: u64,
+    },
     /// A shard is complete on disk.
     Shard(ShardInfo),
 }
@@ -205,7 +215,11 @@ struct DocStream {
 
 impl DocStream {
     fn new(files: Vec<PathBuf>, opts: &CorpusOptions) -> Self {
-        let iopts = InputOptions { on_error: opts.on_error, field: opts.field.clone(), block_size: None };
+        let iopts = InputOptions {
+            on_error: opts.on_error,
+            field: opts.field.clone(),
+            block_size: None,
+        };
         DocStream {
             reader: Reader::new(files.clone(), iopts),
             files,
@@ -218,12 +232,20 @@ impl DocStream {
     }
 
     fn file_index(&mut self, source: &Arc<Path>) -> usize {
-        if self.last_source.as_ref().is_some_and(|s| Arc::ptr_eq(s, source)) {
+        if self
+            .last_source
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, source))
+        {
             return self.file;
         }
         // A new file: the next one in the list with this path (files that yield nothing are
         // passed over).
-        let start = if self.last_source.is_some() { self.file + 1 } else { 0 };
+        let start = if self.last_source.is_some() {
+            self.file + 1
+        } else {
+            0
+        };
         let found = (start..self.files.len()).find(|&i| *self.files[i] == **source);
         self.file = found.unwrap_or(self.files.len().saturating_sub(1));
         self.last_source = Some(source.clone());
@@ -237,11 +259,24 @@ impl DocStream {
                 Err(e) => return Some(Err(e)),
             };
             let file = self.file_index(&d.source);
-            let location = LocationOf { source: d.source, line: d.line };
+            let location = LocationOf {
+                source: d.source,
+                line: d.line,
+            };
             match String::from_utf8(d.text) {
-                Ok(text) => return Some(Ok(Doc { file, location, text })),
+                Ok(text) => {
+                    return Some(Ok(Doc {
+                        file,
+                        location,
+                        text,
+                    }))
+                }
                 Err(e) => {
-                    let msg = format!("{}: invalid UTF-8 at byte {}", location.show(), e.utf8_error().valid_up_to());
+                    let msg = format!(
+                        "{}: invalid UTF-8 at byte {}",
+                        location.show(),
+                        e.utf8_error().valid_up_to()
+                    );
                     match self.on_error {
                         OnError::Fail => return Some(Err(Error::Value(msg))),
                         OnError::Skip => {
@@ -314,7 +349,9 @@ fn pipeline(
             Ok(())
         };
         let r = run();
-        let skipped = reader.join().map_err(|_| Error::Value("the input reader thread panicked".into()))?;
+        let skipped = reader
+            .join()
+            .map_err(|_| Error::Value("the input reader thread panicked".into()))?;
         r.map(|()| skipped)
     })
 }
@@ -343,8 +380,15 @@ impl ShardWriter {
             let tmp = self.dir.join(format!("{}.tmp", shard_name(index)));
             let f = File::create(&tmp).map_err(|e| io_at(&tmp, e))?;
             let mut file = BufWriter::with_capacity(1 << 20, f);
-            file.write_all(&npy_header(self.dtype, 0)).map_err(|e| io_at(&tmp, e))?;
-            self.cur = Some(OpenShard { index, tmp, file, documents: 0, tokens: 0 });
+            file.write_all(&npy_header(self.dtype, 0))
+                .map_err(|e| io_at(&tmp, e))?;
+            self.cur = Some(OpenShard {
+                index,
+                tmp,
+                file,
+                documents: 0,
+                tokens: 0,
+            });
         }
         let cur = self.cur.as_mut().expect("open shard");
         self.buf.clear();
@@ -360,7 +404,9 @@ impl ShardWriter {
                 }
             }
         }
-        cur.file.write_all(&self.buf).map_err(|e| io_at(&cur.tmp, e))?;
+        cur.file
+            .write_all(&self.buf)
+            .map_err(|e| io_at(&cur.tmp, e))?;
         cur.documents += 1;
         cur.tokens += tokens.len() as u64 + 1;
         Ok(())
@@ -372,8 +418,16 @@ impl ShardWriter {
 
     /// Completes the open shard (header with the real length, sync, rename).
     fn finish(&mut self) -> Result<Option<ShardInfo>> {
-        let Some(cur) = self.cur.take() else { return Ok(None) };
-        let OpenShard { index, tmp, file, documents, tokens } = cur;
+        let Some(cur) = self.cur.take() else {
+            return Ok(None);
+        };
+        let OpenShard {
+            index,
+            tmp,
+            file,
+            documents,
+            tokens,
+        } = cur;
         let at = |e| io_at(&tmp, e);
         let mut f = file.into_inner().map_err(|e| at(e.into_error()))?;
         f.seek(SeekFrom::Start(0)).map_err(at)?;
@@ -383,7 +437,12 @@ impl ShardWriter {
         let path = self.dir.join(shard_name(index));
         fs::rename(&tmp, &path).map_err(at)?;
         self.next_index = index + 1;
-        Ok(Some(ShardInfo { index, path, documents, tokens }))
+        Ok(Some(ShardInfo {
+            index,
+            path,
+            documents,
+            tokens,
+        }))
     }
 }
 
@@ -398,7 +457,10 @@ impl Drop for ShardWriter {
 }
 
 fn encode_batch(bpe: &CoreBpe, pool: &rayon::ThreadPool, docs: &[Doc]) -> Vec<Result<Vec<Rank>>> {
-    let one = |d: &Doc| bpe.encode_ordinary(&d.text).map_err(|e| Error::Value(format!("{}: {e}", d.location.show())));
+    let one = |d: &Doc| {
+        bpe.encode_ordinary(&d.text)
+            .map_err(|e| Error::Value(format!("{}: {e}", d.location.show())))
+    };
     if pool.current_num_threads() <= 1 || docs.len() == 1 {
         docs.iter().map(one).collect()
     } else {
@@ -427,29 +489,41 @@ pub fn encode_to_shards(
     let dtype = Dtype::for_max_token(max_token);
     let total_bytes = Reader::new(files.clone(), InputOptions::default()).total_bytes();
     let pool = parallel::pool(opts.num_threads);
-    let mut w = ShardWriter { dir: out.to_path_buf(), dtype, next_index: range.first_shard, cur: None, buf: Vec::new() };
+    let mut w = ShardWriter {
+        dir: out.to_path_buf(),
+        dtype,
+        next_index: range.first_shard,
+        cur: None,
+        buf: Vec::new(),
+    };
     let mut summary = Summary::default();
-    let (skipped, errors) = pipeline(files, opts, range.skip_docs, range.max_docs, &mut |docs, stats| {
-        let encoded = encode_batch(bpe, &pool, &docs);
-        for toks in encoded {
-            let toks = toks?;
-            w.push(&toks, eot)?;
-            summary.documents += 1;
-            summary.tokens += toks.len() as u64 + 1;
-            if w.documents() == docs_per_shard {
-                if let Some(info) = w.finish()? {
-                    summary.shards.push(info.clone());
-                    on_event(Event::Shard(info))?;
+    let (skipped, errors) = pipeline(
+        files,
+        opts,
+        range.skip_docs,
+        range.max_docs,
+        &mut |docs, stats| {
+            let encoded = encode_batch(bpe, &pool, &docs);
+            for toks in encoded {
+                let toks = toks?;
+                w.push(&toks, eot)?;
+                summary.documents += 1;
+                summary.tokens += toks.len() as u64 + 1;
+                if w.documents() == docs_per_shard {
+                    if let Some(info) = w.finish()? {
+                        summary.shards.push(info.clone());
+                        on_event(Event::Shard(info))?;
+                    }
                 }
             }
-        }
-        on_event(Event::Progress {
-            bytes_read: stats.bytes_read.load(Ordering::Relaxed),
-            total_bytes,
-            documents: summary.documents,
-            tokens: summary.tokens,
-        })
-    })?;
+            on_event(Event::Progress {
+                bytes_read: stats.bytes_read.load(Ordering::Relaxed),
+                total_bytes,
+                documents: summary.documents,
+                tokens: summary.tokens,
+            })
+        },
+    )?;
     if let Some(info) = w.finish()? {
         summary.shards.push(info.clone());
         on_event(Event::Shard(info))?;
@@ -469,11 +543,15 @@ pub fn count_tokens(
 ) -> Result<Summary> {
     let total_bytes = Reader::new(files.clone(), InputOptions::default()).total_bytes();
     let pool = parallel::pool(opts.num_threads);
-    let mut summary = Summary { per_file: vec![0; files.len()], ..Default::default() };
+    let mut summary = Summary {
+        per_file: vec![0; files.len()],
+        ..Default::default()
+    };
     let none = SpecialSet::None;
     let (skipped, errors) = pipeline(files, opts, 0, None, &mut |docs, stats| {
         let one = |d: &Doc| {
-            bpe.count(&d.text, &none, &none).map_err(|e| Error::Value(format!("{}: {e}", d.location.show())))
+            bpe.count(&d.text, &none, &none)
+                .map_err(|e| Error::Value(format!("{}: {e}", d.location.show())))
         };
         let counts: Vec<Result<usize>> = if pool.current_num_threads() <= 1 || docs.len() == 1 {
             docs.iter().map(one).collect()
@@ -500,7 +578,10 @@ pub fn count_tokens(
 
 /// The number of documents of each file (same rules as [`encode_to_shards`]): the plan of a
 /// cluster job, which needs to know where each shard starts.
-pub fn count_documents(files: Vec<PathBuf>, opts: &CorpusOptions) -> Result<(Vec<u64>, u64, Vec<String>)> {
+pub fn count_documents(
+    files: Vec<PathBuf>,
+    opts: &CorpusOptions,
+) -> Result<(Vec<u64>, u64, Vec<String>)> {
     let mut per_file = vec![0u64; files.len()];
     let (skipped, errors) = pipeline(files, opts, 0, None, &mut |docs, _| {
         for d in &docs {
@@ -531,9 +612,19 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, b)| (&b[..], i as Rank))
-            .chain(merges.iter().enumerate().map(|(i, m)| (*m, 256 + i as Rank)));
+            .chain(
+                merges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (*m, 256 + i as Rank)),
+            );
         let vocab = Vocab::from_entries(entries).unwrap();
-        CoreBpe::new(vocab, crate::pretokenize::CL100K_PATTERN, vec![("<|endoftext|>".into(), 300)]).unwrap()
+        CoreBpe::new(
+            vocab,
+            crate::pretokenize::CL100K_PATTERN,
+            vec![("<|endoftext|>".into(), 300)],
+        )
+        .unwrap()
     }
 
     fn read_npy(p: &Path) -> Vec<u16> {
@@ -544,7 +635,10 @@ mod tests {
             let s = h.split("'shape': (").nth(1).unwrap();
             s.split(',').next().unwrap().parse().unwrap()
         };
-        let v: Vec<u16> = b[NPY_HEADER_LEN..].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let v: Vec<u16> = b[NPY_HEADER_LEN..]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
         assert_eq!(v.len() as u64, n);
         v
     }
@@ -565,13 +659,29 @@ mod tests {
         docs.push("hello there, world".into());
         fs::write(d.join("c.jsonl"), "{\"text\": \"or\"}\n").unwrap();
         docs.push("or".into());
-        (vec![d.join("a.jsonl"), d.join("b.txt"), d.join("c.jsonl")], docs)
+        (
+            vec![d.join("a.jsonl"), d.join("b.txt"), d.join("c.jsonl")],
+            docs,
+        )
     }
 
-    fn run(bpe: &CoreBpe, files: &[PathBuf], out: &Path, range: EncodeRange, threads: usize) -> Summary {
+    fn run(
+        bpe: &CoreBpe,
+        files: &[PathBuf],
+        out: &Path,
+        range: EncodeRange,
+        threads: usize,
+    ) -> Summary {
         fs::create_dir_all(out).unwrap();
-        let opts = CorpusOptions { num_threads: threads, batch_docs: 3, ..Default::default() };
-        encode_to_shards(bpe, files.to_vec(), out, 300, 4, range, &opts, &mut |_| Ok(())).unwrap()
+        let opts = CorpusOptions {
+            num_threads: threads,
+            batch_docs: 3,
+            ..Default::default()
+        };
+        encode_to_shards(bpe, files.to_vec(), out, 300, 4, range, &opts, &mut |_| {
+            Ok(())
+        })
+        .unwrap()
     }
 
     #[test]
@@ -590,25 +700,54 @@ mod tests {
         }
         let mut expect = Vec::new();
         for t in &docs {
-            expect.extend(bpe.encode_ordinary(t).unwrap().into_iter().map(|r| r as u16));
+            expect.extend(
+                bpe.encode_ordinary(t)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r as u16),
+            );
             expect.push(300);
         }
         assert_eq!(all, expect);
-        assert!(fs::read_dir(d.join("out")).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+        assert!(fs::read_dir(d.join("out")).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")));
 
         // Any range of shards, written on its own, is byte-identical; so is a 1-thread run.
         let one = run(&bpe, &files, &d.join("one"), EncodeRange::default(), 1);
-        let part = run(&bpe, &files, &d.join("part"), EncodeRange { skip_docs: 8, max_docs: Some(8), first_shard: 2 }, 2);
-        assert_eq!(part.shards.iter().map(|s| s.index).collect::<Vec<_>>(), [2, 3]);
+        let part = run(
+            &bpe,
+            &files,
+            &d.join("part"),
+            EncodeRange {
+                skip_docs: 8,
+                max_docs: Some(8),
+                first_shard: 2,
+            },
+            2,
+        );
+        assert_eq!(
+            part.shards.iter().map(|s| s.index).collect::<Vec<_>>(),
+            [2, 3]
+        );
         for sh in &s.shards {
-            assert_eq!(fs::read(&sh.path).unwrap(), fs::read(d.join("one").join(shard_name(sh.index))).unwrap());
+            assert_eq!(
+                fs::read(&sh.path).unwrap(),
+                fs::read(d.join("one").join(shard_name(sh.index))).unwrap()
+            );
             if (2..4).contains(&sh.index) {
-                assert_eq!(fs::read(&sh.path).unwrap(), fs::read(d.join("part").join(shard_name(sh.index))).unwrap());
+                assert_eq!(
+                    fs::read(&sh.path).unwrap(),
+                    fs::read(d.join("part").join(shard_name(sh.index))).unwrap()
+                );
             }
         }
         assert_eq!(one.tokens, s.tokens);
 
-        let (per_file, skipped, _) = count_documents(files.clone(), &CorpusOptions::default()).unwrap();
+        let (per_file, skipped, _) =
+            count_documents(files.clone(), &CorpusOptions::default()).unwrap();
         assert_eq!((per_file, skipped), (vec![23, 1, 1], 0));
         let c = count_tokens(&bpe, files, &CorpusOptions::default(), &mut |_| Ok(())).unwrap();
         assert_eq!(c.tokens + c.documents, s.tokens);
@@ -619,24 +758,69 @@ mod tests {
     fn errors_name_file_and_line_and_skip_keeps_numbering() {
         let bpe = tiny();
         let d = tmpdir("errors");
-        fs::write(d.join("a.jsonl"), "{\"text\": \"hello\"}\n{\"txt\": 1}\n{bad\n{\"text\": \"world\"}\n").unwrap();
+        fs::write(
+            d.join("a.jsonl"),
+            "{\"text\": \"hello\"}\n{\"txt\": 1}\n{bad\n{\"text\": \"world\"}\n",
+        )
+        .unwrap();
         fs::write(d.join("b.txt"), b"hel\xfflo").unwrap();
         fs::write(d.join("c.txt"), "or").unwrap();
         let files = vec![d.join("a.jsonl"), d.join("b.txt"), d.join("c.txt")];
         fs::create_dir_all(d.join("out")).unwrap();
-        let e = encode_to_shards(&bpe, files.clone(), &d.join("out"), 300, 2, EncodeRange::default(), &CorpusOptions::default(), &mut |_| Ok(()))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("a.jsonl:2") && e.contains("missing field"), "{e}");
-        let opts = CorpusOptions { on_error: OnError::Skip, ..Default::default() };
-        let s = encode_to_shards(&bpe, files.clone(), &d.join("out"), 300, 2, EncodeRange::default(), &opts, &mut |_| Ok(())).unwrap();
+        let e = encode_to_shards(
+            &bpe,
+            files.clone(),
+            &d.join("out"),
+            300,
+            2,
+            EncodeRange::default(),
+            &CorpusOptions::default(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("a.jsonl:2") && e.contains("missing field"),
+            "{e}"
+        );
+        let opts = CorpusOptions {
+            on_error: OnError::Skip,
+            ..Default::default()
+        };
+        let s = encode_to_shards(
+            &bpe,
+            files.clone(),
+            &d.join("out"),
+            300,
+            2,
+            EncodeRange::default(),
+            &opts,
+            &mut |_| Ok(()),
+        )
+        .unwrap();
         assert_eq!((s.documents, s.skipped), (3, 3));
-        assert!(s.errors.iter().any(|m| m.contains("b.txt: invalid UTF-8 at byte 3")), "{:?}", s.errors);
-        assert!(s.errors.iter().any(|m| m.contains("a.jsonl:3")), "{:?}", s.errors);
+        assert!(
+            s.errors
+                .iter()
+                .any(|m| m.contains("b.txt: invalid UTF-8 at byte 3")),
+            "{:?}",
+            s.errors
+        );
+        assert!(
+            s.errors.iter().any(|m| m.contains("a.jsonl:3")),
+            "{:?}",
+            s.errors
+        );
         let c = count_tokens(&bpe, files.clone(), &opts, &mut |_| Ok(())).unwrap();
         assert_eq!(c.per_file.len(), 3);
         assert_eq!(c.per_file[1], 0);
-        let e = count_tokens(&bpe, vec![d.join("b.txt")], &CorpusOptions::default(), &mut |_| Ok(())).unwrap_err();
+        let e = count_tokens(
+            &bpe,
+            vec![d.join("b.txt")],
+            &CorpusOptions::default(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("b.txt: invalid UTF-8"));
     }
 
@@ -648,17 +832,32 @@ mod tests {
         let out = d.join("out");
         fs::create_dir_all(&out).unwrap();
         let mut n = 0;
-        let r = encode_to_shards(&bpe, files, &out, 300, 4, EncodeRange::default(), &CorpusOptions { batch_docs: 3, ..Default::default() }, &mut |e| {
-            if let Event::Shard(_) = e {
-                n += 1;
-                if n == 2 {
-                    return Err(Error::Interrupted);
+        let r = encode_to_shards(
+            &bpe,
+            files,
+            &out,
+            300,
+            4,
+            EncodeRange::default(),
+            &CorpusOptions {
+                batch_docs: 3,
+                ..Default::default()
+            },
+            &mut |e| {
+                if let Event::Shard(_) = e {
+                    n += 1;
+                    if n == 2 {
+                        return Err(Error::Interrupted);
+                    }
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         assert!(matches!(r, Err(Error::Interrupted)));
-        let mut names: Vec<String> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        let mut names: Vec<String> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
         names.sort();
         assert_eq!(names, ["shard_00000.npy", "shard_00001.npy"]);
     }
@@ -667,8 +866,13 @@ mod tests {
     fn npy_header_shape() {
         let h = npy_header(Dtype::U32, 12345678901234567890);
         let s = std::str::from_utf8(&h[10..]).unwrap();
-        assert!(s.starts_with("{'descr': '<u4', 'fortran_order': False, 'shape': (12345678901234567890,), }"));
+        assert!(s.starts_with(
+            "{'descr': '<u4', 'fortran_order': False, 'shape': (12345678901234567890,), }"
+        ));
         assert!(s.ends_with(" \n"));
-        assert_eq!(u16::from_le_bytes([h[8], h[9]]) as usize + 10, NPY_HEADER_LEN);
+        assert_eq!(
+            u16::from_le_bytes([h[8], h[9]]) as usize + 10,
+            NPY_HEADER_LEN
+        );
     }
 }

@@ -28,11 +28,20 @@ impl Events<'_> {
         let r = Python::attach(|py| -> PyResult<()> {
             if let Some(cb) = self.callback {
                 match ev {
-                    Event::Progress { bytes_read, total_bytes, documents, tokens } => {
+                    Event::Progress {
+                        bytes_read,
+                        total_bytes,
+                        documents,
+                        tokens,
+                    } => {
                         cb.call1(py, ("progress", bytes_read, total_bytes, documents, tokens))?;
                     }
                     Event::Shard(s) => {
-                        let name = s.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        let name = s
+                            .path
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
                         cb.call1(py, ("shard", s.index, name, s.documents, s.tokens))?;
                     }
                 }
@@ -40,7 +49,10 @@ impl Events<'_> {
             py.check_signals()
         });
         r.map_err(|e| {
-            self.error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+            self.error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
             Error::Interrupted
         })
     }
@@ -53,7 +65,12 @@ fn convert(e: Error, kept: &Mutex<Option<PyErr>>) -> PyErr {
     }
 }
 
-fn options(on_error: &str, field: &str, num_threads: Option<usize>, batch_bytes: usize) -> PyResult<CorpusOptions> {
+fn options(
+    on_error: &str,
+    field: &str,
+    num_threads: Option<usize>,
+    batch_bytes: usize,
+) -> PyResult<CorpusOptions> {
     Ok(CorpusOptions {
         on_error: OnError::parse(on_error).map_err(to_py)?,
         field: field.to_string(),
@@ -73,7 +90,11 @@ fn summary_dict<'py>(py: Python<'py>, s: &Summary) -> PyResult<Bound<'py, PyDict
         .shards
         .iter()
         .map(|i| {
-            let name = i.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = i
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             (i.index, name, i.documents, i.tokens)
         })
         .collect();
@@ -107,11 +128,27 @@ fn _encode_shards<'py>(
     let opts = options(on_error, field, num_threads, batch_bytes)?;
     let bpe = core.get().inner.clone();
     let kept = Mutex::new(None);
-    let range = EncodeRange { skip_docs, max_docs, first_shard };
+    let range = EncodeRange {
+        skip_docs,
+        max_docs,
+        first_shard,
+    };
     let s = py
         .detach(|| {
-            let ev = Events { callback: callback.as_ref(), error: &kept };
-            shards::encode_to_shards(&bpe, files, &out, eot, docs_per_shard, range, &opts, &mut |e| ev.send(e))
+            let ev = Events {
+                callback: callback.as_ref(),
+                error: &kept,
+            };
+            shards::encode_to_shards(
+                &bpe,
+                files,
+                &out,
+                eot,
+                docs_per_shard,
+                range,
+                &opts,
+                &mut |e| ev.send(e),
+            )
         })
         .map_err(|e| convert(e, &kept))?;
     summary_dict(py, &s)
@@ -136,7 +173,10 @@ fn _count_tokens<'py>(
     let kept = Mutex::new(None);
     let s = py
         .detach(|| {
-            let ev = Events { callback: callback.as_ref(), error: &kept };
+            let ev = Events {
+                callback: callback.as_ref(),
+                error: &kept,
+            };
             shards::count_tokens(&bpe, files, &opts, &mut |e| ev.send(e))
         })
         .map_err(|e| convert(e, &kept))?;
@@ -147,9 +187,15 @@ fn _count_tokens<'py>(
 /// `(per_file, skipped, errors)`.
 #[pyfunction]
 #[pyo3(signature = (files, *, on_error = "fail", field = "text"))]
-fn _count_documents(py: Python<'_>, files: Vec<PathBuf>, on_error: &str, field: &str) -> PyResult<(Vec<u64>, u64, Vec<String>)> {
+fn _count_documents(
+    py: Python<'_>,
+    files: Vec<PathBuf>,
+    on_error: &str,
+    field: &str,
+) -> PyResult<(Vec<u64>, u64, Vec<String>)> {
     let opts = options(on_error, field, Some(1), 4 << 20)?;
-    py.detach(|| shards::count_documents(files, &opts)).map_err(to_py)
+    py.detach(|| shards::count_documents(files, &opts))
+        .map_err(to_py)
 }
 
 /// The `.npy` header bytes of a shard of `len` tokens (`dtype` "uint16" or "uint32").
@@ -158,7 +204,11 @@ fn _npy_header(dtype: &str, len: u64) -> PyResult<Vec<u8>> {
     let d = match dtype {
         "uint16" => shards::Dtype::U16,
         "uint32" => shards::Dtype::U32,
-        _ => return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown dtype {dtype:?}"))),
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown dtype {dtype:?}"
+            )))
+        }
     };
     Ok(shards::npy_header(d, len).to_vec())
 }
