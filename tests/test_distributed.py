@@ -204,3 +204,16 @@ def test_shard_plan():
     assert distributed._shard_tasks([5, 0, 6], 4, 1) == [(0, 1, 0, 4, 0), (0, 3, 4, 4, 1), (2, 3, 3, 3, 2)]
     assert distributed._shard_tasks([5, 0, 6], 4, 2) == [(0, 3, 0, 8, 0), (2, 3, 3, 3, 2)]
     assert distributed._shard_tasks([0, 0], 4, 1) == []
+
+
+def test_encode_with_a_trained_encoding(client, files, tmp_path):
+    enc = bytepair.train([Path(f) for f in files], vocab_size=300, special_tokens=["<|endoftext|>"],
+                         progress=False)
+    enc.save(tmp_path / "tok")
+    proc = subprocess.run([sys.executable, "-m", "bytepair", "encode", *files, "--encoding",
+                           str(tmp_path / "tok"), "-o", str(tmp_path / "cli"), "--docs-per-shard", "10"],
+                          check=False, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    distributed.encode_to_shards(files, encoding=enc, out=tmp_path / "dask", docs_per_shard=10,
+                                 client=client, task_bytes=1)
+    assert _dir_bytes(tmp_path / "dask") == _dir_bytes(tmp_path / "cli")

@@ -345,6 +345,7 @@ def encode_to_shards(
     corpus._write_json(outp / corpus.MANIFEST, manifest)
 
     groups = _group_files(files, task_bytes)
+    enc_task = dask.delayed(enc, pure=True)  # sent to each worker once, not once per task
     with _using(client) as c:
         plan = [dask.delayed(_plan_group, pure=True)(g, on_error, field) for g in groups]
         counted = c.compute(plan, sync=True)
@@ -353,7 +354,7 @@ def encode_to_shards(
         errors = [e for _, _, es in counted for e in es][:20]
         tasks = [
             dask.delayed(_encode_range, pure=True)(
-                enc, files[f:g], str(outp), eot, docs_per_shard, skip, n, k, on_error, field,
+                enc_task, files[f:g], str(outp), eot, docs_per_shard, skip, n, k, on_error, field,
                 num_threads)
             for f, g, skip, n, k in _shard_tasks(per_file, docs_per_shard, shards_per_task)
         ]

@@ -58,6 +58,20 @@ impl Events<'_> {
     }
 }
 
+/// Runs `f`, turning a panic (a bug) into an error instead of letting it reach Python.
+fn no_panic<T>(f: impl FnOnce() -> bytepair_core::Result<T>) -> bytepair_core::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::Value(format!(
+            "internal error in bytepair (please report it): {msg}"
+        )))
+    })
+}
+
 fn convert(e: Error, kept: &Mutex<Option<PyErr>>) -> PyErr {
     match (e, kept.lock().unwrap_or_else(|p| p.into_inner()).take()) {
         (Error::Interrupted, Some(pe)) => pe,
@@ -139,16 +153,18 @@ fn _encode_shards<'py>(
                 callback: callback.as_ref(),
                 error: &kept,
             };
-            shards::encode_to_shards(
-                &bpe,
-                files,
-                &out,
-                eot,
-                docs_per_shard,
-                range,
-                &opts,
-                &mut |e| ev.send(e),
-            )
+            no_panic(|| {
+                shards::encode_to_shards(
+                    &bpe,
+                    files,
+                    &out,
+                    eot,
+                    docs_per_shard,
+                    range,
+                    &opts,
+                    &mut |e| ev.send(e),
+                )
+            })
         })
         .map_err(|e| convert(e, &kept))?;
     summary_dict(py, &s)
@@ -177,7 +193,7 @@ fn _count_tokens<'py>(
                 callback: callback.as_ref(),
                 error: &kept,
             };
-            shards::count_tokens(&bpe, files, &opts, &mut |e| ev.send(e))
+            no_panic(|| shards::count_tokens(&bpe, files, &opts, &mut |e| ev.send(e)))
         })
         .map_err(|e| convert(e, &kept))?;
     summary_dict(py, &s)
@@ -194,7 +210,7 @@ fn _count_documents(
     field: &str,
 ) -> PyResult<(Vec<u64>, u64, Vec<String>)> {
     let opts = options(on_error, field, Some(1), 4 << 20)?;
-    py.detach(|| shards::count_documents(files, &opts))
+    py.detach(|| no_panic(|| shards::count_documents(files, &opts)))
         .map_err(to_py)
 }
 
