@@ -88,12 +88,6 @@ def _has(module: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("command", ["train", "encode", "count"])
-def test_unfinished_commands_say_so(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([command, "x.txt"]) == 2
-    assert "not yet available" in capsys.readouterr().err
-
-
 def test_bench_rejects_unknown_encoding(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "--encodings", "nope_base"]) == 2
     assert "unknown encoding" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The ``bytepair`` command line: ``bench`` now; ``train``, ``encode`` and ``count`` to come.
+"""The ``bytepair`` command line: ``bench``, ``train``, ``encode`` and ``count``.
 
 >>> main(["bench", "--help"])  # doctest: +SKIP
 """
@@ -6,8 +6,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 __all__ = ["build_parser", "main"]
 
@@ -71,20 +75,249 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(func=_bench)
 
-    for name, what in (
-        ("train", "train a BPE vocabulary on a corpus"),
-        ("encode", "encode a corpus into token shards"),
-        ("count", "count the tokens of a corpus"),
-    ):
-        p = sub.add_parser(name, help=f"{what} (not yet available)", add_help=False)
-        p.add_argument("args", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_not_yet, name=name)
+    _add_train(sub)
+    _add_encode(sub)
+    _add_count(sub)
     return parser
 
 
-def _not_yet(args: argparse.Namespace) -> int:
-    print(f"bytepair {args.name}: not yet available in this version of bytepair", file=sys.stderr)
-    return 2
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILES",
+        help="files, directories (every file under them, sorted) or globs: .txt (one document "
+        "per file), .jsonl (one document per line, in the 'text' field), .gz/.zst variants",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default="fail",
+        help="a bad JSON line, a missing 'text' field, invalid UTF-8 or an unreadable file: stop "
+        "with an error naming the file and line (fail, the default), or skip it and report "
+        "how many were skipped (skip)",
+    )
+    p.add_argument("--field", default="text", help="the JSON field holding the text (default: text)")
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="threads (default: one per core)"
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it is shown only when stderr is a terminal anyway)",
+    )
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a BPE vocabulary on a corpus",
+        description="Trains a byte-level BPE encoding on FILES (bytepair.train) and saves it to "
+        "DIR (<name>.tiktoken and bytepair.json; load it with bytepair.load(DIR)). "
+        "Exit status: 0 done, 1 an input error, 2 bad arguments, 130 interrupted.",
+    )
+    _add_input_options(p)
+    p.add_argument("--vocab-size", type=int, required=True, metavar="N",
+                   help="vocabulary size, special tokens included (at least 256 + their number)")
+    p.add_argument("--pattern", default="cl100k_base", metavar="P",
+                   help="split pattern: a built-in encoding name or a regex (default: %(default)s)")
+    p.add_argument("--special-tokens", nargs="*", default=None, metavar="TOKEN",
+                   help="special tokens, given the ids after the last merge in this order "
+                   "(e.g. '<|endoftext|>')")
+    p.add_argument("--min-frequency", type=int, default=1, metavar="N",
+                   help="stop when the best pair occurs fewer than N times (default: 1)")
+    p.add_argument("--max-token-length", type=int, default=None, metavar="BYTES",
+                   help="never create tokens longer than this many bytes")
+    p.add_argument("--name", default=None, help="the encoding's name (default: the name of DIR)")
+    p.add_argument("--max-memory", type=int, default=None, metavar="BYTES",
+                   help="spill word counts to disk beyond this many bytes")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
+    p.set_defaults(func=_train)
+
+
+def _add_encode(sub: Any) -> None:
+    from bytepair.corpus import DEFAULT_DOCS_PER_SHARD, MANIFEST
+
+    p = sub.add_parser(
+        "encode",
+        help="encode a corpus into token shards",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"""\
+Encodes FILES into token shards for model training: DIR/shard_00000.npy, shard_00001.npy, ...
+(numpy .npy, 1-D; uint16 when every id of the encoding fits, else uint32). Each document's
+tokens (encode_ordinary) are followed by the encoding's <|endoftext|> token, documents in input
+order. Shard k holds documents k*D .. (k+1)*D-1, D = --docs-per-shard (default {DEFAULT_DOCS_PER_SHARD:,},
+about 100M tokens for ~1k-token documents); the last shard may hold fewer. The same layout is
+what bytepair.distributed.encode_to_shards writes on a cluster, byte for byte.
+
+Resuming: every shard is written as shard_NNNNN.npy.tmp and renamed when complete, then
+DIR/{MANIFEST} records the documents and tokens of each completed shard. If a run is
+interrupted (Ctrl-C, kill, crash), run the same command again: it continues automatically after
+the last completed shard, skipping (reading, not encoding) the documents already written, and
+the shards end up byte for byte those of an uninterrupted run; a finished run is not redone.
+A DIR holding shards of a different run (other files, encoding or settings) is refused unless
+--overwrite is given.
+
+Work: one thread reads and parses, the others encode batches of documents in parallel;
+memory stays bounded by a few batches plus the largest single document.
+Exit status: 0 done, 1 an input error (named with file and line), 2 bad arguments,
+130 interrupted (resumable).""",
+    )
+    _add_input_options(p)
+    p.add_argument("--encoding", required=True, metavar="NAME",
+                   help="a built-in encoding name, or a directory written by 'bytepair train'")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--docs-per-shard", type=int, default=DEFAULT_DOCS_PER_SHARD, metavar="D",
+                   help="documents per shard (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete shards of an earlier, different run in DIR instead of refusing")
+    p.add_argument("--no-resume", action="store_true",
+                   help="refuse to continue an earlier run in DIR (default: continue it)")
+    p.set_defaults(func=_encode)
+
+
+def _add_count(sub: Any) -> None:
+    p = sub.add_parser(
+        "count",
+        help="count the tokens of a corpus",
+        description="Prints '<path>\\t<count>' for each file and a final 'total <N>': the sum over "
+        "its documents of len(encoding.encode_ordinary(document)). Exit status: 0 done, 1 an "
+        "input error, 2 bad arguments, 130 interrupted.",
+    )
+    _add_input_options(p)
+    p.add_argument("--encoding", required=True, metavar="NAME",
+                   help="a built-in encoding name, or a directory written by 'bytepair train'")
+    p.set_defaults(func=_count)
+
+
+def _fail(command: str, e: BaseException) -> int:
+    msg = str(e)
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+        msg = f"{e.filename}: {e.strerror or msg}"
+    print(f"bytepair {command}: {msg}", file=sys.stderr)
+    return 1
+
+
+def _check_encoding(command: str, name: str) -> Any:
+    from bytepair import registry
+    from bytepair.corpus import _encoding
+
+    try:
+        return _encoding(name)
+    except (ValueError, KeyError, OSError) as e:
+        if not os.path.exists(name):
+            known = ", ".join(sorted(registry.list_encoding_names()))
+            print(f"bytepair {command}: unknown encoding {name!r}; known: {known} "
+                  "(or a directory written by 'bytepair train')", file=sys.stderr)
+        else:
+            print(f"bytepair {command}: cannot load encoding {name}: {e}", file=sys.stderr)
+        return None
+
+
+def _report_skipped(command: str, skipped: int, errors: Sequence[str]) -> None:
+    if skipped:
+        print(f"bytepair {command}: skipped {skipped} bad input(s):", file=sys.stderr)
+        for m in errors[:10]:
+            print(f"  {m}", file=sys.stderr)
+        if skipped > len(errors[:10]):
+            print(f"  ... and {skipped - len(errors[:10])} more", file=sys.stderr)
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if args.no_progress else None
+
+
+def _positive(command: str, **values: int | None) -> bool:
+    for k, v in values.items():
+        if v is not None and v < 1:
+            print(f"bytepair {command}: --{k.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return False
+    return True
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from bytepair import corpus
+
+    if not _positive("encode", docs_per_shard=args.docs_per_shard, threads=args.threads):
+        return 2
+    enc = _check_encoding("encode", args.encoding)
+    if enc is None:
+        return 2
+    try:
+        m = corpus.encode_to_shards(
+            args.files, encoding=enc, out=args.out, docs_per_shard=args.docs_per_shard,
+            on_error=args.on_error, field=args.field, num_threads=args.threads,
+            progress=_progress(args), resume=not args.no_resume, overwrite=args.overwrite)
+    except corpus.ShardsError as e:
+        print(f"bytepair encode: {e} (--overwrite)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bytepair encode: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:
+        return _fail("encode", e)
+    if "skipped" not in m:
+        print(f"bytepair encode: {args.out} already holds this run, complete", file=sys.stderr)
+    _report_skipped("encode", m.get("skipped", 0), m.get("errors", []))
+    print(f"{m['documents']} documents, {m['tokens']} tokens in {len(m['shards'])} shard(s) "
+          f"({m['dtype']}) in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _count(args: argparse.Namespace) -> int:
+    from bytepair import corpus
+
+    if not _positive("count", threads=args.threads):
+        return 2
+    enc = _check_encoding("count", args.encoding)
+    if enc is None:
+        return 2
+    errors: list[str] = []
+    try:
+        counts = corpus.count_files(args.files, encoding=enc, on_error=args.on_error,
+                                    field=args.field, num_threads=args.threads,
+                                    progress=_progress(args), errors=errors)
+    except (ValueError, OSError) as e:
+        return _fail("count", e)
+    for path, n in counts.items():
+        print(f"{path}\t{n}")
+    print(f"total {sum(counts.values())}")
+    _report_skipped("count", len(errors), errors)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import bytepair
+    from bytepair.corpus import _expand
+
+    if not _positive("train", vocab_size=args.vocab_size, threads=args.threads,
+                     max_token_length=args.max_token_length, max_memory=args.max_memory):
+        return 2
+    name = args.name or (Path(args.out).resolve().name or "trained")
+    try:
+        files = _expand(args.files)
+    except (ValueError, OSError) as e:
+        return _fail("train", e)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            enc = bytepair.train(
+                [Path(f) for f in files], vocab_size=args.vocab_size, pattern=args.pattern,
+                special_tokens=args.special_tokens, min_frequency=args.min_frequency,
+                max_token_length=args.max_token_length, num_threads=args.threads,
+                progress=_progress(args), name=name, max_memory=args.max_memory,
+                on_error=args.on_error)
+        for w in caught:
+            print(f"bytepair train: {w.message}", file=sys.stderr)
+        enc.save(args.out)
+    except (ValueError, TypeError) as e:
+        print(f"bytepair train: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ImportError) as e:
+        return _fail("train", e)
+    print(f"trained {enc.name!r}: {enc.n_vocab} tokens "
+          f"({len(enc._special_tokens)} special), saved to {args.out}", file=sys.stderr)
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:

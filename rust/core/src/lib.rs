@@ -11,6 +11,7 @@ pub mod error;
 pub mod input;
 pub mod parallel;
 pub mod pretokenize;
+pub mod shards;
 pub mod train;
 pub mod vocab;
 

@@ -2,6 +2,7 @@
 //! detaches from the interpreter, calls the core and converts results back.
 use pyo3::prelude::*;
 
+mod corpus;
 mod encoding;
 mod errors;
 mod ints;
@@ -11,6 +12,7 @@ mod train;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     encoding::register(m)?;
+    corpus::register(m)?;
     train::register(m)?;
     Ok(())
 }

@@ -1,0 +1,413 @@
+"""Corpus to token shards, and corpus token counts: the engine of ``bytepair encode`` / ``count``.
+
+Reading, decoding and encoding run in Rust: one thread reads (files, ``.gz``/``.zst``, JSON
+lines), the others encode batches of documents in parallel, and the results are written in
+input order, so memory stays bounded by a few batches plus the largest single document.
+
+**Shard layout.** ``out/shard_00000.npy``, ``shard_00001.npy``, ...: numpy ``.npy`` files, 1-D,
+``uint16`` when every id of the encoding fits in 16 bits (else ``uint32``). Each document's tokens
+are followed by the encoding's end-of-text token, documents in input order. Shard ``k`` holds
+documents ``k*D`` to ``(k+1)*D - 1`` (``D = docs_per_shard``), a plan known before anything is
+encoded: it is what makes runs resumable and lets :mod:`bytepair.distributed` write any range of
+shards on its own, byte for byte the same.
+
+**Resuming.** Each shard is written under a temporary name and renamed once complete; then
+``out/manifest.json`` (settings, inputs, and the documents and tokens of each completed shard) is
+rewritten atomically. Running the same command again on the same ``out`` continues after the
+last completed shard (the documents before it are read but not encoded); a shard that was
+being written is started over. A finished run is not redone.
+
+A *document* is a ``.txt`` file (read whole) or a non-blank line of a ``.jsonl`` file whose
+``text`` field is a string. With ``on_error="skip"``, bad JSON lines, lines without the field,
+unreadable files and files that are not UTF-8 are skipped (and reported); with ``"fail"`` the
+first one raises ``ValueError``/``OSError`` naming the file and line.
+
+>>> import bytepair.corpus as corpus                           # doctest: +SKIP
+>>> corpus.encode_to_shards(["data/"], encoding="cl100k_base", out="shards")["documents"]
+1200
+>>> corpus.count_files(["data/a.jsonl"], encoding="cl100k_base")
+{'data/a.jsonl': 51234}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+from bytepair import _native
+
+__all__ = ["DEFAULT_DOCS_PER_SHARD", "MANIFEST", "count_files", "encode_to_shards", "read_shards"]
+
+#: Documents per shard by default: about 100M tokens (200 MB as uint16) for web-page-sized
+#: documents of ~1k tokens.
+DEFAULT_DOCS_PER_SHARD = 100_000
+#: The manifest's file name, inside the output directory.
+MANIFEST = "manifest.json"
+
+PathLike = Union[str, "os.PathLike[str]"]
+_SHARD_RE = re.compile(r"^shard_(\d{5,})\.npy(\.tmp)?$")
+
+
+class ShardsError(ValueError):
+    """The output directory holds shards of a different run (and ``overwrite`` was not given)."""
+
+
+def _encoding(encoding: Any) -> Any:
+    """An Encoding from a name, a saved-encoding directory, or an Encoding."""
+    import bytepair
+
+    if isinstance(encoding, (str, os.PathLike)):
+        s = os.fspath(encoding)
+        if s in bytepair.list_encoding_names():
+            return bytepair.get_encoding(s)
+        if os.path.exists(s):
+            return bytepair.load(s)
+        return bytepair.get_encoding(s)  # raises the registry's error for unknown names
+    if not isinstance(getattr(encoding, "_core_bpe", None), _native.CoreBPE):
+        raise TypeError("encoding must be an encoding name, a saved encoding directory or a "
+                        f"bytepair.Encoding, not {type(encoding).__name__}")
+    return encoding
+
+
+def _eot(enc: Any, eot_token: int | None) -> int:
+    if eot_token is not None:
+        return int(eot_token)
+    eot = enc._special_tokens.get("<|endoftext|>")
+    if eot is None:
+        raise ValueError(f"encoding {enc.name!r} has no <|endoftext|> token; pass eot_token")
+    return int(eot)
+
+
+def _is_parquet(path: str) -> bool:
+    from bytepair.train import _is_parquet as f
+
+    return f(path)
+
+
+def _expand(paths: PathLike | Iterable[PathLike]) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("no input files given")
+    files = list(_native._expand_paths(paths))
+    if not files:
+        raise ValueError(f"no input files under {', '.join(paths)}")
+    return files
+
+
+def _on_error(on_error: str) -> str:
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    return on_error
+
+
+class _Bar:
+    """A tqdm bar over input bytes (throughput and ETA), with documents and tokens."""
+
+    def __init__(self, enabled: bool | None, desc: str) -> None:
+        if enabled is None:
+            enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self.bar: Any = None
+        self.desc = desc
+        self.enabled = enabled
+
+    def update(self, done: int, total: int, docs: int, tokens: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # pragma: no cover - tqdm is optional
+                self.enabled = False
+                return
+            self.bar = tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc=self.desc, dynamic_ncols=True, file=sys.stderr)
+        self.bar.set_postfix_str(f"{docs:,} docs, {tokens:,} tokens", refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ------------------------------------------------------------------------------------------------
+# The manifest
+
+
+def _settings(enc: Any, eot: int, files: Sequence[str], docs_per_shard: int, on_error: str,
+              field: str) -> dict[str, Any]:
+    max_token = max(enc.max_token_value, eot)
+    return {
+        "format": "bytepair-shards",
+        "version": 1,
+        "encoding": enc.name,
+        "n_vocab": enc.n_vocab,
+        "eot_token": eot,
+        "dtype": "uint16" if max_token < 65536 else "uint32",
+        "docs_per_shard": docs_per_shard,
+        "on_error": on_error,
+        "field": field,
+        "inputs": list(files),
+        "input_bytes": [os.path.getsize(f) if os.path.exists(f) else None for f in files],
+    }
+
+
+_SETTING_KEYS = ("format", "version", "encoding", "n_vocab", "eot_token", "dtype", "docs_per_shard",
+                 "on_error", "field", "inputs", "input_bytes")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    p = out / MANIFEST
+    if not p.exists():
+        return None
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ShardsError(f"{p}: unreadable manifest ({e}); use overwrite=True to start over") from None
+    if not isinstance(m, dict) or m.get("format") != "bytepair-shards":
+        raise ShardsError(f"{p}: not a bytepair shards manifest; use overwrite=True to start over")
+    return m
+
+
+def _shard_files(out: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in out.iterdir() if out.is_dir() else ():
+        m = _SHARD_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)) if not m.group(2) else -1, p))
+    return found
+
+
+def _finish_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    manifest["complete"] = True
+    manifest["documents"] = sum(s["documents"] for s in manifest["shards"])
+    manifest["tokens"] = sum(s["tokens"] for s in manifest["shards"])
+    return manifest
+
+
+def _prepare(out: Path, settings: dict[str, Any], overwrite: bool, resume: bool) -> dict[str, Any]:
+    """The manifest to continue from: the existing one when it matches, else a fresh one; removes
+    unfinished and uncommitted shard files."""
+    out.mkdir(parents=True, exist_ok=True)
+    old = None if overwrite else _read_manifest(out)
+    if old is not None:
+        differs = [k for k in _SETTING_KEYS if old.get(k) != settings[k]]
+        if differs:
+            raise ShardsError(
+                f"{out} holds shards of a different run ({', '.join(differs)} differ); "
+                "use another output directory or overwrite")
+        if not resume:
+            raise ShardsError(f"{out} holds shards of an earlier run; resume or overwrite")
+        shards = old.get("shards", [])
+        for s in shards:
+            p = out / s["file"]
+            expected = 128 + s["tokens"] * (2 if settings["dtype"] == "uint16" else 4)
+            if not p.is_file() or p.stat().st_size != expected:
+                raise ShardsError(f"{p}: missing or of the wrong size; the output directory was "
+                                  "changed since the run; overwrite to start over")
+        manifest = old
+    else:
+        existing = [p for _, p in _shard_files(out)]
+        if existing and not overwrite:
+            raise ShardsError(f"{out} already holds shard files but no {MANIFEST}; "
+                              "use another output directory or overwrite")
+        manifest = dict(settings, complete=False, shards=[])
+    committed = len(manifest["shards"])
+    for index, p in _shard_files(out):
+        if index < 0 or index >= committed:
+            p.unlink()
+    if overwrite and (out / MANIFEST).exists() and old is None:
+        (out / MANIFEST).unlink()
+    return manifest
+
+
+def _test_hook(n_committed: int, stage: str) -> None:
+    """For the tests: ``_BYTEPAIR_TEST_KILL=N:stage`` kills this process with SIGKILL when shard
+    ``N`` (1-based count) is renamed (stage ``renamed``) or recorded (stage ``recorded``);
+    ``_BYTEPAIR_TEST_PAUSE=SECONDS`` sleeps after recording each shard (time to send SIGINT)."""
+    pause = os.environ.get("_BYTEPAIR_TEST_PAUSE")
+    if pause and stage == "recorded":
+        import time
+
+        time.sleep(float(pause))
+    spec = os.environ.get("_BYTEPAIR_TEST_KILL")
+    if spec:
+        n, _, at = spec.partition(":")
+        if int(n) == n_committed and (at or "recorded") == stage:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------------------
+# Public API
+
+
+def encode_to_shards(
+    paths: PathLike | Iterable[PathLike],
+    *,
+    encoding: Any,
+    out: PathLike,
+    docs_per_shard: int = DEFAULT_DOCS_PER_SHARD,
+    on_error: str = "fail",
+    field: str = "text",
+    num_threads: int | None = None,
+    progress: bool | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    eot_token: int | None = None,
+) -> dict[str, Any]:
+    """Encodes a corpus into token shards ``out/shard_00000.npy``, ... and returns the manifest
+    (a dict: settings, ``shards`` with the documents and tokens of each, totals; also written to
+    ``out/manifest.json``).
+
+    ``paths``: files, directories, globs (``.txt`` = one document per file, ``.jsonl`` with a
+    ``text`` field, ``.gz``/``.zst`` variants). ``encoding``: a built-in name, a directory
+    written by ``Encoding.save``, or an ``Encoding``. Each document's tokens
+    (``encode_ordinary``) are followed by ``eot_token`` (default: the encoding's
+    ``<|endoftext|>``). Shard ``k`` holds documents ``k*docs_per_shard`` onwards.
+
+    A run interrupted (Ctrl-C, a crash, a killed job) resumes when called again with the same
+    arguments (``resume=True``, the default): complete shards are kept, the rest is redone, and
+    the result is byte for byte that of an uninterrupted run. An ``out`` that holds shards of a
+    different run is an error unless ``overwrite=True`` (which deletes them).
+
+    >>> m = encode_to_shards(["corpus.jsonl"], encoding="cl100k_base", out="shards")  # doctest: +SKIP
+    >>> import numpy as np; np.load("shards/shard_00000.npy")[:3]                      # doctest: +SKIP
+    array([9906, 1917,   13], dtype=uint16)
+    """
+    enc = _encoding(encoding)
+    eot = _eot(enc, eot_token)
+    _on_error(on_error)
+    if not isinstance(docs_per_shard, int) or docs_per_shard < 1:
+        raise ValueError(f"docs_per_shard must be a positive int, got {docs_per_shard!r}")
+    files = _expand(paths)
+    parquet = [f for f in files if _is_parquet(f)]
+    if parquet:
+        raise ValueError(f"{parquet[0]}: parquet input is not supported by encode yet; "
+                         "convert it to .jsonl")
+    out = Path(out)
+    settings = _settings(enc, eot, files, docs_per_shard, on_error, field)
+    manifest = _prepare(out, settings, overwrite, resume)
+    if manifest.get("complete"):
+        return manifest
+    _write_json(out / MANIFEST, manifest)
+    committed = manifest["shards"]
+    bar = _Bar(progress, "encoding")
+
+    def callback(kind: str, *a: Any) -> None:
+        if kind == "progress":
+            bar.update(*a)
+        else:
+            _index, name, docs, tokens = a
+            _test_hook(len(committed) + 1, "renamed")
+            committed.append({"file": name, "documents": docs, "tokens": tokens})
+            _write_json(out / MANIFEST, manifest)
+            _test_hook(len(committed), "recorded")
+
+    try:
+        summary = _native._encode_shards(
+            enc._core_bpe, files, str(out), eot=eot, docs_per_shard=docs_per_shard,
+            skip_docs=len(committed) * docs_per_shard, first_shard=len(committed),
+            on_error=on_error, field=field, num_threads=num_threads, callback=callback)
+    finally:
+        bar.close()
+    _finish_manifest(manifest)
+    _write_json(out / MANIFEST, manifest)
+    manifest = dict(manifest)
+    manifest["skipped"] = summary["skipped"]
+    manifest["errors"] = summary["errors"]
+    return manifest
+
+
+def count_files(
+    paths: PathLike | Iterable[PathLike],
+    *,
+    encoding: Any,
+    on_error: str = "fail",
+    field: str = "text",
+    num_threads: int | None = None,
+    progress: bool | None = None,
+    errors: list[str] | None = None,
+) -> dict[str, int]:
+    """Token counts per file: for each file (after expanding directories and globs), the sum over
+    its documents of ``len(encoding.encode_ordinary(doc))``. Parquet files (``text`` column) are
+    read through pyarrow. With ``on_error="skip"``, bad inputs are skipped; pass a list as
+    ``errors`` to receive their messages.
+
+    >>> count_files(["a.txt", "b.jsonl"], encoding="cl100k_base")  # doctest: +SKIP
+    {'a.txt': 1021, 'b.jsonl': 88410}
+    """
+    enc = _encoding(encoding)
+    _on_error(on_error)
+    files = _expand(paths)
+    native = [f for f in files if not _is_parquet(f)]
+    bar = _Bar(progress, "counting")
+    try:
+        s = _native._count_tokens(enc._core_bpe, native, on_error=on_error, field=field,
+                                  num_threads=num_threads, callback=lambda _k, *a: bar.update(*a))
+    finally:
+        bar.close()
+    per = dict(zip(native, s["per_file"]))
+    if errors is not None:
+        errors.extend(s["errors"])
+    result: dict[str, int] = {}
+    for f in files:
+        if f in per:
+            n = per[f]
+        else:
+            n = _count_parquet(enc, f, field, on_error, errors)
+        result[f] = result.get(f, 0) + n
+    return result
+
+
+def _count_parquet(enc: Any, path: str, field: str, on_error: str,
+                   errors: list[str] | None) -> int:
+    from bytepair.train import _parquet_documents
+
+    n = 0
+    batch: list[str] = []
+    try:
+        for doc in _parquet_documents([path], field):
+            batch.append(doc)
+            if len(batch) >= 4096:
+                n += sum(enc.count_batch(batch, disallowed_special=()))
+                batch.clear()
+        if batch:
+            n += sum(enc.count_batch(batch, disallowed_special=()))
+    except (OSError, ValueError) as e:
+        if on_error == "fail":
+            raise
+        if errors is not None:
+            errors.append(f"{path}: {e}")
+        return 0
+    return n
+
+
+def read_shards(out: PathLike) -> list[Any]:
+    """The shards of ``out`` as numpy arrays (memory-mapped), in order.
+
+    >>> sum(len(a) for a in read_shards("shards"))  # doctest: +SKIP
+    123456
+    """
+    import numpy as np
+
+    files = sorted((i, p) for i, p in _shard_files(Path(out)) if i >= 0)
+    return [np.load(p, mmap_mode="r") for _, p in files]

@@ -1,0 +1,323 @@
+"""``bytepair encode`` / ``count`` / ``train`` and ``bytepair.corpus``, checked against
+``Encoding.encode_ordinary`` / ``decode`` on documents parsed here with the json module."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import bytepair
+import numpy as np
+import pytest
+from bytepair import cli, corpus
+
+ENC = "cl100k_base"
+
+
+def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "bytepair", *args], env=e, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def _texts(n: int, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    words = ["the", "quick", "brown", "fox", "naïve", "café", "日本語", "😀", "<|endoftext|>", "  ",
+             "\n", "123456", "don't", "x" * 40, "\t", "Ωμέγα"]
+    return ["".join(rng.choice(words) + rng.choice([" ", "", "\n"]) for _ in range(rng.randint(0, 60)))
+            for _ in range(n)]
+
+
+@pytest.fixture
+def corpus_files(tmp_path: Path) -> tuple[list[str], list[str]]:
+    """Files of every format, and the documents they hold, in order."""
+    d = tmp_path / "in"
+    d.mkdir()
+    texts = _texts(160)
+    docs: list[str] = []
+    # .jsonl with blank lines and extra fields
+    lines = []
+    for i, t in enumerate(texts[:70]):
+        lines.append(json.dumps({"id": i, "text": t, "meta": {"text": "no"}}))
+        if i % 9 == 0:
+            lines.append("")
+        docs.append(t)
+    (d / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # .txt: one document each (including an empty one)
+    for i, t in enumerate(texts[70:75]):
+        (d / f"b{i}.txt").write_text(t, encoding="utf-8")
+        docs.append(t)
+    (d / "b9.txt").write_text("", encoding="utf-8")
+    docs.append("")
+    # .jsonl.gz, no trailing newline
+    with gzip.open(d / "c.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(json.dumps({"text": t}) for t in texts[75:]))
+    docs.extend(texts[75:])
+    files = [str(d / "a.jsonl")] + [str(d / f"b{i}.txt") for i in (0, 1, 2, 3, 4, 9)] + [str(d / "c.jsonl.gz")]
+    return files, docs
+
+
+def _split_on_eot(tokens: list[int], eot: int) -> list[list[int]]:
+    out, cur = [], []
+    for t in tokens:
+        if t == eot:
+            out.append(cur)
+            cur = []
+        else:
+            cur.append(t)
+    assert cur == [], "the stream ends with an end-of-text token"
+    return out
+
+
+def _shards(out: Path) -> list[np.ndarray]:
+    names = sorted(p.name for p in out.glob("shard_*.npy"))
+    assert names == [f"shard_{i:05d}.npy" for i in range(len(names))]
+    return [np.load(out / n) for n in names]
+
+
+def _dir_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+# ------------------------------------------------------------------------------------------------
+# encode
+
+
+@pytest.mark.parametrize("name,dtype", [("cl100k_base", np.uint32), ("gpt2", np.uint16)])
+def test_encode_shards_decode_to_the_documents_in_order(tmp_path, corpus_files, name, dtype):
+    files, docs = corpus_files
+    enc = bytepair.get_encoding(name)
+    out = tmp_path / "out"
+    proc = _run("encode", *files, "--encoding", name, "-o", str(out), "--docs-per-shard", "17")
+    assert proc.returncode == 0, proc.stderr
+    shards = _shards(out)
+    assert len(shards) == -(-len(docs) // 17)
+    assert all(a.dtype == dtype and a.ndim == 1 for a in shards)
+    per_shard = [int((a == enc.eot_token).sum()) for a in shards]
+    assert per_shard[:-1] == [17] * (len(shards) - 1) and 0 < per_shard[-1] <= 17
+    stream = np.concatenate(shards).tolist()
+    expected = []
+    for doc in docs:
+        expected += enc.encode_ordinary(doc) + [enc.eot_token]
+    assert stream == expected
+    decoded = [enc.decode(toks) for toks in _split_on_eot(stream, enc.eot_token)]
+    assert decoded == docs
+    m = json.loads((out / corpus.MANIFEST).read_text())
+    assert m["complete"] and m["documents"] == len(docs) and m["tokens"] == len(stream)
+    assert [s["documents"] for s in m["shards"]] == per_shard
+    assert not list(out.glob("*.tmp"))
+
+
+def test_encode_same_bytes_whatever_the_threads_and_directory_input(tmp_path, corpus_files):
+    files, _ = corpus_files
+    a = corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "a", docs_per_shard=50,
+                                num_threads=1, progress=False)
+    b = corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "b", docs_per_shard=50,
+                                num_threads=3, progress=False)
+    assert a["shards"] == b["shards"]
+    for s in a["shards"]:
+        assert (tmp_path / "a" / s["file"]).read_bytes() == (tmp_path / "b" / s["file"]).read_bytes()
+
+
+def test_encode_resumes_after_sigkill_byte_for_byte(tmp_path, corpus_files):
+    files, _ = corpus_files
+    ref = tmp_path / "ref"
+    args = [*files, "--encoding", ENC, "--docs-per-shard", "20"]
+    assert _run("encode", *args, "-o", str(ref)).returncode == 0
+    want = _dir_bytes(ref)
+    assert len([k for k in want if k.endswith(".npy")]) == 9
+    # Killed right after shard 3 is recorded, and after shard 3 is renamed but not yet recorded.
+    for stage in ("recorded", "renamed"):
+        out = tmp_path / stage
+        proc = _run("encode", *args, "-o", str(out), env={"_BYTEPAIR_TEST_KILL": f"3:{stage}"})
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        m = json.loads((out / corpus.MANIFEST).read_text())
+        assert not m["complete"] and len(m["shards"]) == (3 if stage == "recorded" else 2)
+        assert (out / "shard_00002.npy").exists()
+        proc = _run("encode", *args, "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert _dir_bytes(out) == want
+
+
+def test_encode_ctrl_c_stops_cleanly_and_resumes(tmp_path, corpus_files):
+    files, _ = corpus_files
+    args = [*files, "--encoding", ENC, "--docs-per-shard", "20"]
+    ref = tmp_path / "ref"
+    assert _run("encode", *args, "-o", str(ref)).returncode == 0
+    out = tmp_path / "out"
+    env = dict(os.environ, _BYTEPAIR_TEST_PAUSE="0.5")
+    p = subprocess.Popen([sys.executable, "-m", "bytepair", "encode", *args, "-o", str(out)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "shard_00000.npy").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "resume" in err
+    assert not list(out.glob("*.tmp"))
+    m = json.loads((out / corpus.MANIFEST).read_text())
+    assert not m["complete"] and 1 <= len(m["shards"]) < 9
+    assert _run("encode", *args, "-o", str(out)).returncode == 0
+    assert _dir_bytes(out) == _dir_bytes(ref)
+
+
+def test_encode_refuses_a_directory_of_another_run(tmp_path, corpus_files):
+    files, _ = corpus_files
+    out = tmp_path / "out"
+    assert _run("encode", *files, "--encoding", ENC, "-o", str(out), "--docs-per-shard", "30").returncode == 0
+    proc = _run("encode", *files, "--encoding", ENC, "-o", str(out), "--docs-per-shard", "40")
+    assert proc.returncode == 2 and "docs_per_shard" in proc.stderr and "--overwrite" in proc.stderr
+    proc = _run("encode", *files, "--encoding", ENC, "-o", str(out), "--docs-per-shard", "40", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert len(_shards(out)) == -(-161 // 40)
+    # A finished run is not redone.
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert _run("encode", *files, "--encoding", ENC, "-o", str(out), "--docs-per-shard", "40").returncode == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> tuple[list[str], list[str]]:
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.jsonl").write_text('{"text": "one"}\n{"txt": "no field"}\n{"text": "two"}\n{not json\n'
+                               '{"text": 3}\n{"text": "three"}\n', encoding="utf-8")
+    (d / "b.txt").write_bytes(b"caf\xe9 latin-1")
+    (d / "c.txt").write_text("four", encoding="utf-8")
+    return [str(d / "a.jsonl"), str(d / "b.txt"), str(d / "c.txt")], ["one", "two", "three", "four"]
+
+
+def test_encode_errors_name_file_and_line(tmp_path, bad_files):
+    files, _ = bad_files
+    proc = _run("encode", *files, "--encoding", ENC, "-o", str(tmp_path / "out"))
+    assert proc.returncode == 1
+    assert "a.jsonl:2" in proc.stderr and "missing field" in proc.stderr, proc.stderr
+    assert not list((tmp_path / "out").glob("shard_*"))
+    proc = _run("encode", files[1], "--encoding", ENC, "-o", str(tmp_path / "out2"))
+    assert proc.returncode == 1 and "b.txt: invalid UTF-8 at byte 3" in proc.stderr, proc.stderr
+    with pytest.raises(ValueError, match=r"a\.jsonl:2"):
+        corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "out3", progress=False)
+
+
+def test_encode_skip_drops_bad_inputs_and_reports_them(tmp_path, bad_files):
+    files, docs = bad_files
+    enc = bytepair.get_encoding(ENC)
+    out = tmp_path / "out"
+    proc = _run("encode", *files, "--encoding", ENC, "-o", str(out), "--on-error", "skip",
+                "--docs-per-shard", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped 4" in proc.stderr
+    for where in ("a.jsonl:2", "a.jsonl:4", "a.jsonl:5", "b.txt: invalid UTF-8"):
+        assert where in proc.stderr
+    stream = np.concatenate(_shards(out)).tolist()
+    assert [enc.decode(t) for t in _split_on_eot(stream, enc.eot_token)] == docs
+
+
+def test_encode_with_a_trained_encoding_directory(tmp_path, corpus_files):
+    files, docs = corpus_files
+    enc = bytepair.train(docs, vocab_size=300, special_tokens=["<|endoftext|>"], progress=False)
+    enc.save(tmp_path / "tok")
+    out = tmp_path / "out"
+    proc = _run("encode", *files, "--encoding", str(tmp_path / "tok"), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (a,) = _shards(out)
+    assert a.dtype == np.uint16
+    assert [enc.decode(t) for t in _split_on_eot(a.tolist(), 299)] == docs
+
+
+def test_encode_bad_arguments(tmp_path, corpus_files, capsys):
+    files, _ = corpus_files
+    assert cli.main(["encode", *files, "--encoding", "nope_base", "-o", str(tmp_path / "o")]) == 2
+    assert "unknown encoding" in capsys.readouterr().err
+    assert cli.main(["encode", *files, "--encoding", ENC, "-o", str(tmp_path / "o"),
+                     "--docs-per-shard", "0"]) == 2
+    assert cli.main(["encode", str(tmp_path / "missing.txt"), "--encoding", ENC, "-o",
+                     str(tmp_path / "o")]) == 1
+    assert "missing.txt" in capsys.readouterr().err
+    assert "Resuming" in cli.build_parser()._subparsers._group_actions[0].choices["encode"].format_help()
+
+
+# ------------------------------------------------------------------------------------------------
+# count
+
+
+def test_count_totals_equal_encode_ordinary(corpus_files):
+    files, docs = corpus_files
+    enc = bytepair.get_encoding(ENC)
+    proc = _run("count", *files, "--encoding", ENC)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(files) + 1
+    per = dict(line.split("\t") for line in lines[:-1])
+    assert list(per) == files
+    assert lines[-1] == f"total {sum(len(enc.encode_ordinary(d)) for d in docs)}"
+    assert int(per[files[0]]) == sum(len(enc.encode_ordinary(d)) for d in docs[:70])
+    assert int(per[files[-1]]) == sum(len(enc.encode_ordinary(d)) for d in docs[76:])
+    assert corpus.count_files(files, encoding=ENC, num_threads=1) == {k: int(v) for k, v in per.items()}
+
+
+def test_count_errors_and_skip(bad_files):
+    files, docs = bad_files
+    enc = bytepair.get_encoding(ENC)
+    proc = _run("count", *files, "--encoding", ENC)
+    assert proc.returncode == 1 and "a.jsonl:2" in proc.stderr
+    proc = _run("count", *files, "--encoding", ENC, "--on-error", "skip")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"total {sum(len(enc.encode_ordinary(d)) for d in docs)}"
+    assert f"{files[1]}\t0" in proc.stdout
+    assert "skipped 4" in proc.stderr and "b.txt: invalid UTF-8" in proc.stderr
+
+
+def test_count_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    texts = _texts(30, seed=3)
+    pq.write_table(pa.table({"text": texts}), tmp_path / "p.parquet")
+    enc = bytepair.get_encoding(ENC)
+    got = corpus.count_files([tmp_path / "p.parquet"], encoding=ENC)
+    assert list(got.values()) == [sum(len(enc.encode_ordinary(t)) for t in texts)]
+
+
+# ------------------------------------------------------------------------------------------------
+# train
+
+
+def test_train_cli_model_loads_and_round_trips(tmp_path, corpus_files):
+    files, docs = corpus_files
+    out = tmp_path / "tok"
+    proc = _run("train", *files, "--vocab-size", "320", "--special-tokens", "<|endoftext|>",
+                "--name", "mytok", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    enc = bytepair.load(out)
+    assert enc.name == "mytok" and enc.n_vocab == 320
+    assert enc._special_tokens == {"<|endoftext|>": 319}
+    for d in docs[:20] + ["never seen: ζ∂ƒ 🙂"]:
+        assert enc.decode(enc.encode_ordinary(d)) == d
+    same = bytepair.train([Path(f) for f in files], vocab_size=320, special_tokens=["<|endoftext|>"],
+                          progress=False)
+    assert enc._mergeable_ranks == same._mergeable_ranks
+
+
+def test_train_cli_errors(tmp_path, bad_files, capsys):
+    files, _ = bad_files
+    out = str(tmp_path / "tok")
+    assert cli.main(["train", *files, "--vocab-size", "300", "-o", out, "--no-progress"]) == 1
+    assert "a.jsonl:2" in capsys.readouterr().err
+    assert cli.main(["train", *files, "--vocab-size", "300", "-o", out, "--no-progress",
+                     "--on-error", "skip"]) == 0
+    assert 256 < bytepair.load(out).n_vocab <= 300  # a tiny corpus runs out of pairs
+    assert cli.main(["train", *files, "--vocab-size", "100", "-o", out, "--no-progress"]) == 1
+    assert "vocab_size must be at least 256" in capsys.readouterr().err
+    assert cli.main(["train", *files, "--vocab-size", "300", "--pattern", "(", "-o", out,
+                     "--no-progress"]) == 1
