@@ -137,7 +137,6 @@ pub struct EncodeRange {
     pub first_shard: u64,
 }
 
-
 /// A shard written and renamed into place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardInfo {

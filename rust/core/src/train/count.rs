@@ -857,7 +857,11 @@ impl WordCounts {
         if !self.table.is_empty() || !self.runs.is_empty() {
             let fresh = self.table.drain_sorted();
             let base = std::mem::take(&mut self.sorted);
-            let mut s = if base.is_empty() { fresh } else { Sorted::merged(&base, &fresh) };
+            let mut s = if base.is_empty() {
+                fresh
+            } else {
+                Sorted::merged(&base, &fresh)
+            };
             if !self.runs.is_empty() {
                 s = merge_runs(s, std::mem::take(&mut self.runs))?;
             }
