@@ -763,3 +763,25 @@ def test_million_whitespace_then_letter(unit, pair, encoding_name, request):
     assert bp.count(text) == len(got)
     assert bp.encode_to_numpy(text).tolist() == got
     assert got == tt._encode_only_native_bpe(text)
+
+
+def test_plugin_errors(fresh_registry, tmp_path, monkeypatch):
+    """A plugin without ENCODING_CONSTRUCTORS, or two plugins defining one name: ValueError
+    (tiktoken's rules)."""
+    d = tmp_path / "bytepair_ext"
+    d.mkdir()
+    (d / "a_mod.py").write_text(PLUGIN_SOURCE.format(fn="make", enc="dup_enc"))
+    (d / "b_mod.py").write_text(PLUGIN_SOURCE.format(fn="make", enc="dup_enc"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    importlib.invalidate_caches()
+    with pytest.raises(ValueError, match="dup_enc"):
+        bytepair.get_encoding("dup_enc")
+    (d / "b_mod.py").write_text("X = 1\n")
+    sys.modules.pop("bytepair_ext.b_mod", None)
+    import bytepair.registry as reg
+
+    reg.ENCODING_CONSTRUCTORS = None
+    with pytest.raises(ValueError, match="ENCODING_CONSTRUCTORS"):
+        bytepair.get_encoding("dup_enc")

@@ -13,14 +13,14 @@ import unicodedata
 from collections import Counter
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ENCODING_NAMES, FULL
 
 # ============================================================================ helpers
 
-#: How many generated inputs were compared, per encoding (printed in the terminal summary).
+#: How many inputs were compared, per (kind, encoding) (printed in the terminal summary).
 CASES: Counter = Counter()
 
 
@@ -84,9 +84,9 @@ def _mismatch_fn(bp, tt):
     return fails
 
 
-def compare_text(bp, tt, text: str, *, name: str, specials: bool = True) -> None:
+def compare_text(bp, tt, text: str, *, name: str, specials: bool = True, kind: str = "generated") -> None:
     """encode_ordinary, encode (all specials allowed / none disallowed) and count."""
-    CASES[name] += 1
+    CASES[kind, name] += 1
     exp = tt.encode_ordinary(text)
     assert_same_tokens(bp.encode_ordinary(text), exp, text=text, bp=bp, what="encode_ordinary")
     if specials:
@@ -101,7 +101,7 @@ def compare_text(bp, tt, text: str, *, name: str, specials: bool = True) -> None
 # ============================================================================ corpora
 
 CHUNK = 4096
-DEFAULT_BYTES_PER_CORPUS = 1_500_000  # sampled 4 KB chunks per corpus in the default run
+DEFAULT_BYTES_PER_CORPUS = 2_500_000  # sampled 4 KB chunks per corpus in the default run
 DEFAULT_BIG_CHUNK = 400_000  # one whole large chunk per corpus in the default run
 
 
@@ -133,7 +133,7 @@ def test_corpus_chunks(corpus, pair, encoding_name, corpus_texts):
     assert bp.count_batch(chunks, disallowed_special=()) == [len(e) for e in exp]
     got_special = bp.encode_batch(chunks[:64], disallowed_special=())
     assert got_special == exp[:64]
-    CASES[encoding_name] += len(chunks)
+    CASES["corpus_chunks", encoding_name] += len(chunks)
 
 
 @pytest.mark.parametrize("corpus", ["en", "code", "multi"])
@@ -263,9 +263,9 @@ STRATEGIES = {
 STRATEGY_NAMES = sorted(STRATEGIES)
 
 
-def _run_all_encodings(all_pairs, text: str) -> None:
+def _run_all_encodings(all_pairs, text: str, kind: str = "generated") -> None:
     for name, bp, tt in all_pairs:
-        compare_text(bp, tt, text, name=name)
+        compare_text(bp, tt, text, name=name, kind=kind)
 
 
 # One hypothesis test per category; each example is compared on all 7 encodings.
@@ -291,19 +291,48 @@ def test_hand_picked_traps(all_pairs):
         "<|endoftext|>", "a<|endoftext|>b", "<|endoftext|><|endoftext|>", "<|endo<|endoftext|>ftext|>",
         "x" * 500 + " " + "y" * 500, " " * 33 + "x", "\n" * 17 + " x", "!!!\n\n", " !!!\r\n\r\nx", "a/\n/b",
         "foo //\n", "x = 1;\r\n  return", "\t\tdef f(x):\n\t\t\treturn x\n",
+        # whitespace right before / after a special token: each segment is split on its own
+        "a  <|endoftext|>", "a \n<|endoftext|> b", "x   <|endoftext|>   y", "\n\n<|endoftext|>\n\n",
+        "hi \u00a0<|endoftext|>", "1234<|endoftext|>5678", "don<|endoftext|>'t", "'<|endoftext|>s",
+        "A\u0301<|endofprompt|>\u0301b", "<|fim_prefix|>  \n<|fim_suffix|>\t<|fim_middle|>",
     ]
     for text in traps:
-        _run_all_encodings(all_pairs, text)
+        _run_all_encodings(all_pairs, text, kind="hand_picked")
+
+
+def test_generated_special_arguments(all_pairs):
+    """Generated text with special-token strings, under drawn allowed/disallowed arguments:
+    same tokens or the same exception type."""
+
+    @given(STRATEGIES["special_tokens"], st.data())
+    def check(text, data):
+        for name, bp, tt in all_pairs:
+            CASES["generated", name] += 1
+            names = sorted(tt.special_tokens_set)[:40] + ["<|nope|>"]
+            allowed = data.draw(st.one_of(st.just("all"), st.sets(st.sampled_from(names), max_size=3)))
+            disallowed = data.draw(st.one_of(
+                st.just("all"), st.just(()), st.frozensets(st.sampled_from(names + ["x", "|>"]), max_size=3)))
+            if name == "o200k_harmony" and disallowed == "all" and allowed not in ("all", set()):
+                disallowed = ()  # tiktoken compiles a 1000-name regex per distinct set: too slow here
+            kw = dict(allowed_special=allowed, disallowed_special=disallowed)
+            exp = _outcome(tt.encode, text, **kw)
+            assert _outcome(bp.encode, text, **kw) == exp, (name, text, kw)
+            assert _outcome(bp.count, text, **kw) == ((exp[0], len(exp[1])) if exp[0] == "ok" else exp)
+            got_b = _outcome(bp.encode_batch, [text, text[::-1]], **kw)
+            assert got_b == _outcome(tt.encode_batch, [text, text[::-1]], **kw), (name, text, kw)
+
+    check()
 
 
 # ============================================================================ batch APIs
 
 
 def test_generated_batches(all_pairs):
+    @settings(max_examples=1000 if FULL else 60)
     @given(st.lists(STRATEGIES["mixed"], max_size=12), st.integers(1, 9))
     def check(texts, num_threads):
         for name, bp, tt in all_pairs:
-            CASES[name] += len(texts)
+            CASES["generated", name] += len(texts)
             exp = tt.encode_ordinary_batch(texts)
             assert bp.encode_ordinary_batch(texts, num_threads=num_threads) == exp
             exp_all = tt.encode_batch(texts, allowed_special="all")
@@ -343,10 +372,11 @@ def _unstable(enc, text):
 
 
 def test_generated_encode_with_unstable(all_pairs):
+    @settings(max_examples=1000 if FULL else 40)  # completion sets are large and slow in tiktoken too
     @given(soup(ascii_word, space_prefixed_word, whitespace, punct, number, st.sampled_from(CASED), max_size=6))
     def check(text):
         for name, bp, tt in all_pairs:
-            CASES[name] += 1
+            CASES["generated", name] += 1
             assert _unstable(bp, text) == _unstable(tt, text), (name, text)
 
     check()
@@ -374,7 +404,7 @@ def test_generated_encode_bytes(all_pairs):
     @given(st.lists(fragments, max_size=10).map(b"".join))
     def check(data):
         for name, bp, tt in all_pairs:
-            CASES[name] += 1
+            CASES["generated", name] += 1
             assert_same_tokens(bp._encode_bytes(data), tt._encode_bytes(data), text=data, bp=bp, what="_encode_bytes")
 
     check()
@@ -396,7 +426,7 @@ def test_generated_decode(all_pairs):
     @given(st.data())
     def check(data):
         for name, bp, tt in all_pairs:
-            CASES[name] += 1
+            CASES["generated", name] += 1
             ids = data.draw(st.lists(st.one_of(
                 st.integers(0, tt.n_vocab - 1),
                 st.integers(0, 300),
@@ -569,7 +599,7 @@ def test_codepoint_scan(template, pair, encoding_name):
                     failures.append(c)
             if not failures:  # only fails in context: report the batch
                 failures.append(f"batch@{cps[i]:#x}")
-    CASES[encoding_name] += len(cps)
+    CASES["codepoints", encoding_name] += len(cps)
     if failures:
         desc = []
         for c in failures[:12]:
@@ -612,7 +642,7 @@ def test_long_runs(unit, all_pairs):
             exp = _tiktoken_or_none(tt, text)
             if exp is not None:
                 assert_same_tokens(got, exp, text=text, bp=bp, what="encode_ordinary")
-            CASES[name] += 1
+            CASES["long_runs", name] += 1
 
 
 @pytest.mark.slow
