@@ -611,6 +611,89 @@ def test_codepoint_scan(template, pair, encoding_name):
         pytest.fail(f"{len(failures)} code points differ ({template} template):\n  " + "\n  ".join(desc))
 
 
+# ============================================================================ merge thresholds
+
+
+PIECE_ALPHABETS = {
+    "lower": b"abcdefghijklmnopqrstuvwxyz",
+    "few": b"ab",
+    "bytes": bytes(range(256)),
+    "spaces": b" \n\t",
+    "utf8": "\u00e9\u00e0\u00fc\u4e2d\u6587\U0001f600".encode(),
+    "digits": b"0123456789",
+}
+
+
+@pytest.mark.parametrize("alphabet", sorted(PIECE_ALPHABETS))
+def test_single_piece_lengths_across_thresholds(alphabet, pair):
+    """BPE of one piece (``_encode_single_piece``, no regex) for every length up to 520 bytes and
+    some long ones: crosses the short-piece scan / heap switch (128 bytes), the 8-lane SIMD blocks
+    and the <=7-byte packed keys. Random bytes, so invalid UTF-8 too."""
+    bp, tt = pair
+    rng = random.Random(len(alphabet))
+    alpha = PIECE_ALPHABETS[alphabet]
+    lengths = list(range(1, 521)) + [1000, 1023, 1024, 1025, 4096, 20_000] + ([100_000, 250_000] if FULL else [])
+    for n in lengths:
+        for _ in range(3 if FULL else 1):
+            piece = bytes(rng.choice(alpha) for _ in range(n))
+            got = bp._encode_single_piece(piece)
+            exp = tt._encode_single_piece(piece)
+            assert got == exp, (bp.name, alphabet, n, piece[:80])
+
+
+def test_generated_single_pieces(all_pairs):
+    @given(st.one_of(st.binary(min_size=100, max_size=300),
+                     st.text(alphabet="abcdefghij ", min_size=100, max_size=300).map(str.encode),
+                     STRATEGIES["mixed"].map(lambda s: s.encode("utf-8", "surrogatepass")).filter(bool)))
+    def check(piece):  # (tiktoken panics on an empty piece; bytepair returns [])
+        for name, bp, tt in all_pairs:
+            CASES["generated", name] += 1
+            assert bp._encode_single_piece(piece) == tt._encode_single_piece(piece), (name, piece)
+
+    check()
+
+
+# ============================================================================ one big text on threads
+
+
+def _accepts_num_threads(bp) -> bool:
+    import inspect
+
+    return "num_threads" in inspect.signature(bp.encode_ordinary).parameters
+
+
+def _adversarial_big_text(seed: int, size: int) -> str:
+    """Newlines followed by everything that could glue pieces across a cut: marks, digits,
+    punctuation, whitespace that is and is not White_Space, letters of every case, specials."""
+    rng = random.Random(seed)
+    after_newline = ["\u0301", "1", "!", " ", "\t", "\u00a0", "\u0085", "\x1c", "\u3000", "\r", "\n", "A", "a",
+                     "\u01c5", "'s", "\ufeff", "\u200d", "<|endoftext|>", "\U0001f600", "/", "\u2028", "\x0b"]
+    frags = WHITESPACE + CONTRACTIONS + DIGITS + EMOJI + MARKS + PUNCT + CASED
+    out, n = [], 0
+    while n < size:
+        f = rng.choice(frags) if rng.random() < 0.7 else "\n" + rng.choice(after_newline)
+        out.append(f)
+        n += len(f.encode())
+    return "".join(out)
+
+
+def test_big_text_on_threads(pair, corpus_texts):
+    """``encode_ordinary(text, num_threads=N)`` cuts one large text at piece boundaries (texts of
+    2 MiB and more): identical to tiktoken on corpus text and on adversarial text."""
+    bp, tt = pair
+    if not _accepts_num_threads(bp):
+        pytest.skip("encode_ordinary has no num_threads")
+    texts = [_adversarial_big_text(1, 2_600_000)]
+    for name in ("multi",) if not FULL else ("en", "code", "multi"):
+        if name in corpus_texts:
+            texts.append(corpus_texts[name][: 2_300_000 if not FULL else None])
+    for text in texts:
+        exp = tt.encode_ordinary(text)
+        for threads in (2, 3, 8):
+            got = bp.encode_ordinary(text, num_threads=threads)
+            assert_same_tokens(got, exp, text=text, bp=bp, what=f"encode_ordinary(num_threads={threads})")
+
+
 # ============================================================================ long runs
 
 RUN_UNITS = {
