@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from bytepair import corpus
 from bytepair.bench import split_documents
-from conftest import CORPUS_DIR, measuring
+from benches.conftest import CORPUS_DIR, measuring
 
 ENCODING = "cl100k_base"
 THREADS = 2
