@@ -611,6 +611,70 @@ def test_codepoint_scan(template, pair, encoding_name):
         pytest.fail(f"{len(failures)} code points differ ({template} template):\n  " + "\n  ".join(desc))
 
 
+# ============================================================================ generic regex path
+
+GENERIC_FAMILIES = ["r50k_base", "cl100k_base", "o200k_base"]
+
+
+@pytest.fixture(scope="module")
+def generic_pairs(bp_encodings, tt_encodings):
+    """bytepair Encodings whose pattern is the built-in one wrapped in ``(?:...)``: the same
+    language, but not recognised as a built-in pattern, so the generic regex path runs. The
+    reference is tiktoken's built-in encoding (same ranks, equivalent pattern)."""
+    import bytepair
+
+    out = []
+    for name in GENERIC_FAMILIES:
+        bp = bp_encodings[name]
+        enc = bytepair.Encoding(f"{name}-generic", pat_str="(?:" + bp._pat_str + ")",
+                                mergeable_ranks=bp._mergeable_ranks, special_tokens=bp._special_tokens)
+        native = getattr(enc._core_bpe, "native_pretokenizer", False)
+        assert not native, "the wrapped pattern must take the generic path"
+        out.append((name, enc, tt_encodings[name]))
+    return out
+
+
+def test_generic_path_generated(generic_pairs):
+    @given(STRATEGIES["mixed"])
+    def check(text):
+        for name, bp, tt in generic_pairs:
+            compare_text(bp, tt, text, name=name, kind="generic_path")
+
+    check()
+
+
+def test_generic_path_corpus_and_traps(generic_pairs, corpus_texts):
+    chunks = []
+    for name in sorted(corpus_texts):
+        chunks += _sampled_chunks(corpus_texts[name], 400_000 if not FULL else 4_000_000, seed=7)
+    for name, bp, tt in generic_pairs:
+        exp = tt.encode_ordinary_batch(chunks, num_threads=2)
+        got = bp.encode_ordinary_batch(chunks, num_threads=2)
+        bad = [i for i in range(len(chunks)) if got[i] != exp[i]]
+        if bad:
+            small = minimise(chunks[bad[0]], _mismatch_fn(bp, tt))
+            pytest.fail(f"generic path of {name}: {len(bad)} chunks differ; minimal repro {small!r}")
+        for unit in ("a", " ", "\n", "\r\n", "7", "!", "\u00a0", "\U0001f600"):
+            text = unit * 50_000 + "a"
+            assert_same_tokens(bp.encode_ordinary(text), tt.encode_ordinary(text), text=text, bp=bp,
+                               what="encode_ordinary")
+        CASES["generic_path", name] += len(chunks)
+
+
+def test_generic_path_huge_run_does_not_panic(generic_pairs):
+    """tiktoken panics here; the generic path may refuse (its backtracking limit) but must raise
+    an ordinary exception, never a panic."""
+    for name, bp, tt in generic_pairs:
+        text = " " * 1_000_000 + "a"
+        try:
+            got = bp.encode_ordinary(text)
+        except BaseException as e:  # noqa: BLE001
+            assert type(e).__name__ != "PanicException", e
+            assert isinstance(e, ValueError), e
+        else:
+            assert bp.decode(got) == text
+
+
 # ============================================================================ merge thresholds
 
 
