@@ -118,12 +118,11 @@ class Encoding:
         Disallowed strings that are not special tokens are checked here, exactly as tiktoken does;
         the native encoder checks special tokens in the same pass that encodes.
         """
-        if isinstance(allowed_special, str):
-            if allowed_special != "all":
-                raise TypeError('allowed_special must be "all" or a set of str')
-        if isinstance(disallowed_special, str):
-            if disallowed_special != "all":
-                raise TypeError('disallowed_special must be "all" or a collection of str')
+        if disallowed_special == "all":
+            if allowed_special != "all" and not isinstance(allowed_special, (set, frozenset)):
+                # tiktoken computes `special_tokens_set - allowed_special`; keep its TypeError
+                # for lists, None, ... (any collections.abc.Set works).
+                self.special_tokens_set - allowed_special  # type: ignore[operator]
             return allowed_special, "all"
         if not disallowed_special:
             return allowed_special, ()
@@ -215,9 +214,7 @@ class Encoding:
             return self._core_bpe.count(_fix_surrogates(text), a, d)
 
     def _batch(self, method, texts, *args):  # type: ignore[no-untyped-def]
-        if isinstance(texts, str):
-            raise TypeError("expected a list of str, got a single str")
-        texts = list(texts)
+        texts = list(texts)  # as in tiktoken, a str is a sequence of one-character texts
         try:
             return method(texts, *args)
         except UnicodeEncodeError:
