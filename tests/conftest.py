@@ -192,5 +192,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
     terminalreporter.section("differential inputs compared with tiktoken")
     for kind in sorted({k for k, _ in cases}):
         per = {n: c for (k, n), c in cases.items() if k == kind}
-        detail = ", ".join(f"{n}={per[n]}" for n in ENCODING_NAMES if n in per)
+        order = [n for n in ENCODING_NAMES if n in per] + sorted(n for n in per if n not in ENCODING_NAMES)
+        detail = ", ".join(f"{n}={per[n]}" for n in order)
         terminalreporter.write_line(f"{kind}: {sum(per.values())} ({detail})")

@@ -558,6 +558,91 @@ def test_every_harmony_special_token(bp_encodings, tt_encodings):
     assert bp.decode_tokens_bytes(ids) == tt.decode_tokens_bytes(ids)
 
 
+# ---------------------------------------------------------------------------- custom special tokens
+
+CUSTOM_SPECIALS = {"<s>": 300, "</s>": 301, "[PAD]": 302, "\n\n": 303, "\U0001f642": 304, "\u00e9": 305,
+                   "xyz": 306, " ": 307}
+
+
+@pytest.fixture(scope="module")
+def custom_special_pair(tiktoken):
+    import bytepair
+
+    ranks = {bytes([i]): i for i in range(256)}
+    for tok in (b"ab", b"xy", b"  ", b"<s", b"\n\n"):
+        ranks[tok] = len(ranks)
+    kw = dict(name="custom-specials", pat_str=r"""'s| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+              mergeable_ranks=ranks, special_tokens={k: v + 5 for k, v in CUSTOM_SPECIALS.items()})
+    return bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
+
+
+def test_generated_custom_specials(custom_special_pair):
+    """A custom encoding whose special tokens include text-like strings (a space, "\\n\\n", a
+    letter, an emoji) -- none a substring of another, where tiktoken is deterministic."""
+    bp, tt = custom_special_pair
+    names = sorted(CUSTOM_SPECIALS)
+    frag = st.one_of(st.sampled_from(names), st.sampled_from(["a", "b", "x", "y", "z", "s", "<", ">", "/", "\n", "[", "]"]),
+                     ascii_word, whitespace)
+
+    @given(st.lists(frag, max_size=20).map("".join), st.data())
+    def check(text, data):
+        CASES["generated", "custom"] += 1
+        allowed = data.draw(st.one_of(st.just("all"), st.sets(st.sampled_from(names), max_size=4)))
+        disallowed = data.draw(st.one_of(st.just("all"), st.just(()), st.frozensets(st.sampled_from(names), max_size=3)))
+        kw = dict(allowed_special=allowed, disallowed_special=disallowed)
+        exp = _outcome(tt.encode, text, **kw)
+        assert _outcome(bp.encode, text, **kw) == exp, (text, kw)
+        assert _outcome(bp.count, text, **kw) == ((exp[0], len(exp[1])) if exp[0] == "ok" else exp)
+        if exp[0] == "ok":
+            assert bp.decode(exp[1]) == tt.decode(exp[1])
+        assert bp.encode_ordinary(text) == tt.encode_ordinary(text)
+
+    check()
+
+
+@pytest.mark.xfail(strict=True, reason="bytepair bug: a disallowed special token that overlaps an allowed one "
+                   "(starts inside its match) is not detected; tiktoken searches the whole text and raises")
+@pytest.mark.parametrize("method", ["encode", "count", "encode_to_numpy", "encode_batch", "encode_with_unstable"])
+def test_disallowed_special_overlapping_an_allowed_one(method, tiktoken):
+    """Minimal repro: specials {"ab", "bc"}; encode("abc", allowed_special={"ab"}) -> tiktoken raises
+    ValueError ("bc" is disallowed by the default "all"); bytepair returns [300, 99]."""
+    import bytepair
+
+    kw = dict(name="overlap", pat_str=r"\S+|\s+", mergeable_ranks={bytes([i]): i for i in range(256)},
+              special_tokens={"ab": 300, "bc": 301})
+    bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
+    arg = ["abc"] if method == "encode_batch" else "abc"
+    for extra in ({}, {"disallowed_special": {"bc"}}):
+        assert _outcome(getattr(tt, method), arg, allowed_special={"ab"}, **extra) == ("raise", ValueError)
+        assert _outcome(getattr(bp, method), arg, allowed_special={"ab"}, **extra) == ("raise", ValueError)
+
+
+def test_nested_special_inside_allowed_one(tiktoken):
+    """Nested specials ("a" inside "<|a|>"): tiktoken raises when the inner one is disallowed."""
+    import bytepair
+
+    kw = dict(name="nested", pat_str=r"\S+|\s+", mergeable_ranks={bytes([i]): i for i in range(256)},
+              special_tokens={"<|a|>": 300, "a": 301})
+    bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
+    # (which of two specials starting at one position wins is hash-order dependent in tiktoken:
+    #  compare only the cases where it is deterministic)
+    for text, kwargs in [("<|a|>", dict(allowed_special="all")), ("b<|a|>b", dict(disallowed_special=())),
+                         ("xa", dict(allowed_special={"a"}))]:
+        assert _outcome(bp.encode, text, **kwargs) == _outcome(tt.encode, text, **kwargs), (text, kwargs)
+
+
+@pytest.mark.xfail(strict=True, reason="bytepair bug: same as above, a disallowed special nested inside an allowed "
+                   "one is not detected (tiktoken raises ValueError)")
+def test_nested_disallowed_special_inside_allowed_one(tiktoken):
+    import bytepair
+
+    kw = dict(name="nested", pat_str=r"\S+|\s+", mergeable_ranks={bytes([i]): i for i in range(256)},
+              special_tokens={"<|a|>": 300, "a": 301})
+    bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
+    assert _outcome(tt.encode, "<|a|>", allowed_special={"<|a|>"}) == ("raise", ValueError)
+    assert _outcome(bp.encode, "<|a|>", allowed_special={"<|a|>"}) == ("raise", ValueError)
+
+
 # ============================================================================ code-point scan
 
 
