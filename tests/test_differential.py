@@ -760,6 +760,61 @@ def test_generic_path_huge_run_does_not_panic(generic_pairs):
             assert bp.decode(got) == text
 
 
+# ============================================================================ custom vocabularies
+
+
+@pytest.fixture(scope="module")
+def subset_vocab_pairs(bp_encodings, tiktoken):
+    """Custom encodings: a built-in pattern (native pre-tokenizer) with a *different* vocabulary --
+    the first ranks of the built-in one, plus every 3rd rank after that (so ranks have holes)."""
+    import bytepair
+
+    out = []
+    for name, cut in (("r50k_base", 3000), ("cl100k_base", 8000), ("o200k_base", 12000)):
+        full = bp_encodings[name]._mergeable_ranks
+        ranks = {t: r for t, r in full.items() if r < cut or (r < 4 * cut and r % 3 == 0)}
+        kw = dict(name=f"{name}-subset", pat_str=bp_encodings[name]._pat_str, mergeable_ranks=ranks,
+                  special_tokens={"<|endoftext|>": 4 * cut + 1, "<|x|>": 4 * cut + 7})
+        out.append((f"{name}-subset", bytepair.Encoding(**kw), tiktoken.Encoding(**kw)))
+    return out
+
+
+def test_subset_vocabularies_generated(subset_vocab_pairs):
+    @given(STRATEGIES["mixed"])
+    def check(text):
+        for name, bp, tt in subset_vocab_pairs:
+            compare_text(bp, tt, text, name=name, kind="custom_vocab")
+
+    check()
+
+
+def test_subset_vocabularies_corpus(subset_vocab_pairs, corpus_texts):
+    chunks = []
+    for cname in sorted(corpus_texts):
+        chunks += _sampled_chunks(corpus_texts[cname], 300_000 if not FULL else 3_000_000, seed=11)
+    for name, bp, tt in subset_vocab_pairs:
+        exp = tt.encode_ordinary_batch(chunks, num_threads=2)
+        got = bp.encode_ordinary_batch(chunks, num_threads=2)
+        bad = [i for i in range(len(chunks)) if got[i] != exp[i]]
+        if bad:
+            small = minimise(chunks[bad[0]], _mismatch_fn(bp, tt))
+            pytest.fail(f"{name}: {len(bad)} chunks differ; minimal repro {small!r}")
+        ids = list(range(bp.n_vocab + 2))
+        assert [_outcome(bp.decode_single_token_bytes, i) for i in ids] == [
+            _outcome(tt.decode_single_token_bytes, i) for i in ids]
+        CASES["custom_vocab", name] += len(chunks)
+
+
+@pytest.mark.xfail(strict=True, reason="deviation: bytepair refuses very sparse ranks (ValueError 'ranks are too "
+                   "sparse'); tiktoken accepts any rank values")
+def test_very_sparse_ranks(tiktoken):
+    import bytepair
+
+    ranks = {bytes([i]): i for i in range(256)} | {b"ab": 10**9}
+    kw = dict(name="sparse", pat_str=r"\S+|\s+", mergeable_ranks=ranks, special_tokens={})
+    assert bytepair.Encoding(**kw).encode("abab") == tiktoken.Encoding(**kw).encode("abab") == [10**9, 10**9]
+
+
 # ============================================================================ merge thresholds
 
 
