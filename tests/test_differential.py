@@ -491,6 +491,7 @@ MATRIX_TEXTS = [
 ]
 ALLOWED = ["none", "all", {"<|endoftext|>"}, {"<|fim_prefix|>", "<|endofprompt|>"}, {"<|notatoken|>"},
            "special_set", frozenset({"<|endoftext|>", "<|start|>"})]
+ALLOWED_MISUSE = [["<|endoftext|>"], None, "al"]  # not a set and not "all"
 DISALLOWED = ["default", "all", (), {"<|endoftext|>"}, {"<|notatoken|>", "hello"}, ["<|endoftext|>"],
               frozenset({"<|fim_suffix|>"}), "special_set"]
 
@@ -538,6 +539,33 @@ def test_special_token_matrix(text, pair):
         for disallowed in DISALLOWED:
             bad += _matrix_mismatches(bp, tt, text, allowed, disallowed)
     assert not bad, f"{bp.name} {text!r}:\n" + "\n".join(map(repr, bad))
+
+
+def test_special_token_misuse_default_disallowed(pair):
+    """allowed_special that is neither a set nor "all", with the default disallowed_special."""
+    bp, tt = pair
+    bad = []
+    for text in MATRIX_TEXTS:
+        for allowed in ALLOWED_MISUSE:
+            bad += _matrix_mismatches(bp, tt, text, allowed, "default")
+    assert not bad, f"{bp.name}:\n" + "\n".join(map(repr, bad))
+
+
+@pytest.mark.xfail(strict=True, reason="deviation on misuse: with an explicit disallowed_special, tiktoken checks "
+                   "the text for disallowed tokens first (ValueError) and then rejects a non-set allowed_special "
+                   "in Rust (TypeError); bytepair rejects allowed='al' up front (TypeError) and accepts a list/None")
+def test_special_token_misuse_explicit_disallowed(bp_encodings, tt_encodings):
+    """Minimal repros (cl100k_base): encode("x", allowed_special=["<|endoftext|>"], disallowed_special=())
+    -> tiktoken TypeError, bytepair [87]; encode("<|endoftext|>", allowed_special="al",
+    disallowed_special={"<|endoftext|>"}) -> tiktoken ValueError, bytepair TypeError."""
+    bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
+    bad = []
+    for text in MATRIX_TEXTS:
+        for allowed in ALLOWED_MISUSE:
+            for disallowed in DISALLOWED:
+                if disallowed not in ("default", "all"):
+                    bad += _matrix_mismatches(bp, tt, text, allowed, disallowed)
+    assert not bad, "\n".join(map(repr, bad[:20]))
 
 
 def test_every_harmony_special_token(bp_encodings, tt_encodings):
