@@ -835,3 +835,21 @@ def test_plugin_errors(fresh_registry, tmp_path, monkeypatch):
     reg.ENCODING_CONSTRUCTORS = None
     with pytest.raises(ValueError, match="ENCODING_CONSTRUCTORS"):
         bytepair.get_encoding("dup_enc")
+
+
+def test_specials_colliding_with_mergeable_tokens(tiktoken):
+    """Special tokens that spell mergeable tokens (" ", "ab", "a") or reuse a mergeable id (97)."""
+    ranks = {bytes([i]): i for i in range(256)} | {b"ab": 256}
+    kw = dict(name="collide", pat_str=r"\S+|\s+", mergeable_ranks=ranks,
+              special_tokens={" ": 300, "ab": 301, "a": 302, "zz": 97})
+    bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
+    for s in (" ", "ab", "a", "zz", "b"):
+        assert outcome(bp.encode_single_token, s) == outcome(tt.encode_single_token, s), s
+    for i in (32, 97, 256, 300, 301, 302, 303):
+        assert outcome(bp.decode_single_token_bytes, i) == outcome(tt.decode_single_token_bytes, i), i
+    for text in ("ab a zz", "abab  a", "zz zz", " "):
+        for kwargs in ({"allowed_special": "all"}, {"disallowed_special": ()}, {}):
+            assert outcome(bp.encode, text, **kwargs) == outcome(tt.encode, text, **kwargs), (text, kwargs)
+    assert bp.decode([300, 301, 302, 97]) == tt.decode([300, 301, 302, 97])
+    assert bp.token_byte_values() == tt.token_byte_values()
+    assert bp.n_vocab == tt.n_vocab
