@@ -2,6 +2,7 @@
 //! detaches from the interpreter, calls the core and converts results back.
 use pyo3::prelude::*;
 
+mod embed;
 mod encoding;
 mod errors;
 
@@ -9,5 +10,6 @@ mod errors;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     encoding::register(m)?;
+    embed::register(m)?;
     Ok(())
 }
