@@ -10,8 +10,9 @@ use super::{Bags, Id, Pool};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
-/// How many rows ahead to prefetch.
-const PREFETCH_ROWS: usize = 2;
+/// How many rows ahead to prefetch (the rows of a bag are random, so the hardware cannot guess
+/// them; 4-12 measured alike here, 0 and 2 slower).
+const PREFETCH_ROWS: usize = 8;
 /// Below this many multiply-adds the work runs on the calling thread.
 const PARALLEL_MIN_WORK: usize = 1 << 16;
 
@@ -85,15 +86,26 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
         &table[id * dim..id * dim + dim]
     };
     let fold = if pool == Pool::Max { RowOp::Max } else { RowOp::Add };
-    let mut wsum = 0f32;
-    for j in 0..ids.len() {
-        if j + PREFETCH_ROWS < ids.len() {
-            prefetch(row(j + PREFETCH_ROWS), usize::MAX);
-        }
-        let w = weights.map_or(1.0, |w| w[j]);
-        wsum += w;
-        simd::row_op(lv, if j == 0 { RowOp::Set } else { fold }, out, row(j), w);
+    let w = |j: usize| weights.map_or(1.0, |w| w[j]);
+    let n = ids.len();
+    let pf = PREFETCH_ROWS;
+    for j in 0..pf.min(n) {
+        prefetch(row(j), usize::MAX);
     }
+    simd::row_op(lv, RowOp::Set, out, row(0), w(0));
+    let mut j = 1;
+    while j + 4 <= n {
+        for p in j + pf..(j + pf + 4).min(n) {
+            prefetch(row(p), usize::MAX);
+        }
+        simd::rows4_op(lv, fold, out, [row(j), row(j + 1), row(j + 2), row(j + 3)], [w(j), w(j + 1), w(j + 2), w(j + 3)]);
+        j += 4;
+    }
+    while j < n {
+        simd::row_op(lv, fold, out, row(j), w(j));
+        j += 1;
+    }
+    let wsum: f32 = weights.map_or(0.0, |w| w.iter().sum());
     if pool == Pool::Mean {
         let den = if weights.is_some() { wsum } else { ids.len() as f32 };
         if den == 0.0 {

@@ -30,6 +30,11 @@ const MQ: usize = 6;
 /// Queries per task (a multiple of MQ; 96 x 768 f32 = 288 KB stays in L2).
 const QB: usize = 96;
 
+/// How far ahead of the tile being scored the scan prefetches keys. Measured here: without it a
+/// single-query int8 scan reached ~13 GB/s, with 64-128 KB ahead ~40-50 GB/s; f16 likewise gained
+/// ~40%. The hardware prefetchers alone do not keep enough misses in flight.
+const PREFETCH_BYTES: usize = 128 * 1024;
+
 /// `a` ranks before `b`: higher score, then lower index; NaN ranks below every number.
 #[inline]
 pub(crate) fn better(a: (f32, u32), b: (f32, u32)) -> bool {
@@ -258,6 +263,8 @@ pub(crate) fn scan<E: Elem>(
     heaps: &mut [TopK],
 ) {
     let mut pad: Vec<E> = Vec::new();
+    let tile_bytes = NK * d * std::mem::size_of::<E>();
+    let pfd = PREFETCH_BYTES.div_ceil(tile_bytes.max(1));
     let mut t = range.start;
     while t < range.end {
         let nk = NK.min(range.end - t);
@@ -271,6 +278,9 @@ pub(crate) fn scan<E: Elem>(
             pad.resize(NK * d, E::default());
             &pad
         };
+        if pfd > 0 && t + (pfd + 1) * NK <= range.end {
+            simd::prefetch(&keys[(t + pfd * NK) * d..(t + (pfd + 1) * NK) * d], usize::MAX);
+        }
         let mut f = [1f32; NK];
         match factor {
             KeyFactor::One => {}
