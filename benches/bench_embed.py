@@ -17,10 +17,9 @@ import os
 import sys
 from pathlib import Path
 
+import bytepair.embed as embed
 import numpy as np
 import pytest
-
-import bytepair.embed as embed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import ref_embed as ref  # noqa: E402
@@ -37,7 +36,9 @@ K_TOP = 10
 def full(request) -> bool:
     # Mirrors pytest-benchmark: --benchmark-enable wins over the --benchmark-disable in addopts.
     cfg = request.config
-    return bool(cfg.getoption("benchmark_enable", default=False)) or not cfg.getoption("benchmark_disable", default=False)
+    return bool(cfg.getoption("benchmark_enable", default=False)) or not cfg.getoption(
+        "benchmark_disable", default=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,13 @@ def blas() -> str:
     try:
         import threadpoolctl
 
-        info = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
-        return ",".join(f"{i.get('internal_api')}:{i.get('architecture')}:{i.get('num_threads')}" for i in info)
+        info = [
+            i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"
+        ]
+        return ",".join(
+            f"{i.get('internal_api')}:{i.get('architecture')}:{i.get('num_threads')}"
+            for i in info
+        )
     except ImportError:  # pragma: no cover
         return "unknown"
 
@@ -231,7 +237,9 @@ def texts_data(full):
 
 def _numpy_pipeline(enc, T, docs):
     ids = enc.encode_ordinary_batch(docs)
-    out = np.stack([T[i].mean(0) if len(i) else np.zeros(T.shape[1], np.float32) for i in ids])
+    out = np.stack(
+        [T[i].mean(0) if len(i) else np.zeros(T.shape[1], np.float32) for i in ids]
+    )
     n = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(n > 0, n, 1)
 

@@ -8,13 +8,12 @@ import subprocess
 import sys
 import threading
 
+import bytepair.embed as embed
 import numpy as np
 import pytest
+from bytepair import _native
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import bytepair.embed as embed
-from bytepair import _native
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ref_embed as ref  # noqa: E402
@@ -62,7 +61,10 @@ def test_gather_2d_ids_and_id_dtypes(id_dtype):
     T = RNG.standard_normal((V, D)).astype(np.float32)
     ids = RNG.integers(0, V, (16, 9)).astype(id_dtype)
     close(embed.gather(T, ids), ref.gather(T, ids))
-    close(embed.gather(T, ids, pool="max", normalize=True), ref.gather(T, ids, pool="max", normalize=True))
+    close(
+        embed.gather(T, ids, pool="max", normalize=True),
+        ref.gather(T, ids, pool="max", normalize=True),
+    )
     assert embed.gather(T, ids, pool="none").shape == (16 * 9, D)
 
 
@@ -75,15 +77,24 @@ def test_gather_realistic_size_and_layouts():
     Ts = T[:1000, ::2]
     small = ids % 1000
     close(embed.gather(Ts, small), ref.gather(Ts, small))
-    close(embed.gather(T[:100].astype(">f4"), small % 100), ref.gather(T[:100], small % 100))
-    close(embed.gather(T[:100].astype(np.float64), small % 100), ref.gather(T[:100], small % 100))
+    close(
+        embed.gather(T[:100].astype(">f4"), small % 100),
+        ref.gather(T[:100], small % 100),
+    )
+    close(
+        embed.gather(T[:100].astype(np.float64), small % 100),
+        ref.gather(T[:100], small % 100),
+    )
 
 
 def test_gather_single_bag_and_empty_inputs():
     T = np.arange(12, dtype=np.float32).reshape(4, 3)
     close(embed.gather(T, [0, 1, 2, 3]), T.mean(0, keepdims=True))
     assert embed.gather(T, np.zeros((0, 5), dtype=np.int64)).shape == (0, 3)
-    close(embed.gather(T, np.array([], dtype=np.int64), np.array([0, 0])), np.zeros((2, 3)))
+    close(
+        embed.gather(T, np.array([], dtype=np.int64), np.array([0, 0])),
+        np.zeros((2, 3)),
+    )
     assert embed.gather(T, np.array([], dtype=np.int64), pool="none").shape == (0, 3)
 
 
@@ -114,7 +125,11 @@ def test_gather_property(V, D, sizes, pool, normalize, seed):
     rng = np.random.default_rng(seed)
     T = rng.standard_normal((V, D)).astype(np.float32)
     ids = rng.integers(0, V, sum(sizes))
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else np.zeros(0, np.int64)
+    offsets = (
+        np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        if sizes
+        else np.zeros(0, np.int64)
+    )
     if not sizes and len(ids) == 0:
         offsets = np.zeros(0, np.int64)
     got = embed.gather(T, ids, offsets, pool=pool, normalize=normalize)
@@ -175,14 +190,18 @@ def check_topk(got, want, tol=2e-5):
 
 
 @pytest.mark.parametrize("metric", ["cosine", "dot"])
-@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 10, 5), (32, 3001, 64), (7, 1000, 768), (200, 500, 33)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1), (3, 10, 5), (32, 3001, 64), (7, 1000, 768), (200, 500, 33)]
+)
 def test_topk_matches_reference(metric, shape):
     B, N, D = shape
     Q = RNG.standard_normal((B, D)).astype(np.float32)
     K = RNG.standard_normal((N, D)).astype(np.float32)
     for k in sorted({1, min(10, N), N}):
         tol = 2e-5 if metric == "cosine" else 2e-5 * D
-        check_topk(embed.topk(Q, K, k, metric=metric), ref.topk(Q, K, k, metric=metric), tol)
+        check_topk(
+            embed.topk(Q, K, k, metric=metric), ref.topk(Q, K, k, metric=metric), tol
+        )
 
 
 def test_topk_f16_keys_and_ties():
@@ -246,7 +265,12 @@ def test_index_recall_and_scores(metric, dtype):
     close(s, ws, atol=(2e-5 if dtype == "float32" else 2e-3) * scale, rtol=0)
     if dtype == "float32":
         check_topk((s, i), (ws, wi), 2e-5 * scale)
-    assert ix.nbytes == {"float32": 4 * N * D, "float16": 2 * N * D, "int8": 2 * N * D + 8 * N}[dtype]
+    assert (
+        ix.nbytes
+        == {"float32": 4 * N * D, "float16": 2 * N * D, "int8": 2 * N * D + 8 * N}[
+            dtype
+        ]
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "int8", np.float16, np.int8])
@@ -257,7 +281,12 @@ def test_index_save_load(tmp_path, dtype):
     p = tmp_path / "ix.bin"
     ix.save(p)
     back = embed.Index.load(str(p))
-    assert (len(back), back.dim, back.dtype, back.metric) == (300, 20, ix.dtype, "cosine")
+    assert (len(back), back.dim, back.dtype, back.metric) == (
+        300,
+        20,
+        ix.dtype,
+        "cosine",
+    )
     for a, b in zip(ix.search(Q, 7), back.search(Q, 7)):
         np.testing.assert_array_equal(a, b)
     p.write_bytes(p.read_bytes()[:-3])
@@ -321,18 +350,39 @@ def test_embed_texts_matches_tiktoken_plus_reference():
     pytest.importorskip("tiktoken")
     enc = ref.tiktoken_encoding("cl100k_base")
     rng = np.random.default_rng(5)
-    words = ["the", "quick", "brown", "fox", "naïve", "日本語", "42", "\n", "  ", "don't", "🙂"]
-    texts = [" ".join(rng.choice(words, rng.integers(0, 60))) for _ in range(40)] + ["", "x"]
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "naïve",
+        "日本語",
+        "42",
+        "\n",
+        "  ",
+        "don't",
+        "🙂",
+    ]
+    texts = [" ".join(rng.choice(words, rng.integers(0, 60))) for _ in range(40)] + [
+        "",
+        "x",
+    ]
     T = rng.standard_normal((enc.n_vocab, 16)).astype(np.float32)
     ids = [enc.encode_ordinary(t) for t in texts]
     flat = np.array([i for x in ids for i in x], dtype=np.int64)
     offsets = np.cumsum([0] + [len(x) for x in ids[:-1]])
     for pool in ["mean", "sum", "max"]:
         for normalize in [False, True]:
-            got = embed.embed_texts(_encoding(), T, texts, pool=pool, normalize=normalize)
+            got = embed.embed_texts(
+                _encoding(), T, texts, pool=pool, normalize=normalize
+            )
             close(got, ref.gather(T, flat, offsets, pool=pool, normalize=normalize))
     got16 = embed.embed_texts(_encoding(), T.astype(np.float16), texts)
-    close(got16, ref.gather(T.astype(np.float16), flat, offsets, normalize=True), atol=1e-4)
+    close(
+        got16,
+        ref.gather(T.astype(np.float16), flat, offsets, normalize=True),
+        atol=1e-4,
+    )
 
 
 def test_embed_texts_errors():
@@ -365,7 +415,13 @@ def test_generic_and_avx2_levels_agree():
     outs = {}
     for level in ["generic", "avx2", "best"]:
         env = dict(os.environ, BYTEPAIR_SIMD=level)
-        outs[level] = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split(" ", 1)
+        outs[level] = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split(" ", 1)
     assert outs["generic"][0] == "generic"
     assert outs["generic"][1] == outs["avx2"][1] == outs["best"][1]
 

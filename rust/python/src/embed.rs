@@ -34,8 +34,14 @@ fn to_py(e: bytepair_core::Error) -> PyErr {
 
 type Out2<'py> = Bound<'py, PyArray2<f32>>;
 
-fn array2<T: numpy::Element>(py: Python<'_>, v: Vec<T>, rows: usize, cols: usize) -> PyResult<Bound<'_, PyArray2<T>>> {
-    let a = Array2::from_shape_vec((rows, cols), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+fn array2<T: numpy::Element>(
+    py: Python<'_>,
+    v: Vec<T>,
+    rows: usize,
+    cols: usize,
+) -> PyResult<Bound<'_, PyArray2<T>>> {
+    let a = Array2::from_shape_vec((rows, cols), v)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray(py))
 }
 
@@ -44,17 +50,23 @@ fn slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
     a: &'a PyReadonlyArray<'_, T, D>,
     what: &str,
 ) -> PyResult<&'a [T]> {
-    a.as_slice().map_err(|_| PyValueError::new_err(format!("{what} must be C-contiguous")))
+    a.as_slice()
+        .map_err(|_| PyValueError::new_err(format!("{what} must be C-contiguous")))
 }
 
 fn borrow<'py, T: numpy::Element, D: numpy::ndarray::Dimension>(
     a: &Bound<'py, numpy::PyArray<T, D>>,
     what: &str,
 ) -> PyResult<PyReadonlyArray<'py, T, D>> {
-    a.try_readonly().map_err(|e| PyValueError::new_err(format!("{what}: {e}")))
+    a.try_readonly()
+        .map_err(|e| PyValueError::new_err(format!("{what}: {e}")))
 }
 
-fn topk_out(py: Python<'_>, r: TopKResult, nq: usize) -> PyResult<(Out2<'_>, Bound<'_, PyArray2<i64>>)> {
+fn topk_out(
+    py: Python<'_>,
+    r: TopKResult,
+    nq: usize,
+) -> PyResult<(Out2<'_>, Bound<'_, PyArray2<i64>>)> {
     let k = r.k;
     Ok((array2(py, r.scores, nq, k)?, array2(py, r.indices, nq, k)?))
 }
@@ -74,7 +86,9 @@ macro_rules! with_table {
             let $t: &[f16] = slice(&r, "table")?;
             $body
         } else {
-            Err(PyTypeError::new_err("table must be a 2-D float32 or float16 numpy array"))
+            Err(PyTypeError::new_err(
+                "table must be a 2-D float32 or float16 numpy array",
+            ))
         }
     }};
 }
@@ -121,7 +135,11 @@ fn embed_gather<'py>(
     let bags = match (off, fixed) {
         (Some(o), None) => Bags::Offsets(o),
         (None, Some((bags, len))) => Bags::Fixed { bags, len },
-        _ => return Err(PyValueError::new_err("give exactly one of offsets and fixed")),
+        _ => {
+            return Err(PyValueError::new_err(
+                "give exactly one of offsets and fixed",
+            ))
+        }
     };
     let w = match &weights {
         Some(w) => Some(slice(w, "weights")?),
@@ -158,9 +176,13 @@ fn embed_topk<'py>(
     let q = slice(&queries, "queries")?;
     with_table!(keys, |kk, n, d| {
         if qd != d {
-            return Err(PyValueError::new_err(format!("queries have dimension {qd} but keys have {d}")));
+            return Err(PyValueError::new_err(format!(
+                "queries have dimension {qd} but keys have {d}"
+            )));
         }
-        let r = py.detach(|| core_embed::topk(q, kk, n, d, k, metric)).map_err(to_py)?;
+        let r = py
+            .detach(|| core_embed::topk(q, kk, n, d, k, metric))
+            .map_err(to_py)?;
         topk_out(py, r, nq)
     })
 }
@@ -185,7 +207,9 @@ impl PyEmbedIndex {
     fn new(dim: usize, metric: &str, dtype: &str) -> PyResult<Self> {
         let m = Metric::parse(metric).map_err(to_py)?;
         let t = KeyType::parse(dtype).map_err(to_py)?;
-        Ok(PyEmbedIndex { inner: RwLock::new(Index::new(dim, m, t).map_err(to_py)?) })
+        Ok(PyEmbedIndex {
+            inner: RwLock::new(Index::new(dim, m, t).map_err(to_py)?),
+        })
     }
 
     /// Appends keys `[n, dim]` float32.
@@ -195,7 +219,10 @@ impl PyEmbedIndex {
         py.detach(|| {
             let mut ix = self.inner.write().unwrap_or_else(|e| e.into_inner());
             if d != ix.dim() {
-                return Err(bytepair_core::Error::Value(format!("keys have dimension {d} but the index has {}", ix.dim())));
+                return Err(bytepair_core::Error::Value(format!(
+                    "keys have dimension {d} but the index has {}",
+                    ix.dim()
+                )));
             }
             ix.add(s)
         })
@@ -256,7 +283,9 @@ impl PyEmbedIndex {
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let ix = py.detach(|| Index::load(&path)).map_err(to_py)?;
-        Ok(PyEmbedIndex { inner: RwLock::new(ix) })
+        Ok(PyEmbedIndex {
+            inner: RwLock::new(ix),
+        })
     }
 }
 
@@ -279,7 +308,9 @@ impl EmbedCoreBpe {
             .ok_or_else(|| PyValueError::new_err(format!("unknown bundled vocabulary {name:?}")))?;
         let pattern = bytepair_core::pretokenize::builtin_pattern(name)
             .ok_or_else(|| PyValueError::new_err(format!("no pattern for {name:?}")))?;
-        Ok(EmbedCoreBpe { inner: Arc::new(CoreBpe::new(vocab, pattern, vec![]).map_err(to_py)?) })
+        Ok(EmbedCoreBpe {
+            inner: Arc::new(CoreBpe::new(vocab, pattern, vec![]).map_err(to_py)?),
+        })
     }
 }
 
@@ -288,7 +319,9 @@ fn core_bpe(core: &Bound<'_, PyAny>) -> PyResult<Arc<CoreBpe>> {
     if let Ok(c) = core.cast::<EmbedCoreBpe>() {
         return Ok(c.get().inner.clone());
     }
-    Err(PyTypeError::new_err("expected an Encoding (or its _core_bpe)"))
+    Err(PyTypeError::new_err(
+        "expected an Encoding (or its _core_bpe)",
+    ))
 }
 
 /// Tokenizes (ordinary tokens only), gathers, pools and normalises each text: `[len(texts), D]`.

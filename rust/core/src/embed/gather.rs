@@ -34,7 +34,10 @@ fn bag_bounds(bags: &Bags<'_>, n: usize) -> Result<Vec<usize>> {
     match *bags {
         Bags::Fixed { bags, len } => {
             if bags.checked_mul(len) != Some(n) {
-                return Err(Error::Value(format!("{bags} bags of {len} ids need {} ids, got {n}", bags * len)));
+                return Err(Error::Value(format!(
+                    "{bags} bags of {len} ids need {} ids, got {n}",
+                    bags * len
+                )));
             }
             Ok((0..=bags).map(|b| b * len).collect())
         }
@@ -45,7 +48,9 @@ fn bag_bounds(bags: &Bags<'_>, n: usize) -> Result<Vec<usize>> {
                     return Err(Error::Value(format!("offsets[0] must be 0, got {o}")));
                 }
                 if o < 0 || o as u64 > n as u64 {
-                    return Err(Error::Value(format!("offsets[{i}] = {o} is outside 0..={n} (the number of ids)")));
+                    return Err(Error::Value(format!(
+                        "offsets[{i}] = {o} is outside 0..={n} (the number of ids)"
+                    )));
                 }
                 if i > 0 && o < off[i - 1] {
                     return Err(Error::Value(format!(
@@ -57,7 +62,9 @@ fn bag_bounds(bags: &Bags<'_>, n: usize) -> Result<Vec<usize>> {
                 out.push(o as usize);
             }
             if off.is_empty() && n > 0 {
-                return Err(Error::Value(format!("offsets is empty but there are {n} ids")));
+                return Err(Error::Value(format!(
+                    "offsets is empty but there are {n} ids"
+                )));
             }
             out.push(n);
             Ok(out)
@@ -85,7 +92,11 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
         let id = ids[j].as_i64() as usize;
         &table[id * dim..id * dim + dim]
     };
-    let fold = if pool == Pool::Max { RowOp::Max } else { RowOp::Add };
+    let fold = if pool == Pool::Max {
+        RowOp::Max
+    } else {
+        RowOp::Add
+    };
     let w = |j: usize| weights.map_or(1.0, |w| w[j]);
     let n = ids.len();
     let pf = PREFETCH_ROWS;
@@ -98,7 +109,13 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
         for p in j + pf..(j + pf + 4).min(n) {
             prefetch(row(p), usize::MAX);
         }
-        simd::rows4_op(lv, fold, out, [row(j), row(j + 1), row(j + 2), row(j + 3)], [w(j), w(j + 1), w(j + 2), w(j + 3)]);
+        simd::rows4_op(
+            lv,
+            fold,
+            out,
+            [row(j), row(j + 1), row(j + 2), row(j + 3)],
+            [w(j), w(j + 1), w(j + 2), w(j + 3)],
+        );
         j += 4;
     }
     while j < n {
@@ -107,7 +124,11 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
     }
     let wsum: f32 = weights.map_or(0.0, |w| w.iter().sum());
     if pool == Pool::Mean {
-        let den = if weights.is_some() { wsum } else { ids.len() as f32 };
+        let den = if weights.is_some() {
+            wsum
+        } else {
+            ids.len() as f32
+        };
         if den == 0.0 {
             out.fill(0.0);
         } else {
@@ -138,7 +159,17 @@ pub fn gather<E: Elem, I: Id>(
     weights: Option<&[f32]>,
     normalize: bool,
 ) -> Result<Vec<f32>> {
-    gather_at(simd::level(), table, rows, dim, ids, bags, pool, weights, normalize)
+    gather_at(
+        simd::level(),
+        table,
+        rows,
+        dim,
+        ids,
+        bags,
+        pool,
+        weights,
+        normalize,
+    )
 }
 
 pub(crate) fn gather_at<E: Elem, I: Id>(
@@ -153,16 +184,27 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
     normalize: bool,
 ) -> Result<Vec<f32>> {
     if rows.checked_mul(dim) != Some(table.len()) {
-        return Err(Error::Value(format!("table has {} values, not {rows} x {dim}", table.len())));
+        return Err(Error::Value(format!(
+            "table has {} values, not {rows} x {dim}",
+            table.len()
+        )));
     }
     if let Some(w) = weights {
         if w.len() != ids.len() {
-            return Err(Error::Value(format!("weights has {} values but there are {} ids", w.len(), ids.len())));
+            return Err(Error::Value(format!(
+                "weights has {} values but there are {} ids",
+                w.len(),
+                ids.len()
+            )));
         }
     }
     let bounds = bag_bounds(&bags, ids.len())?;
     check_ids(ids, rows)?;
-    let out_rows = if pool == Pool::None { ids.len() } else { bounds.len() - 1 };
+    let out_rows = if pool == Pool::None {
+        ids.len()
+    } else {
+        bounds.len() - 1
+    };
     let mut out = vec![0f32; out_rows * dim];
     if dim == 0 || out_rows == 0 {
         return Ok(out);
@@ -183,7 +225,8 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
             }
         };
         if parallel {
-            crate::parallel::pool(0).install(|| out.par_chunks_mut(CHUNK * dim).enumerate().for_each(work));
+            crate::parallel::pool(0)
+                .install(|| out.par_chunks_mut(CHUNK * dim).enumerate().for_each(work));
         } else {
             out.chunks_mut(CHUNK * dim).enumerate().for_each(work);
         }
@@ -191,7 +234,16 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
     }
     let work = |(b, o): (usize, &mut [f32])| {
         let (s, e) = (bounds[b], bounds[b + 1]);
-        pool_bag(lv, table, dim, &ids[s..e], weights.map(|w| &w[s..e]), pool, normalize, o);
+        pool_bag(
+            lv,
+            table,
+            dim,
+            &ids[s..e],
+            weights.map(|w| &w[s..e]),
+            pool,
+            normalize,
+            o,
+        );
     };
     if parallel {
         crate::parallel::pool(0).install(|| out.par_chunks_mut(dim).enumerate().for_each(work));
@@ -233,7 +285,11 @@ mod tests {
                     acc[c] = match pool {
                         Pool::Max => vals.iter().cloned().fold(f64::NAN, f64::max),
                         Pool::Mean => {
-                            let den: f64 = if w.is_some() { (s..e).map(wt).sum() } else { (e - s) as f64 };
+                            let den: f64 = if w.is_some() {
+                                (s..e).map(wt).sum()
+                            } else {
+                                (e - s) as f64
+                            };
                             if den == 0.0 {
                                 0.0
                             } else {
@@ -269,15 +325,55 @@ mod tests {
                 for pool in [Pool::Mean, Pool::Sum, Pool::Max, Pool::None] {
                     for weights in [None, Some(&w[..])] {
                         for normalize in [false, true] {
-                            let want = reference(&table, dim, &ids, &bounds, pool, weights, normalize);
-                            let got = gather_at(lv, &table, rows, dim, &ids, Bags::Offsets(&offsets), pool, weights, normalize)
-                                .unwrap();
-                            assert_close(&got, &want, 1e-5, 1e-4, &format!("{lv:?} {pool:?} {normalize}"));
-                            let want16 = reference(&table16_f32, dim, &ids, &bounds, pool, weights, normalize);
-                            let got16 =
-                                gather_at(lv, &table16, rows, dim, &ids, Bags::Offsets(&offsets), pool, weights, normalize)
-                                    .unwrap();
-                            assert_close(&got16, &want16, 1e-5, 1e-4, &format!("f16 {lv:?} {pool:?}"));
+                            let want =
+                                reference(&table, dim, &ids, &bounds, pool, weights, normalize);
+                            let got = gather_at(
+                                lv,
+                                &table,
+                                rows,
+                                dim,
+                                &ids,
+                                Bags::Offsets(&offsets),
+                                pool,
+                                weights,
+                                normalize,
+                            )
+                            .unwrap();
+                            assert_close(
+                                &got,
+                                &want,
+                                1e-5,
+                                1e-4,
+                                &format!("{lv:?} {pool:?} {normalize}"),
+                            );
+                            let want16 = reference(
+                                &table16_f32,
+                                dim,
+                                &ids,
+                                &bounds,
+                                pool,
+                                weights,
+                                normalize,
+                            );
+                            let got16 = gather_at(
+                                lv,
+                                &table16,
+                                rows,
+                                dim,
+                                &ids,
+                                Bags::Offsets(&offsets),
+                                pool,
+                                weights,
+                                normalize,
+                            )
+                            .unwrap();
+                            assert_close(
+                                &got16,
+                                &want16,
+                                1e-5,
+                                1e-4,
+                                &format!("f16 {lv:?} {pool:?}"),
+                            );
                         }
                     }
                 }
@@ -293,7 +389,17 @@ mod tests {
         let ids32: Vec<u32> = ids64.iter().map(|&v| v as u32).collect();
         let bounds: Vec<usize> = (0..=32).map(|b| b * 16).collect();
         let want = reference(&table, dim, &ids64, &bounds, Pool::Mean, None, true);
-        let got = gather(&table, rows, dim, &ids32, Bags::Fixed { bags: 32, len: 16 }, Pool::Mean, None, true).unwrap();
+        let got = gather(
+            &table,
+            rows,
+            dim,
+            &ids32,
+            Bags::Fixed { bags: 32, len: 16 },
+            Pool::Mean,
+            None,
+            true,
+        )
+        .unwrap();
         assert_close(&got, &want, 1e-5, 1e-4, "fixed");
     }
 
@@ -305,37 +411,144 @@ mod tests {
         let offsets: Vec<i64> = (0..100).map(|b| b * 200).collect();
         let bounds: Vec<usize> = (0..=100).map(|b| b * 200).collect();
         let want = reference(&table, dim, &ids, &bounds, Pool::Sum, None, false);
-        let got = gather(&table, rows, dim, &ids, Bags::Offsets(&offsets), Pool::Sum, None, false).unwrap();
+        let got = gather(
+            &table,
+            rows,
+            dim,
+            &ids,
+            Bags::Offsets(&offsets),
+            Pool::Sum,
+            None,
+            false,
+        )
+        .unwrap();
         assert_close(&got, &want, 1e-4, 1e-4, "parallel");
     }
 
     #[test]
     fn max_ignores_nan_and_empty_bags_are_zero() {
         let mut table = vec![1.0f32, 2.0, 3.0, f32::NAN, -5.0, f32::NAN];
-        let got = gather(&table, 3, 2, &[0i64, 1, 2], Bags::Offsets(&[0, 0]), Pool::Max, None, false).unwrap();
+        let got = gather(
+            &table,
+            3,
+            2,
+            &[0i64, 1, 2],
+            Bags::Offsets(&[0, 0]),
+            Pool::Max,
+            None,
+            false,
+        )
+        .unwrap();
         assert_eq!(&got[..2], &[0.0, 0.0]);
         assert_eq!(got[2], 3.0);
         assert_eq!(got[3], 2.0);
         table[0] = f32::NAN;
-        let got = gather(&table, 3, 2, &[0i64, 1], Bags::Fixed { bags: 1, len: 2 }, Pool::Sum, None, false).unwrap();
+        let got = gather(
+            &table,
+            3,
+            2,
+            &[0i64, 1],
+            Bags::Fixed { bags: 1, len: 2 },
+            Pool::Sum,
+            None,
+            false,
+        )
+        .unwrap();
         assert!(got[0].is_nan());
     }
 
     #[test]
     fn bad_inputs_are_errors() {
         let t = vec![0f32; 10];
-        let e = |r: Result<Vec<f32>>| r.err().expect("error").to_string();
-        assert!(e(gather(&t, 5, 2, &[5i64], Bags::Offsets(&[0]), Pool::Sum, None, false)).contains("out of range"));
-        assert!(e(gather(&t, 5, 2, &[-1i64], Bags::Offsets(&[0]), Pool::Sum, None, false)).contains("-1"));
-        assert!(e(gather(&t, 5, 2, &[0i64, 1], Bags::Offsets(&[0, 2, 1]), Pool::Sum, None, false))
-            .contains("non-decreasing"));
-        assert!(e(gather(&t, 5, 2, &[0i64], Bags::Offsets(&[1]), Pool::Sum, None, false)).contains("offsets[0]"));
-        assert!(e(gather(&t, 5, 2, &[0i64], Bags::Offsets(&[0, 3]), Pool::Sum, None, false)).contains("outside"));
-        assert!(e(gather(&t, 5, 2, &[0i64], Bags::Offsets(&[0]), Pool::Sum, Some(&[1.0, 2.0]), false))
-            .contains("weights"));
-        assert!(e(gather(&t, 4, 2, &[0i64], Bags::Offsets(&[0]), Pool::Sum, None, false)).contains("table"));
+        let e = |r: Result<Vec<f32>>| r.expect_err("error").to_string();
+        assert!(e(gather(
+            &t,
+            5,
+            2,
+            &[5i64],
+            Bags::Offsets(&[0]),
+            Pool::Sum,
+            None,
+            false
+        ))
+        .contains("out of range"));
+        assert!(e(gather(
+            &t,
+            5,
+            2,
+            &[-1i64],
+            Bags::Offsets(&[0]),
+            Pool::Sum,
+            None,
+            false
+        ))
+        .contains("-1"));
+        assert!(e(gather(
+            &t,
+            5,
+            2,
+            &[0i64, 1],
+            Bags::Offsets(&[0, 2, 1]),
+            Pool::Sum,
+            None,
+            false
+        ))
+        .contains("non-decreasing"));
+        assert!(e(gather(
+            &t,
+            5,
+            2,
+            &[0i64],
+            Bags::Offsets(&[1]),
+            Pool::Sum,
+            None,
+            false
+        ))
+        .contains("offsets[0]"));
+        assert!(e(gather(
+            &t,
+            5,
+            2,
+            &[0i64],
+            Bags::Offsets(&[0, 3]),
+            Pool::Sum,
+            None,
+            false
+        ))
+        .contains("outside"));
+        assert!(e(gather(
+            &t,
+            5,
+            2,
+            &[0i64],
+            Bags::Offsets(&[0]),
+            Pool::Sum,
+            Some(&[1.0, 2.0]),
+            false
+        ))
+        .contains("weights"));
+        assert!(e(gather(
+            &t,
+            4,
+            2,
+            &[0i64],
+            Bags::Offsets(&[0]),
+            Pool::Sum,
+            None,
+            false
+        ))
+        .contains("table"));
         assert!(matches!(
-            gather(&t, 5, 2, &[7u32], Bags::Fixed { bags: 1, len: 1 }, Pool::Max, None, false),
+            gather(
+                &t,
+                5,
+                2,
+                &[7u32],
+                Bags::Fixed { bags: 1, len: 1 },
+                Pool::Max,
+                None,
+                false
+            ),
             Err(Error::Index(_))
         ));
     }

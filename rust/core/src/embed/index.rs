@@ -37,7 +37,9 @@ impl KeyType {
             "float32" => Ok(KeyType::F32),
             "float16" => Ok(KeyType::F16),
             "int8" => Ok(KeyType::I8),
-            _ => Err(Error::Value(format!("dtype must be 'float32', 'float16' or 'int8', not {s:?}"))),
+            _ => Err(Error::Value(format!(
+                "dtype must be 'float32', 'float16' or 'int8', not {s:?}"
+            ))),
         }
     }
     pub fn name(self) -> &'static str {
@@ -53,7 +55,12 @@ impl KeyType {
 enum Store {
     F32(Vec<f32>),
     F16(Vec<f16>),
-    I8 { codes: Vec<i8>, scales: Vec<f32>, res: Vec<i8>, res_scales: Vec<f32> },
+    I8 {
+        codes: Vec<i8>,
+        scales: Vec<f32>,
+        res: Vec<i8>,
+        res_scales: Vec<f32>,
+    },
 }
 
 /// An exhaustive index over `len` keys of dimension `dim`.
@@ -69,14 +76,26 @@ impl Index {
     /// An empty index.
     pub fn new(dim: usize, metric: Metric, dtype: KeyType) -> Result<Index> {
         if dim == 0 {
-            return Err(Error::Value("vectors must have at least one dimension".into()));
+            return Err(Error::Value(
+                "vectors must have at least one dimension".into(),
+            ));
         }
         let store = match dtype {
             KeyType::F32 => Store::F32(vec![]),
             KeyType::F16 => Store::F16(vec![]),
-            KeyType::I8 => Store::I8 { codes: vec![], scales: vec![], res: vec![], res_scales: vec![] },
+            KeyType::I8 => Store::I8 {
+                codes: vec![],
+                scales: vec![],
+                res: vec![],
+                res_scales: vec![],
+            },
         };
-        Ok(Index { metric, dim, len: 0, store })
+        Ok(Index {
+            metric,
+            dim,
+            len: 0,
+            store,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -111,12 +130,18 @@ impl Index {
     /// dtype. Parallel over keys.
     pub fn add(&mut self, keys: &[f32]) -> Result<()> {
         let d = self.dim;
-        if keys.len() % d != 0 {
-            return Err(Error::Value(format!("keys have {} values, not a multiple of the dimension {d}", keys.len())));
+        if !keys.len().is_multiple_of(d) {
+            return Err(Error::Value(format!(
+                "keys have {} values, not a multiple of the dimension {d}",
+                keys.len()
+            )));
         }
         let n = keys.len() / d;
         if self.len + n > u32::MAX as usize {
-            return Err(Error::Value(format!("an index holds at most {} keys", u32::MAX)));
+            return Err(Error::Value(format!(
+                "an index holds at most {} keys",
+                u32::MAX
+            )));
         }
         let lv = simd::level();
         let metric = self.metric;
@@ -135,22 +160,34 @@ impl Index {
                 let at = v.len();
                 v.extend_from_slice(keys);
                 if metric == Metric::Cosine {
-                    pool.install(|| v[at..].par_chunks_mut(d).for_each(|r| simd::normalize(lv, r)));
+                    pool.install(|| {
+                        v[at..]
+                            .par_chunks_mut(d)
+                            .for_each(|r| simd::normalize(lv, r))
+                    });
                 }
             }
             Store::F16(v) => {
                 let at = v.len();
                 v.resize(at + n * d, f16::ZERO);
                 pool.install(|| {
-                    v[at..].par_chunks_mut(CH * d).zip(keys.par_chunks(CH * d)).for_each_init(Vec::new, |tmp, (dst, src)| {
-                        for (o, s) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)) {
-                            prep(s, tmp);
-                            to_f16(tmp, o);
-                        }
-                    })
+                    v[at..]
+                        .par_chunks_mut(CH * d)
+                        .zip(keys.par_chunks(CH * d))
+                        .for_each_init(Vec::new, |tmp, (dst, src)| {
+                            for (o, s) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)) {
+                                prep(s, tmp);
+                                to_f16(tmp, o);
+                            }
+                        })
                 });
             }
-            Store::I8 { codes, scales, res, res_scales } => {
+            Store::I8 {
+                codes,
+                scales,
+                res,
+                res_scales,
+            } => {
                 let at = codes.len();
                 codes.resize(at + n * d, 0);
                 res.resize(at + n * d, 0);
@@ -161,15 +198,23 @@ impl Index {
                     codes[at..]
                         .par_chunks_mut(CH * d)
                         .zip(res[at..].par_chunks_mut(CH * d))
-                        .zip(scales[a..].par_chunks_mut(CH).zip(res_scales[a..].par_chunks_mut(CH)))
+                        .zip(
+                            scales[a..]
+                                .par_chunks_mut(CH)
+                                .zip(res_scales[a..].par_chunks_mut(CH)),
+                        )
                         .zip(keys.par_chunks(CH * d))
                         .for_each_init(
                             || (Vec::new(), Vec::new()),
                             |(tmp, tmp2), (((c, r), (s, rs)), src)| {
                                 for (i, x) in src.chunks_exact(d).enumerate() {
                                     prep(x, tmp);
-                                    let (a, b) =
-                                        quantize_into(tmp, &mut c[i * d..(i + 1) * d], &mut r[i * d..(i + 1) * d], tmp2);
+                                    let (a, b) = quantize_into(
+                                        tmp,
+                                        &mut c[i * d..(i + 1) * d],
+                                        &mut r[i * d..(i + 1) * d],
+                                        tmp2,
+                                    );
                                     s[i] = a;
                                     rs[i] = b;
                                 }
@@ -196,7 +241,12 @@ impl Index {
         let lists = match &self.store {
             Store::F32(v) => topk::search(lv, &q, nq, v, n, d, k, KeyFactor::One),
             Store::F16(v) => topk::search(lv, &q, nq, v, n, d, k, KeyFactor::One),
-            Store::I8 { codes, scales, res, res_scales } => {
+            Store::I8 {
+                codes,
+                scales,
+                res,
+                res_scales,
+            } => {
                 let short = (4 * k).max(k + 64).min(n);
                 let cands = topk::search(lv, &q, nq, codes, n, d, short, KeyFactor::PerKey(scales));
                 let rescore = |(qi, c): (usize, Vec<(f32, u32)>)| {
@@ -205,13 +255,18 @@ impl Index {
                     for (s, i) in c {
                         let i = i as usize;
                         let rs = res_scales[i];
-                        let fine = if rs == 0.0 { s } else { s + rs * topk::dot(lv, qr, &res[i * d..(i + 1) * d]) };
+                        let fine = if rs == 0.0 {
+                            s
+                        } else {
+                            s + rs * topk::dot(lv, qr, &res[i * d..(i + 1) * d])
+                        };
                         h.push(fine, i as u32);
                     }
                     h.into_sorted()
                 };
                 if nq * short * d >= 1 << 18 {
-                    crate::parallel::pool(0).install(|| cands.into_par_iter().enumerate().map(rescore).collect())
+                    crate::parallel::pool(0)
+                        .install(|| cands.into_par_iter().enumerate().map(rescore).collect())
                 } else {
                     cands.into_iter().enumerate().map(rescore).collect()
                 }
@@ -240,7 +295,12 @@ impl Index {
         match &self.store {
             Store::F32(v) => write_pod(&mut w, v)?,
             Store::F16(v) => write_pod(&mut w, v)?,
-            Store::I8 { codes, scales, res, res_scales } => {
+            Store::I8 {
+                codes,
+                scales,
+                res,
+                res_scales,
+            } => {
                 write_pod(&mut w, codes)?;
                 write_pod(&mut w, scales)?;
                 write_pod(&mut w, res)?;
@@ -257,7 +317,12 @@ impl Index {
         let file = std::fs::File::open(path)?;
         let size = file.metadata()?.len();
         let mut r = BufReader::with_capacity(1 << 20, file);
-        let bad = |m: &str| Error::Value(format!("{}: not a bytepair index file ({m})", path.display()));
+        let bad = |m: &str| {
+            Error::Value(format!(
+                "{}: not a bytepair index file ({m})",
+                path.display()
+            ))
+        };
         let mut head = [0u8; 32];
         r.read_exact(&mut head).map_err(|_| bad("too short"))?;
         if &head[..8] != MAGIC {
@@ -283,7 +348,9 @@ impl Index {
         }
         .ok_or_else(|| bad("size overflow"))?;
         if dim == 0 || len > u32::MAX as u64 || size != 32 + payload {
-            return Err(bad(&format!("size {size} does not match {len} keys of dimension {dim}")));
+            return Err(bad(&format!(
+                "size {size} does not match {len} keys of dimension {dim}"
+            )));
         }
         let (len, dim, nd) = (len as usize, dim as usize, nd as usize);
         let store = match head[13] {
@@ -296,7 +363,12 @@ impl Index {
                 res_scales: read_pod(&mut r, len)?,
             },
         };
-        Ok(Index { metric, dim, len, store })
+        Ok(Index {
+            metric,
+            dim,
+            len,
+            store,
+        })
     }
 }
 
@@ -310,7 +382,9 @@ fn write_pod<T: Pod>(w: &mut impl Write, v: &[T]) -> Result<()> {
     #[cfg(target_endian = "little")]
     {
         // SAFETY: T is a plain number type without padding; any byte view of it is valid.
-        let bytes = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) };
+        let bytes = unsafe {
+            std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v))
+        };
         w.write_all(bytes)?;
         Ok(())
     }
@@ -321,7 +395,9 @@ fn write_pod<T: Pod>(w: &mut impl Write, v: &[T]) -> Result<()> {
 fn read_pod<T: Pod>(r: &mut impl Read, n: usize) -> Result<Vec<T>> {
     let mut v = vec![T::default(); n];
     // SAFETY: as in write_pod; every bit pattern is a valid T.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(&v[..])) };
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(&v[..]))
+    };
     r.read_exact(bytes)?;
     Ok(v)
 }
@@ -337,7 +413,10 @@ mod tests {
         let mut hit = 0;
         for q in 0..want.indices.len() / k {
             let w = &want.indices[q * k..(q + 1) * k];
-            hit += got.indices[q * k..(q + 1) * k].iter().filter(|i| w.contains(i)).count();
+            hit += got.indices[q * k..(q + 1) * k]
+                .iter()
+                .filter(|i| w.contains(i))
+                .count();
         }
         hit as f64 / want.indices.len() as f64
     }
@@ -359,7 +438,8 @@ mod tests {
                     let r = recall(&got, &exact);
                     assert!(r >= 0.99, "{metric:?} {lv:?} {dt:?}: recall {r}");
                     for (g, e) in got.scores.iter().zip(&exact.scores) {
-                        let tol = if dt == KeyType::F32 { 1e-4 } else { 2e-3 } * if metric == Metric::Dot { 10.0 } else { 1.0 };
+                        let tol = if dt == KeyType::F32 { 1e-4 } else { 2e-3 }
+                            * if metric == Metric::Dot { 10.0 } else { 1.0 };
                         assert!((g - e).abs() <= tol, "{metric:?} {dt:?} {g} {e}");
                     }
                     if dt == KeyType::F32 {
@@ -383,7 +463,10 @@ mod tests {
             let p = dir.join(format!("{}.idx", dt.name()));
             ix.save(&p).unwrap();
             let back = Index::load(&p).unwrap();
-            assert_eq!((back.len(), back.dim(), back.metric(), back.dtype()), (n, d, Metric::Dot, dt));
+            assert_eq!(
+                (back.len(), back.dim(), back.metric(), back.dtype()),
+                (n, d, Metric::Dot, dt)
+            );
             let (a, b) = (ix.search(&q, 5).unwrap(), back.search(&q, 5).unwrap());
             assert_eq!((a.scores, a.indices), (b.scores, b.indices));
             // Truncated file.
@@ -392,8 +475,14 @@ mod tests {
             assert!(matches!(Index::load(&p), Err(Error::Value(_))));
         }
         std::fs::write(dir.join("junk"), b"hello").unwrap();
-        assert!(matches!(Index::load(&dir.join("junk")), Err(Error::Value(_))));
-        assert!(matches!(Index::load(&dir.join("missing")), Err(Error::Io(_))));
+        assert!(matches!(
+            Index::load(&dir.join("junk")),
+            Err(Error::Value(_))
+        ));
+        assert!(matches!(
+            Index::load(&dir.join("missing")),
+            Err(Error::Io(_))
+        ));
         std::fs::remove_dir_all(&dir).ok();
     }
 

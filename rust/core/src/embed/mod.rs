@@ -39,7 +39,9 @@ impl Pool {
             "sum" => Ok(Pool::Sum),
             "max" => Ok(Pool::Max),
             "none" => Ok(Pool::None),
-            _ => Err(Error::Value(format!("pool must be 'mean', 'sum', 'max' or 'none', not {s:?}"))),
+            _ => Err(Error::Value(format!(
+                "pool must be 'mean', 'sum', 'max' or 'none', not {s:?}"
+            ))),
         }
     }
 }
@@ -68,7 +70,9 @@ impl Metric {
         match s {
             "cosine" => Ok(Metric::Cosine),
             "dot" => Ok(Metric::Dot),
-            _ => Err(Error::Value(format!("metric must be 'cosine' or 'dot', not {s:?}"))),
+            _ => Err(Error::Value(format!(
+                "metric must be 'cosine' or 'dot', not {s:?}"
+            ))),
         }
     }
     pub fn name(self) -> &'static str {
@@ -106,7 +110,9 @@ pub(crate) mod testutil {
             s ^= s << 17;
             (s >> 11) as f64 / (1u64 << 53) as f64
         };
-        (0..n).map(|_| ((0..4).map(|_| next()).sum::<f64>() - 2.0) as f32 * 1.7).collect()
+        (0..n)
+            .map(|_| ((0..4).map(|_| next()).sum::<f64>() - 2.0) as f32 * 1.7)
+            .collect()
     }
 
     pub fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str) {
@@ -116,7 +122,10 @@ pub(crate) mod testutil {
                 assert!(g.is_nan(), "{what}: [{i}] got {g}, want NaN");
                 continue;
             }
-            assert!((g - w).abs() <= atol + rtol * w.abs(), "{what}: [{i}] got {g}, want {w}");
+            assert!(
+                (g - w).abs() <= atol + rtol * w.abs(),
+                "{what}: [{i}] got {g}, want {w}"
+            );
         }
     }
 }

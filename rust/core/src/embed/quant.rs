@@ -41,7 +41,12 @@ pub fn quantize_level(x: &[f32], codes: &mut [i8]) -> f32 {
 }
 
 /// Both levels of one vector, written into the given buffers; returns `(scale, res_scale)`.
-pub(crate) fn quantize_into(x: &[f32], codes: &mut [i8], res: &mut [i8], tmp: &mut Vec<f32>) -> (f32, f32) {
+pub(crate) fn quantize_into(
+    x: &[f32],
+    codes: &mut [i8],
+    res: &mut [i8],
+    tmp: &mut Vec<f32>,
+) -> (f32, f32) {
     let s = quantize_level(x, codes);
     if !s.is_finite() || s == 0.0 {
         res.fill(0);
@@ -58,7 +63,12 @@ pub fn quantize_i8(x: &[f32]) -> Quantized8 {
     let mut codes = vec![0i8; x.len()];
     let mut res = vec![0i8; x.len()];
     let (scale, res_scale) = quantize_into(x, &mut codes, &mut res, &mut Vec::new());
-    Quantized8 { codes, scale, res, res_scale }
+    Quantized8 {
+        codes,
+        scale,
+        res,
+        res_scale,
+    }
 }
 
 /// f32 -> f16 (round to nearest even), SIMD where the processor has F16C.

@@ -38,7 +38,9 @@ impl Level {
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 #[cfg(target_arch = "x86_64")]
 fn has_avx512() -> bool {
@@ -74,10 +76,16 @@ pub trait Elem: Copy + Send + Sync + Default + 'static {
     fn to_f32(self) -> f32;
     /// Converts `src` into `dst` (same length); written so that LLVM vectorises it.
     fn convert(src: &[Self], dst: &mut [f32]);
-    /// Loads 16 values as f32 (needs AVX-512F/BW).
+    /// Loads 16 values as f32.
+    ///
+    /// # Safety
+    /// `p..p+16` must be readable and the processor must have AVX-512F/BW/VL.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16(p: *const Self) -> __m512;
-    /// Loads the first `n < 16` values as f32, zeros elsewhere (needs AVX-512F/BW).
+    /// Loads the first `n < 16` values as f32, zeros elsewhere.
+    ///
+    /// # Safety
+    /// `p..p+n` must be readable and the processor must have AVX-512F/BW/VL.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16_tail(p: *const Self, n: usize) -> __m512;
 }
@@ -114,7 +122,11 @@ fn f16_bits_to_f32(h: u16) -> f32 {
     let sign = (h & 0x8000) << 16;
     let em = h & 0x7fff;
     let scaled = f32::from_bits(em << 13) * f32::from_bits(0x7780_0000); // 2^112
-    let bits = if em >= 0x7c00 { (em << 13) | 0x7f80_0000 } else { scaled.to_bits() };
+    let bits = if em >= 0x7c00 {
+        (em << 13) | 0x7f80_0000
+    } else {
+        scaled.to_bits()
+    };
     f32::from_bits(bits | sign)
 }
 
@@ -263,7 +275,11 @@ unsafe fn row_avx512<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
     while i < n {
         let m = (n - i).min(16);
         let mask = tail_mask(m);
-        let x = if m == 16 { E::load16(r.add(i)) } else { E::load16_tail(r.add(i), m) };
+        let x = if m == 16 {
+            E::load16(r.add(i))
+        } else {
+            E::load16_tail(r.add(i), m)
+        };
         let av = _mm512_maskz_loadu_ps(mask, a.add(i));
         let v = step!(x, av);
         _mm512_mask_storeu_ps(a.add(i), mask, v);
@@ -276,17 +292,37 @@ unsafe fn row_avx512<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
 unsafe fn rows4_avx512<E: Elem>(op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: [f32; 4]) {
     let n = acc.len();
     let a = acc.as_mut_ptr();
-    let r = [rows[0].as_ptr(), rows[1].as_ptr(), rows[2].as_ptr(), rows[3].as_ptr()];
-    let wv = [_mm512_set1_ps(w[0]), _mm512_set1_ps(w[1]), _mm512_set1_ps(w[2]), _mm512_set1_ps(w[3])];
+    let r = [
+        rows[0].as_ptr(),
+        rows[1].as_ptr(),
+        rows[2].as_ptr(),
+        rows[3].as_ptr(),
+    ];
+    let wv = [
+        _mm512_set1_ps(w[0]),
+        _mm512_set1_ps(w[1]),
+        _mm512_set1_ps(w[2]),
+        _mm512_set1_ps(w[3]),
+    ];
     let mut i = 0;
     while i < n {
         let m = (n - i).min(16);
         let mask = tail_mask(m);
-        let ld = |p: *const E| if m == 16 { E::load16(p.add(i)) } else { E::load16_tail(p.add(i), m) };
+        let ld = |p: *const E| {
+            if m == 16 {
+                E::load16(p.add(i))
+            } else {
+                E::load16_tail(p.add(i), m)
+            }
+        };
         let x = [ld(r[0]), ld(r[1]), ld(r[2]), ld(r[3])];
         let v = match op {
             RowOp::Max => {
-                let mut v = if op == RowOp::Set { _mm512_setzero_ps() } else { _mm512_maskz_loadu_ps(mask, a.add(i)) };
+                let mut v = if op == RowOp::Set {
+                    _mm512_setzero_ps()
+                } else {
+                    _mm512_maskz_loadu_ps(mask, a.add(i))
+                };
                 for j in 0..4 {
                     let wx = _mm512_mul_ps(wv[j], x[j]);
                     let mx = _mm512_max_ps(wx, v);
@@ -321,7 +357,11 @@ pub fn rows4_op<E: Elem>(lv: Level, op: RowOp, acc: &mut [f32], rows: [&[E]; 4],
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => unsafe { rows4_avx512(op, acc, rows, w) },
         _ => {
-            let (first, rest) = if op == RowOp::Set { (RowOp::Set, RowOp::Add) } else { (op, op) };
+            let (first, rest) = if op == RowOp::Set {
+                (RowOp::Set, RowOp::Add)
+            } else {
+                (op, op)
+            };
             row_op(lv, first, acc, rows[0], w[0]);
             for j in 1..4 {
                 row_op(lv, rest, acc, rows[j], w[j]);
@@ -388,7 +428,11 @@ unsafe fn sumsq_avx512<E: Elem>(x: &[E]) -> f32 {
     }
     while i < n {
         let m = (n - i).min(16);
-        let v = if m == 16 { E::load16(p.add(i)) } else { E::load16_tail(p.add(i), m) };
+        let v = if m == 16 {
+            E::load16(p.add(i))
+        } else {
+            E::load16_tail(p.add(i), m)
+        };
         a0 = _mm512_fmadd_ps(v, v, a0);
         i += m;
     }
@@ -522,7 +566,10 @@ mod tests {
                     }
                 }
                 let ss: f32 = r.iter().map(|v| v * v).sum();
-                assert!((sumsq(lv, &r) - ss).abs() <= 1e-4 * ss.max(1.0), "{lv:?} n={n}");
+                assert!(
+                    (sumsq(lv, &r) - ss).abs() <= 1e-4 * ss.max(1.0),
+                    "{lv:?} n={n}"
+                );
             }
         }
     }

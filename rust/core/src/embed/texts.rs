@@ -22,10 +22,15 @@ pub fn embed_texts<E: Elem>(
     normalize: bool,
 ) -> Result<Vec<f32>> {
     if pool == Pool::None {
-        return Err(Error::Value("embed_texts needs pool 'mean', 'sum' or 'max'".into()));
+        return Err(Error::Value(
+            "embed_texts needs pool 'mean', 'sum' or 'max'".into(),
+        ));
     }
     if rows.checked_mul(dim) != Some(table.len()) {
-        return Err(Error::Value(format!("table has {} values, not {rows} x {dim}", table.len())));
+        return Err(Error::Value(format!(
+            "table has {} values, not {rows} x {dim}",
+            table.len()
+        )));
     }
     let lv = simd::level();
     let mut out = vec![0f32; texts.len() * dim];
@@ -74,7 +79,13 @@ mod tests {
         let (rows, dim) = (100_277, 16);
         let table = randn(rows * dim, 3);
         let texts: Vec<String> = (0..50)
-            .map(|i| format!("Document {i}: the quick brown fox jumps over {} lazy dogs. Ünïcödé 日本語 ", i * 7).repeat(i % 5))
+            .map(|i| {
+                format!(
+                    "Document {i}: the quick brown fox jumps over {} lazy dogs. Ünïcödé 日本語 ",
+                    i * 7
+                )
+                .repeat(i % 5)
+            })
             .collect();
         let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
         for pool in [Pool::Mean, Pool::Sum, Pool::Max] {
@@ -86,7 +97,17 @@ mod tests {
                     offsets.push(ids.len() as i64);
                     ids.extend(bpe.encode_ordinary(t).unwrap().iter().map(|&x| x as i64));
                 }
-                let want = gather(&table, rows, dim, &ids, Bags::Offsets(&offsets), pool, None, normalize).unwrap();
+                let want = gather(
+                    &table,
+                    rows,
+                    dim,
+                    &ids,
+                    Bags::Offsets(&offsets),
+                    pool,
+                    None,
+                    normalize,
+                )
+                .unwrap();
                 assert_close(&got, &want, 1e-6, 1e-5, &format!("{pool:?}"));
             }
         }
@@ -101,6 +122,9 @@ mod tests {
         let table = vec![0f32; 10 * 4];
         let r = embed_texts(&bpe, &table, 10, 4, &["hello world"], Pool::Mean, true);
         assert!(matches!(r, Err(Error::Index(_))));
-        assert!(matches!(embed_texts(&bpe, &table, 10, 4, &["a"], Pool::None, true), Err(Error::Value(_))));
+        assert!(matches!(
+            embed_texts(&bpe, &table, 10, 4, &["a"], Pool::None, true),
+            Err(Error::Value(_))
+        ));
     }
 }

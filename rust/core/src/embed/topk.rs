@@ -69,7 +69,12 @@ pub(crate) struct TopK {
 
 impl TopK {
     pub(crate) fn new(k: usize) -> Self {
-        TopK { k, heap: Vec::with_capacity(k), thr: f32::INFINITY, lenient: k > 0 }
+        TopK {
+            k,
+            heap: Vec::with_capacity(k),
+            thr: f32::INFINITY,
+            lenient: k > 0,
+        }
     }
 
     /// Offers a score; the fast path is one comparison. Only valid when indices are offered in
@@ -148,7 +153,13 @@ type Tile<const M: usize> = [[f32; NK]; M];
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-unsafe fn tile_avx512<E: Elem, const M: usize>(q: *const f32, qs: usize, k: *const E, ks: usize, d: usize) -> Tile<M> {
+unsafe fn tile_avx512<E: Elem, const M: usize>(
+    q: *const f32,
+    qs: usize,
+    k: *const E,
+    ks: usize,
+    d: usize,
+) -> Tile<M> {
     let mut acc = [[_mm512_setzero_ps(); NK]; M];
     let mut i = 0;
     while i + 16 <= d {
@@ -190,7 +201,13 @@ unsafe fn tile_avx512<E: Elem, const M: usize>(q: *const f32, qs: usize, k: *con
 }
 
 #[inline(always)]
-fn tile_generic<E: Elem, const M: usize>(q: &[f32], qs: usize, k: &[E], ks: usize, d: usize) -> Tile<M> {
+fn tile_generic<E: Elem, const M: usize>(
+    q: &[f32],
+    qs: usize,
+    k: &[E],
+    ks: usize,
+    d: usize,
+) -> Tile<M> {
     const L: usize = 8;
     let mut acc = [[[0f32; L]; NK]; M];
     let mut kb = [[0f32; L]; NK];
@@ -225,13 +242,26 @@ fn tile_generic<E: Elem, const M: usize>(q: &[f32], qs: usize, k: &[E], ks: usiz
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2<E: Elem, const M: usize>(q: &[f32], qs: usize, k: &[E], ks: usize, d: usize) -> Tile<M> {
+unsafe fn tile_avx2<E: Elem, const M: usize>(
+    q: &[f32],
+    qs: usize,
+    k: &[E],
+    ks: usize,
+    d: usize,
+) -> Tile<M> {
     tile_generic::<E, M>(q, qs, k, ks, d)
 }
 
 /// One tile at level `lv`. `q` holds `M` rows at stride `qs`, `k` holds NK rows at stride `ks`.
 #[inline(always)]
-fn tile<E: Elem, const M: usize>(lv: Level, q: &[f32], qs: usize, k: &[E], ks: usize, d: usize) -> Tile<M> {
+fn tile<E: Elem, const M: usize>(
+    lv: Level,
+    q: &[f32],
+    qs: usize,
+    k: &[E],
+    ks: usize,
+    d: usize,
+) -> Tile<M> {
     debug_assert!(q.len() >= (M - 1) * qs + d && k.len() >= (NK - 1) * ks + d);
     match lv {
         #[cfg(target_arch = "x86_64")]
@@ -279,7 +309,10 @@ pub(crate) fn scan<E: Elem>(
             &pad
         };
         if pfd > 0 && t + (pfd + 1) * NK <= range.end {
-            simd::prefetch(&keys[(t + pfd * NK) * d..(t + (pfd + 1) * NK) * d], usize::MAX);
+            simd::prefetch(
+                &keys[(t + pfd * NK) * d..(t + (pfd + 1) * NK) * d],
+                usize::MAX,
+            );
         }
         let mut f = [1f32; NK];
         match factor {
@@ -353,7 +386,16 @@ pub(crate) fn search<E: Elem>(
         let qn = QB.min(nq - q0);
         let r = kc * chunk..(kc * chunk + chunk).min(n);
         let mut heaps = vec![TopK::new(k); qn];
-        scan(lv, &q[q0 * d..(q0 + qn) * d], qn, keys, d, r, factor, &mut heaps);
+        scan(
+            lv,
+            &q[q0 * d..(q0 + qn) * d],
+            qn,
+            keys,
+            d,
+            r,
+            factor,
+            &mut heaps,
+        );
         heaps
     };
     let tasks = qblocks * kchunks;
@@ -414,16 +456,25 @@ impl TopKResult {
 
 pub(crate) fn check_search_args(nq_len: usize, d: usize, n: usize, k: usize) -> Result<usize> {
     if d == 0 {
-        return Err(Error::Value("vectors must have at least one dimension".into()));
+        return Err(Error::Value(
+            "vectors must have at least one dimension".into(),
+        ));
     }
-    if nq_len % d != 0 {
-        return Err(Error::Value(format!("queries have {nq_len} values, not a multiple of the dimension {d}")));
+    if !nq_len.is_multiple_of(d) {
+        return Err(Error::Value(format!(
+            "queries have {nq_len} values, not a multiple of the dimension {d}"
+        )));
     }
     if k > n {
-        return Err(Error::Value(format!("k = {k} is larger than the number of keys ({n})")));
+        return Err(Error::Value(format!(
+            "k = {k} is larger than the number of keys ({n})"
+        )));
     }
     if n > u32::MAX as usize {
-        return Err(Error::Value(format!("at most {} keys are supported, got {n}", u32::MAX)));
+        return Err(Error::Value(format!(
+            "at most {} keys are supported, got {n}",
+            u32::MAX
+        )));
     }
     Ok(nq_len / d)
 }
@@ -434,7 +485,14 @@ pub(crate) fn check_search_args(nq_len: usize, d: usize, n: usize, k: usize) -> 
 /// (keys are not copied). Scores are sorted descending; ties go to the lower index; NaN scores
 /// (from NaN or infinite inputs) rank below every number. `k > n` is an error; `k = 0` gives
 /// empty rows.
-pub fn topk<E: Elem>(queries: &[f32], keys: &[E], n: usize, d: usize, k: usize, metric: Metric) -> Result<TopKResult> {
+pub fn topk<E: Elem>(
+    queries: &[f32],
+    keys: &[E],
+    n: usize,
+    d: usize,
+    k: usize,
+    metric: Metric,
+) -> Result<TopKResult> {
     topk_at(simd::level(), queries, keys, n, d, k, metric)
 }
 
@@ -448,11 +506,18 @@ pub(crate) fn topk_at<E: Elem>(
     metric: Metric,
 ) -> Result<TopKResult> {
     if n.checked_mul(d) != Some(keys.len()) {
-        return Err(Error::Value(format!("keys have {} values, not {n} x {d}", keys.len())));
+        return Err(Error::Value(format!(
+            "keys have {} values, not {n} x {d}",
+            keys.len()
+        )));
     }
     let nq = check_search_args(queries.len(), d, n, k)?;
     let q = prepare_queries(lv, queries, d, metric);
-    let factor = if metric == Metric::Cosine { KeyFactor::InvNorm } else { KeyFactor::One };
+    let factor = if metric == Metric::Cosine {
+        KeyFactor::InvNorm
+    } else {
+        KeyFactor::One
+    };
     let lists = search(lv, &q, nq, keys, n, d, k, factor);
     Ok(TopKResult::from_lists(lists, k))
 }
@@ -464,7 +529,13 @@ mod tests {
     use half::f16;
 
     /// Reference: full score matrix in f64, stable sort by (score desc, index asc).
-    pub(crate) fn reference(q: &[f32], keys: &[f32], d: usize, k: usize, metric: Metric) -> Vec<Vec<(f64, usize)>> {
+    pub(crate) fn reference(
+        q: &[f32],
+        keys: &[f32],
+        d: usize,
+        k: usize,
+        metric: Metric,
+    ) -> Vec<Vec<(f64, usize)>> {
         let norm = |v: &[f32]| {
             let n = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
             if n == 0.0 {
@@ -475,13 +546,29 @@ mod tests {
         };
         q.chunks(d)
             .map(|qr| {
-                let qn = if metric == Metric::Cosine { norm(qr) } else { 1.0 };
+                let qn = if metric == Metric::Cosine {
+                    norm(qr)
+                } else {
+                    1.0
+                };
                 let mut s: Vec<(f64, usize)> = keys
                     .chunks(d)
                     .enumerate()
                     .map(|(i, kr)| {
-                        let kn = if metric == Metric::Cosine { norm(kr) } else { 1.0 };
-                        (qr.iter().zip(kr).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * qn * kn, i)
+                        let kn = if metric == Metric::Cosine {
+                            norm(kr)
+                        } else {
+                            1.0
+                        };
+                        (
+                            qr.iter()
+                                .zip(kr)
+                                .map(|(&a, &b)| a as f64 * b as f64)
+                                .sum::<f64>()
+                                * qn
+                                * kn,
+                            i,
+                        )
                     })
                     .collect();
                 s.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
@@ -496,19 +583,30 @@ mod tests {
         let k = got.k;
         for (qi, w) in want.iter().enumerate() {
             for j in 0..k {
-                let (gs, gi) = (got.scores[qi * k + j] as f64, got.indices[qi * k + j] as usize);
-                assert!((gs - w[j].0).abs() <= tol, "{what}: q{qi} #{j}: score {gs} vs {}", w[j].0);
+                let (gs, gi) = (
+                    got.scores[qi * k + j] as f64,
+                    got.indices[qi * k + j] as usize,
+                );
+                assert!(
+                    (gs - w[j].0).abs() <= tol,
+                    "{what}: q{qi} #{j}: score {gs} vs {}",
+                    w[j].0
+                );
                 if gi != w[j].1 {
                     // Only acceptable if the reference scores of both are within tolerance.
                     let wpos = w.iter().position(|x| x.1 == gi);
                     assert!(
-                        wpos.is_some_and(|p| (w[p].0 - w[j].0).abs() <= 2.0 * tol) || (gs - w[k - 1].0).abs() <= 2.0 * tol,
+                        wpos.is_some_and(|p| (w[p].0 - w[j].0).abs() <= 2.0 * tol)
+                            || (gs - w[k - 1].0).abs() <= 2.0 * tol,
                         "{what}: q{qi} #{j}: index {gi} vs {}",
                         w[j].1
                     );
                 }
                 if j > 0 {
-                    assert!(got.scores[qi * k + j - 1] >= got.scores[qi * k + j], "{what}: not sorted");
+                    assert!(
+                        got.scores[qi * k + j - 1] >= got.scores[qi * k + j],
+                        "{what}: not sorted"
+                    );
                 }
             }
         }
@@ -516,7 +614,13 @@ mod tests {
 
     #[test]
     fn matches_reference_all_levels_shapes_and_metrics() {
-        for &(nq, n, d) in &[(1usize, 1usize, 1usize), (7, 103, 33), (13, 2000, 64), (100, 3001, 17), (3, 5000, 768)] {
+        for &(nq, n, d) in &[
+            (1usize, 1usize, 1usize),
+            (7, 103, 33),
+            (13, 2000, 64),
+            (100, 3001, 17),
+            (3, 5000, 768),
+        ] {
             let q = randn(nq * d, 11);
             let keys = randn(n * d, 12);
             for metric in [Metric::Cosine, Metric::Dot] {
@@ -524,7 +628,12 @@ mod tests {
                     let want = reference(&q, &keys, d, k, metric);
                     for lv in Level::available() {
                         let got = topk_at(lv, &q, &keys, n, d, k, metric).unwrap();
-                        check(&got, &want, 1e-4 * (d as f64).sqrt(), &format!("{lv:?} {metric:?} {nq}x{n}x{d} k={k}"));
+                        check(
+                            &got,
+                            &want,
+                            1e-4 * (d as f64).sqrt(),
+                            &format!("{lv:?} {metric:?} {nq}x{n}x{d} k={k}"),
+                        );
                     }
                 }
             }
@@ -539,7 +648,12 @@ mod tests {
         let kf: Vec<f32> = keys.iter().map(|v| v.to_f32()).collect();
         for lv in Level::available() {
             let got = topk_at(lv, &q, &keys, n, d, 10, Metric::Cosine).unwrap();
-            check(&got, &reference(&q, &kf, d, 10, Metric::Cosine), 1e-4, &format!("{lv:?}"));
+            check(
+                &got,
+                &reference(&q, &kf, d, 10, Metric::Cosine),
+                1e-4,
+                &format!("{lv:?}"),
+            );
         }
     }
 
@@ -552,7 +666,11 @@ mod tests {
         for lv in Level::available() {
             let got = topk_at(lv, &q, &keys, n, d, 7, Metric::Dot).unwrap();
             for r in 0..3 {
-                assert_eq!(&got.indices[r * 7..r * 7 + 7], &[0, 1, 2, 3, 4, 5, 6], "{lv:?}");
+                assert_eq!(
+                    &got.indices[r * 7..r * 7 + 7],
+                    &[0, 1, 2, 3, 4, 5, 6],
+                    "{lv:?}"
+                );
             }
         }
     }
