@@ -13,6 +13,7 @@ mod quant;
 pub mod simd;
 mod texts;
 mod topk;
+mod vnni;
 
 pub use gather::gather;
 pub use index::{Index, KeyType};

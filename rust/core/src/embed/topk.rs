@@ -24,16 +24,16 @@ use std::ops::Range;
 use std::arch::x86_64::*;
 
 /// Keys per microkernel tile.
-const NK: usize = 4;
+pub(crate) const NK: usize = 4;
 /// Most queries per microkernel tile.
-const MQ: usize = 6;
+pub(crate) const MQ: usize = 6;
 /// Queries per task (a multiple of MQ; 96 x 768 f32 = 288 KB stays in L2).
 const QB: usize = 96;
 
 /// How far ahead of the tile being scored the scan prefetches keys. Measured here: without it a
 /// single-query int8 scan reached ~13 GB/s, with 64-128 KB ahead ~40-50 GB/s; f16 likewise gained
 /// ~40%. The hardware prefetchers alone do not keep enough misses in flight.
-const PREFETCH_BYTES: usize = 128 * 1024;
+pub(crate) const PREFETCH_BYTES: usize = 128 * 1024;
 
 /// `a` ranks before `b`: higher score, then lower index; NaN ranks below every number.
 #[inline]
@@ -159,11 +159,20 @@ unsafe fn tile_avx512<E: Elem, const M: usize>(
     k: *const E,
     ks: usize,
     d: usize,
+    pf: usize,
 ) -> Tile<M> {
     let mut acc = [[_mm512_setzero_ps(); NK]; M];
     let mut i = 0;
+    let line = 64 / std::mem::size_of::<E>();
     while i + 16 <= d {
         let mut kv = [_mm512_setzero_ps(); NK];
+        if pf != 0 && i % line == 0 {
+            // Prefetch the same line `pf` elements further on: over a scan every key line is
+            // requested once, spread evenly between the loads that use the lines now.
+            for j in 0..NK {
+                _mm_prefetch::<_MM_HINT_T0>(k.wrapping_add(j * ks + i + pf) as *const i8);
+            }
+        }
         for j in 0..NK {
             kv[j] = E::load16(k.add(j * ks + i));
         }
@@ -256,6 +265,7 @@ unsafe fn tile_avx2<E: Elem, const M: usize>(
 #[inline(always)]
 fn tile<E: Elem, const M: usize>(
     lv: Level,
+    pf: usize,
     q: &[f32],
     qs: usize,
     k: &[E],
@@ -265,7 +275,7 @@ fn tile<E: Elem, const M: usize>(
     debug_assert!(q.len() >= (M - 1) * qs + d && k.len() >= (NK - 1) * ks + d);
     match lv {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { tile_avx512::<E, M>(q.as_ptr(), qs, k.as_ptr(), ks, d) },
+        Level::Avx512 => unsafe { tile_avx512::<E, M>(q.as_ptr(), qs, k.as_ptr(), ks, d, pf) },
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => unsafe { tile_avx2::<E, M>(q, qs, k, ks, d) },
         _ => tile_generic::<E, M>(q, qs, k, ks, d),
@@ -277,7 +287,7 @@ pub(crate) fn dot<E: Elem>(lv: Level, q: &[f32], k: &[E]) -> f32 {
     let d = q.len();
     // A 1 x NK tile against the same row NK times would waste work; use the 1-query tile on a
     // single row by giving it stride 0 (all NK "keys" are the same row).
-    tile::<E, 1>(lv, q, d, k, 0, d)[0][0]
+    tile::<E, 1>(lv, 0, q, d, k, 0, d)[0][0]
 }
 
 /// Scans keys `range` (rows of `keys`, `d` wide) for the `nq` prepared queries in `q`, offering
@@ -293,11 +303,12 @@ pub(crate) fn scan<E: Elem>(
     heaps: &mut [TopK],
 ) {
     let mut pad: Vec<E> = Vec::new();
-    let tile_bytes = NK * d * std::mem::size_of::<E>();
-    let pfd = PREFETCH_BYTES.div_ceil(tile_bytes.max(1));
+    let pf_elems = PREFETCH_BYTES / std::mem::size_of::<E>();
     let mut t = range.start;
     while t < range.end {
         let nk = NK.min(range.end - t);
+        // The padded last tile lives elsewhere: no prefetching relative to it.
+        let pf = if nk == NK { pf_elems } else { 0 };
         let kt: &[E] = if nk == NK {
             &keys[t * d..(t + NK) * d]
         } else {
@@ -308,12 +319,6 @@ pub(crate) fn scan<E: Elem>(
             pad.resize(NK * d, E::default());
             &pad
         };
-        if pfd > 0 && t + (pfd + 1) * NK <= range.end {
-            simd::prefetch(
-                &keys[(t + pfd * NK) * d..(t + (pfd + 1) * NK) * d],
-                usize::MAX,
-            );
-        }
         let mut f = [1f32; NK];
         match factor {
             KeyFactor::One => {}
@@ -330,7 +335,7 @@ pub(crate) fn scan<E: Elem>(
             let qq = &q[qi * d..];
             macro_rules! run {
                 ($m:literal) => {{
-                    let s = tile::<E, $m>(lv, qq, d, kt, d, d);
+                    let s = tile::<E, $m>(lv, pf, qq, d, kt, d, d);
                     for mm in 0..$m {
                         let h = &mut heaps[qi + mm];
                         for j in 0..nk {
@@ -365,6 +370,23 @@ pub(crate) fn search<E: Elem>(
     k: usize,
     factor: KeyFactor<'_>,
 ) -> Vec<Vec<(f32, u32)>> {
+    drive(nq, n, d, k, &|q0, qn, r, heaps| {
+        scan(lv, &q[q0 * d..(q0 + qn) * d], qn, keys, d, r, factor, heaps)
+    })
+}
+
+/// Queries `[q0, q0 + qn)` against keys `r`, offering into `heaps` (one per query of the block).
+pub(crate) type ScanFn<'a> = dyn Fn(usize, usize, Range<usize>, &mut [TopK]) + Sync + 'a;
+
+/// Runs `scan_block` over (query block, key chunk) tasks in parallel and merges deterministically:
+/// each query's best `k` (score, index) pairs, best first.
+pub(crate) fn drive(
+    nq: usize,
+    n: usize,
+    d: usize,
+    k: usize,
+    scan_block: &ScanFn<'_>,
+) -> Vec<Vec<(f32, u32)>> {
     if nq == 0 {
         return vec![];
     }
@@ -386,16 +408,7 @@ pub(crate) fn search<E: Elem>(
         let qn = QB.min(nq - q0);
         let r = kc * chunk..(kc * chunk + chunk).min(n);
         let mut heaps = vec![TopK::new(k); qn];
-        scan(
-            lv,
-            &q[q0 * d..(q0 + qn) * d],
-            qn,
-            keys,
-            d,
-            r,
-            factor,
-            &mut heaps,
-        );
+        scan_block(q0, qn, r, &mut heaps);
         heaps
     };
     let tasks = qblocks * kchunks;
