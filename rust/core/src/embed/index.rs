@@ -163,6 +163,7 @@ impl Index {
         match &mut self.store {
             Store::F32(v) => {
                 let at = v.len();
+                grow(v, keys.len());
                 v.extend_from_slice(keys);
                 if metric == Metric::Cosine {
                     pool.install(|| {
@@ -174,6 +175,7 @@ impl Index {
             }
             Store::F16(v) => {
                 let at = v.len();
+                grow(v, n * d);
                 v.resize(at + n * d, f16::ZERO);
                 pool.install(|| {
                     v[at..]
@@ -195,6 +197,8 @@ impl Index {
                 sums,
             } => {
                 let at = codes.len();
+                grow(codes, n * d);
+                grow(res, n * d);
                 codes.resize(at + n * d, 0);
                 res.resize(at + n * d, 0);
                 let a = scales.len();
@@ -404,6 +408,33 @@ impl Index {
     }
 }
 
+/// Reserves room for `extra` more elements, asking Linux to back large buffers with transparent
+/// huge pages before they are first written. Why: a scan streams the whole buffer, and with 4 KB
+/// pages it takes a TLB miss every 4 KB and the hardware prefetchers stop at each page boundary;
+/// numpy's own large arrays get huge pages the same way (`madvise`).
+fn grow<T>(v: &mut Vec<T>, extra: usize) {
+    if v.capacity() - v.len() >= extra {
+        return;
+    }
+    v.reserve(extra);
+    #[cfg(target_os = "linux")]
+    {
+        let bytes = v.capacity() * std::mem::size_of::<T>();
+        if bytes >= 4 << 20 {
+            let start = v.as_ptr() as usize;
+            let lo = (start + 4095) & !4095;
+            let hi = (start + bytes) & !4095;
+            if hi > lo {
+                // SAFETY: the range lies inside this Vec's allocation; the advice only changes
+                // how the kernel backs the pages (failure is harmless and ignored).
+                unsafe {
+                    libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
+                }
+            }
+        }
+    }
+}
+
 /// Plain-old-data element types stored in index files, little endian.
 trait Pod: Copy + Default {}
 impl Pod for f32 {}
@@ -425,7 +456,9 @@ fn write_pod<T: Pod>(w: &mut impl Write, v: &[T]) -> Result<()> {
 }
 
 fn read_pod<T: Pod>(r: &mut impl Read, n: usize) -> Result<Vec<T>> {
-    let mut v = vec![T::default(); n];
+    let mut v = Vec::new();
+    grow(&mut v, n);
+    v.resize(n, T::default());
     // SAFETY: as in write_pod; every bit pattern is a valid T.
     let bytes = unsafe {
         std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(&v[..]))
