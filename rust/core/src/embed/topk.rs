@@ -397,7 +397,8 @@ pub(crate) fn drive(
     let threads = pool.current_num_threads().max(1);
     let qblocks = nq.div_ceil(QB);
     // Enough tasks to balance, chunks big enough that per-chunk heaps stay cheap to merge.
-    let want_chunks = (4 * threads).div_ceil(qblocks).max(1);
+    // Small tasks also keep a descheduled thread (on a shared machine) from holding up the rest.
+    let want_chunks = (8 * threads).div_ceil(qblocks).max(1);
     let min_chunk = (8 * k).max(1024);
     let chunk = n.div_ceil(want_chunks).max(min_chunk).min(n);
     let kchunks = n.div_ceil(chunk);
