@@ -289,8 +289,15 @@ unsafe fn row_avx512<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-unsafe fn rows4_avx512<E: Elem>(op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: [f32; 4]) {
+unsafe fn rows4_avx512<E: Elem>(
+    op: RowOp,
+    acc: &mut [f32],
+    rows: [&[E]; 4],
+    w: [f32; 4],
+    next: Option<[*const E; 4]>,
+) {
     let n = acc.len();
+    let line = 64 / std::mem::size_of::<E>();
     let a = acc.as_mut_ptr();
     let r = [
         rows[0].as_ptr(),
@@ -306,6 +313,15 @@ unsafe fn rows4_avx512<E: Elem>(op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: 
     ];
     let mut i = 0;
     while i < n {
+        if let Some(nx) = next {
+            // Prefetch the same columns of the rows a few groups ahead: spread evenly over the
+            // loop instead of a burst per row, so the miss queues never overflow.
+            if i % line == 0 {
+                for p in nx {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i) as *const i8);
+                }
+            }
+        }
         let m = (n - i).min(16);
         let mask = tail_mask(m);
         let ld = |p: *const E| {
@@ -350,13 +366,27 @@ unsafe fn rows4_avx512<E: Elem>(op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: 
 /// the sum, or for max pooling use `Max` on an initialised accumulator). One pass over `acc`
 /// instead of four, and four independent load streams for the out-of-order core.
 #[inline]
-pub fn rows4_op<E: Elem>(lv: Level, op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: [f32; 4]) {
+///
+/// `next` (rows to be folded later, at least `acc.len()` long each) are prefetched along the way.
+pub fn rows4_op<E: Elem>(
+    lv: Level,
+    op: RowOp,
+    acc: &mut [f32],
+    rows: [&[E]; 4],
+    w: [f32; 4],
+    next: Option<[&[E]; 4]>,
+) {
     let n = acc.len();
     let rows = [&rows[0][..n], &rows[1][..n], &rows[2][..n], &rows[3][..n]];
+    let next = next.map(|r| {
+        assert!(r.iter().all(|x| x.len() >= n));
+        [r[0].as_ptr(), r[1].as_ptr(), r[2].as_ptr(), r[3].as_ptr()]
+    });
     match lv {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { rows4_avx512(op, acc, rows, w) },
+        Level::Avx512 => unsafe { rows4_avx512(op, acc, rows, w, next) },
         _ => {
+            let _ = next;
             let (first, rest) = if op == RowOp::Set {
                 (RowOp::Set, RowOp::Add)
             } else {
