@@ -314,6 +314,9 @@ def test_index_errors_and_empty():
     ix.add(np.array([[1, 0, 0], [0, 1, 0]], np.float32))
     assert ix.search(np.array([[0, 1, 0]], np.float32), 1)[1].tolist() == [[1]]
     assert "int8" in repr(ix)
+    with pytest.raises(ValueError, match="float16 range"):
+        embed.Index(np.array([[1e6, 0.0]], np.float32), metric="dot", dtype="float16")
+    assert len(embed.Index(np.array([[1e6, 0.0]], np.float32), dtype="float16")) == 1
 
 
 def test_index_concurrent_search_and_add():

@@ -216,7 +216,8 @@ class Index:
 
     - ``"float32"``: exact scores.
     - ``"float16"``: half the memory and half the bytes a search reads; scores move by about
-      1e-5 (cosine), and the search ranks by them directly.
+      1e-5 (cosine), and the search ranks by them directly. With ``metric="dot"`` keys must
+      fit float16 (``|x| <= 65504``), else ``ValueError``.
     - ``"int8"``: one scale per key; a search scans 1 byte a value, keeps a shortlist of
       ``max(4k, k + 64)`` candidates and rescores them with a second int8 level that stores the
       quantisation residual (about 14 bits together). No float32 copy is kept: the index takes

@@ -174,6 +174,17 @@ impl Index {
                 }
             }
             Store::F16(v) => {
+                if metric == Metric::Dot {
+                    // Normalised keys always fit; raw ones must, or they would become infinite.
+                    if let Some(p) = keys.iter().position(|x| x.abs() > 65504.0) {
+                        return Err(Error::Value(format!(
+                            "keys[{}, {}] = {} is outside the float16 range (|x| <= 65504)",
+                            p / d,
+                            p % d,
+                            keys[p]
+                        )));
+                    }
+                }
                 let at = v.len();
                 grow(v, n * d);
                 v.resize(at + n * d, f16::ZERO);
@@ -564,5 +575,10 @@ mod tests {
         assert!(Index::new(0, Metric::Cosine, KeyType::F32).is_err());
         let mut ix = Index::new(4, Metric::Cosine, KeyType::F16).unwrap();
         assert!(ix.add(&[1.0; 5]).is_err());
+        ix.add(&[1e6, 0.0, 0.0, 0.0]).unwrap(); // normalised first: fits
+        let mut ix = Index::new(2, Metric::Dot, KeyType::F16).unwrap();
+        let e = ix.add(&[1.0, 1e6]).unwrap_err().to_string();
+        assert!(e.contains("keys[0, 1]") && e.contains("float16"), "{e}");
+        assert_eq!(ix.len(), 0);
     }
 }
