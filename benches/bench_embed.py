@@ -266,6 +266,100 @@ def test_embed_texts_bytepair(benchmark, texts_data):
 
 
 def test_simd_level_reported():
-    assert embed.simd_level() in ("avx512", "avx2", "generic")
+    assert embed.simd_level() in ("avx512+vnni", "avx512", "avx2", "generic")
     if os.environ.get("BYTEPAIR_SIMD") is None and sys.platform == "linux":
         print("simd level:", embed.simd_level())
+
+
+# ---------------------------------------------------------------------------------------------
+# `python benches/bench_embed.py [ROUNDS]`: the same workloads, implementations run round-robin
+# (fairer than one group after another when the machine's load changes), as a markdown table.
+
+
+def _interleaved(rounds: int = 15) -> None:  # pragma: no cover - manual tool
+    import time
+
+    rng = np.random.default_rng(0)
+    V, D, B, L = 50257, 768, 32, 256
+    T = rng.standard_normal((V, D), dtype=np.float32)
+    T16 = T.astype(np.float16)
+    ids = rng.integers(0, V, (B, L))
+    N = 200_000
+    K = rng.standard_normal((N, D), dtype=np.float32)
+    K /= np.linalg.norm(K, axis=1, keepdims=True)
+    Q = rng.standard_normal((32, D), dtype=np.float32)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    ix = {dt: embed.Index(K, dtype=dt) for dt in ("float32", "float16", "int8")}
+    fx = None
+    if faiss is not None:
+        fx = faiss.IndexFlatIP(D)
+        fx.add(K)
+    enc = ref.tiktoken_encoding("cl100k_base")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from test_embed import _encoding
+
+    bp_enc = _encoding("cl100k_base")
+    docs = _docs(200, 2048)
+    TT = rng.standard_normal((enc.n_vocab, 256), dtype=np.float32)
+    exact32 = np_topk(Q, K, K_TOP)[1]
+    groups = {
+        "gather+mean [50257,768] 32x256": {
+            "numpy T[ids].mean(1)": lambda: T[ids].mean(1),
+            "bytepair gather f32": lambda: embed.gather(T, ids),
+            "bytepair gather f16": lambda: embed.gather(T16, ids),
+        },
+        "top-10, 32 queries x 200k x 768": {
+            "numpy q@K.T + argpartition": lambda: np_topk(Q, K, K_TOP),
+            "bytepair topk (cosine)": lambda: embed.topk(Q, K, K_TOP),
+            "bytepair Index f32": lambda: ix["float32"].search(Q, K_TOP),
+            "bytepair Index f16": lambda: ix["float16"].search(Q, K_TOP),
+            "bytepair Index int8": lambda: ix["int8"].search(Q, K_TOP),
+            **({"faiss IndexFlatIP": lambda: fx.search(Q, K_TOP)} if fx else {}),
+        },
+        "top-10, 1 query x 200k x 768": {
+            "numpy q@K.T + argpartition": lambda: np_topk(Q[:1], K, K_TOP),
+            "bytepair topk (cosine)": lambda: embed.topk(Q[:1], K, K_TOP),
+            "bytepair Index f32": lambda: ix["float32"].search(Q[:1], K_TOP),
+            "bytepair Index f16": lambda: ix["float16"].search(Q[:1], K_TOP),
+            "bytepair Index int8": lambda: ix["int8"].search(Q[:1], K_TOP),
+            **({"faiss IndexFlatIP": lambda: fx.search(Q[:1], K_TOP)} if fx else {}),
+        },
+        "embed_texts, 200 docs x 2 KB, table [100277,256]": {
+            "tiktoken batch + numpy": lambda: _numpy_pipeline(enc, TT, docs),
+            "bytepair embed_texts": lambda: embed.embed_texts(bp_enc, TT, docs),
+        },
+    }
+    recall = {
+        name: ref.recall(ix[dt].search(Q, K_TOP)[1], exact32)
+        for name, dt in [
+            ("bytepair Index f16", "float16"),
+            ("bytepair Index int8", "int8"),
+        ]
+    }
+    print(f"simd: {embed.simd_level()}; rounds: {rounds}; load: {os.getloadavg()}")
+    print(
+        "| workload | implementation | min ms | median ms | ratio (median) | ratio (min) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for gname, impls in groups.items():
+        times = {n: [] for n in impls}
+        for f in impls.values():
+            f()  # warm up
+        for _ in range(rounds):
+            for n, f in impls.items():
+                t0 = time.perf_counter()
+                f()
+                times[n].append(time.perf_counter() - t0)
+        base = next(iter(times))
+        bmin, bmed = min(times[base]), float(np.median(times[base]))
+        for n, ts in times.items():
+            mn, md = min(ts), float(np.median(ts))
+            extra = f" (recall@10 {recall[n]:.3f})" if n in recall else ""
+            print(
+                f"| {gname} | {n}{extra} | {mn * 1e3:.2f} | {md * 1e3:.2f} | "
+                f"{bmed / md:.2f}x | {bmin / mn:.2f}x |"
+            )
+
+
+if __name__ == "__main__":
+    _interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 15)

@@ -416,7 +416,7 @@ def test_generic_and_avx2_levels_agree():
         "print(e.simd_level(), e.gather(T,ids,pool='max').tobytes().hex()[:64], i.tolist(), i2.tolist())"
     )
     outs = {}
-    for level in ["generic", "avx2", "best"]:
+    for level in ["generic", "avx2", "avx512-novnni", "best"]:
         env = dict(os.environ, BYTEPAIR_SIMD=level)
         outs[level] = subprocess.run(
             [sys.executable, "-c", code],
@@ -426,7 +426,8 @@ def test_generic_and_avx2_levels_agree():
             check=True,
         ).stdout.split(" ", 1)
     assert outs["generic"][0] == "generic"
-    assert outs["generic"][1] == outs["avx2"][1] == outs["best"][1]
+    assert outs["avx512-novnni"][0] in ("avx512", "avx2", "generic")
+    assert len({o[1] for o in outs.values()}) == 1
 
 
 def test_docstring_examples():

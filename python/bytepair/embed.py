@@ -342,9 +342,11 @@ def embed_texts(
 
 
 def simd_level() -> str:
-    """The SIMD version the kernels run: ``"avx512"``, ``"avx2"`` or ``"generic"``.
+    """The SIMD version the kernels run: ``"avx512+vnni"``, ``"avx512"``, ``"avx2"`` or
+    ``"generic"``.
 
-    Set ``BYTEPAIR_SIMD=generic`` or ``avx2`` before import to lower it (for testing).
+    Set ``BYTEPAIR_SIMD`` to ``generic``, ``avx2`` or ``avx512-novnni`` before the first call to
+    lower it (for testing).
     """
     return _native.embed_simd_level()
 

@@ -346,10 +346,11 @@ fn embed_texts<'py>(
     })
 }
 
-/// The SIMD level the kernels run at ("avx512", "avx2" or "generic").
+/// The SIMD level the kernels run at ("avx512+vnni", "avx512", "avx2" or "generic").
 #[pyfunction]
 fn embed_simd_level() -> &'static str {
     match core_embed::simd::level() {
+        core_embed::simd::Level::Avx512 if core_embed::vnni_available() => "avx512+vnni",
         core_embed::simd::Level::Avx512 => "avx512",
         core_embed::simd::Level::Avx2 => "avx2",
         core_embed::simd::Level::Generic => "generic",

@@ -20,6 +20,7 @@ pub use index::{Index, KeyType};
 pub use quant::{quantize_i8, Quantized8};
 pub use texts::embed_texts;
 pub use topk::{topk, TopKResult};
+pub use vnni::available as vnni_available;
 
 use crate::{Error, Result};
 
