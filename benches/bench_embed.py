@@ -347,6 +347,10 @@ def _interleaved(rounds: int = 15) -> None:  # pragma: no cover - manual tool
             f()  # warm up
         for _ in range(rounds):
             for n, f in impls.items():
+                if "top-10" in gname:
+                    # Start each search from an idle machine: OpenBLAS's threads keep spinning
+                    # for a while after a matrix product and would slow down what runs next.
+                    time.sleep(0.15)
                 t0 = time.perf_counter()
                 f()
                 times[n].append(time.perf_counter() - t0)
