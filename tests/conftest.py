@@ -62,13 +62,13 @@ def tiktoken_cache_key(name: str) -> str:
 try:
     from hypothesis import HealthCheck, settings
 
-    _common = dict(
-        derandomize=True,
-        deadline=None,
-        database=None,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    )
+    _common = {
+        "derandomize": True,
+        "deadline": None,
+        "database": None,
+        "print_blob": True,
+        "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    }
     settings.register_profile("bytepair-ci", max_examples=150, **_common)
     settings.register_profile("bytepair-full", max_examples=2500, **_common)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bytepair-full" if FULL else "bytepair-ci"))

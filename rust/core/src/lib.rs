@@ -6,6 +6,7 @@
 //! - [`encode`]: the full encoder with special tokens, and decoding.
 //! - [`parallel`]: thread pools for batch work.
 pub mod bpe;
+pub mod embed;
 pub mod encode;
 pub mod error;
 pub mod input;

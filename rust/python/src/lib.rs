@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 mod corpus;
+mod embed;
 mod encoding;
 mod errors;
 mod ints;
@@ -14,5 +15,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     encoding::register(m)?;
     corpus::register(m)?;
     train::register(m)?;
+    embed::register(m)?;
     Ok(())
 }

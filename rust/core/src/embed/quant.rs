@@ -1,0 +1,101 @@
+//! Per-vector symmetric int8 quantisation with an int8 residual.
+//!
+//! `x ~ scale * code + res_scale * res` where `code = round(x / scale)`, `scale = max|x| / 127`,
+//! and `res` quantises what `code` missed the same way. The first level is what a search scans
+//! (1 byte a value); the second is read only to rescore a shortlist, and the two together keep
+//! about 14 bits of precision, so no float32 copy of the keys is needed.
+use half::f16;
+
+/// One vector quantised to two int8 levels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quantized8 {
+    pub codes: Vec<i8>,
+    pub scale: f32,
+    pub res: Vec<i8>,
+    pub res_scale: f32,
+}
+
+/// Quantises `x` into `codes` and returns the scale (`max|x| / 127`; 0 for a zero vector, and
+/// NaN if `x` holds NaN or infinity, so that such a key scores NaN and ranks last).
+pub fn quantize_level(x: &[f32], codes: &mut [i8]) -> f32 {
+    let mut m = 0f32;
+    let mut bad = false;
+    for &v in x {
+        bad |= !v.is_finite();
+        m = m.max(v.abs());
+    }
+    if bad {
+        codes.fill(0);
+        return f32::NAN;
+    }
+    if m == 0.0 {
+        codes.fill(0);
+        return 0.0;
+    }
+    let s = m / 127.0;
+    let inv = 127.0 / m;
+    for (c, &v) in codes.iter_mut().zip(x) {
+        *c = (v * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    s
+}
+
+/// Both levels of one vector, written into the given buffers; returns `(scale, res_scale)`.
+pub(crate) fn quantize_into(
+    x: &[f32],
+    codes: &mut [i8],
+    res: &mut [i8],
+    tmp: &mut Vec<f32>,
+) -> (f32, f32) {
+    let s = quantize_level(x, codes);
+    if !s.is_finite() || s == 0.0 {
+        res.fill(0);
+        return (s, 0.0);
+    }
+    tmp.clear();
+    tmp.extend(x.iter().zip(codes.iter()).map(|(&v, &c)| v - s * c as f32));
+    let r = quantize_level(tmp, res);
+    (s, r)
+}
+
+/// Quantises one vector to int8 + int8 residual.
+pub fn quantize_i8(x: &[f32]) -> Quantized8 {
+    let mut codes = vec![0i8; x.len()];
+    let mut res = vec![0i8; x.len()];
+    let (scale, res_scale) = quantize_into(x, &mut codes, &mut res, &mut Vec::new());
+    Quantized8 {
+        codes,
+        scale,
+        res,
+        res_scale,
+    }
+}
+
+/// f32 -> f16 (round to nearest even), SIMD where the processor has F16C.
+pub(crate) fn to_f16(src: &[f32], dst: &mut [f16]) {
+    use half::slice::HalfFloatSliceExt;
+    dst.convert_from_f32_slice(src);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::testutil::randn;
+
+    #[test]
+    fn two_levels_reconstruct_closely() {
+        let x = randn(768, 9);
+        let q = quantize_i8(&x);
+        let m = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert!((q.scale - m / 127.0).abs() < 1e-7);
+        for i in 0..x.len() {
+            let one = q.scale * q.codes[i] as f32;
+            let two = one + q.res_scale * q.res[i] as f32;
+            assert!((one - x[i]).abs() <= q.scale * 0.5 + 1e-6);
+            assert!((two - x[i]).abs() <= q.scale / 254.0 * 1.01 + 1e-7, "{i}");
+        }
+        let z = quantize_i8(&[0.0; 5]);
+        assert_eq!((z.scale, z.res_scale), (0.0, 0.0));
+        assert!(quantize_i8(&[1.0, f32::NAN]).scale.is_nan());
+    }
+}

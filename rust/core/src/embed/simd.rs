@@ -1,0 +1,606 @@
+//! Runtime-dispatched SIMD primitives for the embedding kernels.
+//!
+//! Why: wheels are built for baseline x86-64, yet the kernels must use the 512-bit units where the
+//! processor has them. Each hot routine exists in up to three versions: hand-written AVX-512
+//! intrinsics, and one portable body that LLVM auto-vectorises, compiled once for AVX2+FMA and once
+//! for the baseline. [`level`] picks the best once per process; every kernel also takes a [`Level`]
+//! so that tests run all versions on one machine and compare them.
+use half::f16;
+use std::sync::OnceLock;
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Which version of the kernels runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Portable code, compiled for the baseline target.
+    Generic,
+    /// Portable code compiled with AVX2, FMA and F16C enabled.
+    Avx2,
+    /// Hand-written AVX-512 (F, BW, VL) intrinsics.
+    Avx512,
+}
+
+impl Level {
+    /// All levels this processor can run, best last.
+    pub fn available() -> Vec<Level> {
+        let mut v = vec![Level::Generic];
+        if has_avx2() {
+            v.push(Level::Avx2);
+        }
+        if has_avx512() {
+            v.push(Level::Avx512);
+        }
+        v
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    has_avx2()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx2() -> bool {
+    false
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512() -> bool {
+    false
+}
+
+/// The best level for this processor. `BYTEPAIR_SIMD=generic|avx2` lowers it (for testing).
+pub fn level() -> Level {
+    static L: OnceLock<Level> = OnceLock::new();
+    *L.get_or_init(|| {
+        let best = *Level::available().last().unwrap_or(&Level::Generic);
+        match std::env::var("BYTEPAIR_SIMD").as_deref() {
+            Ok("generic") => Level::Generic,
+            Ok("avx2") if best != Level::Generic => Level::Avx2,
+            _ => best,
+        }
+    })
+}
+
+/// An element type a table or key matrix may hold. Every kernel computes in f32.
+pub trait Elem: Copy + Send + Sync + Default + 'static {
+    fn to_f32(self) -> f32;
+    /// Converts `src` into `dst` (same length); written so that LLVM vectorises it.
+    fn convert(src: &[Self], dst: &mut [f32]);
+    /// Loads 16 values as f32.
+    ///
+    /// # Safety
+    /// `p..p+16` must be readable and the processor must have AVX-512F/BW/VL.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> __m512;
+    /// Loads the first `n < 16` values as f32, zeros elsewhere.
+    ///
+    /// # Safety
+    /// `p..p+n` must be readable and the processor must have AVX-512F/BW/VL.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16_tail(p: *const Self, n: usize) -> __m512;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn convert(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16_tail(p: *const f32, n: usize) -> __m512 {
+        _mm512_maskz_loadu_ps(tail_mask(n), p)
+    }
+}
+
+/// Bit-exact f16 -> f32 without branches, so that loops over it vectorise: shifting the exponent
+/// and mantissa into f32 position and multiplying by 2^112 re-biases normals and subnormals
+/// exactly; infinities and NaNs get the all-ones exponent.
+#[inline(always)]
+fn f16_bits_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let sign = (h & 0x8000) << 16;
+    let em = h & 0x7fff;
+    let scaled = f32::from_bits(em << 13) * f32::from_bits(0x7780_0000); // 2^112
+    let bits = if em >= 0x7c00 {
+        (em << 13) | 0x7f80_0000
+    } else {
+        scaled.to_bits()
+    };
+    f32::from_bits(bits | sign)
+}
+
+impl Elem for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16_bits_to_f32(self.to_bits())
+    }
+    #[inline(always)]
+    fn convert(src: &[f16], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f16_bits_to_f32(s.to_bits());
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const f16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load16_tail(p: *const f16, n: usize) -> __m512 {
+        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail_mask(n), p as *const i16))
+    }
+}
+
+impl Elem for i8 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    #[inline(always)]
+    fn convert(src: &[i8], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s as f32;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const i8) -> __m512 {
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load16_tail(p: *const i8, n: usize) -> __m512 {
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(tail_mask(n), p)))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tail_mask(n: usize) -> u16 {
+    ((1u32 << n) - 1) as u16
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row operations used by gather: acc[i] (op)= w * row[i].
+
+/// How a row is folded into an accumulator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowOp {
+    /// `acc = w * row` (first row of a bag; no need to clear the accumulator first).
+    Set,
+    /// `acc += w * row`.
+    Add,
+    /// `acc = max(acc, w * row)`, NaN-ignoring like `np.fmax`.
+    Max,
+}
+
+#[inline(always)]
+fn row_generic<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
+    const C: usize = 32;
+    let mut buf = [0f32; C];
+    let n = acc.len();
+    let mut i = 0;
+    while i < n {
+        let m = C.min(n - i);
+        E::convert(&row[i..i + m], &mut buf[..m]);
+        let a = &mut acc[i..i + m];
+        match op {
+            RowOp::Set => {
+                for (x, r) in a.iter_mut().zip(&buf[..m]) {
+                    *x = w * *r;
+                }
+            }
+            RowOp::Add => {
+                for (x, r) in a.iter_mut().zip(&buf[..m]) {
+                    *x += w * *r;
+                }
+            }
+            RowOp::Max => {
+                for (x, r) in a.iter_mut().zip(&buf[..m]) {
+                    *x = x.max(w * *r);
+                }
+            }
+        }
+        i += m;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_avx2<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
+    row_generic(op, acc, row, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn row_avx512<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
+    let n = acc.len();
+    let a = acc.as_mut_ptr();
+    let r = row.as_ptr();
+    let wv = _mm512_set1_ps(w);
+    let mut i = 0;
+    macro_rules! step {
+        ($x:expr, $av:expr) => {
+            match op {
+                RowOp::Set => _mm512_mul_ps(wv, $x),
+                RowOp::Add => _mm512_fmadd_ps(wv, $x, $av),
+                // np.fmax semantics: max_ps returns its second operand when either is NaN, so a
+                // NaN in the row keeps the accumulator; a NaN accumulator is replaced by the row.
+                RowOp::Max => {
+                    let wx = _mm512_mul_ps(wv, $x);
+                    let m = _mm512_max_ps(wx, $av);
+                    _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>($av, $av), m, wx)
+                }
+            }
+        };
+    }
+    while i + 32 <= n {
+        let x0 = E::load16(r.add(i));
+        let x1 = E::load16(r.add(i + 16));
+        let (a0, a1) = if op == RowOp::Set {
+            (_mm512_setzero_ps(), _mm512_setzero_ps())
+        } else {
+            (_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(a.add(i + 16)))
+        };
+        _mm512_storeu_ps(a.add(i), step!(x0, a0));
+        _mm512_storeu_ps(a.add(i + 16), step!(x1, a1));
+        i += 32;
+    }
+    while i < n {
+        let m = (n - i).min(16);
+        let mask = tail_mask(m);
+        let x = if m == 16 {
+            E::load16(r.add(i))
+        } else {
+            E::load16_tail(r.add(i), m)
+        };
+        let av = _mm512_maskz_loadu_ps(mask, a.add(i));
+        let v = step!(x, av);
+        _mm512_mask_storeu_ps(a.add(i), mask, v);
+        i += m;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn rows4_avx512<E: Elem>(
+    op: RowOp,
+    acc: &mut [f32],
+    rows: [&[E]; 4],
+    w: [f32; 4],
+    next: Option<[*const E; 4]>,
+) {
+    let n = acc.len();
+    let line = 64 / std::mem::size_of::<E>();
+    let a = acc.as_mut_ptr();
+    let r = [
+        rows[0].as_ptr(),
+        rows[1].as_ptr(),
+        rows[2].as_ptr(),
+        rows[3].as_ptr(),
+    ];
+    let wv = [
+        _mm512_set1_ps(w[0]),
+        _mm512_set1_ps(w[1]),
+        _mm512_set1_ps(w[2]),
+        _mm512_set1_ps(w[3]),
+    ];
+    let mut i = 0;
+    while i < n {
+        if let Some(nx) = next {
+            // Prefetch the same columns of the rows a few groups ahead: spread evenly over the
+            // loop instead of a burst per row, so the miss queues never overflow.
+            if i % line == 0 {
+                for p in nx {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i) as *const i8);
+                }
+            }
+        }
+        let m = (n - i).min(16);
+        let mask = tail_mask(m);
+        let ld = |p: *const E| {
+            if m == 16 {
+                E::load16(p.add(i))
+            } else {
+                E::load16_tail(p.add(i), m)
+            }
+        };
+        let x = [ld(r[0]), ld(r[1]), ld(r[2]), ld(r[3])];
+        let v = match op {
+            RowOp::Max => {
+                let mut v = if op == RowOp::Set {
+                    _mm512_setzero_ps()
+                } else {
+                    _mm512_maskz_loadu_ps(mask, a.add(i))
+                };
+                for j in 0..4 {
+                    let wx = _mm512_mul_ps(wv[j], x[j]);
+                    let mx = _mm512_max_ps(wx, v);
+                    v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), mx, wx);
+                }
+                v
+            }
+            _ => {
+                let s01 = _mm512_fmadd_ps(wv[1], x[1], _mm512_mul_ps(wv[0], x[0]));
+                let s23 = _mm512_fmadd_ps(wv[3], x[3], _mm512_mul_ps(wv[2], x[2]));
+                let s = _mm512_add_ps(s01, s23);
+                if op == RowOp::Set {
+                    s
+                } else {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, a.add(i)), s)
+                }
+            }
+        };
+        _mm512_mask_storeu_ps(a.add(i), mask, v);
+        i += m;
+    }
+}
+
+/// Folds four rows at once: `acc (op)= w[0]*rows[0] (op) ... (op) w[3]*rows[3]` (`Set` stores
+/// the sum, or for max pooling use `Max` on an initialised accumulator). One pass over `acc`
+/// instead of four, and four independent load streams for the out-of-order core.
+#[inline]
+///
+/// `next` (rows to be folded later, at least `acc.len()` long each) are prefetched along the way.
+pub fn rows4_op<E: Elem>(
+    lv: Level,
+    op: RowOp,
+    acc: &mut [f32],
+    rows: [&[E]; 4],
+    w: [f32; 4],
+    next: Option<[&[E]; 4]>,
+) {
+    let n = acc.len();
+    let rows = [&rows[0][..n], &rows[1][..n], &rows[2][..n], &rows[3][..n]];
+    let next = next.map(|r| {
+        assert!(r.iter().all(|x| x.len() >= n));
+        [r[0].as_ptr(), r[1].as_ptr(), r[2].as_ptr(), r[3].as_ptr()]
+    });
+    match lv {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { rows4_avx512(op, acc, rows, w, next) },
+        _ => {
+            let _ = next;
+            let (first, rest) = if op == RowOp::Set {
+                (RowOp::Set, RowOp::Add)
+            } else {
+                (op, op)
+            };
+            row_op(lv, first, acc, rows[0], w[0]);
+            for j in 1..4 {
+                row_op(lv, rest, acc, rows[j], w[j]);
+            }
+        }
+    }
+}
+
+/// `acc (op)= w * row` over `acc.len()` values; `row.len() >= acc.len()`.
+#[inline]
+pub fn row_op<E: Elem>(lv: Level, op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
+    let row = &row[..acc.len()];
+    match lv {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { row_avx512(op, acc, row, w) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { row_avx2(op, acc, row, w) },
+        _ => row_generic(op, acc, row, w),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions over one f32 row.
+
+#[inline(always)]
+fn sumsq_generic<E: Elem>(x: &[E]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0f32; L];
+    let mut buf = [0f32; L];
+    let mut it = x.chunks_exact(L);
+    for c in &mut it {
+        E::convert(c, &mut buf);
+        for l in 0..L {
+            acc[l] += buf[l] * buf[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for v in it.remainder() {
+        let v = v.to_f32();
+        s += v * v;
+    }
+    s
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sumsq_avx2<E: Elem>(x: &[E]) -> f32 {
+    sumsq_generic(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn sumsq_avx512<E: Elem>(x: &[E]) -> f32 {
+    let n = x.len();
+    let p = x.as_ptr();
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut i = 0;
+    while i + 32 <= n {
+        let v0 = E::load16(p.add(i));
+        let v1 = E::load16(p.add(i + 16));
+        a0 = _mm512_fmadd_ps(v0, v0, a0);
+        a1 = _mm512_fmadd_ps(v1, v1, a1);
+        i += 32;
+    }
+    while i < n {
+        let m = (n - i).min(16);
+        let v = if m == 16 {
+            E::load16(p.add(i))
+        } else {
+            E::load16_tail(p.add(i), m)
+        };
+        a0 = _mm512_fmadd_ps(v, v, a0);
+        i += m;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(a0, a1))
+}
+
+/// Sum of squares of `x` (as f32).
+#[inline]
+pub fn sumsq<E: Elem>(lv: Level, x: &[E]) -> f32 {
+    match lv {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { sumsq_avx512(x) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { sumsq_avx2(x) },
+        _ => sumsq_generic(x),
+    }
+}
+
+/// The factor that scales a vector of squared norm `ss` to unit length; 0 for a zero vector (which
+/// stays zero). NaN and infinity propagate.
+#[inline]
+pub fn inv_norm(ss: f32) -> f32 {
+    if ss == 0.0 {
+        0.0
+    } else {
+        1.0 / ss.sqrt()
+    }
+}
+
+/// `x *= s` (vectorised by LLVM at every level; not worth a dispatch).
+#[inline]
+pub fn scale(x: &mut [f32], s: f32) {
+    for v in x {
+        *v *= s;
+    }
+}
+
+/// Scales `x` to unit L2 norm in place (zero vectors stay zero).
+#[inline]
+pub fn normalize(lv: Level, x: &mut [f32]) {
+    let s = inv_norm(sumsq(lv, x));
+    if s != 1.0 {
+        scale(x, s);
+    }
+}
+
+/// Prefetches the start of `row` into the cache (a hint; no effect on results).
+#[inline(always)]
+pub fn prefetch<T>(row: &[T], lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        let p = row.as_ptr() as *const i8;
+        let bytes = std::mem::size_of_val(row);
+        let mut off = 0;
+        let mut l = 0;
+        while off < bytes && l < lines {
+            _mm_prefetch::<_MM_HINT_T0>(p.add(off));
+            off += 64;
+            l += 1;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (row, lines);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_conversion_is_exact_for_all_bit_patterns() {
+        for b in 0..=u16::MAX {
+            let h = f16::from_bits(b);
+            let want = h.to_f32();
+            let got = f16_bits_to_f32(b);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{b:#x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{b:#x}");
+            }
+        }
+    }
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn row_ops_agree_with_scalar_at_every_level() {
+        for n in [1usize, 7, 16, 17, 31, 32, 33, 100, 768] {
+            let a0 = data(n, 1);
+            let r = data(n, 2);
+            let rh: Vec<f16> = r.iter().map(|&v| f16::from_f32(v)).collect();
+            for lv in Level::available() {
+                for op in [RowOp::Set, RowOp::Add, RowOp::Max] {
+                    let want: Vec<f32> = a0
+                        .iter()
+                        .zip(&r)
+                        .map(|(&a, &x)| match op {
+                            RowOp::Set => 0.5 * x,
+                            RowOp::Add => a + 0.5 * x,
+                            RowOp::Max => a.max(0.5 * x),
+                        })
+                        .collect();
+                    let mut got = a0.clone();
+                    row_op(lv, op, &mut got, &r, 0.5);
+                    for i in 0..n {
+                        assert!((got[i] - want[i]).abs() < 1e-6, "{lv:?} {op:?} n={n} i={i}");
+                    }
+                    let want_h: Vec<f32> = a0
+                        .iter()
+                        .zip(&rh)
+                        .map(|(&a, &x)| match op {
+                            RowOp::Set => 0.5 * x.to_f32(),
+                            RowOp::Add => a + 0.5 * x.to_f32(),
+                            RowOp::Max => a.max(0.5 * x.to_f32()),
+                        })
+                        .collect();
+                    let mut got = a0.clone();
+                    row_op(lv, op, &mut got, &rh, 0.5);
+                    for i in 0..n {
+                        assert!((got[i] - want_h[i]).abs() < 1e-6, "f16 {lv:?} {op:?} n={n}");
+                    }
+                }
+                let ss: f32 = r.iter().map(|v| v * v).sum();
+                assert!(
+                    (sumsq(lv, &r) - ss).abs() <= 1e-4 * ss.max(1.0),
+                    "{lv:?} n={n}"
+                );
+            }
+        }
+    }
+}

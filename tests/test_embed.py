@@ -1,0 +1,432 @@
+"""bytepair.embed against the numpy reference in ref_embed.py (the Python contract, API.md)."""
+
+from __future__ import annotations
+
+import doctest
+import os
+import subprocess
+import sys
+import threading
+
+import bytepair.embed as embed
+import numpy as np
+import pytest
+from bytepair import _native
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, os.path.dirname(__file__))
+import ref_embed as ref  # noqa: E402
+
+RNG = np.random.default_rng(1234)
+
+
+def _encoding(name="cl100k_base"):
+    import bytepair
+
+    return bytepair.get_encoding(name)
+
+
+def close(a, b, atol=1e-5, rtol=1e-4):
+    np.testing.assert_allclose(a, b, atol=atol, rtol=rtol)
+
+
+# ---------------------------------------------------------------------------------------------
+# gather
+
+
+@pytest.mark.parametrize("pool", ["mean", "sum", "max", "none"])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("use_weights", [False, True])
+def test_gather_offsets_matches_reference(pool, normalize, dtype, use_weights):
+    V, D = 500, 77
+    T = RNG.standard_normal((V, D)).astype(dtype)
+    ids = RNG.integers(0, V, 400)
+    offsets = np.array([0, 0, 5, 5, 100, 399])  # empty bags included
+    w = RNG.standard_normal(400).astype(np.float32) if use_weights else None
+    got = embed.gather(T, ids, offsets, pool=pool, weights=w, normalize=normalize)
+    want = ref.gather(T, ids, offsets, pool=pool, weights=w, normalize=normalize)
+    assert got.dtype == np.float32
+    assert got.shape == ((400 if pool == "none" else 6), D)
+    close(got, want)
+
+
+@pytest.mark.parametrize("id_dtype", ["i8", "i4", "u4", "u2", "u1", "i2", "u8"])
+def test_gather_2d_ids_and_id_dtypes(id_dtype):
+    V, D = 200, 32
+    T = RNG.standard_normal((V, D)).astype(np.float32)
+    ids = RNG.integers(0, V, (16, 9)).astype(id_dtype)
+    close(embed.gather(T, ids), ref.gather(T, ids))
+    close(
+        embed.gather(T, ids, pool="max", normalize=True),
+        ref.gather(T, ids, pool="max", normalize=True),
+    )
+    assert embed.gather(T, ids, pool="none").shape == (16 * 9, D)
+
+
+def test_gather_realistic_size_and_layouts():
+    V, D = 50257, 768
+    T = RNG.standard_normal((V, D), dtype=np.float32)
+    ids = RNG.integers(0, V, (32, 256))
+    close(embed.gather(T, ids), T[ids].mean(1), atol=1e-5)
+    # Non-contiguous, big-endian and float64 inputs are converted, not rejected.
+    Ts = T[:1000, ::2]
+    small = ids % 1000
+    close(embed.gather(Ts, small), ref.gather(Ts, small))
+    close(
+        embed.gather(T[:100].astype(">f4"), small % 100),
+        ref.gather(T[:100], small % 100),
+    )
+    close(
+        embed.gather(T[:100].astype(np.float64), small % 100),
+        ref.gather(T[:100], small % 100),
+    )
+
+
+def test_gather_single_bag_and_empty_inputs():
+    T = np.arange(12, dtype=np.float32).reshape(4, 3)
+    close(embed.gather(T, [0, 1, 2, 3]), T.mean(0, keepdims=True))
+    assert embed.gather(T, np.zeros((0, 5), dtype=np.int64)).shape == (0, 3)
+    close(
+        embed.gather(T, np.array([], dtype=np.int64), np.array([0, 0])),
+        np.zeros((2, 3)),
+    )
+    assert embed.gather(T, np.array([], dtype=np.int64), pool="none").shape == (0, 3)
+
+
+def test_gather_nan_semantics():
+    T = np.array([[1.0, np.nan], [np.nan, 2.0], [np.nan, np.nan]], dtype=np.float32)
+    out = embed.gather(T, np.array([[0, 1], [2, 2]]), pool="max")
+    close(out[0], [1.0, 2.0])
+    assert np.isnan(out[1]).all()
+    assert np.isnan(embed.gather(T, np.array([[0, 1]]), pool="sum")).all()
+
+
+def test_gather_weighted_mean_zero_weights():
+    T = np.ones((3, 2), dtype=np.float32)
+    out = embed.gather(T, np.array([[0, 1]]), weights=np.array([[1.0, -1.0]]))
+    close(out, np.zeros((1, 2)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    V=st.integers(1, 40),
+    D=st.integers(1, 40),
+    sizes=st.lists(st.integers(0, 12), min_size=0, max_size=8),
+    pool=st.sampled_from(["mean", "sum", "max", "none"]),
+    normalize=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_gather_property(V, D, sizes, pool, normalize, seed):
+    rng = np.random.default_rng(seed)
+    T = rng.standard_normal((V, D)).astype(np.float32)
+    ids = rng.integers(0, V, sum(sizes))
+    offsets = (
+        np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        if sizes
+        else np.zeros(0, np.int64)
+    )
+    if not sizes and len(ids) == 0:
+        offsets = np.zeros(0, np.int64)
+    got = embed.gather(T, ids, offsets, pool=pool, normalize=normalize)
+    want = ref.gather(T, ids, offsets, pool=pool, normalize=normalize)
+    close(got, want.reshape(got.shape), atol=1e-5, rtol=1e-4)
+
+
+def test_gather_errors():
+    T = np.zeros((10, 4), dtype=np.float32)
+    with pytest.raises(IndexError, match="out of range"):
+        embed.gather(T, np.array([[1, 10]]))
+    with pytest.raises(IndexError, match="-1"):
+        embed.gather(T, np.array([-1, 2]), np.array([0]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        embed.gather(T, np.array([1, 2, 3]), np.array([0, 2, 1]))
+    with pytest.raises(ValueError, match="offsets\\[0\\]"):
+        embed.gather(T, np.array([1, 2, 3]), np.array([1, 2]))
+    with pytest.raises(ValueError, match="outside"):
+        embed.gather(T, np.array([1, 2, 3]), np.array([0, 4]))
+    with pytest.raises(ValueError, match="empty"):
+        embed.gather(T, np.array([1, 2, 3]), np.array([], dtype=np.int64))
+    with pytest.raises(TypeError):
+        embed.gather(T, np.array([1.0, 2.0]))
+    with pytest.raises(TypeError):
+        embed.gather(T, np.array([True, False]))
+    with pytest.raises(TypeError):
+        embed.gather(T, np.array([1]), np.array([0.0]))
+    with pytest.raises(TypeError):
+        embed.gather(np.zeros((10, 4), dtype=np.int32), np.array([[1]]))
+    with pytest.raises(ValueError, match="2-D"):
+        embed.gather(np.zeros(10, dtype=np.float32), np.array([[1]]))
+    with pytest.raises(ValueError, match="1-D"):
+        embed.gather(T, np.zeros((2, 2, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="pool"):
+        embed.gather(T, np.array([[1]]), pool="median")
+    with pytest.raises(ValueError, match="weights"):
+        embed.gather(T, np.array([[1, 2]]), weights=np.ones(3))
+    with pytest.raises(ValueError, match="offsets"):
+        embed.gather(T, np.array([[1, 2]]), np.array([0]))
+    with pytest.raises(TypeError):
+        embed.gather(T, np.array([[1]]), None, "sum")  # options are keyword-only
+
+
+# ---------------------------------------------------------------------------------------------
+# topk
+
+
+def check_topk(got, want, tol=2e-5):
+    (gs, gi), (ws, wi) = got, want
+    assert gs.dtype == np.float32 and gi.dtype == np.int64 and gs.shape == ws.shape
+    close(gs, ws, atol=tol, rtol=0)
+    assert (np.diff(gs, axis=1) <= 0).all()
+    # Indices must agree except between scores that are equal within tolerance.
+    S = ref.scores  # noqa: F841  (documenting which reference produced ws)
+    mismatch = gi != wi
+    if mismatch.any():
+        assert np.abs(gs[mismatch] - ws[mismatch]).max() <= tol
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1), (3, 10, 5), (32, 3001, 64), (7, 1000, 768), (200, 500, 33)]
+)
+def test_topk_matches_reference(metric, shape):
+    B, N, D = shape
+    Q = RNG.standard_normal((B, D)).astype(np.float32)
+    K = RNG.standard_normal((N, D)).astype(np.float32)
+    for k in sorted({1, min(10, N), N}):
+        tol = 2e-5 if metric == "cosine" else 2e-5 * D
+        check_topk(
+            embed.topk(Q, K, k, metric=metric), ref.topk(Q, K, k, metric=metric), tol
+        )
+
+
+def test_topk_f16_keys_and_ties():
+    K = RNG.standard_normal((1000, 48)).astype(np.float16)
+    Q = RNG.standard_normal((4, 48)).astype(np.float32)
+    check_topk(embed.topk(Q, K, 10), ref.topk(Q, K.astype(np.float32), 10), 1e-4)
+    same = np.ones((30000, 8), dtype=np.float32)
+    s, i = embed.topk(np.ones((2, 8), dtype=np.float32), same, 5)
+    assert (i == np.arange(5)).all()
+
+
+def test_topk_nan_and_zero():
+    K = RNG.standard_normal((20, 6)).astype(np.float32)
+    K[3, 0] = np.nan
+    K[7] = 0
+    s, i = embed.topk(RNG.standard_normal((2, 6)).astype(np.float32), K, 20)
+    assert (i[:, -1] == 3).all() and np.isnan(s[:, -1]).all()
+    assert (s[i == 7] == 0).all()
+    s, i = embed.topk(np.full((1, 6), np.nan, dtype=np.float32), K, 4)
+    assert (i == np.arange(4)).all()
+
+
+def test_topk_errors():
+    K = np.zeros((5, 4), dtype=np.float32)
+    Q = np.zeros((2, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="larger than the number of keys"):
+        embed.topk(Q, K, 6)
+    with pytest.raises(ValueError, match="dimension"):
+        embed.topk(np.zeros((2, 3), dtype=np.float32), K, 1)
+    with pytest.raises(ValueError, match="2-D"):
+        embed.topk(np.zeros(4, dtype=np.float32), K, 1)
+    with pytest.raises(ValueError):
+        embed.topk(Q, K, -1)
+    with pytest.raises(TypeError):
+        embed.topk(Q, K, 1.5)
+    with pytest.raises(TypeError):
+        embed.topk(Q.astype(np.int64), K, 1)
+    with pytest.raises(ValueError, match="metric"):
+        embed.topk(Q, K, 1, metric="l2")
+    s, i = embed.topk(Q, K, 0)
+    assert s.shape == (2, 0) and i.shape == (2, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Index
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+def test_index_recall_and_scores(metric, dtype):
+    N, D, B, k = 20000, 128, 25, 10
+    K = RNG.standard_normal((N, D)).astype(np.float32)
+    Q = RNG.standard_normal((B, D)).astype(np.float32)
+    ix = embed.Index(K[:1234], metric=metric, dtype=dtype)
+    ix.add(K[1234:])
+    assert len(ix) == N and ix.dim == D and ix.dtype == dtype and ix.metric == metric
+    ws, wi = ref.topk(Q, K, k, metric=metric)
+    s, i = ix.search(Q, k)
+    assert ref.recall(i, wi) >= 0.99
+    scale = 1.0 if metric == "cosine" else float(np.sqrt(D))
+    close(s, ws, atol=(2e-5 if dtype == "float32" else 2e-3) * scale, rtol=0)
+    if dtype == "float32":
+        check_topk((s, i), (ws, wi), 2e-5 * scale)
+    assert (
+        ix.nbytes
+        == {"float32": 4 * N * D, "float16": 2 * N * D, "int8": 2 * N * D + 12 * N}[
+            dtype
+        ]
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8", np.float16, np.int8])
+def test_index_save_load(tmp_path, dtype):
+    K = RNG.standard_normal((300, 20)).astype(np.float32)
+    Q = RNG.standard_normal((5, 20)).astype(np.float32)
+    ix = embed.Index(K, dtype=dtype)
+    p = tmp_path / "ix.bin"
+    ix.save(p)
+    back = embed.Index.load(str(p))
+    assert (len(back), back.dim, back.dtype, back.metric) == (
+        300,
+        20,
+        ix.dtype,
+        "cosine",
+    )
+    for a, b in zip(ix.search(Q, 7), back.search(Q, 7)):
+        np.testing.assert_array_equal(a, b)
+    p.write_bytes(p.read_bytes()[:-3])
+    with pytest.raises(ValueError, match="not a bytepair index"):
+        embed.Index.load(p)
+    with pytest.raises(OSError):
+        embed.Index.load(tmp_path / "missing.bin")
+
+
+def test_index_errors_and_empty():
+    with pytest.raises(ValueError, match="dtype"):
+        embed.Index(np.zeros((2, 3), np.float32), dtype="int4")
+    with pytest.raises(TypeError):
+        embed.Index(np.zeros((2, 3), np.float32), dtype=object())
+    ix = embed.Index(np.zeros((0, 3), np.float32), dtype="int8")
+    assert len(ix) == 0
+    with pytest.raises(ValueError, match="larger"):
+        ix.search(np.zeros((1, 3), np.float32), 1)
+    with pytest.raises(ValueError, match="dimension"):
+        ix.add(np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="dimension"):
+        ix.search(np.zeros((1, 4), np.float32), 0)
+    with pytest.raises(ValueError, match="at least one dimension"):
+        embed.Index(np.zeros((3, 0), np.float32))
+    ix.add(np.array([[1, 0, 0], [0, 1, 0]], np.float32))
+    assert ix.search(np.array([[0, 1, 0]], np.float32), 1)[1].tolist() == [[1]]
+    assert "int8" in repr(ix)
+    with pytest.raises(ValueError, match="float16 range"):
+        embed.Index(np.array([[1e6, 0.0]], np.float32), metric="dot", dtype="float16")
+    assert len(embed.Index(np.array([[1e6, 0.0]], np.float32), dtype="float16")) == 1
+
+
+def test_index_concurrent_search_and_add():
+    K = RNG.standard_normal((5000, 32)).astype(np.float32)
+    ix = embed.Index(K, dtype="int8")
+    Q = RNG.standard_normal((8, 32)).astype(np.float32)
+    want = ix.search(Q, 5)[1]
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(20):
+                got = ix.search(Q, 5)[1]
+                # Added keys are far away from Q's neighbours only by chance; check the shape.
+                assert got.shape == want.shape
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(5):
+        ix.add(RNG.standard_normal((100, 32)).astype(np.float32))
+    for t in threads:
+        t.join()
+    assert not errors and len(ix) == 5500
+
+
+# ---------------------------------------------------------------------------------------------
+# embed_texts
+
+
+def test_embed_texts_matches_tiktoken_plus_reference():
+    pytest.importorskip("tiktoken")
+    enc = ref.tiktoken_encoding("cl100k_base")
+    rng = np.random.default_rng(5)
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "naïve",
+        "日本語",
+        "42",
+        "\n",
+        "  ",
+        "don't",
+        "🙂",
+    ]
+    texts = [" ".join(rng.choice(words, rng.integers(0, 60))) for _ in range(40)] + [
+        "",
+        "x",
+    ]
+    T = rng.standard_normal((enc.n_vocab, 16)).astype(np.float32)
+    ids = [enc.encode_ordinary(t) for t in texts]
+    flat = np.array([i for x in ids for i in x], dtype=np.int64)
+    offsets = np.cumsum([0] + [len(x) for x in ids[:-1]])
+    for pool in ["mean", "sum", "max"]:
+        for normalize in [False, True]:
+            got = embed.embed_texts(
+                _encoding(), T, texts, pool=pool, normalize=normalize
+            )
+            close(got, ref.gather(T, flat, offsets, pool=pool, normalize=normalize))
+    got16 = embed.embed_texts(_encoding(), T.astype(np.float16), texts)
+    close(
+        got16,
+        ref.gather(T.astype(np.float16), flat, offsets, normalize=True),
+        atol=1e-4,
+    )
+
+
+def test_embed_texts_errors():
+    T = np.zeros((10, 4), np.float32)
+    with pytest.raises(IndexError, match="out of range"):
+        embed.embed_texts(_encoding(), T, ["hello world"])
+    with pytest.raises(TypeError):
+        embed.embed_texts(_encoding(), T, "hello")
+    with pytest.raises(TypeError):
+        embed.embed_texts(_encoding(), T, [b"hello"])
+    with pytest.raises(ValueError, match="pool"):
+        embed.embed_texts(_encoding(), T, ["a"], pool="none")
+    with pytest.raises(TypeError, match="Encoding"):
+        embed.embed_texts(object(), T, ["a"])
+    assert embed.embed_texts(_encoding(), T, []).shape == (0, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Other SIMD levels and the examples
+
+
+def test_generic_and_avx2_levels_agree():
+    code = (
+        "import numpy as np, bytepair.embed as e;"
+        "r=np.random.default_rng(0);T=r.standard_normal((300,50)).astype('f4');"
+        "ids=r.integers(0,300,(9,7));K=r.standard_normal((999,50)).astype('f4');"
+        "s,i=e.topk(T[:5],K,4);ix=e.Index(K,dtype='int8');s2,i2=ix.search(T[:5],4);"
+        "print(e.simd_level(), e.gather(T,ids,pool='max').tobytes().hex()[:64], i.tolist(), i2.tolist())"
+    )
+    outs = {}
+    for level in ["generic", "avx2", "avx512-novnni", "best"]:
+        env = dict(os.environ, BYTEPAIR_SIMD=level)
+        outs[level] = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split(" ", 1)
+    assert outs["generic"][0] == "generic"
+    assert outs["avx512-novnni"][0] in ("avx512", "avx2", "generic")
+    assert len({o[1] for o in outs.values()}) == 1
+
+
+def test_docstring_examples():
+    res = doctest.testmod(embed, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.failed == 0 and res.attempted > 10
