@@ -50,14 +50,15 @@ pub fn count_piece(v: &Vocab, piece: &[u8], scratch: &mut Vec<Rank>) -> usize {
 }
 
 /// The smallest value of `p[..len]` and the first position holding it. `p` is the whole
-/// scratch array: entries past `len` hold `NO_ENTRY`, so the AVX2 path (detected at run time,
-/// so the wheel still runs on any x86-64) scans whole 8-lane vectors with no tail loop.
+/// scratch array: entries past `len` hold `NO_ENTRY`, so the AVX2 path scans whole 8-lane
+/// vectors with no tail loop.
 #[inline(always)]
-fn min_pos(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usize) {
+fn min_pos<const AVX2: bool>(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2.
+        if AVX2 {
+            // SAFETY: only instantiated with AVX2 = true inside `merge_scan_avx2`, which runs
+            // only when the CPU supports AVX2.
             return unsafe { min_pos_avx2(p, len) };
         }
     }
@@ -67,6 +68,7 @@ fn min_pos(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usize) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn min_pos_avx2(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usize) {
     use std::arch::x86_64::*;
     const _: () = assert!(HEAP_THRESHOLD % 8 == 0);
@@ -97,8 +99,29 @@ unsafe fn min_pos_avx2(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usize) {
     (best, 0)
 }
 
+/// The short-piece merge, compiled twice: for AVX2 (chosen at run time, so the wheel still runs
+/// on any x86-64) and portable.
 #[doc(hidden)]
+#[inline]
 pub fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2.
+            return unsafe { merge_scan_avx2(v, piece, out) };
+        }
+    }
+    merge_scan_impl::<false>(v, piece, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn merge_scan_avx2(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+    merge_scan_impl::<true>(v, piece, out)
+}
+
+#[inline(always)]
+fn merge_scan_impl<const AVX2: bool>(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     let n = piece.len();
     debug_assert!((2..HEAP_THRESHOLD).contains(&n));
     // Parts are identified by their start byte. `pair[i]` is the rank of part i merged with the
@@ -117,7 +140,7 @@ pub fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
         pair[i] = v.pair_rank(piece[i], piece[i + 1]);
     }
     loop {
-        let (best, bi) = min_pos(&pair, n - 1);
+        let (best, bi) = min_pos::<AVX2>(&pair, n - 1);
         if best == NO_ENTRY {
             break;
         }

@@ -43,6 +43,8 @@ pub struct Vocab {
     by_rank: Vec<u32>,
     /// Tokens of up to 7 bytes, keyed by their packed bytes and length: one probe, no compare.
     short: HashMap<u64, Rank, BuildKeyHasher>,
+    /// Tokens of 8 to 15 bytes, keyed by their packed bytes and length.
+    mid: HashMap<u128, Rank, BuildKeyHasher>,
     /// Longer tokens, keyed by a 64-bit hash of their bytes -> entry index (bytes verified).
     long: HashMap<u64, LongEntry, BuildKeyHasher>,
     /// Long tokens whose hash collided with another's (practically never non-empty).
@@ -100,6 +102,28 @@ impl std::hash::Hasher for KeyHasher {
         let h = (k ^ (k >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         self.0 = h ^ (h >> 29);
     }
+    #[inline(always)]
+    fn write_u128(&mut self, k: u128) {
+        let (lo, hi) = (k as u64, (k >> 64) as u64);
+        let h = (lo ^ hi.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ hi;
+        let h = (h ^ (h >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+/// Packs 8 to 15 bytes and the length into one `u128` key (the second load overlaps the first
+/// and is shifted so that only bytes 8.. remain).
+#[inline(always)]
+fn pack_mid(b: &[u8]) -> u128 {
+    let n = b.len();
+    debug_assert!((8..=15).contains(&n));
+    let lo = u64::from_le_bytes(b[..8].try_into().unwrap());
+    let hi = if n == 8 {
+        0
+    } else {
+        u64::from_le_bytes(b[n - 8..].try_into().unwrap()) >> (8 * (16 - n))
+    };
+    (lo as u128) | ((hi as u128) << 64) | ((n as u128) << 120)
 }
 
 pub type BuildKeyHasher = std::hash::BuildHasherDefault<KeyHasher>;
@@ -144,6 +168,8 @@ impl Vocab {
         let entry = |i: usize| &bytes[offsets[i] as usize..offsets[i + 1] as usize];
         let mut short: HashMap<u64, Rank, BuildKeyHasher> =
             HashMap::with_capacity_and_hasher(n, Default::default());
+        let mut mid: HashMap<u128, Rank, BuildKeyHasher> =
+            HashMap::with_capacity_and_hasher(n / 2, Default::default());
         let mut long: HashMap<u64, LongEntry, BuildKeyHasher> =
             HashMap::with_capacity_and_hasher(n / 2, Default::default());
         let mut long_collisions = HashMap::new();
@@ -153,6 +179,10 @@ impl Vocab {
             let r = ranks[i];
             if tok.len() <= 7 {
                 if short.insert(pack_short(tok), r).is_some() {
+                    return Err(dup(tok));
+                }
+            } else if tok.len() <= 15 {
+                if mid.insert(pack_mid(tok), r).is_some() {
                     return Err(dup(tok));
                 }
             } else {
@@ -182,6 +212,7 @@ impl Vocab {
             ranks,
             by_rank,
             short,
+            mid,
             long,
             long_collisions,
             byte_ranks: [NO_ENTRY; 256],
@@ -211,6 +242,9 @@ impl Vocab {
     pub fn get(&self, b: &[u8]) -> Option<Rank> {
         if b.len() <= 7 {
             return self.short.get(&pack_short(b)).copied();
+        }
+        if b.len() <= 15 {
+            return self.mid.get(&pack_mid(b)).copied();
         }
         self.get_long(b)
     }
