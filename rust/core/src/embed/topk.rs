@@ -333,6 +333,9 @@ pub(crate) fn scan<E: Elem>(
     heaps: &mut [TopK],
 ) {
     let mut pad: Vec<E> = Vec::new();
+    // 16 ymm registers (AVX2 and below) hold a 3 x NK tile of 8-lane accumulators; AVX-512's 32
+    // zmm registers hold 6 x NK.
+    let mq = if lv == Level::Avx512 { MQ } else { 3 };
     let pf_elems = PREFETCH_BYTES / std::mem::size_of::<E>();
     let mut t = range.start;
     while t < range.end {
@@ -358,7 +361,7 @@ pub(crate) fn scan<E: Elem>(
         }
         let mut qi = 0;
         while qi < nq {
-            let m = MQ.min(nq - qi);
+            let m = mq.min(nq - qi);
             let qq = &q[qi * d..];
             // The first query group of a tile also computes the keys' norms.
             let mut ss = [0f32; NK];
