@@ -11,8 +11,10 @@
 //! and the merge orders by (score desc, index asc), so results do not depend on scheduling.
 //!
 //! Keys can be f32, f16 or int8 (converted to f32 in registers, so the compressed layout is what
-//! is streamed from memory); a per-key factor (1/|k| for cosine on raw keys, the int8 scale)
-//! multiplies each dot product.
+//! is streamed from memory; int8 on VNNI processors is multiplied as bytes, see `vnni`); a
+//! per-key factor (1/|k| for cosine on raw keys, computed in the same pass; the int8 scale)
+//! multiplies each dot product. Keys are prefetched a fixed distance ahead from inside the
+//! microkernel, spread evenly over its loads.
 use super::simd::{self, Elem, Level};
 use super::Metric;
 use crate::{Error, Result};
