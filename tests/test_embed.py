@@ -430,3 +430,19 @@ def test_generic_and_avx2_levels_agree():
 def test_docstring_examples():
     res = doctest.testmod(embed, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert res.failed == 0 and res.attempted > 10
+
+
+def test_inputs_are_used_in_place(tmp_path):
+    T = RNG.standard_normal((300, 16)).astype(np.float32)
+    assert embed._float_matrix(T, "t", allow_f16=True) is T
+    T16 = T.astype(np.float16)
+    assert embed._float_matrix(T16, "t", allow_f16=True) is T16
+    # A read-only memory-mapped table (how static-embedding tables are often loaded).
+    np.save(tmp_path / "t.npy", T)
+    M = np.load(tmp_path / "t.npy", mmap_mode="r")
+    ids = RNG.integers(0, 300, (5, 7))
+    close(embed.gather(M, ids, normalize=True), ref.gather(T, ids, normalize=True))
+    s, i = embed.topk(T[:3], M, 4)
+    assert (i[:, 0] == np.arange(3)).all()
+    out = embed.gather(T, ids)
+    assert out.flags.c_contiguous and out.flags.writeable

@@ -11,8 +11,10 @@
 //! and the merge orders by (score desc, index asc), so results do not depend on scheduling.
 //!
 //! Keys can be f32, f16 or int8 (converted to f32 in registers, so the compressed layout is what
-//! is streamed from memory); a per-key factor (1/|k| for cosine on raw keys, the int8 scale)
-//! multiplies each dot product.
+//! is streamed from memory; int8 on VNNI processors is multiplied as bytes, see `vnni`); a
+//! per-key factor (1/|k| for cosine on raw keys, computed in the same pass; the int8 scale)
+//! multiplies each dot product. Keys are prefetched a fixed distance ahead from inside the
+//! microkernel, spread evenly over its loads.
 use super::simd::{self, Elem, Level};
 use super::Metric;
 use crate::{Error, Result};
@@ -153,15 +155,18 @@ type Tile<const M: usize> = [[f32; NK]; M];
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-unsafe fn tile_avx512<E: Elem, const M: usize>(
+unsafe fn tile_avx512<E: Elem, const M: usize, const NORM: bool>(
     q: *const f32,
     qs: usize,
     k: *const E,
     ks: usize,
     d: usize,
     pf: usize,
+    nrm: *mut [f32; NK],
 ) -> Tile<M> {
     let mut acc = [[_mm512_setzero_ps(); NK]; M];
+    // With NORM, also the keys' squared norms, from the same registers (cosine on raw keys).
+    let mut nacc = [_mm512_setzero_ps(); NK];
     let mut i = 0;
     let line = 64 / std::mem::size_of::<E>();
     while i + 16 <= d {
@@ -175,6 +180,9 @@ unsafe fn tile_avx512<E: Elem, const M: usize>(
         }
         for j in 0..NK {
             kv[j] = E::load16(k.add(j * ks + i));
+            if NORM {
+                nacc[j] = _mm512_fmadd_ps(kv[j], kv[j], nacc[j]);
+            }
         }
         for m in 0..M {
             let qv = _mm512_loadu_ps(q.add(m * qs + i));
@@ -190,6 +198,9 @@ unsafe fn tile_avx512<E: Elem, const M: usize>(
         let mut kv = [_mm512_setzero_ps(); NK];
         for j in 0..NK {
             kv[j] = E::load16_tail(k.add(j * ks + i), n);
+            if NORM {
+                nacc[j] = _mm512_fmadd_ps(kv[j], kv[j], nacc[j]);
+            }
         }
         for m in 0..M {
             let qv = _mm512_maskz_loadu_ps(mask, q.add(m * qs + i));
@@ -200,10 +211,13 @@ unsafe fn tile_avx512<E: Elem, const M: usize>(
     }
     let mut out = [[0f32; NK]; M];
     for m in 0..M {
-        // Reduce the NK accumulators of a query together: two rounds of pairwise adds on halves,
-        // then one horizontal sum each.
         for j in 0..NK {
             out[m][j] = _mm512_reduce_add_ps(acc[m][j]);
+        }
+    }
+    if NORM {
+        for j in 0..NK {
+            (*nrm)[j] = _mm512_reduce_add_ps(nacc[j]);
         }
     }
     out
@@ -261,7 +275,9 @@ unsafe fn tile_avx2<E: Elem, const M: usize>(
     tile_generic::<E, M>(q, qs, k, ks, d)
 }
 
-/// One tile at level `lv`. `q` holds `M` rows at stride `qs`, `k` holds NK rows at stride `ks`.
+/// One tile at level `lv`. `q` holds `M` rows at stride `qs`, `k` holds NK rows at stride `ks`;
+/// `pf` is the prefetch distance in elements (0: none). With `nrm`, the keys' squared norms are
+/// written there too.
 #[inline(always)]
 fn tile<E: Elem, const M: usize>(
     lv: Level,
@@ -271,14 +287,30 @@ fn tile<E: Elem, const M: usize>(
     k: &[E],
     ks: usize,
     d: usize,
+    nrm: Option<&mut [f32; NK]>,
 ) -> Tile<M> {
     debug_assert!(q.len() >= (M - 1) * qs + d && k.len() >= (NK - 1) * ks + d);
     match lv {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { tile_avx512::<E, M>(q.as_ptr(), qs, k.as_ptr(), ks, d, pf) },
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { tile_avx2::<E, M>(q, qs, k, ks, d) },
-        _ => tile_generic::<E, M>(q, qs, k, ks, d),
+        Level::Avx512 => unsafe {
+            let (qp, kp) = (q.as_ptr(), k.as_ptr());
+            match nrm {
+                Some(n) => tile_avx512::<E, M, true>(qp, qs, kp, ks, d, pf, n),
+                None => tile_avx512::<E, M, false>(qp, qs, kp, ks, d, pf, std::ptr::null_mut()),
+            }
+        },
+        _ => {
+            if let Some(n) = nrm {
+                for j in 0..NK {
+                    n[j] = simd::sumsq(lv, &k[j * ks..j * ks + d]);
+                }
+            }
+            match lv {
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx2 => unsafe { tile_avx2::<E, M>(q, qs, k, ks, d) },
+                _ => tile_generic::<E, M>(q, qs, k, ks, d),
+            }
+        }
     }
 }
 
@@ -287,7 +319,7 @@ pub(crate) fn dot<E: Elem>(lv: Level, q: &[f32], k: &[E]) -> f32 {
     let d = q.len();
     // A 1 x NK tile against the same row NK times would waste work; use the 1-query tile on a
     // single row by giving it stride 0 (all NK "keys" are the same row).
-    tile::<E, 1>(lv, 0, q, d, k, 0, d)[0][0]
+    tile::<E, 1>(lv, 0, q, d, k, 0, d, None)[0][0]
 }
 
 /// Scans keys `range` (rows of `keys`, `d` wide) for the `nq` prepared queries in `q`, offering
@@ -303,6 +335,9 @@ pub(crate) fn scan<E: Elem>(
     heaps: &mut [TopK],
 ) {
     let mut pad: Vec<E> = Vec::new();
+    // 16 ymm registers (AVX2 and below) hold a 3 x NK tile of 8-lane accumulators; AVX-512's 32
+    // zmm registers hold 6 x NK.
+    let mq = if lv == Level::Avx512 { MQ } else { 3 };
     let pf_elems = PREFETCH_BYTES / std::mem::size_of::<E>();
     let mut t = range.start;
     while t < range.end {
@@ -320,22 +355,27 @@ pub(crate) fn scan<E: Elem>(
             &pad
         };
         let mut f = [1f32; NK];
+        let mut need_norm = false;
         match factor {
             KeyFactor::One => {}
             KeyFactor::PerKey(s) => f[..nk].copy_from_slice(&s[t..t + nk]),
-            KeyFactor::InvNorm => {
-                for j in 0..nk {
-                    f[j] = simd::inv_norm(simd::sumsq(lv, &kt[j * d..(j + 1) * d]));
-                }
-            }
+            KeyFactor::InvNorm => need_norm = true,
         }
         let mut qi = 0;
         while qi < nq {
-            let m = MQ.min(nq - qi);
+            let m = mq.min(nq - qi);
             let qq = &q[qi * d..];
+            // The first query group of a tile also computes the keys' norms.
+            let mut ss = [0f32; NK];
+            let want = need_norm && qi == 0;
             macro_rules! run {
                 ($m:literal) => {{
-                    let s = tile::<E, $m>(lv, pf, qq, d, kt, d, d);
+                    let s = tile::<E, $m>(lv, pf, qq, d, kt, d, d, want.then_some(&mut ss));
+                    if want {
+                        for j in 0..NK {
+                            f[j] = simd::inv_norm(ss[j]);
+                        }
+                    }
                     for mm in 0..$m {
                         let h = &mut heaps[qi + mm];
                         for j in 0..nk {
