@@ -311,13 +311,7 @@ def _token_containers():
     }
 
 
-_ITER_XFAIL = pytest.mark.xfail(strict=True, reason="deviation: tiktoken's decode_tokens_bytes (and so "
-                                "decode_with_offsets) accept any iterable of ids (a list comprehension); "
-                                "bytepair's raise TypeError for an iterator/generator")
-
-
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=_ITER_XFAIL) if k in ("iterator", "generator") else k
-                                  for k in sorted(_token_containers())])
+@pytest.mark.parametrize("kind", sorted(_token_containers()))
 def test_decode_argument_types(kind, bp_encodings, tt_encodings):
     bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
     make = _token_containers()[kind]
