@@ -372,7 +372,7 @@ class Encoding:
         >>> enc.decode_bytes_batch([[15339], [1917]])
         [b'hello', b' world']
         """
-        return self._core_bpe.decode_bytes_batch([list(t) for t in batch], num_threads)
+        return self._core_bpe.decode_bytes_batch(list(batch), num_threads)
 
     # ------------------------------------------------------------------ misc
 
