@@ -71,7 +71,7 @@ fn min_pos<const AVX2: bool>(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usi
 #[inline]
 unsafe fn min_pos_avx2(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usize) {
     use std::arch::x86_64::*;
-    const _: () = assert!(HEAP_THRESHOLD % 8 == 0);
+    const _: () = assert!(HEAP_THRESHOLD.is_multiple_of(8));
     let lanes = len.div_ceil(8) * 8;
     let ptr = p.as_ptr() as *const __m256i;
     let mut vmin = _mm256_set1_epi32(-1);

@@ -126,9 +126,8 @@ impl<'a> Lexer<'a> {
     fn contraction(&self, p: usize, ci: bool) -> Option<usize> {
         let s = &self.s[p + 1..];
         let lc = |b: u8| if ci { b.to_ascii_lowercase() } else { b };
-        match s.first().map(|&b| lc(b)) {
-            Some(b's' | b'd' | b'm' | b't') => return Some(p + 2),
-            _ => {}
+        if let Some(b's' | b'd' | b'm' | b't') = s.first().map(|&b| lc(b)) {
+            return Some(p + 2);
         }
         if ci && s.starts_with("ſ".as_bytes()) {
             return Some(p + 3);
