@@ -58,6 +58,8 @@ def test_bench_quick_writes_results_and_chart(tmp_path: Path, small_corpus: Path
         "count",
         "batch",
         "linearity",
+        "training",
+        "embeddings",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -73,6 +75,38 @@ def test_bench_quick_writes_results_and_chart(tmp_path: Path, small_corpus: Path
         r for r in data["results"] if r["workload"] == "encode_ordinary" and r["impl"] == "bytepair"
     ]
     assert rows and all(r["value"] and r["agree"] for r in rows)
+    # Training: bytepair timed, and checked against rustbpe's ranks when rustbpe is installed.
+    train = {r["impl"]: r for r in data["results"] if r["workload"] == "training"}
+    assert train["bytepair"]["value"] > 0
+    assert data["config"]["baselines"]["training"] == "rustbpe"
+    if _has("rustbpe"):
+        assert train["bytepair"]["agree"] is True, train["bytepair"]
+        assert train["rustbpe"]["value"] > 0
+    else:
+        assert any("rustbpe" in n for n in data["notes"])
+    mem = [r for r in data["results"] if r["workload"] == "training peak memory"]
+    assert mem and all(r["value"] > 0 for r in mem)
+    # Embeddings: every workload has a bytepair row that agrees with numpy, and a numpy row.
+    for workload in (
+        "embed gather+mean",
+        "embed top-10, 32 queries",
+        "embed top-10, 1 query",
+        "embed_texts",
+    ):
+        got = [r for r in data["results"] if r["workload"] == workload]
+        bp = [r for r in got if r["impl"] == "bytepair"]
+        assert bp and all(r["value"] and r["agree"] is True for r in bp), workload
+        assert any(r["impl"] == "numpy" and r["value"] for r in got), workload
+    recalls = [
+        r["detail"]["recall_at_10_32q"]
+        for r in data["results"]
+        if r["workload"] == "embed top-10, 1 query" and r["impl"] == "bytepair"
+    ]
+    assert len(recalls) == 3 and min(recalls) >= 0.99
+    assert data["config"]["baselines"]["embed_texts"] == "numpy"
+    assert "env" in data["machine"]
+    if not _has("faiss"):
+        assert any(n.startswith("faiss") for n in data["notes"])
     if _has("matplotlib"):
         png = out / "bench.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -86,6 +120,81 @@ def _has(module: str) -> bool:
         return True
     except ImportError:
         return False
+
+
+def test_bench_list_names_new_workloads(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("training", "embed_gather", "embed_topk", "embed_search", "embed_texts"):
+        assert name in out
+    assert "embeddings" in out
+    assert bench.expand_workloads(["embeddings", "embed_texts"]) == [
+        "embed_gather",
+        "embed_topk",
+        "embed_search",
+        "embed_texts",
+    ]
+    assert cli.main(["bench", "--only", "nope"]) == 2
+
+
+def _tiny_corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text("".join(f"word{i % 50} other{i % 7} 語{i % 3}\n" for i in range(3000)))
+    return path
+
+
+def test_bench_skips_missing_peers(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("tiktoken")
+    # A module set to None in sys.modules cannot be imported: the peers look uninstalled.
+    for module in ("rustbpe", "tokenizers", "faiss"):
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    with open(os.devnull, "w") as devnull:
+        status = bench.run(
+            corpus_paths=[str(_tiny_corpus(tmp_path))],
+            encodings=["cl100k_base"],
+            out=out,
+            quick=True,
+            only=["training", "embed_topk"],
+            progress=False,
+            stdout=devnull,
+        )
+    assert status == 0
+    data = json.loads((out / "results.json").read_text())
+    notes = " ".join(data["notes"])
+    for name in ("rustbpe", "tokenizers", "faiss"):
+        assert f"{name}: not installed" in notes
+    impls = {r["impl"] for r in data["results"]}
+    assert impls == {"bytepair", "numpy"}
+    train = [r for r in data["results"] if r["workload"] == "training"]
+    assert train and train[0]["value"] > 0 and train[0]["agree"] is None
+
+
+def test_bench_exits_nonzero_when_bytepair_disagrees(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("tiktoken")
+    from bytepair import embed
+
+    real = embed.gather
+    monkeypatch.setattr(embed, "gather", lambda *a, **k: real(*a, **k) + 1e-3)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    err = tmp_path / "stdout.txt"
+    with open(err, "w") as f:
+        status = bench.run(
+            corpus_paths=[str(_tiny_corpus(tmp_path))],
+            encodings=["cl100k_base"],
+            out=out,
+            quick=True,
+            only=["embed_gather"],
+            progress=False,
+            stdout=f,
+        )
+    assert status == 1
+    data = json.loads((out / "results.json").read_text())
+    assert data["ok"] is False
+    assert {m["workload"] for m in data["mismatches"]} == {"embed gather+mean"}
+    assert "MISMATCH" in err.read_text()
 
 
 def test_bench_rejects_unknown_encoding(capsys: pytest.CaptureFixture[str]) -> None:

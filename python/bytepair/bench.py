@@ -76,6 +76,8 @@ _RANK_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 # Peers with tiktoken's API (``get_encoding(name)`` -> object with ``encode_ordinary`` ...).
 BASELINE = "tiktoken"
 PEER_MODULES = {"tiktoken": "tiktoken", "bpe-openai": "bpe_openai"}
+# The baselines of the training and embedding workloads (never left out by ``peers``).
+_EXTRA_BASELINES = ("rustbpe", "numpy")
 
 
 class CorpusError(ValueError):
@@ -637,6 +639,11 @@ class BenchContext:
         self._encoders: dict[tuple[str, str], Any] = {}
         self._cursor: dict[tuple[str, str], int] = {}
         self.shared: dict[str, Any] = {}  # for workloads to hand numbers to each other
+        self.peers = None if peers is None else list(peers)
+        # Peers with their own API (trainers, numpy, faiss), imported by the workloads that
+        # use them; recorded here for the machine info.
+        self.extra_modules: dict[str, Any] = {}
+        self._missing: set[str] = set()
         import bytepair
 
         self.modules["bytepair"] = bytepair
@@ -653,6 +660,25 @@ class BenchContext:
     @property
     def impls(self) -> list[str]:
         return list(self.modules)
+
+    def peer(self, impl: str, module: str, install: str | None = None) -> Any:
+        """An optional peer's module (``impl`` names it in the results), or ``None`` when it is
+        not installed (a note says so, once) or left out by ``peers``."""
+        if self.peers is not None and impl not in self.peers and impl not in _EXTRA_BASELINES:
+            return None
+        if impl in self.extra_modules:
+            return self.extra_modules[impl]
+        if impl in self._missing:
+            return None
+        try:
+            mod = importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 (ImportError, or a broken install)
+            self._missing.add(impl)
+            why = "not installed" if isinstance(e, ImportError) else f"{type(e).__name__}: {e}"
+            self.notes.append(f"{impl}: {why} (pip install {install or impl} to compare); skipped")
+            return None
+        self.extra_modules[impl] = mod
+        return mod
 
     def encoders(self, encoding: str) -> dict[str, Any]:
         """Each available implementation's encoder for ``encoding`` (bytepair first)."""
@@ -1157,6 +1183,717 @@ register_workload(
 )
 
 
+# --------------------------------------------------------------------------------------- training
+
+# One trainer, one run, in a fresh interpreter: the clock starts after the imports and after the
+# documents are loaded, and stops when training returns (before the tokens are read back).
+# Memory is the process's peak resident size (VmHWM; not ru_maxrss, which on Linux keeps the
+# parent's high-water mark from before exec), interpreter and documents included.
+_TRAIN_SNIPPET = r"""
+import json, sys, time
+
+def peak_mib():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 1024
+
+def byte_of_char():
+    # The byte-level alphabet of GPT-2 / tokenizers' ByteLevel: printable bytes stand for
+    # themselves, the others for chr(256 + n) in byte order.
+    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + n)] = b
+            n += 1
+    return table
+
+trainer, docs_path, vocab, pattern, out_path = sys.argv[1:]
+vocab = int(vocab)
+with open(docs_path, encoding="utf-8") as f:
+    docs = json.load(f)
+if trainer == "bytepair":
+    import bytepair
+elif trainer == "rustbpe":
+    import rustbpe
+else:
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+start_mib = peak_mib()
+t0 = time.perf_counter()
+if trainer == "bytepair":
+    enc = bytepair.train(docs, vocab_size=vocab, pattern="cl100k_base", progress=False)
+elif trainer == "rustbpe":
+    tok = rustbpe.Tokenizer()
+    tok.train_from_iterator(iter(docs), vocab, pattern=pattern)
+else:
+    tok = Tokenizer(models.BPE())
+    # Oniguruma reads a possessive `{1,3}+` as `({1,3})+`; the plain `{1,3}` splits the same here.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(pattern.replace("{1,3}+", "{1,3}")), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.train_from_iterator(docs, trainers.BpeTrainer(
+        vocab_size=vocab, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+seconds = time.perf_counter() - t0
+peak = peak_mib()
+if trainer == "bytepair":
+    ranks = enc._mergeable_ranks
+    tokens = sorted(ranks, key=ranks.__getitem__)
+elif trainer == "rustbpe":
+    tokens = [bytes(t) for t, _ in sorted(tok.get_mergeable_ranks(), key=lambda kv: kv[1])]
+else:
+    to_byte = byte_of_char()
+    merges = json.loads(tok.to_str())["model"]["merges"]
+    merges = [m.split(" ") if isinstance(m, str) else m for m in merges]
+    tokens = [bytes([b]) for b in range(256)]
+    tokens += [bytes(to_byte[c] for c in a + b) for a, b in merges]
+with open(out_path, "w") as f:
+    json.dump([t.hex() for t in tokens], f)
+print(json.dumps({"seconds": seconds, "peak_mib": peak, "start_mib": start_mib}))
+"""
+
+# name in the results -> (module, pip name)
+_TRAINERS = {"bytepair": ("bytepair", "bytepair"), "rustbpe": ("rustbpe", "rustbpe"),
+             "tokenizers": ("tokenizers", "tokenizers")}
+
+
+def _train_cases(ctx: BenchContext) -> list[int]:
+    return [2048] if ctx.quick else [8192, 32768]
+
+
+def _train_docs(ctx: BenchContext) -> list[str]:
+    """Every category's documents, interleaved, up to 2 MB (quick) or 16 MB."""
+    cap = 2_000_000 if ctx.quick else 16_000_000
+    per_cat = list(ctx.corpus.docs.values())
+    docs, size = [], 0
+    for i in range(max((len(p) for p in per_cat), default=0)):
+        for p in per_cat:
+            if i < len(p) and size < cap:
+                docs.append(p[i])
+                size += len(p[i].encode("utf-8", "surrogatepass"))
+    return docs
+
+
+def _run_trainer(
+    impl: str, docs_path: Path, vocab: int, pattern: str, out: Path
+) -> tuple[dict[str, Any] | None, list[bytes] | None, str | None]:
+    """(result, tokens by rank, error) of one run in a fresh interpreter."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _TRAIN_SNIPPET, impl, str(docs_path), str(vocab), pattern,
+             str(out)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None, None, "timed out after 900 s"
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return None, None, (lines[-1] if lines else f"exit status {proc.returncode}")[:300]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    tokens = [bytes.fromhex(h) for h in json.loads(out.read_text())]
+    return result, tokens, None
+
+
+def _training(ctx: BenchContext) -> list[Result]:
+    """Trains on the same documents with bytepair, rustbpe and tokenizers, each in its own
+    process; checks bytepair's ranks against rustbpe's (same tie rule: equal lists expected)."""
+    import tempfile
+
+    from bytepair import _native
+
+    pattern = _native._resolve_pattern("cl100k_base")
+    impls = ["bytepair"] + [
+        i for i, (mod, pip) in _TRAINERS.items() if i != "bytepair" and ctx.peer(i, mod, pip)
+    ]
+    if "rustbpe" not in impls:
+        ctx.notes.append("training: bytepair's ranks were not checked (rustbpe is the reference)")
+    docs = _train_docs(ctx)
+    nbytes = _nbytes(docs)
+    reps = 1 if ctx.quick else 3
+    rows: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bytepair-bench-train-") as tmp:
+        docs_path = Path(tmp) / "docs.json"
+        docs_path.write_text(json.dumps(docs), encoding="utf-8")
+        for vocab in _train_cases(ctx):
+            size = f"{nbytes / 1e6:.1f} MB" if nbytes >= 100_000 else f"{nbytes / 1e3:.0f} KB"
+            case = f"{size} / vocab {vocab}"
+            ctx.progress.describe(f"training vocab {vocab}")
+            runs: dict[str, list[dict[str, Any]]] = {i: [] for i in impls}
+            tokens: dict[str, list[bytes]] = {}
+            errors: dict[str, str] = {}
+            for r in range(reps):
+                k = r % len(impls)
+                for impl in impls[k:] + impls[:k]:
+                    if impl in errors:
+                        continue
+                    res, toks, err = _run_trainer(impl, docs_path, vocab, pattern, Path(tmp) / "t")
+                    if err is not None:
+                        errors[impl] = err
+                        continue
+                    runs[impl].append(res)
+                    if impl in tokens and tokens[impl] != toks:
+                        errors[impl] = "two runs on the same documents learned different merges"
+                        if impl == "bytepair":
+                            ctx.mismatch("training", case, impl, errors[impl])
+                    tokens[impl] = toks  # type: ignore[assignment]
+            ref = tokens.get("rustbpe") if "rustbpe" not in errors else None
+            agree: dict[str, bool | None] = {}
+            checks: dict[str, str] = {}
+            for impl in impls:
+                toks = tokens.get(impl)
+                if ref is None or toks is None or impl == "rustbpe" or impl in errors:
+                    agree[impl] = None
+                    continue
+                same = toks == ref
+                if impl == "bytepair":
+                    agree[impl] = same
+                    checks[impl] = f"ranks = rustbpe's ({len(ref)} tokens)"
+                    if not same:
+                        i = next(
+                            (j for j, (a, b) in enumerate(zip(toks, ref)) if a != b),
+                            min(len(toks), len(ref)),
+                        )
+                        a = toks[i] if i < len(toks) else None
+                        b = ref[i] if i < len(ref) else None
+                        ctx.mismatch("training", case, impl,
+                                     f"ranks differ from rustbpe's from rank {i}: {a!r} vs {b!r} "
+                                     f"({len(toks)} vs {len(ref)} tokens)")
+                else:
+                    # tokenizers breaks ties between equally frequent pairs its own way, so its
+                    # merges are not expected to be rustbpe's; report how close they are.
+                    agree[impl] = None
+                    shared = len(set(toks) & set(ref)) / max(1, len(ref))
+                    checks[impl] = f"{shared:.1%} of rustbpe's tokens, same list: {same}"
+                    ctx.notes.append(
+                        f"training {case}: {impl} learned {len(toks)} tokens, {shared:.1%} of "
+                        f"rustbpe's (identical list: {same}); it breaks ties its own way, so it "
+                        "is timed but not checked"
+                    )
+            for impl in impls:
+                secs = [x["seconds"] for x in runs[impl]]
+                peaks = [x["peak_mib"] for x in runs[impl]]
+                detail: dict[str, Any] = {
+                    "docs": len(docs),
+                    "bytes": nbytes,
+                    "vocab_size": vocab,
+                    "pattern": "cl100k_base",
+                    "runs_s": [round(x, 3) for x in secs],
+                    "measures": "training call in a fresh interpreter (imports and loading the "
+                    "documents not timed); median of runs",
+                }
+                if impl in tokens:
+                    detail["n_tokens"] = len(tokens[impl])
+                if impl in checks:
+                    detail["check"] = checks[impl]
+                if impl in errors:
+                    detail["error"] = errors[impl]
+                ok = impl not in errors and secs
+                rows.append(Result("training", case, impl,
+                                   statistics.median(secs) if ok else None, "s", False,
+                                   agree[impl], detail))
+                mem = {
+                    "runs_mib": [round(x, 1) for x in peaks],
+                    "start_mib": [round(x["start_mib"], 1) for x in runs[impl]],
+                    "measures": "peak resident memory (VmHWM) of the training process: "
+                    "interpreter, documents and trainer; start_mib is before training",
+                }
+                if impl in errors:
+                    mem["error"] = errors[impl]
+                rows.append(Result("training peak memory", case, impl,
+                                   max(peaks) if ok else None, "MiB", False, None, mem))
+            ctx.advance()
+    return rows
+
+
+# ------------------------------------------------------------------------------------- embeddings
+
+K_TOP = 10
+
+
+def _embed_sizes(ctx: BenchContext) -> dict[str, Any]:
+    if ctx.quick:
+        return {"table": (20_000, 256), "bags": (32, 256), "keys": (20_000, 256),
+                "rounds": 5, "search_rounds": 5, "text_docs": 50, "text_rounds": 2,
+                "text_dim": 64}
+    return {"table": (50_257, 768), "bags": (32, 256), "keys": (200_000, 768),
+            "rounds": 15, "search_rounds": 10, "text_docs": 100, "text_rounds": 6,
+            "text_dim": 256}
+
+
+def _embed_modules(ctx: BenchContext) -> tuple[Any, Any] | None:
+    """(numpy, bytepair.embed), or None (with a note) when they cannot be imported."""
+    np = ctx.peer("numpy", "numpy")
+    if np is None:
+        return None
+    try:
+        from bytepair import embed
+    except ImportError as e:
+        ctx.notes.append(f"embeddings: bytepair.embed cannot be imported ({e}); skipped")
+        return None
+    return np, embed
+
+
+def _rounds(
+    fns: dict[str, Callable[[int], Any]], rounds: int, *, pause: float = 0.0
+) -> tuple[dict[str, list[float]], dict[str, list[Any]], dict[str, str]]:
+    """Calls each function once a round (after one untimed warm-up round, ``r = -1``) on that
+    round's input, rotating who goes first. Returns seconds and outputs per round, and errors."""
+    times: dict[str, list[float]] = {n: [] for n in fns}
+    outs: dict[str, list[Any]] = {n: [] for n in fns}
+    errors: dict[str, str] = {}
+    order = list(fns)
+    for r in range(-1, rounds):
+        k = r % len(order)
+        for name in order[k:] + order[:k]:
+            if name in errors:
+                continue
+            if pause:
+                time.sleep(pause)
+            try:
+                with _no_gc():
+                    t0 = time.perf_counter()
+                    out = fns[name](r)
+                    dt = time.perf_counter() - t0
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as e:  # noqa: BLE001 (a peer's Rust panic)
+                errors[name] = f"{type(e).__name__}: {e}"[:300]
+                continue
+            if r >= 0:
+                times[name].append(dt)
+                outs[name].append(out)
+    return times, outs, errors
+
+
+def _ms_row(
+    workload: str,
+    case: str,
+    impl: str,
+    times: list[float],
+    agree: bool | None,
+    detail: dict[str, Any],
+    error: str | None,
+) -> Result:
+    detail = dict(detail)
+    if times:
+        detail["min_ms"] = round(min(times) * 1000, 3)
+        detail["rounds"] = len(times)
+    if error:
+        detail["error"] = error
+    value = statistics.median(times) * 1000 if times and not error else None
+    return Result(workload, case, impl, value, "ms", False, agree, detail)
+
+
+def _gather(ctx: BenchContext) -> list[Result]:
+    """gather + mean of 32 bags of 256 random ids: numpy ``T[ids].mean(1)`` vs bytepair's fused
+    kernel on a float32 and a float16 table. Fresh ids every round."""
+    mods = _embed_modules(ctx)
+    if mods is None:
+        return []
+    np, embed = mods
+    sz = _embed_sizes(ctx)
+    (V, D), (B, L), rounds = sz["table"], sz["bags"], sz["rounds"]
+    ctx.progress.describe("embeddings: gather + mean")
+    rng = np.random.default_rng(0)
+    T = rng.standard_normal((V, D), dtype=np.float32)
+    T16 = T.astype(np.float16)
+    ids = [rng.integers(0, V, (B, L)) for _ in range(rounds + 1)]
+    fns = {
+        "numpy": lambda r: T[ids[r + 1]].mean(1),
+        "bytepair": lambda r: embed.gather(T, ids[r + 1]),
+        "bytepair f16": lambda r: embed.gather(T16, ids[r + 1]),
+    }
+    times, outs, errors = _rounds(fns, rounds)
+    rows: list[Result] = []
+    base_case = f"[{V}, {D}] table, {B} bags x {L} ids"
+    for variant, table, name in (("float32", T, "bytepair"), ("float16", T16, "bytepair f16")):
+        case = f"{base_case} / {variant} table"
+        agree: bool | None = None
+        detail: dict[str, Any] = {"table": [V, D], "table_dtype": variant, "bags": [B, L],
+                                  "numpy": "T[ids].mean(1) on the float32 table"}
+        if name not in errors and "numpy" not in errors and outs[name]:
+            # Against numpy on the very table bytepair read (float16 values widened to float32).
+            diffs = []
+            for r, got in enumerate(outs[name]):
+                want = outs["numpy"][r] if variant == "float32" else (
+                    table[ids[r + 1]].astype(np.float32).mean(1)
+                )
+                diffs.append(float(np.abs(got - want).max()))
+            worst = max(diffs)
+            agree = bool(worst <= 1e-5)
+            detail["max_abs_diff"] = worst
+            detail["check"] = f"max |diff| {worst:.1e} vs numpy"
+            if not agree:
+                ctx.mismatch("embed gather+mean", case, "bytepair",
+                             f"max |diff| {worst:.3g} from numpy's mean (allowed 1e-5)")
+        rows.append(_ms_row("embed gather+mean", case, "bytepair", times[name], agree, detail,
+                            errors.get(name)))
+        rows.append(_ms_row("embed gather+mean", case, "numpy", times["numpy"], None,
+                            {"measures": "T[ids].mean(1), float32 table"}, errors.get("numpy")))
+    ctx.advance()
+    return rows
+
+
+def _unit_rows(np: Any, n: int, d: int, seed: int) -> Any:
+    x = np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def _embed_keys(ctx: BenchContext, np: Any) -> Any:
+    """The unit-norm keys shared by the top-k workloads (built once)."""
+    if "embed_keys" not in ctx.shared:
+        N, D = _embed_sizes(ctx)["keys"]
+        ctx.shared["embed_keys"] = _unit_rows(np, N, D, 1)
+    return ctx.shared["embed_keys"]
+
+
+def _np_topk(np: Any, q: Any, K: Any, k: int) -> tuple[Any, Any]:
+    """numpy's best exact top-k: one GEMM into a [B, N] score matrix, argpartition, sort k."""
+    S = q @ K.T
+    part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+    ps = np.take_along_axis(S, part, 1)
+    o = np.argsort(-ps, axis=1, kind="stable")
+    return np.take_along_axis(ps, o, 1), np.take_along_axis(part, o, 1)
+
+
+def _topk_check(np: Any, K: Any, q: Any, got: tuple[Any, Any], want: tuple[Any, Any]) -> str | None:
+    """None when ``got`` is an exact top-k: its scores equal numpy's top-k scores within 1e-5,
+    and its indices are numpy's or (ties, rounding) indices whose true scores equal numpy's
+    top-k scores within 1e-5. Else what differs."""
+    gs, gi = np.asarray(got[0]), np.asarray(got[1])
+    ws, wi = want
+    if gi.shape != wi.shape or gs.shape != ws.shape:
+        return f"shape {gi.shape} vs {wi.shape}"
+    for row in range(wi.shape[0]):
+        if not np.allclose(gs[row], ws[row], rtol=0, atol=1e-5):
+            return f"query {row}: scores {gs[row].tolist()} vs numpy's {ws[row].tolist()}"
+        if np.array_equal(gi[row], wi[row]):
+            continue
+        if len(set(gi[row].tolist())) != gi.shape[1] or gi[row].min() < 0:
+            return f"query {row}: invalid indices {gi[row].tolist()}"
+        true = K[gi[row]] @ q[row]
+        if not np.allclose(np.sort(true)[::-1], ws[row], rtol=0, atol=1e-5):
+            return (f"query {row}: indices {gi[row].tolist()} vs numpy's {wi[row].tolist()}, "
+                    f"scores not within 1e-5")
+    return None
+
+
+def _recall(np: Any, got: Any, want: Any) -> float:
+    hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(got, want))
+    return hits / max(1, want.size)
+
+
+def _faiss_index(ctx: BenchContext, K: Any) -> Any:
+    if "faiss_index" not in ctx.shared:
+        faiss = ctx.peer("faiss", "faiss", "faiss-cpu")
+        ix = None
+        if faiss is not None:
+            try:
+                ix = faiss.IndexFlatIP(K.shape[1])
+                ix.add(K)
+            except Exception as e:  # noqa: BLE001
+                ctx.notes.append(f"faiss: IndexFlatIP failed ({type(e).__name__}: {e}); skipped")
+                ix = None
+        ctx.shared["faiss_index"] = ix
+    return ctx.shared["faiss_index"]
+
+
+def _bp_indexes(ctx: BenchContext, embed: Any, K: Any) -> dict[str, Any]:
+    if "embed_indexes" not in ctx.shared:
+        out, build = {}, {}
+        for dt in ("float32", "float16", "int8"):
+            t0 = time.perf_counter()
+            out[dt] = embed.Index(K, dtype=dt)
+            build[dt] = round(time.perf_counter() - t0, 3)
+        ctx.shared["embed_indexes"] = out
+        ctx.shared["embed_index_build_s"] = build
+    return ctx.shared["embed_indexes"]
+
+
+# OpenBLAS's threads keep spinning for a while after a matrix product and slow whatever runs
+# next: every search starts from an idle machine.
+_SEARCH_PAUSE = 0.15
+
+
+def _topk32(ctx: BenchContext) -> list[Result]:
+    """Exact cosine top-10 for 32 queries: numpy GEMM + argpartition, bytepair ``topk`` (raw
+    keys: it normalises as it goes) and ``Index`` float32, faiss ``IndexFlatIP``."""
+    mods = _embed_modules(ctx)
+    if mods is None:
+        return []
+    np, embed = mods
+    sz = _embed_sizes(ctx)
+    rounds = sz["search_rounds"]
+    ctx.progress.describe("embeddings: top-10, 32 queries")
+    K = _embed_keys(ctx, np)
+    N, D = K.shape
+    ix = _bp_indexes(ctx, embed, K)["float32"]
+    fx = _faiss_index(ctx, K)
+    Qs = [_unit_rows(np, 32, D, 100 + r) for r in range(rounds + 1)]
+    fns: dict[str, Callable[[int], Any]] = {
+        "numpy": lambda r: _np_topk(np, Qs[r + 1], K, K_TOP),
+        "bytepair": lambda r: embed.topk(Qs[r + 1], K, K_TOP),
+        "bytepair Index": lambda r: ix.search(Qs[r + 1], K_TOP),
+    }
+    if fx is not None:
+        fns["faiss"] = lambda r: fx.search(Qs[r + 1], K_TOP)
+    times, outs, errors = _rounds(fns, rounds, pause=_SEARCH_PAUSE)
+    workload = "embed top-10, 32 queries"
+    rows = []
+    for name, case_what in (("bytepair", "topk cosine"), ("bytepair Index", "Index float32")):
+        case = f"{N // 1000}k x {D} / {case_what}"
+        rows += _search_rows(ctx, np, K, Qs, workload, case, name, times, outs, errors, fns)
+    ctx.advance()
+    return rows
+
+
+def _search_rows(
+    ctx: BenchContext,
+    np: Any,
+    K: Any,
+    Qs: list[Any],
+    workload: str,
+    case: str,
+    name: str,
+    times: dict[str, list[float]],
+    outs: dict[str, list[Any]],
+    errors: dict[str, str],
+    fns: dict[str, Any],
+    *,
+    min_recall: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[Result]:
+    """bytepair's row (checked against numpy) and numpy's and faiss's rows for one case."""
+    rows = []
+    detail: dict[str, Any] = dict(extra or {})
+    agree: bool | None = None
+    if name not in errors and "numpy" not in errors and outs[name]:
+        problems, recalls = [], []
+        for r, (got, want) in enumerate(zip(outs[name], outs["numpy"])):
+            q = Qs[r + 1][: want[1].shape[0]]
+            recalls.append(_recall(np, np.asarray(got[1]), want[1]))
+            if min_recall is None:
+                p = _topk_check(np, K, q, got, want)
+                if p:
+                    problems.append(f"round {r}: {p}")
+        detail["recall_at_10"] = statistics.fmean(recalls)
+        if min_recall is None:
+            agree = not problems
+            detail["check"] = "exact top-10 (= numpy)"
+            if problems:
+                ctx.mismatch(workload, case, "bytepair", f"{len(problems)} round(s); {problems[0]}")
+        else:
+            rec = detail.get("recall_at_10_32q", detail["recall_at_10"])
+            agree = rec >= min_recall
+            detail["check"] = f"recall@10 {rec:.3f}"
+            if not agree:
+                ctx.mismatch(workload, case, "bytepair",
+                             f"recall@10 {rec:.3f} < {min_recall} against numpy's exact top-10")
+    rows.append(_ms_row(workload, case, "bytepair", times[name], agree, detail, errors.get(name)))
+    rows.append(_ms_row(workload, case, "numpy", times["numpy"], None,
+                        {"measures": "q @ K.T + argpartition + sort (keys pre-normalised)"},
+                        errors.get("numpy")))
+    if "faiss" in fns:
+        fdetail: dict[str, Any] = {"measures": "IndexFlatIP on the pre-normalised keys"}
+        fagree = None
+        if "faiss" not in errors and "numpy" not in errors and outs["faiss"]:
+            bad = [
+                _topk_check(np, K, Qs[r + 1][: want[1].shape[0]], got, want)
+                for r, (got, want) in enumerate(zip(outs["faiss"], outs["numpy"]))
+            ]
+            bad = [b for b in bad if b]
+            fagree = not bad
+            if bad:
+                ctx.notes.append(f"faiss differs from numpy on {workload} {case}: {bad[0]}")
+        rows.append(_ms_row(workload, case, "faiss", times["faiss"], fagree, fdetail,
+                            errors.get("faiss")))
+    return rows
+
+
+def _search1(ctx: BenchContext) -> list[Result]:
+    """One query at a time (the latency case): numpy vs bytepair ``Index`` with float32, float16
+    and int8 storage (recall@10 over 32 queries against numpy's exact top-10) and faiss."""
+    mods = _embed_modules(ctx)
+    if mods is None:
+        return []
+    np, embed = mods
+    sz = _embed_sizes(ctx)
+    rounds = sz["search_rounds"]
+    ctx.progress.describe("embeddings: top-10, 1 query")
+    K = _embed_keys(ctx, np)
+    N, D = K.shape
+    ixs = _bp_indexes(ctx, embed, K)
+    fx = _faiss_index(ctx, K)
+    Qs = [_unit_rows(np, 1, D, 200 + r) for r in range(rounds + 1)]
+    fns: dict[str, Callable[[int], Any]] = {
+        "numpy": lambda r: _np_topk(np, Qs[r + 1], K, K_TOP),
+        **{f"Index {dt}": (lambda r, ix=ix: ix.search(Qs[r + 1], K_TOP)) for dt, ix in ixs.items()},
+    }
+    if fx is not None:
+        fns["faiss"] = lambda r: fx.search(Qs[r + 1], K_TOP)
+    times, outs, errors = _rounds(fns, rounds, pause=_SEARCH_PAUSE)
+    # Recall over 32 more queries, one search each, against numpy's exact answer.
+    Q32 = _unit_rows(np, 32, D, 300)
+    exact = _np_topk(np, Q32, K, K_TOP)[1]
+    workload = "embed top-10, 1 query"
+    rows = []
+    for dt, ix in ixs.items():
+        name = f"Index {dt}"
+        extra: dict[str, Any] = {
+            "index_mb": round(ix.nbytes / 1e6, 1),
+            "build_s": ctx.shared.get("embed_index_build_s", {}).get(dt),
+        }
+        if name not in errors:
+            got = np.concatenate([ix.search(Q32[j : j + 1], K_TOP)[1] for j in range(32)])
+            extra["recall_at_10_32q"] = _recall(np, got, exact)
+        case = f"{N // 1000}k x {D} / Index {dt}"
+        rows += _search_rows(ctx, np, K, Qs, workload, case, name, times, outs, errors, fns,
+                             min_recall=None if dt == "float32" else 0.99, extra=extra)
+    ctx.advance()
+    return rows
+
+
+def _embed_texts(ctx: BenchContext) -> list[Result]:
+    """Text -> pooled, normalised embedding: bytepair ``embed_texts`` (one native call) vs
+    tiktoken ``encode_ordinary_batch`` + numpy gather, mean and normalise. Fresh documents from
+    every category each round; both see the same ones."""
+    mods = _embed_modules(ctx)
+    if mods is None:
+        return []
+    np, embed = mods
+    sz = _embed_sizes(ctx)
+    enc_name = ctx.encodings[0]
+    ctx.progress.describe(f"embeddings: embed_texts {enc_name}")
+    encoders = ctx.encoders(enc_name)
+    bp, tk = encoders.get("bytepair"), encoders.get(BASELINE)
+    if bp is None or tk is None:
+        ctx.notes.append(f"embed_texts: no {enc_name} encoder for bytepair or {BASELINE}; skipped")
+        ctx.advance()
+        return []
+    n_docs, rounds, dim = sz["text_docs"], sz["text_rounds"], sz["text_dim"]
+    # Documents of every category, interleaved; each round has its own. (The tokenizer
+    # workloads may have encoded them before: neither implementation keeps a document cache.)
+    per_cat = [ctx.corpus.docs[c] for c in _categories(ctx)]
+    mixed = [p[i] for i in range(max(map(len, per_cat), default=0)) for p in per_cat if i < len(p)]
+    n_docs = max(1, min(n_docs, len(mixed) // (rounds + 1)))
+    batches = [mixed[i * n_docs : (i + 1) * n_docs] for i in range(rounds + 1)]
+    batches = [b for b in batches if b]
+    rounds = len(batches) - 1
+    if rounds < 1:
+        ctx.notes.append("embed_texts: the corpus is too small; skipped")
+        ctx.advance()
+        return []
+    T = np.random.default_rng(2).standard_normal((bp.n_vocab, dim), dtype=np.float32)
+
+    def numpy_pipeline(docs: list[str]) -> Any:
+        ids = tk.encode_ordinary_batch(docs)
+        out = np.stack([T[i].mean(0) if len(i) else np.zeros(dim, np.float32) for i in ids])
+        n = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(n > 0, n, 1)
+
+    fns = {
+        "bytepair": lambda r: embed.embed_texts(bp, T, batches[r + 1]),
+        "numpy": lambda r: numpy_pipeline(batches[r + 1]),
+    }
+    times, outs, errors = _rounds(fns, rounds)
+    nbytes = sum(_nbytes(b) for b in batches[1:])
+    case = f"{enc_name} / table [{bp.n_vocab}, {dim}], {rounds} x {n_docs} docs"
+    agree: bool | None = None
+    detail: dict[str, Any] = {"docs": rounds * n_docs, "bytes": nbytes, "table": [bp.n_vocab, dim]}
+    if "bytepair" not in errors and "numpy" not in errors and outs["bytepair"]:
+        worst = max(float(np.abs(a - b).max()) for a, b in zip(outs["bytepair"], outs["numpy"]))
+        agree = worst <= 1e-5
+        detail["max_abs_diff"] = worst
+        detail["check"] = f"max |diff| {worst:.1e} vs tiktoken+numpy"
+        if not agree:
+            ctx.mismatch("embed_texts", case, "bytepair",
+                         f"max |diff| {worst:.3g} from tiktoken + numpy (allowed 1e-5)")
+    rows = []
+    for impl, d in (("bytepair", detail), ("numpy", {
+        "bytes": nbytes,
+        "measures": f"{BASELINE}.encode_ordinary_batch + numpy T[ids].mean(0), L2-normalise"})):
+        secs = sum(times[impl])
+        d = dict(d, seconds=secs)
+        if impl in errors:
+            d["error"] = errors[impl]
+        value = nbytes / secs / 1e6 if secs > 0 and impl not in errors else None
+        rows.append(Result("embed_texts", case, impl, value, "MB/s", True,
+                           agree if impl == "bytepair" else None, d))
+    ctx.advance()
+    return rows
+
+
+register_workload(
+    "training",
+    _training,
+    description="train a BPE (cl100k split) on the corpus: bytepair vs rustbpe vs tokenizers, "
+    "time and peak memory; ranks checked against rustbpe's",
+    baseline="rustbpe",
+    units=lambda ctx: len(_train_cases(ctx)),
+)
+register_workload(
+    "embed_gather",
+    _gather,
+    description="embeddings: gather + mean of 32 bags x 256 ids vs numpy T[ids].mean(1)",
+    baseline="numpy",
+    units=lambda ctx: 1,
+)
+register_workload(
+    "embed_topk",
+    _topk32,
+    description="embeddings: exact cosine top-10 of 32 queries (topk, Index) vs numpy, faiss",
+    baseline="numpy",
+    units=lambda ctx: 1,
+)
+register_workload(
+    "embed_search",
+    _search1,
+    description="embeddings: one-query top-10, Index float32/float16/int8 (recall@10) vs numpy, "
+    "faiss",
+    baseline="numpy",
+    units=lambda ctx: 1,
+)
+register_workload(
+    "embed_texts",
+    _embed_texts,
+    description="embeddings: embed_texts vs tiktoken encode_ordinary_batch + numpy pool/normalise",
+    baseline="numpy",
+    units=lambda ctx: 1,
+)
+
+WORKLOAD_GROUPS = {
+    "tokenizer": ["encode_ordinary", "encode", "count", "batch", "load", "linearity"],
+    "embeddings": ["embed_gather", "embed_topk", "embed_search", "embed_texts"],
+}
+"""Names ``--only`` accepts for several workloads at once."""
+
+
+def expand_workloads(names: Iterable[str]) -> list[str]:
+    """Workload names with group names (:data:`WORKLOAD_GROUPS`) replaced by their members.
+
+    >>> expand_workloads(["training", "embeddings"])[:2]
+    ['training', 'embed_gather']
+    """
+    out: list[str] = []
+    for n in names:
+        out += WORKLOAD_GROUPS.get(n, [n])
+    return list(dict.fromkeys(out))
+
+
 # ------------------------------------------------------------------------------------ machine info
 
 
@@ -1186,11 +1923,29 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+_DISTRIBUTIONS = {"faiss": "faiss-cpu", "bpe-openai": "bpe-openai"}
+_RECORDED_ENV = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "RAYON_NUM_THREADS",
+    "BYTEPAIR_SIMD",
+)
+
+
 def machine_info(modules: dict[str, Any]) -> dict[str, Any]:
     """CPU, cores, OS, Python and the versions of every implementation measured."""
     versions = {}
     for name, module in modules.items():
-        versions[name] = getattr(module, "__version__", None)
+        version = getattr(module, "__version__", None)
+        if version is None:
+            with contextlib.suppress(Exception):
+                import importlib.metadata
+
+                version = importlib.metadata.version(_DISTRIBUTIONS.get(name, name))
+        versions[name] = version
     with contextlib.suppress(ImportError):
         import numpy
 
@@ -1206,6 +1961,21 @@ def machine_info(modules: dict[str, Any]) -> dict[str, Any]:
     }
     with contextlib.suppress(OSError, AttributeError):
         info["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    # Settings that change what numpy's BLAS or bytepair's kernels run (recorded, never changed).
+    info["env"] = {k: os.environ[k] for k in _RECORDED_ENV if k in os.environ}
+    with contextlib.suppress(Exception):
+        import threadpoolctl
+
+        info["threadpools"] = [
+            {k: i.get(k) for k in ("user_api", "internal_api", "version", "architecture",
+                                   "num_threads", "threading_layer")}
+            for i in threadpoolctl.threadpool_info()
+        ]
+    if "numpy" in versions:
+        with contextlib.suppress(Exception):
+            from bytepair import embed
+
+            info["embed_simd"] = embed.simd_level()
     return info
 
 
@@ -1231,17 +2001,28 @@ def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "failed"
     if unit == "ms":
-        return f"{value:.1f} ms"
+        return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "MiB":
+        return f"{value:.0f} MiB"
     if unit == "x":
         return f"{value:.2f}x"
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _agree_text(rows: dict[str, Result], agrees: list[bool]) -> str:
+    if not agrees:
+        return "-"
+    check = rows["bytepair"].detail.get("check") if "bytepair" in rows else None
+    return f"agree ({check})" if check and rows["bytepair"].agree else "agree"
 
 
 def table_rows(
     results: Sequence[Result], impls: Sequence[str], baselines: dict[str, str]
 ) -> tuple[list[str], list[list[str]], list[bool]]:
     """Header, cells and a per-row 'has a mismatch' flag for the terminal table."""
-    header = ["workload", "case", "unit", *impls, "bytepair vs baseline", "outputs"]
+    header = ["workload", "case", "unit", *impls, "baseline", "bytepair vs baseline", "outputs"]
     cells, bad = [], []
     for workload, case, rows in _grouped(results):
         any_row = next(iter(rows.values()))
@@ -1256,10 +2037,11 @@ def table_rows(
                 case,
                 unit,
                 *[_fmt(rows[i].value, rows[i].unit) if i in rows else "-" for i in impls],
+                base if base in rows else "-",
                 f"{ratio:.2f}x" if ratio is not None else "-",
                 "MISMATCH " + ",".join(i for i, r in rows.items() if r.agree is False)
                 if mismatch
-                else ("agree" if agrees else "-"),
+                else _agree_text(rows, agrees),
             ]
         )
         bad.append(mismatch)
@@ -1325,28 +2107,35 @@ def write_chart(
     except ImportError:
         return False
     groups = _grouped(results)
-    compared = [i for i in impls if i != BASELINE]
+    # One bar per implementation that ran the case, as a ratio to that case's baseline.
+    compared = [i for i in impls if any(i in rows and i != baselines.get(w, BASELINE)
+                                        for w, _, rows in groups)]
     labels, series = [], {i: [] for i in compared}
     for workload, case, rows in groups:
         base = baselines.get(workload, BASELINE)
         if base not in rows:
             continue
-        labels.append(f"{workload}: {case}")
+        labels.append(f"{workload}: {case} (vs {base})")
         for impl in compared:
-            series[impl].append(_ratio(rows[base], rows.get(impl)) or 0.0)
+            ratio = _ratio(rows[base], rows[impl]) if impl in rows and impl != base else None
+            series[impl].append(None if impl not in rows or impl == base else (ratio or 0.0))
     if not labels:
         return False
     height = max(3.0, 0.32 * len(labels) * max(1, len(compared)) + 1.5)
-    fig, ax = plt.subplots(figsize=(10, height))
+    fig, ax = plt.subplots(figsize=(11, height))
     bar = 0.8 / max(1, len(compared))
     for k, impl in enumerate(compared):
         ys = [i + k * bar - 0.4 + bar / 2 for i in range(len(labels))]
-        bars = ax.barh(ys, series[impl], height=bar, label=f"{impl} / baseline")
-        for rect, v in zip(bars, series[impl]):
+        present = [(y, v) for y, v in zip(ys, series[impl]) if v is not None]
+        if not present:
+            continue
+        bars = ax.barh([y for y, _ in present], [v for _, v in present], height=bar,
+                       label=f"{impl} / baseline")
+        for rect, (_, v) in zip(bars, present):
             ax.text(
                 rect.get_width(),
                 rect.get_y() + rect.get_height() / 2,
-                f" {v:.2f}x" if v else " failed / n/a",
+                f" {v:.2f}x" if v else " failed",
                 va="center",
                 fontsize=7,
             )
@@ -1354,7 +2143,10 @@ def write_chart(
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("speed ratio to the baseline (tiktoken); > 1 is faster, dashed line = equal")
+    ax.set_xlabel(
+        "ratio to the case's baseline (tiktoken: tokenizers, rustbpe: training, numpy: "
+        "embeddings)\n> 1 is faster (or uses less memory); dashed line = equal"
+    )
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -1398,7 +2190,8 @@ def run(
     )
     corpus_seconds = time.perf_counter() - t0
 
-    selected = [w for name, w in _WORKLOADS.items() if not only or name in only]
+    wanted = set(expand_workloads(only)) if only else None
+    selected = [w for name, w in _WORKLOADS.items() if wanted is None or name in wanted]
     if progress is None:
         progress = sys.stderr.isatty()
     bar = _Progress(0, False)
@@ -1407,21 +2200,24 @@ def run(
     ctx.progress = bar = _Progress(total, progress)
     results: list[Result] = []
     timings: dict[str, float] = {}
+    baselines = {w.name: w.baseline for w in selected}
     try:
         for w in selected:
             t = time.perf_counter()
-            results += w.fn(ctx)
+            rows = w.fn(ctx)
             timings[w.name] = round(time.perf_counter() - t, 2)
+            # Rows name the workload as displayed; map those to the baseline of their workload.
+            for r in rows:
+                baselines.setdefault(r.workload, w.baseline)
+            results += rows
     finally:
         bar.close()
 
-    impls = ctx.impls
-    baselines = {w.name: w.baseline for w in selected}
-    # Rows name the workload as displayed; map those back to the baseline of their workload.
-    for r in results:
-        baselines.setdefault(r.workload, BASELINE)
+    # Columns: the implementations that produced a row, tokenizer peers first.
+    seen = dict.fromkeys(r.impl for r in results)
+    impls = [i for i in ctx.impls if i in seen] + [i for i in seen if i not in ctx.impls]
 
-    info = machine_info(ctx.modules)
+    info = machine_info({**ctx.modules, **ctx.extra_modules})
     render_table(results, impls, baselines, file=stdout)
     summary = corpus.summary()
     print(
@@ -1432,7 +2228,8 @@ def run(
     )
     print(
         f"machine: {info['cpu']}, {info['cpus_usable']} usable CPUs, {info['python']}, "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+        + (f"; embed SIMD {info['embed_simd']}" if "embed_simd" in info else ""),
         file=stdout,
     )
     failures: dict[tuple[str, str, str], list[str]] = {}
@@ -1441,6 +2238,15 @@ def run(
             failures.setdefault((r.impl, r.workload, r.detail["error"]), []).append(r.case)
     for (impl, workload, error), cases in failures.items():
         ctx.notes.append(f"{impl} failed on {workload} ({', '.join(cases)}): {error}")
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    if coretype and "numpy" in seen:
+        blas = [t for t in info.get("threadpools", []) if t.get("user_api") == "blas"]
+        kernel = ", ".join(f"{t.get('internal_api')} {t.get('architecture')}" for t in blas)
+        ctx.notes.append(
+            f"OPENBLAS_CORETYPE={coretype} is set (numpy's BLAS kernel: {kernel or 'unknown'}); "
+            "it can make numpy slower than its default kernel on this CPU. Left as set; "
+            "recorded in results.json (machine.env, machine.threadpools)"
+        )
     for note in dict.fromkeys(ctx.notes):
         print(f"note: {note}", file=stdout)
 
@@ -1448,12 +2254,15 @@ def run(
     peer_bad = [m for m in ctx.mismatches if m.impl != "bytepair"]
     for m in peer_bad:
         print(
-            f"note: peer {m.impl} differs from tiktoken on {m.workload} {m.case}: {m.what}",
+            f"note: peer {m.impl} differs from {baselines.get(m.workload, BASELINE)} on "
+            f"{m.workload} {m.case}: {m.what}",
             file=stdout,
         )
     for m in bytepair_bad:
         print(
-            f"MISMATCH: bytepair != {BASELINE} on {m.workload} {m.case}: {m.what}", file=sys.stderr
+            f"MISMATCH: bytepair != {baselines.get(m.workload, BASELINE)} on {m.workload} "
+            f"{m.case}: {m.what}",
+            file=sys.stderr,
         )
 
     payload = {
@@ -1514,7 +2323,8 @@ def run(
     if bytepair_bad:
         print(
             f"MISMATCH: {len(bytepair_bad)} case(s) where bytepair's output differs from "
-            f"{BASELINE}; see above and {json_path}",
+            "the baseline's; see above and "
+            f"{json_path}",
             file=sys.stderr,
         )
         return 1

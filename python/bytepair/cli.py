@@ -31,12 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="benchmark bytepair against tiktoken (and other installed peers)",
+        help="benchmark bytepair against tiktoken, rustbpe, tokenizers, numpy (installed peers)",
         description=(
             "Benchmarks bytepair side by side with tiktoken (and bpe-openai when installed) on "
             "fresh ~4 KB documents: encode_ordinary per category, encode with special tokens, "
-            "count, batch with 1 and 2 threads, cold load time, and long single-character runs. "
-            "Checks that every output agrees with tiktoken. Without --corpus it uses this "
+            "count, batch with 1 and 2 threads, cold load time, and long single-character runs; "
+            "BPE training on the corpus against rustbpe and Hugging Face tokenizers (time, peak "
+            "memory, ranks checked against rustbpe's); and the embedding kernels against numpy "
+            "and faiss-cpu (gather + mean, exact top-10, quantised indexes with recall@10, "
+            "embed_texts). Peers that are not installed are skipped with a note. "
+            "Checks that every output agrees with the baseline. Without --corpus it uses this "
             "Python's standard library (code), its docs and text files (prose) and the test "
             "suite's sample texts (multilingual); no download. Writes results.json and bench.png "
             "to --out. Exit status: 0 all outputs agree, 1 a mismatch, 2 bad arguments."
@@ -65,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         nargs="+",
         metavar="WORKLOAD",
-        help="run only these workloads (see --list)",
+        help="run only these workloads, or groups of them: tokenizer, embeddings (see --list)",
     )
     bench.add_argument("--list", action="store_true", help="list the workloads and exit")
     bench.add_argument(
@@ -325,7 +329,9 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.list:
         for name, w in bench.workloads().items():
-            print(f"{name:<16} {w.description}")
+            print(f"{name:<16} {w.description} [baseline: {w.baseline}]")
+        for group, members in bench.WORKLOAD_GROUPS.items():
+            print(f"{group:<16} group: {' '.join(members)}")
         return 0
     known = set(registry.list_encoding_names())
     unknown = [e for e in args.encodings if e not in known]
@@ -336,10 +342,11 @@ def _bench(args: argparse.Namespace) -> int:
         )
         return 2
     if args.only:
-        missing = [w for w in args.only if w not in bench.workloads()]
+        missing = [w for w in bench.expand_workloads(args.only) if w not in bench.workloads()]
         if missing:
             print(
-                f"bytepair bench: unknown workload(s) {', '.join(missing)}; known: {', '.join(bench.workloads())}",
+                f"bytepair bench: unknown workload(s) {', '.join(missing)}; known: "
+                f"{', '.join([*bench.workloads(), *bench.WORKLOAD_GROUPS])}",
                 file=sys.stderr,
             )
             return 2
