@@ -118,11 +118,18 @@ class Encoding:
         Disallowed strings that are not special tokens are checked here, exactly as tiktoken does;
         the native encoder checks special tokens in the same pass that encodes.
         """
+        if allowed_special != "all" and not isinstance(allowed_special, (set, frozenset)):
+            # tiktoken's native layer takes only a set (or "all"), and it looks for disallowed
+            # tokens first; keep both the order and the exception types.
+            if disallowed_special == "all":
+                disallowed = self.special_tokens_set - allowed_special  # TypeError unless a Set
+            else:
+                disallowed = frozenset(disallowed_special) if disallowed_special else frozenset()
+            if text is not None and disallowed:
+                if match := _special_token_regex(frozenset(disallowed)).search(text):
+                    raise_disallowed_special_token(match.group())
+            raise TypeError(f"allowed_special must be \"all\" or a set of str, not {type(allowed_special).__name__}")
         if disallowed_special == "all":
-            if allowed_special != "all" and not isinstance(allowed_special, (set, frozenset)):
-                # tiktoken computes `special_tokens_set - allowed_special`; keep its TypeError
-                # for lists, None, ... (any collections.abc.Set works).
-                self.special_tokens_set - allowed_special  # type: ignore[operator]
             return allowed_special, "all"
         if not disallowed_special:
             return allowed_special, ()
@@ -222,6 +229,14 @@ class Encoding:
             return method(fixed, *args)
 
     def _batch_special_args(self, texts, allowed_special, disallowed_special):  # type: ignore[no-untyped-def]
+        if allowed_special != "all" and not isinstance(allowed_special, (set, frozenset)):
+            # tiktoken encodes text by text, so the first text decides between its ValueError
+            # (a disallowed token in it) and its TypeError (the non-set allowed_special).
+            if disallowed_special == "all":
+                self.special_tokens_set - allowed_special  # type: ignore[operator]
+            for t in texts:
+                self._special_args(t, allowed_special, disallowed_special)
+            return set(), ()  # only reached for an empty batch
         a, d = self._special_args(None, allowed_special, disallowed_special)
         if isinstance(d, frozenset) and not d <= self._special_tokens.keys():
             for t in texts:

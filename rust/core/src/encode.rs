@@ -43,6 +43,9 @@ pub struct CoreBpe {
     special_index: FxHashMap<String, usize>,
     special_decoder: FxHashMap<Rank, usize>,
     ac: Option<AhoCorasick>,
+    /// An overlapping matcher over the special tokens, and whether any two of them can overlap
+    /// in a text (built on first use).
+    overlap: OnceLock<Option<AhoCorasick>>,
     all_bytes: bool,
     sorted_tokens: OnceLock<Vec<Rank>>,
 }
@@ -79,6 +82,7 @@ impl CoreBpe {
             ac,
             all_bytes,
             sorted_tokens: OnceLock::new(),
+            overlap: OnceLock::new(),
         })
     }
 
@@ -226,6 +230,67 @@ impl CoreBpe {
         Ok(out)
     }
 
+    /// An overlapping matcher when two special tokens can overlap in some text (one inside
+    /// another, or a suffix of one starting another); `None` when they cannot, which holds for
+    /// every built-in encoding.
+    fn overlapping_matcher(&self) -> Option<&AhoCorasick> {
+        self.overlap
+            .get_or_init(|| {
+                if self.specials.len() < 2 {
+                    return None;
+                }
+                let ac = AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(self.specials.iter().map(|(s, _)| s.as_bytes()))
+                    .ok()?;
+                let prefixes: FxHashSet<&[u8]> = self
+                    .specials
+                    .iter()
+                    .flat_map(|(s, _)| (1..=s.len()).map(move |k| &s.as_bytes()[..k]))
+                    .collect();
+                let overlaps = self.specials.iter().enumerate().any(|(i, (t, _))| {
+                    let t = t.as_bytes();
+                    ac.find_overlapping_iter(t)
+                        .any(|m| m.pattern().as_usize() != i)
+                        || (1..t.len()).any(|k| prefixes.contains(&t[k..]))
+                });
+                overlaps.then_some(ac)
+            })
+            .as_ref()
+    }
+
+    /// tiktoken looks for disallowed special tokens over the whole text before encoding; when
+    /// special tokens can overlap, a disallowed one may hide inside or across an allowed one, so
+    /// look for it the same way (the usual single scan finds everything otherwise).
+    fn check_overlapping_disallowed(
+        &self,
+        text: &str,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+    ) -> Result<()> {
+        if disallowed.is_empty() {
+            return Ok(());
+        }
+        let Some(ac) = self.overlapping_matcher() else {
+            return Ok(());
+        };
+        let mut first: Option<(usize, usize)> = None;
+        for m in ac.find_overlapping_iter(text) {
+            let id = m.pattern().as_usize();
+            let refused = match disallowed {
+                SpecialSet::All => !allowed.contains(id),
+                d => d.contains(id),
+            };
+            if refused && first.is_none_or(|(start, _)| m.start() < start) {
+                first = Some((m.start(), id));
+            }
+        }
+        match first {
+            Some((_, id)) => Err(Error::DisallowedSpecial(self.specials[id].0.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// The next special token at or after `pos` that is `allowed`; errors on the first one that is
     /// `disallowed`. Matches of specials in neither set are skipped (they encode as text).
     #[inline]
@@ -272,6 +337,7 @@ impl CoreBpe {
         if allowed.is_empty() && disallowed.is_empty() {
             return self.encode_ordinary_into(text, out);
         }
+        self.check_overlapping_disallowed(text, allowed, disallowed)?;
         let mut start = 0;
         let mut last = 0;
         loop {
@@ -319,6 +385,7 @@ impl CoreBpe {
             })?;
             return Ok(n);
         }
+        self.check_overlapping_disallowed(text, allowed, disallowed)?;
         let mut n = 0;
         let mut start = 0;
         loop {
@@ -578,6 +645,27 @@ mod tests {
             let want = e.encode_ordinary(t).unwrap();
             assert_eq!(e.encode_ordinary_parallel(t, &pool, 64).unwrap(), want);
         }
+    }
+
+    #[test]
+    fn overlapping_disallowed_specials_are_found() {
+        let bytes: Vec<[u8; 1]> = (0..=255u8).map(|b| [b]).collect();
+        let v = Vocab::from_entries(bytes.iter().map(|b| (&b[..], b[0] as Rank))).unwrap();
+        let e = CoreBpe::new(v, r"\S+|\s+", vec![("ab".into(), 300), ("bc".into(), 301)]).unwrap();
+        let ab = e.special_set(["ab"]);
+        assert!(
+            matches!(e.encode("abc", &ab, &SpecialSet::All), Err(Error::DisallowedSpecial(t)) if t == "bc")
+        );
+        assert!(matches!(
+            e.count("abc", &ab, &SpecialSet::All),
+            Err(Error::DisallowedSpecial(_))
+        ));
+        assert_eq!(
+            e.encode("abc", &ab, &SpecialSet::None).unwrap(),
+            vec![300, 99]
+        );
+        // The built-in encodings' special tokens never overlap: no extra scan for them.
+        assert!(cl100k().overlapping_matcher().is_none());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Vocab {
     ranks: Vec<Rank>,
     /// rank -> entry index, `NO_ENTRY` for holes.
     by_rank: Vec<u32>,
+    /// rank -> entry index when the ranks are too sparse for `by_rank` (which is then empty).
+    by_rank_sparse: HashMap<Rank, u32, BuildKeyHasher>,
     /// Tokens of up to 7 bytes, keyed by their packed bytes and length: one probe, no compare.
     short: HashMap<u64, Rank, BuildKeyHasher>,
     /// Tokens of 8 to 15 bytes, keyed by their packed bytes and length.
@@ -151,13 +153,19 @@ impl Vocab {
         let n = ranks.len();
         assert_eq!(offsets.len(), n + 1);
         let max_rank = ranks.iter().copied().max().unwrap_or(0) as usize;
-        if n > 0 && max_rank > 16 * n + (1 << 20) {
-            return Err(Error::Value(format!(
-                "ranks are too sparse: max rank {max_rank} for {n} tokens"
-            )));
+        let dense = n > 0 && max_rank <= 16 * n + (1 << 20);
+        let mut by_rank = vec![NO_ENTRY; if dense { max_rank + 1 } else { 0 }];
+        let mut by_rank_sparse: HashMap<Rank, u32, BuildKeyHasher> = HashMap::default();
+        if !dense {
+            for (i, &r) in ranks.iter().enumerate() {
+                if by_rank_sparse.insert(r, i as u32).is_some() {
+                    return Err(Error::Value(format!(
+                        "rank {r} is given to two different tokens; ranks must be unique"
+                    )));
+                }
+            }
         }
-        let mut by_rank = vec![NO_ENTRY; if n == 0 { 0 } else { max_rank + 1 }];
-        for (i, &r) in ranks.iter().enumerate() {
+        for (i, &r) in ranks.iter().enumerate().filter(|_| dense) {
             if by_rank[r as usize] != NO_ENTRY {
                 return Err(Error::Value(format!(
                     "rank {r} is given to two different tokens; ranks must be unique"
@@ -211,6 +219,7 @@ impl Vocab {
             offsets,
             ranks,
             by_rank,
+            by_rank_sparse,
             short,
             mid,
             long,
@@ -290,7 +299,10 @@ impl Vocab {
     /// The bytes of the token with rank `r`.
     #[inline(always)]
     pub fn token(&self, r: Rank) -> Option<&[u8]> {
-        let i = *self.by_rank.get(r as usize)?;
+        let i = match self.by_rank.get(r as usize) {
+            Some(&i) => i,
+            None => *self.by_rank_sparse.get(&r)?,
+        };
         if i == NO_ENTRY {
             None
         } else {
@@ -319,11 +331,18 @@ impl Vocab {
     pub fn to_tiktoken(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes.len() * 2 + self.len() * 8);
         let eng = base64::engine::general_purpose::STANDARD;
-        for r in 0..self.by_rank.len() {
-            let i = self.by_rank[r];
-            if i == NO_ENTRY {
-                continue;
-            }
+        let mut order: Vec<(Rank, u32)> = if self.by_rank_sparse.is_empty() {
+            (0..self.by_rank.len() as Rank)
+                .zip(self.by_rank.iter().copied())
+                .filter(|p| p.1 != NO_ENTRY)
+                .collect()
+        } else {
+            let mut v: Vec<(Rank, u32)> =
+                self.by_rank_sparse.iter().map(|(&r, &i)| (r, i)).collect();
+            v.sort_unstable();
+            v
+        };
+        for (r, i) in order {
             out.extend_from_slice(eng.encode(self.entry_bytes(i as usize)).as_bytes());
             out.push(b' ');
             out.extend_from_slice(r.to_string().as_bytes());
@@ -435,6 +454,21 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("line 2") && e.contains("base64"), "{e}");
+    }
+
+    #[test]
+    fn sparse_ranks() {
+        let bytes: Vec<[u8; 1]> = (0..=255u8).map(|b| [b]).collect();
+        let mut entries: Vec<(&[u8], Rank)> =
+            bytes.iter().map(|b| (&b[..], b[0] as Rank)).collect();
+        entries.push((b"ab", 1_000_000_000));
+        let v = Vocab::from_entries(entries).unwrap();
+        assert_eq!(v.get(b"ab"), Some(1_000_000_000));
+        assert_eq!(v.token(1_000_000_000), Some(&b"ab"[..]));
+        assert_eq!(v.token(999), None);
+        assert!(String::from_utf8(v.to_tiktoken())
+            .unwrap()
+            .ends_with("YWI= 1000000000\n"));
     }
 
     #[test]
