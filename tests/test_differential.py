@@ -351,7 +351,7 @@ def test_generated_encode_to_numpy(all_pairs):
 
     @given(STRATEGIES["mixed"])
     def check(text):
-        for name, bp, tt in all_pairs:
+        for _name, bp, tt in all_pairs:
             try:
                 exp = tt.encode_to_numpy(text, allowed_special="all")
             except UnicodeEncodeError:
@@ -443,7 +443,7 @@ def test_decode_with_offsets_round_trip(all_pairs):
     @given(STRATEGIES["mixed"])
     def check(text):
         text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        for name, bp, tt in all_pairs:
+        for _name, bp, tt in all_pairs:
             ids = tt.encode(text, allowed_special="all")
             assert bp.decode_with_offsets(ids) == tt.decode_with_offsets(ids)
 
@@ -770,7 +770,7 @@ def test_generic_path_corpus_and_traps(generic_pairs, corpus_texts):
 def test_generic_path_huge_run_does_not_panic(generic_pairs):
     """tiktoken panics here; the generic path may refuse (its backtracking limit) but must raise
     an ordinary exception, never a panic."""
-    for name, bp, tt in generic_pairs:
+    for _name, bp, _tt in generic_pairs:
         text = " " * 1_000_000 + "a"
         try:
             got = bp.encode_ordinary(text)
@@ -957,7 +957,7 @@ def test_million_char_runs(unit, all_pairs):
     """1M-char runs. Where tiktoken panics, the reference is the plain-regex split (Python ``regex``)
     followed by tiktoken's own BPE of each piece (``tiktoken.Encoding._encode_only_native_bpe``)."""
     body = RUN_UNITS[unit] * (1_000_000 // len(RUN_UNITS[unit]))
-    for name, bp, tt in all_pairs:
+    for _name, bp, tt in all_pairs:
         for text in (body, body + "a"):
             got = bp.encode_ordinary(text)
             assert bp.decode(got) == text

@@ -18,8 +18,8 @@ import pytest
 distributed_lib = pytest.importorskip("distributed")
 pytest.importorskip("dask.bag")
 
-import bytepair
-from bytepair import distributed
+import bytepair  # noqa: E402
+from bytepair import distributed  # noqa: E402
 
 ENC = "cl100k_base"
 TIMEOUT = 120

@@ -11,7 +11,6 @@ import threading
 import bytepair.embed as embed
 import numpy as np
 import pytest
-from bytepair import _native
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
