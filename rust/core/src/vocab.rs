@@ -331,7 +331,7 @@ impl Vocab {
     pub fn to_tiktoken(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes.len() * 2 + self.len() * 8);
         let eng = base64::engine::general_purpose::STANDARD;
-        let mut order: Vec<(Rank, u32)> = if self.by_rank_sparse.is_empty() {
+        let order: Vec<(Rank, u32)> = if self.by_rank_sparse.is_empty() {
             (0..self.by_rank.len() as Rank)
                 .zip(self.by_rank.iter().copied())
                 .filter(|p| p.1 != NO_ENTRY)

@@ -71,16 +71,7 @@ fn batch<T: Send>(
         }
         let chunk = &texts[i..j];
         let part: Vec<T> = py
-            .detach(|| {
-                if pool.current_num_threads() <= 1 || chunk.len() == 1 {
-                    chunk
-                        .iter()
-                        .map(|t| f(t))
-                        .collect::<bytepair_core::Result<Vec<T>>>()
-                } else {
-                    pool.install(|| chunk.par_iter().with_min_len(1).map(|t| f(t)).collect())
-                }
-            })
+            .detach(|| parallel::map_ordered(&pool, chunk, |t| f(t)))
             .map_err(to_py)?;
         out.extend(part);
         py.check_signals()?;
