@@ -17,6 +17,17 @@ pub enum SpecialSet {
 }
 
 impl SpecialSet {
+    /// Whether special token `id` raises: `All` in `disallowed` means every special token that
+    /// is not allowed (tiktoken's "all"); an explicit set is checked even for allowed tokens, as
+    /// tiktoken does.
+    #[inline]
+    pub fn refuses(disallowed: &SpecialSet, allowed: &SpecialSet, id: usize) -> bool {
+        match disallowed {
+            SpecialSet::All => !allowed.contains(id),
+            d => d.contains(id),
+        }
+    }
+
     #[inline]
     pub fn contains(&self, i: usize) -> bool {
         match self {
@@ -277,10 +288,7 @@ impl CoreBpe {
         let mut first: Option<(usize, usize)> = None;
         for m in ac.find_overlapping_iter(text) {
             let id = m.pattern().as_usize();
-            let refused = match disallowed {
-                SpecialSet::All => !allowed.contains(id),
-                d => d.contains(id),
-            };
+            let refused = SpecialSet::refuses(disallowed, allowed, id);
             if refused && first.is_none_or(|(start, _)| m.start() < start) {
                 first = Some((m.start(), id));
             }
@@ -307,12 +315,7 @@ impl CoreBpe {
                 return Ok(None);
             };
             let id = m.pattern().as_usize();
-            // `All` in `disallowed` means every special token that is not allowed (tiktoken's
-            // "all"); an explicit set is checked even for allowed tokens, as tiktoken does.
-            let refused = match disallowed {
-                SpecialSet::All => !allowed.contains(id),
-                d => d.contains(id),
-            };
+            let refused = SpecialSet::refuses(disallowed, allowed, id);
             if refused {
                 return Err(Error::DisallowedSpecial(self.specials[id].0.clone()));
             }

@@ -52,6 +52,15 @@ fn special_set(core: &CoreBpe, arg: &Bound<'_, PyAny>) -> PyResult<SpecialSet> {
     Ok(core.special_set(names.iter().map(String::as_str)))
 }
 
+/// Both special-token arguments of a call.
+fn special_sets(
+    core: &CoreBpe,
+    allowed: &Bound<'_, PyAny>,
+    disallowed: &Bound<'_, PyAny>,
+) -> PyResult<(SpecialSet, SpecialSet)> {
+    Ok((special_set(core, allowed)?, special_set(core, disallowed)?))
+}
+
 /// Parallel map over texts in chunks, checking for Ctrl-C between chunks.
 fn batch<T: Send>(
     py: Python<'_>,
@@ -214,10 +223,7 @@ impl PyCoreBpe {
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let (a, d) = (
-            special_set(&self.inner, allowed)?,
-            special_set(&self.inner, disallowed)?,
-        );
+        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
         let v = run(py, text.len() >= DETACH_BYTES, || {
             self.inner.encode(text, &a, &d)
         })?;
@@ -231,10 +237,7 @@ impl PyCoreBpe {
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
-        let (a, d) = (
-            special_set(&self.inner, allowed)?,
-            special_set(&self.inner, disallowed)?,
-        );
+        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
         let v = run(py, text.len() >= DETACH_BYTES, || {
             self.inner.encode(text, &a, &d)
         })?;
@@ -248,10 +251,7 @@ impl PyCoreBpe {
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
-        let (a, d) = (
-            special_set(&self.inner, allowed)?,
-            special_set(&self.inner, disallowed)?,
-        );
+        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
         run(py, text.len() >= DETACH_BYTES, || {
             self.inner.count(text, &a, &d)
         })
@@ -275,10 +275,7 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyList>> {
-        let (a, d) = (
-            special_set(&self.inner, allowed)?,
-            special_set(&self.inner, disallowed)?,
-        );
+        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
         let v = batch(py, &texts, num_threads, |t| self.inner.encode(t, &a, &d))?;
         self.ints.lists(py, &v)
     }
@@ -291,10 +288,7 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
         num_threads: usize,
     ) -> PyResult<Vec<usize>> {
-        let (a, d) = (
-            special_set(&self.inner, allowed)?,
-            special_set(&self.inner, disallowed)?,
-        );
+        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
         batch(py, &texts, num_threads, |t| self.inner.count(t, &a, &d))
     }
 
@@ -305,10 +299,7 @@ impl PyCoreBpe {
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<(Vec<Rank>, Vec<Vec<Rank>>)> {
-        let (a, d) = (
-            special_set(&self.inner, allowed)?,
-            special_set(&self.inner, disallowed)?,
-        );
+        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
         run(py, true, || self.inner.encode_with_unstable(text, &a, &d))
     }
 
