@@ -392,7 +392,11 @@ class Encoding:
     # ------------------------------------------------------------------ misc
 
     def token_byte_values(self) -> list[bytes]:
-        """All mergeable tokens' bytes, sorted."""
+        """All mergeable tokens' bytes, sorted.
+
+        >>> len(enc.token_byte_values())
+        100256
+        """
         return self._core_bpe.token_byte_values()
 
     @property
@@ -455,14 +459,26 @@ class Encoding:
 
     def save(self, path: str) -> None:
         """Writes ``<path>/<name>.tiktoken`` and a JSON file; read it back with
-        :func:`bytepair.load`."""
+        :func:`bytepair.load`.
+
+        >>> enc = bytepair.train(["hello world"] * 20, vocab_size=260, progress=False)
+        >>> enc.save("my-tokenizer")
+        >>> bytepair.load("my-tokenizer").encode("hello world") == enc.encode("hello world")
+        True
+        """
         from bytepair.train import _save
 
         _save(self, path)
 
     def to_huggingface(self, path: str) -> None:
         """Writes a ``tokenizer.json`` that Hugging Face ``tokenizers`` loads and that encodes to
-        the same ids."""
+        the same ids.
+
+        >>> enc.to_huggingface("my-tokenizer")
+        >>> from tokenizers import Tokenizer
+        >>> Tokenizer.from_file("my-tokenizer/tokenizer.json").encode("hello world").ids == enc.encode("hello world")
+        True
+        """
         from bytepair.train import _to_huggingface
 
         _to_huggingface(self, path)

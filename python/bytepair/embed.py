@@ -249,7 +249,13 @@ class Index:
             self._inner.add(keys)
 
     def add(self, keys: Any) -> None:
-        """Append keys ``[n, dim]`` (normalised and converted like the first ones)."""
+        """Append keys ``[n, dim]`` (normalised and converted like the first ones).
+
+        >>> index = Index(np.eye(3, 8, dtype=np.float32))
+        >>> index.add(np.ones((2, 8), dtype=np.float32))
+        >>> len(index)
+        5
+        """
         keys = _float_matrix(keys, "keys", allow_f16=False)
         if keys.shape[1] != self.dim:
             raise ValueError(
@@ -258,7 +264,13 @@ class Index:
         self._inner.add(keys)
 
     def search(self, queries: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """``(scores, indices)``, each ``[B, k]``, best first; see :func:`topk`."""
+        """``(scores, indices)``, each ``[B, k]``, best first; see :func:`topk`.
+
+        >>> index = Index(np.eye(4, 8, dtype=np.float32))
+        >>> scores, ids = index.search(np.eye(1, 8, dtype=np.float32), 2)
+        >>> ids[0, 0]
+        np.int64(0)
+        """
         q = _float_matrix(queries, "queries", allow_f16=False)
         if q.shape[1] != self.dim:
             raise ValueError(
@@ -290,7 +302,13 @@ class Index:
         return self._inner.nbytes
 
     def save(self, path: PathLike) -> None:
-        """Write the index to ``path`` (a versioned little-endian binary file)."""
+        """Write the index to ``path`` (a versioned little-endian binary file).
+
+        >>> index = Index(np.eye(4, 8, dtype=np.float32), dtype="int8")
+        >>> index.save("keys.index")
+        >>> len(Index.load("keys.index"))
+        4
+        """
         self._inner.save(os.fspath(path))
 
     @classmethod
@@ -347,6 +365,9 @@ def simd_level() -> str:
 
     Set ``BYTEPAIR_SIMD`` to ``generic``, ``avx2`` or ``avx512-novnni`` before the first call to
     lower it (for testing).
+
+    >>> simd_level() in ("avx512+vnni", "avx512", "avx2", "generic")
+    True
     """
     return _native.embed_simd_level()
 

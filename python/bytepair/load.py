@@ -14,7 +14,11 @@ __all__ = [
 
 
 def read_file(blobpath: str) -> bytes:
-    """Reads a local path, or an ``http(s)://`` URL (other schemes need ``blobfile``)."""
+    """Reads a local path, or an ``http(s)://`` URL (other schemes need ``blobfile``).
+
+    >>> read_file("tiny.tiktoken")[:6]
+    b'YQ== 0'
+    """
     if "://" not in blobpath:
         with open(blobpath, "rb", buffering=0) as f:
             return f.read()
@@ -31,7 +35,11 @@ def read_file(blobpath: str) -> bytes:
 
 
 def check_hash(data: bytes, expected_hash: str) -> bool:
-    """Whether ``data``'s SHA-256 hex digest is ``expected_hash``."""
+    """Whether ``data``'s SHA-256 hex digest is ``expected_hash``.
+
+    >>> check_hash(b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    True
+    """
     import hashlib
 
     return hashlib.sha256(data).hexdigest() == expected_hash
@@ -51,7 +59,10 @@ def read_file_cached(blobpath: str, expected_hash: str | None = None) -> bytes:
     """Reads ``blobpath`` through the cache directory (``TIKTOKEN_CACHE_DIR``, else
     ``DATA_GYM_CACHE_DIR``, else a temp folder; an empty value disables caching), keyed by
     ``sha1(blobpath)``. A cached copy with the wrong hash is fetched again; fetched data with the
-    wrong hash raises ``ValueError``."""
+    wrong hash raises ``ValueError``.
+
+    >>> data = read_file_cached("https://example.com/my.tiktoken", expected_hash=None)  # doctest: +SKIP
+    """
     cache_dir, user_specified = _cache_dir()
     if cache_dir == "":
         return read_file(blobpath)
@@ -115,7 +126,12 @@ def load_tiktoken_bpe(tiktoken_bpe_file: str, expected_hash: str | None = None) 
 
 def dump_tiktoken_bpe(bpe_ranks: dict[bytes, int], tiktoken_bpe_file: str) -> None:
     """Writes ``{token bytes: rank}`` as a ``.tiktoken`` file (sorted by rank). Local paths are
-    written directly; other URLs need ``blobfile``."""
+    written directly; other URLs need ``blobfile``.
+
+    >>> dump_tiktoken_bpe({b"a": 0, b"b": 1, b"ab": 2}, "tiny.tiktoken")
+    >>> open("tiny.tiktoken", "rb").read().split()
+    [b'YQ==', b'0', b'Yg==', b'1', b'YWI=', b'2']
+    """
     import base64
 
     lines = b"".join(
@@ -141,7 +157,12 @@ def data_gym_to_mergeable_bpe_ranks(
     encoder_json_hash: str | None = None,
     clobber_one_byte_tokens: bool = False,
 ) -> dict[bytes, int]:
-    """Converts GPT-2's ``vocab.bpe`` + ``encoder.json`` pair into mergeable ranks."""
+    """Converts GPT-2's ``vocab.bpe`` + ``encoder.json`` pair into mergeable ranks.
+
+    >>> ranks = data_gym_to_mergeable_bpe_ranks("gpt2/vocab.bpe", "gpt2/encoder.json")  # doctest: +SKIP
+    >>> len(ranks)  # doctest: +SKIP
+    50256
+    """
     # GPT-2 maps each byte to a printable char: printable non-space bytes map to themselves,
     # the rest to 256, 257, ... in byte order.
     printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]

@@ -205,6 +205,12 @@ class WordCounts(_native.WordCounts):
         ``max_memory`` (bytes) bounds the counting table: beyond it, sorted runs are spilled to
         disk and merged exactly later. ``on_error="skip"`` skips bad JSON lines and unreadable
         files (with a warning) instead of raising. Returns ``self``.
+
+        >>> wc = WordCounts(pattern="cl100k_base")
+        >>> wc.update(["hello world", "hello there"])
+        <WordCounts: 3 words, total 4>
+        >>> wc["hello"]
+        2
         """
         if on_error not in ("fail", "skip"):
             raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
@@ -243,7 +249,13 @@ class WordCounts(_native.WordCounts):
         return self
 
     def merge(self, other: _native.WordCounts) -> WordCounts:
-        """Adds the counts of ``other`` (same pattern and special tokens) in place; returns self."""
+        """Adds the counts of ``other`` (same pattern and special tokens) in place; returns self.
+
+        >>> a = WordCounts().update(["hello"])
+        >>> b = WordCounts().update(["hello world"])
+        >>> a.merge(b)["hello"]
+        2
+        """
         if not isinstance(other, _native.WordCounts):
             raise TypeError(f"can only merge WordCounts, not {type(other).__name__}")
         self._merge(other)
@@ -271,7 +283,13 @@ class WordCounts(_native.WordCounts):
         return (_restore, (type(self), self.to_bytes()))
 
     def save(self, path: PathLike) -> None:
-        """Writes the compact binary form to ``path`` (atomically)."""
+        """Writes the compact binary form to ``path`` (atomically).
+
+        >>> wc = WordCounts().update(["hi"])
+        >>> wc.save("counts.bin")
+        >>> WordCounts.load("counts.bin") == wc
+        True
+        """
         p = Path(path)
         tmp = p.with_name(p.name + ".tmp")
         tmp.write_bytes(self.to_bytes())
@@ -279,7 +297,12 @@ class WordCounts(_native.WordCounts):
 
     @classmethod
     def load(cls, path: PathLike) -> WordCounts:
-        """Reads counts written by :meth:`save`."""
+        """Reads counts written by :meth:`save`.
+
+        >>> WordCounts().update(["hi"]).save("counts.bin")
+        >>> WordCounts.load("counts.bin")["hi"]
+        1
+        """
         return cls.from_bytes(Path(path).read_bytes())
 
     @classmethod
@@ -481,7 +504,13 @@ def _save(enc: Any, path: PathLike) -> None:
 
 def load(path: PathLike) -> Any:
     """Loads an ``Encoding`` saved with ``Encoding.save(path)`` (a directory, or its
-    ``bytepair.json``)."""
+    ``bytepair.json``).
+
+    >>> enc = bytepair.train(["hello world"] * 20, vocab_size=260, progress=False)
+    >>> enc.save("my-tokenizer")
+    >>> load("my-tokenizer").encode("hello world") == enc.encode("hello world")
+    True
+    """
     p = Path(path)
     meta_path = p / _META_FILE if p.is_dir() else p
     try:
