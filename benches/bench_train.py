@@ -50,15 +50,7 @@ def _lines(files: list[str]):
             yield from fh
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    out = {b: chr(b) for b in keep}
-    n = 0
-    for b in range(256):
-        if b not in out:
-            out[b] = chr(256 + n)
-            n += 1
-    return out
+from bytepair.train import _bytes_to_unicode  # noqa: E402  (GPT-2's byte alphabet)
 
 
 def _worker(trainer: str, mode: str, vocab: int, files: list[str]) -> dict[str, Any]:
