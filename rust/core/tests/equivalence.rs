@@ -2,9 +2,9 @@
 //! - hand-written lexers vs fancy-regex on the same pattern;
 //! - the stack-array merge vs the heap merge vs a textbook reference, on piece lengths just below
 //!   and above every size switch.
-use bytepair_core::bpe::{merge_heap, merge_scan, HEAP_THRESHOLD};
+use bytepair_core::bpe::{merge_heap, merge_scan, reference_merge, HEAP_THRESHOLD};
 use bytepair_core::pretokenize::{Pretokenizer, CL100K_PATTERN, O200K_PATTERN, R50K_PATTERN};
-use bytepair_core::vocab::{bundled, Rank, Vocab};
+use bytepair_core::vocab::{bundled, Vocab};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -91,26 +91,6 @@ fn vocabs() -> &'static Vec<Vocab> {
     })
 }
 
-/// Repeatedly merges the leftmost lowest-ranked adjacent pair.
-fn reference(v: &Vocab, piece: &[u8]) -> Vec<Rank> {
-    let mut parts: Vec<Vec<u8>> = piece.iter().map(|&b| vec![b]).collect();
-    loop {
-        let mut best: Option<(Rank, usize)> = None;
-        for i in 0..parts.len().saturating_sub(1) {
-            let cat = [parts[i].as_slice(), parts[i + 1].as_slice()].concat();
-            if let Some(r) = v.get(&cat) {
-                if best.is_none_or(|(b, _)| r < b) {
-                    best = Some((r, i));
-                }
-            }
-        }
-        let Some((_, i)) = best else { break };
-        let right = parts.remove(i + 1);
-        parts[i].extend(right);
-    }
-    parts.iter().map(|p| v.get(p).unwrap()).collect()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
@@ -136,7 +116,7 @@ proptest! {
         }
         let piece: Vec<u8> = bytes.iter().cycle().take(len).copied().collect();
         for v in vocabs() {
-            let want = reference(v, &piece);
+            let want = reference_merge(v, &piece);
             let mut heap = Vec::new();
             merge_heap(v, &piece, &mut heap);
             prop_assert_eq!(&heap, &want);
