@@ -37,6 +37,27 @@ const QB: usize = 96;
 /// ~40%. The hardware prefetchers alone do not keep enough misses in flight.
 pub(crate) const PREFETCH_BYTES: usize = 128 * 1024;
 
+/// Keys `t .. t + nk` of a row-major `[n, d]` array as one `NK`-key tile: borrowed when the tile
+/// is full, else copied into `pad` and zero-padded (the padding's scores are computed and
+/// dropped).
+#[inline]
+pub(crate) fn key_tile<'a, T: Copy + Default>(
+    keys: &'a [T],
+    t: usize,
+    nk: usize,
+    d: usize,
+    pad: &'a mut Vec<T>,
+) -> &'a [T] {
+    if nk == NK {
+        &keys[t * d..(t + NK) * d]
+    } else {
+        pad.clear();
+        pad.extend_from_slice(&keys[t * d..(t + nk) * d]);
+        pad.resize(NK * d, T::default());
+        pad
+    }
+}
+
 /// `a` ranks before `b`: higher score, then lower index; NaN ranks below every number.
 #[inline]
 pub(crate) fn better(a: (f32, u32), b: (f32, u32)) -> bool {
@@ -344,16 +365,7 @@ pub(crate) fn scan<E: Elem>(
         let nk = NK.min(range.end - t);
         // The padded last tile lives elsewhere: no prefetching relative to it.
         let pf = if nk == NK { pf_elems } else { 0 };
-        let kt: &[E] = if nk == NK {
-            &keys[t * d..(t + NK) * d]
-        } else {
-            // The last partial tile: copy it into a zero-padded tile (the padding's scores are
-            // computed and dropped).
-            pad.clear();
-            pad.extend_from_slice(&keys[t * d..(t + nk) * d]);
-            pad.resize(NK * d, E::default());
-            &pad
-        };
+        let kt: &[E] = key_tile(keys, t, nk, d, &mut pad);
         let mut f = [1f32; NK];
         let mut need_norm = false;
         match factor {

@@ -135,14 +135,7 @@ pub(crate) fn scan(
         while t < range.end {
             let nk = NK.min(range.end - t);
             let pf = if nk == NK { pf_elems } else { 0 };
-            let kt: &[i8] = if nk == NK {
-                &codes[t * d..(t + NK) * d]
-            } else {
-                pad.clear();
-                pad.extend_from_slice(&codes[t * d..(t + nk) * d]);
-                pad.resize(NK * d, 0);
-                &pad
-            };
+            let kt: &[i8] = super::topk::key_tile(codes, t, nk, d, &mut pad);
             let mut qi = 0;
             while qi < nq {
                 let m = MQ.min(nq - qi);
