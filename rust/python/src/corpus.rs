@@ -94,6 +94,26 @@ fn options(
     })
 }
 
+/// Runs a corpus job with the interpreter detached: events go to `callback` (which also checks
+/// for Ctrl-C), panics become errors, and a Python error raised by the callback wins over the
+/// `Interrupted` it caused.
+fn run_job(
+    py: Python<'_>,
+    callback: Option<&Py<PyAny>>,
+    job: impl FnOnce(&mut dyn FnMut(Event) -> bytepair_core::Result<()>) -> bytepair_core::Result<Summary>
+        + Send,
+) -> PyResult<Summary> {
+    let kept = Mutex::new(None);
+    py.detach(|| {
+        let ev = Events {
+            callback,
+            error: &kept,
+        };
+        no_panic(|| job(&mut |e| ev.send(e)))
+    })
+    .map_err(|e| convert(e, &kept))
+}
+
 fn summary_dict<'py>(py: Python<'py>, s: &Summary) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("documents", s.documents)?;
@@ -141,32 +161,14 @@ fn _encode_shards<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let opts = options(on_error, field, num_threads, batch_bytes)?;
     let bpe = core.get().inner.clone();
-    let kept = Mutex::new(None);
     let range = EncodeRange {
         skip_docs,
         max_docs,
         first_shard,
     };
-    let s = py
-        .detach(|| {
-            let ev = Events {
-                callback: callback.as_ref(),
-                error: &kept,
-            };
-            no_panic(|| {
-                shards::encode_to_shards(
-                    &bpe,
-                    files,
-                    &out,
-                    eot,
-                    docs_per_shard,
-                    range,
-                    &opts,
-                    &mut |e| ev.send(e),
-                )
-            })
-        })
-        .map_err(|e| convert(e, &kept))?;
+    let s = run_job(py, callback.as_ref(), |send| {
+        shards::encode_to_shards(&bpe, files, &out, eot, docs_per_shard, range, &opts, send)
+    })?;
     summary_dict(py, &s)
 }
 
@@ -186,16 +188,9 @@ fn _count_tokens<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let opts = options(on_error, field, num_threads, batch_bytes)?;
     let bpe = core.get().inner.clone();
-    let kept = Mutex::new(None);
-    let s = py
-        .detach(|| {
-            let ev = Events {
-                callback: callback.as_ref(),
-                error: &kept,
-            };
-            no_panic(|| shards::count_tokens(&bpe, files, &opts, &mut |e| ev.send(e)))
-        })
-        .map_err(|e| convert(e, &kept))?;
+    let s = run_job(py, callback.as_ref(), |send| {
+        shards::count_tokens(&bpe, files, &opts, send)
+    })?;
     summary_dict(py, &s)
 }
 
