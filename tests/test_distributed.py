@@ -158,12 +158,10 @@ def slow_tasks(client):
 def test_a_killed_worker_changes_nothing(client, files, tmp_path, slow_tasks):
     local = bytepair.WordCounts([Path(f) for f in files], pattern=ENC, progress=False)
     with ThreadPoolExecutor(1) as ex:
-        t0 = time.time()
         fut = ex.submit(distributed.count_words, files, pattern=ENC, client=client, task_bytes=1)
-        killed = _kill_a_busy_worker(client)
-        assert not fut.done()
+        killed = _kill_a_busy_worker(client)  # only kills a worker with a task in processing
+        assert not fut.done()  # so the kill hit a running job, whatever the machine's speed
         got = fut.result(timeout=TIMEOUT)
-        assert time.time() - t0 > 2  # the tasks were slowed down: the kill hit a running job
     assert killed not in client.run(os.getpid).values()
     assert got.to_bytes() == local.to_bytes()
 
