@@ -426,7 +426,8 @@ def test_generic_and_avx2_levels_agree():
     assert len({o[1] for o in outs.values()}) == 1
 
 
-def test_docstring_examples():
+def test_docstring_examples(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the Index.save example writes a file
     res = doctest.testmod(embed, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert res.failed == 0 and res.attempted > 10
 
