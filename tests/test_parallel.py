@@ -42,3 +42,18 @@ def test_batch_identical_across_thread_counts() -> None:
     assert enc.encode_ordinary_batch(texts, num_threads=2) == one
     assert enc.encode_batch(texts, num_threads=4) == one
     assert enc.count_batch(texts, num_threads=2) == [len(t) for t in one]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batch_error_is_the_earliest_failing_document(threads: int) -> None:
+    # Documents are encoded out of order on several threads while lists are built in order; the
+    # error raised must be that of the first bad document, and a good batch after it still works.
+    enc = bytepair.get_encoding("cl100k_base")
+    texts = [f"document {i} " * 50 for i in range(300)]
+    texts[170] += "<|fim_prefix|>"
+    texts[40] += "<|endoftext|>"
+    with pytest.raises(ValueError, match="endoftext"):
+        enc.encode_batch(texts, num_threads=threads)
+    ok = [t for i, t in enumerate(texts) if i not in (40, 170)]
+    assert enc.encode_batch(ok, num_threads=threads) == [enc.encode(t) for t in ok]
+    assert enc.encode_batch(texts, num_threads=threads, allowed_special="all")[40][-1] == 100257

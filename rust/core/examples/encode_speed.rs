@@ -36,12 +36,20 @@ fn main() {
         core.pretokenizer().split(d, |_, _| n += 1).unwrap();
     }
     let lex = t.elapsed().as_secs_f64();
+    // ENCODE_REPS=N repeats the encode pass (for profilers); the figure is per pass.
+    let reps: usize = std::env::var("ENCODE_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let t = Instant::now();
     let mut toks = 0;
-    for d in &docs {
-        toks += core.encode_ordinary(d).unwrap().len();
+    for _ in 0..reps {
+        toks = 0;
+        for d in &docs {
+            toks += core.encode_ordinary(d).unwrap().len();
+        }
     }
-    let enc = t.elapsed().as_secs_f64();
+    let enc = t.elapsed().as_secs_f64() / reps as f64;
     println!(
         "{name}: {n} pieces, {toks} tokens; lex {:.1} MB/s, full encode {:.1} MB/s",
         mb / lex,

@@ -13,16 +13,27 @@ use std::collections::BinaryHeap;
 /// Pieces shorter than this (in bytes) use the linear scan; longer ones the heap.
 pub const HEAP_THRESHOLD: usize = 128;
 
-/// Encodes one piece: a whole-piece lookup first, then merging. Unencodable bytes (only possible
-/// with vocabularies that lack some single bytes) come out as `NO_ENTRY`.
+/// Encodes the piece `text[s..e]`: a whole-piece lookup first, then merging. Unencodable bytes
+/// (only possible with vocabularies that lack some single bytes) come out as `NO_ENTRY`.
 #[inline]
-pub fn encode_piece(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+pub fn encode_piece(v: &Vocab, text: &[u8], s: usize, e: usize, out: &mut Vec<Rank>) {
+    let piece = &text[s..e];
     if piece.len() == 1 {
         out.push(v.byte_rank(piece[0]));
-    } else if let Some(r) = v.get(piece) {
+    } else if let Some(r) = whole(v, text, s, e) {
         out.push(r);
     } else {
         merge(v, piece, out);
+    }
+}
+
+/// The rank of the whole piece `text[s..e]`, if it is a token.
+#[inline(always)]
+fn whole(v: &Vocab, text: &[u8], s: usize, e: usize) -> Option<Rank> {
+    if s + 16 <= text.len() {
+        v.get_at(text, s, e)
+    } else {
+        v.get(&text[s..e])
     }
 }
 
@@ -38,10 +49,11 @@ pub fn merge(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     }
 }
 
-/// Counts the tokens of one piece without keeping them.
+/// Counts the tokens of the piece `text[s..e]` without keeping them.
 #[inline]
-pub fn count_piece(v: &Vocab, piece: &[u8], scratch: &mut Vec<Rank>) -> usize {
-    if piece.len() == 1 || v.get(piece).is_some() {
+pub fn count_piece(v: &Vocab, text: &[u8], s: usize, e: usize, scratch: &mut Vec<Rank>) -> usize {
+    let piece = &text[s..e];
+    if piece.len() == 1 || whole(v, text, s, e).is_some() {
         return 1;
     }
     scratch.clear();
@@ -53,7 +65,7 @@ pub fn count_piece(v: &Vocab, piece: &[u8], scratch: &mut Vec<Rank>) -> usize {
 /// scratch array: entries past `len` hold `NO_ENTRY`, so the AVX2 path scans whole 8-lane
 /// vectors with no tail loop.
 #[inline(always)]
-fn min_pos<const AVX2: bool>(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usize) {
+fn min_pos<const AVX2: bool, const CAP: usize>(p: &[u32; CAP], len: usize) -> (u32, usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if AVX2 {
@@ -69,9 +81,9 @@ fn min_pos<const AVX2: bool>(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usi
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn min_pos_avx2(p: &[u32; HEAP_THRESHOLD], len: usize) -> (u32, usize) {
+unsafe fn min_pos_avx2<const CAP: usize>(p: &[u32; CAP], len: usize) -> (u32, usize) {
     use std::arch::x86_64::*;
-    const _: () = assert!(HEAP_THRESHOLD.is_multiple_of(8));
+    debug_assert!(CAP.is_multiple_of(8) && len <= CAP);
     let lanes = len.div_ceil(8) * 8;
     let ptr = p.as_ptr() as *const __m256i;
     let mut vmin = _mm256_set1_epi32(-1);
@@ -111,26 +123,46 @@ pub fn merge_scan(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
             return unsafe { merge_scan_avx2(v, piece, out) };
         }
     }
-    merge_scan_impl::<false>(v, piece, out)
+    merge_scan_sized::<false>(v, piece, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn merge_scan_avx2(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
-    merge_scan_impl::<true>(v, piece, out)
+    merge_scan_sized::<true>(v, piece, out)
+}
+
+/// Pieces below [`SMALL`] bytes (nearly all that need merging) use arrays a quarter the size.
+const SMALL: usize = 32;
+
+#[inline(always)]
+fn merge_scan_sized<const AVX2: bool>(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+    if piece.len() < SMALL {
+        merge_scan_impl::<AVX2, SMALL>(v, piece, out)
+    } else {
+        merge_scan_impl::<AVX2, HEAP_THRESHOLD>(v, piece, out)
+    }
 }
 
 #[inline(always)]
-fn merge_scan_impl<const AVX2: bool>(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
+    v: &Vocab,
+    piece: &[u8],
+    out: &mut Vec<Rank>,
+) {
     let n = piece.len();
-    debug_assert!((2..HEAP_THRESHOLD).contains(&n));
+    debug_assert!(n >= 2 && n < CAP && CAP <= HEAP_THRESHOLD);
+    // The piece, padded so that every lookup can read 16 bytes from any part start.
+    let mut buf = [0u8; HEAP_THRESHOLD + 16];
+    buf[..n].copy_from_slice(piece);
+    let buf = &buf[..CAP + 16];
     // Parts are identified by their start byte. `pair[i]` is the rank of part i merged with the
     // part after it (NO_ENTRY when that is not a token, or when i is no longer a part start), so
     // the choice of the next merge is a flat min-scan over one small array.
-    let mut pair = [NO_ENTRY; HEAP_THRESHOLD];
-    let mut tok = [0u32; HEAP_THRESHOLD];
-    let mut nxt = [0u8; HEAP_THRESHOLD];
-    let mut prv = [0u8; HEAP_THRESHOLD];
+    let mut pair = [NO_ENTRY; CAP];
+    let mut tok = [0u32; CAP];
+    let mut nxt = [0u8; CAP];
+    let mut prv = [0u8; CAP];
     for i in 0..n {
         tok[i] = v.byte_rank(piece[i]);
         nxt[i] = (i + 1) as u8;
@@ -140,7 +172,7 @@ fn merge_scan_impl<const AVX2: bool>(v: &Vocab, piece: &[u8], out: &mut Vec<Rank
         pair[i] = v.pair_rank(piece[i], piece[i + 1]);
     }
     loop {
-        let (best, bi) = min_pos::<AVX2>(&pair, n - 1);
+        let (best, bi) = min_pos::<AVX2, CAP>(&pair, n - 1);
         if best == NO_ENTRY {
             break;
         }
@@ -154,13 +186,13 @@ fn merge_scan_impl<const AVX2: bool>(v: &Vocab, piece: &[u8], out: &mut Vec<Rank
         if k < n {
             prv[k] = bi as u8;
             let e = nxt[k] as usize;
-            pair[bi] = v.get(&piece[bi..e]).unwrap_or(NO_ENTRY);
+            pair[bi] = v.get_at(buf, bi, e).unwrap_or(NO_ENTRY);
         } else {
             pair[bi] = NO_ENTRY;
         }
         if bi > 0 {
             let p = prv[bi] as usize;
-            pair[p] = v.get(&piece[p..k]).unwrap_or(NO_ENTRY);
+            pair[p] = v.get_at(buf, p, k).unwrap_or(NO_ENTRY);
         }
     }
     let mut i = 0;

@@ -165,7 +165,7 @@ impl CoreBpe {
         let mut last = 0;
         self.pre.split(text, |s, e| {
             let before = out.len();
-            bpe::encode_piece(v, &text.as_bytes()[s..e], out);
+            bpe::encode_piece(v, text.as_bytes(), s, e, out);
             last = out.len() - before;
         })?;
         self.check_encodable(out, from)?;
@@ -214,7 +214,7 @@ impl CoreBpe {
                 .map(|w| {
                     let mut out = Vec::with_capacity((w[1] - w[0]) / 4 + 4);
                     let end = self.pre.split_range(text, w[0], w[1], |s, e| {
-                        bpe::encode_piece(v, &b[s..e], &mut out)
+                        bpe::encode_piece(v, b, s, e, &mut out)
                     });
                     (out, end)
                 })
@@ -384,7 +384,7 @@ impl CoreBpe {
             let mut scratch = Vec::new();
             let mut n = 0;
             self.pre.split(text, |s, e| {
-                n += bpe::count_piece(v, &text.as_bytes()[s..e], &mut scratch)
+                n += bpe::count_piece(v, text.as_bytes(), s, e, &mut scratch)
             })?;
             return Ok(n);
         }

@@ -60,6 +60,12 @@ const ALPHABET: &[&str] = &[
     "\u{7f}",
     "\u{10ffff}",
     "\u{e000}",
+    // Long ASCII runs, so the 16-byte SIMD spans cross chunk edges and stop at every offset.
+    "abcdefghijklmnopq",
+    "HELLOWORLDABCDEFG",
+    "Quickbrownfoxjumps",
+    "        ",
+    "0123456789",
 ];
 
 fn text_strategy() -> impl Strategy<Value = String> {

@@ -31,7 +31,7 @@ impl IntCache {
         };
         let p = slot.load(Ordering::Acquire);
         if !p.is_null() {
-            ffi::Py_IncRef(p);
+            ffi::Py_INCREF(p);
             return p;
         }
         let obj = ffi::PyLong_FromUnsignedLong(v as c_ulong);
@@ -64,19 +64,15 @@ impl IntCache {
                 if o.is_null() {
                     return Err(PyErr::fetch(py));
                 }
+                // A fresh list's slots are empty, so storing without the checks of
+                // PyList_SetItem is what it does anyway.
+                #[cfg(not(feature = "abi3"))]
+                ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, o);
+                #[cfg(feature = "abi3")]
                 ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, o);
             }
             Ok(list.cast_into_unchecked())
         }
-    }
-
-    /// A list of lists.
-    pub fn lists<'py>(&self, py: Python<'py>, batch: &[Vec<u32>]) -> PyResult<Bound<'py, PyList>> {
-        let items = batch
-            .iter()
-            .map(|t| self.list(py, t))
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, items)
     }
 }
 

@@ -25,6 +25,56 @@ pub struct Lexer<'a> {
 
 const NOT_OTHER: u8 = SPACE | LETTER | NUM;
 
+/// ASCII byte sets that [`ascii_run`] spans with SIMD.
+const ASCII_LETTERS: u8 = 0;
+const ASCII_LOWER: u8 = 1;
+const ASCII_UPPER: u8 = 2;
+
+#[inline(always)]
+fn in_ascii_set<const SET: u8>(b: u8) -> bool {
+    match SET {
+        ASCII_LETTERS => (b | 0x20).wrapping_sub(b'a') < 26,
+        ASCII_LOWER => b.wrapping_sub(b'a') < 26,
+        _ => b.wrapping_sub(b'A') < 26,
+    }
+}
+
+/// End of the run of bytes of an ASCII letter set from `i`: 16 bytes per step, so a word costs
+/// a few instructions and one predictable branch instead of a branch per byte. Stops at the first
+/// byte outside the set (a non-ASCII byte included; callers continue from there when it starts a
+/// char of the Unicode class).
+#[inline(always)]
+fn ascii_run<const SET: u8>(s: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        while i + 16 <= s.len() {
+            // SAFETY: 16 bytes from `i` are in bounds; SSE2 is part of x86-64.
+            let m = unsafe {
+                let v = _mm_loadu_si128(s.as_ptr().add(i) as *const __m128i);
+                let x = match SET {
+                    ASCII_LETTERS => _mm_sub_epi8(
+                        _mm_or_si128(v, _mm_set1_epi8(0x20)),
+                        _mm_set1_epi8(b'a' as i8),
+                    ),
+                    ASCII_LOWER => _mm_sub_epi8(v, _mm_set1_epi8(b'a' as i8)),
+                    _ => _mm_sub_epi8(v, _mm_set1_epi8(b'A' as i8)),
+                };
+                let ok = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(25)), x);
+                _mm_movemask_epi8(ok) as u32
+            };
+            if m != 0xFFFF {
+                return i + (!m).trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+    }
+    while i < s.len() && in_ascii_set::<SET>(s[i]) {
+        i += 1;
+    }
+    i
+}
+
 impl<'a> Lexer<'a> {
     /// A lexer over `text` that starts at byte `pos`, which must be a piece boundary of the
     /// whole text (the lexers only ever look forward, so this reproduces the pieces from there).
@@ -51,6 +101,36 @@ impl<'a> Lexer<'a> {
         } else {
             let (cp, l) = decode_at(self.s, i);
             (self.t.get(cp), l)
+        }
+    }
+
+    /// `\p{L}+` from `i`: ASCII letters with SIMD, then the general loop from the first
+    /// non-ASCII byte, if any.
+    #[inline(always)]
+    fn run_letters(&self, i: usize) -> usize {
+        if self.s[i] >= 0x80 {
+            return self.run(i, LETTER);
+        }
+        let j = ascii_run::<ASCII_LETTERS>(self.s, i);
+        if j < self.s.len() && self.s[j] >= 0x80 {
+            self.run(j, LETTER)
+        } else {
+            j
+        }
+    }
+
+    /// o200k's `[\p{Ll}\p{Lm}\p{Lo}\p{M}]+`-style run of class `B` from `i`, ASCII lowercase
+    /// first.
+    #[inline(always)]
+    fn run_b(&self, i: usize) -> usize {
+        if i < self.s.len() && self.s[i] >= 0x80 {
+            return self.run(i, O200K_B);
+        }
+        let j = ascii_run::<ASCII_LOWER>(self.s, i);
+        if j < self.s.len() && self.s[j] >= 0x80 {
+            self.run(j, O200K_B)
+        } else {
+            j
         }
     }
 
@@ -156,7 +236,12 @@ impl<'a> Lexer<'a> {
     #[inline(always)]
     fn o200k_lower_word(&self, q: usize) -> Option<usize> {
         let n = self.s.len();
-        let (mut i, mut last_b_end) = (q, None);
+        // ASCII capitals are in A and not in B, so they can be skipped in bulk.
+        let mut i = q;
+        if self.s[q] < 0x80 {
+            i = ascii_run::<ASCII_UPPER>(self.s, q);
+        }
+        let mut last_b_end = None;
         while i < n {
             let (c, l) = self.cls(i);
             if c & O200K_A == 0 {
@@ -168,7 +253,7 @@ impl<'a> Lexer<'a> {
             }
         }
         let end = if i < n && self.cls(i).0 & O200K_B != 0 {
-            self.run(i, O200K_B)
+            self.run_b(i)
         } else {
             last_b_end?
         };
@@ -178,11 +263,17 @@ impl<'a> Lexer<'a> {
     /// o200k `[A]+[B]*` + suffix from `q`.
     #[inline(always)]
     fn o200k_upper_word(&self, q: usize) -> Option<usize> {
-        let a = self.run(q, O200K_A);
+        let mut a = q;
+        if self.s[q] < 0x80 {
+            a = ascii_run::<ASCII_UPPER>(self.s, q);
+        }
+        if a < self.s.len() && self.s[a] >= 0x80 {
+            a = self.run(a, O200K_A);
+        }
         if a == q {
             return None;
         }
-        Some(self.o200k_suffix(self.run(a, O200K_B)))
+        Some(self.o200k_suffix(self.run_b(a)))
     }
 
     fn next_r50k(&self, p: usize) -> usize {
@@ -196,7 +287,7 @@ impl<'a> Lexer<'a> {
         let q = if b == b' ' && p + 1 < n { p + 1 } else { p };
         let (c, l) = self.cls(q);
         if c & LETTER != 0 {
-            return self.run(q, LETTER);
+            return self.run_letters(q);
         }
         if c & NUM != 0 {
             return self.run(q, NUM);
@@ -224,10 +315,10 @@ impl<'a> Lexer<'a> {
         }
         let (c, l) = self.cls(p);
         if c & LETTER != 0 {
-            return self.run(p, LETTER);
+            return self.run_letters(p);
         }
         if c & (CRLF | NUM) == 0 && p + l < n && self.cls(p + l).0 & LETTER != 0 {
-            return self.run(p + l, LETTER);
+            return self.run_letters(p + l);
         }
         if c & NUM != 0 {
             return self.digits3(p);
