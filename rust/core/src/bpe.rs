@@ -45,7 +45,109 @@ pub fn merge(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
         0 => {}
         1 => out.push(v.byte_rank(piece[0])),
         n if n < HEAP_THRESHOLD => merge_scan(v, piece, out),
+        _ => merge_chunked(v, piece, out, CHUNK),
+    }
+}
+
+/// Bytes per chunk of [`merge_chunked`]: chunks (plus the tokens carried over from the previous
+/// one) stay under [`HEAP_THRESHOLD`], so each is a fast scan merge.
+pub const CHUNK: usize = 64;
+
+/// The longest chunk that [`merge_chunked`] grows to.
+const MAX_CHUNK: usize = 1024;
+
+/// How many tokens a chunk may take back from the output before the piece falls back to the
+/// heap merge.
+const MAX_CARRY: usize = 8;
+
+/// Whether `a b` is how the merge itself encodes the bytes of `a` followed by those of `b`.
+fn compatible(v: &Vocab, a: Rank, b: Rank, buf: &mut Vec<u8>, tmp: &mut Vec<Rank>) -> bool {
+    let (Some(x), Some(y)) = (v.token(a), v.token(b)) else {
+        return false;
+    };
+    buf.clear();
+    buf.extend_from_slice(x);
+    buf.extend_from_slice(y);
+    tmp.clear();
+    merge_direct(v, buf, tmp);
+    tmp[..] == [a, b]
+}
+
+/// The scan or heap merge by length, never chunked (so never recursive).
+fn merge_direct(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+    match piece.len() {
+        0 => {}
+        1 => out.push(v.byte_rank(piece[0])),
+        n if n < HEAP_THRESHOLD => merge_scan(v, piece, out),
         _ => merge_heap(v, piece, out),
+    }
+}
+
+/// Linear-time merge of a long piece, with exactly the result of [`merge_heap`].
+///
+/// Why it is exact: when every token of a sequence is a merge result and every adjacent pair
+/// `a b` is [`compatible`], the sequence is the merge of its bytes. (Run the merge on the whole:
+/// before any merge could cross a token boundary, the merges inside the two tokens around it
+/// happen in the same order as when merging just those two tokens, so the first crossing merge
+/// would also happen there, which compatibility rules out.) So the piece is merged chunk by
+/// chunk, and each chunk's first token is checked against the last token so far; when the check
+/// fails, that last token is taken back and merged again together with the chunk. After
+/// [`MAX_CARRY`] failures in a row the whole piece goes to the heap merge, so the cost is linear
+/// on the inputs this is for (runs, long words) and O(n log n) at worst.
+#[doc(hidden)]
+pub fn merge_chunked(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>, chunk: usize) {
+    let n = piece.len();
+    let base = out.len();
+    if n < 2 || !v.has_all_bytes() {
+        return merge_direct(v, piece, out);
+    }
+    // `ends[i]`: where token `out[base + i]` ends in `piece`.
+    let mut ends: Vec<usize> = Vec::with_capacity(n / 2);
+    let (mut buf, mut tmp, mut part) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pos, mut chunk) = (0, chunk);
+    while pos < n {
+        // End chunks on a UTF-8 char boundary where one is near (tokens rarely cross chars).
+        let mut end = (pos + chunk).min(n);
+        let mut e = end;
+        while e < n && e > pos + chunk / 2 && (piece[e] & 0xC0) == 0x80 {
+            e -= 1;
+        }
+        if e > pos + chunk / 2 {
+            end = e;
+        }
+        let mut from = pos;
+        let mut carried = 0;
+        loop {
+            part.clear();
+            merge_direct(v, &piece[from..end], &mut part);
+            let ok = match out.len() > base {
+                true => compatible(v, out[out.len() - 1], part[0], &mut buf, &mut tmp),
+                false => true,
+            };
+            if ok {
+                break;
+            }
+            if carried == MAX_CARRY {
+                out.truncate(base);
+                return merge_heap(v, piece, out);
+            }
+            out.pop();
+            ends.pop();
+            from = ends.last().copied().unwrap_or(0);
+            carried += 1;
+        }
+        if carried > 0 {
+            // Tokens span chunk edges here (long whitespace tokens do): use longer chunks.
+            chunk = (chunk * 2).min(MAX_CHUNK);
+        }
+        let mut at = from;
+        for &t in &part {
+            at += v.token(t).map_or(1, <[u8]>::len);
+            out.push(t);
+            ends.push(at);
+        }
+        debug_assert_eq!(at, end);
+        pos = end;
     }
 }
 
@@ -84,6 +186,9 @@ fn min_pos<const AVX2: bool, const CAP: usize>(p: &[u32; CAP], len: usize) -> (u
 unsafe fn min_pos_avx2<const CAP: usize>(p: &[u32; CAP], len: usize) -> (u32, usize) {
     use std::arch::x86_64::*;
     debug_assert!(CAP.is_multiple_of(8) && len <= CAP);
+    if CAP <= 32 {
+        return min_pos_avx2_fixed(p);
+    }
     let lanes = len.div_ceil(8) * 8;
     let ptr = p.as_ptr() as *const __m256i;
     let mut vmin = _mm256_set1_epi32(-1);
@@ -111,6 +216,35 @@ unsafe fn min_pos_avx2<const CAP: usize>(p: &[u32; CAP], len: usize) -> (u32, us
     (best, 0)
 }
 
+/// [`min_pos_avx2`] for arrays of at most 32 entries: every vector is scanned (the unused
+/// entries hold `NO_ENTRY`), with no loop or data-dependent branch.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn min_pos_avx2_fixed<const CAP: usize>(p: &[u32; CAP]) -> (u32, usize) {
+    use std::arch::x86_64::*;
+    let ptr = p.as_ptr() as *const __m256i;
+    let mut vmin = _mm256_loadu_si256(ptr);
+    for c in 1..CAP / 8 {
+        vmin = _mm256_min_epu32(vmin, _mm256_loadu_si256(ptr.add(c)));
+    }
+    let mut m = _mm_min_epu32(
+        _mm256_castsi256_si128(vmin),
+        _mm256_extracti128_si256::<1>(vmin),
+    );
+    m = _mm_min_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+    m = _mm_min_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+    let best = _mm_cvtsi128_si32(m) as u32;
+    let b = _mm256_set1_epi32(best as i32);
+    let mut mask = 0u32;
+    for c in 0..CAP / 8 {
+        let eq = _mm256_cmpeq_epi32(_mm256_loadu_si256(ptr.add(c)), b);
+        mask |= (_mm256_movemask_ps(_mm256_castsi256_ps(eq)) as u32) << (8 * c);
+    }
+    // `mask` is never 0: `best` is one of the entries.
+    (best, mask.trailing_zeros() as usize)
+}
+
 /// The short-piece merge, compiled twice: for AVX2 (chosen at run time, so the wheel still runs
 /// on any x86-64) and portable.
 #[doc(hidden)]
@@ -132,13 +266,14 @@ unsafe fn merge_scan_avx2(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
     merge_scan_sized::<true>(v, piece, out)
 }
 
-/// Pieces below [`SMALL`] bytes (nearly all that need merging) use arrays a quarter the size.
-const SMALL: usize = 32;
-
+/// Pieces below 16 or 32 bytes (nearly all that need merging) use arrays an eighth or a quarter
+/// the size, scanned with fixed code.
 #[inline(always)]
 fn merge_scan_sized<const AVX2: bool>(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
-    if piece.len() < SMALL {
-        merge_scan_impl::<AVX2, SMALL>(v, piece, out)
+    if piece.len() < 16 {
+        merge_scan_impl::<AVX2, 16>(v, piece, out)
+    } else if piece.len() < 32 {
+        merge_scan_impl::<AVX2, 32>(v, piece, out)
     } else {
         merge_scan_impl::<AVX2, HEAP_THRESHOLD>(v, piece, out)
     }

@@ -2,7 +2,9 @@
 //! - hand-written lexers vs fancy-regex on the same pattern;
 //! - the stack-array merge vs the heap merge vs a textbook reference, on piece lengths just below
 //!   and above every size switch.
-use bytepair_core::bpe::{merge_heap, merge_scan, reference_merge, HEAP_THRESHOLD};
+use bytepair_core::bpe::{
+    merge, merge_chunked, merge_heap, merge_scan, reference_merge, CHUNK, HEAP_THRESHOLD,
+};
 use bytepair_core::pretokenize::{Pretokenizer, CL100K_PATTERN, O200K_PATTERN, R50K_PATTERN};
 use bytepair_core::vocab::{bundled, Vocab};
 use proptest::prelude::*;
@@ -114,7 +116,7 @@ proptest! {
     #[test]
     fn merges_agree_around_threshold(
         text in text_strategy(),
-        len in prop::sample::select(vec![2usize, 3, 7, 8, 9, 31, 32, 33, HEAP_THRESHOLD - 2, HEAP_THRESHOLD - 1, HEAP_THRESHOLD, HEAP_THRESHOLD + 1, 200]),
+        len in prop::sample::select(vec![2usize, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, HEAP_THRESHOLD - 2, HEAP_THRESHOLD - 1, HEAP_THRESHOLD, HEAP_THRESHOLD + 1, 200]),
     ) {
         let mut bytes = text.into_bytes();
         if bytes.is_empty() {
@@ -130,6 +132,66 @@ proptest! {
                 let mut scan = Vec::new();
                 merge_scan(v, &piece, &mut scan);
                 prop_assert_eq!(&scan, &want);
+            }
+            let mut any = Vec::new();
+            merge(v, &piece, &mut any);
+            prop_assert_eq!(&any, &want);
+        }
+    }
+}
+
+/// Pieces made of few distinct units, so that chunk edges land inside tokens and between
+/// tokens that merge across them: the chunked merge must still equal the heap merge.
+fn repetitive_piece() -> impl Strategy<Value = Vec<u8>> {
+    let units = prop::collection::vec(
+        prop::sample::select(vec![
+            "a", "b", "ab", " ", "  ", "\t", "\n", "\r\n", "=", "-", "!", "0", "中", "😀",
+            "\u{a0}", "e\u{301}", "the", " the", "ing", "ア",
+        ]),
+        1..4,
+    );
+    (units, prop::collection::vec(0usize..4, 1..400)).prop_map(|(units, picks)| {
+        picks
+            .iter()
+            .map(|&i| units[i % units.len()])
+            .collect::<String>()
+            .into_bytes()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn chunked_merge_equals_heap_merge(
+        piece in repetitive_piece(),
+        chunk in prop::sample::select(vec![2usize, 3, 5, 8, 13, 31, CHUNK, 100]),
+    ) {
+        for v in vocabs() {
+            let mut heap = Vec::new();
+            merge_heap(v, &piece, &mut heap);
+            let mut chunked = Vec::new();
+            merge_chunked(v, &piece, &mut chunked, chunk);
+            prop_assert_eq!(&chunked, &heap, "chunk {}", chunk);
+        }
+    }
+}
+
+#[test]
+fn chunked_merge_equals_heap_merge_on_long_runs() {
+    for v in vocabs() {
+        for unit in [
+            "a", " ", "\t", "\n", "\r\n", "7", "!", "中", "😀", "\u{a0}", "ab", " a",
+        ] {
+            for reps in [1000usize, 4099] {
+                let piece = unit.repeat(reps).into_bytes();
+                let mut heap = Vec::new();
+                merge_heap(v, &piece, &mut heap);
+                for chunk in [7, CHUNK] {
+                    let mut chunked = Vec::new();
+                    merge_chunked(v, &piece, &mut chunked, chunk);
+                    assert_eq!(chunked, heap, "{unit:?} x {reps}, chunk {chunk}");
+                }
             }
         }
     }
