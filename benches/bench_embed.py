@@ -4,11 +4,16 @@ Full sizes (issue 5) run only with ``--benchmark-enable``; the normal test run
 (``--benchmark-disable``) runs every bench once on small inputs as a smoke test. Each bench stores
 whether its output agrees with numpy in ``extra_info`` (max abs difference or recall@k).
 
-To compare fairly with numpy, run without the OpenBLAS overrides this machine sets (they select an
-older kernel); ``blas`` in each bench's ``extra_info`` records which kernel numpy used::
+Every round gets fresh input, the same sequence of inputs for every implementation, prepared the
+way ``bytepair bench --only embeddings`` prepares it (``bytepair.bench``): the gather's caches
+are evicted before each call (its 25 MB of rows would otherwise stay in a 32 MB L3 from the
+previous round of the same ids), and each search starts after a pause (OpenBLAS's threads spin
+for a while after a product and slow whatever runs next)::
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
-        pytest benches/bench_embed.py --benchmark-enable --benchmark-columns=min,median,mean
+    pytest benches/bench_embed.py --benchmark-enable --benchmark-columns=min,median,mean,rounds
+
+``blas`` in each bench's ``extra_info`` records which OpenBLAS kernel numpy used (the tests and
+benchmarks leave this machine's ``OPENBLAS_CORETYPE`` as set).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 import bytepair.embed as embed
 import numpy as np
 import pytest
+from bytepair.bench import _SEARCH_PAUSE, cache_evictor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import ref_embed as ref  # noqa: E402
@@ -30,6 +36,29 @@ except ImportError:  # pragma: no cover
     faiss = None
 
 K_TOP = 10
+ROUNDS = 15
+SEARCH_ROUNDS = 10
+
+
+def _fresh(benchmark, fn, inputs, *, evict=None, pause=0.0):
+    """Times ``fn(inputs[r])`` for fresh ``r`` each round (one untimed warm-up round first), with
+    ``evict()`` and/or a pause, both untimed, before every call. Returns (last input, output)."""
+    import time
+
+    used = []
+
+    def setup():
+        x = inputs[len(used) % len(inputs)]
+        used.append(x)
+        if pause:
+            time.sleep(pause)
+        if evict is not None:
+            evict()
+        return (x,), {}
+
+    rounds = max(1, len(inputs) - 1)
+    out = benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=1)
+    return used[-1], out
 
 
 @pytest.fixture(scope="module")
@@ -75,48 +104,67 @@ def gather_data(full):
     rng = np.random.default_rng(0)
     V, D, B, L = (50257, 768, 32, 256) if full else (1000, 64, 4, 16)
     T = rng.standard_normal((V, D), dtype=np.float32)
-    ids = rng.integers(0, V, (B, L))
-    return T, ids, T[ids].mean(1)
+    ids = [rng.integers(0, V, (B, L)) for _ in range(ROUNDS + 1 if full else 1)]
+    return T, ids
+
+
+@pytest.fixture(scope="module")
+def evict(full):
+    return cache_evictor(np) if full else None
 
 
 @pytest.mark.benchmark(group="gather-mean")
-def test_gather_numpy(benchmark, gather_data, blas):
-    T, ids, want = gather_data
+def test_gather_numpy(benchmark, gather_data, evict, blas):
+    T, ids = gather_data
     benchmark.extra_info["blas"] = blas
-    out = benchmark(lambda: T[ids].mean(1))
-    benchmark.extra_info["max_abs_diff"] = float(np.abs(out - want).max())
+    x, out = _fresh(benchmark, lambda i: T[i].mean(1), ids, evict=evict)
+    benchmark.extra_info["max_abs_diff"] = float(np.abs(out - T[x].mean(1)).max())
 
 
 @pytest.mark.benchmark(group="gather-mean")
-def test_gather_bytepair(benchmark, gather_data):
-    T, ids, want = gather_data
-    out = benchmark(lambda: embed.gather(T, ids))
-    benchmark.extra_info["max_abs_diff"] = diff = float(np.abs(out - want).max())
+def test_gather_bytepair(benchmark, gather_data, evict):
+    T, ids = gather_data
+    x, out = _fresh(benchmark, lambda i: embed.gather(T, i), ids, evict=evict)
+    benchmark.extra_info["max_abs_diff"] = diff = float(np.abs(out - T[x].mean(1)).max())
     assert diff < 1e-5
 
 
 @pytest.mark.benchmark(group="gather-mean")
-def test_gather_bytepair_f16(benchmark, gather_data):
-    T, ids, want = gather_data
+def test_gather_bytepair_f16(benchmark, gather_data, evict):
+    T, ids = gather_data
     T16 = T.astype(np.float16)
-    out = benchmark(lambda: embed.gather(T16, ids))
+    x, out = _fresh(benchmark, lambda i: embed.gather(T16, i), ids, evict=evict)
+    want = T16[x].astype(np.float32).mean(1)
     benchmark.extra_info["max_abs_diff"] = diff = float(np.abs(out - want).max())
-    assert diff < 1e-2
+    assert diff < 1e-5
 
 
 # ---------------------------------------------------------------------------------------------
 # top-10: 200k keys x 768, keys pre-normalised for numpy and faiss
 
 
+def _unit(rng, n, d):
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
 @pytest.fixture(scope="module")
 def keys(full):
     rng = np.random.default_rng(1)
     N, D = (200_000, 768) if full else (3000, 64)
-    K = rng.standard_normal((N, D), dtype=np.float32)
-    K /= np.linalg.norm(K, axis=1, keepdims=True)
-    Q = rng.standard_normal((32, D), dtype=np.float32)
-    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
-    return K, Q, np_topk(Q, K, K_TOP)
+    K = _unit(rng, N, D)
+    Q = _unit(rng, 32, D)
+    # Fresh queries for every round: 32 at a time, and one at a time.
+    n = SEARCH_ROUNDS + 1 if full else 1
+    Q32 = [_unit(rng, 32, D) for _ in range(n)]
+    Q1 = [_unit(rng, 1, D) for _ in range(n)]
+    return K, Q, np_topk(Q, K, K_TOP), Q32, Q1
+
+
+@pytest.fixture(scope="module")
+def pause(full):
+    return _SEARCH_PAUSE if full else 0.0
 
 
 @pytest.fixture(scope="module")
@@ -134,75 +182,72 @@ def faiss_index(keys):
     return ix
 
 
-def _agree(benchmark, idx, want_idx, scores=None, want_scores=None):
-    r = ref.recall(idx, want_idx)
+def _search(benchmark, keys, fn, which, pause, *, exact=True):
+    """Times ``fn(queries)`` on fresh queries each round; checks the last output against numpy's
+    exact top-k and records recall@10 (asserted >= 0.99 for bytepair, exactness when ``exact``)."""
+    K = keys[0]
+    q, (s, i) = _fresh(benchmark, fn, keys[3] if which == 32 else keys[4], pause=pause)
+    ws, wi = np_topk(q, K, K_TOP)
+    r = ref.recall(np.asarray(i), wi)
     benchmark.extra_info["recall_at_10"] = r
-    if scores is not None:
-        benchmark.extra_info["max_abs_diff"] = float(np.abs(scores - want_scores).max())
+    if exact:
+        benchmark.extra_info["max_abs_diff"] = float(np.abs(np.asarray(s) - ws).max())
     return r
 
 
 @pytest.mark.benchmark(group="topk-32q")
-def test_topk32_numpy(benchmark, keys, blas):
-    K, Q, (ws, wi) = keys
+def test_topk32_numpy(benchmark, keys, pause, blas):
+    K = keys[0]
     benchmark.extra_info["blas"] = blas
-    s, i = benchmark(np_topk, Q, K, K_TOP)
-    _agree(benchmark, i, wi, s, ws)
+    _search(benchmark, keys, lambda q: np_topk(q, K, K_TOP), 32, pause)
 
 
 @pytest.mark.benchmark(group="topk-32q")
-def test_topk32_bytepair(benchmark, keys):
-    K, Q, (ws, wi) = keys
-    s, i = benchmark(embed.topk, Q, K, K_TOP)
-    assert _agree(benchmark, i, wi, s, ws) >= 0.99
+def test_topk32_bytepair(benchmark, keys, pause):
+    K = keys[0]
+    assert _search(benchmark, keys, lambda q: embed.topk(q, K, K_TOP), 32, pause) >= 0.99
 
 
 @pytest.mark.benchmark(group="topk-32q")
-def test_topk32_bytepair_index_f32(benchmark, keys, indexes):
-    K, Q, (ws, wi) = keys
-    s, i = benchmark(indexes["float32"].search, Q, K_TOP)
-    assert _agree(benchmark, i, wi, s, ws) >= 0.99
+def test_topk32_bytepair_index_f32(benchmark, keys, indexes, pause):
+    ix = indexes["float32"]
+    assert _search(benchmark, keys, lambda q: ix.search(q, K_TOP), 32, pause) >= 0.99
 
 
 @pytest.mark.benchmark(group="topk-32q")
-def test_topk32_faiss(benchmark, keys, faiss_index):
-    K, Q, (ws, wi) = keys
-    s, i = benchmark(faiss_index.search, Q, K_TOP)
-    _agree(benchmark, i, wi, s, ws)
+def test_topk32_faiss(benchmark, keys, faiss_index, pause):
+    _search(benchmark, keys, lambda q: faiss_index.search(q, K_TOP), 32, pause)
 
 
 @pytest.mark.benchmark(group="topk-1q")
-def test_topk1_numpy(benchmark, keys, blas):
-    K, Q, (ws, wi) = keys
+def test_topk1_numpy(benchmark, keys, pause, blas):
+    K = keys[0]
     benchmark.extra_info["blas"] = blas
-    s, i = benchmark(np_topk, Q[:1], K, K_TOP)
-    _agree(benchmark, i, wi[:1], s, ws[:1])
+    _search(benchmark, keys, lambda q: np_topk(q, K, K_TOP), 1, pause)
 
 
 @pytest.mark.benchmark(group="topk-1q")
-def test_topk1_bytepair(benchmark, keys):
-    K, Q, (ws, wi) = keys
-    s, i = benchmark(embed.topk, Q[:1], K, K_TOP)
-    assert _agree(benchmark, i, wi[:1], s, ws[:1]) >= 0.99
+def test_topk1_bytepair(benchmark, keys, pause):
+    K = keys[0]
+    assert _search(benchmark, keys, lambda q: embed.topk(q, K, K_TOP), 1, pause) >= 0.99
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
 @pytest.mark.benchmark(group="topk-1q")
-def test_topk1_bytepair_index(benchmark, keys, indexes, dtype):
-    K, Q, (ws, wi) = keys
+def test_topk1_bytepair_index(benchmark, keys, indexes, pause, dtype):
+    K, Q, (ws, wi) = keys[:3]
     ix = indexes[dtype]
     benchmark.extra_info["index_mb"] = ix.nbytes / 1e6
-    s, i = benchmark(ix.search, Q[:1], K_TOP)
-    # Recall over all 32 queries (one search each), the number the issue's goal is about.
+    _search(benchmark, keys, lambda q: ix.search(q, K_TOP), 1, pause, exact=dtype == "float32")
+    # Recall over 32 queries (one search each), the number the issue's goal is about.
     got = np.concatenate([ix.search(Q[j : j + 1], K_TOP)[1] for j in range(len(Q))])
-    assert _agree(benchmark, got, wi) >= 0.99
+    benchmark.extra_info["recall_at_10_32q"] = r = ref.recall(got, wi)
+    assert r >= 0.99
 
 
 @pytest.mark.benchmark(group="topk-1q")
-def test_topk1_faiss(benchmark, keys, faiss_index):
-    K, Q, (ws, wi) = keys
-    s, i = benchmark(faiss_index.search, Q[:1], K_TOP)
-    _agree(benchmark, i, wi[:1], s, ws[:1])
+def test_topk1_faiss(benchmark, keys, faiss_index, pause):
+    _search(benchmark, keys, lambda q: faiss_index.search(q, K_TOP), 1, pause)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,98 +317,11 @@ def test_simd_level_reported():
 
 
 # ---------------------------------------------------------------------------------------------
-# `python benches/bench_embed.py [ROUNDS]`: the same workloads, implementations run round-robin
-# (fairer than one group after another when the machine's load changes), as a markdown table.
+# `python benches/bench_embed.py`: the interleaved comparison (implementations alternate round by
+# round, fairer when the machine's load changes) is `bytepair bench --only embeddings`, which
+# prepares every input as the tests above do.
 
+if __name__ == "__main__":  # pragma: no cover - manual tool
+    from bytepair.cli import main
 
-def _interleaved(rounds: int = 15) -> None:  # pragma: no cover - manual tool
-    import time
-
-    rng = np.random.default_rng(0)
-    V, D, B, L = 50257, 768, 32, 256
-    T = rng.standard_normal((V, D), dtype=np.float32)
-    T16 = T.astype(np.float16)
-    ids = rng.integers(0, V, (B, L))
-    N = 200_000
-    K = rng.standard_normal((N, D), dtype=np.float32)
-    K /= np.linalg.norm(K, axis=1, keepdims=True)
-    Q = rng.standard_normal((32, D), dtype=np.float32)
-    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
-    ix = {dt: embed.Index(K, dtype=dt) for dt in ("float32", "float16", "int8")}
-    fx = None
-    if faiss is not None:
-        fx = faiss.IndexFlatIP(D)
-        fx.add(K)
-    enc = ref.tiktoken_encoding("cl100k_base")
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from test_embed import _encoding
-
-    bp_enc = _encoding("cl100k_base")
-    docs = _docs(200, 2048)
-    TT = rng.standard_normal((enc.n_vocab, 256), dtype=np.float32)
-    exact32 = np_topk(Q, K, K_TOP)[1]
-    groups = {
-        "gather+mean [50257,768] 32x256": {
-            "numpy T[ids].mean(1)": lambda: T[ids].mean(1),
-            "bytepair gather f32": lambda: embed.gather(T, ids),
-            "bytepair gather f16": lambda: embed.gather(T16, ids),
-        },
-        "top-10, 32 queries x 200k x 768": {
-            "numpy q@K.T + argpartition": lambda: np_topk(Q, K, K_TOP),
-            "bytepair topk (cosine)": lambda: embed.topk(Q, K, K_TOP),
-            "bytepair Index f32": lambda: ix["float32"].search(Q, K_TOP),
-            "bytepair Index f16": lambda: ix["float16"].search(Q, K_TOP),
-            "bytepair Index int8": lambda: ix["int8"].search(Q, K_TOP),
-            **({"faiss IndexFlatIP": lambda: fx.search(Q, K_TOP)} if fx else {}),
-        },
-        "top-10, 1 query x 200k x 768": {
-            "numpy q@K.T + argpartition": lambda: np_topk(Q[:1], K, K_TOP),
-            "bytepair topk (cosine)": lambda: embed.topk(Q[:1], K, K_TOP),
-            "bytepair Index f32": lambda: ix["float32"].search(Q[:1], K_TOP),
-            "bytepair Index f16": lambda: ix["float16"].search(Q[:1], K_TOP),
-            "bytepair Index int8": lambda: ix["int8"].search(Q[:1], K_TOP),
-            **({"faiss IndexFlatIP": lambda: fx.search(Q[:1], K_TOP)} if fx else {}),
-        },
-        "embed_texts, 200 docs x 2 KB, table [100277,256]": {
-            "tiktoken batch + numpy": lambda: _numpy_pipeline(enc, TT, docs),
-            "bytepair embed_texts": lambda: embed.embed_texts(bp_enc, TT, docs),
-        },
-    }
-    recall = {
-        name: ref.recall(ix[dt].search(Q, K_TOP)[1], exact32)
-        for name, dt in [
-            ("bytepair Index f16", "float16"),
-            ("bytepair Index int8", "int8"),
-        ]
-    }
-    print(f"simd: {embed.simd_level()}; rounds: {rounds}; load: {os.getloadavg()}")
-    print(
-        "| workload | implementation | min ms | median ms | ratio (median) | ratio (min) |"
-    )
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for gname, impls in groups.items():
-        times = {n: [] for n in impls}
-        for f in impls.values():
-            f()  # warm up
-        for _ in range(rounds):
-            for n, f in impls.items():
-                if "top-10" in gname:
-                    # Start each search from an idle machine: OpenBLAS's threads keep spinning
-                    # for a while after a matrix product and would slow down what runs next.
-                    time.sleep(0.15)
-                t0 = time.perf_counter()
-                f()
-                times[n].append(time.perf_counter() - t0)
-        base = next(iter(times))
-        bmin, bmed = min(times[base]), float(np.median(times[base]))
-        for n, ts in times.items():
-            mn, md = min(ts), float(np.median(ts))
-            extra = f" (recall@10 {recall[n]:.3f})" if n in recall else ""
-            print(
-                f"| {gname} | {n}{extra} | {mn * 1e3:.2f} | {md * 1e3:.2f} | "
-                f"{bmed / md:.2f}x | {bmin / mn:.2f}x |"
-            )
-
-
-if __name__ == "__main__":
-    _interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 15)
+    sys.exit(main(["bench", "--only", "embeddings", *sys.argv[1:]]))

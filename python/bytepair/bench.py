@@ -1446,11 +1446,41 @@ def _embed_modules(ctx: BenchContext) -> tuple[Any, Any] | None:
     return np, embed
 
 
+def _l3_bytes() -> int:
+    """The largest CPU cache, from sysfs (32 MiB when unknown)."""
+    best = 0
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        with contextlib.suppress(OSError, ValueError):
+            text = f.read_text().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+            best = max(best, int(text.rstrip("KM")) * scale)
+    return best or 32 << 20
+
+
+def cache_evictor(np: Any) -> Callable[[], None]:
+    """A function that evicts the CPU caches by reading a buffer of three times the largest cache
+    (at least 64 MiB). Called, untimed, before each timed call of a workload whose input could
+    otherwise stay cached from the previous call (the gather's 25 MB of rows fit in a 32 MB L3):
+    every implementation then starts from memory, as it does on the first call with fresh data.
+    Reading clean lines leaves nothing dirty to write back during the next call."""
+    buf = np.ones(max(64 << 20, 3 * _l3_bytes()) // 8, dtype=np.float64)
+
+    def evict() -> None:
+        buf.sum()
+
+    return evict
+
+
 def _rounds(
-    fns: dict[str, Callable[[int], Any]], rounds: int, *, pause: float = 0.0
+    fns: dict[str, Callable[[int], Any]],
+    rounds: int,
+    *,
+    pause: float = 0.0,
+    before: Callable[[], None] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, list[Any]], dict[str, str]]:
     """Calls each function once a round (after one untimed warm-up round, ``r = -1``) on that
-    round's input, rotating who goes first. Returns seconds and outputs per round, and errors."""
+    round's input, rotating who goes first; ``before`` (untimed) runs before every call, after
+    the pause. Returns seconds and outputs per round, and errors."""
     times: dict[str, list[float]] = {n: [] for n in fns}
     outs: dict[str, list[Any]] = {n: [] for n in fns}
     errors: dict[str, str] = {}
@@ -1462,6 +1492,8 @@ def _rounds(
                 continue
             if pause:
                 time.sleep(pause)
+            if before is not None:
+                before()
             try:
                 with _no_gc():
                     t0 = time.perf_counter()
@@ -1499,7 +1531,9 @@ def _ms_row(
 
 def _gather(ctx: BenchContext) -> list[Result]:
     """gather + mean of 32 bags of 256 random ids: numpy ``T[ids].mean(1)`` vs bytepair's fused
-    kernel on a float32 and a float16 table. Fresh ids every round."""
+    kernel on a float32 and a float16 table. Fresh ids every round, the same for every
+    implementation, and the caches evicted before every call: otherwise whoever runs second in a
+    round finds the first one's rows in the L3 cache."""
     mods = _embed_modules(ctx)
     if mods is None:
         return []
@@ -1516,7 +1550,7 @@ def _gather(ctx: BenchContext) -> list[Result]:
         "bytepair": lambda r: embed.gather(T, ids[r + 1]),
         "bytepair f16": lambda r: embed.gather(T16, ids[r + 1]),
     }
-    times, outs, errors = _rounds(fns, rounds)
+    times, outs, errors = _rounds(fns, rounds, before=cache_evictor(np))
     rows: list[Result] = []
     base_case = f"[{V}, {D}] table, {B} bags x {L} ids"
     for variant, table, name in (("float32", T, "bytepair"), ("float16", T16, "bytepair f16")):

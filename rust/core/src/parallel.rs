@@ -78,3 +78,164 @@ pub fn map_ordered<I: Sync, T: Send>(
         .map(|r| r.expect("every item was processed"))
         .collect()
 }
+
+/// Calls `f(i, &mut items[i])` for every item, on the calling thread and up to `threads - 1`
+/// of `pool`'s threads, which claim blocks of `block` items from one atomic counter.
+///
+/// Unlike a rayon scope, the caller never waits for a pool thread that has not started: on a
+/// shared machine a worker can take milliseconds to be scheduled, and the caller, which starts at
+/// once, may well have claimed every block by then. Workers that start after that do nothing.
+pub fn for_each_mut<T: Send>(
+    pool: &rayon::ThreadPool,
+    items: &mut [T],
+    block: usize,
+    f: impl Fn(usize, &mut T) + Sync,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let block = block.max(1);
+    let n = items.len();
+    let threads = pool.current_num_threads().min(n.div_ceil(block));
+    if threads <= 1 {
+        for (i, item) in items.iter_mut().enumerate() {
+            f(i, item);
+        }
+        return;
+    }
+    // Each block is claimed once, so its lock is never contended; it only proves to the compiler
+    // that no two threads hold the same items.
+    let blocks: Vec<Mutex<&mut [T]>> = items.chunks_mut(block).map(Mutex::new).collect();
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let b = next.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = blocks.get(b) else {
+            return;
+        };
+        let mut part = slot.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, item) in part.iter_mut().enumerate() {
+            f(b * block + k, item);
+        }
+    };
+    with_helpers(pool, threads - 1, &work);
+}
+
+/// Runs `work` on the calling thread and, at the same time, on up to `helpers` of `pool`'s
+/// threads; returns once the caller's call has returned and every helper that started `work` has
+/// finished. A helper that starts after that returns without calling `work`, so `work` must be
+/// complete when any one call of it returns (each call takes items from a shared counter until
+/// none are left). A panic in any call is re-raised on the calling thread.
+pub fn with_helpers(pool: &rayon::ThreadPool, helpers: usize, work: &(dyn Fn() + Sync)) {
+    use std::any::Any;
+    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+    use std::sync::Condvar;
+
+    #[derive(Default)]
+    struct State {
+        closed: bool,
+        running: usize,
+        panic: Option<Box<dyn Any + Send>>,
+    }
+    struct Shared {
+        state: Mutex<State>,
+        idle: Condvar,
+        work: *const (dyn Fn() + Sync + 'static),
+    }
+    // SAFETY: `work` is `Sync`; it is only called by helpers registered in `state` before
+    // `closed` is set, and the caller does not return before they have all finished.
+    unsafe impl Send for Shared {}
+    unsafe impl Sync for Shared {}
+    impl Shared {
+        fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+    /// Closes the door to late helpers and waits for the running ones, also while unwinding.
+    struct Close<'a>(&'a Shared);
+    impl Drop for Close<'_> {
+        fn drop(&mut self) {
+            let mut st = self.0.lock();
+            st.closed = true;
+            while st.running > 0 {
+                st = self.0.idle.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    if helpers == 0 {
+        work();
+        return;
+    }
+    // SAFETY: only the lifetime is erased; see `Shared`.
+    let erased: &'static (dyn Fn() + Sync) = unsafe { std::mem::transmute(work) };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        idle: Condvar::new(),
+        work: erased,
+    });
+    for _ in 0..helpers {
+        let s = Arc::clone(&shared);
+        pool.spawn(move || {
+            {
+                let mut st = s.lock();
+                if st.closed {
+                    return;
+                }
+                st.running += 1;
+            }
+            // SAFETY: registered while open, so the caller is still waiting for us.
+            let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*s.work)() }));
+            let mut st = s.lock();
+            if let Err(p) = r {
+                st.panic.get_or_insert(p);
+            }
+            st.running -= 1;
+            if st.running == 0 {
+                s.idle.notify_all();
+            }
+        });
+    }
+    {
+        let _close = Close(&shared);
+        work();
+    }
+    let panic = shared.lock().panic.take();
+    if let Some(p) = panic {
+        resume_unwind(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_each_mut_visits_every_item_once() {
+        let pool = pool(4);
+        for n in [0usize, 1, 3, 64, 1000] {
+            for block in [1usize, 7, 64] {
+                let mut v = vec![0usize; n];
+                for_each_mut(&pool, &mut v, block, |i, x| *x += i + 1);
+                assert!(
+                    v.iter().enumerate().all(|(i, &x)| x == i + 1),
+                    "n={n} block={block}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_panic_in_any_thread_reaches_the_caller_after_the_others_finish() {
+        let pool = pool(4);
+        for _ in 0..20 {
+            let mut v = vec![0u32; 256];
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for_each_mut(&pool, &mut v, 1, |i, x| {
+                    if i == 200 {
+                        panic!("item 200");
+                    }
+                    *x = 1;
+                })
+            }));
+            assert!(r.is_err());
+        }
+    }
+}

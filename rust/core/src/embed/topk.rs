@@ -18,7 +18,6 @@
 use super::simd::{self, Elem, Level};
 use super::Metric;
 use crate::{Error, Result};
-use rayon::prelude::*;
 use std::cmp::Ordering;
 use std::ops::Range;
 
@@ -468,7 +467,10 @@ pub(crate) fn drive(
     let parts: Vec<Vec<TopK>> = if work < (1 << 18) || tasks == 1 {
         (0..tasks).map(task).collect()
     } else {
-        pool.install(|| (0..tasks).into_par_iter().map(task).collect())
+        // The calling thread scans too and never waits for a pool thread that has not started.
+        let mut slots: Vec<Vec<TopK>> = vec![Vec::new(); tasks];
+        crate::parallel::for_each_mut(&pool, &mut slots, 1, |t, slot| *slot = task(t));
+        slots
     };
     // Deterministic merge: gather each query's candidates from all chunks, order, truncate.
     let mut out = Vec::with_capacity(nq);
