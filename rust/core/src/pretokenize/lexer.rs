@@ -343,9 +343,61 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// o200k's word alternatives at `q` when the word is decided by ASCII letters alone:
+    /// capitals then lowercase (`[A]*[B]+`), or capitals only (`[A]+[B]*` with no B), plus the
+    /// contraction suffix. `None` when the letters run into a non-ASCII byte or past 16 bytes
+    /// (the general path decides then) or `q` starts no ASCII letter.
+    #[inline(always)]
+    fn o200k_ascii_word(&self, q: usize) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            let s = self.s;
+            if q + 16 > s.len() {
+                return None;
+            }
+            // SAFETY: 16 bytes from `q` are in bounds; SSE2 is part of x86-64.
+            let (upper, lower, high) = unsafe {
+                let v = _mm_loadu_si128(s.as_ptr().add(q) as *const __m128i);
+                let in26 = |x: __m128i| _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(25)), x);
+                let up = in26(_mm_sub_epi8(v, _mm_set1_epi8(b'A' as i8)));
+                let lo = in26(_mm_sub_epi8(v, _mm_set1_epi8(b'a' as i8)));
+                (
+                    _mm_movemask_epi8(up) as u32,
+                    _mm_movemask_epi8(lo) as u32,
+                    _mm_movemask_epi8(v) as u32,
+                )
+            };
+            let u = (!upper).trailing_zeros() as usize;
+            let l = u + (!(lower >> u)).trailing_zeros() as usize;
+            // The run must end inside the window, on an ASCII byte.
+            if l >= 16 || (high >> l) & 1 != 0 || l == 0 {
+                return None;
+            }
+            return Some(self.o200k_suffix(q + l));
+        }
+        #[allow(unreachable_code)]
+        None
+    }
+
     fn next_o200k(&self, p: usize) -> usize {
         let n = self.s.len();
         let b = self.s[p];
+        if b < 0x80 && p + 1 < n {
+            // The common case, ` word` or `Word`: decided without the class table.
+            let q = if in_ascii_set::<ASCII_LETTERS>(b) {
+                p
+            } else if !matches!(b, b'\r' | b'\n' | b'0'..=b'9') {
+                p + 1
+            } else {
+                n
+            };
+            if q < n && in_ascii_set::<ASCII_LETTERS>(self.s[q]) {
+                if let Some(e) = self.o200k_ascii_word(q) {
+                    return e;
+                }
+            }
+        }
         let (c, l) = self.cls(p);
         if c & LETTER != 0 {
             if let Some(e) = self.o200k_lower_word(p) {
