@@ -144,9 +144,7 @@ class Corpus:
         }
 
 
-def split_documents(
-    texts: Iterable[str], *, doc_bytes: int = DOC_BYTES, cap_bytes: int | None = None
-) -> list[str]:
+def split_documents(texts: Iterable[str], *, doc_bytes: int = DOC_BYTES, cap_bytes: int | None = None) -> list[str]:
     """Cuts a stream of texts into documents of about ``doc_bytes`` UTF-8 bytes, at line ends.
 
     Texts are joined as one stream (a document may span two files); a line longer than four
@@ -454,8 +452,7 @@ def _corpus_files(path: Path) -> list[Path]:
         return sorted(
             p
             for p in path.rglob("*")
-            if p.is_file()
-            and p.name.removesuffix(".gz").removesuffix(".zst").endswith(_CORPUS_SUFFIXES)
+            if p.is_file() and p.name.removesuffix(".gz").removesuffix(".zst").endswith(_CORPUS_SUFFIXES)
         )
     raise CorpusError(f"{path}: no such file or directory")
 
@@ -813,8 +810,7 @@ def _compare(
                 workload,
                 case,
                 impl,
-                f"{len(bad)} of {len(base)} outputs differ from {baseline}; "
-                f"item {i}: {_first_difference(x, y)}",
+                f"{len(bad)} of {len(base)} outputs differ from {baseline}; item {i}: {_first_difference(x, y)}",
             )
     return agree
 
@@ -865,10 +861,7 @@ def _encode_ordinary(ctx: BenchContext) -> list[Result]:
         for cat in _categories(ctx):
             ctx.progress.describe(f"encode_ordinary {enc} {cat}")
             docs = ctx.take(enc, cat, _share(ctx, enc, cat, 0.5))
-            fns = {
-                impl: (lambda part, e=e: [e.encode_ordinary(d) for d in part])
-                for impl, e in encoders.items()
-            }
+            fns = {impl: (lambda part, e=e: [e.encode_ordinary(d) for d in part]) for impl, e in encoders.items()}
             rows += _throughput_rows(ctx, "encode_ordinary", f"{enc} / {cat}", fns, docs)
             ctx.advance()
     return rows
@@ -901,8 +894,7 @@ def _encode_special(ctx: BenchContext) -> list[Result]:
         specials = sorted(encoders["bytepair"].special_tokens_set)
         docs = _with_specials(_mixed_docs(ctx, enc, 0.125), specials)
         fns = {
-            impl: (lambda part, e=e: [e.encode(d, allowed_special="all") for d in part])
-            for impl, e in encoders.items()
+            impl: (lambda part, e=e: [e.encode(d, allowed_special="all") for d in part]) for impl, e in encoders.items()
         }
         rows += _throughput_rows(ctx, "encode (specials)", f"{enc} / mixed", fns, docs)
         ctx.advance()
@@ -920,9 +912,7 @@ def _count(ctx: BenchContext) -> list[Result]:
             if hasattr(e, "count"):
                 fns[impl] = lambda part, e=e: [e.count(d, disallowed_special=()) for d in part]
             else:  # peers without count(): the length of the token list
-                fns[impl] = lambda part, e=e: [
-                    len(e.encode(d, disallowed_special=())) for d in part
-                ]
+                fns[impl] = lambda part, e=e: [len(e.encode(d, disallowed_special=())) for d in part]
         rows += _throughput_rows(ctx, "count", f"{enc} / mixed", fns, docs)
         ctx.advance()
     return rows
@@ -979,9 +969,7 @@ def _batch(ctx: BenchContext) -> list[Result]:
                 detail = {"docs": len(sets[t]), "bytes": nbytes, "seconds": s, "threads": t}
                 if impl in errors:
                     detail["error"] = errors[impl]
-                rows.append(
-                    Result("batch", case, impl, value, "MB/s", True, agree.get(impl), detail)
-                )
+                rows.append(Result("batch", case, impl, value, "MB/s", True, agree.get(impl), detail))
         for impl in encoders:
             one, two = mb_s[(impl, 1)], mb_s[(impl, 2)]
             rows.append(
@@ -1041,9 +1029,7 @@ def _load_time(ctx: BenchContext) -> list[Result]:
                 )
                 wall = time.perf_counter() - t0
                 if proc.returncode != 0:
-                    errors[impl] = (
-                        proc.stderr.strip().splitlines()[-1:][0][:300] if proc.stderr else "failed"
-                    )
+                    errors[impl] = proc.stderr.strip().splitlines()[-1:][0][:300] if proc.stderr else "failed"
                     continue
                 secs, _, toks = proc.stdout.strip().partition(" ")
                 times[impl].append(float(secs))
@@ -1054,9 +1040,7 @@ def _load_time(ctx: BenchContext) -> list[Result]:
         for impl in impls:
             detail: dict[str, Any] = {
                 "runs_ms": [round(t * 1000, 2) for t in times[impl]],
-                "process_wall_ms_median": round(statistics.median(walls[impl]) * 1000, 1)
-                if walls[impl]
-                else None,
+                "process_wall_ms_median": round(statistics.median(walls[impl]) * 1000, 1) if walls[impl] else None,
                 "measures": "import + get_encoding + encode('hi') in a fresh interpreter",
             }
             if impl in errors:
@@ -1097,6 +1081,13 @@ def _linearity(ctx: BenchContext) -> list[Result]:
     units = [(k, u) for k, u in _RUN_UNITS if not ctx.quick or k in _QUICK_RUN_UNITS]
     for enc in _linearity_encodings(ctx):
         encoders = ctx.encoders(enc)
+        # Per-byte cost of ordinary text for each implementation, to compare long runs against.
+        text = ctx.take(enc, _categories(ctx)[0], 64_000 if ctx.quick else 512_000)
+        text_seconds, _, _ = interleaved(
+            {impl: (lambda part, e=e: [e.encode_ordinary(d) for d in part]) for impl, e in encoders.items()},
+            text,
+        )
+        text_bytes = _nbytes(text)
         for label, unit in units:
             ctx.progress.describe(f"long runs {enc} {label}")
             short = unit * (100_000 // len(unit))
@@ -1131,9 +1122,7 @@ def _linearity(ctx: BenchContext) -> list[Result]:
                 if impl == "bytepair":
                     results[impl]["decodes_back"] = e.decode(toks) == long
                     if not results[impl]["decodes_back"]:
-                        ctx.mismatch(
-                            "long runs", f"{enc} / {label}", impl, "decode(encode(run)) != run"
-                        )
+                        ctx.mismatch("long runs", f"{enc} / {label}", impl, "decode(encode(run)) != run")
                 outs[impl] = [toks]
             case = f"{enc} / {label}"
             agree = _compare(ctx, "long runs", case, outs, BASELINE, errors)
@@ -1143,9 +1132,23 @@ def _linearity(ctx: BenchContext) -> list[Result]:
                 detail = dict(r or {})
                 if impl in errors:
                     detail["error"] = errors[impl]
+                rows.append(Result("long runs 1M/100k", case, impl, value, "x", False, agree.get(impl), detail))
+            for impl in encoders:
+                r = results.get(impl)
+                per_text = text_seconds.get(impl, 0.0) / max(text_bytes, 1)
+                value = None
+                if r and per_text > 0:
+                    value = r["seconds_1M"] / len(long.encode()) / per_text
                 rows.append(
                     Result(
-                        "long runs 1M/100k", case, impl, value, "x", False, agree.get(impl), detail
+                        "long run cost/byte vs text",
+                        case,
+                        impl,
+                        value,
+                        "x",
+                        False,
+                        agree.get(impl),
+                        {"text_bytes": text_bytes, "text_seconds": text_seconds.get(impl)},
                     )
                 )
             ctx.advance()
@@ -1263,8 +1266,11 @@ print(json.dumps({"seconds": seconds, "peak_mib": peak, "start_mib": start_mib})
 """
 
 # name in the results -> (module, pip name)
-_TRAINERS = {"bytepair": ("bytepair", "bytepair"), "rustbpe": ("rustbpe", "rustbpe"),
-             "tokenizers": ("tokenizers", "tokenizers")}
+_TRAINERS = {
+    "bytepair": ("bytepair", "bytepair"),
+    "rustbpe": ("rustbpe", "rustbpe"),
+    "tokenizers": ("tokenizers", "tokenizers"),
+}
 
 
 def _train_cases(ctx: BenchContext) -> list[int]:
@@ -1290,8 +1296,7 @@ def _run_trainer(
     """(result, tokens by rank, error) of one run in a fresh interpreter."""
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _TRAIN_SNIPPET, impl, str(docs_path), str(vocab), pattern,
-             str(out)],
+            [sys.executable, "-c", _TRAIN_SNIPPET, impl, str(docs_path), str(vocab), pattern, str(out)],
             capture_output=True,
             text=True,
             timeout=900,
@@ -1315,9 +1320,7 @@ def _training(ctx: BenchContext) -> list[Result]:
     from bytepair import _native
 
     pattern = _native._resolve_pattern("cl100k_base")
-    impls = ["bytepair"] + [
-        i for i, (mod, pip) in _TRAINERS.items() if i != "bytepair" and ctx.peer(i, mod, pip)
-    ]
+    impls = ["bytepair"] + [i for i, (mod, pip) in _TRAINERS.items() if i != "bytepair" and ctx.peer(i, mod, pip)]
     if "rustbpe" not in impls:
         ctx.notes.append("training: bytepair's ranks were not checked (rustbpe is the reference)")
     docs = _train_docs(ctx)
@@ -1368,9 +1371,13 @@ def _training(ctx: BenchContext) -> list[Result]:
                         )
                         a = toks[i] if i < len(toks) else None
                         b = ref[i] if i < len(ref) else None
-                        ctx.mismatch("training", case, impl,
-                                     f"ranks differ from rustbpe's from rank {i}: {a!r} vs {b!r} "
-                                     f"({len(toks)} vs {len(ref)} tokens)")
+                        ctx.mismatch(
+                            "training",
+                            case,
+                            impl,
+                            f"ranks differ from rustbpe's from rank {i}: {a!r} vs {b!r} "
+                            f"({len(toks)} vs {len(ref)} tokens)",
+                        )
                 else:
                     # tokenizers breaks ties between equally frequent pairs its own way, so its
                     # merges are not expected to be rustbpe's; report how close they are.
@@ -1401,9 +1408,11 @@ def _training(ctx: BenchContext) -> list[Result]:
                 if impl in errors:
                     detail["error"] = errors[impl]
                 ok = impl not in errors and secs
-                rows.append(Result("training", case, impl,
-                                   statistics.median(secs) if ok else None, "s", False,
-                                   agree[impl], detail))
+                rows.append(
+                    Result(
+                        "training", case, impl, statistics.median(secs) if ok else None, "s", False, agree[impl], detail
+                    )
+                )
                 mem = {
                     "runs_mib": [round(x, 1) for x in peaks],
                     "start_mib": [round(x["start_mib"], 1) for x in runs[impl]],
@@ -1412,8 +1421,9 @@ def _training(ctx: BenchContext) -> list[Result]:
                 }
                 if impl in errors:
                     mem["error"] = errors[impl]
-                rows.append(Result("training peak memory", case, impl,
-                                   max(peaks) if ok else None, "MiB", False, None, mem))
+                rows.append(
+                    Result("training peak memory", case, impl, max(peaks) if ok else None, "MiB", False, None, mem)
+                )
             ctx.advance()
     return rows
 
@@ -1425,12 +1435,26 @@ K_TOP = 10
 
 def _embed_sizes(ctx: BenchContext) -> dict[str, Any]:
     if ctx.quick:
-        return {"table": (20_000, 256), "bags": (32, 256), "keys": (20_000, 256),
-                "rounds": 5, "search_rounds": 5, "text_docs": 50, "text_rounds": 2,
-                "text_dim": 64}
-    return {"table": (50_257, 768), "bags": (32, 256), "keys": (200_000, 768),
-            "rounds": 15, "search_rounds": 10, "text_docs": 100, "text_rounds": 6,
-            "text_dim": 256}
+        return {
+            "table": (20_000, 256),
+            "bags": (32, 256),
+            "keys": (20_000, 256),
+            "rounds": 5,
+            "search_rounds": 5,
+            "text_docs": 50,
+            "text_rounds": 2,
+            "text_dim": 64,
+        }
+    return {
+        "table": (50_257, 768),
+        "bags": (32, 256),
+        "keys": (200_000, 768),
+        "rounds": 15,
+        "search_rounds": 10,
+        "text_docs": 100,
+        "text_rounds": 6,
+        "text_dim": 256,
+    }
 
 
 def _embed_modules(ctx: BenchContext) -> tuple[Any, Any] | None:
@@ -1556,27 +1580,38 @@ def _gather(ctx: BenchContext) -> list[Result]:
     for variant, table, name in (("float32", T, "bytepair"), ("float16", T16, "bytepair f16")):
         case = f"{base_case} / {variant} table"
         agree: bool | None = None
-        detail: dict[str, Any] = {"table": [V, D], "table_dtype": variant, "bags": [B, L],
-                                  "numpy": "T[ids].mean(1) on the float32 table"}
+        detail: dict[str, Any] = {
+            "table": [V, D],
+            "table_dtype": variant,
+            "bags": [B, L],
+            "numpy": "T[ids].mean(1) on the float32 table",
+        }
         if name not in errors and "numpy" not in errors and outs[name]:
             # Against numpy on the very table bytepair read (float16 values widened to float32).
             diffs = []
             for r, got in enumerate(outs[name]):
-                want = outs["numpy"][r] if variant == "float32" else (
-                    table[ids[r + 1]].astype(np.float32).mean(1)
-                )
+                want = outs["numpy"][r] if variant == "float32" else (table[ids[r + 1]].astype(np.float32).mean(1))
                 diffs.append(float(np.abs(got - want).max()))
             worst = max(diffs)
             agree = bool(worst <= 1e-5)
             detail["max_abs_diff"] = worst
             detail["check"] = f"max |diff| {worst:.1e} vs numpy"
             if not agree:
-                ctx.mismatch("embed gather+mean", case, "bytepair",
-                             f"max |diff| {worst:.3g} from numpy's mean (allowed 1e-5)")
-        rows.append(_ms_row("embed gather+mean", case, "bytepair", times[name], agree, detail,
-                            errors.get(name)))
-        rows.append(_ms_row("embed gather+mean", case, "numpy", times["numpy"], None,
-                            {"measures": "T[ids].mean(1), float32 table"}, errors.get("numpy")))
+                ctx.mismatch(
+                    "embed gather+mean", case, "bytepair", f"max |diff| {worst:.3g} from numpy's mean (allowed 1e-5)"
+                )
+        rows.append(_ms_row("embed gather+mean", case, "bytepair", times[name], agree, detail, errors.get(name)))
+        rows.append(
+            _ms_row(
+                "embed gather+mean",
+                case,
+                "numpy",
+                times["numpy"],
+                None,
+                {"measures": "T[ids].mean(1), float32 table"},
+                errors.get("numpy"),
+            )
+        )
     ctx.advance()
     return rows
 
@@ -1621,8 +1656,7 @@ def _topk_check(np: Any, K: Any, q: Any, got: tuple[Any, Any], want: tuple[Any, 
             return f"query {row}: invalid indices {gi[row].tolist()}"
         true = K[gi[row]] @ q[row]
         if not np.allclose(np.sort(true)[::-1], ws[row], rtol=0, atol=1e-5):
-            return (f"query {row}: indices {gi[row].tolist()} vs numpy's {wi[row].tolist()}, "
-                    f"scores not within 1e-5")
+            return f"query {row}: indices {gi[row].tolist()} vs numpy's {wi[row].tolist()}, scores not within 1e-5"
     return None
 
 
@@ -1735,12 +1769,21 @@ def _search_rows(
             agree = rec >= min_recall
             detail["check"] = f"recall@10 {rec:.3f}"
             if not agree:
-                ctx.mismatch(workload, case, "bytepair",
-                             f"recall@10 {rec:.3f} < {min_recall} against numpy's exact top-10")
+                ctx.mismatch(
+                    workload, case, "bytepair", f"recall@10 {rec:.3f} < {min_recall} against numpy's exact top-10"
+                )
     rows.append(_ms_row(workload, case, "bytepair", times[name], agree, detail, errors.get(name)))
-    rows.append(_ms_row(workload, case, "numpy", times["numpy"], None,
-                        {"measures": "q @ K.T + argpartition + sort (keys pre-normalised)"},
-                        errors.get("numpy")))
+    rows.append(
+        _ms_row(
+            workload,
+            case,
+            "numpy",
+            times["numpy"],
+            None,
+            {"measures": "q @ K.T + argpartition + sort (keys pre-normalised)"},
+            errors.get("numpy"),
+        )
+    )
     if "faiss" in fns:
         fdetail: dict[str, Any] = {"measures": "IndexFlatIP on the pre-normalised keys"}
         fagree = None
@@ -1753,8 +1796,7 @@ def _search_rows(
             fagree = not bad
             if bad:
                 ctx.notes.append(f"faiss differs from numpy on {workload} {case}: {bad[0]}")
-        rows.append(_ms_row(workload, case, "faiss", times["faiss"], fagree, fdetail,
-                            errors.get("faiss")))
+        rows.append(_ms_row(workload, case, "faiss", times["faiss"], fagree, fdetail, errors.get("faiss")))
     return rows
 
 
@@ -1795,8 +1837,21 @@ def _search1(ctx: BenchContext) -> list[Result]:
             got = np.concatenate([ix.search(Q32[j : j + 1], K_TOP)[1] for j in range(32)])
             extra["recall_at_10_32q"] = _recall(np, got, exact)
         case = f"{N // 1000}k x {D} / Index {dt}"
-        rows += _search_rows(ctx, np, K, Qs, workload, case, name, times, outs, errors, fns,
-                             min_recall=None if dt == "float32" else 0.99, extra=extra)
+        rows += _search_rows(
+            ctx,
+            np,
+            K,
+            Qs,
+            workload,
+            case,
+            name,
+            times,
+            outs,
+            errors,
+            fns,
+            min_recall=None if dt == "float32" else 0.99,
+            extra=extra,
+        )
     ctx.advance()
     return rows
 
@@ -1854,19 +1909,23 @@ def _embed_texts(ctx: BenchContext) -> list[Result]:
         detail["max_abs_diff"] = worst
         detail["check"] = f"max |diff| {worst:.1e} vs tiktoken+numpy"
         if not agree:
-            ctx.mismatch("embed_texts", case, "bytepair",
-                         f"max |diff| {worst:.3g} from tiktoken + numpy (allowed 1e-5)")
+            ctx.mismatch(
+                "embed_texts", case, "bytepair", f"max |diff| {worst:.3g} from tiktoken + numpy (allowed 1e-5)"
+            )
     rows = []
-    for impl, d in (("bytepair", detail), ("numpy", {
-        "bytes": nbytes,
-        "measures": f"{BASELINE}.encode_ordinary_batch + numpy T[ids].mean(0), L2-normalise"})):
+    for impl, d in (
+        ("bytepair", detail),
+        (
+            "numpy",
+            {"bytes": nbytes, "measures": f"{BASELINE}.encode_ordinary_batch + numpy T[ids].mean(0), L2-normalise"},
+        ),
+    ):
         secs = sum(times[impl])
         d = dict(d, seconds=secs)
         if impl in errors:
             d["error"] = errors[impl]
         value = nbytes / secs / 1e6 if secs > 0 and impl not in errors else None
-        rows.append(Result("embed_texts", case, impl, value, "MB/s", True,
-                           agree if impl == "bytepair" else None, d))
+        rows.append(Result("embed_texts", case, impl, value, "MB/s", True, agree if impl == "bytepair" else None, d))
     ctx.advance()
     return rows
 
@@ -1896,8 +1955,7 @@ register_workload(
 register_workload(
     "embed_search",
     _search1,
-    description="embeddings: one-query top-10, Index float32/float16/int8 (recall@10) vs numpy, "
-    "faiss",
+    description="embeddings: one-query top-10, Index float32/float16/int8 (recall@10) vs numpy, faiss",
     baseline="numpy",
     units=lambda ctx: 1,
 )
@@ -2001,8 +2059,10 @@ def machine_info(modules: dict[str, Any]) -> dict[str, Any]:
         import threadpoolctl
 
         info["threadpools"] = [
-            {k: i.get(k) for k in ("user_api", "internal_api", "version", "architecture",
-                                   "num_threads", "threading_layer")}
+            {
+                k: i.get(k)
+                for k in ("user_api", "internal_api", "version", "architecture", "num_threads", "threading_layer")
+            }
             for i in threadpoolctl.threadpool_info()
         ]
     if "numpy" in versions:
@@ -2109,14 +2169,10 @@ def render_table(
             return
         except ImportError:
             pass
-    widths = [
-        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)
-    ]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
 
     def line(row: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
-        ).rstrip()
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
 
     print(line(header), file=file)
     print("  ".join("-" * w for w in widths), file=file)
@@ -2142,8 +2198,7 @@ def write_chart(
         return False
     groups = _grouped(results)
     # One bar per implementation that ran the case, as a ratio to that case's baseline.
-    compared = [i for i in impls if any(i in rows and i != baselines.get(w, BASELINE)
-                                        for w, _, rows in groups)]
+    compared = [i for i in impls if any(i in rows and i != baselines.get(w, BASELINE) for w, _, rows in groups)]
     labels, series = [], {i: [] for i in compared}
     for workload, case, rows in groups:
         base = baselines.get(workload, BASELINE)
@@ -2163,8 +2218,7 @@ def write_chart(
         present = [(y, v) for y, v in zip(ys, series[impl]) if v is not None]
         if not present:
             continue
-        bars = ax.barh([y for y, _ in present], [v for _, v in present], height=bar,
-                       label=f"{impl} / baseline")
+        bars = ax.barh([y for y, _ in present], [v for _, v in present], height=bar, label=f"{impl} / baseline")
         for rect, (_, v) in zip(bars, present):
             ax.text(
                 rect.get_width(),
@@ -2219,9 +2273,7 @@ def run(
 
     cap = 1_000_000 if quick else 4_000_000
     t0 = time.perf_counter()
-    corpus = (
-        load_corpus(corpus_paths, cap_bytes=cap) if corpus_paths else default_corpus(cap_bytes=cap)
-    )
+    corpus = load_corpus(corpus_paths, cap_bytes=cap) if corpus_paths else default_corpus(cap_bytes=cap)
     corpus_seconds = time.perf_counter() - t0
 
     wanted = set(expand_workloads(only)) if only else None
@@ -2294,8 +2346,7 @@ def run(
         )
     for m in bytepair_bad:
         print(
-            f"MISMATCH: bytepair != {baselines.get(m.workload, BASELINE)} on {m.workload} "
-            f"{m.case}: {m.what}",
+            f"MISMATCH: bytepair != {baselines.get(m.workload, BASELINE)} on {m.workload} {m.case}: {m.what}",
             file=sys.stderr,
         )
 
@@ -2321,9 +2372,7 @@ def run(
                 "case": c,
                 "baseline": baselines.get(w, BASELINE),
                 **{
-                    f"{impl}/{baselines.get(w, BASELINE)}": _ratio(
-                        rows.get(baselines.get(w, BASELINE)), rows[impl]
-                    )
+                    f"{impl}/{baselines.get(w, BASELINE)}": _ratio(rows.get(baselines.get(w, BASELINE)), rows[impl])
                     for impl in rows
                     if impl != baselines.get(w, BASELINE)
                 },

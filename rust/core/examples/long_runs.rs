@@ -28,7 +28,11 @@ fn main() {
         vec![],
     )
     .unwrap();
+    let only = std::env::args().nth(2);
     for unit in ["a", " ", "\t", "\n", "\r\n", "7", "!", "中", "😀", "\u{a0}"] {
+        if only.as_deref().is_some_and(|o| o != unit) {
+            continue;
+        }
         let small = best(&core, &unit.repeat(100_000));
         let big = best(&core, &unit.repeat(1_000_000));
         println!(

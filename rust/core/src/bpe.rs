@@ -54,7 +54,7 @@ pub fn merge(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
 pub const CHUNK: usize = 64;
 
 /// The longest chunk that [`merge_chunked`] grows to.
-const MAX_CHUNK: usize = 1024;
+const MAX_CHUNK: usize = 512;
 
 /// How many tokens a chunk may take back from the output before the piece falls back to the
 /// heap merge.
@@ -104,6 +104,7 @@ pub fn merge_chunked(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>, chunk: usize)
     // `ends[i]`: where token `out[base + i]` ends in `piece`.
     let mut ends: Vec<usize> = Vec::with_capacity(n / 2);
     let (mut buf, mut tmp, mut part) = (Vec::new(), Vec::new(), Vec::new());
+    let mut seen = [((NO_ENTRY, NO_ENTRY), false); 16];
     let (mut pos, mut chunk) = (0, chunk);
     while pos < n {
         // End chunks on a UTF-8 char boundary where one is near (tokens rarely cross chars).
@@ -121,7 +122,19 @@ pub fn merge_chunked(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>, chunk: usize)
             part.clear();
             merge_direct(v, &piece[from..end], &mut part);
             let ok = match out.len() > base {
-                true => compatible(v, out[out.len() - 1], part[0], &mut buf, &mut tmp),
+                true => {
+                    let (a, b) = (out[out.len() - 1], part[0]);
+                    // Compatibility depends on the two tokens only; runs ask about the same
+                    // pairs again and again, so remember the last few answers of this piece.
+                    let slot = &mut seen[(a.wrapping_mul(31).wrapping_add(b) % 16) as usize];
+                    if slot.0 == (a, b) {
+                        slot.1
+                    } else {
+                        let ok = compatible(v, a, b, &mut buf, &mut tmp);
+                        *slot = ((a, b), ok);
+                        ok
+                    }
+                }
                 false => true,
             };
             if ok {
