@@ -316,31 +316,44 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
         nxt[i] = (i + 1) as u8;
         prv[i] = i.wrapping_sub(1) as u8;
     }
+    nxt[n] = n as u8; // the end points to itself, so `nxt[nxt[i]]` needs no test
     for i in 0..n - 1 {
         pair[i] = v.pair_rank(piece[i], piece[i + 1]);
     }
+    // Every index below is a part start or `n`, so below CAP: unchecked access is sound.
+    let at = |a: &[u8; CAP], i: usize| -> usize {
+        debug_assert!(i < CAP);
+        // SAFETY: i < CAP (see above).
+        unsafe { *a.get_unchecked(i) as usize }
+    };
     loop {
         let (best, bi) = min_pos::<AVX2, CAP>(&pair, n - 1);
         if best == NO_ENTRY {
             break;
         }
-        let j = nxt[bi] as usize;
-        let k = if j < n { nxt[j] as usize } else { n };
-        tok[bi] = best;
-        if j < n - 1 {
-            pair[j] = NO_ENTRY;
+        debug_assert!(bi < n - 1);
+        let j = at(&nxt, bi);
+        let k = at(&nxt, j);
+        // SAFETY: bi, j and k are at most n < CAP.
+        unsafe {
+            *tok.get_unchecked_mut(bi) = best;
+            *pair.get_unchecked_mut(j) = NO_ENTRY;
+            *nxt.get_unchecked_mut(bi) = k as u8;
         }
-        nxt[bi] = k as u8;
-        if k < n {
-            prv[k] = bi as u8;
-            let e = nxt[k] as usize;
-            pair[bi] = v.get_at(buf, bi, e).unwrap_or(NO_ENTRY);
+        let right = if k < n {
+            // SAFETY: k < n < CAP.
+            unsafe { *prv.get_unchecked_mut(k) = bi as u8 };
+            v.get_at(buf, bi, at(&nxt, k)).unwrap_or(NO_ENTRY)
         } else {
-            pair[bi] = NO_ENTRY;
-        }
+            NO_ENTRY
+        };
+        // SAFETY: bi < CAP.
+        unsafe { *pair.get_unchecked_mut(bi) = right };
         if bi > 0 {
-            let p = prv[bi] as usize;
-            pair[p] = v.get_at(buf, p, k).unwrap_or(NO_ENTRY);
+            let p = at(&prv, bi);
+            let left = v.get_at(buf, p, k).unwrap_or(NO_ENTRY);
+            // SAFETY: p < bi < CAP.
+            unsafe { *pair.get_unchecked_mut(p) = left };
         }
     }
     let mut i = 0;
