@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import pickle
 import random
+import select
 import signal
+import subprocess
+import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -385,6 +390,79 @@ def test_ctrl_c_stops_training(tmp_path):
                 train([big] * 20, vocab_size=5000, progress=False)
     finally:
         timer.cancel()
+
+
+
+# The child of test_sigint_during_merge_phase: counts the corpus, then learns merges with a
+# callback that prints one line once the merge loop is running. On KeyboardInterrupt it checks
+# that the counts are usable again (lock released, worker threads idle) and re-raises, so the
+# process ends the way an uncaught Ctrl-C ends it.
+_SIGINT_CHILD = r"""
+import sys, time
+from bytepair import _native
+from bytepair.train import WordCounts
+
+wc = WordCounts(sys.argv[1], pattern="cl100k_base", progress=False)
+n = int(sys.argv[2])
+state = {"done": 0}
+
+def callback(phase, done, total, _docs):
+    if phase == "merge" and done > 0:
+        if not state["done"]:
+            print("merging", flush=True)
+        state["done"] = done
+
+try:
+    _native._train_merges(wc, n, callback=callback)
+except KeyboardInterrupt:
+    caught = time.monotonic()
+    pairs, _ = _native._train_merges(wc, 50)
+    print(f"interrupted after {state['done']} of {n} merges at {caught}; again: {len(pairs)}",
+          flush=True)
+    raise
+print("finished", flush=True)
+"""
+
+
+def test_sigint_during_merge_phase(tmp_path):
+    """A real SIGINT while the merge loop runs (detached from the interpreter) stops training
+    with KeyboardInterrupt within a bounded time, and leaves the process usable."""
+    if sys.platform == "win32":
+        pytest.skip("POSIX signals")
+    # ~440k distinct random words: the merge loop takes seconds, more than the test needs.
+    rnd = random.Random(0)
+    n = 4_000_000
+    text = "".join(rnd.choices("etaoinshrdlcumwfgypbvkjxqz", weights=range(26, 0, -1), k=n))
+    cuts = list(itertools.accumulate(rnd.choices(range(3, 15), k=n // 8)))
+    words = [text[a:b] for a, b in zip(cuts, cuts[1:])]
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("\n".join(" ".join(words[i : i + 100]) for i in range(0, len(words), 100)))
+    n_merges = 60_000
+    p = subprocess.Popen([sys.executable, "-c", _SIGINT_CHILD, str(corpus), str(n_merges)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 120)
+        line = p.stdout.readline() if ready else ""
+        assert line == "merging\n", f"no merge progress: {line!r} {p.poll()} {p.stderr.read() if p.poll() is not None else ''}"
+        t0 = time.monotonic()
+        os.kill(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        waited = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == -signal.SIGINT, (p.returncode, err)
+    assert err.rstrip().endswith("KeyboardInterrupt"), err
+    assert "panicked" not in err and "Fatal Python error" not in err, err
+    fields = out.split("interrupted after ")[1].split()
+    done, caught = int(fields[0]), float(fields[5].rstrip(";"))
+    print(f"SIGINT after merge {done}: KeyboardInterrupt {caught - t0:.3f} s later, exit {waited:.2f} s")
+    assert 0 < done < n_merges, out
+    assert out.rstrip().endswith("again: 50"), out
+    # The merge loop looks for signals every 100 ms (CLOCK_MONOTONIC is shared by processes).
+    assert caught - t0 < 2, f"KeyboardInterrupt came {caught - t0:.2f} s after SIGINT"
+    assert waited < 30
 
 
 def test_tqdm_progress_runs():
