@@ -408,9 +408,10 @@ impl WordTable {
             }
             return;
         }
-        // Partition each local table by shard (one block per table, in shard order), then fill
-        // the shards in parallel.
-        let parts: Vec<(BigVec<(&[u8], u64, u64), Big>, [usize; SHARDS + 1])> = locals
+        // Partition each local table by shard (one block per table, in shard order, shard `s`
+        // at `start[s]..start[s + 1]`), then fill the shards in parallel.
+        type Parts<'a> = (BigVec<(&'a [u8], u64, u64), Big>, [usize; SHARDS + 1]);
+        let parts: Vec<Parts> = locals
             .into_par_iter()
             .map(|l| {
                 let mut start = [0usize; SHARDS + 1];
