@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import random
+import re
 import select
 import signal
 import subprocess
@@ -393,42 +394,38 @@ def test_ctrl_c_stops_training(tmp_path):
 
 
 
-# The child of test_sigint_during_merge_phase: counts the corpus, then learns merges with a
-# callback that prints one line once the merge loop is running. On KeyboardInterrupt it checks
-# that the counts are usable again (lock released, worker threads idle) and re-raises, so the
-# process ends the way an uncaught Ctrl-C ends it.
+# The child of test_sigint_during_merge_phase: counts the corpus, then trains with the public
+# API. `_BYTEPAIR_TEST_MERGE_MARKS` makes the native side write `merge <done> <total>` to stderr
+# at each progress report, so the test sees the merge loop run without a Python callback (any
+# Python call runs signal handlers on its own): with `progress=False` only the trainer's own check
+# can turn SIGINT into KeyboardInterrupt. On KeyboardInterrupt the child checks that the counts
+# are usable again (lock released, worker threads idle) and re-raises, so the process ends the
+# way an uncaught Ctrl-C ends it.
 _SIGINT_CHILD = r"""
 import sys, time
-from bytepair import _native
-from bytepair.train import WordCounts
+import bytepair
 
-wc = WordCounts(sys.argv[1], pattern="cl100k_base", progress=False)
-n = int(sys.argv[2])
-state = {"done": 0}
-
-def callback(phase, done, total, _docs):
-    if phase == "merge" and done > 0:
-        if not state["done"]:
-            print("merging", flush=True)
-        state["done"] = done
-
+wc = bytepair.WordCounts(sys.argv[1], pattern="cl100k_base", progress=False)
 try:
-    _native._train_merges(wc, n, callback=callback)
+    bytepair.train_from_counts(wc, vocab_size=int(sys.argv[2]), progress=sys.argv[3] == "tqdm")
 except KeyboardInterrupt:
     caught = time.monotonic()
-    pairs, _ = _native._train_merges(wc, 50)
-    print(f"interrupted after {state['done']} of {n} merges at {caught}; again: {len(pairs)}",
-          flush=True)
+    again = bytepair.train_from_counts(wc, vocab_size=306, progress=False).n_vocab
+    print(f"interrupted at {caught} again {again}", flush=True)
     raise
 print("finished", flush=True)
 """
 
 
-def test_sigint_during_merge_phase(tmp_path):
+@pytest.mark.parametrize("progress", ["none", "tqdm"])
+def test_sigint_during_merge_phase(tmp_path, progress):
     """A real SIGINT while the merge loop runs (detached from the interpreter) stops training
-    with KeyboardInterrupt within a bounded time, and leaves the process usable."""
+    with KeyboardInterrupt within a bounded time, and leaves the process usable: without progress
+    bars (the trainer's own signal check) and with them (the callback path)."""
     if sys.platform == "win32":
         pytest.skip("POSIX signals")
+    if progress == "tqdm":
+        pytest.importorskip("tqdm")
     # ~440k distinct random words: the merge loop takes seconds, more than the test needs.
     rnd = random.Random(0)
     n = 4_000_000
@@ -437,32 +434,41 @@ def test_sigint_during_merge_phase(tmp_path):
     words = [text[a:b] for a, b in zip(cuts, cuts[1:])]
     corpus = tmp_path / "words.txt"
     corpus.write_text("\n".join(" ".join(words[i : i + 100]) for i in range(0, len(words), 100)))
-    n_merges = 60_000
-    p = subprocess.Popen([sys.executable, "-c", _SIGINT_CHILD, str(corpus), str(n_merges)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    vocab = 60_256
+    env = dict(os.environ, _BYTEPAIR_TEST_MERGE_MARKS="1")
+    p = subprocess.Popen([sys.executable, "-c", _SIGINT_CHILD, str(corpus), str(vocab), progress],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    marks = re.compile(rb"merge (\d+) (\d+)\n")
     try:
-        ready, _, _ = select.select([p.stdout], [], [], 120)
-        line = p.stdout.readline() if ready else ""
-        assert line == "merging\n", f"no merge progress: {line!r} {p.poll()} {p.stderr.read() if p.poll() is not None else ''}"
+        # Wait for the first report of the running merge loop (done > 0).
+        deadline = time.monotonic() + 120
+        seen = b""
+        while not any(int(m[1]) > 0 for m in marks.finditer(seen)):
+            ready, _, _ = select.select([p.stderr], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(p.stderr.fileno(), 1 << 16) if ready else b""
+            assert chunk, f"no merge progress: {seen[-300:]!r} exit {p.poll()}"
+            seen += chunk
         t0 = time.monotonic()
         os.kill(p.pid, signal.SIGINT)
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=60)
         waited = time.monotonic() - t0
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert p.returncode == -signal.SIGINT, (p.returncode, err)
-    assert err.rstrip().endswith("KeyboardInterrupt"), err
-    assert "panicked" not in err and "Fatal Python error" not in err, err
-    fields = out.split("interrupted after ")[1].split()
-    done, caught = int(fields[0]), float(fields[5].rstrip(";"))
-    print(f"SIGINT after merge {done}: KeyboardInterrupt {caught - t0:.3f} s later, exit {waited:.2f} s")
-    assert 0 < done < n_merges, out
-    assert out.rstrip().endswith("again: 50"), out
-    # The merge loop looks for signals every 100 ms (CLOCK_MONOTONIC is shared by processes).
+    err = (seen + err).decode(errors="replace")
+    lines = out.decode().splitlines()
+    assert p.returncode == -signal.SIGINT, (p.returncode, err[-2000:])
+    assert err.rstrip().endswith("KeyboardInterrupt"), err[-2000:]
+    assert "panicked" not in err and "Fatal Python error" not in err, err[-2000:]
+    assert lines and lines[-1].startswith("interrupted at ") and lines[-1].endswith(" again 306"), lines
+    caught = float(lines[-1].split()[2])
+    done = max(int(m[1]) for m in marks.finditer(err.encode()))
+    print(f"{progress}: SIGINT after merge {done}: KeyboardInterrupt {caught - t0:.3f} s later, "
+          f"exit {waited:.2f} s")
+    assert done < vocab - 256, "training finished before the SIGINT was seen"
+    # The merge loop checks for signals every 100 ms (CLOCK_MONOTONIC is shared by processes).
     assert caught - t0 < 2, f"KeyboardInterrupt came {caught - t0:.2f} s after SIGINT"
-    assert waited < 30
 
 
 def test_tqdm_progress_runs():
