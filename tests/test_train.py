@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import pickle
 import random
+import re
+import select
 import signal
+import subprocess
+import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -385,6 +391,84 @@ def test_ctrl_c_stops_training(tmp_path):
                 train([big] * 20, vocab_size=5000, progress=False)
     finally:
         timer.cancel()
+
+
+
+# The child of test_sigint_during_merge_phase: counts the corpus, then trains with the public
+# API. `_BYTEPAIR_TEST_MERGE_MARKS` makes the native side write `merge <done> <total>` to stderr
+# at each progress report, so the test sees the merge loop run without a Python callback (any
+# Python call runs signal handlers on its own): with `progress=False` only the trainer's own check
+# can turn SIGINT into KeyboardInterrupt. On KeyboardInterrupt the child checks that the counts
+# are usable again (lock released, worker threads idle) and re-raises, so the process ends the
+# way an uncaught Ctrl-C ends it.
+_SIGINT_CHILD = r"""
+import sys, time
+import bytepair
+
+wc = bytepair.WordCounts(sys.argv[1], pattern="cl100k_base", progress=False)
+try:
+    bytepair.train_from_counts(wc, vocab_size=int(sys.argv[2]), progress=sys.argv[3] == "tqdm")
+except KeyboardInterrupt:
+    caught = time.monotonic()
+    again = bytepair.train_from_counts(wc, vocab_size=306, progress=False).n_vocab
+    print(f"interrupted at {caught} again {again}", flush=True)
+    raise
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("progress", ["none", "tqdm"])
+def test_sigint_during_merge_phase(tmp_path, progress):
+    """A real SIGINT while the merge loop runs (detached from the interpreter) stops training
+    with KeyboardInterrupt within a bounded time, and leaves the process usable: without progress
+    bars (the trainer's own signal check) and with them (the callback path)."""
+    if sys.platform == "win32":
+        pytest.skip("POSIX signals")
+    if progress == "tqdm":
+        pytest.importorskip("tqdm")
+    # ~440k distinct random words: the merge loop takes seconds, more than the test needs.
+    rnd = random.Random(0)
+    n = 4_000_000
+    text = "".join(rnd.choices("etaoinshrdlcumwfgypbvkjxqz", weights=range(26, 0, -1), k=n))
+    cuts = list(itertools.accumulate(rnd.choices(range(3, 15), k=n // 8)))
+    words = [text[a:b] for a, b in zip(cuts, cuts[1:])]
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("\n".join(" ".join(words[i : i + 100]) for i in range(0, len(words), 100)))
+    vocab = 60_256
+    env = dict(os.environ, _BYTEPAIR_TEST_MERGE_MARKS="1")
+    p = subprocess.Popen([sys.executable, "-c", _SIGINT_CHILD, str(corpus), str(vocab), progress],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    marks = re.compile(rb"merge (\d+) (\d+)\n")
+    try:
+        # Wait for the first report of the running merge loop (done > 0).
+        deadline = time.monotonic() + 120
+        seen = b""
+        while not any(int(m[1]) > 0 for m in marks.finditer(seen)):
+            ready, _, _ = select.select([p.stderr], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(p.stderr.fileno(), 1 << 16) if ready else b""
+            assert chunk, f"no merge progress: {seen[-300:]!r} exit {p.poll()}"
+            seen += chunk
+        t0 = time.monotonic()
+        os.kill(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = (seen + err).decode(errors="replace")
+    lines = out.decode().splitlines()
+    assert p.returncode == -signal.SIGINT, (p.returncode, err[-2000:])
+    assert err.rstrip().endswith("KeyboardInterrupt"), err[-2000:]
+    assert "panicked" not in err and "Fatal Python error" not in err, err[-2000:]
+    assert lines and lines[-1].startswith("interrupted at ") and lines[-1].endswith(" again 306"), lines
+    caught = float(lines[-1].split()[2])
+    done = max(int(m[1]) for m in marks.finditer(err.encode()))
+    print(f"{progress}: SIGINT after merge {done}: KeyboardInterrupt {caught - t0:.3f} s later, "
+          f"exit {waited:.2f} s")
+    assert done < vocab - 256, "training finished before the SIGINT was seen"
+    # The merge loop checks for signals every 100 ms (CLOCK_MONOTONIC is shared by processes).
+    assert caught - t0 < 2, f"KeyboardInterrupt came {caught - t0:.2f} s after SIGINT"
 
 
 def test_tqdm_progress_runs():

@@ -21,6 +21,10 @@ use crate::errors::to_py;
 struct Reporter {
     callback: Option<Py<PyAny>>,
     error: RefCell<Option<PyErr>>,
+    /// For the tests: with `_BYTEPAIR_TEST_MERGE_MARKS` set, each merge progress report is also
+    /// written to stderr (`merge <done> <total>`) from Rust, so that a test can see the merge
+    /// loop run without a Python callback (any Python call would run signal handlers itself).
+    marks: bool,
 }
 
 impl Reporter {
@@ -28,6 +32,7 @@ impl Reporter {
         Reporter {
             callback,
             error: RefCell::new(None),
+            marks: std::env::var_os("_BYTEPAIR_TEST_MERGE_MARKS").is_some(),
         }
     }
 
@@ -48,6 +53,9 @@ impl Reporter {
     }
 
     fn report(&self, p: Progress) -> bytepair_core::Result<()> {
+        if let (true, Progress::Merge { done, total }) = (self.marks, p) {
+            eprintln!("merge {done} {total}");
+        }
         Python::attach(|py| self.report_attached(py, p)).map_err(|e| {
             self.error.borrow_mut().get_or_insert(e);
             Error::Interrupted

@@ -19,10 +19,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use aho_corasick::{AhoCorasick, MatchKind};
+use allocator_api2::vec::Vec as BigVec;
 use hashbrown::HashTable;
 use rayon::prelude::*;
 use rustc_hash::FxBuildHasher;
 
+use super::alloc::Big;
 use crate::error::{Error, Result};
 use crate::input::is_safe_boundary;
 use crate::pretokenize::Pretokenizer;
@@ -159,12 +161,17 @@ impl Sorted {
 
     /// From unsorted `(word, count)` pairs (duplicates add up).
     pub fn from_pairs(mut v: Vec<(&[u8], u64)>) -> Sorted {
+        Self::from_pairs_in_place(&mut v)
+    }
+
+    /// From unsorted `(word, count)` pairs (duplicates add up), sorting them in place.
+    fn from_pairs_in_place(v: &mut [(&[u8], u64)]) -> Sorted {
         v.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut out = Sorted::default();
         out.bytes.reserve(v.iter().map(|p| p.0.len()).sum());
         out.ends.reserve(v.len());
         out.counts.reserve(v.len());
-        for (w, c) in v {
+        for &(w, c) in v.iter() {
             out.push(w, c);
         }
         out
@@ -291,10 +298,20 @@ struct Slot {
     len: u32,
 }
 
-#[derive(Default)]
+/// One shard of [`WordTable`]. Its storage comes from [`Big`], so that it leaves no resident
+/// memory behind on the worker threads that grew it.
 struct Shard {
-    table: HashTable<Slot>,
-    arena: Vec<u8>,
+    table: HashTable<Slot, Big>,
+    arena: BigVec<u8, Big>,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            table: HashTable::new_in(Big),
+            arena: BigVec::new_in(Big),
+        }
+    }
 }
 
 impl Shard {
@@ -311,7 +328,7 @@ impl Shard {
         }
         let off = arena.len() as u64;
         arena.extend_from_slice(word);
-        let arena: &Vec<u8> = arena;
+        let arena: &BigVec<u8, Big> = arena;
         table.insert_unique(
             h,
             Slot {
@@ -330,13 +347,13 @@ impl Shard {
 
 /// A worker's private table for one batch; keys borrow from the batch.
 struct Local<'a> {
-    table: HashTable<(&'a [u8], u64, u64)>,
+    table: HashTable<(&'a [u8], u64, u64), Big>,
 }
 
 impl<'a> Local<'a> {
     fn new() -> Self {
         Local {
-            table: HashTable::with_capacity(1 << 12),
+            table: HashTable::with_capacity_in(1 << 12, Big),
         }
     }
 
@@ -391,24 +408,36 @@ impl WordTable {
             }
             return;
         }
-        // Partition each local table by shard, then fill the shards in parallel.
-        type Entries<'a> = Vec<(&'a [u8], u64, u64)>;
-        let parts: Vec<Vec<Entries>> = locals
+        // Partition each local table by shard (one block per table, in shard order, shard `s`
+        // at `start[s]..start[s + 1]`), then fill the shards in parallel.
+        type Parts<'a> = (BigVec<(&'a [u8], u64, u64), Big>, [usize; SHARDS + 1]);
+        let parts: Vec<Parts> = locals
             .into_par_iter()
             .map(|l| {
-                let mut p: Vec<Entries> = (0..SHARDS).map(|_| Vec::new()).collect();
-                for &e in l.table.iter() {
-                    p[shard_of(e.1)].push(e);
+                let mut start = [0usize; SHARDS + 1];
+                for e in l.table.iter() {
+                    start[shard_of(e.1) + 1] += 1;
                 }
-                p
+                for s in 0..SHARDS {
+                    start[s + 1] += start[s];
+                }
+                let mut next = start;
+                let mut v = BigVec::with_capacity_in(l.table.len(), Big);
+                v.resize(l.table.len(), (&[][..], 0, 0));
+                for &e in l.table.iter() {
+                    let s = shard_of(e.1);
+                    v[next[s]] = e;
+                    next[s] += 1;
+                }
+                (v, start)
             })
             .collect();
         self.shards
             .par_iter_mut()
             .enumerate()
             .for_each(|(s, shard)| {
-                for p in &parts {
-                    for &(w, h, c) in &p[s] {
+                for (v, start) in &parts {
+                    for &(w, h, c) in &v[start[s]..start[s + 1]] {
                         shard.add(w, h, c);
                     }
                 }
@@ -417,7 +446,7 @@ impl WordTable {
 
     /// Empties the table into sorted form.
     pub fn drain_sorted(&mut self) -> Sorted {
-        let mut v: Vec<(&[u8], u64)> = Vec::with_capacity(self.len());
+        let mut v: BigVec<(&[u8], u64), Big> = BigVec::with_capacity_in(self.len(), Big);
         for s in &self.shards {
             for slot in s.table.iter() {
                 v.push((
@@ -426,7 +455,8 @@ impl WordTable {
                 ));
             }
         }
-        let out = Sorted::from_pairs(v);
+        let out = Sorted::from_pairs_in_place(&mut v);
+        drop(v);
         for s in &mut self.shards {
             *s = Shard::default();
         }
@@ -722,7 +752,6 @@ impl WordCounts {
     /// Empty counts for a split pattern (a regex; resolve names with
     /// [`crate::pretokenize::builtin_pattern`] first) and special tokens.
     pub fn new(pattern: &str, specials: Vec<String>) -> Result<Self> {
-        super::tune_allocator();
         let splitter = Splitter::new(pattern, &specials)?;
         Ok(WordCounts {
             pattern: pattern.to_string(),

@@ -5,6 +5,7 @@
 //! `256 + i`, special tokens come after the last merge. Long-running calls take a progress
 //! callback; it is called from the calling thread only, and an error it returns (e.g.
 //! [`Error::Interrupted`] after Ctrl-C) stops the work and is returned.
+pub mod alloc;
 pub mod count;
 pub mod merge;
 
@@ -48,27 +49,6 @@ pub fn num_merges(vocab_size: usize, n_specials: usize) -> Result<usize> {
 /// Bytes of text per batch handed to the counting threads.
 pub const BATCH_BYTES: usize = 4 << 20;
 
-/// Makes glibc serve large blocks (1 MiB and more) with their own mappings, so that they go
-/// back to the system when freed. Otherwise glibc raises that threshold as big blocks are freed
-/// and later ones land in the heap, where a few small live blocks keep the whole area resident:
-/// the batches of the counting phase would stay resident through the merge phase.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            extern "C" {
-                fn mallopt(param: i32, value: i32) -> i32;
-            }
-            const M_MMAP_THRESHOLD: i32 = -3;
-            // SAFETY: mallopt only changes allocator tuning; existing blocks are unaffected.
-            unsafe {
-                mallopt(M_MMAP_THRESHOLD, 1 << 20);
-            }
-        });
-    }
-}
-
 /// Returns freed heap memory to the operating system (glibc keeps it otherwise), so that the
 /// memory of one phase is not held through the next.
 pub fn release_memory() {
@@ -85,7 +65,10 @@ pub fn release_memory() {
 }
 
 /// Counts the documents of `reader` into `counts`. Reading (I/O, decompression, JSON) runs on
-/// its own thread, one batch ahead of the counting threads.
+/// the calling thread, one batch ahead of the counting, which runs on its own thread and the
+/// pool. The batches are read here so that their memory comes from the calling thread's heap:
+/// on the main thread that is glibc's main arena, which `release_memory` hands back in full;
+/// the arena of a helper thread would keep up to the trim threshold (tens of MiB) resident.
 pub fn count_reader(
     counts: &mut WordCounts,
     mut reader: Reader,
@@ -93,37 +76,36 @@ pub fn count_reader(
 ) -> Result<()> {
     let stats = reader.stats();
     let total = Some(reader.total_bytes());
+    let mut report = || {
+        progress(Progress::Read {
+            bytes: stats.bytes_read.load(Ordering::Relaxed),
+            total,
+            documents: stats.documents.load(Ordering::Relaxed),
+        })
+    };
+    report()?;
     std::thread::scope(|s| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Document>>>(1);
-        s.spawn(move || loop {
-            let batch = reader.next_batch(BATCH_BYTES, 1 << 16);
-            let stop = !matches!(batch, Ok(Some(_)));
-            let item = match batch {
-                Ok(Some(b)) => Ok(b),
-                Ok(None) => break,
-                Err(e) => Err(e),
-            };
-            if tx.send(item).is_err() || stop {
-                break;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Document>>(1);
+        let counter = s.spawn(move || -> Result<()> {
+            for batch in rx {
+                counts.count_documents(&batch.iter().map(|d| &d.text[..]).collect::<Vec<_>>())?;
             }
+            Ok(())
         });
-        let report = |progress: &mut dyn FnMut(Progress) -> Result<()>| {
-            progress(Progress::Read {
-                bytes: stats.bytes_read.load(Ordering::Relaxed),
-                total,
-                documents: stats.documents.load(Ordering::Relaxed),
-            })
-        };
-        // `rx` is dropped on every return path, which stops the reader thread.
-        let rx = rx;
-        report(progress)?;
-        for batch in rx.iter() {
-            let batch = batch?;
-            counts.count_documents(&batch.iter().map(|d| &d.text[..]).collect::<Vec<_>>())?;
-            drop(batch);
-            report(progress)?;
-        }
-        Ok(())
+        let read = (|| -> Result<()> {
+            while let Some(batch) = reader.next_batch(BATCH_BYTES, 1 << 16)? {
+                if tx.send(batch).is_err() {
+                    return Ok(()); // the counter failed: its error is returned below
+                }
+                report()?;
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let counted = counter
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        counted.and(read)
     })
 }
 
