@@ -860,7 +860,7 @@ def _encode_ordinary(ctx: BenchContext) -> list[Result]:
         encoders = ctx.encoders(enc)
         for cat in _categories(ctx):
             ctx.progress.describe(f"encode_ordinary {enc} {cat}")
-            docs = ctx.take(enc, cat, _share(ctx, enc, cat, 0.5))
+            docs = ctx.take(enc, cat, _share(ctx, enc, cat, 0.4))
             fns = {impl: (lambda part, e=e: [e.encode_ordinary(d) for d in part]) for impl, e in encoders.items()}
             rows += _throughput_rows(ctx, "encode_ordinary", f"{enc} / {cat}", fns, docs)
             ctx.advance()
@@ -929,10 +929,13 @@ def _batch(ctx: BenchContext) -> list[Result]:
     rows = []
     for enc in ctx.encodings:
         ctx.progress.describe(f"batch {enc}")
-        docs = _mixed_docs(ctx, enc, 0.25)
-        half = len(docs) // 2
-        rows += _batch_rows(ctx, enc, docs[:half], warm=False)
-        rows += _batch_rows(ctx, enc, docs[half:], warm=True)
+        docs = _mixed_docs(ctx, enc, 0.35)
+        # Alternate 64-document blocks between the two, so both see the same mix of text.
+        blocks = [docs[i : i + 64] for i in range(0, len(docs), 64)]
+        cold = [d for b in blocks[0::2] for d in b]
+        warm = [d for b in blocks[1::2] for d in b]
+        rows += _batch_rows(ctx, enc, cold, warm=False)
+        rows += _batch_rows(ctx, enc, warm, warm=True)
         ctx.advance()
     return rows
 
