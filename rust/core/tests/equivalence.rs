@@ -196,3 +196,27 @@ fn chunked_merge_equals_heap_merge_on_long_runs() {
         }
     }
 }
+
+/// Real text with everything but letters removed: long pieces (hundreds of kilobytes) with the
+/// token structure of real words, in every script of the shared corpus. Skipped without it.
+#[test]
+fn chunked_merge_equals_heap_merge_on_squeezed_corpus_text() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
+    for name in ["en.txt", "code.txt", "multi.txt"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(name)) else {
+            eprintln!("skipped: {name} not found under {}", dir.display());
+            continue;
+        };
+        let squeezed: String = text
+            .chars()
+            .filter(|c| c.is_alphabetic())
+            .take(100_000)
+            .collect();
+        for v in vocabs() {
+            let (mut heap, mut chunked) = (Vec::new(), Vec::new());
+            merge_heap(v, squeezed.as_bytes(), &mut heap);
+            merge_chunked(v, squeezed.as_bytes(), &mut chunked, CHUNK);
+            assert!(chunked == heap, "{name}");
+        }
+    }
+}
