@@ -397,6 +397,22 @@ impl<'a> Lexer<'a> {
                     return e;
                 }
             }
+            // ASCII punctuation (after an optional space) that no letter follows: both word
+            // alternatives fail, so it is ` ?[^\s\p{L}\p{N}]+[\r\n/]*`.
+            let o = if b == b' ' { p + 1 } else { p };
+            let next = o + 1;
+            if next < n
+                && self.s[o] < 0x80
+                && self.t.get(self.s[o] as u32) & NOT_OTHER == 0
+                && self.s[next] < 0x80
+                && !in_ascii_set::<ASCII_LETTERS>(self.s[next])
+            {
+                let mut e = self.run_other(o);
+                while e < n && matches!(self.s[e], b'\r' | b'\n' | b'/') {
+                    e += 1;
+                }
+                return e;
+            }
         }
         let (c, l) = self.cls(p);
         if c & LETTER != 0 {
