@@ -921,10 +921,11 @@ def _count(ctx: BenchContext) -> list[Result]:
 def _batch(ctx: BenchContext) -> list[Result]:
     """encode_ordinary_batch with 1 and 2 threads on different (equal-sized) unseen documents.
 
-    Measured twice on separate documents: as the calls come (on this kind of virtual machine an
-    idle core takes 0.5-2 ms to wake up, which is as long as a whole 32-document batch takes
-    bytepair), and with warm cores (an untimed two-string batch right before each timed call, the
-    same for every implementation), which is what a busy server sees.
+    Measured twice on separate documents: interleaved (the implementations take turns call by
+    call, so each call starts on cores that were idle or busy with another library; on this kind
+    of virtual machine an idle core takes 0.5-2 ms to wake up, as long as a whole 32-document
+    batch takes bytepair), and back to back (each implementation makes all its calls in a row,
+    1-thread and 2-thread batches alternating), which is what a busy server or pipeline sees.
     """
     rows = []
     for enc in ctx.encodings:
@@ -932,18 +933,18 @@ def _batch(ctx: BenchContext) -> list[Result]:
         docs = _mixed_docs(ctx, enc, 0.35)
         # Alternate 64-document blocks between the two, so both see the same mix of text.
         blocks = [docs[i : i + 64] for i in range(0, len(docs), 64)]
-        cold = [d for b in blocks[0::2] for d in b]
-        warm = [d for b in blocks[1::2] for d in b]
-        rows += _batch_rows(ctx, enc, cold, warm=False)
-        rows += _batch_rows(ctx, enc, warm, warm=True)
+        interleaved_docs = [d for b in blocks[0::2] for d in b]
+        back_to_back_docs = [d for b in blocks[1::2] for d in b]
+        rows += _batch_rows(ctx, enc, interleaved_docs, back_to_back=False)
+        rows += _batch_rows(ctx, enc, back_to_back_docs, back_to_back=True)
         ctx.advance()
     return rows
 
 
-def _batch_rows(ctx: BenchContext, enc: str, docs: list[str], *, warm: bool) -> list[Result]:
+def _batch_rows(ctx: BenchContext, enc: str, docs: list[str], *, back_to_back: bool) -> list[Result]:
     rows = []
     threads = (1, 2)
-    label = " (warm cores)" if warm else ""
+    label = " (back to back)" if back_to_back else ""
     encoders = ctx.encoders(enc)
     per = 32
     groups = [docs[i : i + per] for i in range(0, len(docs), per)]
@@ -954,29 +955,36 @@ def _batch_rows(ctx: BenchContext, enc: str, docs: list[str], *, warm: bool) -> 
     seconds = {(impl, t): 0.0 for impl in encoders for t in threads}
     outputs: dict[tuple[str, int], list[Any]] = {k: [] for k in seconds}
     errors: dict[str, str] = {}
+    calls: list[tuple[int, int, list[str]]] = []
     for r in range(0, len(groups) - 1, 2):
         pair = (groups[r], groups[r + 1]) if (r // 2) % 2 == 0 else (groups[r + 1], groups[r])
         for t, group in zip(threads, pair):
             sets[t] += group
-            impls = list(encoders)
-            k = (r // 2) % len(impls)
-            for impl in impls[k:] + impls[:k]:
-                if impl in errors:
-                    continue
-                e = encoders[impl]
-                try:
-                    with _no_gc():
-                        if warm:
-                            e.encode_ordinary_batch(["warm", "up"], num_threads=t)
-                        t0 = time.perf_counter()
-                        out = e.encode_ordinary_batch(group, num_threads=t)
-                        seconds[(impl, t)] += time.perf_counter() - t0
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except BaseException as ex:  # noqa: BLE001 (a peer's Rust panic)
-                    errors[impl] = f"{type(ex).__name__}: {ex}"[:300]
-                    continue
-                outputs[(impl, t)] += out
+            calls.append((r, t, group))
+    impls = list(encoders)
+    if back_to_back:
+        schedule = [(impl, t, group) for impl in impls for _, t, group in calls]
+    else:
+        schedule = [
+            (impl, t, group)
+            for r, t, group in calls
+            for impl in impls[(r // 2) % len(impls) :] + impls[: (r // 2) % len(impls)]
+        ]
+    for impl, t, group in schedule:
+        if impl in errors:
+            continue
+        e = encoders[impl]
+        try:
+            with _no_gc():
+                t0 = time.perf_counter()
+                out = e.encode_ordinary_batch(group, num_threads=t)
+                seconds[(impl, t)] += time.perf_counter() - t0
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as ex:  # noqa: BLE001 (a peer's Rust panic)
+            errors[impl] = f"{type(ex).__name__}: {ex}"[:300]
+            continue
+        outputs[(impl, t)] += out
     mb_s: dict[tuple[str, int], float | None] = {}
     for t in threads:
         case = f"{enc} / {t} thread{'s' if t > 1 else ''}{label}"
@@ -1002,7 +1010,7 @@ def _batch_rows(ctx: BenchContext, enc: str, docs: list[str], *, warm: bool) -> 
                 "x",
                 True,
                 None,
-                {"cpus": _cpu_count(), "warm": warm},
+                {"cpus": _cpu_count(), "back_to_back": back_to_back},
             )
         )
     return rows
