@@ -208,13 +208,7 @@ unsafe fn min_pos_avx2<const CAP: usize>(p: &[u32; CAP], len: usize) -> (u32, us
     for c in 0..lanes / 8 {
         vmin = _mm256_min_epu32(vmin, _mm256_loadu_si256(ptr.add(c)));
     }
-    let mut m = _mm_min_epu32(
-        _mm256_castsi256_si128(vmin),
-        _mm256_extracti128_si256::<1>(vmin),
-    );
-    m = _mm_min_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
-    m = _mm_min_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
-    let best = _mm_cvtsi128_si32(m) as u32;
+    let best = hmin_epu32(vmin);
     if best == NO_ENTRY {
         return (best, 0);
     }
@@ -229,6 +223,18 @@ unsafe fn min_pos_avx2<const CAP: usize>(p: &[u32; CAP], len: usize) -> (u32, us
     (best, 0)
 }
 
+/// The smallest of the eight lanes of `v`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn hmin_epu32(v: std::arch::x86_64::__m256i) -> u32 {
+    use std::arch::x86_64::*;
+    let mut m = _mm_min_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    m = _mm_min_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+    m = _mm_min_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+    _mm_cvtsi128_si32(m) as u32
+}
+
 /// [`min_pos_avx2`] for arrays of at most 32 entries: every vector is scanned (the unused
 /// entries hold `NO_ENTRY`), with no loop or data-dependent branch.
 #[cfg(target_arch = "x86_64")]
@@ -241,13 +247,7 @@ unsafe fn min_pos_avx2_fixed<const CAP: usize>(p: &[u32; CAP]) -> (u32, usize) {
     for c in 1..CAP / 8 {
         vmin = _mm256_min_epu32(vmin, _mm256_loadu_si256(ptr.add(c)));
     }
-    let mut m = _mm_min_epu32(
-        _mm256_castsi256_si128(vmin),
-        _mm256_extracti128_si256::<1>(vmin),
-    );
-    m = _mm_min_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
-    m = _mm_min_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
-    let best = _mm_cvtsi128_si32(m) as u32;
+    let best = hmin_epu32(vmin);
     let b = _mm256_set1_epi32(best as i32);
     let mut mask = 0u32;
     for c in 0..CAP / 8 {

@@ -104,34 +104,31 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// `\p{L}+` from `i`: ASCII letters with SIMD, then the general loop from the first
-    /// non-ASCII byte, if any.
+    /// [`run`](Self::run) for a class that holds every ASCII letter of `SET`: those are spanned
+    /// 16 bytes at a time, and the general loop takes over at the first non-ASCII byte, if any.
     #[inline(always)]
-    fn run_letters(&self, i: usize) -> usize {
-        if self.s[i] >= 0x80 {
-            return self.run(i, LETTER);
+    fn run_simd<const SET: u8>(&self, i: usize, mask: u8) -> usize {
+        if i < self.s.len() && self.s[i] >= 0x80 {
+            return self.run(i, mask);
         }
-        let j = ascii_run::<ASCII_LETTERS>(self.s, i);
+        let j = ascii_run::<SET>(self.s, i);
         if j < self.s.len() && self.s[j] >= 0x80 {
-            self.run(j, LETTER)
+            self.run(j, mask)
         } else {
             j
         }
     }
 
-    /// o200k's `[\p{Ll}\p{Lm}\p{Lo}\p{M}]+`-style run of class `B` from `i`, ASCII lowercase
-    /// first.
+    /// `\p{L}+` from `i`.
+    #[inline(always)]
+    fn run_letters(&self, i: usize) -> usize {
+        self.run_simd::<ASCII_LETTERS>(i, LETTER)
+    }
+
+    /// o200k's `[\p{Ll}\p{Lm}\p{Lo}\p{M}]*` from `i` (class `B`).
     #[inline(always)]
     fn run_b(&self, i: usize) -> usize {
-        if i < self.s.len() && self.s[i] >= 0x80 {
-            return self.run(i, O200K_B);
-        }
-        let j = ascii_run::<ASCII_LOWER>(self.s, i);
-        if j < self.s.len() && self.s[j] >= 0x80 {
-            self.run(j, O200K_B)
-        } else {
-            j
-        }
+        self.run_simd::<ASCII_LOWER>(i, O200K_B)
     }
 
     /// End of the run of chars whose class intersects `mask`, from `i`.
@@ -263,13 +260,7 @@ impl<'a> Lexer<'a> {
     /// o200k `[A]+[B]*` + suffix from `q`.
     #[inline(always)]
     fn o200k_upper_word(&self, q: usize) -> Option<usize> {
-        let mut a = q;
-        if self.s[q] < 0x80 {
-            a = ascii_run::<ASCII_UPPER>(self.s, q);
-        }
-        if a < self.s.len() && self.s[a] >= 0x80 {
-            a = self.run(a, O200K_A);
-        }
+        let a = self.run_simd::<ASCII_UPPER>(q, O200K_A);
         if a == q {
             return None;
         }
