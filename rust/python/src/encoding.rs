@@ -152,7 +152,13 @@ fn batch_lists<'py>(
                     if j < n {
                         py.detach(|| encode(j));
                     } else {
-                        std::thread::yield_now();
+                        // Every document is taken: wait for document i's thread, detached so
+                        // that other Python threads run meanwhile.
+                        py.detach(|| {
+                            while slots[i].get().is_none() {
+                                std::thread::yield_now();
+                            }
+                        });
                     }
                 };
                 let Ok(v) = r else { return Ok(Some(i)) };
