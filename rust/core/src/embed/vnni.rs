@@ -112,6 +112,53 @@ unsafe fn tile<const M: usize>(
     out
 }
 
+/// One query against the `nk` consecutive `d`-byte key rows at `k`, each read start to end (see
+/// `topk::row1_avx512`): `out[j]` is the biased integer dot product. `pf`: prefetch distance in
+/// bytes (0: none).
+///
+/// # Safety
+/// `q` holds `d` bytes, `k` holds `nk * d`; the processor has AVX-512 VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn row1(q: *const u8, k: *const i8, d: usize, nk: usize, pf: usize, out: &mut [i32]) {
+    for (j, o) in out.iter_mut().enumerate().take(nk) {
+        let r = k.add(j * d);
+        if pf != 0 {
+            let mut b = 0;
+            while b < d {
+                _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + b));
+                b += 64;
+            }
+        }
+        let mut a = [_mm512_setzero_si512(); 4];
+        let mut i = 0;
+        while i + 256 <= d {
+            for (u, acc) in a.iter_mut().enumerate() {
+                let qv = _mm512_loadu_si512(q.add(i + 64 * u) as *const _);
+                let kv = _mm512_loadu_si512(r.add(i + 64 * u) as *const _);
+                *acc = _mm512_dpbusd_epi32(*acc, qv, kv);
+            }
+            i += 256;
+        }
+        let mut u = 0;
+        while i + 64 <= d {
+            let qv = _mm512_loadu_si512(q.add(i) as *const _);
+            let kv = _mm512_loadu_si512(r.add(i) as *const _);
+            a[u] = _mm512_dpbusd_epi32(a[u], qv, kv);
+            u += 1;
+            i += 64;
+        }
+        if i < d {
+            // Zero both sides past the end, as in `tile`.
+            let mask: u64 = (1u64 << (d - i)) - 1;
+            let qv = _mm512_maskz_loadu_epi8(mask, q.add(i) as *const i8);
+            a[3] = _mm512_dpbusd_epi32(a[3], qv, _mm512_maskz_loadu_epi8(mask, r.add(i)));
+        }
+        let s = _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
+        *o = _mm512_reduce_add_epi32(s);
+    }
+}
+
 /// Scans keys `range` for the quantised queries `q0..q0 + heaps.len()`, offering approximate
 /// scores `key_scale * query_scale * (dot - 128 * key_sum)`. Call only when [`available`].
 #[allow(clippy::too_many_arguments)]
@@ -131,6 +178,27 @@ pub(crate) fn scan(
         let nq = heaps.len();
         let mut pad: Vec<i8> = Vec::new();
         let pf_elems = super::topk::PREFETCH_BYTES;
+        if nq == 1 {
+            // One query: whole rows in order (see `topk::row1_avx512`).
+            const R: usize = super::topk::ROWS1;
+            let mut out = [0i32; R];
+            let (qs, qr) = (qc.scales[q0], &qc.codes[q0 * d..(q0 + 1) * d]);
+            let h = &mut heaps[0];
+            let mut t = range.start;
+            while t < range.end {
+                let nk = R.min(range.end - t);
+                let pf = super::topk::prefetch_inside(pf_elems, t, nk, d, range.end);
+                let kt = &codes[t * d..(t + nk) * d];
+                // SAFETY: `qr` holds d bytes, `kt` nk rows of d; VNNI is asserted above.
+                unsafe { row1(qr.as_ptr(), kt.as_ptr(), d, nk, pf, &mut out) };
+                for (j, &s) in out[..nk].iter().enumerate() {
+                    let dot = s - 128 * sums[t + j];
+                    h.offer(dot as f32 * (qs * scales[t + j]), (t + j) as u32);
+                }
+                t += nk;
+            }
+            return;
+        }
         let mut t = range.start;
         while t < range.end {
             let nk = NK.min(range.end - t);
@@ -201,7 +269,15 @@ mod tests {
             let qc = quantize_queries(&q, d);
             let mut heaps = vec![TopK::new(n); 7];
             scan(&qc, 0, &codes, &scales, &sums, d, 0..n, &mut heaps);
-            for (qi, h) in heaps.into_iter().enumerate() {
+            // One query at a time takes the row-at-a-time kernel.
+            let mut ones: Vec<TopK> = Vec::new();
+            for qi in 0..7 {
+                let mut h = vec![TopK::new(n)];
+                scan(&qc, qi, &codes, &scales, &sums, d, 0..n, &mut h);
+                ones.push(h.pop().unwrap());
+            }
+            for (qi, h) in heaps.into_iter().chain(ones).enumerate() {
+                let qi = qi % 7;
                 for (s, i) in h.into_sorted() {
                     let i = i as usize;
                     let exact: i64 = (0..d)
