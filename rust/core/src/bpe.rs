@@ -41,11 +41,10 @@ fn whole(v: &Vocab, text: &[u8], s: usize, e: usize) -> Option<Rank> {
 /// `byte_pair_encode`).
 #[inline]
 pub fn merge(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
-    match piece.len() {
-        0 => {}
-        1 => out.push(v.byte_rank(piece[0])),
-        n if n < HEAP_THRESHOLD => merge_scan(v, piece, out),
-        _ => merge_chunked(v, piece, out, CHUNK),
+    if piece.len() < HEAP_THRESHOLD {
+        merge_direct(v, piece, out)
+    } else {
+        merge_chunked(v, piece, out, CHUNK)
     }
 }
 

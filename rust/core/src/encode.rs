@@ -57,7 +57,6 @@ pub struct CoreBpe {
     /// An overlapping matcher over the special tokens, and whether any two of them can overlap
     /// in a text (built on first use).
     overlap: OnceLock<Option<AhoCorasick>>,
-    all_bytes: bool,
     sorted_tokens: OnceLock<Vec<Rank>>,
 }
 
@@ -82,7 +81,6 @@ impl CoreBpe {
                     })?,
             )
         };
-        let all_bytes = vocab.has_all_bytes();
         Ok(CoreBpe {
             vocab,
             pre,
@@ -91,7 +89,6 @@ impl CoreBpe {
             special_index,
             special_decoder,
             ac,
-            all_bytes,
             sorted_tokens: OnceLock::new(),
             overlap: OnceLock::new(),
         })
@@ -145,7 +142,7 @@ impl CoreBpe {
     }
 
     fn check_encodable(&self, out: &[Rank], from: usize) -> Result<()> {
-        if !self.all_bytes {
+        if !self.vocab.has_all_bytes() {
             if let Some(p) = out[from..].iter().position(|&r| r == NO_ENTRY) {
                 return Err(Error::Value(format!(
                     "cannot encode: token {} of the output is a byte that is not in the vocabulary",
@@ -379,7 +376,7 @@ impl CoreBpe {
         allowed: &SpecialSet,
         disallowed: &SpecialSet,
     ) -> Result<usize> {
-        if allowed.is_empty() && disallowed.is_empty() && self.all_bytes {
+        if allowed.is_empty() && disallowed.is_empty() && self.vocab.has_all_bytes() {
             let v = &self.vocab;
             let mut scratch = Vec::new();
             let mut n = 0;

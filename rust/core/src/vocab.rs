@@ -52,6 +52,8 @@ pub struct Vocab {
     /// Long tokens whose hash collided with another's (practically never non-empty).
     long_collisions: HashMap<Box<[u8]>, Rank>,
     byte_ranks: [Rank; 256],
+    /// Every single byte is a token (so any byte string can be encoded).
+    all_bytes: bool,
     /// Rank of every two-byte token, indexed by `(b0 << 8) | b1` (`NO_ENTRY` when absent).
     pair_ranks: Box<[Rank]>,
 }
@@ -180,10 +182,14 @@ impl Vocab {
             by_rank[r as usize] = i as u32;
         }
         let entry = |i: usize| &bytes[offsets[i] as usize..offsets[i + 1] as usize];
-        let n_short = (0..n).filter(|&i| entry(i).len() <= 7).count();
-        let n_mid = (0..n)
-            .filter(|&i| (8..=15).contains(&entry(i).len()))
-            .count();
+        let (mut n_short, mut n_mid) = (0, 0);
+        for i in 0..n {
+            match entry(i).len() {
+                0..=7 => n_short += 1,
+                8..=15 => n_mid += 1,
+                _ => {}
+            }
+        }
         let mut short: HashMap<u64, Rank, BuildKeyHasher> =
             HashMap::with_capacity_and_hasher(n_short, Default::default());
         let mut mid: HashMap<u128, Rank, BuildKeyHasher> =
@@ -235,6 +241,7 @@ impl Vocab {
             long,
             long_collisions,
             byte_ranks: [NO_ENTRY; 256],
+            all_bytes: false,
             pair_ranks: vec![NO_ENTRY; 65536].into_boxed_slice(),
         };
         for (i, &r) in v.ranks.iter().enumerate() {
@@ -248,6 +255,7 @@ impl Vocab {
                 v.byte_ranks[b] = r;
             }
         }
+        v.all_bytes = v.byte_ranks.iter().all(|&r| r != NO_ENTRY);
         Ok(v)
     }
 
@@ -325,7 +333,7 @@ impl Vocab {
 
     /// True when every single byte is a token, so any byte string can be encoded.
     pub fn has_all_bytes(&self) -> bool {
-        self.byte_ranks.iter().all(|&r| r != NO_ENTRY)
+        self.all_bytes
     }
 
     /// The bytes of the token with rank `r`.
