@@ -396,6 +396,43 @@ mod tests {
     }
 
     #[test]
+    fn max_ignores_nan_in_the_four_row_kernels_at_every_level() {
+        // Bags of 9 rows (one stored, then two groups of four) of 19 values (vector body plus
+        // tail at 8 and 16 lanes), with NaN in the first row, inside groups, and whole columns.
+        let (rows, dim) = (12usize, 19usize);
+        let mut table = randn(rows * dim, 5);
+        for (r, c) in [(0, 0), (0, 9), (3, 1), (4, 17), (5, 9), (8, 18), (11, 2)] {
+            table[r * dim + c] = f32::NAN;
+        }
+        for r in 0..rows {
+            table[r * dim + 3] = f32::NAN; // every row NaN in column 3
+        }
+        let ids: Vec<i64> = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 3, 5, 8, 4, 10, 9, 0, 2];
+        let bounds = [0usize, 9, 18];
+        let want = reference(&table, dim, &ids, &bounds, Pool::Max, None, false);
+        for lv in Level::available() {
+            let got = gather_at(
+                lv,
+                &table,
+                rows,
+                dim,
+                &ids,
+                Bags::Fixed { bags: 2, len: 9 },
+                Pool::Max,
+                None,
+                false,
+            )
+            .unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g.is_nan() && w.is_nan()) || g == w,
+                    "{lv:?} value {i}: {g} vs {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn fixed_bags_and_id_types() {
         let (rows, dim) = (1000, 64);
         let table = randn(rows * dim, 1);

@@ -88,6 +88,38 @@ pub trait Elem: Copy + Send + Sync + Default + 'static {
     /// `p..p+n` must be readable and the processor must have AVX-512F/BW/VL.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16_tail(p: *const Self, n: usize) -> __m512;
+    /// Loads 8 values as f32.
+    ///
+    /// # Safety
+    /// `p..p+8` must be readable and the processor must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> __m256;
+}
+
+/// Loads the first `n < 8` values at `p` as f32, zeros elsewhere (the AVX2 kernels' tails).
+///
+/// # Safety
+/// `p..p+n` must be readable and the processor must have AVX.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx")]
+pub(crate) unsafe fn load8_tail<E: Elem>(p: *const E, n: usize) -> __m256 {
+    let mut b = [0f32; 8];
+    for (i, x) in b.iter_mut().enumerate().take(n) {
+        *x = (*p.add(i)).to_f32();
+    }
+    _mm256_loadu_ps(b.as_ptr())
+}
+
+/// The sum of the eight lanes of `v`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx")]
+pub(crate) unsafe fn hsum8(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+    _mm_cvtss_f32(s)
 }
 
 impl Elem for f32 {
@@ -110,6 +142,12 @@ impl Elem for f32 {
     #[target_feature(enable = "avx512f")]
     unsafe fn load16_tail(p: *const f32, n: usize) -> __m512 {
         _mm512_maskz_loadu_ps(tail_mask(n), p)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
     }
 }
 
@@ -153,6 +191,12 @@ impl Elem for f16 {
     unsafe fn load16_tail(p: *const f16, n: usize) -> __m512 {
         _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail_mask(n), p as *const i16))
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx,f16c")]
+    unsafe fn load8(p: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
 }
 
 impl Elem for i8 {
@@ -177,6 +221,12 @@ impl Elem for i8 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn load16_tail(p: *const i8, n: usize) -> __m512 {
         _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(tail_mask(n), p)))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(p: *const i8) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
     }
 }
 
@@ -234,7 +284,127 @@ fn row_generic<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row_avx2<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
-    row_generic(op, acc, row, w)
+    let n = acc.len();
+    let a = acc.as_mut_ptr();
+    let r = row.as_ptr();
+    let wv = _mm256_set1_ps(w);
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = E::load8(r.add(i));
+        let v = match op {
+            RowOp::Set => _mm256_mul_ps(wv, x),
+            _ => fold8(op, _mm256_loadu_ps(a.add(i)), [x], [wv]),
+        };
+        _mm256_storeu_ps(a.add(i), v);
+        i += 8;
+    }
+    if i < n {
+        row_generic(op, &mut acc[i..], &row[i..], w);
+    }
+}
+
+/// `av (op)= w[0] * x[0] (op) ... (op) w[R-1] * x[R-1]` on 8 lanes, in the order the AVX-512
+/// kernels use (sums: `(w0 x0 + w1 x1) + (w2 x2 + w3 x3)`, then added to `av`; max: one row after
+/// another, NaN-ignoring like `np.fmax`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fold8<const R: usize>(op: RowOp, av: __m256, x: [__m256; R], w: [__m256; R]) -> __m256 {
+    match op {
+        RowOp::Max => {
+            let mut v = av;
+            for j in 0..R {
+                let wx = _mm256_mul_ps(w[j], x[j]);
+                // max_ps returns its second operand when either is NaN: a NaN row keeps the
+                // accumulator, and a NaN accumulator is then replaced by the row.
+                let m = _mm256_max_ps(wx, v);
+                v = _mm256_blendv_ps(m, wx, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            }
+            v
+        }
+        _ => {
+            let s = if R == 4 {
+                let s01 = _mm256_fmadd_ps(w[1], x[1], _mm256_mul_ps(w[0], x[0]));
+                let s23 = _mm256_fmadd_ps(w[3], x[3], _mm256_mul_ps(w[2], x[2]));
+                _mm256_add_ps(s01, s23)
+            } else {
+                let mut s = _mm256_mul_ps(w[0], x[0]);
+                for j in 1..R {
+                    s = _mm256_fmadd_ps(w[j], x[j], s);
+                }
+                s
+            };
+            if op == RowOp::Set {
+                s
+            } else if R == 1 {
+                _mm256_fmadd_ps(w[0], x[0], av)
+            } else {
+                _mm256_add_ps(av, s)
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows4_avx2<E: Elem>(
+    op: RowOp,
+    acc: &mut [f32],
+    rows: [&[E]; 4],
+    w: [f32; 4],
+    next: Option<[*const E; 4]>,
+) {
+    let n = acc.len();
+    if let Some(nx) = next {
+        // As in rows4_avx512: the whole next group, requested before this group is read.
+        let bytes = n * std::mem::size_of::<E>();
+        for p in nx {
+            let p = p as *const i8;
+            let mut off = 0;
+            while off < bytes {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(off));
+                off += 64;
+            }
+        }
+    }
+    let a = acc.as_mut_ptr();
+    let r = [
+        rows[0].as_ptr(),
+        rows[1].as_ptr(),
+        rows[2].as_ptr(),
+        rows[3].as_ptr(),
+    ];
+    let wv = w.map(|x| _mm256_set1_ps(x));
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = [
+            E::load8(r[0].add(i)),
+            E::load8(r[1].add(i)),
+            E::load8(r[2].add(i)),
+            E::load8(r[3].add(i)),
+        ];
+        let av = if op == RowOp::Set {
+            _mm256_setzero_ps()
+        } else {
+            _mm256_loadu_ps(a.add(i))
+        };
+        _mm256_storeu_ps(a.add(i), fold8(op, av, x, wv));
+        i += 8;
+    }
+    if i < n {
+        let m = n - i;
+        let x = [
+            load8_tail(r[0].add(i), m),
+            load8_tail(r[1].add(i), m),
+            load8_tail(r[2].add(i), m),
+            load8_tail(r[3].add(i), m),
+        ];
+        let mut buf = [0f32; 8];
+        buf[..m].copy_from_slice(&acc[i..]);
+        let v = fold8(op, _mm256_loadu_ps(buf.as_ptr()), x, wv);
+        _mm256_storeu_ps(buf.as_mut_ptr(), v);
+        acc[i..].copy_from_slice(&buf[..m]);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -404,6 +574,8 @@ pub fn rows4_op<E: Elem>(
     match lv {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => unsafe { rows4_avx512(op, acc, rows, w, next) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { rows4_avx2(op, acc, rows, w, next) },
         _ => {
             let _ = next;
             let (first, rest) = if op == RowOp::Set {
@@ -458,7 +630,28 @@ fn sumsq_generic<E: Elem>(x: &[E]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn sumsq_avx2<E: Elem>(x: &[E]) -> f32 {
-    sumsq_generic(x)
+    let n = x.len();
+    let p = x.as_ptr();
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 16 <= n {
+        let v0 = E::load8(p.add(i));
+        let v1 = E::load8(p.add(i + 8));
+        a0 = _mm256_fmadd_ps(v0, v0, a0);
+        a1 = _mm256_fmadd_ps(v1, v1, a1);
+        i += 16;
+    }
+    while i < n {
+        let m = (n - i).min(8);
+        let v = if m == 8 {
+            E::load8(p.add(i))
+        } else {
+            load8_tail(p.add(i), m)
+        };
+        a0 = _mm256_fmadd_ps(v, v, a0);
+        i += m;
+    }
+    hsum8(_mm256_add_ps(a0, a1))
 }
 
 #[cfg(target_arch = "x86_64")]
