@@ -197,6 +197,48 @@ def test_bench_exits_nonzero_when_bytepair_disagrees(tmp_path: Path, monkeypatch
     assert "MISMATCH" in err.read_text()
 
 
+def test_interleaved_turns_cover_every_document_once_in_order() -> None:
+    calls: list[tuple[str, list[str]]] = []
+
+    def fn(name: str):
+        def run(part: list[str]) -> list[str]:
+            calls.append((name, list(part)))
+            return [d.upper() for d in part]
+
+        return run
+
+    docs = [f"d{i}" for i in range(10)]
+    _, outputs, errors = bench.interleaved({"a": fn("a"), "b": fn("b")}, docs, chunk=4)
+    assert not errors
+    assert outputs == {"a": [d.upper() for d in docs], "b": [d.upper() for d in docs]}
+    # Turns of 4, 4 and 2 documents, and who goes first rotates.
+    assert [(n, len(p)) for n, p in calls] == [("a", 4), ("b", 4), ("b", 4), ("a", 4), ("a", 2), ("b", 2)]
+
+
+def test_bench_turn_docs_is_recorded_and_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tiktoken")
+    out = tmp_path / "out"
+    with open(os.devnull, "w") as devnull:
+        status = bench.run(
+            corpus_paths=[str(_tiny_corpus(tmp_path))],
+            encodings=["cl100k_base"],
+            out=out,
+            quick=True,
+            only=["encode_ordinary"],
+            progress=False,
+            stdout=devnull,
+            turn_docs=256,
+        )
+    assert status == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["turn_docs"] == 256
+    rows = [r for r in data["results"] if r["workload"] == "encode_ordinary"]
+    assert {"bytepair", "tiktoken"} <= {r["impl"] for r in rows}, rows
+    assert all(r["value"] > 0 and r["agree"] is not False for r in rows)
+    assert cli.main(["bench", "--turn-docs", "0"]) == 2
+    assert "--turn-docs must be at least 1" in capsys.readouterr().err
+
+
 def test_bench_rejects_unknown_encoding(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "--encodings", "nope_base"]) == 2
     assert "unknown encoding" in capsys.readouterr().err

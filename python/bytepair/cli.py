@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="WORKLOAD",
         help="run only these workloads, or groups of them: tokenizer, embeddings (see --list)",
     )
+    bench.add_argument(
+        "--turn-docs",
+        type=int,
+        default=16,
+        metavar="N",
+        help="documents each implementation encodes per turn in the throughput workloads "
+        "(default: %(default)s; short turns start with another library's data in the caches, "
+        "256 measures each tokenizer running by itself)",
+    )
     bench.add_argument("--list", action="store_true", help="list the workloads and exit")
     bench.add_argument(
         "--no-progress",
@@ -341,6 +350,9 @@ def _bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.turn_docs < 1:
+        print(f"bytepair bench: --turn-docs must be at least 1, got {args.turn_docs}", file=sys.stderr)
+        return 2
     if args.only:
         missing = [w for w in bench.expand_workloads(args.only) if w not in bench.workloads()]
         if missing:
@@ -358,6 +370,7 @@ def _bench(args: argparse.Namespace) -> int:
             quick=args.quick,
             only=args.only,
             progress=False if args.no_progress else None,
+            turn_docs=args.turn_docs,
         )
     except bench.CorpusError as e:
         print(f"bytepair bench: {e}", file=sys.stderr)
