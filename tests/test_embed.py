@@ -446,3 +446,70 @@ def test_inputs_are_used_in_place(tmp_path):
     assert (i[:, 0] == np.arange(3)).all()
     out = embed.gather(T, ids)
     assert out.flags.c_contiguous and out.flags.writeable
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def _interruptible_calls():
+    """(name, calibrate(scale) -> seconds, full(scale)) for each long call: `scale` multiplies the
+    work, so a measured small call tells how big a call takes several seconds."""
+    rng = np.random.default_rng(7)
+    keys = rng.standard_normal((50_000, 128), dtype=np.float32)
+    index = embed.Index(keys, dtype="int8")
+    table = rng.standard_normal((1000, 4096), dtype=np.float32)
+    enc = _encoding()
+    small_table = rng.standard_normal((enc.n_vocab, 8), dtype=np.float32)
+    text = "Ctrl-C stops this text. " * 400
+
+    def topk(scale):
+        q = rng.standard_normal((64 * scale, 128), dtype=np.float32)
+        return lambda: embed.topk(q, keys, 10)
+
+    def search(scale):
+        q = rng.standard_normal((64 * scale, 128), dtype=np.float32)
+        return lambda: index.search(q, 10)
+
+    def gather(scale):
+        ids = rng.integers(0, 1000, (8 * scale, 4096), dtype=np.int32)
+        return lambda: embed.gather(table, ids)
+
+    def texts(scale):
+        docs = [text] * (16 * scale)
+        return lambda: embed.embed_texts(enc, small_table, docs)
+
+    return {"topk": topk, "search": search, "gather": gather, "embed_texts": texts}
+
+
+@pytest.mark.parametrize("name", ["topk", "search", "gather", "embed_texts"])
+def test_sigint_stops_long_native_work(name):
+    """A real SIGINT while a kernel runs detached from the interpreter raises KeyboardInterrupt
+    long before the call would have finished, and the next call works."""
+    import signal
+    import time
+
+    if sys.platform == "win32":
+        pytest.skip("POSIX signals")
+    make = _interruptible_calls()[name]
+    small = make(4)
+    small()
+    t0 = time.perf_counter()
+    small()
+    per_scale = (time.perf_counter() - t0) / 4
+    scale = max(4, int(4.0 / max(per_scale, 1e-6)))  # about 4 s of work
+    if scale * 4 > 1 << 16:  # guard against a mis-measured tiny call eating the memory
+        scale = 1 << 14
+    full = make(scale)
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            full()
+            time.sleep(5)  # the signal came after the call: the handler runs here
+    finally:
+        timer.cancel()
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 2.0, f"{name}: KeyboardInterrupt after {elapsed:.2f} s"
+    small()  # the pool and the kernels still work

@@ -85,27 +85,45 @@ pub fn map_ordered<I: Sync, T: Send>(
 /// Unlike a rayon scope, the caller never waits for a pool thread that has not started: on a
 /// shared machine a worker can take milliseconds to be scheduled, and the caller, which starts at
 /// once, may well have claimed every block by then. Workers that start after that do nothing.
+///
+/// Between blocks the calling thread runs the [`interrupt`] poll installed on it, if any; when
+/// that asks to stop, no further block is handed out and `false` is returned (some items were
+/// not visited). Otherwise returns `true`.
+#[must_use = "false means interrupted: some items were not visited"]
 pub fn for_each_mut<T: Send>(
     pool: &rayon::ThreadPool,
     items: &mut [T],
     block: usize,
     f: impl Fn(usize, &mut T) + Sync,
-) {
+) -> bool {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let block = block.max(1);
     let n = items.len();
     let threads = pool.current_num_threads().min(n.div_ceil(block));
     if threads <= 1 {
-        for (i, item) in items.iter_mut().enumerate() {
-            f(i, item);
+        for (b, part) in items.chunks_mut(block).enumerate() {
+            if interrupt::poll() {
+                return false;
+            }
+            for (k, item) in part.iter_mut().enumerate() {
+                f(b * block + k, item);
+            }
         }
-        return;
+        return true;
     }
     // Each block is claimed once, so its lock is never contended; it only proves to the compiler
     // that no two threads hold the same items.
     let blocks: Vec<Mutex<&mut [T]>> = items.chunks_mut(block).map(Mutex::new).collect();
     let next = AtomicUsize::new(0);
+    let stopped = std::sync::atomic::AtomicBool::new(false);
     let work = || loop {
+        // Only the calling thread has a poll installed; on pool threads this is a cheap no.
+        if interrupt::poll() {
+            stopped.store(true, Ordering::Relaxed);
+            // Every later claim lands past the end.
+            next.store(blocks.len(), Ordering::Relaxed);
+            return;
+        }
         let b = next.fetch_add(1, Ordering::Relaxed);
         let Some(slot) = blocks.get(b) else {
             return;
@@ -116,6 +134,89 @@ pub fn for_each_mut<T: Send>(
         }
     };
     with_helpers(pool, threads - 1, &work);
+    !stopped.load(Ordering::Relaxed)
+}
+
+/// Ctrl-C for long native work: a caller (the Python bindings) installs a poll on its thread for
+/// the duration of a call; [`for_each_mut`] runs it between blocks on that thread, at most every
+/// [`interrupt::INTERVAL`], and stops handing out work once it returns `true`.
+///
+/// Why a thread-local: the kernels need no extra parameter, and pool threads (which cannot run
+/// Python) never see a poll, so they just stop finding work.
+pub mod interrupt {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+
+    /// How often the poll runs at most (it re-attaches to the interpreter).
+    pub const INTERVAL: Duration = Duration::from_millis(20);
+
+    struct Installed {
+        poll: *const (dyn Fn() -> bool + 'static),
+        next: Instant,
+        hit: bool,
+    }
+
+    thread_local! {
+        static CURRENT: Cell<Option<Installed>> = const { Cell::new(None) };
+    }
+
+    /// Runs `f` with `poll` installed on this thread. Returns `f`'s result and whether the poll
+    /// asked to stop (then `f`'s result is incomplete and should be dropped).
+    pub fn with_poll<R>(poll: &dyn Fn() -> bool, f: impl FnOnce() -> R) -> (R, bool) {
+        struct Restore(Option<Installed>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.set(self.0.take()));
+            }
+        }
+        // SAFETY: only the lifetime is erased; the pointer is removed (by `Restore`, also when
+        // unwinding) before `poll` goes out of scope, and only this thread reads it.
+        let erased: *const (dyn Fn() -> bool + 'static) = unsafe { std::mem::transmute(poll) };
+        let prev = CURRENT.with(|c| {
+            c.replace(Some(Installed {
+                poll: erased,
+                next: Instant::now() + INTERVAL,
+                hit: false,
+            }))
+        });
+        let restore = Restore(prev);
+        let r = f();
+        let hit = stopped();
+        drop(restore);
+        (r, hit)
+    }
+
+    /// Whether the poll installed on this thread has asked to stop (without running it).
+    pub fn stopped() -> bool {
+        CURRENT.with(|c| {
+            let cur = c.take();
+            let hit = cur.as_ref().is_some_and(|i| i.hit);
+            c.set(cur);
+            hit
+        })
+    }
+
+    /// Whether the work on this thread should stop: runs the installed poll when it is due
+    /// (sticky once it said stop); `false` where none is installed.
+    #[inline]
+    pub fn poll() -> bool {
+        CURRENT.with(|c| {
+            let Some(mut cur) = c.take() else {
+                return false;
+            };
+            if !cur.hit {
+                let now = Instant::now();
+                if now >= cur.next {
+                    // SAFETY: installed by `with_poll`, whose frame is still live.
+                    cur.hit = unsafe { (*cur.poll)() };
+                    cur.next = now + INTERVAL;
+                }
+            }
+            let hit = cur.hit;
+            c.set(Some(cur));
+            hit
+        })
+    }
 }
 
 /// Runs `work` on the calling thread and, at the same time, on up to `helpers` of `pool`'s
@@ -208,12 +309,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_interrupt_stops_handing_out_work_on_every_pool_size() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        for threads in [1usize, 2, 4] {
+            let pool = pool(threads);
+            // A poll that never fires: everything is visited.
+            let mut v = vec![0u8; 300];
+            let (done, hit) = interrupt::with_poll(&|| false, || {
+                for_each_mut(&pool, &mut v, 1, |_, x| {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                    *x = 1;
+                })
+            });
+            assert!(
+                done && !hit && v.iter().all(|&x| x == 1),
+                "threads={threads}"
+            );
+            // One that fires on its first run (after INTERVAL): the loop stops early.
+            let visited = AtomicUsize::new(0);
+            let mut v = vec![0u8; 2000];
+            let t = std::time::Instant::now();
+            let (done, hit) = interrupt::with_poll(&|| true, || {
+                for_each_mut(&pool, &mut v, 1, |_, _| {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    visited.fetch_add(1, Ordering::Relaxed);
+                })
+            });
+            assert!(!done && hit, "threads={threads}");
+            let n = visited.load(Ordering::Relaxed);
+            assert!(n < 2000, "threads={threads}: {n} visited");
+            assert!(
+                t.elapsed() < std::time::Duration::from_millis(1500),
+                "threads={threads}"
+            );
+        }
+        // Nothing installed here any more.
+        assert!(!interrupt::poll());
+    }
+
+    #[test]
     fn for_each_mut_visits_every_item_once() {
         let pool = pool(4);
         for n in [0usize, 1, 3, 64, 1000] {
             for block in [1usize, 7, 64] {
                 let mut v = vec![0usize; n];
-                for_each_mut(&pool, &mut v, block, |i, x| *x += i + 1);
+                assert!(for_each_mut(&pool, &mut v, block, |i, x| *x += i + 1));
                 assert!(
                     v.iter().enumerate().all(|(i, &x)| x == i + 1),
                     "n={n} block={block}"
@@ -228,12 +368,12 @@ mod tests {
         for _ in 0..20 {
             let mut v = vec![0u32; 256];
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                for_each_mut(&pool, &mut v, 1, |i, x| {
+                let _ = for_each_mut(&pool, &mut v, 1, |i, x| {
                     if i == 200 {
                         panic!("item 200");
                     }
                     *x = 1;
-                })
+                });
             }));
             assert!(r.is_err());
         }

@@ -4,8 +4,12 @@
 //! The Python layer (`bytepair/embed.py`) checks ranks and converts dtypes and layouts that the
 //! kernels do not take; these functions still validate everything they receive and raise
 //! `TypeError` / `ValueError` / `IndexError`, never panic.
+//!
+//! Ctrl-C: the long calls (gather, top-k, search, embed_texts) run with a poll installed on the
+//! detached thread (`parallel::interrupt`) that re-attaches every 20 ms to run the signal
+//! handlers; a `KeyboardInterrupt` (or whatever a handler raised) stops the work and is raised.
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::encoding::PyCoreBpe;
 use bytepair_core::embed::{self as core_embed, Bags, Index, KeyType, Metric, Pool, TopKResult};
@@ -21,6 +25,30 @@ use pyo3::pybacked::PyBackedStr;
 use crate::errors::to_py;
 
 type Out2<'py> = Bound<'py, PyArray2<f32>>;
+
+/// Runs `f` detached from the interpreter, stopping it when a signal handler raises (Ctrl-C).
+fn detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> bytepair_core::Result<T> + Send,
+) -> PyResult<T> {
+    let raised: Mutex<Option<PyErr>> = Mutex::new(None);
+    let poll = || {
+        Python::attach(|py| match py.check_signals() {
+            Ok(()) => false,
+            Err(e) => {
+                *raised.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                true
+            }
+        })
+    };
+    let (r, hit) = py.detach(|| bytepair_core::parallel::interrupt::with_poll(&poll, f));
+    if hit {
+        if let Some(e) = raised.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+    }
+    r.map_err(to_py)
+}
 
 fn array2<T: numpy::Element>(
     py: Python<'_>,
@@ -141,9 +169,9 @@ fn embed_gather<'py>(
                 (_, Bags::Offsets(o)) => o.len(),
                 (_, Bags::Fixed { bags, .. }) => bags,
             };
-            let v = py
-                .detach(|| core_embed::gather(t, rows, dim, s, bags, pool, w, normalize))
-                .map_err(to_py)?;
+            let v = detached(py, || {
+                core_embed::gather(t, rows, dim, s, bags, pool, w, normalize)
+            })?;
             array2(py, v, out_rows, dim)
         })
     })
@@ -168,9 +196,7 @@ fn embed_topk<'py>(
                 "queries have dimension {qd} but keys have {d}"
             )));
         }
-        let r = py
-            .detach(|| core_embed::topk(q, kk, n, d, k, metric))
-            .map_err(to_py)?;
+        let r = detached(py, || core_embed::topk(q, kk, n, d, k, metric))?;
         topk_out(py, r, nq)
     })
 }
@@ -226,18 +252,16 @@ impl PyEmbedIndex {
     ) -> PyResult<(Out2<'py>, Bound<'py, PyArray2<i64>>)> {
         let (nq, d) = (queries.shape()[0], queries.shape()[1]);
         let q = slice(&queries, "queries")?;
-        let r = py
-            .detach(|| {
-                let ix = self.read();
-                if d != ix.dim() {
-                    return Err(bytepair_core::Error::Value(format!(
-                        "queries have dimension {d} but the index has {}",
-                        ix.dim()
-                    )));
-                }
-                ix.search(q, k)
-            })
-            .map_err(to_py)?;
+        let r = detached(py, || {
+            let ix = self.read();
+            if d != ix.dim() {
+                return Err(bytepair_core::Error::Value(format!(
+                    "queries have dimension {d} but the index has {}",
+                    ix.dim()
+                )));
+            }
+            ix.search(q, k)
+        })?;
         topk_out(py, r, nq)
     }
 
@@ -308,9 +332,9 @@ fn embed_texts<'py>(
     let pool = Pool::parse(pool).map_err(to_py)?;
     let refs: Vec<&str> = texts.iter().map(|s| &**s).collect();
     with_table!(table, |t, rows, dim| {
-        let v = py
-            .detach(|| core_embed::embed_texts(&bpe, t, rows, dim, &refs, pool, normalize))
-            .map_err(to_py)?;
+        let v = detached(py, || {
+            core_embed::embed_texts(&bpe, t, rows, dim, &refs, pool, normalize)
+        })?;
         array2(py, v, refs.len(), dim)
     })
 }

@@ -259,7 +259,8 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
 /// one at a time (a bag's rows are tens of microseconds of work), or on the calling thread alone.
 fn run(parallel: bool, parts: &mut [&mut [f32]], work: impl Fn(usize, &mut &mut [f32]) + Sync) {
     if parallel {
-        crate::parallel::for_each_mut(&crate::parallel::pool(0), parts, 1, work);
+        // Interrupted (Ctrl-C): the caller drops the result.
+        let _ = crate::parallel::for_each_mut(&crate::parallel::pool(0), parts, 1, work);
     } else {
         for (i, p) in parts.iter_mut().enumerate() {
             work(i, p);

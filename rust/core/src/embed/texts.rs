@@ -6,7 +6,6 @@ use super::gather::pool_bag;
 use super::simd::{self, Elem};
 use super::Pool;
 use crate::{CoreBpe, Error, Result};
-use rayon::prelude::*;
 
 /// Embeds each text as the pooled rows of its ordinary (no special tokens) token ids.
 ///
@@ -52,13 +51,30 @@ pub fn embed_texts<E: Elem>(
         pool_bag(lv, table, dim, buf, None, pool, normalize, row);
         Ok(())
     };
-    crate::parallel::pool(0).install(|| {
-        out.par_chunks_mut(dim)
-            .zip(texts.par_iter())
-            .enumerate()
-            .with_max_len(4)
-            .try_for_each_init(Vec::new, one)
-    })?;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    // The error of the earliest failing text, as a sequential loop would report it.
+    let first_err: std::sync::Mutex<Option<(usize, Error)>> = std::sync::Mutex::new(None);
+    let mut rows_out: Vec<&mut [f32]> = out.chunks_mut(dim).collect();
+    // Interrupted (Ctrl-C) leaves rows unfilled: the caller drops the result.
+    let err_at = std::sync::atomic::AtomicUsize::new(usize::MAX);
+    let _ = crate::parallel::for_each_mut(&crate::parallel::pool(0), &mut rows_out, 4, |i, row| {
+        if i > err_at.load(std::sync::atomic::Ordering::Relaxed) {
+            return; // an earlier text failed: the call fails with its error
+        }
+        let r = BUF.with(|b| one(&mut b.borrow_mut(), (i, (&mut **row, &texts[i]))));
+        if let Err(e) = r {
+            err_at.fetch_min(i, std::sync::atomic::Ordering::Relaxed);
+            let mut g = first_err.lock().unwrap_or_else(|e| e.into_inner());
+            if g.as_ref().is_none_or(|(j, _)| i < *j) {
+                *g = Some((i, e));
+            }
+        }
+    });
+    if let Some((_, e)) = first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
     Ok(out)
 }
 
@@ -126,5 +142,23 @@ mod tests {
             embed_texts(&bpe, &table, 10, 4, &["a"], Pool::None, true),
             Err(Error::Value(_))
         ));
+    }
+
+    #[test]
+    fn the_earliest_failing_text_is_reported() {
+        // "!" is token 0, inside a 10-row table; "hello" is not. Many texts so that the work is
+        // spread over threads and later failures may well be found first.
+        let bpe = cl100k();
+        let table = vec![0f32; 10 * 4];
+        let mut texts = vec!["!"; 4000];
+        for i in [3999, 2500, 1234, 700] {
+            texts[i] = "hello";
+        }
+        for _ in 0..5 {
+            match embed_texts(&bpe, &table, 10, 4, &texts, Pool::Mean, true) {
+                Err(Error::Index(m)) => assert!(m.starts_with("texts[700] "), "{m}"),
+                other => panic!("{:?}", other.map(|v| v.len())),
+            }
+        }
     }
 }

@@ -685,7 +685,10 @@ pub(crate) fn drive(
     } else {
         // The calling thread scans too and never waits for a pool thread that has not started.
         let mut slots: Vec<Vec<TopK>> = vec![Vec::new(); tasks];
-        crate::parallel::for_each_mut(&pool, &mut slots, 1, |t, slot| *slot = task(t));
+        if !crate::parallel::for_each_mut(&pool, &mut slots, 1, |t, slot| *slot = task(t)) {
+            // Interrupted (Ctrl-C): the caller drops the result.
+            return vec![vec![]; nq];
+        }
         slots
     };
     // Deterministic merge: gather each query's candidates from all chunks, order, truncate.
@@ -728,7 +731,8 @@ impl TopKResult {
         let mut scores = Vec::with_capacity(lists.len() * k);
         let mut indices = Vec::with_capacity(lists.len() * k);
         for l in lists {
-            debug_assert_eq!(l.len(), k);
+            // Shorter only when the scan was interrupted (and the result is dropped).
+            debug_assert!(l.len() == k || crate::parallel::interrupt::stopped());
             for (s, i) in l {
                 scores.push(s);
                 indices.push(i as i64);
