@@ -18,6 +18,10 @@ Conventions shared by all functions:
 - Errors: a wrong dtype is a ``TypeError``; a wrong rank, mismatched dimension, bad offsets or
   ``k`` larger than the number of keys is a ``ValueError``; an id outside the table is an
   ``IndexError``.
+- Ctrl-C: ``gather``, ``topk``, ``Index.search`` and ``embed_texts`` check for signals every
+  20 ms while they run and stop with ``KeyboardInterrupt`` (nothing is returned or modified).
+- SIMD: AVX-512 (int8 searches with VNNI) or AVX2 with FMA and F16C, chosen at run time, else
+  portable code; ``simd_level()`` says which. ``BYTEPAIR_SIMD=avx2`` or ``generic`` lowers it.
 """
 
 from __future__ import annotations

@@ -50,6 +50,29 @@ pub(crate) fn quantize_queries(q: &[f32], d: usize) -> QueryCodes {
     QueryCodes { codes, scales }
 }
 
+/// Queries quantised to 7 bits for the AVX2 scan (`vpmaddubsw` adds pairs of u8 x i8 products in
+/// an i16, which 8-bit queries could overflow): `q[i] ~ scale * (codes[i] - 64)`, codes in
+/// 1..=127. A zero row gets scale 0, a row with NaN or infinity scale NaN.
+pub(crate) fn quantize_queries7(q: &[f32], d: usize) -> QueryCodes {
+    let mut codes = vec![64u8; q.len()];
+    let mut scales = Vec::with_capacity(q.len() / d.max(1));
+    for (row, out) in q.chunks_exact(d).zip(codes.chunks_exact_mut(d)) {
+        let m = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if row.iter().any(|v| !v.is_finite()) {
+            scales.push(f32::NAN);
+        } else if m == 0.0 {
+            scales.push(0.0);
+        } else {
+            let inv = 63.0 / m;
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = ((v * inv).round().clamp(-63.0, 63.0) as i16 + 64) as u8;
+            }
+            scales.push(m / 63.0);
+        }
+    }
+    QueryCodes { codes, scales }
+}
+
 /// Per-key sums of int8 codes (the bias correction).
 pub(crate) fn code_sums(codes: &[i8], d: usize) -> Vec<i32> {
     codes
@@ -159,6 +182,106 @@ unsafe fn row1(q: *const u8, k: *const i8, d: usize, nk: usize, pf: usize, out: 
     }
 }
 
+/// [`row1`] on AVX2 for 7-bit queries ([`quantize_queries7`]): `vpmaddubsw` multiplies u8 query
+/// bytes by i8 key bytes and adds pairs into i16 lanes (at most 2 * 127 * 127, no saturation),
+/// `vpmaddwd` by ones widens to i32. `out[j]` is the biased integer dot product.
+///
+/// # Safety
+/// `q` holds `d` bytes, `k` holds `nk * d`; the processor has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row1_avx2(q: *const u8, k: *const i8, d: usize, nk: usize, pf: usize, out: &mut [i32]) {
+    let ones = _mm256_set1_epi16(1);
+    let dot32 = |qv: __m256i, kv: __m256i| _mm256_madd_epi16(_mm256_maddubs_epi16(qv, kv), ones);
+    for (j, o) in out.iter_mut().enumerate().take(nk) {
+        let r = k.add(j * d);
+        if pf != 0 {
+            let mut b = 0;
+            while b < d {
+                _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + b));
+                b += 64;
+            }
+        }
+        let mut a = [_mm256_setzero_si256(); 4];
+        let mut i = 0;
+        while i + 128 <= d {
+            for (u, acc) in a.iter_mut().enumerate() {
+                let qv = _mm256_loadu_si256(q.add(i + 32 * u) as *const _);
+                let kv = _mm256_loadu_si256(r.add(i + 32 * u) as *const _);
+                *acc = _mm256_add_epi32(*acc, dot32(qv, kv));
+            }
+            i += 128;
+        }
+        let mut u = 0;
+        while i + 32 <= d {
+            let qv = _mm256_loadu_si256(q.add(i) as *const _);
+            let kv = _mm256_loadu_si256(r.add(i) as *const _);
+            a[u] = _mm256_add_epi32(a[u], dot32(qv, kv));
+            u += 1;
+            i += 32;
+        }
+        if i < d {
+            // Zero both sides past the end: those lanes add 0.
+            let (mut qb, mut kb) = ([0u8; 32], [0i8; 32]);
+            std::ptr::copy_nonoverlapping(q.add(i), qb.as_mut_ptr(), d - i);
+            std::ptr::copy_nonoverlapping(r.add(i), kb.as_mut_ptr(), d - i);
+            let qv = _mm256_loadu_si256(qb.as_ptr() as *const _);
+            let kv = _mm256_loadu_si256(kb.as_ptr() as *const _);
+            a[3] = _mm256_add_epi32(a[3], dot32(qv, kv));
+        }
+        let s = _mm256_add_epi32(_mm256_add_epi32(a[0], a[1]), _mm256_add_epi32(a[2], a[3]));
+        let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+        *o = _mm_cvtsi128_si32(s);
+    }
+}
+
+/// The single-query scan on AVX2: query `q0` of `qc` (from [`quantize_queries7`]) against keys
+/// `range`, offering approximate scores `key_scale * query_scale * (dot - 64 * key_sum)`. Call only
+/// where AVX2 runs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scan1_avx2(
+    qc: &QueryCodes,
+    q0: usize,
+    codes: &[i8],
+    scales: &[f32],
+    sums: &[i32],
+    d: usize,
+    range: Range<usize>,
+    heap: &mut TopK,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(
+            super::simd::Level::available().contains(&super::simd::Level::Avx2),
+            "AVX2 scan without AVX2"
+        );
+        const R: usize = super::topk::ROWS1;
+        let pf_elems = super::topk::PREFETCH_BYTES;
+        let mut out = [0i32; R];
+        let (qs, qr) = (qc.scales[q0], &qc.codes[q0 * d..(q0 + 1) * d]);
+        let mut t = range.start;
+        while t < range.end {
+            let nk = R.min(range.end - t);
+            let pf = super::topk::prefetch_inside(pf_elems, t, nk, d, range.end);
+            let kt = &codes[t * d..(t + nk) * d];
+            // SAFETY: `qr` holds d bytes, `kt` nk rows of d; AVX2 is asserted above.
+            unsafe { row1_avx2(qr.as_ptr(), kt.as_ptr(), d, nk, pf, &mut out) };
+            for (j, &s) in out[..nk].iter().enumerate() {
+                let dot = s - 64 * sums[t + j];
+                heap.offer(dot as f32 * (qs * scales[t + j]), (t + j) as u32);
+            }
+            t += nk;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (qc, q0, codes, scales, sums, d, range, heap);
+        unreachable!("AVX2 scan on a non-x86 target");
+    }
+}
+
 /// Scans keys `range` for the quantised queries `q0..q0 + heaps.len()`, offering approximate
 /// scores `key_scale * query_scale * (dot - 128 * key_sum)`. Call only when [`available`].
 #[allow(clippy::too_many_arguments)]
@@ -247,6 +370,50 @@ pub(crate) fn scan(
 mod tests {
     use super::*;
     use crate::embed::testutil::randn;
+
+    #[test]
+    fn avx2_single_query_integer_dots_match_scalar() {
+        if !crate::embed::simd::Level::available().contains(&crate::embed::simd::Level::Avx2) {
+            return;
+        }
+        for d in [1usize, 31, 32, 33, 127, 128, 129, 200, 768] {
+            let n = 37;
+            let keys = randn(n * d, 3);
+            let mut codes = vec![0i8; n * d];
+            let mut scales = vec![0f32; n];
+            for i in 0..n {
+                scales[i] = super::super::quant::quantize_level(
+                    &keys[i * d..(i + 1) * d],
+                    &mut codes[i * d..(i + 1) * d],
+                );
+            }
+            // Extreme codes too: the i16 pair sums must not saturate.
+            codes[..d].fill(-127);
+            codes[d..2 * d].fill(127);
+            let sums = code_sums(&codes, d);
+            let mut q = randn(3 * d, 4);
+            q[..d].iter_mut().for_each(|v| *v = 1.0); // every code 127
+            let qc = quantize_queries7(&q, d);
+            assert!(qc.codes.iter().all(|&c| (1..=127).contains(&c)));
+            for qi in 0..3 {
+                let mut h = TopK::new(n);
+                scan1_avx2(&qc, qi, &codes, &scales, &sums, d, 0..n, &mut h);
+                let got = h.into_sorted();
+                assert_eq!(got.len(), n);
+                for (s, i) in got {
+                    let i = i as usize;
+                    let exact: i64 = (0..d)
+                        .map(|t| (qc.codes[qi * d + t] as i64 - 64) * codes[i * d + t] as i64)
+                        .sum();
+                    let want = exact as f32 * qc.scales[qi] * scales[i];
+                    assert!(
+                        (s - want).abs() <= 1e-6 * want.abs().max(1.0),
+                        "d={d} q{qi} k{i}: {s} vs {want}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn integer_dots_match_scalar() {
