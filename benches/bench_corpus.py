@@ -97,8 +97,9 @@ def test_encode_to_shards(benchmark, jsonl_corpus, tmp_path, how, request):
         out = tmp_path / f"out{len(outs)}"
         t0 = time.perf_counter()
         if how == "bytepair":
-            corpus.encode_to_shards(files, encoding=ENCODING, out=out, docs_per_shard=1000,
-                                    num_threads=THREADS, progress=False)
+            corpus.encode_to_shards(
+                files, encoding=ENCODING, out=out, docs_per_shard=1000, num_threads=THREADS, progress=False
+            )
         else:
             _hand_written(files, out, 1000)
         seconds += time.perf_counter() - t0
@@ -112,8 +113,15 @@ def test_encode_to_shards(benchmark, jsonl_corpus, tmp_path, how, request):
     want = np.concatenate(corpus.read_shards(mine))
     agree = bool(np.array_equal(got.astype(np.uint32), want.astype(np.uint32)))
     nbytes = _size(jsonl_corpus)
-    benchmark.extra_info.update({"impl": how, "bytes": nbytes, "threads": THREADS, "agree": agree,
-                                 "MB/s": round(nbytes * rounds / seconds / 1e6, 2)})
+    benchmark.extra_info.update(
+        {
+            "impl": how,
+            "bytes": nbytes,
+            "threads": THREADS,
+            "agree": agree,
+            "MB/s": round(nbytes * rounds / seconds / 1e6, 2),
+        }
+    )
     for o in outs:
         shutil.rmtree(o, ignore_errors=True)
     assert agree, f"MISMATCH: {how} token stream differs from bytepair's shards"
@@ -134,6 +142,7 @@ def test_count_files(benchmark, jsonl_corpus, request):
     benchmark.group = "count corpus"
     benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=0)
     nbytes = _size(jsonl_corpus)
-    benchmark.extra_info.update({"bytes": nbytes, "threads": THREADS,
-                                 "MB/s": round(nbytes * rounds / seconds / 1e6, 2)})
+    benchmark.extra_info.update(
+        {"bytes": nbytes, "threads": THREADS, "MB/s": round(nbytes * rounds / seconds / 1e6, 2)}
+    )
     assert sum(result.values()) > 0

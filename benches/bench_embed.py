@@ -75,13 +75,8 @@ def blas() -> str:
     try:
         import threadpoolctl
 
-        info = [
-            i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"
-        ]
-        return ",".join(
-            f"{i.get('internal_api')}:{i.get('architecture')}:{i.get('num_threads')}"
-            for i in info
-        )
+        info = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+        return ",".join(f"{i.get('internal_api')}:{i.get('architecture')}:{i.get('num_threads')}" for i in info)
     except ImportError:  # pragma: no cover
         return "unknown"
 
@@ -282,9 +277,7 @@ def texts_data(full):
 
 def _numpy_pipeline(enc, T, docs):
     ids = enc.encode_ordinary_batch(docs)
-    out = np.stack(
-        [T[i].mean(0) if len(i) else np.zeros(T.shape[1], np.float32) for i in ids]
-    )
+    out = np.stack([T[i].mean(0) if len(i) else np.zeros(T.shape[1], np.float32) for i in ids])
     n = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(n > 0, n, 1)
 

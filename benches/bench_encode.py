@@ -41,9 +41,7 @@ def _work(impl: str, enc: Any, workload: str) -> Callable[[list[str]], list[Any]
 @pytest.mark.parametrize("category", CATEGORIES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
 @pytest.mark.parametrize("workload", ["encode_ordinary", "encode_special", "count", "batch"])
-def test_encode(
-    benchmark, bench_settings, impl_module, fresh_docs, workload, encoding, category, impl
-):
+def test_encode(benchmark, bench_settings, impl_module, fresh_docs, workload, encoding, category, impl):
     """One implementation on one workload; ``impl`` is parametrized by ``conftest.py``."""
     enc = impl_module(impl).get_encoding(encoding)
     specials = sorted(enc.special_tokens_set)

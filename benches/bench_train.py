@@ -44,8 +44,10 @@ FILES = ["en.txt", "code.txt", "multi.txt"]
 SMOKE_BYTES = 120_000  # per file
 SMOKE_VOCAB = 2000
 
-CL100K = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
-          r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
+CL100K = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -71,13 +73,16 @@ def _worker(trainer: str, mode: str, vocab: int, files: list[str]) -> dict[str, 
         from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            # Oniguruma reads `{1,3}+` as `({1,3})+`: drop the possessive `+` there.
-            pre_tokenizers.Split(Regex(CL100K.replace("{1,3}+", "{1,3}")), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-        tr = trainers.BpeTrainer(vocab_size=vocab, show_progress=False,
-                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                # Oniguruma reads `{1,3}+` as `({1,3})+`: drop the possessive `+` there.
+                pre_tokenizers.Split(Regex(CL100K.replace("{1,3}+", "{1,3}")), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        tr = trainers.BpeTrainer(
+            vocab_size=vocab, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        )
         tok.train_from_iterator(_lines(files), tr)
         # Imported here, so that other trainers' peak memory does not include bytepair's.
         from bytepair.train import _bytes_to_unicode  # GPT-2's byte alphabet
@@ -97,8 +102,12 @@ def _worker(trainer: str, mode: str, vocab: int, files: list[str]) -> dict[str, 
         raise ValueError(trainer)
     seconds = time.perf_counter() - t0
     merged = tokens[256:]
-    return {"seconds": seconds, "n_merges": len(merged), "peak_mib": _peak_mib(),
-            "merges_sha": hashlib.sha256(b"\0".join(merged)).hexdigest()}
+    return {
+        "seconds": seconds,
+        "n_merges": len(merged),
+        "peak_mib": _peak_mib(),
+        "merges_sha": hashlib.sha256(b"\0".join(merged)).hexdigest(),
+    }
 
 
 def _peak_mib() -> float:
@@ -139,8 +148,11 @@ def _corpus_files(spec: str) -> list[str]:
     for part in filter(None, spec.split(os.pathsep)):
         p = Path(part)
         if p.is_dir():
-            files += sorted(str(f) for f in p.rglob("*")
-                            if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts))
+            files += sorted(
+                str(f)
+                for f in p.rglob("*")
+                if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts)
+            )
         elif p.is_file():
             files.append(str(p))
         else:
@@ -232,8 +244,12 @@ def test_train(benchmark, workdir, trainer, mode):
         ref = res
     else:
         ref = setup.reference()
-        res = benchmark.pedantic(run_trainer, args=(trainer, "files" if mode == "jsonl" else mode,
-                                                    setup.vocab, files), rounds=1, iterations=1)
+        res = benchmark.pedantic(
+            run_trainer,
+            args=(trainer, "files" if mode == "jsonl" else mode, setup.vocab, files),
+            rounds=1,
+            iterations=1,
+        )
     res["corpus_bytes"] = setup.size
     res["corpus_files"] = len(setup.files)
     res["mb_per_s"] = setup.size / 1e6 / res["seconds"]
@@ -243,8 +259,10 @@ def test_train(benchmark, workdir, trainer, mode):
         res["memory_vs_rustbpe"] = res["peak_mib"] / ref["peak_mib"]
     setup.results[key] = res
     benchmark.extra_info.update(res)
-    print(f"\n{key}: {res['seconds']:.2f} s, peak {res['peak_mib']:.0f} MiB, "
-          f"merges equal rustbpe: {res.get('merges_equal_rustbpe')}")
+    print(
+        f"\n{key}: {res['seconds']:.2f} s, peak {res['peak_mib']:.0f} MiB, "
+        f"merges equal rustbpe: {res.get('merges_equal_rustbpe')}"
+    )
     if trainer == "bytepair" and ref is not None:
         assert res["merges_equal_rustbpe"], "bytepair's merges differ from rustbpe's"
     if full:
@@ -266,9 +284,13 @@ def test_flat_memory(benchmark, workdir):
     def both():
         one = run_trainer("bytepair", "files", setup.vocab, [str(base)])
         four = run_trainer("bytepair", "files", setup.vocab, [str(big)])
-        return {"peak_mib_1x": one["peak_mib"], "peak_mib_4x": four["peak_mib"],
-                "seconds_1x": one["seconds"], "seconds_4x": four["seconds"],
-                "same_merges": one["merges_sha"] == four["merges_sha"]}
+        return {
+            "peak_mib_1x": one["peak_mib"],
+            "peak_mib_4x": four["peak_mib"],
+            "seconds_1x": one["seconds"],
+            "seconds_4x": four["seconds"],
+            "same_merges": one["merges_sha"] == four["merges_sha"],
+        }
 
     res = benchmark.pedantic(both, rounds=1, iterations=1)
     benchmark.extra_info.update(res)

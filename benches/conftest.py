@@ -58,9 +58,7 @@ def available_impls() -> list[str]:
 def measuring(config: pytest.Config) -> bool:
     """True when pytest-benchmark is enabled (``--benchmark-enable``)."""
     try:
-        return not (
-            config.getoption("benchmark_disable") and not config.getoption("benchmark_enable")
-        )
+        return not (config.getoption("benchmark_disable") and not config.getoption("benchmark_enable"))
     except ValueError:  # pytest-benchmark not installed
         return False
 
@@ -82,9 +80,7 @@ class DocStream:
 
     def next(self, n: int) -> list[str]:
         if self.pos >= len(self.docs):
-            raise RuntimeError(
-                "out of fresh documents; lower MEASURE_ROUNDS or raise the corpus budget"
-            )
+            raise RuntimeError("out of fresh documents; lower MEASURE_ROUNDS or raise the corpus budget")
         out = self.docs[self.pos : self.pos + n]
         self.pos += n
         return out

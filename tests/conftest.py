@@ -9,6 +9,7 @@
   ``slow`` and raises hypothesis' ``max_examples``. The hypothesis profile is derandomized, so CI runs
   are reproducible.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -27,15 +27,11 @@ def gather(table, ids, offsets=None, *, pool="mean", weights=None, normalize=Fal
             out = out * w.reshape(-1)[:, None]
     else:
         if ids.ndim == 2:
-            groups = [
-                (ids[b], None if w is None else w[b]) for b in range(ids.shape[0])
-            ]
+            groups = [(ids[b], None if w is None else w[b]) for b in range(ids.shape[0])]
         else:
             starts = [0] if offsets is None else list(offsets)
             ends = starts[1:] + [len(ids)]
-            groups = [
-                (ids[s:e], None if w is None else w[s:e]) for s, e in zip(starts, ends)
-            ]
+            groups = [(ids[s:e], None if w is None else w[s:e]) for s, e in zip(starts, ends)]
         rows = []
         for g, gw in groups:
             if len(g) == 0:
@@ -82,9 +78,7 @@ def topk(queries, keys, k, *, metric="cosine"):
 
 
 def recall(got_idx, want_idx):
-    hits = sum(
-        len(set(g) & set(w)) for g, w in zip(got_idx.tolist(), want_idx.tolist())
-    )
+    hits = sum(len(set(g) & set(w)) for g, w in zip(got_idx.tolist(), want_idx.tolist()))
     return hits / want_idx.size
 
 
@@ -99,13 +93,7 @@ def tiktoken_encoding(name="cl100k_base"):
     import tiktoken
 
     if not os.environ.get("TIKTOKEN_CACHE_DIR"):
-        src = (
-            Path(__file__).resolve().parent.parent
-            / "rust"
-            / "core"
-            / "vocab"
-            / f"{name}.tiktoken"
-        )
+        src = Path(__file__).resolve().parent.parent / "rust" / "core" / "vocab" / f"{name}.tiktoken"
         url = f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
         d = Path(tempfile.mkdtemp(prefix="bp-tiktoken-"))
         (d / hashlib.sha1(url.encode()).hexdigest()).write_bytes(src.read_bytes())

@@ -31,14 +31,13 @@ def _valid_runs(data: bytes) -> list[tuple[bool, bytes]]:
             break
         except UnicodeDecodeError as e:
             if e.start > 0:
-                out.append((True, data[pos:pos + e.start]))
-            out.append((False, data[pos + e.start:pos + e.end]))
+                out.append((True, data[pos : pos + e.start]))
+            out.append((False, data[pos + e.start : pos + e.end]))
             pos += e.end
     return out
 
 
-def count_words(docs: Iterable[Union[str, bytes]], pattern: str,
-                special_tokens: Sequence[str] = ()) -> Counter:
+def count_words(docs: Iterable[Union[str, bytes]], pattern: str, special_tokens: Sequence[str] = ()) -> Counter:
     pat = regex.compile(pattern)
     specials = sorted(special_tokens, key=len, reverse=True)
     special_re = regex.compile("|".join(regex.escape(s) for s in specials)) if specials else None
@@ -81,16 +80,20 @@ def pair_counts(words: dict[bytes, list[int]], counts: dict[bytes, int]) -> Coun
     return pc
 
 
-def train(counts: dict[bytes, int], num_merges: int, *, min_frequency: int = 1,
-          max_token_length: Optional[int] = None) -> list[tuple[int, int]]:
+def train(
+    counts: dict[bytes, int], num_merges: int, *, min_frequency: int = 1, max_token_length: Optional[int] = None
+) -> list[tuple[int, int]]:
     """The merge list: merge i joins pair i into token 256 + i."""
     words = {w: list(w) for w, c in counts.items() if c > 0}
     token_len = [1] * 256
     merges: list[tuple[int, int]] = []
     while len(merges) < num_merges:
         pc = pair_counts(words, counts)
-        candidates = [(c, p) for p, c in pc.items()
-                      if max_token_length is None or token_len[p[0]] + token_len[p[1]] <= max_token_length]
+        candidates = [
+            (c, p)
+            for p, c in pc.items()
+            if max_token_length is None or token_len[p[0]] + token_len[p[1]] <= max_token_length
+        ]
         if not candidates:
             break
         best_count = max(c for c, _ in candidates)

@@ -33,10 +33,7 @@ def small_corpus(tmp_path: Path) -> Path:
     (corpus / "prose.txt").write_text(
         "The quick brown fox jumps over the lazy dog. It's 2024; naïve café déjà vu.\n" * 300
     )
-    lines = [
-        json.dumps({"text": f"def f{i}(x):\n    return x * {i}  # 日本語 {i}\n"})
-        for i in range(200)
-    ]
+    lines = [json.dumps({"text": f"def f{i}(x):\n    return x * {i}  # 日本語 {i}\n"}) for i in range(200)]
     (corpus / "code.jsonl").write_text("\n".join(lines) + "\n")
     return corpus
 
@@ -71,9 +68,7 @@ def test_bench_quick_writes_results_and_chart(tmp_path: Path, small_corpus: Path
     assert data["machine"]["cpus_usable"] >= 1
     impls = {r["impl"] for r in data["results"]}
     assert {"bytepair", "tiktoken"} <= impls
-    rows = [
-        r for r in data["results"] if r["workload"] == "encode_ordinary" and r["impl"] == "bytepair"
-    ]
+    rows = [r for r in data["results"] if r["workload"] == "encode_ordinary" and r["impl"] == "bytepair"]
     assert rows and all(r["value"] and r["agree"] for r in rows)
     # Training: bytepair timed, and checked against rustbpe's ranks when rustbpe is installed.
     train = {r["impl"]: r for r in data["results"] if r["workload"] == "training"}

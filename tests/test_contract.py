@@ -3,6 +3,7 @@
 Behaviour is checked against tiktoken 0.14 (the reference) wherever tiktoken has the same entry
 point, and against hand-checked facts otherwise (official SHA-256 sums, hand-built rank files).
 """
+
 from __future__ import annotations
 
 import base64
@@ -77,8 +78,19 @@ def test_module_has_tiktokens_names(sub, tiktoken):
 
 
 def test_contract_names():
-    for name in ["get_encoding", "encoding_for_model", "encoding_name_for_model", "list_encoding_names",
-                 "Encoding", "load_tiktoken_bpe", "dump_tiktoken_bpe", "core", "load", "registry", "model"]:
+    for name in [
+        "get_encoding",
+        "encoding_for_model",
+        "encoding_name_for_model",
+        "list_encoding_names",
+        "Encoding",
+        "load_tiktoken_bpe",
+        "dump_tiktoken_bpe",
+        "core",
+        "load",
+        "registry",
+        "model",
+    ]:
         assert hasattr(bytepair, name), name
     assert isinstance(bytepair.__version__, str) and bytepair.__version__[0].isdigit()
     from bytepair.core import Encoding  # noqa: F401
@@ -89,14 +101,40 @@ def test_contract_names():
 
 def test_encoding_methods_exist():
     enc = bytepair.get_encoding("cl100k_base")
-    for name in ["encode", "encode_ordinary", "encode_to_numpy", "encode_batch", "encode_ordinary_batch",
-                 "encode_with_unstable", "encode_single_token", "decode", "decode_bytes",
-                 "decode_single_token_bytes", "decode_tokens_bytes", "decode_with_offsets", "decode_batch",
-                 "decode_bytes_batch", "token_byte_values", "is_special_token", "count", "count_batch",
-                 "_encode_single_piece", "_encode_only_native_bpe", "_encode_bytes"]:
+    for name in [
+        "encode",
+        "encode_ordinary",
+        "encode_to_numpy",
+        "encode_batch",
+        "encode_ordinary_batch",
+        "encode_with_unstable",
+        "encode_single_token",
+        "decode",
+        "decode_bytes",
+        "decode_single_token_bytes",
+        "decode_tokens_bytes",
+        "decode_with_offsets",
+        "decode_batch",
+        "decode_bytes_batch",
+        "token_byte_values",
+        "is_special_token",
+        "count",
+        "count_batch",
+        "_encode_single_piece",
+        "_encode_only_native_bpe",
+        "_encode_bytes",
+    ]:
         assert callable(getattr(enc, name)), name
-    for name in ["name", "n_vocab", "max_token_value", "eot_token", "special_tokens_set", "_pat_str",
-                 "_mergeable_ranks", "_special_tokens"]:
+    for name in [
+        "name",
+        "n_vocab",
+        "max_token_value",
+        "eot_token",
+        "special_tokens_set",
+        "_pat_str",
+        "_mergeable_ranks",
+        "_special_tokens",
+    ]:
         assert hasattr(enc, name), name
 
 
@@ -166,24 +204,50 @@ def test_model_tables_match_tiktoken(tiktoken):
 # ============================================================================ bad input
 
 BAD_CALLS = [
-    ("encode", (123,), {}), ("encode", (None,), {}), ("encode", (b"abc",), {}), ("encode_ordinary", (123,), {}),
-    ("encode_ordinary", (b"abc",), {}), ("encode_to_numpy", (123,), {}), ("encode_to_numpy", (b"x",), {}),
-    ("encode_batch", ([1, 2],), {}), ("encode_batch", ([b"a"],), {}), ("encode_ordinary_batch", ([b"a"],), {}),
-    ("encode_ordinary_batch", ([None],), {}), ("encode_with_unstable", (1,), {}),
-    ("decode", ("abc",), {}), ("decode", ([1.5],), {}), ("decode", ([-1],), {}), ("decode", ([2**32],), {}),
-    ("decode", ([2**64],), {}), ("decode", ([10**7],), {}), ("decode_bytes", ([-1],), {}),
-    ("decode_bytes", ([10**7],), {}), ("decode_single_token_bytes", (-5,), {}),
-    ("decode_single_token_bytes", ("a",), {}), ("decode_single_token_bytes", (10**7,), {}),
-    ("decode_tokens_bytes", ([1, 10**7],), {}), ("decode_tokens_bytes", ([1, -1],), {}),
-    ("decode_with_offsets", ([9468, 239],), {}), ("decode_with_offsets", ([10**7],), {}),
-    ("decode_batch", ([[1], [-1]],), {}), ("decode_batch", ([[1], [10**7]],), {}),
-    ("decode_bytes_batch", ([[1], [10**7]],), {}), ("decode", ([9468, 239],), {"errors": "strict"}),
-    ("encode_single_token", (5,), {}), ("encode_single_token", ("",), {}), ("encode_single_token", ("hello world",), {}),
-    ("is_special_token", ("x",), {}), ("encode", ("x",), {"allowed_special": "al"}),
-    ("encode", ("<|endoftext|>",), {}), ("encode", ("a<|endoftext|>",), {"allowed_special": set()}),
+    ("encode", (123,), {}),
+    ("encode", (None,), {}),
+    ("encode", (b"abc",), {}),
+    ("encode_ordinary", (123,), {}),
+    ("encode_ordinary", (b"abc",), {}),
+    ("encode_to_numpy", (123,), {}),
+    ("encode_to_numpy", (b"x",), {}),
+    ("encode_batch", ([1, 2],), {}),
+    ("encode_batch", ([b"a"],), {}),
+    ("encode_ordinary_batch", ([b"a"],), {}),
+    ("encode_ordinary_batch", ([None],), {}),
+    ("encode_with_unstable", (1,), {}),
+    ("decode", ("abc",), {}),
+    ("decode", ([1.5],), {}),
+    ("decode", ([-1],), {}),
+    ("decode", ([2**32],), {}),
+    ("decode", ([2**64],), {}),
+    ("decode", ([10**7],), {}),
+    ("decode_bytes", ([-1],), {}),
+    ("decode_bytes", ([10**7],), {}),
+    ("decode_single_token_bytes", (-5,), {}),
+    ("decode_single_token_bytes", ("a",), {}),
+    ("decode_single_token_bytes", (10**7,), {}),
+    ("decode_tokens_bytes", ([1, 10**7],), {}),
+    ("decode_tokens_bytes", ([1, -1],), {}),
+    ("decode_with_offsets", ([9468, 239],), {}),
+    ("decode_with_offsets", ([10**7],), {}),
+    ("decode_batch", ([[1], [-1]],), {}),
+    ("decode_batch", ([[1], [10**7]],), {}),
+    ("decode_bytes_batch", ([[1], [10**7]],), {}),
+    ("decode", ([9468, 239],), {"errors": "strict"}),
+    ("encode_single_token", (5,), {}),
+    ("encode_single_token", ("",), {}),
+    ("encode_single_token", ("hello world",), {}),
+    ("is_special_token", ("x",), {}),
+    ("encode", ("x",), {"allowed_special": "al"}),
+    ("encode", ("<|endoftext|>",), {}),
+    ("encode", ("a<|endoftext|>",), {"allowed_special": set()}),
     ("encode", ("<|endoftext|>",), {"allowed_special": {"<|endoftext|>"}, "disallowed_special": {"<|endoftext|>"}}),
-    ("encode", (), {}), ("encode", ("x", "y"), {}), ("encode_batch", (["ok", "<|endoftext|>"],), {}),
-    ("encode_to_numpy", ("<|endoftext|>",), {}), ("encode_with_unstable", ("<|endoftext|>",), {}),
+    ("encode", (), {}),
+    ("encode", ("x", "y"), {}),
+    ("encode_batch", (["ok", "<|endoftext|>"],), {}),
+    ("encode_to_numpy", ("<|endoftext|>",), {}),
+    ("encode_with_unstable", ("<|endoftext|>",), {}),
 ]
 
 
@@ -238,8 +302,10 @@ def test_encoding_constructor_checks(tiktoken):
     """explicit_n_vocab is checked the way tiktoken checks it (263 is right; others assert)."""
     kw = tiny_kwargs()
     for n_vocab in (263, 100, 264, None, 0):
-        assert outcome(bytepair.Encoding, **kw, explicit_n_vocab=n_vocab)[0] == outcome(
-            tiktoken.Encoding, **kw, explicit_n_vocab=n_vocab)[0], n_vocab
+        assert (
+            outcome(bytepair.Encoding, **kw, explicit_n_vocab=n_vocab)[0]
+            == outcome(tiktoken.Encoding, **kw, explicit_n_vocab=n_vocab)[0]
+        ), n_vocab
         exp = outcome(tiktoken.Encoding, **kw, explicit_n_vocab=n_vocab)
         if exp[0] == "raise":
             assert outcome(bytepair.Encoding, **kw, explicit_n_vocab=n_vocab) == exp, n_vocab
@@ -269,7 +335,9 @@ def test_allowed_special_must_be_a_set(allowed, bp_encodings, tt_encodings):
 def test_disallowed_special_other_string(bp_encodings, tt_encodings):
     bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
     for text in ("x", "one"):
-        assert outcome(bp.encode, text, disallowed_special="none") == outcome(tt.encode, text, disallowed_special="none")
+        assert outcome(bp.encode, text, disallowed_special="none") == outcome(
+            tt.encode, text, disallowed_special="none"
+        )
 
 
 def test_encode_ordinary_batch_of_a_str(bp_encodings, tt_encodings):
@@ -301,13 +369,21 @@ def _token_containers():
 
     ids = [15339, 1917, 0, 100257]
     return {
-        "list": lambda: list(ids), "tuple": lambda: tuple(ids), "range": lambda: range(10, 20),
-        "iterator": lambda: iter(ids), "generator": lambda: (i for i in ids),
-        "np.uint32": lambda: np.array(ids, dtype=np.uint32), "np.int64": lambda: np.array(ids, dtype=np.int64),
-        "np.int32": lambda: np.array(ids, dtype=np.int32), "np.uint64": lambda: np.array(ids, dtype=np.uint64),
-        "np.float64": lambda: np.array(ids, dtype=np.float64), "array.array": lambda: array.array("I", ids),
-        "np.int64[::2]": lambda: np.array(ids * 2, dtype=np.int64)[::2], "np.int64 2-D": lambda: np.array([ids]),
-        "list of np.int64": lambda: [np.int64(i) for i in ids], "bytes": lambda: b"ab",
+        "list": lambda: list(ids),
+        "tuple": lambda: tuple(ids),
+        "range": lambda: range(10, 20),
+        "iterator": lambda: iter(ids),
+        "generator": lambda: (i for i in ids),
+        "np.uint32": lambda: np.array(ids, dtype=np.uint32),
+        "np.int64": lambda: np.array(ids, dtype=np.int64),
+        "np.int32": lambda: np.array(ids, dtype=np.int32),
+        "np.uint64": lambda: np.array(ids, dtype=np.uint64),
+        "np.float64": lambda: np.array(ids, dtype=np.float64),
+        "array.array": lambda: array.array("I", ids),
+        "np.int64[::2]": lambda: np.array(ids * 2, dtype=np.int64)[::2],
+        "np.int64 2-D": lambda: np.array([ids]),
+        "list of np.int64": lambda: [np.int64(i) for i in ids],
+        "bytes": lambda: b"ab",
     }
 
 
@@ -330,9 +406,13 @@ def test_encode_batch_argument_types(kind, bp_encodings, tt_encodings):
 
     texts = ["hello world", "b c", ""]
     make = {
-        "list": lambda: list(texts), "tuple": lambda: tuple(texts), "iterator": lambda: iter(texts),
-        "generator": lambda: (t for t in texts), "np.str_": lambda: [np.str_(t) for t in texts],
-        "str subclass": lambda: [S(t) for t in texts], "dict keys": lambda: dict.fromkeys(texts).keys(),
+        "list": lambda: list(texts),
+        "tuple": lambda: tuple(texts),
+        "iterator": lambda: iter(texts),
+        "generator": lambda: (t for t in texts),
+        "np.str_": lambda: [np.str_(t) for t in texts],
+        "str subclass": lambda: [S(t) for t in texts],
+        "dict keys": lambda: dict.fromkeys(texts).keys(),
     }[kind]
     for method in ("encode_batch", "encode_ordinary_batch"):
         assert outcome(getattr(bp, method), make()) == outcome(getattr(tt, method), make()), method
@@ -367,7 +447,8 @@ def test_pickle_builtin_by_name(pair, encoding_name):
     back = pickle.loads(data)
     assert back.name == encoding_name
     assert back.encode("hello <|endoftext|>", allowed_special="all") == tt.encode(
-        "hello <|endoftext|>", allowed_special="all")
+        "hello <|endoftext|>", allowed_special="all"
+    )
     assert pickle.loads(pickle.dumps(bp, protocol=0)).name == encoding_name
 
 
@@ -468,13 +549,15 @@ def test_dump_load_round_trip(tmp_path):
     ranks.update({b"\x00\xff": 256, b" the": 257, b"\n\n": 258, "é".encode(): 259, b"==": 260})
     path = tmp_path / "r.tiktoken"
     bytepair.dump_tiktoken_bpe(ranks, str(path))
-    expected = b"".join(base64.b64encode(t) + b" " + str(r).encode() + b"\n"
-                        for t, r in sorted(ranks.items(), key=lambda x: x[1]))
+    expected = b"".join(
+        base64.b64encode(t) + b" " + str(r).encode() + b"\n" for t, r in sorted(ranks.items(), key=lambda x: x[1])
+    )
     assert path.read_bytes() == expected
     assert bytepair.load_tiktoken_bpe(str(path)) == ranks
     # an encoding built from the loaded ranks works
-    enc = bytepair.Encoding("rt", pat_str=r"\S+|\s+", mergeable_ranks=bytepair.load_tiktoken_bpe(str(path)),
-                            special_tokens={})
+    enc = bytepair.Encoding(
+        "rt", pat_str=r"\S+|\s+", mergeable_ranks=bytepair.load_tiktoken_bpe(str(path)), special_tokens={}
+    )
     assert enc.decode(enc.encode(" the é")) == " the é"
 
 
@@ -680,14 +763,21 @@ def test_get_encoding_never_touches_network_or_cache(tmp_path):
         for name in {ENCODING_NAMES!r}:
             enc = bytepair.get_encoding(name)
             assert enc.decode(enc.encode("hello world")) == "hello world"
-        assert os.listdir({str(tmp_path / 'cache')!r}) == []
+        assert os.listdir({str(tmp_path / "cache")!r}) == []
         print("ok")
         """
     )
     (tmp_path / "cache").mkdir()
-    env = dict(os.environ, TIKTOKEN_CACHE_DIR=str(tmp_path / "cache"), DATA_GYM_CACHE_DIR=str(tmp_path / "cache"),
-               TMPDIR=str(tmp_path / "cache"), HOME=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, check=False)
+    env = dict(
+        os.environ,
+        TIKTOKEN_CACHE_DIR=str(tmp_path / "cache"),
+        DATA_GYM_CACHE_DIR=str(tmp_path / "cache"),
+        TMPDIR=str(tmp_path / "cache"),
+        HOME=str(tmp_path),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
@@ -827,8 +917,12 @@ def test_plugin_errors(fresh_registry, tmp_path, monkeypatch):
 def test_specials_colliding_with_mergeable_tokens(tiktoken):
     """Special tokens that spell mergeable tokens (" ", "ab", "a") or reuse a mergeable id (97)."""
     ranks = {bytes([i]): i for i in range(256)} | {b"ab": 256}
-    kw = {"name": "collide", "pat_str": r"\S+|\s+", "mergeable_ranks": ranks,
-              "special_tokens": {" ": 300, "ab": 301, "a": 302, "zz": 97}}
+    kw = {
+        "name": "collide",
+        "pat_str": r"\S+|\s+",
+        "mergeable_ranks": ranks,
+        "special_tokens": {" ": 300, "ab": 301, "a": 302, "zz": 97},
+    }
     bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
     for s in (" ", "ab", "a", "zz", "b"):
         assert outcome(bp.encode_single_token, s) == outcome(tt.encode_single_token, s), s

@@ -23,18 +23,36 @@ ENC = "cl100k_base"
 def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "bytepair", *args], env=e, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bytepair", *args], env=e, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def _texts(n: int, seed: int = 0) -> list[str]:
     import random
 
     rng = random.Random(seed)
-    words = ["the", "quick", "brown", "fox", "naïve", "café", "日本語", "😀", "<|endoftext|>", "  ",
-             "\n", "123456", "don't", "x" * 40, "\t", "Ωμέγα"]
-    return ["".join(rng.choice(words) + rng.choice([" ", "", "\n"]) for _ in range(rng.randint(0, 60)))
-            for _ in range(n)]
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "naïve",
+        "café",
+        "日本語",
+        "😀",
+        "<|endoftext|>",
+        "  ",
+        "\n",
+        "123456",
+        "don't",
+        "x" * 40,
+        "\t",
+        "Ωμέγα",
+    ]
+    return [
+        "".join(rng.choice(words) + rng.choice([" ", "", "\n"]) for _ in range(rng.randint(0, 60))) for _ in range(n)
+    ]
 
 
 @pytest.fixture
@@ -119,10 +137,12 @@ def test_encode_shards_decode_to_the_documents_in_order(tmp_path, corpus_files, 
 
 def test_encode_same_bytes_whatever_the_threads_and_directory_input(tmp_path, corpus_files):
     files, _ = corpus_files
-    a = corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "a", docs_per_shard=50,
-                                num_threads=1, progress=False)
-    b = corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "b", docs_per_shard=50,
-                                num_threads=3, progress=False)
+    a = corpus.encode_to_shards(
+        files, encoding=ENC, out=tmp_path / "a", docs_per_shard=50, num_threads=1, progress=False
+    )
+    b = corpus.encode_to_shards(
+        files, encoding=ENC, out=tmp_path / "b", docs_per_shard=50, num_threads=3, progress=False
+    )
     assert a["shards"] == b["shards"]
     for s in a["shards"]:
         assert (tmp_path / "a" / s["file"]).read_bytes() == (tmp_path / "b" / s["file"]).read_bytes()
@@ -155,8 +175,13 @@ def test_encode_ctrl_c_stops_cleanly_and_resumes(tmp_path, corpus_files):
     assert _run("encode", *args, "-o", str(ref)).returncode == 0
     out = tmp_path / "out"
     env = dict(os.environ, _BYTEPAIR_TEST_PAUSE="0.5")
-    p = subprocess.Popen([sys.executable, "-m", "bytepair", "encode", *args, "-o", str(out)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "bytepair", "encode", *args, "-o", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while not (out / "shard_00000.npy").exists() and time.time() < deadline:
         time.sleep(0.02)
@@ -190,8 +215,10 @@ def test_encode_refuses_a_directory_of_another_run(tmp_path, corpus_files):
 def bad_files(tmp_path: Path) -> tuple[list[str], list[str]]:
     d = tmp_path / "bad"
     d.mkdir()
-    (d / "a.jsonl").write_text('{"text": "one"}\n{"txt": "no field"}\n{"text": "two"}\n{not json\n'
-                               '{"text": 3}\n{"text": "three"}\n', encoding="utf-8")
+    (d / "a.jsonl").write_text(
+        '{"text": "one"}\n{"txt": "no field"}\n{"text": "two"}\n{not json\n{"text": 3}\n{"text": "three"}\n',
+        encoding="utf-8",
+    )
     (d / "b.txt").write_bytes(b"caf\xe9 latin-1")
     (d / "c.txt").write_text("four", encoding="utf-8")
     return [str(d / "a.jsonl"), str(d / "b.txt"), str(d / "c.txt")], ["one", "two", "three", "four"]
@@ -213,8 +240,7 @@ def test_encode_skip_drops_bad_inputs_and_reports_them(tmp_path, bad_files):
     files, docs = bad_files
     enc = bytepair.get_encoding(ENC)
     out = tmp_path / "out"
-    proc = _run("encode", *files, "--encoding", ENC, "-o", str(out), "--on-error", "skip",
-                "--docs-per-shard", "3")
+    proc = _run("encode", *files, "--encoding", ENC, "-o", str(out), "--on-error", "skip", "--docs-per-shard", "3")
     assert proc.returncode == 0, proc.stderr
     assert "skipped 4" in proc.stderr
     for where in ("a.jsonl:2", "a.jsonl:4", "a.jsonl:5", "b.txt: invalid UTF-8"):
@@ -239,10 +265,8 @@ def test_encode_bad_arguments(tmp_path, corpus_files, capsys):
     files, _ = corpus_files
     assert cli.main(["encode", *files, "--encoding", "nope_base", "-o", str(tmp_path / "o")]) == 2
     assert "unknown encoding" in capsys.readouterr().err
-    assert cli.main(["encode", *files, "--encoding", ENC, "-o", str(tmp_path / "o"),
-                     "--docs-per-shard", "0"]) == 2
-    assert cli.main(["encode", str(tmp_path / "missing.txt"), "--encoding", ENC, "-o",
-                     str(tmp_path / "o")]) == 1
+    assert cli.main(["encode", *files, "--encoding", ENC, "-o", str(tmp_path / "o"), "--docs-per-shard", "0"]) == 2
+    assert cli.main(["encode", str(tmp_path / "missing.txt"), "--encoding", ENC, "-o", str(tmp_path / "o")]) == 1
     assert "missing.txt" in capsys.readouterr().err
     assert "Resuming" in cli.build_parser()._subparsers._group_actions[0].choices["encode"].format_help()
 
@@ -296,16 +320,16 @@ def test_count_parquet(tmp_path):
 def test_train_cli_model_loads_and_round_trips(tmp_path, corpus_files):
     files, docs = corpus_files
     out = tmp_path / "tok"
-    proc = _run("train", *files, "--vocab-size", "320", "--special-tokens", "<|endoftext|>",
-                "--name", "mytok", "-o", str(out))
+    proc = _run(
+        "train", *files, "--vocab-size", "320", "--special-tokens", "<|endoftext|>", "--name", "mytok", "-o", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     enc = bytepair.load(out)
     assert enc.name == "mytok" and enc.n_vocab == 320
     assert enc._special_tokens == {"<|endoftext|>": 319}
     for d in docs[:20] + ["never seen: ζ∂ƒ 🙂"]:
         assert enc.decode(enc.encode_ordinary(d)) == d
-    same = bytepair.train([Path(f) for f in files], vocab_size=320, special_tokens=["<|endoftext|>"],
-                          progress=False)
+    same = bytepair.train([Path(f) for f in files], vocab_size=320, special_tokens=["<|endoftext|>"], progress=False)
     assert enc._mergeable_ranks == same._mergeable_ranks
 
 
@@ -314,10 +338,8 @@ def test_train_cli_errors(tmp_path, bad_files, capsys):
     out = str(tmp_path / "tok")
     assert cli.main(["train", *files, "--vocab-size", "300", "-o", out, "--no-progress"]) == 1
     assert "a.jsonl:2" in capsys.readouterr().err
-    assert cli.main(["train", *files, "--vocab-size", "300", "-o", out, "--no-progress",
-                     "--on-error", "skip"]) == 0
+    assert cli.main(["train", *files, "--vocab-size", "300", "-o", out, "--no-progress", "--on-error", "skip"]) == 0
     assert 256 < bytepair.load(out).n_vocab <= 300  # a tiny corpus runs out of pairs
     assert cli.main(["train", *files, "--vocab-size", "100", "-o", out, "--no-progress"]) == 1
     assert "vocab_size must be at least 256" in capsys.readouterr().err
-    assert cli.main(["train", *files, "--vocab-size", "300", "--pattern", "(", "-o", out,
-                     "--no-progress"]) == 1
+    assert cli.main(["train", *files, "--vocab-size", "300", "--pattern", "(", "-o", out, "--no-progress"]) == 1

@@ -5,6 +5,7 @@ every built-in encoding. The default run covers every category at a meaningful s
 a minute or two; ``BYTEPAIR_FULL_DIFF=1`` runs the whole corpora, the full code-point scan, 1M-char
 runs and ~17x more hypothesis examples.
 """
+
 from __future__ import annotations
 
 import random
@@ -92,9 +93,7 @@ def compare_text(bp, tt, text: str, *, name: str, specials: bool = True, kind: s
         exp_all = tt.encode(text, allowed_special="all")
         assert_same_tokens(bp.encode(text, allowed_special="all"), exp_all, text=text, bp=bp, what="encode(all)")
         assert bp.count(text, allowed_special="all") == len(exp_all)
-        assert_same_tokens(
-            bp.encode(text, disallowed_special=()), exp, text=text, bp=bp, what="encode(disallowed=())"
-        )
+        assert_same_tokens(bp.encode(text, disallowed_special=()), exp, text=text, bp=bp, what="encode(disallowed=())")
 
 
 # ============================================================================ corpora
@@ -117,7 +116,9 @@ def test_corpus_chunks(corpus, pair, encoding_name, corpus_texts):
     if corpus not in corpus_texts:
         pytest.skip(f"corpus {corpus} absent")
     bp, tt = pair
-    chunks = _sampled_chunks(corpus_texts[corpus], None if FULL else DEFAULT_BYTES_PER_CORPUS, seed=["en", "code", "multi"].index(corpus))
+    chunks = _sampled_chunks(
+        corpus_texts[corpus], None if FULL else DEFAULT_BYTES_PER_CORPUS, seed=["en", "code", "multi"].index(corpus)
+    )
     exp = tt.encode_ordinary_batch(chunks, num_threads=2)
     got = bp.encode_ordinary_batch(chunks, num_threads=2)
     assert len(got) == len(exp)
@@ -168,36 +169,190 @@ def test_corpus_whole_file(corpus, pair, encoding_name, corpus_texts):
 # ============================================================================ hypothesis strategies
 
 WHITESPACE = [
-    " ", "  ", "   ", "\t", "\t\t", "\n", "\n\n", "\r", "\r\n", "\r\n\r\n", "\x0b", "\x0c",
-    "\x85", "\xa0", "\u1680", "\u2000", "\u2007", "\u200a", "\u2028", "\u2029", "\u202f",
-    "\u205f", "\u3000", " \n", "\n ", " \t ", "\t\n", "\u3000\u3000",
+    " ",
+    "  ",
+    "   ",
+    "\t",
+    "\t\t",
+    "\n",
+    "\n\n",
+    "\r",
+    "\r\n",
+    "\r\n\r\n",
+    "\x0b",
+    "\x0c",
+    "\x85",
+    "\xa0",
+    "\u1680",
+    "\u2000",
+    "\u2007",
+    "\u200a",
+    "\u2028",
+    "\u2029",
+    "\u202f",
+    "\u205f",
+    "\u3000",
+    " \n",
+    "\n ",
+    " \t ",
+    "\t\n",
+    "\u3000\u3000",
     # not Unicode White_Space although Python's str.isspace() says they are
-    "\x1c", "\x1d", "\x1e", "\x1f",
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\x1f",
     # zero-width characters that are *not* whitespace
-    "\u200b", "\ufeff", "\u180e",
+    "\u200b",
+    "\ufeff",
+    "\u180e",
 ]
 CONTRACTION_BODIES = ["s", "t", "d", "m", "ll", "ve", "re"]
 CONTRACTIONS = sorted(
-    {"'" + "".join(c) for body in CONTRACTION_BODIES for c in
-     __import__("itertools").product(*[(ch, ch.upper()) for ch in body])}
+    {
+        "'" + "".join(c)
+        for body in CONTRACTION_BODIES
+        for c in __import__("itertools").product(*[(ch, ch.upper()) for ch in body])
+    }
     | {"'\u017f", "'\u017ft", "'\u212a", "\u2019s", "\u2019S", "'", "''", "'x", "'sx", "'lle", "'rev"}
 )
 DIGITS = [
-    "0", "7", "12", "123", "1234", "12345", "٣", "١٢٣", "۴۵", "߁", "५", "১২", "๓", "༣", "၄",
-    "²", "³", "¹", "¼", "½", "Ⅻ", "ⅷ", "〇", "〡", "𝟘", "𝟙𝟚", "①", "⑳", "𐄇", "𑁒", "１２３", "𒐂",
+    "0",
+    "7",
+    "12",
+    "123",
+    "1234",
+    "12345",
+    "٣",
+    "١٢٣",
+    "۴۵",
+    "߁",
+    "५",
+    "১২",
+    "๓",
+    "༣",
+    "၄",
+    "²",
+    "³",
+    "¹",
+    "¼",
+    "½",
+    "Ⅻ",
+    "ⅷ",
+    "〇",
+    "〡",
+    "𝟘",
+    "𝟙𝟚",
+    "①",
+    "⑳",
+    "𐄇",
+    "𑁒",
+    "１２３",
+    "𒐂",
 ]
 EMOJI = [
-    "😀", "👍", "👍🏽", "❤️", "❤\ufe0f", "👨\u200d👩\u200d👧\u200d👦", "🏳️\u200d🌈", "🇯🇵", "🇺🇸🇬🇧",
-    "🧑🏿\u200d🚀", "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f", "\u200d", "\ufe0f",
-    "\U0001f3fb", "#\ufe0f\u20e3", "☺", "✨", "🫠", "\U0001faf8",
+    "😀",
+    "👍",
+    "👍🏽",
+    "❤️",
+    "❤\ufe0f",
+    "👨\u200d👩\u200d👧\u200d👦",
+    "🏳️\u200d🌈",
+    "🇯🇵",
+    "🇺🇸🇬🇧",
+    "🧑🏿\u200d🚀",
+    "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",
+    "\u200d",
+    "\ufe0f",
+    "\U0001f3fb",
+    "#\ufe0f\u20e3",
+    "☺",
+    "✨",
+    "🫠",
+    "\U0001faf8",
 ]
-MARKS = ["\u0300", "\u0301", "\u0308", "\u0323", "\u0903", "\u093f", "\u20dd", "\u0488", "\u05b4", "\u0e31",
-         "\u302a", "\ufe20", "\U0001d165", "\U000e0100"]
-PUNCT = list("!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~") + ["...", "--", "->", "//", "/*", "*/", "«", "»", "¿", "¡",
-                                                    "。", "、", "「", "」", "•", "—", "…", "’", "“", "”"]
-CASED = ["Hello", "HELLO", "hello", "hELLO", "HeLLo", "ǅ", "ǈ", "ǋ", "ǲ", "ᾈ", "ᾏ", "ʰ", "ˆ", "ㅎ", "々",
-         "ß", "ẞ", "İ", "ı", "ﬀ", "Ꭰ", "ꭰ", "Σ", "ς", "ΣΑΣ", "Ǆ", "ǆ", "ΐ", "Ⅰ", "ⅰ", "Ⓐ", "ⓐ",
-         "日本語", "中文", "한국어", "ไทย", "العربية", "עברית", "Ελληνικά", "русский", "Русский", "देवनागरी"]
+MARKS = [
+    "\u0300",
+    "\u0301",
+    "\u0308",
+    "\u0323",
+    "\u0903",
+    "\u093f",
+    "\u20dd",
+    "\u0488",
+    "\u05b4",
+    "\u0e31",
+    "\u302a",
+    "\ufe20",
+    "\U0001d165",
+    "\U000e0100",
+]
+PUNCT = list('!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~') + [
+    "...",
+    "--",
+    "->",
+    "//",
+    "/*",
+    "*/",
+    "«",
+    "»",
+    "¿",
+    "¡",
+    "。",
+    "、",
+    "「",
+    "」",
+    "•",
+    "—",
+    "…",
+    "’",
+    "“",
+    "”",
+]
+CASED = [
+    "Hello",
+    "HELLO",
+    "hello",
+    "hELLO",
+    "HeLLo",
+    "ǅ",
+    "ǈ",
+    "ǋ",
+    "ǲ",
+    "ᾈ",
+    "ᾏ",
+    "ʰ",
+    "ˆ",
+    "ㅎ",
+    "々",
+    "ß",
+    "ẞ",
+    "İ",
+    "ı",
+    "ﬀ",
+    "Ꭰ",
+    "ꭰ",
+    "Σ",
+    "ς",
+    "ΣΑΣ",
+    "Ǆ",
+    "ǆ",
+    "ΐ",
+    "Ⅰ",
+    "ⅰ",
+    "Ⓐ",
+    "ⓐ",
+    "日本語",
+    "中文",
+    "한국어",
+    "ไทย",
+    "العربية",
+    "עברית",
+    "Ελληνικά",
+    "русский",
+    "Русский",
+    "देवनागरी",
+]
 
 
 def _chars(categories):
@@ -219,8 +374,17 @@ punct = st.one_of(st.sampled_from(PUNCT), _chars(["Pc", "Pd", "Ps", "Pe", "Pi", 
 control_or_format = _chars(["Cc", "Cf", "Co", "Cn"])
 
 general = st.one_of(
-    ascii_word, space_prefixed_word, whitespace, punct, number, letter, mark, any_codepoint,
-    st.sampled_from(CONTRACTIONS), st.sampled_from(EMOJI), st.sampled_from(CASED),
+    ascii_word,
+    space_prefixed_word,
+    whitespace,
+    punct,
+    number,
+    letter,
+    mark,
+    any_codepoint,
+    st.sampled_from(CONTRACTIONS),
+    st.sampled_from(EMOJI),
+    st.sampled_from(CASED),
 )
 
 
@@ -235,8 +399,19 @@ def _special_names() -> list[str]:
     names = set()
     for n in ENCODING_NAMES:
         names |= {s for s in bytepair.get_encoding(n).special_tokens_set if not s.startswith("<|reserved_2001")}
-    names |= {"<|reserved_200013|>", "<|reserved_201087|>", "<|reserved_201088|>", "<|endoftext|", "<|",
-              "|>", "<|endoftext|>>", "<<|endoftext|>", "<|endo", "<|im_start|>", "<|endoftext||>"}
+    names |= {
+        "<|reserved_200013|>",
+        "<|reserved_201087|>",
+        "<|reserved_201088|>",
+        "<|endoftext|",
+        "<|",
+        "|>",
+        "<|endoftext|>>",
+        "<<|endoftext|>",
+        "<|endo",
+        "<|im_start|>",
+        "<|endoftext||>",
+    }
     return sorted(names)
 
 
@@ -247,13 +422,23 @@ STRATEGIES = {
     "any_codepoints": st.text(alphabet=any_codepoint, max_size=40),
     "all_categories": st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40),
     "whitespace_runs": soup(whitespace, st.lists(whitespace, max_size=8).map("".join), max_size=30),
-    "contractions": soup(st.sampled_from(CONTRACTIONS), st.tuples(st.sampled_from(CASED + ["a", "I", "A"]),
-                         st.sampled_from(CONTRACTIONS)).map("".join)),
+    "contractions": soup(
+        st.sampled_from(CONTRACTIONS),
+        st.tuples(st.sampled_from(CASED + ["a", "I", "A"]), st.sampled_from(CONTRACTIONS)).map("".join),
+    ),
     "digits": soup(number, st.integers(0, 10**12).map(str), st.text(alphabet="0123456789", min_size=1, max_size=9)),
-    "combining_marks": soup(mark, st.tuples(whitespace | punct | number, mark, letter | mark).map("".join),
-                            st.tuples(letter, st.lists(mark, min_size=1, max_size=4).map("".join)).map("".join)),
-    "case_mixed": soup(st.sampled_from(CASED), _chars(["Lu", "Lt"]), _chars(["Ll"]), _chars(["Lm", "Lo"]),
-                       st.text(alphabet=_chars(["Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc"]), min_size=1, max_size=8)),
+    "combining_marks": soup(
+        mark,
+        st.tuples(whitespace | punct | number, mark, letter | mark).map("".join),
+        st.tuples(letter, st.lists(mark, min_size=1, max_size=4).map("".join)).map("".join),
+    ),
+    "case_mixed": soup(
+        st.sampled_from(CASED),
+        _chars(["Lu", "Lt"]),
+        _chars(["Ll"]),
+        _chars(["Lm", "Lo"]),
+        st.text(alphabet=_chars(["Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc"]), min_size=1, max_size=8),
+    ),
     "emoji_zwj": soup(st.sampled_from(EMOJI), _chars(["So", "Sk"])),
     "surrogates": soup(surrogate, paired_surrogates),
     "special_tokens": soup(special_string),
@@ -280,20 +465,93 @@ def test_generated_text(category, all_pairs):
 def test_hand_picked_traps(all_pairs):
     """Known trouble spots of the three pattern families, each checked on every encoding."""
     traps = [
-        "", " ", "  ", "a  b", "a   ", "   a", "\n\n\n", " \n \n ", "x\n\n  y", "x \r\n y", "\t\t\tx",
-        "hello   world", "hello \u00a0world", "a\u3000\u3000b", "a\u0085b", "a\u2028\u2028b", "x\u00a0\u00a0\u00a0",
-        "can't", "CAN'T", "I'M", "we'Re", "it'ſ", "it'\u017f", "he'Ll", "you'VE", "'s", "''s", "a's's",
-        "1", "12", "123", "1234", "12345678901", "١٢٣٤", "²³", "Ⅻ1", "a1b2", " 123", "1 2 3",
-        "\u0301a", " \u0301a", "a\u0301", "A\u0301B", "\u0301\u0301", "x \u0301", "1\u0301", ".\u0301",
-        "HelloWorld", "helloWORLD", "ǅungla", "ǅUNGLA", "ABCdef", "abcDEF", "ʰello", "ㅎHELLO", "AbCdEf'S",
-        "👨\u200d👩\u200d👧", "a👍b", " 🇯🇵", "\ud83d\ude00", "\ud800", "a\udfffb", "\udc00\ud800",
-        "<|endoftext|>", "a<|endoftext|>b", "<|endoftext|><|endoftext|>", "<|endo<|endoftext|>ftext|>",
-        "x" * 500 + " " + "y" * 500, " " * 33 + "x", "\n" * 17 + " x", "!!!\n\n", " !!!\r\n\r\nx", "a/\n/b",
-        "foo //\n", "x = 1;\r\n  return", "\t\tdef f(x):\n\t\t\treturn x\n",
+        "",
+        " ",
+        "  ",
+        "a  b",
+        "a   ",
+        "   a",
+        "\n\n\n",
+        " \n \n ",
+        "x\n\n  y",
+        "x \r\n y",
+        "\t\t\tx",
+        "hello   world",
+        "hello \u00a0world",
+        "a\u3000\u3000b",
+        "a\u0085b",
+        "a\u2028\u2028b",
+        "x\u00a0\u00a0\u00a0",
+        "can't",
+        "CAN'T",
+        "I'M",
+        "we'Re",
+        "it'ſ",
+        "it'\u017f",
+        "he'Ll",
+        "you'VE",
+        "'s",
+        "''s",
+        "a's's",
+        "1",
+        "12",
+        "123",
+        "1234",
+        "12345678901",
+        "١٢٣٤",
+        "²³",
+        "Ⅻ1",
+        "a1b2",
+        " 123",
+        "1 2 3",
+        "\u0301a",
+        " \u0301a",
+        "a\u0301",
+        "A\u0301B",
+        "\u0301\u0301",
+        "x \u0301",
+        "1\u0301",
+        ".\u0301",
+        "HelloWorld",
+        "helloWORLD",
+        "ǅungla",
+        "ǅUNGLA",
+        "ABCdef",
+        "abcDEF",
+        "ʰello",
+        "ㅎHELLO",
+        "AbCdEf'S",
+        "👨\u200d👩\u200d👧",
+        "a👍b",
+        " 🇯🇵",
+        "\ud83d\ude00",
+        "\ud800",
+        "a\udfffb",
+        "\udc00\ud800",
+        "<|endoftext|>",
+        "a<|endoftext|>b",
+        "<|endoftext|><|endoftext|>",
+        "<|endo<|endoftext|>ftext|>",
+        "x" * 500 + " " + "y" * 500,
+        " " * 33 + "x",
+        "\n" * 17 + " x",
+        "!!!\n\n",
+        " !!!\r\n\r\nx",
+        "a/\n/b",
+        "foo //\n",
+        "x = 1;\r\n  return",
+        "\t\tdef f(x):\n\t\t\treturn x\n",
         # whitespace right before / after a special token: each segment is split on its own
-        "a  <|endoftext|>", "a \n<|endoftext|> b", "x   <|endoftext|>   y", "\n\n<|endoftext|>\n\n",
-        "hi \u00a0<|endoftext|>", "1234<|endoftext|>5678", "don<|endoftext|>'t", "'<|endoftext|>s",
-        "A\u0301<|endofprompt|>\u0301b", "<|fim_prefix|>  \n<|fim_suffix|>\t<|fim_middle|>",
+        "a  <|endoftext|>",
+        "a \n<|endoftext|> b",
+        "x   <|endoftext|>   y",
+        "\n\n<|endoftext|>\n\n",
+        "hi \u00a0<|endoftext|>",
+        "1234<|endoftext|>5678",
+        "don<|endoftext|>'t",
+        "'<|endoftext|>s",
+        "A\u0301<|endofprompt|>\u0301b",
+        "<|fim_prefix|>  \n<|fim_suffix|>\t<|fim_middle|>",
     ]
     for text in traps:
         _run_all_encodings(all_pairs, text, kind="hand_picked")
@@ -309,8 +567,9 @@ def test_generated_special_arguments(all_pairs):
             CASES["generated", name] += 1
             names = sorted(tt.special_tokens_set)[:40] + ["<|nope|>"]
             allowed = data.draw(st.one_of(st.just("all"), st.sets(st.sampled_from(names), max_size=3)))
-            disallowed = data.draw(st.one_of(
-                st.just("all"), st.just(()), st.frozensets(st.sampled_from(names + ["x", "|>"]), max_size=3)))
+            disallowed = data.draw(
+                st.one_of(st.just("all"), st.just(()), st.frozensets(st.sampled_from(names + ["x", "|>"]), max_size=3))
+            )
             if name == "o200k_harmony" and disallowed == "all" and allowed not in ("all", set()):
                 disallowed = ()  # tiktoken compiles a 1000-name regex per distinct set: too slow here
             kw = {"allowed_special": allowed, "disallowed_special": disallowed}
@@ -383,8 +642,24 @@ def test_generated_encode_with_unstable(all_pairs):
 
 @pytest.mark.parametrize(
     "text",
-    ["hello fanta", "hello ", "hello", " ", "", "abc\n", "日本", "x 1", "def f(x):\n    ", "can'", "can't",
-     "<|endoftext|> hello", "hello<|endoftext|>", "  1", "a\u0301", "👍"],
+    [
+        "hello fanta",
+        "hello ",
+        "hello",
+        " ",
+        "",
+        "abc\n",
+        "日本",
+        "x 1",
+        "def f(x):\n    ",
+        "can'",
+        "can't",
+        "<|endoftext|> hello",
+        "hello<|endoftext|>",
+        "  1",
+        "a\u0301",
+        "👍",
+    ],
 )
 def test_encode_with_unstable_examples(text, pair):
     bp, tt = pair
@@ -395,8 +670,24 @@ def test_generated_encode_bytes(all_pairs):
     """``_encode_bytes`` on arbitrary (mostly invalid) UTF-8."""
     fragments = st.one_of(
         st.binary(max_size=8),
-        st.sampled_from([b"\xff", b"\xfe", b"\xc0\x80", b"\xe4\xb8", b"\xf0\x9f\x98", b"\xed\xa0\x80", b"\x80",
-                         b"\xf4\x90\x80\x80", b" ", b"hello", b" world", b"'s", b"123", b"\n\n"]),
+        st.sampled_from(
+            [
+                b"\xff",
+                b"\xfe",
+                b"\xc0\x80",
+                b"\xe4\xb8",
+                b"\xf0\x9f\x98",
+                b"\xed\xa0\x80",
+                b"\x80",
+                b"\xf4\x90\x80\x80",
+                b" ",
+                b"hello",
+                b" world",
+                b"'s",
+                b"123",
+                b"\n\n",
+            ]
+        ),
         STRATEGIES["mixed"].map(lambda s: s.encode("utf-8", "surrogatepass")),
     )
 
@@ -426,11 +717,16 @@ def test_generated_decode(all_pairs):
     def check(data):
         for name, bp, tt in all_pairs:
             CASES["generated", name] += 1
-            ids = data.draw(st.lists(st.one_of(
-                st.integers(0, tt.n_vocab - 1),
-                st.integers(0, 300),
-                st.sampled_from(sorted(tt._special_tokens.values())),
-            ), max_size=12))
+            ids = data.draw(
+                st.lists(
+                    st.one_of(
+                        st.integers(0, tt.n_vocab - 1),
+                        st.integers(0, 300),
+                        st.sampled_from(sorted(tt._special_tokens.values())),
+                    ),
+                    max_size=12,
+                )
+            )
             for method in ("decode_bytes", "decode", "decode_tokens_bytes", "decode_with_offsets"):
                 assert _outcome(getattr(bp, method), ids) == _outcome(getattr(tt, method), ids), (name, method, ids)
             for errors in ("strict", "ignore", "surrogateescape"):
@@ -482,17 +778,42 @@ def test_encode_single_token(pair):
 # ============================================================================ special-token matrix
 
 MATRIX_TEXTS = [
-    "<|endoftext|>", "hello <|endoftext|> world", "<|endoftext|><|endoftext|>", "<|endo<|endoftext|>ftext|>",
-    "<|endoftext|", "<|fim_prefix|>def f():<|fim_suffix|>\n<|fim_middle|>", "<|endofprompt|>x",
+    "<|endoftext|>",
+    "hello <|endoftext|> world",
+    "<|endoftext|><|endoftext|>",
+    "<|endo<|endoftext|>ftext|>",
+    "<|endoftext|",
+    "<|fim_prefix|>def f():<|fim_suffix|>\n<|fim_middle|>",
+    "<|endofprompt|>x",
     "<|start|>user<|message|>hi<|end|><|start|>assistant<|channel|>final<|message|>ok<|return|>",
-    "<|reserved_200013|><|reserved_201087|><|reserved_201088|>", "<|startoftext|>a<|call|>b<|constrain|>",
-    "<|<|endoftext|>|>", "no specials here", "<|im_start|>system", "a<|endoftext|>", "<|endoftext|>b",
+    "<|reserved_200013|><|reserved_201087|><|reserved_201088|>",
+    "<|startoftext|>a<|call|>b<|constrain|>",
+    "<|<|endoftext|>|>",
+    "no specials here",
+    "<|im_start|>system",
+    "a<|endoftext|>",
+    "<|endoftext|>b",
 ]
-ALLOWED = ["none", "all", {"<|endoftext|>"}, {"<|fim_prefix|>", "<|endofprompt|>"}, {"<|notatoken|>"},
-           "special_set", frozenset({"<|endoftext|>", "<|start|>"})]
+ALLOWED = [
+    "none",
+    "all",
+    {"<|endoftext|>"},
+    {"<|fim_prefix|>", "<|endofprompt|>"},
+    {"<|notatoken|>"},
+    "special_set",
+    frozenset({"<|endoftext|>", "<|start|>"}),
+]
 ALLOWED_MISUSE = [["<|endoftext|>"], None, "al"]  # not a set and not "all"
-DISALLOWED = ["default", "all", (), {"<|endoftext|>"}, {"<|notatoken|>", "hello"}, ["<|endoftext|>"],
-              frozenset({"<|fim_suffix|>"}), "special_set"]
+DISALLOWED = [
+    "default",
+    "all",
+    (),
+    {"<|endoftext|>"},
+    {"<|notatoken|>", "hello"},
+    ["<|endoftext|>"],
+    frozenset({"<|fim_suffix|>"}),
+    "special_set",
+]
 
 
 def _kwargs(enc, allowed, disallowed):
@@ -517,8 +838,11 @@ def _matrix_mismatches(bp, tt, text, allowed, disallowed) -> list:
     check("count", _outcome(bp.count, text, **kw), (exp[0], len(exp[1])) if exp[0] == "ok" else exp)
     got_np = _outcome(bp.encode_to_numpy, text, **kw)
     exp_np = _outcome(tt.encode_to_numpy, text, **kw)
-    check("encode_to_numpy", (got_np[0], got_np[1].tolist() if got_np[0] == "ok" else got_np[1]),
-          (exp_np[0], exp_np[1].tolist() if exp_np[0] == "ok" else exp_np[1]))
+    check(
+        "encode_to_numpy",
+        (got_np[0], got_np[1].tolist() if got_np[0] == "ok" else got_np[1]),
+        (exp_np[0], exp_np[1].tolist() if exp_np[0] == "ok" else exp_np[1]),
+    )
     check("encode_batch", _outcome(bp.encode_batch, [text, "x"], **kw), _outcome(tt.encode_batch, [text, "x"], **kw))
     got_u = _outcome(bp.encode_with_unstable, text, **kw)
     exp_u = _outcome(tt.encode_with_unstable, text, **kw)
@@ -584,8 +908,16 @@ def test_every_harmony_special_token(bp_encodings, tt_encodings):
 
 # ---------------------------------------------------------------------------- custom special tokens
 
-CUSTOM_SPECIALS = {"<s>": 300, "</s>": 301, "[PAD]": 302, "\n\n": 303, "\U0001f642": 304, "\u00e9": 305,
-                   "xyz": 306, " ": 307}
+CUSTOM_SPECIALS = {
+    "<s>": 300,
+    "</s>": 301,
+    "[PAD]": 302,
+    "\n\n": 303,
+    "\U0001f642": 304,
+    "\u00e9": 305,
+    "xyz": 306,
+    " ": 307,
+}
 
 
 @pytest.fixture(scope="module")
@@ -595,8 +927,12 @@ def custom_special_pair(tiktoken):
     ranks = {bytes([i]): i for i in range(256)}
     for tok in (b"ab", b"xy", b"  ", b"<s", b"\n\n"):
         ranks[tok] = len(ranks)
-    kw = {"name": "custom-specials", "pat_str": r"""'s| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
-              "mergeable_ranks": ranks, "special_tokens": {k: v + 5 for k, v in CUSTOM_SPECIALS.items()}}
+    kw = {
+        "name": "custom-specials",
+        "pat_str": r"""'s| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+        "mergeable_ranks": ranks,
+        "special_tokens": {k: v + 5 for k, v in CUSTOM_SPECIALS.items()},
+    }
     return bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
 
 
@@ -605,14 +941,20 @@ def test_generated_custom_specials(custom_special_pair):
     letter, an emoji) -- none a substring of another, where tiktoken is deterministic."""
     bp, tt = custom_special_pair
     names = sorted(CUSTOM_SPECIALS)
-    frag = st.one_of(st.sampled_from(names), st.sampled_from(["a", "b", "x", "y", "z", "s", "<", ">", "/", "\n", "[", "]"]),
-                     ascii_word, whitespace)
+    frag = st.one_of(
+        st.sampled_from(names),
+        st.sampled_from(["a", "b", "x", "y", "z", "s", "<", ">", "/", "\n", "[", "]"]),
+        ascii_word,
+        whitespace,
+    )
 
     @given(st.lists(frag, max_size=20).map("".join), st.data())
     def check(text, data):
         CASES["generated", "custom"] += 1
         allowed = data.draw(st.one_of(st.just("all"), st.sets(st.sampled_from(names), max_size=4)))
-        disallowed = data.draw(st.one_of(st.just("all"), st.just(()), st.frozensets(st.sampled_from(names), max_size=3)))
+        disallowed = data.draw(
+            st.one_of(st.just("all"), st.just(()), st.frozensets(st.sampled_from(names), max_size=3))
+        )
         kw = {"allowed_special": allowed, "disallowed_special": disallowed}
         exp = _outcome(tt.encode, text, **kw)
         assert _outcome(bp.encode, text, **kw) == exp, (text, kw)
@@ -630,8 +972,12 @@ def test_disallowed_special_overlapping_an_allowed_one(method, tiktoken):
     ValueError ("bc" is disallowed by the default "all"); bytepair returns [300, 99]."""
     import bytepair
 
-    kw = {"name": "overlap", "pat_str": r"\S+|\s+", "mergeable_ranks": {bytes([i]): i for i in range(256)},
-              "special_tokens": {"ab": 300, "bc": 301}}
+    kw = {
+        "name": "overlap",
+        "pat_str": r"\S+|\s+",
+        "mergeable_ranks": {bytes([i]): i for i in range(256)},
+        "special_tokens": {"ab": 300, "bc": 301},
+    }
     bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
     arg = ["abc"] if method == "encode_batch" else "abc"
     tt_method = {"count": "encode"}.get(method, method)  # tiktoken has no count
@@ -644,21 +990,32 @@ def test_nested_special_inside_allowed_one(tiktoken):
     """Nested specials ("a" inside "<|a|>"): tiktoken raises when the inner one is disallowed."""
     import bytepair
 
-    kw = {"name": "nested", "pat_str": r"\S+|\s+", "mergeable_ranks": {bytes([i]): i for i in range(256)},
-              "special_tokens": {"<|a|>": 300, "a": 301}}
+    kw = {
+        "name": "nested",
+        "pat_str": r"\S+|\s+",
+        "mergeable_ranks": {bytes([i]): i for i in range(256)},
+        "special_tokens": {"<|a|>": 300, "a": 301},
+    }
     bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
     # (which of two specials starting at one position wins is hash-order dependent in tiktoken:
     #  compare only the cases where it is deterministic)
-    for text, kwargs in [("<|a|>", {"allowed_special": "all"}), ("b<|a|>b", {"disallowed_special": ()}),
-                         ("xa", {"allowed_special": {"a"}})]:
+    for text, kwargs in [
+        ("<|a|>", {"allowed_special": "all"}),
+        ("b<|a|>b", {"disallowed_special": ()}),
+        ("xa", {"allowed_special": {"a"}}),
+    ]:
         assert _outcome(bp.encode, text, **kwargs) == _outcome(tt.encode, text, **kwargs), (text, kwargs)
 
 
 def test_nested_disallowed_special_inside_allowed_one(tiktoken):
     import bytepair
 
-    kw = {"name": "nested", "pat_str": r"\S+|\s+", "mergeable_ranks": {bytes([i]): i for i in range(256)},
-              "special_tokens": {"<|a|>": 300, "a": 301}}
+    kw = {
+        "name": "nested",
+        "pat_str": r"\S+|\s+",
+        "mergeable_ranks": {bytes([i]): i for i in range(256)},
+        "special_tokens": {"<|a|>": 300, "a": 301},
+    }
     bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
     assert _outcome(tt.encode, "<|a|>", allowed_special={"<|a|>"}) == ("raise", ValueError)
     assert _outcome(bp.encode, "<|a|>", allowed_special={"<|a|>"}) == ("raise", ValueError)
@@ -711,7 +1068,9 @@ def test_codepoint_scan(template, pair, encoding_name):
         for c in failures[:12]:
             if isinstance(c, str) and len(c) == 1:
                 s = make(c)
-                desc.append(f"U+{ord(c):04X} {unicodedata.category(c)} {s!r}: bp {bp.encode_ordinary(s)} tt {tt.encode_ordinary(s)}")
+                desc.append(
+                    f"U+{ord(c):04X} {unicodedata.category(c)} {s!r}: bp {bp.encode_ordinary(s)} tt {tt.encode_ordinary(s)}"
+                )
             else:
                 desc.append(str(c))
         pytest.fail(f"{len(failures)} code points differ ({template} template):\n  " + "\n  ".join(desc))
@@ -732,8 +1091,12 @@ def generic_pairs(bp_encodings, tt_encodings):
     out = []
     for name in GENERIC_FAMILIES:
         bp = bp_encodings[name]
-        enc = bytepair.Encoding(f"{name}-generic", pat_str="(?:" + bp._pat_str + ")",
-                                mergeable_ranks=bp._mergeable_ranks, special_tokens=bp._special_tokens)
+        enc = bytepair.Encoding(
+            f"{name}-generic",
+            pat_str="(?:" + bp._pat_str + ")",
+            mergeable_ranks=bp._mergeable_ranks,
+            special_tokens=bp._special_tokens,
+        )
         native = getattr(enc._core_bpe, "native_pretokenizer", False)
         assert not native, "the wrapped pattern must take the generic path"
         out.append((name, enc, tt_encodings[name]))
@@ -762,8 +1125,9 @@ def test_generic_path_corpus_and_traps(generic_pairs, corpus_texts):
             pytest.fail(f"generic path of {name}: {len(bad)} chunks differ; minimal repro {small!r}")
         for unit in ("a", " ", "\n", "\r\n", "7", "!", "\u00a0", "\U0001f600"):
             text = unit * 50_000 + "a"
-            assert_same_tokens(bp.encode_ordinary(text), tt.encode_ordinary(text), text=text, bp=bp,
-                               what="encode_ordinary")
+            assert_same_tokens(
+                bp.encode_ordinary(text), tt.encode_ordinary(text), text=text, bp=bp, what="encode_ordinary"
+            )
         CASES["generic_path", name] += len(chunks)
 
 
@@ -794,8 +1158,12 @@ def subset_vocab_pairs(bp_encodings, tiktoken):
     for name, cut in (("r50k_base", 3000), ("cl100k_base", 8000), ("o200k_base", 12000)):
         full = bp_encodings[name]._mergeable_ranks
         ranks = {t: r for t, r in full.items() if r < cut or (r < 4 * cut and r % 3 == 0)}
-        kw = {"name": f"{name}-subset", "pat_str": bp_encodings[name]._pat_str, "mergeable_ranks": ranks,
-                  "special_tokens": {"<|endoftext|>": 4 * cut + 1, "<|x|>": 4 * cut + 7}}
+        kw = {
+            "name": f"{name}-subset",
+            "pat_str": bp_encodings[name]._pat_str,
+            "mergeable_ranks": ranks,
+            "special_tokens": {"<|endoftext|>": 4 * cut + 1, "<|x|>": 4 * cut + 7},
+        }
         out.append((f"{name}-subset", bytepair.Encoding(**kw), tiktoken.Encoding(**kw)))
     return out
 
@@ -822,7 +1190,8 @@ def test_subset_vocabularies_corpus(subset_vocab_pairs, corpus_texts):
             pytest.fail(f"{name}: {len(bad)} chunks differ; minimal repro {small!r}")
         ids = list(range(bp.n_vocab + 2))
         assert [_outcome(bp.decode_single_token_bytes, i) for i in ids] == [
-            _outcome(tt.decode_single_token_bytes, i) for i in ids]
+            _outcome(tt.decode_single_token_bytes, i) for i in ids
+        ]
         CASES["custom_vocab", name] += len(chunks)
 
 
@@ -865,9 +1234,13 @@ def test_single_piece_lengths_across_thresholds(alphabet, pair):
 
 
 def test_generated_single_pieces(all_pairs):
-    @given(st.one_of(st.binary(min_size=100, max_size=300),
-                     st.text(alphabet="abcdefghij ", min_size=100, max_size=300).map(str.encode),
-                     STRATEGIES["mixed"].map(lambda s: s.encode("utf-8", "surrogatepass")).filter(bool)))
+    @given(
+        st.one_of(
+            st.binary(min_size=100, max_size=300),
+            st.text(alphabet="abcdefghij ", min_size=100, max_size=300).map(str.encode),
+            STRATEGIES["mixed"].map(lambda s: s.encode("utf-8", "surrogatepass")).filter(bool),
+        )
+    )
     def check(piece):  # (tiktoken panics on an empty piece; bytepair returns [])
         for name, bp, tt in all_pairs:
             CASES["generated", name] += 1
@@ -889,8 +1262,30 @@ def _adversarial_big_text(seed: int, size: int) -> str:
     """Newlines followed by everything that could glue pieces across a cut: marks, digits,
     punctuation, whitespace that is and is not White_Space, letters of every case, specials."""
     rng = random.Random(seed)
-    after_newline = ["\u0301", "1", "!", " ", "\t", "\u00a0", "\u0085", "\x1c", "\u3000", "\r", "\n", "A", "a",
-                     "\u01c5", "'s", "\ufeff", "\u200d", "<|endoftext|>", "\U0001f600", "/", "\u2028", "\x0b"]
+    after_newline = [
+        "\u0301",
+        "1",
+        "!",
+        " ",
+        "\t",
+        "\u00a0",
+        "\u0085",
+        "\x1c",
+        "\u3000",
+        "\r",
+        "\n",
+        "A",
+        "a",
+        "\u01c5",
+        "'s",
+        "\ufeff",
+        "\u200d",
+        "<|endoftext|>",
+        "\U0001f600",
+        "/",
+        "\u2028",
+        "\x0b",
+    ]
     frags = WHITESPACE + CONTRACTIONS + DIGITS + EMOJI + MARKS + PUNCT + CASED
     out, n = [], 0
     while n < size:
@@ -920,9 +1315,21 @@ def test_big_text_on_threads(pair, corpus_texts):
 # ============================================================================ long runs
 
 RUN_UNITS = {
-    "letters": "a", "spaces": " ", "tabs": "\t", "newlines": "\n", "crlf": "\r\n", "digits": "7",
-    "punctuation": "!", "cjk": "中", "emoji": "😀", "nbsp": "\u00a0", "mixed": "ab 12 ,\n\t\u3000X'",
-    "word_space": "hello ", "space_word": " hello", "ideographic_space": "\u3000", "combining": "a\u0301",
+    "letters": "a",
+    "spaces": " ",
+    "tabs": "\t",
+    "newlines": "\n",
+    "crlf": "\r\n",
+    "digits": "7",
+    "punctuation": "!",
+    "cjk": "中",
+    "emoji": "😀",
+    "nbsp": "\u00a0",
+    "mixed": "ab 12 ,\n\t\u3000X'",
+    "word_space": "hello ",
+    "space_word": " hello",
+    "ideographic_space": "\u3000",
+    "combining": "a\u0301",
 }
 
 
@@ -939,7 +1346,9 @@ def _tiktoken_or_none(tt, text):
 def test_long_runs(unit, all_pairs):
     n = 100_000
     body = RUN_UNITS[unit] * (n // len(RUN_UNITS[unit]))
-    variants = [body, body + "a", "x" + body + "\n"] if FULL or unit in ("spaces", "tabs", "newlines") else [body, body + "a"]
+    variants = (
+        [body, body + "a", "x" + body + "\n"] if FULL or unit in ("spaces", "tabs", "newlines") else [body, body + "a"]
+    )
     for name, bp, tt in all_pairs:
         for text in variants:
             got = bp.encode_ordinary(text)

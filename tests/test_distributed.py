@@ -47,8 +47,7 @@ def files(tmp_path_factory) -> list[str]:
     out = []
     for i in range(8):
         p = d / f"f{i:02d}.jsonl"
-        p.write_text("".join(json.dumps({"text": text()}) + "\n" for _ in range(rng.randint(0, 30))),
-                     encoding="utf-8")
+        p.write_text("".join(json.dumps({"text": text()}) + "\n" for _ in range(rng.randint(0, 30))), encoding="utf-8")
         out.append(p)
     for i in range(3):
         p = d / f"t{i}.txt"
@@ -66,8 +65,13 @@ def _dir_bytes(out: Path) -> dict[str, bytes]:
 
 
 def _cli_encode(files: list[str], out: Path, *extra: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bytepair", "encode", *files, "--encoding", ENC,
-                           "-o", str(out), *extra], check=False, capture_output=True, text=True, timeout=TIMEOUT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bytepair", "encode", *files, "--encoding", ENC, "-o", str(out), *extra],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -77,8 +81,7 @@ def test_count_words_is_bit_identical(client, files):
     assert len(local) > 20
     assert got == local and got.to_bytes() == local.to_bytes()
     # Fewer, larger tasks; special tokens cut out.
-    local = bytepair.WordCounts([Path(f) for f in files], pattern=ENC, special_tokens=["<|endoftext|>"],
-                                progress=False)
+    local = bytepair.WordCounts([Path(f) for f in files], pattern=ENC, special_tokens=["<|endoftext|>"], progress=False)
     got = distributed.count_words(files, pattern=ENC, special_tokens=["<|endoftext|>"], client=client)
     assert got.to_bytes() == local.to_bytes()
 
@@ -87,17 +90,18 @@ def test_count_words_from_a_bag(client):
     import dask.bag as db
 
     docs = [f"doc {i} " + "word " * (i % 7) + "日本" * (i % 3) for i in range(300)]
-    got = distributed.count_words(db.from_sequence(docs, npartitions=7), pattern="o200k_base",
-                                  client=client, split_every=2)
+    got = distributed.count_words(
+        db.from_sequence(docs, npartitions=7), pattern="o200k_base", client=client, split_every=2
+    )
     local = bytepair.WordCounts(docs, pattern="o200k_base", progress=False)
     assert got.to_bytes() == local.to_bytes()
 
 
 def test_train_has_the_merges_of_bytepair_train(client, files):
-    want = bytepair.train([Path(f) for f in files], vocab_size=400, special_tokens=["<|endoftext|>"],
-                          progress=False)
-    got = distributed.train(files, vocab_size=400, special_tokens=["<|endoftext|>"], client=client,
-                            task_bytes=1, progress=False)
+    want = bytepair.train([Path(f) for f in files], vocab_size=400, special_tokens=["<|endoftext|>"], progress=False)
+    got = distributed.train(
+        files, vocab_size=400, special_tokens=["<|endoftext|>"], client=client, task_bytes=1, progress=False
+    )
     assert got._mergeable_ranks == want._mergeable_ranks
     assert got._special_tokens == want._special_tokens
     assert got._pat_str == want._pat_str
@@ -106,8 +110,15 @@ def test_train_has_the_merges_of_bytepair_train(client, files):
 @pytest.mark.parametrize("shards_per_task", [1, 3])
 def test_encode_to_shards_equals_the_cli(client, files, tmp_path, shards_per_task):
     _cli_encode(files, tmp_path / "cli", "--docs-per-shard", "7")
-    m = distributed.encode_to_shards(files, encoding=ENC, out=tmp_path / "dask", docs_per_shard=7,
-                                     client=client, task_bytes=1, shards_per_task=shards_per_task)
+    m = distributed.encode_to_shards(
+        files,
+        encoding=ENC,
+        out=tmp_path / "dask",
+        docs_per_shard=7,
+        client=client,
+        task_bytes=1,
+        shards_per_task=shards_per_task,
+    )
     want = _dir_bytes(tmp_path / "cli")
     assert len(want) > 10 and m["complete"]
     assert _dir_bytes(tmp_path / "dask") == want
@@ -167,8 +178,15 @@ def test_a_killed_worker_changes_nothing(client, files, tmp_path, slow_tasks):
 
     _cli_encode(files, tmp_path / "cli", "--docs-per-shard", "9")
     with ThreadPoolExecutor(1) as ex:
-        fut = ex.submit(distributed.encode_to_shards, files, encoding=ENC, out=tmp_path / "dask",
-                        docs_per_shard=9, client=client, task_bytes=1)
+        fut = ex.submit(
+            distributed.encode_to_shards,
+            files,
+            encoding=ENC,
+            out=tmp_path / "dask",
+            docs_per_shard=9,
+            client=client,
+            task_bytes=1,
+        )
         time.sleep(1.5)  # past the plan, into the encoding tasks
         _kill_a_busy_worker(client)
         assert not fut.done()
@@ -187,12 +205,12 @@ def test_bad_inputs_fail_with_path_or_skip(client, files, tmp_path):
     with pytest.warns(UserWarning, match=r"bad\.jsonl:2"):
         got = distributed.count_words(inputs, pattern=ENC, client=client, task_bytes=1, on_error="skip")
     with pytest.warns(UserWarning):
-        local = bytepair.WordCounts([Path(f) for f in inputs], pattern=ENC, progress=False,
-                                    on_error="skip")
+        local = bytepair.WordCounts([Path(f) for f in inputs], pattern=ENC, progress=False, on_error="skip")
     assert got.to_bytes() == local.to_bytes()
     _cli_encode(inputs, tmp_path / "cli", "--docs-per-shard", "8", "--on-error", "skip")
-    m = distributed.encode_to_shards(inputs, encoding=ENC, out=tmp_path / "dask", docs_per_shard=8,
-                                     client=client, task_bytes=1, on_error="skip")
+    m = distributed.encode_to_shards(
+        inputs, encoding=ENC, out=tmp_path / "dask", docs_per_shard=8, client=client, task_bytes=1, on_error="skip"
+    )
     assert m["skipped"] == 1 and "bad.jsonl:2" in m["errors"][0]
     assert _dir_bytes(tmp_path / "dask") == _dir_bytes(tmp_path / "cli")
 
@@ -205,13 +223,29 @@ def test_shard_plan():
 
 
 def test_encode_with_a_trained_encoding(client, files, tmp_path):
-    enc = bytepair.train([Path(f) for f in files], vocab_size=300, special_tokens=["<|endoftext|>"],
-                         progress=False)
+    enc = bytepair.train([Path(f) for f in files], vocab_size=300, special_tokens=["<|endoftext|>"], progress=False)
     enc.save(tmp_path / "tok")
-    proc = subprocess.run([sys.executable, "-m", "bytepair", "encode", *files, "--encoding",
-                           str(tmp_path / "tok"), "-o", str(tmp_path / "cli"), "--docs-per-shard", "10"],
-                          check=False, capture_output=True, text=True, timeout=TIMEOUT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bytepair",
+            "encode",
+            *files,
+            "--encoding",
+            str(tmp_path / "tok"),
+            "-o",
+            str(tmp_path / "cli"),
+            "--docs-per-shard",
+            "10",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert proc.returncode == 0, proc.stderr
-    distributed.encode_to_shards(files, encoding=enc, out=tmp_path / "dask", docs_per_shard=10,
-                                 client=client, task_bytes=1)
+    distributed.encode_to_shards(
+        files, encoding=enc, out=tmp_path / "dask", docs_per_shard=10, client=client, task_bytes=1
+    )
     assert _dir_bytes(tmp_path / "dask") == _dir_bytes(tmp_path / "cli")

@@ -1,4 +1,5 @@
 """Every example in the public docstrings runs and gives the output it shows."""
+
 from __future__ import annotations
 
 import doctest
@@ -9,8 +10,15 @@ import pytest
 
 import bytepair
 
-MODULES = ["bytepair", "bytepair.core", "bytepair.load", "bytepair.registry", "bytepair.model", "bytepair.train",
-           "bytepair.embed"]
+MODULES = [
+    "bytepair",
+    "bytepair.core",
+    "bytepair.load",
+    "bytepair.registry",
+    "bytepair.model",
+    "bytepair.train",
+    "bytepair.embed",
+]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

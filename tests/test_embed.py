@@ -121,11 +121,7 @@ def test_gather_property(V, D, sizes, pool, normalize, seed):
     rng = np.random.default_rng(seed)
     T = rng.standard_normal((V, D)).astype(np.float32)
     ids = rng.integers(0, V, sum(sizes))
-    offsets = (
-        np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        if sizes
-        else np.zeros(0, np.int64)
-    )
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else np.zeros(0, np.int64)
     if not sizes and len(ids) == 0:
         offsets = np.zeros(0, np.int64)
     got = embed.gather(T, ids, offsets, pool=pool, normalize=normalize)
@@ -186,18 +182,14 @@ def check_topk(got, want, tol=2e-5):
 
 
 @pytest.mark.parametrize("metric", ["cosine", "dot"])
-@pytest.mark.parametrize(
-    "shape", [(1, 1, 1), (3, 10, 5), (32, 3001, 64), (7, 1000, 768), (200, 500, 33)]
-)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 10, 5), (32, 3001, 64), (7, 1000, 768), (200, 500, 33)])
 def test_topk_matches_reference(metric, shape):
     B, N, D = shape
     Q = RNG.standard_normal((B, D)).astype(np.float32)
     K = RNG.standard_normal((N, D)).astype(np.float32)
     for k in sorted({1, min(10, N), N}):
         tol = 2e-5 if metric == "cosine" else 2e-5 * D
-        check_topk(
-            embed.topk(Q, K, k, metric=metric), ref.topk(Q, K, k, metric=metric), tol
-        )
+        check_topk(embed.topk(Q, K, k, metric=metric), ref.topk(Q, K, k, metric=metric), tol)
 
 
 def test_topk_f16_keys_and_ties():
@@ -261,12 +253,7 @@ def test_index_recall_and_scores(metric, dtype):
     close(s, ws, atol=(2e-5 if dtype == "float32" else 2e-3) * scale, rtol=0)
     if dtype == "float32":
         check_topk((s, i), (ws, wi), 2e-5 * scale)
-    assert (
-        ix.nbytes
-        == {"float32": 4 * N * D, "float16": 2 * N * D, "int8": 2 * N * D + 12 * N}[
-            dtype
-        ]
-    )
+    assert ix.nbytes == {"float32": 4 * N * D, "float16": 2 * N * D, "int8": 2 * N * D + 12 * N}[dtype]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "int8", np.float16, np.int8])
@@ -372,9 +359,7 @@ def test_embed_texts_matches_tiktoken_plus_reference():
     offsets = np.cumsum([0] + [len(x) for x in ids[:-1]])
     for pool in ["mean", "sum", "max"]:
         for normalize in [False, True]:
-            got = embed.embed_texts(
-                _encoding(), T, texts, pool=pool, normalize=normalize
-            )
+            got = embed.embed_texts(_encoding(), T, texts, pool=pool, normalize=normalize)
             close(got, ref.gather(T, flat, offsets, pool=pool, normalize=normalize))
     got16 = embed.embed_texts(_encoding(), T.astype(np.float16), texts)
     close(

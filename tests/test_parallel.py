@@ -1,5 +1,6 @@
 """Large single documents encoded on several threads give exactly the single-threaded tokens,
 and batch encoding is deterministic across thread counts."""
+
 from __future__ import annotations
 
 import random

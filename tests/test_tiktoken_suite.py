@@ -8,6 +8,7 @@ subprocess whose ``sitecustomize`` makes ``import tiktoken`` (and ``tiktoken.cor
 
 Skips cleanly when ``BYTEPAIR_OFFLINE=1`` or when the download fails.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,9 +82,23 @@ def _fetch_suite(cache_root: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                 "--disable-pip-version-check", f"tiktoken=={TIKTOKEN_VERSION}", "-d", tmp],
-                capture_output=True, text=True, timeout=600, check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-binary",
+                    ":all:",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    f"tiktoken=={TIKTOKEN_VERSION}",
+                    "-d",
+                    tmp,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as e:
             pytest.skip(f"could not download the tiktoken sdist: {e}")
@@ -148,9 +163,26 @@ def test_tiktoken_public_suite_passes_with_alias(tiktoken_suite, tiktoken_cache_
     env["BYTEPAIR_ALIAS_MARKER"] = str(marker)
     junit = tmp_path / "junit.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(run / "pytest.ini"),
-         "--rootdir", str(run), f"--junitxml={junit}", str(run / "tests")],
-        cwd=run, env=env, capture_output=True, text=True, timeout=1800, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(run / "pytest.ini"),
+            "--rootdir",
+            str(run),
+            f"--junitxml={junit}",
+            str(run / "tests"),
+        ],
+        cwd=run,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     assert marker.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     assert marker.read_text().startswith("bytepair "), marker.read_text()

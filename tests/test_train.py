@@ -44,8 +44,31 @@ def counts_dict(wc: WordCounts) -> dict[bytes, int]:
 
 def gen_corpus(seed: int, n_docs: int = 300) -> list[str]:
     rnd = random.Random(seed)
-    words = ["the", "The", "a", "aaaa", "abab", "ababab", "zzz", "don't", "it's", "😀", "😀😀",
-             "ünïcödé", "日本語", "12345", "3.14", "  ", "\n", "\t", "!!", "foo_bar", "x", "xy", "yx"]
+    words = [
+        "the",
+        "The",
+        "a",
+        "aaaa",
+        "abab",
+        "ababab",
+        "zzz",
+        "don't",
+        "it's",
+        "😀",
+        "😀😀",
+        "ünïcödé",
+        "日本語",
+        "12345",
+        "3.14",
+        "  ",
+        "\n",
+        "\t",
+        "!!",
+        "foo_bar",
+        "x",
+        "xy",
+        "yx",
+    ]
     docs = []
     for _ in range(n_docs):
         k = rnd.randint(1, 30)
@@ -81,8 +104,7 @@ def test_invalid_utf8_counts_bytes():
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.text(alphabet="ab \nxé😀'1", max_size=40), max_size=20),
-       st.sampled_from([CL100K, R50K, O200K]))
+@given(st.lists(st.text(alphabet="ab \nxé😀'1", max_size=40), max_size=20), st.sampled_from([CL100K, R50K, O200K]))
 def test_counts_hypothesis(docs, pattern):
     wc = WordCounts(docs, pattern=pattern, progress=False)
     assert counts_dict(wc) == dict(ref_train.count_words(docs, pattern))
@@ -104,24 +126,32 @@ def test_merges_equal_reference(seed):
     assert enc._mergeable_ranks == {t: i for i, t in enumerate(toks)}
 
 
-@pytest.mark.parametrize("words", [
-    {b"aaaa": 1},
-    {b"aaaaa": 3, b"aaa": 2, b"aa": 1},
-    {b"abab": 2, b"baba": 2, b"ab": 1},
-    {b"abcabc": 1, b"bcabca": 1, b"cab": 5},
-    {b"zy": 1, b"ba": 1, b"ab": 1, b"yz": 1},
-    {"😀😀😀".encode(): 4, "😁".encode(): 3, "😀😁".encode(): 1},
-    {b"a" * 100: 7, b"ab" * 50: 3},
-])
+@pytest.mark.parametrize(
+    "words",
+    [
+        {b"aaaa": 1},
+        {b"aaaaa": 3, b"aaa": 2, b"aa": 1},
+        {b"abab": 2, b"baba": 2, b"ab": 1},
+        {b"abcabc": 1, b"bcabca": 1, b"cab": 5},
+        {b"zy": 1, b"ba": 1, b"ab": 1, b"yz": 1},
+        {"😀😀😀".encode(): 4, "😁".encode(): 3, "😀😁".encode(): 1},
+        {b"a" * 100: 7, b"ab" * 50: 3},
+    ],
+)
 def test_overlapping_repeats_and_ties(words):
     wc = WordCounts.from_dict(words)
     assert merges_of(wc, 50) == ref_train.train(words, 50)
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.dictionaries(st.binary(min_size=1, max_size=8).map(lambda b: bytes(x % 4 + 97 for x in b)),
-                       st.integers(1, 6), max_size=25),
-       st.integers(0, 40), st.integers(1, 3), st.one_of(st.none(), st.integers(1, 5)))
+@given(
+    st.dictionaries(
+        st.binary(min_size=1, max_size=8).map(lambda b: bytes(x % 4 + 97 for x in b)), st.integers(1, 6), max_size=25
+    ),
+    st.integers(0, 40),
+    st.integers(1, 3),
+    st.one_of(st.none(), st.integers(1, 5)),
+)
 def test_merges_hypothesis(words, n, min_freq, max_len):
     wc = WordCounts.from_dict(words)
     got = merges_of(wc, n, min_frequency=min_freq, max_token_length=max_len)
@@ -221,10 +251,12 @@ def test_zstd_and_parquet(tmp_path):
     docs = gen_corpus(8, 100)
     want = counts_dict(WordCounts(docs, progress=False))
     zstd = pytest.importorskip("zstandard")
-    (tmp_path / "a.jsonl.zst").write_bytes(zstd.ZstdCompressor().compress(
-        "".join(json.dumps({"text": d}) + "\n" for d in docs[:50]).encode()))
+    (tmp_path / "a.jsonl.zst").write_bytes(
+        zstd.ZstdCompressor().compress("".join(json.dumps({"text": d}) + "\n" for d in docs[:50]).encode())
+    )
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
+
     pq.write_table(pa.table({"text": docs[50:]}), tmp_path / "b.parquet")
     assert counts_dict(WordCounts(tmp_path, progress=False)) == want
 
@@ -299,8 +331,11 @@ def test_wordcounts_api(tmp_path):
 
 def _corpus_text(n: int) -> str:
     if CORPUS.exists():
-        return (CORPUS / "en.txt").read_text()[:n] + (CORPUS / "code.txt").read_text()[:n] + \
-            (CORPUS / "multi.txt").read_text()[:n]
+        return (
+            (CORPUS / "en.txt").read_text()[:n]
+            + (CORPUS / "code.txt").read_text()[:n]
+            + (CORPUS / "multi.txt").read_text()[:n]
+        )
     return "\n".join(gen_corpus(9, 5000))
 
 
@@ -311,8 +346,9 @@ def test_ranks_encode_like_merges_in_tiktoken():
     enc = train(docs, vocab_size=1000, special_tokens=["<|endoftext|>"], progress=False)
     wc = WordCounts(docs, progress=False)
     merges = merges_of(wc, 1000 - 257)
-    tk = tiktoken.Encoding("t", pat_str=enc._pat_str, mergeable_ranks=enc._mergeable_ranks,
-                           special_tokens=enc._special_tokens)
+    tk = tiktoken.Encoding(
+        "t", pat_str=enc._pat_str, mergeable_ranks=enc._mergeable_ranks, special_tokens=enc._special_tokens
+    )
     assert tk.encode("<|endoftext|>", allowed_special="all") == [999]
     for word, _ in wc.most_common(3000):
         assert tk._encode_single_piece(word) == ref_train.encode_word(word, merges), word
@@ -321,8 +357,7 @@ def test_ranks_encode_like_merges_in_tiktoken():
 
 
 def test_save_load_roundtrip(tmp_path):
-    enc = train(gen_corpus(10), vocab_size=400, special_tokens=["<|a|>", "<|b|>"], name="my/enc",
-                progress=False)
+    enc = train(gen_corpus(10), vocab_size=400, special_tokens=["<|a|>", "<|b|>"], name="my/enc", progress=False)
     _save(enc, tmp_path / "out")
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["bytepair.json", "my_enc.tiktoken"]
@@ -338,8 +373,13 @@ def test_save_load_roundtrip(tmp_path):
 def test_huggingface_export_encodes_identically(tmp_path, pattern):
     tokenizers = pytest.importorskip("tokenizers")
     text = _corpus_text(60_000)
-    enc = train(text.split("\n\n"), vocab_size=1500, pattern=pattern,
-                special_tokens=["<|endoftext|>", "<|pad|>"], progress=False)
+    enc = train(
+        text.split("\n\n"),
+        vocab_size=1500,
+        pattern=pattern,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        progress=False,
+    )
     path = _to_huggingface(enc, tmp_path)
     hf = tokenizers.Tokenizer.from_file(str(path))
     samples = text.split("\n\n")[:300] + ["<|endoftext|>hello<|pad|> world  \n\n x", "😀 emoji ünï"]
@@ -393,7 +433,6 @@ def test_ctrl_c_stops_training(tmp_path):
         timer.cancel()
 
 
-
 # The child of test_sigint_during_merge_phase: counts the corpus, then trains with the public
 # API. `_BYTEPAIR_TEST_MERGE_MARKS` makes the native side write `merge <done> <total>` to stderr
 # at each progress report, so the test sees the merge loop run without a Python callback (any
@@ -436,8 +475,12 @@ def test_sigint_during_merge_phase(tmp_path, progress):
     corpus.write_text("\n".join(" ".join(words[i : i + 100]) for i in range(0, len(words), 100)))
     vocab = 60_256
     env = dict(os.environ, _BYTEPAIR_TEST_MERGE_MARKS="1")
-    p = subprocess.Popen([sys.executable, "-c", _SIGINT_CHILD, str(corpus), str(vocab), progress],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-c", _SIGINT_CHILD, str(corpus), str(vocab), progress],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     marks = re.compile(rb"merge (\d+) (\d+)\n")
     try:
         # Wait for the first report of the running merge loop (done > 0).
@@ -464,8 +507,7 @@ def test_sigint_during_merge_phase(tmp_path, progress):
     assert lines and lines[-1].startswith("interrupted at ") and lines[-1].endswith(" again 306"), lines
     caught = float(lines[-1].split()[2])
     done = max(int(m[1]) for m in marks.finditer(err.encode()))
-    print(f"{progress}: SIGINT after merge {done}: KeyboardInterrupt {caught - t0:.3f} s later, "
-          f"exit {waited:.2f} s")
+    print(f"{progress}: SIGINT after merge {done}: KeyboardInterrupt {caught - t0:.3f} s later, exit {waited:.2f} s")
     assert done < vocab - 256, "training finished before the SIGINT was seen"
     # The merge loop checks for signals every 100 ms (CLOCK_MONOTONIC is shared by processes).
     assert caught - t0 < 2, f"KeyboardInterrupt came {caught - t0:.2f} s after SIGINT"

@@ -5,6 +5,7 @@
 >>> enc.decode(enc.encode("hello world"))
 'hello world'
 """
+
 from __future__ import annotations
 
 from bytepair import core, load, model, registry

@@ -51,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         metavar="PATH",
-        help="files or directories (.txt, .jsonl with a 'text' field, .parquet; .gz/.zst ok); "
-        "one category per PATH",
+        help="files or directories (.txt, .jsonl with a 'text' field, .parquet; .gz/.zst ok); one category per PATH",
     )
     bench.add_argument(
         "--encodings",
@@ -61,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="encodings to measure (default: %(default)s)",
     )
-    bench.add_argument(
-        "--out", default="bench-out", metavar="DIR", help="output directory (default: %(default)s)"
-    )
+    bench.add_argument("--out", default="bench-out", metavar="DIR", help="output directory (default: %(default)s)")
     bench.add_argument("--quick", action="store_true", help="a smaller, faster run (CI smoke test)")
     bench.add_argument(
         "--only",
@@ -111,9 +108,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         "how many were skipped (skip)",
     )
     p.add_argument("--field", default="text", help="the JSON field holding the text (default: text)")
-    p.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="threads (default: one per core)"
-    )
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="threads (default: one per core)")
     p.add_argument(
         "--no-progress",
         action="store_true",
@@ -130,20 +125,44 @@ def _add_train(sub: Any) -> None:
         "Exit status: 0 done, 1 an input error, 2 bad arguments, 130 interrupted.",
     )
     _add_input_options(p)
-    p.add_argument("--vocab-size", type=int, required=True, metavar="N",
-                   help="vocabulary size, special tokens included (at least 256 + their number)")
-    p.add_argument("--pattern", default="cl100k_base", metavar="P",
-                   help="split pattern: a built-in encoding name or a regex (default: %(default)s)")
-    p.add_argument("--special-tokens", nargs="*", default=None, metavar="TOKEN",
-                   help="special tokens, given the ids after the last merge in this order "
-                   "(e.g. '<|endoftext|>')")
-    p.add_argument("--min-frequency", type=int, default=1, metavar="N",
-                   help="stop when the best pair occurs fewer than N times (default: 1)")
-    p.add_argument("--max-token-length", type=int, default=None, metavar="BYTES",
-                   help="never create tokens longer than this many bytes")
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        required=True,
+        metavar="N",
+        help="vocabulary size, special tokens included (at least 256 + their number)",
+    )
+    p.add_argument(
+        "--pattern",
+        default="cl100k_base",
+        metavar="P",
+        help="split pattern: a built-in encoding name or a regex (default: %(default)s)",
+    )
+    p.add_argument(
+        "--special-tokens",
+        nargs="*",
+        default=None,
+        metavar="TOKEN",
+        help="special tokens, given the ids after the last merge in this order (e.g. '<|endoftext|>')",
+    )
+    p.add_argument(
+        "--min-frequency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="stop when the best pair occurs fewer than N times (default: 1)",
+    )
+    p.add_argument(
+        "--max-token-length",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="never create tokens longer than this many bytes",
+    )
     p.add_argument("--name", default=None, help="the encoding's name (default: the name of DIR)")
-    p.add_argument("--max-memory", type=int, default=None, metavar="BYTES",
-                   help="spill word counts to disk beyond this many bytes")
+    p.add_argument(
+        "--max-memory", type=int, default=None, metavar="BYTES", help="spill word counts to disk beyond this many bytes"
+    )
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
     p.set_defaults(func=_train)
 
@@ -177,15 +196,26 @@ Exit status: 0 done, 1 an input error (named with file and line), 2 bad argument
 130 interrupted (resumable).""",
     )
     _add_input_options(p)
-    p.add_argument("--encoding", required=True, metavar="NAME",
-                   help="a built-in encoding name, or a directory written by 'bytepair train'")
+    p.add_argument(
+        "--encoding",
+        required=True,
+        metavar="NAME",
+        help="a built-in encoding name, or a directory written by 'bytepair train'",
+    )
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--docs-per-shard", type=int, default=DEFAULT_DOCS_PER_SHARD, metavar="D",
-                   help="documents per shard (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete shards of an earlier, different run in DIR instead of refusing")
-    p.add_argument("--no-resume", action="store_true",
-                   help="refuse to continue an earlier run in DIR (default: continue it)")
+    p.add_argument(
+        "--docs-per-shard",
+        type=int,
+        default=DEFAULT_DOCS_PER_SHARD,
+        metavar="D",
+        help="documents per shard (default: %(default)s)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="delete shards of an earlier, different run in DIR instead of refusing"
+    )
+    p.add_argument(
+        "--no-resume", action="store_true", help="refuse to continue an earlier run in DIR (default: continue it)"
+    )
     p.set_defaults(func=_encode)
 
 
@@ -198,8 +228,12 @@ def _add_count(sub: Any) -> None:
         "input error, 2 bad arguments, 130 interrupted.",
     )
     _add_input_options(p)
-    p.add_argument("--encoding", required=True, metavar="NAME",
-                   help="a built-in encoding name, or a directory written by 'bytepair train'")
+    p.add_argument(
+        "--encoding",
+        required=True,
+        metavar="NAME",
+        help="a built-in encoding name, or a directory written by 'bytepair train'",
+    )
     p.set_defaults(func=_count)
 
 
@@ -220,8 +254,11 @@ def _check_encoding(command: str, name: str) -> Any:
     except (ValueError, KeyError, OSError) as e:
         if not os.path.exists(name):
             known = ", ".join(sorted(registry.list_encoding_names()))
-            print(f"bytepair {command}: unknown encoding {name!r}; known: {known} "
-                  "(or a directory written by 'bytepair train')", file=sys.stderr)
+            print(
+                f"bytepair {command}: unknown encoding {name!r}; known: {known} "
+                "(or a directory written by 'bytepair train')",
+                file=sys.stderr,
+            )
         else:
             print(f"bytepair {command}: cannot load encoding {name}: {e}", file=sys.stderr)
         return None
@@ -258,9 +295,17 @@ def _encode(args: argparse.Namespace) -> int:
         return 2
     try:
         m = corpus.encode_to_shards(
-            args.files, encoding=enc, out=args.out, docs_per_shard=args.docs_per_shard,
-            on_error=args.on_error, field=args.field, num_threads=args.threads,
-            progress=_progress(args), resume=not args.no_resume, overwrite=args.overwrite)
+            args.files,
+            encoding=enc,
+            out=args.out,
+            docs_per_shard=args.docs_per_shard,
+            on_error=args.on_error,
+            field=args.field,
+            num_threads=args.threads,
+            progress=_progress(args),
+            resume=not args.no_resume,
+            overwrite=args.overwrite,
+        )
     except corpus.ShardsError as e:
         print(f"bytepair encode: {e} (--overwrite)", file=sys.stderr)
         return 2
@@ -272,8 +317,10 @@ def _encode(args: argparse.Namespace) -> int:
     if "skipped" not in m:
         print(f"bytepair encode: {args.out} already holds this run, complete", file=sys.stderr)
     _report_skipped("encode", m.get("skipped", 0), m.get("errors", []))
-    print(f"{m['documents']} documents, {m['tokens']} tokens in {len(m['shards'])} shard(s) "
-          f"({m['dtype']}) in {args.out}", file=sys.stderr)
+    print(
+        f"{m['documents']} documents, {m['tokens']} tokens in {len(m['shards'])} shard(s) ({m['dtype']}) in {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -287,9 +334,15 @@ def _count(args: argparse.Namespace) -> int:
         return 2
     errors: list[str] = []
     try:
-        counts = corpus.count_files(args.files, encoding=enc, on_error=args.on_error,
-                                    field=args.field, num_threads=args.threads,
-                                    progress=_progress(args), errors=errors)
+        counts = corpus.count_files(
+            args.files,
+            encoding=enc,
+            on_error=args.on_error,
+            field=args.field,
+            num_threads=args.threads,
+            progress=_progress(args),
+            errors=errors,
+        )
     except (ValueError, OSError) as e:
         return _fail("count", e)
     for path, n in counts.items():
@@ -303,8 +356,13 @@ def _train(args: argparse.Namespace) -> int:
     import bytepair
     from bytepair.corpus import _expand
 
-    if not _positive("train", vocab_size=args.vocab_size, threads=args.threads,
-                     max_token_length=args.max_token_length, max_memory=args.max_memory):
+    if not _positive(
+        "train",
+        vocab_size=args.vocab_size,
+        threads=args.threads,
+        max_token_length=args.max_token_length,
+        max_memory=args.max_memory,
+    ):
         return 2
     name = args.name or (Path(args.out).resolve().name or "trained")
     try:
@@ -315,11 +373,18 @@ def _train(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             enc = bytepair.train(
-                [Path(f) for f in files], vocab_size=args.vocab_size, pattern=args.pattern,
-                special_tokens=args.special_tokens, min_frequency=args.min_frequency,
-                max_token_length=args.max_token_length, num_threads=args.threads,
-                progress=_progress(args), name=name, max_memory=args.max_memory,
-                on_error=args.on_error)
+                [Path(f) for f in files],
+                vocab_size=args.vocab_size,
+                pattern=args.pattern,
+                special_tokens=args.special_tokens,
+                min_frequency=args.min_frequency,
+                max_token_length=args.max_token_length,
+                num_threads=args.threads,
+                progress=_progress(args),
+                name=name,
+                max_memory=args.max_memory,
+                on_error=args.on_error,
+            )
         for w in caught:
             print(f"bytepair train: {w.message}", file=sys.stderr)
         enc.save(args.out)
@@ -328,8 +393,10 @@ def _train(args: argparse.Namespace) -> int:
         return 1
     except (OSError, ImportError) as e:
         return _fail("train", e)
-    print(f"trained {enc.name!r}: {enc.n_vocab} tokens "
-          f"({len(enc._special_tokens)} special), saved to {args.out}", file=sys.stderr)
+    print(
+        f"trained {enc.name!r}: {enc.n_vocab} tokens ({len(enc._special_tokens)} special), saved to {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ Every method gives the same tokens and raises the same exception types as tiktok
 runs in Rust (``bytepair._native.CoreBPE``), with batches spread over a thread pool while the
 interpreter is released.
 """
+
 from __future__ import annotations
 
 from bytepair import _native
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 __all__ = ["Encoding"]
+
 
 def _fix_surrogates(text: str) -> str:
     # tiktoken's rule: paired surrogates become their code point, lone ones U+FFFD.
@@ -61,9 +63,7 @@ class Encoding:
         self._pat_str = pat_str
         self._mergeable_ranks_cache: dict[bytes, int] | None = mergeable_ranks
         self._special_tokens = special_tokens
-        self.max_token_value = max(
-            max(mergeable_ranks.values()), max(special_tokens.values(), default=0)
-        )
+        self.max_token_value = max(max(mergeable_ranks.values()), max(special_tokens.values(), default=0))
         if explicit_n_vocab:
             assert len(mergeable_ranks) + len(special_tokens) == explicit_n_vocab
             assert self.max_token_value == explicit_n_vocab - 1
@@ -128,7 +128,7 @@ class Encoding:
             if text is not None and disallowed:
                 if match := _special_token_regex(frozenset(disallowed)).search(text):
                     raise_disallowed_special_token(match.group())
-            raise TypeError(f"allowed_special must be \"all\" or a set of str, not {type(allowed_special).__name__}")
+            raise TypeError(f'allowed_special must be "all" or a set of str, not {type(allowed_special).__name__}')
         if disallowed_special == "all":
             return allowed_special, "all"
         if not disallowed_special:

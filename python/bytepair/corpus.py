@@ -69,8 +69,10 @@ def _encoding(encoding: Any) -> Any:
             return bytepair.load(s)
         return bytepair.get_encoding(s)  # raises the registry's error for unknown names
     if not isinstance(getattr(encoding, "_core_bpe", None), _native.CoreBPE):
-        raise TypeError("encoding must be an encoding name, a saved encoding directory or a "
-                        f"bytepair.Encoding, not {type(encoding).__name__}")
+        raise TypeError(
+            "encoding must be an encoding name, a saved encoding directory or a "
+            f"bytepair.Encoding, not {type(encoding).__name__}"
+        )
     return encoding
 
 
@@ -126,8 +128,15 @@ class _Bar:
             except ImportError:  # pragma: no cover - tqdm is optional
                 self.enabled = False
                 return
-            self.bar = tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024,
-                            desc=self.desc, dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(
+                total=total or None,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=self.desc,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
         self.bar.set_postfix_str(f"{docs:,} docs, {tokens:,} tokens", refresh=False)
         self.bar.update(done - self.bar.n)
 
@@ -141,8 +150,9 @@ class _Bar:
 # The manifest
 
 
-def _settings(enc: Any, eot: int, files: Sequence[str], docs_per_shard: int, on_error: str,
-              field: str) -> dict[str, Any]:
+def _settings(
+    enc: Any, eot: int, files: Sequence[str], docs_per_shard: int, on_error: str, field: str
+) -> dict[str, Any]:
     max_token = max(enc.max_token_value, eot)
     return {
         "format": "bytepair-shards",
@@ -159,8 +169,19 @@ def _settings(enc: Any, eot: int, files: Sequence[str], docs_per_shard: int, on_
     }
 
 
-_SETTING_KEYS = ("format", "version", "encoding", "n_vocab", "eot_token", "dtype", "docs_per_shard",
-                 "on_error", "field", "inputs", "input_bytes")
+_SETTING_KEYS = (
+    "format",
+    "version",
+    "encoding",
+    "n_vocab",
+    "eot_token",
+    "dtype",
+    "docs_per_shard",
+    "on_error",
+    "field",
+    "inputs",
+    "input_bytes",
+)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -212,7 +233,8 @@ def _prepare(out: Path, settings: dict[str, Any], overwrite: bool, resume: bool)
         if differs:
             raise ShardsError(
                 f"{out} holds shards of a different run ({', '.join(differs)} differ); "
-                "use another output directory or overwrite")
+                "use another output directory or overwrite"
+            )
         if not resume:
             raise ShardsError(f"{out} holds shards of an earlier run; resume or overwrite")
         shards = old.get("shards", [])
@@ -220,14 +242,17 @@ def _prepare(out: Path, settings: dict[str, Any], overwrite: bool, resume: bool)
             p = out / s["file"]
             expected = 128 + s["tokens"] * (2 if settings["dtype"] == "uint16" else 4)
             if not p.is_file() or p.stat().st_size != expected:
-                raise ShardsError(f"{p}: missing or of the wrong size; the output directory was "
-                                  "changed since the run; overwrite to start over")
+                raise ShardsError(
+                    f"{p}: missing or of the wrong size; the output directory was "
+                    "changed since the run; overwrite to start over"
+                )
         manifest = old
     else:
         existing = [p for _, p in _shard_files(out)]
         if existing and not overwrite:
-            raise ShardsError(f"{out} already holds shard files but no {MANIFEST}; "
-                              "use another output directory or overwrite")
+            raise ShardsError(
+                f"{out} already holds shard files but no {MANIFEST}; use another output directory or overwrite"
+            )
         manifest = dict(settings, complete=False, shards=[])
     committed = len(manifest["shards"])
     for index, p in _shard_files(out):
@@ -301,8 +326,7 @@ def encode_to_shards(
     files = _expand(paths)
     parquet = [f for f in files if _is_parquet(f)]
     if parquet:
-        raise ValueError(f"{parquet[0]}: parquet input is not supported by encode yet; "
-                         "convert it to .jsonl")
+        raise ValueError(f"{parquet[0]}: parquet input is not supported by encode yet; convert it to .jsonl")
     out = Path(out)
     settings = _settings(enc, eot, files, docs_per_shard, on_error, field)
     manifest = _prepare(out, settings, overwrite, resume)
@@ -324,9 +348,18 @@ def encode_to_shards(
 
     try:
         summary = _native._encode_shards(
-            enc._core_bpe, files, str(out), eot=eot, docs_per_shard=docs_per_shard,
-            skip_docs=len(committed) * docs_per_shard, first_shard=len(committed),
-            on_error=on_error, field=field, num_threads=num_threads, callback=callback)
+            enc._core_bpe,
+            files,
+            str(out),
+            eot=eot,
+            docs_per_shard=docs_per_shard,
+            skip_docs=len(committed) * docs_per_shard,
+            first_shard=len(committed),
+            on_error=on_error,
+            field=field,
+            num_threads=num_threads,
+            callback=callback,
+        )
     finally:
         bar.close()
     _finish_manifest(manifest)
@@ -361,8 +394,14 @@ def count_files(
     native = [f for f in files if not _is_parquet(f)]
     bar = _Bar(progress, "counting")
     try:
-        s = _native._count_tokens(enc._core_bpe, native, on_error=on_error, field=field,
-                                  num_threads=num_threads, callback=lambda _k, *a: bar.update(*a))
+        s = _native._count_tokens(
+            enc._core_bpe,
+            native,
+            on_error=on_error,
+            field=field,
+            num_threads=num_threads,
+            callback=lambda _k, *a: bar.update(*a),
+        )
     finally:
         bar.close()
     per = dict(zip(native, s["per_file"]))
@@ -378,8 +417,7 @@ def count_files(
     return result
 
 
-def _count_parquet(enc: Any, path: str, field: str, on_error: str,
-                   errors: list[str] | None) -> int:
+def _count_parquet(enc: Any, path: str, field: str, on_error: str, errors: list[str] | None) -> int:
     from bytepair.train import _parquet_documents
 
     n = 0

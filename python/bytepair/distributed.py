@@ -71,8 +71,13 @@ def local_client(n_workers: int = 2, threads_per_worker: int = 1, **kwargs: Any)
     ...     counts = count_words(["corpus/"], pattern="cl100k_base", client=client)
     """
     distributed = _dask()
-    opts: dict[str, Any] = {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
-                            "processes": True, "host": "127.0.0.1", "dashboard_address": None}
+    opts: dict[str, Any] = {
+        "n_workers": n_workers,
+        "threads_per_worker": threads_per_worker,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": None,
+    }
     opts.update(kwargs)
     with distributed.LocalCluster(**opts) as cluster, distributed.Client(cluster) as client:
         yield client
@@ -119,8 +124,9 @@ def _test_delay() -> None:
 # Counting
 
 
-def _count_group(groups: Iterable[list[str]], pattern: str, specials: list[str], on_error: str,
-                 field: str, num_threads: int | None) -> tuple[Any, int, list[str]]:
+def _count_group(
+    groups: Iterable[list[str]], pattern: str, specials: list[str], on_error: str, field: str, num_threads: int | None
+) -> tuple[Any, int, list[str]]:
     from bytepair.train import WordCounts
 
     _test_delay()
@@ -129,16 +135,16 @@ def _count_group(groups: Iterable[list[str]], pattern: str, specials: list[str],
     for files in groups:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            wc.update([Path(f) for f in files], on_error=on_error, field=field,
-                      num_threads=num_threads, progress=False)
+            wc.update([Path(f) for f in files], on_error=on_error, field=field, num_threads=num_threads, progress=False)
         for w in caught:
             skipped += 1
             errors.append(str(w.message))
     return wc, skipped, errors[:20]
 
 
-def _count_docs(docs: Iterable[Any], pattern: str, specials: list[str],
-                num_threads: int | None) -> tuple[Any, int, list[str]]:
+def _count_docs(
+    docs: Iterable[Any], pattern: str, specials: list[str], num_threads: int | None
+) -> tuple[Any, int, list[str]]:
     from bytepair.train import WordCounts
 
     _test_delay()
@@ -194,15 +200,17 @@ def count_words(
     pattern = _native._resolve_pattern(pattern)
     if isinstance(paths_or_bag, db.Bag):
         red = paths_or_bag.reduction(
-            lambda docs: _count_docs(docs, pattern, specials, num_threads), _sum_counts,
-            split_every=split_every)
+            lambda docs: _count_docs(docs, pattern, specials, num_threads), _sum_counts, split_every=split_every
+        )
     else:
         files = _expand(paths_or_bag)
         groups = _group_files(files, task_bytes)
         bag = db.from_sequence(groups, npartitions=len(groups))
         red = bag.reduction(
             lambda gs: _count_group(gs, pattern, specials, on_error, field, num_threads),
-            _sum_counts, split_every=split_every)
+            _sum_counts,
+            split_every=split_every,
+        )
     with _using(client) as c:
         wc, skipped, errors = c.compute(red).result()
     if skipped:
@@ -238,11 +246,25 @@ def train(
 
     specials = _specials(special_tokens)
     _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
-    counts = count_words(paths, pattern=pattern, special_tokens=specials, on_error=on_error,
-                         client=client, task_bytes=task_bytes, num_threads=num_threads)
-    return train_from_counts(counts, vocab_size=vocab_size, special_tokens=specials,
-                             min_frequency=min_frequency, max_token_length=max_token_length,
-                             num_threads=num_threads, progress=progress, name=name)
+    counts = count_words(
+        paths,
+        pattern=pattern,
+        special_tokens=specials,
+        on_error=on_error,
+        client=client,
+        task_bytes=task_bytes,
+        num_threads=num_threads,
+    )
+    return train_from_counts(
+        counts,
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        min_frequency=min_frequency,
+        max_token_length=max_token_length,
+        num_threads=num_threads,
+        progress=progress,
+        name=name,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,18 +277,39 @@ def _plan_group(files: list[str], on_error: str, field: str) -> tuple[list[int],
     return list(per_file), skipped, errors
 
 
-def _encode_range(enc: Any, files: list[str], out: str, eot: int, docs_per_shard: int,
-                  skip_docs: int, max_docs: int, first_shard: int, on_error: str, field: str,
-                  num_threads: int | None) -> list[tuple[int, str, int, int]]:
+def _encode_range(
+    enc: Any,
+    files: list[str],
+    out: str,
+    eot: int,
+    docs_per_shard: int,
+    skip_docs: int,
+    max_docs: int,
+    first_shard: int,
+    on_error: str,
+    field: str,
+    num_threads: int | None,
+) -> list[tuple[int, str, int, int]]:
     _test_delay()
-    s = _native._encode_shards(enc._core_bpe, files, out, eot=eot, docs_per_shard=docs_per_shard,
-                               skip_docs=skip_docs, max_docs=max_docs, first_shard=first_shard,
-                               on_error=on_error, field=field, num_threads=num_threads)
+    s = _native._encode_shards(
+        enc._core_bpe,
+        files,
+        out,
+        eot=eot,
+        docs_per_shard=docs_per_shard,
+        skip_docs=skip_docs,
+        max_docs=max_docs,
+        first_shard=first_shard,
+        on_error=on_error,
+        field=field,
+        num_threads=num_threads,
+    )
     return list(s["shards"])
 
 
-def _shard_tasks(per_file: Sequence[int], docs_per_shard: int,
-                 shards_per_task: int) -> list[tuple[int, int, int, int, int]]:
+def _shard_tasks(
+    per_file: Sequence[int], docs_per_shard: int, shards_per_task: int
+) -> list[tuple[int, int, int, int, int]]:
     """``(first_file, end_file, skip_docs, max_docs, first_shard)`` for each task: the documents
     ``k*D ..`` of shards ``k .. k + shards_per_task - 1`` start ``skip_docs`` documents into
     ``files[first_file]`` and end in ``files[end_file - 1]``."""
@@ -331,8 +374,7 @@ def encode_to_shards(
     files = corpus._expand(paths)
     parquet = [f for f in files if corpus._is_parquet(f)]
     if parquet:
-        raise ValueError(f"{parquet[0]}: parquet input is not supported by encode yet; "
-                         "convert it to .jsonl")
+        raise ValueError(f"{parquet[0]}: parquet input is not supported by encode yet; convert it to .jsonl")
     outp = Path(out)
     settings = corpus._settings(enc, eot, files, docs_per_shard, on_error, field)
     manifest = corpus._prepare(outp, settings, overwrite, resume=True)
@@ -354,16 +396,15 @@ def encode_to_shards(
         errors = [e for _, _, es in counted for e in es][:20]
         tasks = [
             dask.delayed(_encode_range, pure=True)(
-                enc_task, files[f:g], str(outp), eot, docs_per_shard, skip, n, k, on_error, field,
-                num_threads)
+                enc_task, files[f:g], str(outp), eot, docs_per_shard, skip, n, k, on_error, field, num_threads
+            )
             for f, g, skip, n, k in _shard_tasks(per_file, docs_per_shard, shards_per_task)
         ]
         written = [s for part in c.compute(tasks, sync=True) for s in part]
     written.sort()
     expected = -(-sum(per_file) // docs_per_shard)
     if [s[0] for s in written] != list(range(expected)):
-        raise RuntimeError(f"shards written {[s[0] for s in written]} differ from the plan "
-                           f"(0..{expected - 1})")
+        raise RuntimeError(f"shards written {[s[0] for s in written]} differ from the plan (0..{expected - 1})")
     for p in outp.glob("shard_*.npy.tmp"):  # left by killed workers
         p.unlink()
     manifest["shards"] = [{"file": name, "documents": d, "tokens": t} for _, name, d, t in written]

@@ -39,9 +39,7 @@ __all__ = ["gather", "topk", "Index", "embed_texts", "simd_level"]
 _POOLS = ("mean", "sum", "max", "none")
 _METRICS = ("cosine", "dot")
 _INDEX_DTYPES = ("float32", "float16", "int8")
-_ID_DTYPES = tuple(
-    np.dtype(t) for t in ("i8", "i4", "u4", "u2", "u1", "i2", "i1", "u8")
-)
+_ID_DTYPES = tuple(np.dtype(t) for t in ("i8", "i4", "u4", "u2", "u1", "i2", "i1", "u8"))
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -64,9 +62,7 @@ def _choice(value: str, options: Tuple[str, ...], name: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     if value not in options:
-        raise ValueError(
-            f"{name} must be one of {', '.join(map(repr, options))}, not {value!r}"
-        )
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, not {value!r}")
     return value
 
 
@@ -143,35 +139,23 @@ def gather(
                     raise TypeError(f"offsets must hold integers, not {off.dtype}")
             if off.ndim != 1:
                 raise ValueError(f"offsets must be 1-D, got shape {off.shape}")
-            if (
-                off.dtype.kind == "u"
-                and off.size
-                and off.max() > np.iinfo(np.int64).max
-            ):
+            if off.dtype.kind == "u" and off.size and off.max() > np.iinfo(np.int64).max:
                 raise ValueError("offsets are too large")
             off = np.require(off, dtype=np.int64, requirements=["C", "A"])
     else:
-        raise ValueError(
-            f"ids must be 1-D (with offsets) or 2-D, got shape {ids_a.shape}"
-        )
+        raise ValueError(f"ids must be 1-D (with offsets) or 2-D, got shape {ids_a.shape}")
     w = None
     if weights is not None:
         w = np.asarray(weights)
         if w.dtype.kind not in "fiu":
             raise TypeError(f"weights must be numbers, not {w.dtype}")
         if w.shape != ids_a.shape:
-            raise ValueError(
-                f"weights must have the shape of ids {ids_a.shape}, got {w.shape}"
-            )
+            raise ValueError(f"weights must have the shape of ids {ids_a.shape}, got {w.shape}")
         w = np.require(w.reshape(-1), dtype=np.float32, requirements=["C", "A"])
-    return _native.embed_gather(
-        table, ids_a.reshape(-1), off, fixed, pool, w, bool(normalize)
-    )
+    return _native.embed_gather(table, ids_a.reshape(-1), off, fixed, pool, w, bool(normalize))
 
 
-def topk(
-    queries: Any, keys: Any, k: int, *, metric: str = "cosine"
-) -> Tuple[np.ndarray, np.ndarray]:
+def topk(queries: Any, keys: Any, k: int, *, metric: str = "cosine") -> Tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` keys for each query: ``(scores, indices)``, each ``[B, k]``.
 
     ``queries`` is ``[B, D]`` and ``keys`` ``[N, D]`` (float32; float16 keys are read as they
@@ -195,9 +179,7 @@ def topk(
     q = _float_matrix(queries, "queries", allow_f16=False)
     kk = _float_matrix(keys, "keys", allow_f16=True)
     if q.shape[1] != kk.shape[1]:
-        raise ValueError(
-            f"queries have dimension {q.shape[1]} but keys have {kk.shape[1]}"
-        )
+        raise ValueError(f"queries have dimension {q.shape[1]} but keys have {kk.shape[1]}")
     return _native.embed_topk(q, kk, k, metric)
 
 
@@ -207,9 +189,7 @@ def _dtype_name(dtype: Any) -> str:
     try:
         name = np.dtype(dtype).name
     except TypeError:
-        raise TypeError(
-            f"dtype must be one of {', '.join(_INDEX_DTYPES)}, not {dtype!r}"
-        ) from None
+        raise TypeError(f"dtype must be one of {', '.join(_INDEX_DTYPES)}, not {dtype!r}") from None
     return _choice(name, _INDEX_DTYPES, "dtype")
 
 
@@ -242,9 +222,7 @@ class Index:
 
     __slots__ = ("_inner",)
 
-    def __init__(
-        self, keys: Any, *, metric: str = "cosine", dtype: Any = "float32"
-    ) -> None:
+    def __init__(self, keys: Any, *, metric: str = "cosine", dtype: Any = "float32") -> None:
         metric = _choice(metric, _METRICS, "metric")
         name = _dtype_name(dtype)
         keys = _float_matrix(keys, "keys", allow_f16=False)
@@ -262,9 +240,7 @@ class Index:
         """
         keys = _float_matrix(keys, "keys", allow_f16=False)
         if keys.shape[1] != self.dim:
-            raise ValueError(
-                f"keys have dimension {keys.shape[1]} but the index has {self.dim}"
-            )
+            raise ValueError(f"keys have dimension {keys.shape[1]} but the index has {self.dim}")
         self._inner.add(keys)
 
     def search(self, queries: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -277,9 +253,7 @@ class Index:
         """
         q = _float_matrix(queries, "queries", allow_f16=False)
         if q.shape[1] != self.dim:
-            raise ValueError(
-                f"queries have dimension {q.shape[1]} but the index has {self.dim}"
-            )
+            raise ValueError(f"queries have dimension {q.shape[1]} but the index has {self.dim}")
         return self._inner.search(q, _k(k))
 
     def __len__(self) -> int:

@@ -1,4 +1,5 @@
 """Rank files: reading (local paths and URLs, with tiktoken's cache rules) and writing."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Model name -> encoding name (tiktoken's tables: exact names first, then prefixes)."""
+
 from __future__ import annotations
 
 from bytepair.core import Encoding
@@ -32,18 +33,41 @@ MODEL_TO_ENCODING: dict[str, str] = {
     **dict.fromkeys(["o1", "o3", "o4-mini", "gpt-5", "gpt-4.1", "gpt-4o"], _O200K),
     **dict.fromkeys(
         [
-            "gpt-4", "gpt-3.5-turbo", "gpt-3.5", "gpt-35-turbo", "davinci-002", "babbage-002",
-            "text-embedding-ada-002", "text-embedding-3-small", "text-embedding-3-large",
+            "gpt-4",
+            "gpt-3.5-turbo",
+            "gpt-3.5",
+            "gpt-35-turbo",
+            "davinci-002",
+            "babbage-002",
+            "text-embedding-ada-002",
+            "text-embedding-3-small",
+            "text-embedding-3-large",
         ],
         _CL100K,
     ),
     **dict.fromkeys(["text-davinci-003", "text-davinci-002"], _P50K),
     **dict.fromkeys(
-        ["text-davinci-001", "text-curie-001", "text-babbage-001", "text-ada-001", "davinci", "curie", "babbage", "ada"],
+        [
+            "text-davinci-001",
+            "text-curie-001",
+            "text-babbage-001",
+            "text-ada-001",
+            "davinci",
+            "curie",
+            "babbage",
+            "ada",
+        ],
         _R50K,
     ),
     **dict.fromkeys(
-        ["code-davinci-002", "code-davinci-001", "code-cushman-002", "code-cushman-001", "davinci-codex", "cushman-codex"],
+        [
+            "code-davinci-002",
+            "code-davinci-001",
+            "code-cushman-002",
+            "code-cushman-001",
+            "davinci-codex",
+            "cushman-codex",
+        ],
         _P50K,
     ),
     **dict.fromkeys(["text-davinci-edit-001", "code-davinci-edit-001"], "p50k_edit"),

@@ -4,6 +4,7 @@ Plugins register the way tiktoken's do: a module in the ``bytepair_ext`` (or ``t
 namespace package with an ``ENCODING_CONSTRUCTORS`` dict of name -> function returning the
 keyword arguments of :class:`bytepair.Encoding`.
 """
+
 from __future__ import annotations
 
 import threading
@@ -46,9 +47,7 @@ def _harmony_specials() -> dict[str, int]:
         "<|reserved_200011|>": 200011,
         "<|call|>": 200012,
     }
-    return {ENDOFTEXT: 199999, ENDOFPROMPT: 200018, **named} | {
-        f"<|reserved_{i}|>": i for i in range(200013, 201088)
-    }
+    return {ENDOFTEXT: 199999, ENDOFPROMPT: 200018, **named} | {f"<|reserved_{i}|>": i for i in range(200013, 201088)}
 
 
 # name -> (bundled rank file, pattern name, special tokens, explicit_n_vocab)

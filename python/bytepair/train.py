@@ -60,8 +60,14 @@ class _Progress:
         bar = self._bars.get(phase)
         if bar is None:
             if phase == "read":
-                bar = self._tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024,
-                                 desc="counting words", dynamic_ncols=True)
+                bar = self._tqdm(
+                    total=total or None,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc="counting words",
+                    dynamic_ncols=True,
+                )
             else:
                 bar = self._tqdm(total=total, unit="merge", desc="learning merges", dynamic_ncols=True)
             self._bars[phase] = bar
@@ -181,11 +187,11 @@ class WordCounts(_native.WordCounts):
         on_error: str = "fail",
     ) -> None:
         if data is not None:
-            self.update(data, num_threads=num_threads, max_memory=max_memory, progress=progress,
-                        on_error=on_error)
+            self.update(data, num_threads=num_threads, max_memory=max_memory, progress=progress, on_error=on_error)
 
-    def __new__(cls, data: Any = None, *, pattern: str = "cl100k_base",
-                special_tokens: Optional[Sequence[str]] = None, **_: Any) -> WordCounts:
+    def __new__(
+        cls, data: Any = None, *, pattern: str = "cl100k_base", special_tokens: Optional[Sequence[str]] = None, **_: Any
+    ) -> WordCounts:
         return super().__new__(cls, pattern=pattern, special_tokens=_specials(special_tokens))
 
     def update(
@@ -229,21 +235,21 @@ class WordCounts(_native.WordCounts):
                 parquet = [f for f in files if _is_parquet(f)]
                 rest = [f for f in files if not _is_parquet(f)]
                 if rest:
-                    skipped, errors = self._count_files(rest, on_error=on_error, field=field,
-                                                        callback=bars.callback)
+                    skipped, errors = self._count_files(rest, on_error=on_error, field=field, callback=bars.callback)
                     if skipped:
                         shown = "; ".join(errors[:3])
                         warnings.warn(f"skipped {skipped} bad input(s): {shown}", stacklevel=2)
                 if parquet:
                     self._count_iter(_parquet_documents(parquet, field), callback=bars.callback)
             elif isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError("data must be an iterable of documents or a path; "
-                                "wrap a single document in a list")
+                raise TypeError("data must be an iterable of documents or a path; wrap a single document in a list")
             elif isinstance(data, Iterable):
                 self._count_iter(data, callback=bars.callback)
             else:
-                raise TypeError(f"cannot count {type(data).__name__}: expected an iterable of "
-                                "str/bytes documents, a path or a list of paths")
+                raise TypeError(
+                    f"cannot count {type(data).__name__}: expected an iterable of "
+                    "str/bytes documents, a path or a list of paths"
+                )
         finally:
             bars.close()
         return self
@@ -311,9 +317,13 @@ class WordCounts(_native.WordCounts):
         return _restore(cls, bytes(data))
 
     @classmethod
-    def from_dict(cls, counts: Union[Mapping[Any, int], Iterable[tuple[Any, int]]], *,
-                  pattern: str = "cl100k_base",
-                  special_tokens: Optional[Sequence[str]] = None) -> WordCounts:
+    def from_dict(
+        cls,
+        counts: Union[Mapping[Any, int], Iterable[tuple[Any, int]]],
+        *,
+        pattern: str = "cl100k_base",
+        special_tokens: Optional[Sequence[str]] = None,
+    ) -> WordCounts:
         """Counts from ``{word: count}`` (or ``(word, count)`` pairs); words are str or bytes,
         counts any non-negative int below 2**64.
 
@@ -388,20 +398,29 @@ def train(
     if isinstance(data, _native.WordCounts):
         raise TypeError("use train_from_counts() to train on WordCounts")
     counts = WordCounts(pattern=pattern, special_tokens=specials)
-    counts.update(data, num_threads=num_threads, max_memory=max_memory, progress=progress,
-                  on_error=on_error)
-    return _train_from_counts(counts, vocab_size=vocab_size, special_tokens=specials,
-                              min_frequency=min_frequency, max_token_length=max_token_length,
-                              num_threads=num_threads, progress=progress, name=name, consume=True)
+    counts.update(data, num_threads=num_threads, max_memory=max_memory, progress=progress, on_error=on_error)
+    return _train_from_counts(
+        counts,
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        min_frequency=min_frequency,
+        max_token_length=max_token_length,
+        num_threads=num_threads,
+        progress=progress,
+        name=name,
+        consume=True,
+    )
 
 
-def _check_train_args(vocab_size: Any, specials: list[str], min_frequency: Any,
-                      max_token_length: Any, num_threads: Any) -> int:
+def _check_train_args(
+    vocab_size: Any, specials: list[str], min_frequency: Any, max_token_length: Any, num_threads: Any
+) -> int:
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
         raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
     if vocab_size < 256 + len(specials):
-        raise ValueError(f"vocab_size must be at least 256 + the number of special tokens "
-                         f"({256 + len(specials)}), got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must be at least 256 + the number of special tokens ({256 + len(specials)}), got {vocab_size}"
+        )
     if not isinstance(min_frequency, int) or min_frequency < 0:
         raise ValueError(f"min_frequency must be a non-negative int, got {min_frequency!r}")
     if max_token_length is not None and (not isinstance(max_token_length, int) or max_token_length < 1):
@@ -434,29 +453,48 @@ def train_from_counts(
     """
     consume = False
     if not isinstance(counts, _native.WordCounts):
-        counts = WordCounts.from_dict(counts, pattern=pattern or "cl100k_base",
-                                      special_tokens=special_tokens)
+        counts = WordCounts.from_dict(counts, pattern=pattern or "cl100k_base", special_tokens=special_tokens)
         consume = True
     elif pattern is not None and _native._resolve_pattern(pattern) != counts.pattern:
         raise ValueError("pattern differs from the pattern the counts were made with")
-    return _train_from_counts(counts, vocab_size=vocab_size, special_tokens=special_tokens,
-                              min_frequency=min_frequency, max_token_length=max_token_length,
-                              num_threads=num_threads, progress=progress, name=name,
-                              consume=consume)
+    return _train_from_counts(
+        counts,
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
+        min_frequency=min_frequency,
+        max_token_length=max_token_length,
+        num_threads=num_threads,
+        progress=progress,
+        name=name,
+        consume=consume,
+    )
 
 
-def _train_from_counts(counts: Any, *, vocab_size: int, special_tokens: Optional[Sequence[str]],
-                       min_frequency: int, max_token_length: Optional[int],
-                       num_threads: Optional[int], progress: Optional[bool], name: str,
-                       consume: bool) -> Any:
+def _train_from_counts(
+    counts: Any,
+    *,
+    vocab_size: int,
+    special_tokens: Optional[Sequence[str]],
+    min_frequency: int,
+    max_token_length: Optional[int],
+    num_threads: Optional[int],
+    progress: Optional[bool],
+    name: str,
+    consume: bool,
+) -> Any:
     specials = _specials(special_tokens) if special_tokens is not None else list(counts.special_tokens)
     num_merges = _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
     bars = _Progress(progress)
     try:
-        pairs, _ = _native._train_merges(counts, num_merges, min_frequency=max(min_frequency, 1),
-                                         max_token_length=max_token_length,
-                                         num_threads=num_threads, callback=bars.callback,
-                                         consume=consume)
+        pairs, _ = _native._train_merges(
+            counts,
+            num_merges,
+            min_frequency=max(min_frequency, 1),
+            max_token_length=max_token_length,
+            num_threads=num_threads,
+            callback=bars.callback,
+            consume=consume,
+        )
     finally:
         bars.close()
     ranks = _ranks_from_merges(pairs)
@@ -487,8 +525,10 @@ def _save(enc: Any, path: PathLike) -> None:
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
     ranks_file = _safe_name(enc.name) + ".tiktoken"
-    lines = [base64.b64encode(t) + b" " + str(r).encode() for t, r in
-             sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])]
+    lines = [
+        base64.b64encode(t) + b" " + str(r).encode()
+        for t, r in sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])
+    ]
     (d / ranks_file).write_bytes(b"\n".join(lines) + b"\n")
     meta = {
         "format": "bytepair-encoding",
@@ -554,7 +594,7 @@ def _derive_merges(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
     for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
         if len(token) < 2:
             continue
-        parts = [token[i:i + 1] for i in range(len(token))]
+        parts = [token[i : i + 1] for i in range(len(token))]
         while len(parts) > 2:
             best, best_i = None, -1
             for i in range(len(parts) - 1):
@@ -563,7 +603,7 @@ def _derive_merges(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
                     best, best_i = r, i
             if best is None:
                 break
-            parts[best_i:best_i + 2] = [parts[best_i] + parts[best_i + 1]]
+            parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
         if len(parts) == 2:
             merges.append((parts[0], parts[1]))
     return merges
@@ -597,8 +637,15 @@ def _to_huggingface(enc: Any, path: PathLike) -> Path:
     vocab = {sym(t): r for t, r in sorted(ranks.items(), key=lambda kv: kv[1])}
     merges = [f"{sym(a)} {sym(b)}" for a, b in _derive_merges(ranks)]
     added = [
-        {"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": False, "special": True}
+        {
+            "id": i,
+            "content": s,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
         for s, i in sorted(enc._special_tokens.items(), key=lambda kv: kv[1])
     ]
     doc = {
@@ -610,15 +657,17 @@ def _to_huggingface(enc: Any, path: PathLike) -> Path:
         "pre_tokenizer": {
             "type": "Sequence",
             "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": _hf_regex(enc._pat_str)}, "behavior": "Isolated",
-                 "invert": False},
-                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                 "use_regex": False},
+                {
+                    "type": "Split",
+                    "pattern": {"Regex": _hf_regex(enc._pat_str)},
+                    "behavior": "Isolated",
+                    "invert": False,
+                },
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
             ],
         },
         "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
-                    "use_regex": True},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {
             "type": "BPE",
             "dropout": None,
