@@ -144,7 +144,7 @@ class Encoding:
         """Encodes a string into tokens, ignoring special tokens.
 
         With ``num_threads > 1`` a large text (megabytes) is cut at piece boundaries and encoded
-        on several threads; the tokens are identical.
+        on several threads (at most one per usable core); the tokens are identical.
 
         >>> enc.encode_ordinary("hello world")
         [15339, 1917]
@@ -247,6 +247,9 @@ class Encoding:
     def encode_ordinary_batch(self, text: Sequence[str], *, num_threads: int = 8) -> list[list[int]]:
         """Encodes many strings in parallel (native threads), ignoring special tokens.
 
+        Runs on up to ``num_threads`` threads, never more than the cores this process may use
+        (extra threads would only compete for them); the results do not depend on the count.
+
         >>> enc.encode_ordinary_batch(["hello world", "goodbye world"])
         [[15339, 1917], [19045, 29474, 1917]]
         """
@@ -261,6 +264,8 @@ class Encoding:
         disallowed_special: Literal["all"] | Collection[str] = "all",
     ) -> list[list[int]]:
         """Encodes many strings in parallel; see :meth:`encode` for the special-token options.
+
+        Threads as in :meth:`encode_ordinary_batch`.
 
         >>> enc.encode_batch(["hello world", "goodbye world"])
         [[15339, 1917], [19045, 29474, 1917]]
@@ -278,6 +283,8 @@ class Encoding:
         disallowed_special: Literal["all"] | Collection[str] = "all",
     ) -> list[int]:
         """Token counts of many strings, in parallel, without building token lists.
+
+        Threads as in :meth:`encode_ordinary_batch`.
 
         >>> enc.count_batch(["hello world", "goodbye world"])
         [2, 3]

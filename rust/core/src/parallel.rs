@@ -28,6 +28,19 @@ pub fn pool(n: usize) -> Arc<rayon::ThreadPool> {
         .clone()
 }
 
+/// The pool for a call that asked for up to `requested` threads (0: one per core), capped at the
+/// cores this process may use: more threads than cores only compete for them, and each costs a
+/// wake-up per call. (tiktoken's batch default is 8 threads; on 2 cores, alternating 32-document
+/// batch calls took 0.74 ms on 8 threads against 0.56-0.61 ms on 2.)
+pub fn pool_for(requested: usize) -> Arc<rayon::ThreadPool> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    pool(if requested == 0 {
+        cores
+    } else {
+        requested.min(cores)
+    })
+}
+
 /// `items.iter().map(f).collect()` on `pool`, with the calling thread working too.
 ///
 /// Why not `pool.install(|| par_iter ...)`: that parks the caller while the pool's threads wake
@@ -307,6 +320,14 @@ pub fn with_helpers(pool: &rayon::ThreadPool, helpers: usize, work: &(dyn Fn() +
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_for_never_exceeds_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(pool_for(0).current_num_threads(), cores);
+        assert_eq!(pool_for(1).current_num_threads(), 1);
+        assert_eq!(pool_for(cores + 7).current_num_threads(), cores);
+    }
 
     #[test]
     fn an_interrupt_stops_handing_out_work_on_every_pool_size() {

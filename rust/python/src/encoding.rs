@@ -68,7 +68,7 @@ fn batch<T: Send>(
     num_threads: usize,
     f: impl Fn(&str) -> bytepair_core::Result<T> + Sync,
 ) -> PyResult<Vec<T>> {
-    let pool = parallel::pool(num_threads);
+    let pool = parallel::pool_for(num_threads);
     let mut out = Vec::with_capacity(texts.len());
     let mut i = 0;
     while i < texts.len() {
@@ -108,7 +108,7 @@ fn batch_lists<'py>(
     use std::sync::OnceLock;
     let n = texts.len();
     let out = PyList::empty(py);
-    let pool = parallel::pool(num_threads);
+    let pool = parallel::pool_for(num_threads);
     let threads = pool.current_num_threads().min(n);
     if threads <= 1 {
         for t in texts {
@@ -289,7 +289,7 @@ impl PyCoreBpe {
         text: &str,
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyList>> {
-        let pool = parallel::pool(num_threads);
+        let pool = parallel::pool_for(num_threads);
         let v = run(py, true, || {
             self.inner.encode_ordinary_parallel(text, &pool, 1 << 20)
         })?;
@@ -425,7 +425,7 @@ impl PyCoreBpe {
         batch: Vec<Vec<Rank>>,
         num_threads: usize,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let pool = parallel::pool(num_threads);
+        let pool = parallel::pool_for(num_threads);
         let out: Vec<Vec<u8>> = py
             .detach(|| {
                 pool.install(|| {
