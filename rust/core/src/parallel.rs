@@ -46,8 +46,9 @@ pub fn pool_for(requested: usize) -> Arc<rayon::ThreadPool> {
 /// Why not `pool.install(|| par_iter ...)`: that parks the caller while the pool's threads wake
 /// up, which costs as much as the work for the small batches (tens of documents) that serving
 /// code sends. Here the caller and `threads - 1` pool tasks pull blocks of items from one atomic
-/// counter, so a batch is spread as soon as anyone is free. Results keep the input order; the
-/// error of the earliest failing item is returned.
+/// counter, so a batch is spread as soon as anyone is free, and the caller never waits for a pool
+/// thread that has not started ([`with_helpers`]). Results keep the input order; the error of
+/// the earliest failing item is returned.
 pub fn map_ordered<I: Sync, T: Send>(
     pool: &rayon::ThreadPool,
     items: &[I],
@@ -61,34 +62,28 @@ pub fn map_ordered<I: Sync, T: Send>(
     }
     let block = (n / (threads * 16)).clamp(1, 64);
     let next = AtomicUsize::new(0);
-    let work = || {
-        let mut done: Vec<(usize, crate::Result<T>)> = Vec::new();
-        loop {
-            let start = next.fetch_add(block, Ordering::Relaxed);
-            if start >= n {
-                return done;
-            }
-            for (k, item) in items[start..(start + block).min(n)].iter().enumerate() {
-                done.push((start + k, f(item)));
-            }
+    // One uncontended lock per item (each is written once); `T` need only be `Send`.
+    let slots: Vec<Mutex<Option<crate::Result<T>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let start = next.fetch_add(block, Ordering::Relaxed);
+        if start >= n {
+            return;
+        }
+        for (k, item) in items[start..(start + block).min(n)].iter().enumerate() {
+            let r = f(item);
+            *slots[start + k].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         }
     };
-    let mut parts: Vec<Vec<(usize, crate::Result<T>)>> = (0..threads).map(|_| Vec::new()).collect();
-    let (mine, others) = parts.split_first_mut().expect("threads >= 2");
-    pool.in_place_scope(|s| {
-        for slot in others.iter_mut() {
-            let work = &work;
-            s.spawn(move |_| *slot = work());
-        }
-        *mine = work();
-    });
-    let mut slots: Vec<Option<crate::Result<T>>> = (0..n).map(|_| None).collect();
-    for (i, r) in parts.into_iter().flatten() {
-        slots[i] = Some(r);
-    }
+    // Every block is taken when `work` returns on the caller; the running helpers finish theirs
+    // before `with_helpers` returns.
+    with_helpers(pool, threads - 1, &work);
     slots
         .into_iter()
-        .map(|r| r.expect("every item was processed"))
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every item was processed")
+        })
         .collect()
 }
 
@@ -238,6 +233,23 @@ pub mod interrupt {
 /// complete when any one call of it returns (each call takes items from a shared counter until
 /// none are left). A panic in any call is re-raised on the calling thread.
 pub fn with_helpers(pool: &rayon::ThreadPool, helpers: usize, work: &(dyn Fn() + Sync)) {
+    with_helpers_then(pool, helpers, work, work)
+}
+
+/// [`with_helpers`] where the calling thread runs its own `caller` (which need not be `Sync`:
+/// it may hold the interpreter) instead of `work`, and its result is returned. Helpers that start
+/// after `caller` has returned do not run `work`; so `caller` must not return before every item
+/// it needs is done or taken by a helper that is running (items taken from a shared counter).
+///
+/// Why not a rayon scope: a scope's end waits for every spawned job to run, so a caller that
+/// finished the work alone still waits for an idle core to wake up (0.5-2 ms on a shared VM,
+/// as long as a whole batch of small documents).
+pub fn with_helpers_then<R>(
+    pool: &rayon::ThreadPool,
+    helpers: usize,
+    work: &(dyn Fn() + Sync),
+    caller: impl FnOnce() -> R,
+) -> R {
     use std::any::Any;
     use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
     use std::sync::Condvar;
@@ -275,8 +287,7 @@ pub fn with_helpers(pool: &rayon::ThreadPool, helpers: usize, work: &(dyn Fn() +
     }
 
     if helpers == 0 {
-        work();
-        return;
+        return caller();
     }
     // SAFETY: only the lifetime is erased; see `Shared`.
     let erased: &'static (dyn Fn() + Sync) = unsafe { std::mem::transmute(work) };
@@ -307,14 +318,15 @@ pub fn with_helpers(pool: &rayon::ThreadPool, helpers: usize, work: &(dyn Fn() +
             }
         });
     }
-    {
+    let r = {
         let _close = Close(&shared);
-        work();
-    }
+        caller()
+    };
     let panic = shared.lock().panic.take();
     if let Some(p) = panic {
         resume_unwind(p);
     }
+    r
 }
 
 #[cfg(test)]

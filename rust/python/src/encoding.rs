@@ -128,19 +128,18 @@ fn batch_lists<'py>(
             .unwrap_or_else(|_| Err(Error::Value("internal error while encoding".into())));
         let _ = slots[i].set(r);
     };
-    pool.in_place_scope(|scope| {
-        for _ in 1..threads {
-            let (next, stop, encode) = (&next, &stop, &encode);
-            scope.spawn(move |_| {
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        break;
-                    }
-                    encode(i);
-                }
-            });
+    let helper = || {
+        while !stop.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            encode(i);
         }
+    };
+    // Pool threads that wake up after the caller is done do nothing, and the caller does not wait
+    // for them (`with_helpers_then`): the caller encodes whatever is unclaimed itself.
+    parallel::with_helpers_then(&pool, threads - 1, &helper, || {
         // Ok(None): done; Ok(Some(i)): document i failed (its error is taken out below).
         let result = (|| -> PyResult<Option<usize>> {
             for i in 0..n {
