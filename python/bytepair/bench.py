@@ -934,7 +934,8 @@ def _batch(ctx: BenchContext) -> list[Result]:
     call, so each call starts on cores that were idle or busy with another library; on this kind
     of virtual machine an idle core takes 0.5-2 ms to wake up, as long as a whole 32-document
     batch takes bytepair), and back to back (each implementation makes all its calls in a row,
-    1-thread and 2-thread batches alternating), which is what a busy server or pipeline sees.
+    in runs of 8 calls with the same thread count, 1-thread and 2-thread runs alternating), which
+    is what a busy server or pipeline sees.
     """
     rows = []
     for enc in ctx.encodings:
@@ -948,6 +949,10 @@ def _batch(ctx: BenchContext) -> list[Result]:
         rows += _batch_rows(ctx, enc, back_to_back_docs, back_to_back=True)
         ctx.advance()
     return rows
+
+
+# Consecutive calls with the same thread count in the back-to-back batch rows.
+_BATCH_RUN = 8
 
 
 def _batch_rows(ctx: BenchContext, enc: str, docs: list[str], *, back_to_back: bool) -> list[Result]:
@@ -972,7 +977,14 @@ def _batch_rows(ctx: BenchContext, enc: str, docs: list[str], *, back_to_back: b
             calls.append((r, t, group))
     impls = list(encoders)
     if back_to_back:
-        schedule = [(impl, t, group) for impl in impls for _, t, group in calls]
+        # Runs of consecutive calls with the same thread count, 1-thread and 2-thread runs
+        # alternating, as a pipeline with a fixed thread count makes them.
+        by_t = {t: [c for c in calls if c[1] == t] for t in threads}
+        runs = []
+        for k in range(0, max(len(v) for v in by_t.values()), _BATCH_RUN):
+            for t in threads:
+                runs += by_t[t][k : k + _BATCH_RUN]
+        schedule = [(impl, t, group) for impl in impls for _, t, group in runs]
     else:
         schedule = [
             (impl, t, group)
