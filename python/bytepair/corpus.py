@@ -185,13 +185,19 @@ _SETTING_KEYS = (
 
 
 def _write_json(path: Path, obj: Any) -> None:
+    """Writes ``path`` atomically: a temporary file, then a rename. Interrupted (Ctrl-C lands
+    anywhere), the old file stays as it was and the temporary file is removed."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _read_manifest(out: Path) -> dict[str, Any] | None:

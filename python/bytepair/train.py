@@ -298,8 +298,12 @@ class WordCounts(_native.WordCounts):
         """
         p = Path(path)
         tmp = p.with_name(p.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        os.replace(tmp, p)
+        try:
+            tmp.write_bytes(self.to_bytes())
+            os.replace(tmp, p)
+        except BaseException:  # Ctrl-C included: no temporary file is left behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: PathLike) -> WordCounts:

@@ -26,11 +26,38 @@ use crate::errors::to_py;
 
 type Out2<'py> = Bound<'py, PyArray2<f32>>;
 
+/// Whether this is the interpreter's main thread, the only one that runs signal handlers
+/// (remembered per thread).
+fn on_main_thread(py: Python<'_>) -> bool {
+    thread_local! {
+        static MAIN: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    }
+    MAIN.with(|m| {
+        if let Some(v) = m.get() {
+            return v;
+        }
+        let v = (|| -> PyResult<bool> {
+            let threading = py.import("threading")?;
+            Ok(threading
+                .call_method0("current_thread")?
+                .is(&threading.call_method0("main_thread")?))
+        })()
+        .unwrap_or(false);
+        m.set(Some(v));
+        v
+    })
+}
+
 /// Runs `f` detached from the interpreter, stopping it when a signal handler raises (Ctrl-C).
+/// Only the main thread polls: elsewhere there are no handlers to run, and re-attaching would
+/// wait for the other Python threads for nothing.
 fn detached<T: Send>(
     py: Python<'_>,
     f: impl FnOnce() -> bytepair_core::Result<T> + Send,
 ) -> PyResult<T> {
+    if !on_main_thread(py) {
+        return py.detach(f).map_err(to_py);
+    }
     let raised: Mutex<Option<PyErr>> = Mutex::new(None);
     let poll = || {
         Python::attach(|py| match py.check_signals() {
