@@ -681,6 +681,54 @@ unsafe fn sumsq_avx512<E: Elem>(x: &[E]) -> f32 {
     _mm512_reduce_add_ps(_mm512_add_ps(a0, a1))
 }
 
+/// `dst = src` as f32, prefetching the source `pf` elements ahead (0: no prefetch).
+pub fn to_f32<E: Elem>(lv: Level, src: &[E], dst: &mut [f32], pf: usize) {
+    assert_eq!(src.len(), dst.len());
+    match lv {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level says the processor has these features; lengths are equal.
+        Level::Avx512 => unsafe { to_f32_avx512(src, dst, pf) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx2 => unsafe { to_f32_avx2(src, dst, pf) },
+        _ => E::convert(src, dst),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn to_f32_avx2<E: Elem>(src: &[E], dst: &mut [f32], pf: usize) {
+    let n = src.len();
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    let line = 64 / std::mem::size_of::<E>();
+    let mut i = 0;
+    while i + 8 <= n {
+        if pf != 0 && i % line == 0 {
+            _mm_prefetch::<_MM_HINT_T0>(sp.wrapping_add(i + pf) as *const i8);
+        }
+        _mm256_storeu_ps(dp.add(i), E::load8(sp.add(i)));
+        i += 8;
+    }
+    E::convert(&src[i..], &mut dst[i..]);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn to_f32_avx512<E: Elem>(src: &[E], dst: &mut [f32], pf: usize) {
+    let n = src.len();
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    let line = 64 / std::mem::size_of::<E>();
+    let mut i = 0;
+    while i + 16 <= n {
+        if pf != 0 && i % line == 0 {
+            _mm_prefetch::<_MM_HINT_T0>(sp.wrapping_add(i + pf) as *const i8);
+        }
+        _mm512_storeu_ps(dp.add(i), E::load16(sp.add(i)));
+        i += 16;
+    }
+    E::convert(&src[i..], &mut dst[i..]);
+}
+
 /// Sum of squares of `x` (as f32).
 #[inline]
 pub fn sumsq<E: Elem>(lv: Level, x: &[E]) -> f32 {
