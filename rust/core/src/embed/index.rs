@@ -288,12 +288,12 @@ impl Index {
                     topk::drive(nq, n, d, short, &|q0, _qn, r, heaps| {
                         vnni::scan(&qc, q0, codes, scales, sums, d, r, heaps)
                     })
-                } else if nq == 1 && lv == Level::Avx2 && d < 66_000 {
-                    // One query is memory-bound: integer dot products keep up with memory where
-                    // converting every key byte to f32 does not.
+                } else if lv == Level::Avx2 && d < 66_000 {
+                    // Integer dot products: one query keeps up with memory where converting
+                    // every key byte to f32 does not, and batches do a third of the work.
                     let qc = vnni::quantize_queries7(&q, d);
                     topk::drive(nq, n, d, short, &|q0, _qn, r, heaps| {
-                        vnni::scan1_avx2(&qc, q0, codes, scales, sums, d, r, &mut heaps[0])
+                        vnni::scan_avx2(&qc, q0, codes, scales, sums, d, r, heaps)
                     })
                 } else {
                     topk::search(lv, &q, nq, codes, n, d, short, KeyFactor::PerKey(scales))

@@ -237,11 +237,79 @@ unsafe fn row1_avx2(q: *const u8, k: *const i8, d: usize, nk: usize, pf: usize, 
     }
 }
 
-/// The single-query scan on AVX2: query `q0` of `qc` (from [`quantize_queries7`]) against keys
-/// `range`, offering approximate scores `key_scale * query_scale * (dot - 64 * key_sum)`. Call only
-/// where AVX2 runs.
+/// `M` 7-bit queries (rows of `q`, stride `qs`) against NK int8 keys (stride `ks`): biased
+/// integer dot products, as [`row1_avx2`] computes them. `M <= 2` keeps the 2 x NK accumulators,
+/// the query vectors, a key vector and the ones in the 16 ymm registers.
+///
+/// # Safety
+/// `q` holds `M` rows and `k` NK rows of `d` bytes at their strides; the processor has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2<const M: usize>(
+    q: *const u8,
+    qs: usize,
+    k: *const i8,
+    ks: usize,
+    d: usize,
+    pf: usize,
+) -> [[i32; NK]; M] {
+    let ones = _mm256_set1_epi16(1);
+    let dot32 = |qv: __m256i, kv: __m256i| _mm256_madd_epi16(_mm256_maddubs_epi16(qv, kv), ones);
+    let mut acc = [[_mm256_setzero_si256(); NK]; M];
+    let mut i = 0;
+    while i + 32 <= d {
+        if pf != 0 && i % 64 == 0 {
+            for j in 0..NK {
+                _mm_prefetch::<_MM_HINT_T0>(k.wrapping_add(j * ks + i + pf));
+            }
+        }
+        let mut qv = [_mm256_setzero_si256(); M];
+        for m in 0..M {
+            qv[m] = _mm256_loadu_si256(q.add(m * qs + i) as *const _);
+        }
+        for j in 0..NK {
+            let kv = _mm256_loadu_si256(k.add(j * ks + i) as *const _);
+            for m in 0..M {
+                acc[m][j] = _mm256_add_epi32(acc[m][j], dot32(qv[m], kv));
+            }
+        }
+        i += 32;
+    }
+    if i < d {
+        // Zero both sides past the end: those lanes add 0.
+        let n = d - i;
+        let mut kb = [[0i8; 32]; NK];
+        for j in 0..NK {
+            std::ptr::copy_nonoverlapping(k.add(j * ks + i), kb[j].as_mut_ptr(), n);
+        }
+        for m in 0..M {
+            let mut qb = [0u8; 32];
+            std::ptr::copy_nonoverlapping(q.add(m * qs + i), qb.as_mut_ptr(), n);
+            let qv = _mm256_loadu_si256(qb.as_ptr() as *const _);
+            for j in 0..NK {
+                let kv = _mm256_loadu_si256(kb[j].as_ptr() as *const _);
+                acc[m][j] = _mm256_add_epi32(acc[m][j], dot32(qv, kv));
+            }
+        }
+    }
+    let mut out = [[0i32; NK]; M];
+    for m in 0..M {
+        for j in 0..NK {
+            let s = acc[m][j];
+            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+            let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+            out[m][j] = _mm_cvtsi128_si32(s);
+        }
+    }
+    out
+}
+
+/// The int8 scan on AVX2 with integer dot products: queries `q0..q0 + heaps.len()` of `qc` (from
+/// [`quantize_queries7`]) against keys `range`, offering approximate scores
+/// `key_scale * query_scale * (dot - 64 * key_sum)`. Call only where AVX2 runs.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn scan1_avx2(
+pub(crate) fn scan_avx2(
     qc: &QueryCodes,
     q0: usize,
     codes: &[i8],
@@ -249,7 +317,7 @@ pub(crate) fn scan1_avx2(
     sums: &[i32],
     d: usize,
     range: Range<usize>,
-    heap: &mut TopK,
+    heaps: &mut [TopK],
 ) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -257,27 +325,67 @@ pub(crate) fn scan1_avx2(
             super::simd::Level::available().contains(&super::simd::Level::Avx2),
             "AVX2 scan without AVX2"
         );
-        const R: usize = super::topk::ROWS1;
+        let nq = heaps.len();
         let pf_elems = super::topk::PREFETCH_BYTES;
-        let mut out = [0i32; R];
-        let (qs, qr) = (qc.scales[q0], &qc.codes[q0 * d..(q0 + 1) * d]);
+        if nq == 1 {
+            // One query: whole rows in order (see `topk::row1_avx512`).
+            const R: usize = super::topk::ROWS1;
+            let mut out = [0i32; R];
+            let (qs, qr) = (qc.scales[q0], &qc.codes[q0 * d..(q0 + 1) * d]);
+            let h = &mut heaps[0];
+            let mut t = range.start;
+            while t < range.end {
+                let nk = R.min(range.end - t);
+                let pf = super::topk::prefetch_inside(pf_elems, t, nk, d, range.end);
+                let kt = &codes[t * d..(t + nk) * d];
+                // SAFETY: `qr` holds d bytes, `kt` nk rows of d; AVX2 is asserted above.
+                unsafe { row1_avx2(qr.as_ptr(), kt.as_ptr(), d, nk, pf, &mut out) };
+                for (j, &s) in out[..nk].iter().enumerate() {
+                    let dot = s - 64 * sums[t + j];
+                    h.offer(dot as f32 * (qs * scales[t + j]), (t + j) as u32);
+                }
+                t += nk;
+            }
+            return;
+        }
+        let mut pad: Vec<i8> = Vec::new();
         let mut t = range.start;
         while t < range.end {
-            let nk = R.min(range.end - t);
-            let pf = super::topk::prefetch_inside(pf_elems, t, nk, d, range.end);
-            let kt = &codes[t * d..(t + nk) * d];
-            // SAFETY: `qr` holds d bytes, `kt` nk rows of d; AVX2 is asserted above.
-            unsafe { row1_avx2(qr.as_ptr(), kt.as_ptr(), d, nk, pf, &mut out) };
-            for (j, &s) in out[..nk].iter().enumerate() {
-                let dot = s - 64 * sums[t + j];
-                heap.offer(dot as f32 * (qs * scales[t + j]), (t + j) as u32);
+            let nk = NK.min(range.end - t);
+            let pf = if nk == NK { pf_elems } else { 0 };
+            let kt: &[i8] = super::topk::key_tile(codes, t, nk, d, &mut pad);
+            let mut qi = 0;
+            while qi < nq {
+                let m = 2.min(nq - qi);
+                let qq = &qc.codes[(q0 + qi) * d..(q0 + qi + m) * d];
+                macro_rules! run {
+                    ($m:literal) => {{
+                        // SAFETY: `qq` holds $m rows of `d` bytes and `kt` NK rows of `d` bytes;
+                        // AVX2 is asserted above.
+                        let s = unsafe { tile_avx2::<$m>(qq.as_ptr(), d, kt.as_ptr(), d, d, pf) };
+                        for mm in 0..$m {
+                            let qs = qc.scales[q0 + qi + mm];
+                            let h = &mut heaps[qi + mm];
+                            for j in 0..nk {
+                                let dot = s[mm][j] - 64 * sums[t + j];
+                                h.offer(dot as f32 * (qs * scales[t + j]), (t + j) as u32);
+                            }
+                        }
+                    }};
+                }
+                if m == 2 {
+                    run!(2)
+                } else {
+                    run!(1)
+                }
+                qi += m;
             }
             t += nk;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (qc, q0, codes, scales, sums, d, range, heap);
+        let _ = (qc, q0, codes, scales, sums, d, range, heaps);
         unreachable!("AVX2 scan on a non-x86 target");
     }
 }
@@ -372,7 +480,7 @@ mod tests {
     use crate::embed::testutil::randn;
 
     #[test]
-    fn avx2_single_query_integer_dots_match_scalar() {
+    fn avx2_integer_dots_match_scalar() {
         if !crate::embed::simd::Level::available().contains(&crate::embed::simd::Level::Avx2) {
             return;
         }
@@ -395,9 +503,17 @@ mod tests {
             q[..d].iter_mut().for_each(|v| *v = 1.0); // every code 127
             let qc = quantize_queries7(&q, d);
             assert!(qc.codes.iter().all(|&c| (1..=127).contains(&c)));
+            // One query at a time (row kernel), then all three at once (tiles).
+            let mut heaps: Vec<TopK> = Vec::new();
             for qi in 0..3 {
-                let mut h = TopK::new(n);
-                scan1_avx2(&qc, qi, &codes, &scales, &sums, d, 0..n, &mut h);
+                let mut h = vec![TopK::new(n)];
+                scan_avx2(&qc, qi, &codes, &scales, &sums, d, 0..n, &mut h);
+                heaps.push(h.pop().unwrap());
+            }
+            let mut batch = vec![TopK::new(n); 3];
+            scan_avx2(&qc, 0, &codes, &scales, &sums, d, 0..n, &mut batch);
+            for (qi, h) in heaps.into_iter().chain(batch).enumerate() {
+                let qi = qi % 3;
                 let got = h.into_sorted();
                 assert_eq!(got.len(), n);
                 for (s, i) in got {
