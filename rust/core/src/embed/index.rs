@@ -286,14 +286,34 @@ impl Index {
                 let cands = if vnni && lv == Level::Avx512 && vnni::available() && d < 66_000 {
                     let qc = vnni::quantize_queries(&q, d);
                     topk::drive(nq, n, d, short, &|q0, _qn, r, heaps| {
-                        vnni::scan(&qc, q0, codes, scales, sums, d, r, heaps)
+                        vnni::scan(
+                            vnni::IntKernel::Vnni,
+                            &qc,
+                            q0,
+                            codes,
+                            scales,
+                            sums,
+                            d,
+                            r,
+                            heaps,
+                        )
                     })
                 } else if lv == Level::Avx2 && d < 66_000 {
                     // Integer dot products: one query keeps up with memory where converting
                     // every key byte to f32 does not, and batches do a third of the work.
                     let qc = vnni::quantize_queries7(&q, d);
                     topk::drive(nq, n, d, short, &|q0, _qn, r, heaps| {
-                        vnni::scan_avx2(&qc, q0, codes, scales, sums, d, r, heaps)
+                        vnni::scan(
+                            vnni::IntKernel::Avx2,
+                            &qc,
+                            q0,
+                            codes,
+                            scales,
+                            sums,
+                            d,
+                            r,
+                            heaps,
+                        )
                     })
                 } else {
                     topk::search(lv, &q, nq, codes, n, d, short, KeyFactor::PerKey(scales))

@@ -305,11 +305,20 @@ unsafe fn tile_avx2<const M: usize>(
     out
 }
 
-/// The int8 scan on AVX2 with integer dot products: queries `q0..q0 + heaps.len()` of `qc` (from
-/// [`quantize_queries7`]) against keys `range`, offering approximate scores
-/// `key_scale * query_scale * (dot - 64 * key_sum)`. Call only where AVX2 runs.
+/// Where the int8 scan runs: AVX-512 VNNI (8-bit query codes, bias 128) or AVX2 (7-bit query
+/// codes from [`quantize_queries7`], bias 64).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntKernel {
+    Vnni,
+    Avx2,
+}
+
+/// Scans keys `range` for the quantised queries `q0..q0 + heaps.len()` of `qc`, offering
+/// approximate scores `key_scale * query_scale * (dot - bias * key_sum)`. Call only where the
+/// kernel runs ([`available`] for VNNI, AVX2 for the other).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn scan_avx2(
+pub(crate) fn scan(
+    kernel: IntKernel,
     qc: &QueryCodes,
     q0: usize,
     codes: &[i8],
@@ -321,12 +330,26 @@ pub(crate) fn scan_avx2(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        assert!(
-            super::simd::Level::available().contains(&super::simd::Level::Avx2),
-            "AVX2 scan without AVX2"
-        );
+        use super::simd::Level;
+        let (bias, row1_fn, mq): (i32, Row1, usize) = match kernel {
+            IntKernel::Vnni => {
+                assert!(available(), "VNNI scan without VNNI");
+                (128, row1, MQ)
+            }
+            IntKernel::Avx2 => {
+                assert!(
+                    Level::available().contains(&Level::Avx2),
+                    "AVX2 scan without AVX2"
+                );
+                (64, row1_avx2, 2)
+            }
+        };
         let nq = heaps.len();
         let pf_elems = super::topk::PREFETCH_BYTES;
+        let offer = |h: &mut TopK, qs: f32, dot: i32, t: usize| {
+            let dot = dot - bias * sums[t];
+            h.offer(dot as f32 * (qs * scales[t]), t as u32);
+        };
         if nq == 1 {
             // One query: whole rows in order (see `topk::row1_avx512`).
             const R: usize = super::topk::ROWS1;
@@ -338,11 +361,11 @@ pub(crate) fn scan_avx2(
                 let nk = R.min(range.end - t);
                 let pf = super::topk::prefetch_inside(pf_elems, t, nk, d, range.end);
                 let kt = &codes[t * d..(t + nk) * d];
-                // SAFETY: `qr` holds d bytes, `kt` nk rows of d; AVX2 is asserted above.
-                unsafe { row1_avx2(qr.as_ptr(), kt.as_ptr(), d, nk, pf, &mut out) };
+                // SAFETY: `qr` holds d bytes, `kt` nk rows of d; the kernel's features are
+                // asserted above.
+                unsafe { row1_fn(qr.as_ptr(), kt.as_ptr(), d, nk, pf, &mut out) };
                 for (j, &s) in out[..nk].iter().enumerate() {
-                    let dot = s - 64 * sums[t + j];
-                    h.offer(dot as f32 * (qs * scales[t + j]), (t + j) as u32);
+                    offer(h, qs, s, t + j);
                 }
                 t += nk;
             }
@@ -356,27 +379,30 @@ pub(crate) fn scan_avx2(
             let kt: &[i8] = super::topk::key_tile(codes, t, nk, d, &mut pad);
             let mut qi = 0;
             while qi < nq {
-                let m = 2.min(nq - qi);
+                let m = mq.min(nq - qi);
                 let qq = &qc.codes[(q0 + qi) * d..(q0 + qi + m) * d];
                 macro_rules! run {
-                    ($m:literal) => {{
+                    ($tile:ident, $m:literal) => {{
                         // SAFETY: `qq` holds $m rows of `d` bytes and `kt` NK rows of `d` bytes;
-                        // AVX2 is asserted above.
-                        let s = unsafe { tile_avx2::<$m>(qq.as_ptr(), d, kt.as_ptr(), d, d, pf) };
+                        // the kernel's features are asserted above.
+                        let s = unsafe { $tile::<$m>(qq.as_ptr(), d, kt.as_ptr(), d, d, pf) };
                         for mm in 0..$m {
                             let qs = qc.scales[q0 + qi + mm];
-                            let h = &mut heaps[qi + mm];
                             for j in 0..nk {
-                                let dot = s[mm][j] - 64 * sums[t + j];
-                                h.offer(dot as f32 * (qs * scales[t + j]), (t + j) as u32);
+                                offer(&mut heaps[qi + mm], qs, s[mm][j], t + j);
                             }
                         }
                     }};
                 }
-                if m == 2 {
-                    run!(2)
-                } else {
-                    run!(1)
+                match (kernel, m) {
+                    (IntKernel::Avx2, 2) => run!(tile_avx2, 2),
+                    (IntKernel::Avx2, _) => run!(tile_avx2, 1),
+                    (_, 6) => run!(tile, 6),
+                    (_, 5) => run!(tile, 5),
+                    (_, 4) => run!(tile, 4),
+                    (_, 3) => run!(tile, 3),
+                    (_, 2) => run!(tile, 2),
+                    _ => run!(tile, 1),
                 }
                 qi += m;
             }
@@ -385,94 +411,14 @@ pub(crate) fn scan_avx2(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (qc, q0, codes, scales, sums, d, range, heaps);
-        unreachable!("AVX2 scan on a non-x86 target");
+        let _ = (kernel, qc, q0, codes, scales, sums, d, range, heaps);
+        unreachable!("int8 integer scan on a non-x86 target");
     }
 }
 
-/// Scans keys `range` for the quantised queries `q0..q0 + heaps.len()`, offering approximate
-/// scores `key_scale * query_scale * (dot - 128 * key_sum)`. Call only when [`available`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn scan(
-    qc: &QueryCodes,
-    q0: usize,
-    codes: &[i8],
-    scales: &[f32],
-    sums: &[i32],
-    d: usize,
-    range: Range<usize>,
-    heaps: &mut [TopK],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        assert!(available(), "VNNI scan without VNNI");
-        let nq = heaps.len();
-        let mut pad: Vec<i8> = Vec::new();
-        let pf_elems = super::topk::PREFETCH_BYTES;
-        if nq == 1 {
-            // One query: whole rows in order (see `topk::row1_avx512`).
-            const R: usize = super::topk::ROWS1;
-            let mut out = [0i32; R];
-            let (qs, qr) = (qc.scales[q0], &qc.codes[q0 * d..(q0 + 1) * d]);
-            let h = &mut heaps[0];
-            let mut t = range.start;
-            while t < range.end {
-                let nk = R.min(range.end - t);
-                let pf = super::topk::prefetch_inside(pf_elems, t, nk, d, range.end);
-                let kt = &codes[t * d..(t + nk) * d];
-                // SAFETY: `qr` holds d bytes, `kt` nk rows of d; VNNI is asserted above.
-                unsafe { row1(qr.as_ptr(), kt.as_ptr(), d, nk, pf, &mut out) };
-                for (j, &s) in out[..nk].iter().enumerate() {
-                    let dot = s - 128 * sums[t + j];
-                    h.offer(dot as f32 * (qs * scales[t + j]), (t + j) as u32);
-                }
-                t += nk;
-            }
-            return;
-        }
-        let mut t = range.start;
-        while t < range.end {
-            let nk = NK.min(range.end - t);
-            let pf = if nk == NK { pf_elems } else { 0 };
-            let kt: &[i8] = super::topk::key_tile(codes, t, nk, d, &mut pad);
-            let mut qi = 0;
-            while qi < nq {
-                let m = MQ.min(nq - qi);
-                let qq = &qc.codes[(q0 + qi) * d..(q0 + qi + m) * d];
-                macro_rules! run {
-                    ($m:literal) => {{
-                        // SAFETY: `qq` holds $m rows of `d` bytes and `kt` NK rows of `d` bytes;
-                        // the processor has VNNI (asserted above).
-                        let s = unsafe { tile::<$m>(qq.as_ptr(), d, kt.as_ptr(), d, d, pf) };
-                        for mm in 0..$m {
-                            let qs = qc.scales[q0 + qi + mm];
-                            let h = &mut heaps[qi + mm];
-                            for j in 0..nk {
-                                let dot = s[mm][j] - 128 * sums[t + j];
-                                h.offer(dot as f32 * (qs * scales[t + j]), (t + j) as u32);
-                            }
-                        }
-                    }};
-                }
-                match m {
-                    6 => run!(6),
-                    5 => run!(5),
-                    4 => run!(4),
-                    3 => run!(3),
-                    2 => run!(2),
-                    _ => run!(1),
-                }
-                qi += m;
-            }
-            t += nk;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (qc, q0, codes, scales, sums, d, range, heaps);
-        unreachable!("VNNI scan on a non-x86 target");
-    }
-}
+/// A single-query row kernel: `(query codes, key rows, d, rows, prefetch distance, out)`.
+#[cfg(target_arch = "x86_64")]
+type Row1 = unsafe fn(*const u8, *const i8, usize, usize, usize, &mut [i32]);
 
 #[cfg(test)]
 mod tests {
@@ -507,11 +453,31 @@ mod tests {
             let mut heaps: Vec<TopK> = Vec::new();
             for qi in 0..3 {
                 let mut h = vec![TopK::new(n)];
-                scan_avx2(&qc, qi, &codes, &scales, &sums, d, 0..n, &mut h);
+                scan(
+                    IntKernel::Avx2,
+                    &qc,
+                    qi,
+                    &codes,
+                    &scales,
+                    &sums,
+                    d,
+                    0..n,
+                    &mut h,
+                );
                 heaps.push(h.pop().unwrap());
             }
             let mut batch = vec![TopK::new(n); 3];
-            scan_avx2(&qc, 0, &codes, &scales, &sums, d, 0..n, &mut batch);
+            scan(
+                IntKernel::Avx2,
+                &qc,
+                0,
+                &codes,
+                &scales,
+                &sums,
+                d,
+                0..n,
+                &mut batch,
+            );
             for (qi, h) in heaps.into_iter().chain(batch).enumerate() {
                 let qi = qi % 3;
                 let got = h.into_sorted();
@@ -551,12 +517,32 @@ mod tests {
             let q = randn(7 * d, 4);
             let qc = quantize_queries(&q, d);
             let mut heaps = vec![TopK::new(n); 7];
-            scan(&qc, 0, &codes, &scales, &sums, d, 0..n, &mut heaps);
+            scan(
+                IntKernel::Vnni,
+                &qc,
+                0,
+                &codes,
+                &scales,
+                &sums,
+                d,
+                0..n,
+                &mut heaps,
+            );
             // One query at a time takes the row-at-a-time kernel.
             let mut ones: Vec<TopK> = Vec::new();
             for qi in 0..7 {
                 let mut h = vec![TopK::new(n)];
-                scan(&qc, qi, &codes, &scales, &sums, d, 0..n, &mut h);
+                scan(
+                    IntKernel::Vnni,
+                    &qc,
+                    qi,
+                    &codes,
+                    &scales,
+                    &sums,
+                    d,
+                    0..n,
+                    &mut h,
+                );
                 ones.push(h.pop().unwrap());
             }
             for (qi, h) in heaps.into_iter().chain(ones).enumerate() {
