@@ -282,38 +282,24 @@ impl Index {
                 sums,
             } => {
                 let short = (4 * k).max(k + 64).min(n);
-                // The dot products stay below 2^31 for d < 66,000 (255 * 127 * d).
-                let cands = if vnni && lv == Level::Avx512 && vnni::available() && d < 66_000 {
-                    let qc = vnni::quantize_queries(&q, d);
+                // Integer dot products where the processor has them: AVX-512 VNNI, or AVX2 (one
+                // query keeps up with memory where converting every key byte to f32 does not, and
+                // batches do a third of the work). They stay below 2^31 for d < 66,000
+                // (255 * 127 * d).
+                let kernel = if vnni && lv == Level::Avx512 && vnni::available() {
+                    Some(vnni::IntKernel::Vnni)
+                } else if lv == Level::Avx2 {
+                    Some(vnni::IntKernel::Avx2)
+                } else {
+                    None
+                };
+                let cands = if let (Some(kernel), true) = (kernel, d < 66_000) {
+                    let qc = match kernel {
+                        vnni::IntKernel::Vnni => vnni::quantize_queries(&q, d),
+                        vnni::IntKernel::Avx2 => vnni::quantize_queries7(&q, d),
+                    };
                     topk::drive(nq, n, d, short, &|q0, _qn, r, heaps| {
-                        vnni::scan(
-                            vnni::IntKernel::Vnni,
-                            &qc,
-                            q0,
-                            codes,
-                            scales,
-                            sums,
-                            d,
-                            r,
-                            heaps,
-                        )
-                    })
-                } else if lv == Level::Avx2 && d < 66_000 {
-                    // Integer dot products: one query keeps up with memory where converting
-                    // every key byte to f32 does not, and batches do a third of the work.
-                    let qc = vnni::quantize_queries7(&q, d);
-                    topk::drive(nq, n, d, short, &|q0, _qn, r, heaps| {
-                        vnni::scan(
-                            vnni::IntKernel::Avx2,
-                            &qc,
-                            q0,
-                            codes,
-                            scales,
-                            sums,
-                            d,
-                            r,
-                            heaps,
-                        )
+                        vnni::scan(kernel, &qc, q0, codes, scales, sums, d, r, heaps)
                     })
                 } else {
                     topk::search(lv, &q, nq, codes, n, d, short, KeyFactor::PerKey(scales))

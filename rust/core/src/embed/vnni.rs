@@ -7,6 +7,11 @@
 //! 0..=255. Then `q . k ~ qs * (sum(u * c) - 128 * sum(c))` exactly in integers (no overflow
 //! below 2^31 for any dimension under 66,000), with `sum(c)` precomputed per key. The extra query
 //! rounding only affects which keys reach the shortlist, which is rescored in f32.
+//!
+//! Without VNNI, AVX2 does the same with `vpmaddubsw` (u8 x i8 products added in pairs into i16
+//! lanes) and `vpmaddwd` (pairs of i16 into i32): 32 multiply-adds per two instructions. The i16
+//! pairs must not saturate, so the query gets 7-bit codes, `q ~ qs * (u - 64)` with `u` in
+//! 1..=127 (at most 2 * 127 * 127 per lane).
 use super::topk::{TopK, MQ, NK};
 use std::ops::Range;
 
