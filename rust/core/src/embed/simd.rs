@@ -352,21 +352,8 @@ unsafe fn rows4_avx2<E: Elem>(
     acc: &mut [f32],
     rows: [&[E]; 4],
     w: [f32; 4],
-    next: Option<[*const E; 4]>,
 ) {
     let n = acc.len();
-    if let Some(nx) = next {
-        // As in rows4_avx512: the whole next group, requested before this group is read.
-        let bytes = n * std::mem::size_of::<E>();
-        for p in nx {
-            let p = p as *const i8;
-            let mut off = 0;
-            while off < bytes {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(off));
-                off += 64;
-            }
-        }
-    }
     let a = acc.as_mut_ptr();
     let r = [
         rows[0].as_ptr(),
@@ -464,23 +451,8 @@ unsafe fn rows4_avx512<E: Elem>(
     acc: &mut [f32],
     rows: [&[E]; 4],
     w: [f32; 4],
-    next: Option<[*const E; 4]>,
 ) {
     let n = acc.len();
-    if let Some(nx) = next {
-        // All of the next group's rows at once, before this group's loads: the rows are random,
-        // so neither the hardware prefetcher nor a later, spread-out request hides their latency
-        // as well (measured: 4 whole rows ahead beat the same requests spread over the loop).
-        let bytes = n * std::mem::size_of::<E>();
-        for p in nx {
-            let p = p as *const i8;
-            let mut off = 0;
-            while off < bytes {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(off));
-                off += 64;
-            }
-        }
-    }
     let a = acc.as_mut_ptr();
     let r = [
         rows[0].as_ptr(),
@@ -554,9 +526,9 @@ unsafe fn rows4_avx512<E: Elem>(
 /// Folds four rows at once: `acc (op)= w[0]*rows[0] (op) ... (op) w[3]*rows[3]` (`Set` stores
 /// the sum, or for max pooling use `Max` on an initialised accumulator). One pass over `acc`
 /// instead of four, and four independent load streams for the out-of-order core.
-#[inline]
 ///
-/// `next` (rows to be folded later, at least `acc.len()` long each) are prefetched along the way.
+/// `next` (rows to be folded later, at least `acc.len()` long each) are prefetched first.
+#[inline]
 pub fn rows4_op<E: Elem>(
     lv: Level,
     op: RowOp,
@@ -567,17 +539,18 @@ pub fn rows4_op<E: Elem>(
 ) {
     let n = acc.len();
     let rows = [&rows[0][..n], &rows[1][..n], &rows[2][..n], &rows[3][..n]];
-    let next = next.map(|r| {
-        assert!(r.iter().all(|x| x.len() >= n));
-        [r[0].as_ptr(), r[1].as_ptr(), r[2].as_ptr(), r[3].as_ptr()]
-    });
+    // All of the next group's rows at once, before this group's loads: the rows are random, so
+    // neither the hardware prefetcher nor a later, spread-out request hides their latency as well
+    // (measured: 4 whole rows ahead beat the same requests spread over the loop).
+    for r in next.iter().flatten() {
+        prefetch(&r[..n], usize::MAX);
+    }
     match lv {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { rows4_avx512(op, acc, rows, w, next) },
+        Level::Avx512 => unsafe { rows4_avx512(op, acc, rows, w) },
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { rows4_avx2(op, acc, rows, w, next) },
+        Level::Avx2 => unsafe { rows4_avx2(op, acc, rows, w) },
         _ => {
-            let _ = next;
             let (first, rest) = if op == RowOp::Set {
                 (RowOp::Set, RowOp::Add)
             } else {
