@@ -745,20 +745,25 @@ pub fn normalize(lv: Level, x: &mut [f32]) {
 /// Prefetches the start of `row` into the cache (a hint; no effect on results).
 #[inline(always)]
 pub fn prefetch<T>(row: &[T], lines: usize) {
+    let bytes = std::mem::size_of_val(row).min(lines.saturating_mul(64));
+    prefetch_span(row.as_ptr() as *const u8, bytes);
+}
+
+/// Requests the cache lines of `bytes` bytes from `p` (a hint: any address is allowed, nothing is
+/// read, and nothing happens off x86-64).
+#[inline(always)]
+pub(crate) fn prefetch_span(p: *const u8, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
-    unsafe {
-        let p = row.as_ptr() as *const i8;
-        let bytes = std::mem::size_of_val(row);
+    {
         let mut off = 0;
-        let mut l = 0;
-        while off < bytes && l < lines {
-            _mm_prefetch::<_MM_HINT_T0>(p.add(off));
+        while off < bytes {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off) as *const i8) };
             off += 64;
-            l += 1;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (row, lines);
+    let _ = (p, bytes);
 }
 
 #[cfg(test)]

@@ -196,12 +196,7 @@ unsafe fn row1_avx512<E: Elem>(
     for (j, o) in out.iter_mut().enumerate().take(nk) {
         let r = k.add(j * d);
         if pf != 0 {
-            let ahead = r.wrapping_add(pf) as *const i8;
-            let mut b = 0;
-            while b < bytes {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b));
-                b += 64;
-            }
+            simd::prefetch_span(r.wrapping_add(pf) as *const u8, bytes);
         }
         let mut a = [_mm512_setzero_ps(); 4];
         let mut i = 0;
@@ -247,12 +242,7 @@ unsafe fn row1_avx2<E: Elem>(
     for (j, o) in out.iter_mut().enumerate().take(nk) {
         let r = k.add(j * d);
         if pf != 0 {
-            let ahead = r.wrapping_add(pf) as *const i8;
-            let mut b = 0;
-            while b < bytes {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b));
-                b += 64;
-            }
+            simd::prefetch_span(r.wrapping_add(pf) as *const u8, bytes);
         }
         let mut a = [_mm256_setzero_ps(); 4];
         let mut i = 0;

@@ -152,11 +152,7 @@ unsafe fn row1(q: *const u8, k: *const i8, d: usize, nk: usize, pf: usize, out: 
     for (j, o) in out.iter_mut().enumerate().take(nk) {
         let r = k.add(j * d);
         if pf != 0 {
-            let mut b = 0;
-            while b < d {
-                _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + b));
-                b += 64;
-            }
+            super::simd::prefetch_span(r.wrapping_add(pf) as *const u8, d);
         }
         let mut a = [_mm512_setzero_si512(); 4];
         let mut i = 0;
@@ -201,11 +197,7 @@ unsafe fn row1_avx2(q: *const u8, k: *const i8, d: usize, nk: usize, pf: usize, 
     for (j, o) in out.iter_mut().enumerate().take(nk) {
         let r = k.add(j * d);
         if pf != 0 {
-            let mut b = 0;
-            while b < d {
-                _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + b));
-                b += 64;
-            }
+            super::simd::prefetch_span(r.wrapping_add(pf) as *const u8, d);
         }
         let mut a = [_mm256_setzero_si256(); 4];
         let mut i = 0;
