@@ -149,13 +149,26 @@ unsafe impl Allocator for Big {
         old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        if mapped(old) && mapped(new) {
-            return map::remap(ptr, old.size(), new.size());
-        }
-        self.move_to(ptr, old, new)
+        self.resize(ptr, old, new)
     }
 
     unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        self.resize(ptr, old, new)
+    }
+}
+
+impl Big {
+    /// Grows or shrinks a block: mapped to mapped in place where the kernel can (`mremap`), else
+    /// by moving it.
+    ///
+    /// # Safety
+    /// `ptr` must be a block of this allocator with layout `old`.
+    unsafe fn resize(
         &self,
         ptr: NonNull<u8>,
         old: Layout,
@@ -166,9 +179,7 @@ unsafe impl Allocator for Big {
         }
         self.move_to(ptr, old, new)
     }
-}
 
-impl Big {
     /// Moves a block to a new one of layout `new` (for changes between mapped and system blocks).
     ///
     /// # Safety
