@@ -18,6 +18,11 @@ pub struct Quantized8 {
 /// Quantises `x` into `codes` and returns the scale (`max|x| / 127`; 0 for a zero vector, and
 /// NaN if `x` holds NaN or infinity, so that such a key scores NaN and ranks last).
 pub fn quantize_level(x: &[f32], codes: &mut [i8]) -> f32 {
+    quantize_to(x, codes, 127)
+}
+
+/// [`quantize_level`] with codes in `-levels..=levels` (scale `max|x| / levels`).
+pub(crate) fn quantize_to(x: &[f32], codes: &mut [i8], levels: i8) -> f32 {
     let mut m = 0f32;
     let mut bad = false;
     for &v in x {
@@ -32,10 +37,11 @@ pub fn quantize_level(x: &[f32], codes: &mut [i8]) -> f32 {
         codes.fill(0);
         return 0.0;
     }
-    let s = m / 127.0;
-    let inv = 127.0 / m;
+    let l = levels as f32;
+    let s = m / l;
+    let inv = l / m;
     for (c, &v) in codes.iter_mut().zip(x) {
-        *c = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        *c = (v * inv).round().clamp(-l, l) as i8;
     }
     s
 }

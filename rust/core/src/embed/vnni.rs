@@ -33,7 +33,8 @@ pub fn available() -> bool {
     false
 }
 
-/// Queries quantised to biased bytes: `q[i] ~ scale * (codes[i] - 128)`.
+/// Queries quantised to biased bytes: `q[i] ~ scale * (codes[i] - bias)`, bias 128 (VNNI) or 64
+/// (AVX2).
 pub(crate) struct QueryCodes {
     pub codes: Vec<u8>,
     pub scales: Vec<f32>,
@@ -42,38 +43,28 @@ pub(crate) struct QueryCodes {
 /// Quantises each `d`-wide row of `q`; a zero row gets scale 0, a row with NaN or infinity
 /// scale NaN (its scores are NaN, as in the f32 path).
 pub(crate) fn quantize_queries(q: &[f32], d: usize) -> QueryCodes {
-    let mut codes = vec![128u8; q.len()];
-    let mut scales = Vec::with_capacity(q.len() / d.max(1));
-    let mut tmp = vec![0i8; d];
-    for (row, out) in q.chunks_exact(d).zip(codes.chunks_exact_mut(d)) {
-        let s = super::quant::quantize_level(row, &mut tmp);
-        for (o, &c) in out.iter_mut().zip(&tmp) {
-            *o = (c as i16 + 128) as u8;
-        }
-        scales.push(s);
-    }
-    QueryCodes { codes, scales }
+    quantize_biased(q, d, 127)
 }
 
 /// Queries quantised to 7 bits for the AVX2 scan (`vpmaddubsw` adds pairs of u8 x i8 products in
 /// an i16, which 8-bit queries could overflow): `q[i] ~ scale * (codes[i] - 64)`, codes in
-/// 1..=127. A zero row gets scale 0, a row with NaN or infinity scale NaN.
+/// 1..=127. Zero and non-finite rows as in [`quantize_queries`].
 pub(crate) fn quantize_queries7(q: &[f32], d: usize) -> QueryCodes {
-    let mut codes = vec![64u8; q.len()];
+    quantize_biased(q, d, 63)
+}
+
+/// Each row quantised to `-levels..=levels`, stored biased by `levels + 1` as bytes.
+fn quantize_biased(q: &[f32], d: usize, levels: i8) -> QueryCodes {
+    let bias = levels as i16 + 1;
+    let mut codes = vec![bias as u8; q.len()];
     let mut scales = Vec::with_capacity(q.len() / d.max(1));
+    let mut tmp = vec![0i8; d];
     for (row, out) in q.chunks_exact(d).zip(codes.chunks_exact_mut(d)) {
-        let m = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        if row.iter().any(|v| !v.is_finite()) {
-            scales.push(f32::NAN);
-        } else if m == 0.0 {
-            scales.push(0.0);
-        } else {
-            let inv = 63.0 / m;
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o = ((v * inv).round().clamp(-63.0, 63.0) as i16 + 64) as u8;
-            }
-            scales.push(m / 63.0);
+        let s = super::quant::quantize_to(row, &mut tmp, levels);
+        for (o, &c) in out.iter_mut().zip(&tmp) {
+            *o = (c as i16 + bias) as u8;
         }
+        scales.push(s);
     }
     QueryCodes { codes, scales }
 }
