@@ -347,12 +347,7 @@ unsafe fn fold8<const R: usize>(op: RowOp, av: __m256, x: [__m256; R], w: [__m25
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows4_avx2<E: Elem>(
-    op: RowOp,
-    acc: &mut [f32],
-    rows: [&[E]; 4],
-    w: [f32; 4],
-) {
+unsafe fn rows4_avx2<E: Elem>(op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: [f32; 4]) {
     let n = acc.len();
     let a = acc.as_mut_ptr();
     let r = [
@@ -446,12 +441,7 @@ unsafe fn row_avx512<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-unsafe fn rows4_avx512<E: Elem>(
-    op: RowOp,
-    acc: &mut [f32],
-    rows: [&[E]; 4],
-    w: [f32; 4],
-) {
+unsafe fn rows4_avx512<E: Elem>(op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: [f32; 4]) {
     let n = acc.len();
     let a = acc.as_mut_ptr();
     let r = [
