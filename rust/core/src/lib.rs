@@ -10,6 +10,7 @@ pub mod embed;
 pub mod encode;
 pub mod error;
 pub mod input;
+pub mod pages;
 pub mod parallel;
 pub mod pretokenize;
 pub mod shards;

@@ -7,6 +7,7 @@
 //! control bytes, which fit in L2) and by a 64-bit hash for long ones maps bytes to ranks.
 //! Building it for o200k's 200k tokens takes a few milliseconds, which keeps cold loads instant.
 use crate::error::{Error, Result};
+use crate::pages::HugePages;
 use base64::Engine;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -44,9 +45,9 @@ pub struct Vocab {
     /// rank -> entry index when the ranks are too sparse for `by_rank` (which is then empty).
     by_rank_sparse: HashMap<Rank, u32, BuildKeyHasher>,
     /// Tokens of up to 7 bytes, keyed by their packed bytes and length.
-    short: HashMap<u64, Rank, BuildKeyHasher>,
+    short: Table<u64>,
     /// Tokens of 8 to 15 bytes, keyed by their packed bytes and length.
-    mid: HashMap<u128, Rank, BuildKeyHasher>,
+    mid: Table<u128>,
     /// Longer tokens, keyed by a 64-bit hash of their bytes -> entry index (bytes verified).
     long: HashMap<u64, LongEntry, BuildKeyHasher>,
     /// Long tokens whose hash collided with another's (practically never non-empty).
@@ -138,6 +139,11 @@ fn pack_mid(b: &[u8]) -> u128 {
 
 pub type BuildKeyHasher = std::hash::BuildHasherDefault<KeyHasher>;
 
+/// A lookup table of packed short tokens. Its memory is on huge pages where the system has them
+/// ([`HugePages`]): the side-by-side bench measured 4-11% more throughput with them, because a
+/// lookup after another library has run no longer misses the TLB as well as the cache.
+type Table<K> = hashbrown::HashMap<K, Rank, BuildKeyHasher, HugePages>;
+
 impl Vocab {
     /// Builds a vocabulary from entries `(bytes, rank)`. Bytes must be unique (ranks too).
     pub fn from_entries<'a, I: IntoIterator<Item = (&'a [u8], Rank)>>(entries: I) -> Result<Self> {
@@ -190,10 +196,8 @@ impl Vocab {
                 _ => {}
             }
         }
-        let mut short: HashMap<u64, Rank, BuildKeyHasher> =
-            HashMap::with_capacity_and_hasher(n_short, Default::default());
-        let mut mid: HashMap<u128, Rank, BuildKeyHasher> =
-            HashMap::with_capacity_and_hasher(n_mid, Default::default());
+        let mut short = Table::with_capacity_and_hasher_in(n_short, Default::default(), HugePages);
+        let mut mid = Table::with_capacity_and_hasher_in(n_mid, Default::default(), HugePages);
         let mut long: HashMap<u64, LongEntry, BuildKeyHasher> =
             HashMap::with_capacity_and_hasher(n / 2, Default::default());
         let mut long_collisions = HashMap::new();
