@@ -3,7 +3,15 @@
 //!
 //! Layout of `<name>.bin` (little endian): `n: u32`, `ranks: [u32; n]`, `offsets: [u32; n + 1]`,
 //! then the concatenated token bytes. Every file's SHA-256 is checked against `SHA256SUMS`.
+//! `<name>.chars.bin` holds the vocabulary's character analysis (`char_masks::to_bytes`), so that
+//! merges start from whole characters without a first-use cost.
 use base64::Engine;
+use std::collections::HashMap;
+
+// The character analysis of `bytepair_core::chars`, precomputed here for the bundled files.
+#[allow(dead_code)]
+#[path = "src/char_masks.rs"]
+mod char_masks;
 use sha2::{Digest, Sha256};
 use std::{env, fs, path::PathBuf};
 
@@ -52,5 +60,20 @@ fn main() {
         }
         blob.extend_from_slice(&bytes);
         fs::write(out.join(format!("{name}.bin")), blob).unwrap();
+        let tokens: Vec<(&[u8], u32)> = (0..ranks.len())
+            .map(|i| {
+                (
+                    &bytes[offsets[i] as usize..offsets[i + 1] as usize],
+                    ranks[i],
+                )
+            })
+            .collect();
+        let by_bytes: HashMap<&[u8], u32> = tokens.iter().copied().collect();
+        let masks = char_masks::char_masks(tokens.iter().copied(), |b| by_bytes.get(b).copied());
+        fs::write(
+            out.join(format!("{name}.chars.bin")),
+            char_masks::to_bytes(&masks),
+        )
+        .unwrap();
     }
 }

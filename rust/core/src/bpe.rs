@@ -9,6 +9,12 @@
 use crate::vocab::{Rank, Vocab, NO_ENTRY};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether [`merge_scan`] starts from the multi-byte characters that may start merged (see
+/// [`crate::chars`]). Only tests turn it off, to compare both starts.
+#[doc(hidden)]
+pub static PREMERGE: AtomicBool = AtomicBool::new(true);
 
 /// Pieces shorter than this (in bytes) use the linear scan; longer ones the heap.
 pub const HEAP_THRESHOLD: usize = 128;
@@ -310,16 +316,41 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
     let mut tok = [0u32; CAP];
     let mut nxt = [0u8; CAP];
     let mut prv = [0u8; CAP];
-    for i in 0..n {
-        tok[i] = v.byte_rank(piece[i]);
-        nxt[i] = (i + 1) as u8;
-        prv[i] = i.wrapping_sub(1) as u8;
+    if piece.iter().fold(0, |a, &b| a | b) < 0x80 || !PREMERGE.load(Ordering::Relaxed) {
+        for i in 0..n {
+            tok[i] = v.byte_rank(piece[i]);
+            nxt[i] = (i + 1) as u8;
+            prv[i] = i.wrapping_sub(1) as u8;
+        }
+        for i in 0..n - 1 {
+            pair[i] = v.pair_rank(piece[i], piece[i + 1]);
+        }
+    } else {
+        // Multi-byte characters that may start merged do (see `crate::chars`); the other bytes
+        // start alone. Positions inside a character keep `pair` at NO_ENTRY.
+        let chars = v.chars();
+        let (mut i, mut last) = (0, usize::MAX);
+        while i < n {
+            let (len, r) = match chars.at(piece, i) {
+                Some(c) => c,
+                None => (1, v.byte_rank(piece[i])),
+            };
+            tok[i] = r;
+            nxt[i] = (i + len) as u8;
+            prv[i] = last as u8;
+            if last != usize::MAX {
+                pair[last] = if i - last == 1 && len == 1 {
+                    v.pair_rank(piece[last], piece[i])
+                } else {
+                    v.get_at(buf, last, i + len).unwrap_or(NO_ENTRY)
+                };
+            }
+            last = i;
+            i += len;
+        }
     }
     nxt[n] = n as u8; // the end points to itself, so `nxt[nxt[i]]` needs no test
-    for i in 0..n - 1 {
-        pair[i] = v.pair_rank(piece[i], piece[i + 1]);
-    }
-    // Every index below is a part start or `n`, so below CAP: unchecked access is sound.
+                      // Every index below is a part start or `n`, so below CAP: unchecked access is sound.
     let at = |a: &[u8; CAP], i: usize| -> usize {
         debug_assert!(i < CAP);
         // SAFETY: i < CAP (see above).

@@ -6,6 +6,8 @@
 //! - [`encode`]: the full encoder with special tokens, and decoding.
 //! - [`parallel`]: thread pools for batch work.
 pub mod bpe;
+pub mod char_masks;
+pub mod chars;
 pub mod embed;
 pub mod encode;
 pub mod error;

@@ -220,3 +220,83 @@ fn chunked_merge_equals_heap_merge_on_squeezed_corpus_text() {
         }
     }
 }
+
+/// Letters of many scripts (2, 3 and 4 bytes in UTF-8), with the ASCII, spaces and punctuation
+/// they sit next to: the merges that start from whole characters (`bytepair_core::chars`) must
+/// give exactly the byte-level merges.
+const SCRIPTS: &[&str] = &[
+    "а", "о", "е", "и", "н", "т", "с", "р", "в", "л", "к", "м", "д", "п", "у", "я", "ы", "ь", "ж",
+    "щ", "ё", "А", "П", "Я", "і", "ї", "є", "α", "ο", "ι", "ε", "τ", "Ω", "ά", "ب", "ا", "ل", "م",
+    "י", "ו", "ה", "ש", "क", "ा", "र", "्", "न", "ก", "า", "ร", "中", "国", "的", "人", "是", "一",
+    "の", "に", "は", "を", "ア", "ン", "ー", "한", "국", "어", "é", "ü", "ñ", "ç", "ł", "ő", "ß",
+    "😀", "€", "—", "“", "”", "…", "\u{a0}", "a", "e", "t", "s", "T", " ", ",", ".", "-", "'", "1",
+];
+
+fn script_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(SCRIPTS), 0..40).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn merges_from_characters_equal_byte_level_merges(text in script_text()) {
+        let lexers = pretokenizers();
+        for (v, (lexer, _)) in vocabs().iter().zip(lexers) {
+            let mut pieces = lexer.pieces(&text).unwrap();
+            pieces.push(&text);
+            for piece in pieces {
+                let p = piece.as_bytes();
+                if p.len() < 2 || p.len() >= HEAP_THRESHOLD {
+                    continue;
+                }
+                let want = reference_merge(v, p);
+                let mut scan = Vec::new();
+                merge_scan(v, p, &mut scan);
+                prop_assert_eq!(&scan, &want, "{:?}", piece);
+            }
+        }
+    }
+}
+
+/// The scan merge (which starts from whole characters where that is exact) against the heap
+/// merge (which always starts from bytes) on every piece of samples of the shared corpus's
+/// multilingual text. Also checks that characters did start merged, so the comparison is not
+/// vacuous. Skipped without the corpus.
+#[test]
+fn merges_from_characters_equal_heap_merges_on_corpus_pieces() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/multi.txt");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("skipped: {} not found", path.display());
+        return;
+    };
+    let lexers = pretokenizers();
+    for (v, (lexer, _)) in vocabs().iter().zip(lexers) {
+        let mut started_merged = 0usize;
+        for part in 0..8 {
+            let mut a = text.len() / 8 * part;
+            while !text.is_char_boundary(a) {
+                a += 1;
+            }
+            let mut b = (a + 150_000).min(text.len());
+            while !text.is_char_boundary(b) {
+                b += 1;
+            }
+            for piece in lexer.pieces(&text[a..b]).unwrap() {
+                let p = piece.as_bytes();
+                if p.len() < 2 || p.len() >= HEAP_THRESHOLD || p.is_ascii() {
+                    continue;
+                }
+                started_merged += (0..p.len())
+                    .filter(|&i| v.chars().at(p, i).is_some())
+                    .count();
+                let (mut scan, mut heap) = (Vec::new(), Vec::new());
+                merge_scan(v, p, &mut scan);
+                merge_heap(v, p, &mut heap);
+                assert_eq!(scan, heap, "{piece:?}");
+            }
+        }
+        assert!(started_merged > 10_000, "{started_merged}");
+    }
+}
