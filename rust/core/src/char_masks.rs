@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 
-/// A character token and the neighbouring bytes with which it may start merged.
+/// A unit token (a multi-byte character, or a space and one) and the neighbouring bytes with
+/// which it may start merged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CharMask {
-    /// The character's UTF-8 bytes (2 to 4).
+    /// The unit's UTF-8 bytes: a character of 2 to 4 bytes, or a space and one.
     pub bytes: Vec<u8>,
     pub rank: u32,
     /// Bit `p` set: may start merged after byte `p`.
@@ -42,7 +43,7 @@ fn clear(mask: &mut [u64; 4], b: u8) {
 }
 
 /// The highest rank among the merges that turn `c`'s bytes into the single token `c` (None when
-/// they end elsewhere). `c` has at most 4 bytes; `get` gives a byte string's rank.
+/// they end elsewhere). `c` has at most 5 bytes; `get` gives a byte string's rank.
 fn own_merges(get: &impl Fn(&[u8]) -> Option<u32>, c: &[u8]) -> Option<u32> {
     let mut ends: Vec<usize> = (1..=c.len()).collect();
     let mut highest = 0;
@@ -65,9 +66,18 @@ fn own_merges(get: &impl Fn(&[u8]) -> Option<u32>, c: &[u8]) -> Option<u32> {
     (ends.len() == 1).then_some(highest)
 }
 
-/// Every multi-byte character token of a vocabulary (`tokens`: its bytes and ranks; `get`: the
-/// rank of a byte string), with the bytes before and after it for which starting from it merged
-/// gives exactly the byte-level merge (the conditions are in `crate::chars`).
+/// The character of 2 to 4 bytes that `b` is exactly, after an optional leading space: its
+/// offset in `b` (0 or 1), or None.
+pub fn unit_start(b: &[u8]) -> Option<usize> {
+    let at = usize::from(b.first() == Some(&b' '));
+    let k = b.get(at).map_or(0, |&x| char_len(x));
+    (k >= 2 && b.len() == at + k && std::str::from_utf8(&b[at..]).is_ok()).then_some(at)
+}
+
+/// Every unit token of a vocabulary (a multi-byte character, or a space and one; `tokens`: its
+/// bytes and ranks; `get`: the rank of a byte string), with the bytes before and after it for
+/// which starting from it merged gives exactly the byte-level merge (the conditions are in
+/// `crate::chars`).
 pub fn char_masks<'a>(
     tokens: impl Iterator<Item = (&'a [u8], u32)> + Clone,
     get: impl Fn(&[u8]) -> Option<u32>,
@@ -75,12 +85,7 @@ pub fn char_masks<'a>(
     let mut chars: Vec<CharMask> = Vec::new();
     let mut highest: Vec<u32> = Vec::new();
     for (b, r) in tokens.clone() {
-        let k = b.first().map_or(0, |&x| char_len(x));
-        if k < 2
-            || b.len() != k
-            || std::str::from_utf8(b).is_err()
-            || chars.len() >= u16::MAX as usize
-        {
+        if unit_start(b).is_none() || chars.len() >= u16::MAX as usize {
             continue;
         }
         if let Some(m) = own_merges(&get, b) {
@@ -93,7 +98,7 @@ pub fn char_masks<'a>(
             highest.push(m);
         }
     }
-    // Char prefixes and suffixes (the whole char included) -> the chars that have them.
+    // Unit prefixes and suffixes (the whole unit included) -> the units that have them.
     let mut prefixes: HashMap<u64, Vec<u16>> = HashMap::new();
     let mut suffixes: HashMap<u64, Vec<u16>> = HashMap::new();
     for (id, c) in chars.iter().enumerate() {
@@ -106,13 +111,15 @@ pub fn char_masks<'a>(
                 .push(id as u16);
         }
     }
-    // Every token that ends with byte `p` + a char prefix, or starts with a char suffix + byte
-    // `n`, rules `p` (or `n`) out for the chars whose own merges go as high as its rank.
+    // Every token that ends with byte `p` + a unit prefix, or starts with a unit suffix + byte
+    // `n`, rules `p` (or `n`) out for the units whose own merges go as high as its rank. (Unit
+    // prefixes start with a space or a lead byte; suffixes with one of those or a continuation
+    // byte.)
     for (tok, r) in tokens {
         let len = tok.len();
-        for j in 2..=len.min(5) {
+        for j in 2..=len.min(6) {
             let s = &tok[len - j..];
-            if s[1] >= 0xC0 {
+            if s[1] >= 0xC0 || s[1] == b' ' {
                 if let Some(ids) = prefixes.get(&pack(&s[1..])) {
                     for &id in ids {
                         if r <= highest[id as usize] {
@@ -122,7 +129,7 @@ pub fn char_masks<'a>(
                 }
             }
             let s = &tok[..j];
-            if s[0] >= 0x80 {
+            if s[0] >= 0x80 || s[0] == b' ' {
                 if let Some(ids) = suffixes.get(&pack(&s[..j - 1])) {
                     for &id in ids {
                         if r <= highest[id as usize] {
@@ -136,13 +143,13 @@ pub fn char_masks<'a>(
     chars
 }
 
-/// Serialises masks: per char, its byte count, 4 bytes (zero-padded), rank, left and right.
+/// Serialises masks: per unit, its byte count, 5 bytes (zero-padded), rank, left and right.
 pub fn to_bytes(masks: &[CharMask]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + masks.len() * RECORD);
     out.extend_from_slice(&(masks.len() as u32).to_le_bytes());
     for m in masks {
         out.push(m.bytes.len() as u8);
-        let mut b = [0u8; 4];
+        let mut b = [0u8; 5];
         b[..m.bytes.len()].copy_from_slice(&m.bytes);
         out.extend_from_slice(&b);
         out.extend_from_slice(&m.rank.to_le_bytes());
@@ -153,8 +160,8 @@ pub fn to_bytes(masks: &[CharMask]) -> Vec<u8> {
     out
 }
 
-/// Bytes per serialised char.
-pub const RECORD: usize = 1 + 4 + 4 + 64;
+/// Bytes per serialised unit.
+pub const RECORD: usize = 1 + 5 + 4 + 64;
 
 /// The inverse of [`to_bytes`].
 pub fn from_bytes(data: &[u8]) -> Vec<CharMask> {
@@ -162,10 +169,10 @@ pub fn from_bytes(data: &[u8]) -> Vec<CharMask> {
     (0..n)
         .map(|i| {
             let r = &data[4 + i * RECORD..4 + (i + 1) * RECORD];
-            let w = |k: usize| u64::from_le_bytes(r[9 + 8 * k..17 + 8 * k].try_into().unwrap());
+            let w = |k: usize| u64::from_le_bytes(r[10 + 8 * k..18 + 8 * k].try_into().unwrap());
             CharMask {
                 bytes: r[1..1 + r[0] as usize].to_vec(),
-                rank: u32::from_le_bytes(r[5..9].try_into().unwrap()),
+                rank: u32::from_le_bytes(r[6..10].try_into().unwrap()),
                 left: [w(0), w(1), w(2), w(3)],
                 right: [w(4), w(5), w(6), w(7)],
             }

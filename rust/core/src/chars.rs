@@ -47,6 +47,8 @@ pub struct CharTokens {
     two: Vec<u16>,
     /// Longer characters by their packed bytes: index into `info`.
     long: HashMap<u64, u16, BuildKeyHasher>,
+    /// Space + character units by their packed bytes: index into `info`.
+    spaced: HashMap<u64, u16, BuildKeyHasher>,
     info: Vec<CharMask>,
 }
 
@@ -64,7 +66,9 @@ impl CharTokens {
         };
         for (id, m) in info.iter().enumerate() {
             let c = &m.bytes;
-            if c.len() == 2 {
+            if c[0] == b' ' {
+                t.spaced.insert(pack(c), id as u16);
+            } else if c.len() == 2 {
                 let cp = ((c[0] as usize & 0x1F) << 6) | (c[1] as usize & 0x3F);
                 t.two[cp] = id as u16 + 1;
             } else {
@@ -82,6 +86,24 @@ impl CharTokens {
 
     pub fn is_empty(&self) -> bool {
         self.info.is_empty()
+    }
+
+    /// If `piece` starts with a space and a character that may start merged together (a piece
+    /// has nothing before it, so only the byte after matters): their length and rank.
+    #[inline(always)]
+    pub fn spaced_at_start(&self, piece: &[u8]) -> Option<(usize, Rank)> {
+        if piece.len() < 3 || piece[0] != b' ' {
+            return None;
+        }
+        let k = 1 + char_len(piece[1]);
+        if k < 3 || k > piece.len() {
+            return None;
+        }
+        let info = &self.info[*self.spaced.get(&pack(&piece[..k]))? as usize];
+        if k < piece.len() && !bit(&info.right, piece[k]) {
+            return None;
+        }
+        Some((k, info.rank))
     }
 
     /// If the bytes of `piece` from `i` are a character that may start merged here: its length
