@@ -331,11 +331,7 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
         let chars = v.chars();
         let (mut i, mut last) = (0, usize::MAX);
         while i < n {
-            let unit = match i {
-                0 => chars.spaced_at_start(piece).or_else(|| chars.at(piece, 0)),
-                _ => chars.at(piece, i),
-            };
-            let (len, r) = unit.unwrap_or((1, v.byte_rank(piece[i])));
+            let (len, r) = chars.at(piece, i).unwrap_or((1, v.byte_rank(piece[i])));
             tok[i] = r;
             nxt[i] = (i + len) as u8;
             prv[i] = last as u8;

@@ -2,13 +2,38 @@
 //! to precompute it for the bundled vocabularies, and `chars` runs it for any other vocabulary.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
-/// A unit token (a multi-byte character, or a space and one) and the neighbouring bytes with
-/// which it may start merged.
+/// A hasher for the packed `u64` keys below: one multiply-xorshift mix (std's SipHash made the
+/// analysis of o200k take 43 ms).
+#[derive(Default, Clone, Copy)]
+struct Mix(u64);
+
+impl Hasher for Mix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ b as u64);
+        }
+    }
+    fn write_u64(&mut self, k: u64) {
+        let h = (k ^ (k >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+type Map<V> = HashMap<u64, V, BuildHasherDefault<Mix>>;
+
+/// A unit token (one or two whole characters, at least one of them multi-byte, at most
+/// [`MAX_UNIT`] bytes) and the neighbouring bytes with which it may start merged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CharMask {
-    /// The unit's UTF-8 bytes: a character of 2 to 4 bytes, or a space and one.
-    pub bytes: Vec<u8>,
+    /// The unit's UTF-8 bytes, zero-padded.
+    pub bytes: [u8; MAX_UNIT],
+    /// How many of `bytes` are the unit's.
+    pub len: u8,
     pub rank: u32,
     /// Bit `p` set: may start merged after byte `p`.
     pub left: [u64; 4],
@@ -43,7 +68,7 @@ fn clear(mask: &mut [u64; 4], b: u8) {
 }
 
 /// The highest rank among the merges that turn `c`'s bytes into the single token `c` (None when
-/// they end elsewhere). `c` has at most 5 bytes; `get` gives a byte string's rank.
+/// they end elsewhere). `c` has at most [`MAX_UNIT`] bytes; `get` gives a byte string's rank.
 fn own_merges(get: &impl Fn(&[u8]) -> Option<u32>, c: &[u8]) -> Option<u32> {
     let mut ends: Vec<usize> = (1..=c.len()).collect();
     let mut highest = 0;
@@ -66,18 +91,28 @@ fn own_merges(get: &impl Fn(&[u8]) -> Option<u32>, c: &[u8]) -> Option<u32> {
     (ends.len() == 1).then_some(highest)
 }
 
-/// The character of 2 to 4 bytes that `b` is exactly, after an optional leading space: its
-/// offset in `b` (0 or 1), or None.
-pub fn unit_start(b: &[u8]) -> Option<usize> {
-    let at = usize::from(b.first() == Some(&b' '));
-    let k = b.get(at).map_or(0, |&x| char_len(x));
-    (k >= 2 && b.len() == at + k && std::str::from_utf8(&b[at..]).is_ok()).then_some(at)
+/// The most bytes a unit has (so that it packs into a `u64` key with its length).
+pub const MAX_UNIT: usize = 7;
+
+/// Whether `b` is a unit: one or two whole characters, at least one of them multi-byte, at most
+/// [`MAX_UNIT`] bytes.
+pub fn is_unit(b: &[u8]) -> bool {
+    if b.len() > MAX_UNIT || b.is_ascii() {
+        return false;
+    }
+    std::str::from_utf8(b).is_ok_and(|s| matches!(s.chars().count(), 1 | 2))
 }
 
-/// Every unit token of a vocabulary (a multi-byte character, or a space and one; `tokens`: its
-/// bytes and ranks; `get`: the rank of a byte string), with the bytes before and after it for
-/// which starting from it merged gives exactly the byte-level merge (the conditions are in
-/// `crate::chars`).
+impl CharMask {
+    /// The unit's bytes.
+    pub fn unit(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// Every unit token of a vocabulary ([`is_unit`]; `tokens`: its bytes and ranks; `get`: the rank
+/// of a byte string), with the bytes before and after it for which starting from it merged gives
+/// exactly the byte-level merge (the conditions are in `crate::chars`).
 pub fn char_masks<'a>(
     tokens: impl Iterator<Item = (&'a [u8], u32)> + Clone,
     get: impl Fn(&[u8]) -> Option<u32>,
@@ -85,12 +120,15 @@ pub fn char_masks<'a>(
     let mut chars: Vec<CharMask> = Vec::new();
     let mut highest: Vec<u32> = Vec::new();
     for (b, r) in tokens.clone() {
-        if unit_start(b).is_none() || chars.len() >= u16::MAX as usize {
+        if !is_unit(b) || chars.len() >= u16::MAX as usize {
             continue;
         }
         if let Some(m) = own_merges(&get, b) {
+            let mut bytes = [0u8; MAX_UNIT];
+            bytes[..b.len()].copy_from_slice(b);
             chars.push(CharMask {
-                bytes: b.to_vec(),
+                bytes,
+                len: b.len() as u8,
                 rank: r,
                 left: [u64::MAX; 4],
                 right: [u64::MAX; 4],
@@ -99,10 +137,16 @@ pub fn char_masks<'a>(
         }
     }
     // Unit prefixes and suffixes (the whole unit included) -> the units that have them.
-    let mut prefixes: HashMap<u64, Vec<u16>> = HashMap::new();
-    let mut suffixes: HashMap<u64, Vec<u16>> = HashMap::new();
+    let mut prefixes: Map<Vec<u16>> = Map::default();
+    let mut suffixes: Map<Vec<u16>> = Map::default();
+    // Bytes that start some unit prefix, and bytes that start some unit suffix.
+    let (mut starts_prefix, mut starts_suffix) = ([false; 256], [false; 256]);
     for (id, c) in chars.iter().enumerate() {
-        let c = &c.bytes;
+        let c = c.unit();
+        starts_prefix[c[0] as usize] = true;
+        for &b in c {
+            starts_suffix[b as usize] = true;
+        }
         for j in 1..=c.len() {
             prefixes.entry(pack(&c[..j])).or_default().push(id as u16);
             suffixes
@@ -112,14 +156,12 @@ pub fn char_masks<'a>(
         }
     }
     // Every token that ends with byte `p` + a unit prefix, or starts with a unit suffix + byte
-    // `n`, rules `p` (or `n`) out for the units whose own merges go as high as its rank. (Unit
-    // prefixes start with a space or a lead byte; suffixes with one of those or a continuation
-    // byte.)
+    // `n`, rules `p` (or `n`) out for the units whose own merges go as high as its rank.
     for (tok, r) in tokens {
         let len = tok.len();
-        for j in 2..=len.min(6) {
+        for j in 2..=len.min(MAX_UNIT + 1) {
             let s = &tok[len - j..];
-            if s[1] >= 0xC0 || s[1] == b' ' {
+            if starts_prefix[s[1] as usize] {
                 if let Some(ids) = prefixes.get(&pack(&s[1..])) {
                     for &id in ids {
                         if r <= highest[id as usize] {
@@ -129,7 +171,7 @@ pub fn char_masks<'a>(
                 }
             }
             let s = &tok[..j];
-            if s[0] >= 0x80 || s[0] == b' ' {
+            if starts_suffix[s[0] as usize] {
                 if let Some(ids) = suffixes.get(&pack(&s[..j - 1])) {
                     for &id in ids {
                         if r <= highest[id as usize] {
@@ -143,15 +185,13 @@ pub fn char_masks<'a>(
     chars
 }
 
-/// Serialises masks: per unit, its byte count, 5 bytes (zero-padded), rank, left and right.
+/// Serialises masks: per unit, its byte count, its bytes (zero-padded), rank, left and right.
 pub fn to_bytes(masks: &[CharMask]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + masks.len() * RECORD);
     out.extend_from_slice(&(masks.len() as u32).to_le_bytes());
     for m in masks {
-        out.push(m.bytes.len() as u8);
-        let mut b = [0u8; 5];
-        b[..m.bytes.len()].copy_from_slice(&m.bytes);
-        out.extend_from_slice(&b);
+        out.push(m.len);
+        out.extend_from_slice(&m.bytes);
         out.extend_from_slice(&m.rank.to_le_bytes());
         for w in m.left.iter().chain(&m.right) {
             out.extend_from_slice(&w.to_le_bytes());
@@ -161,7 +201,7 @@ pub fn to_bytes(masks: &[CharMask]) -> Vec<u8> {
 }
 
 /// Bytes per serialised unit.
-pub const RECORD: usize = 1 + 5 + 4 + 64;
+pub const RECORD: usize = 1 + MAX_UNIT + 4 + 64;
 
 /// The inverse of [`to_bytes`].
 pub fn from_bytes(data: &[u8]) -> Vec<CharMask> {
@@ -169,10 +209,14 @@ pub fn from_bytes(data: &[u8]) -> Vec<CharMask> {
     (0..n)
         .map(|i| {
             let r = &data[4 + i * RECORD..4 + (i + 1) * RECORD];
-            let w = |k: usize| u64::from_le_bytes(r[10 + 8 * k..18 + 8 * k].try_into().unwrap());
+            const AT: usize = 1 + MAX_UNIT;
+            let w = |k: usize| {
+                u64::from_le_bytes(r[AT + 4 + 8 * k..AT + 12 + 8 * k].try_into().unwrap())
+            };
             CharMask {
-                bytes: r[1..1 + r[0] as usize].to_vec(),
-                rank: u32::from_le_bytes(r[6..10].try_into().unwrap()),
+                bytes: r[1..AT].try_into().unwrap(),
+                len: r[0],
+                rank: u32::from_le_bytes(r[AT..AT + 4].try_into().unwrap()),
                 left: [w(0), w(1), w(2), w(3)],
                 right: [w(4), w(5), w(6), w(7)],
             }

@@ -1,4 +1,5 @@
-//! Multi-byte characters that the merge may start from as whole tokens.
+//! Multi-byte characters (and pairs of characters) that the merge may start from as whole
+//! tokens.
 //!
 //! Why: in Cyrillic, Greek, CJK and most other scripts a character is 2 to 4 bytes, and merging a
 //! piece from single bytes first spends one merge step (a min scan and two table lookups) per
@@ -23,20 +24,19 @@
 //! the same order, leftmost ties included: the candidates at their rank are the byte-level run's
 //! candidates minus the pairs inside `c`. After `c` completes, the two runs are in the same state.
 //!
-//! Nothing in the argument needs `c` to be one character: it holds for any token. Besides
-//! characters, the analysis covers a space followed by a character, used only at the start of a
-//! piece (where the lexers put a word's leading space), which has nothing before it, so only the
-//! byte after matters. That removes about another 30% of the merges of Russian words.
+//! Nothing in the argument needs `c` to be one character: it holds for any token. The units
+//! here are the tokens of one or two whole characters, at least one of them multi-byte, of at
+//! most 7 bytes (` з`, `ра`, `中国`); at each position the merge tries two characters, then one.
 //!
 //! Applied one unit at a time, this lets any set of disjoint such units start merged. The
-//! conditions depend only on `c` and the bytes `p` and `n`, so each character token keeps two
-//! 256-bit masks: the `p` bytes and the `n` bytes for which it may start merged. They are built
-//! once per vocabulary, on first use, from the vocabulary alone.
+//! conditions depend only on the unit and the bytes `p` and `n`, so each unit token keeps two
+//! 256-bit masks: the `p` bytes and the `n` bytes for which it may start merged. They are
+//! computed from the vocabulary alone: at build time for the bundled ones, else on first use.
 //!
 //! In `../shared/corpus` about 78-87% (cl100k) and 84-99% (o200k) of the multi-byte characters
 //! of Russian, Japanese and Chinese text qualify. Pre-merging every character regardless gave 914
 //! to 1587 wrong pieces in 300 KB samples.
-use crate::char_masks::{char_len, pack, CharMask};
+use crate::char_masks::{char_len, pack, CharMask, MAX_UNIT};
 use crate::vocab::{BuildKeyHasher, Rank, Vocab};
 use std::collections::HashMap;
 
@@ -45,20 +45,28 @@ fn bit(mask: &[u64; 4], b: u8) -> bool {
     (mask[(b >> 6) as usize] >> (b & 63)) & 1 != 0
 }
 
-/// The character tokens of a vocabulary, with their masks (see the module docs).
+/// The unit tokens of a vocabulary, with their masks (see the module docs).
 #[derive(Clone, Default)]
 pub struct CharTokens {
     /// Two-byte characters by code point: index into `info` plus one (0: none).
     two: Vec<u16>,
-    /// Longer characters by their packed bytes: index into `info`.
-    long: HashMap<u64, u16, BuildKeyHasher>,
-    /// Space + character units by their packed bytes: index into `info`.
-    spaced: HashMap<u64, u16, BuildKeyHasher>,
+    /// The other units by their packed bytes: index into `info`.
+    units: HashMap<u64, u16, BuildKeyHasher>,
     info: Vec<CharMask>,
 }
 
+/// The byte length of the character that `b` starts: 1 for ASCII, 0 for a byte that starts none.
+#[inline(always)]
+fn len_at(b: u8) -> usize {
+    if b < 0x80 {
+        1
+    } else {
+        char_len(b)
+    }
+}
+
 impl CharTokens {
-    /// Finds the character tokens of `v` and where each may start merged.
+    /// Finds the unit tokens of `v` and where each may start merged.
     pub fn build(v: &Vocab) -> Self {
         Self::from_masks(crate::char_masks::char_masks(v.iter(), |b| v.get(b)))
     }
@@ -70,21 +78,19 @@ impl CharTokens {
             ..Default::default()
         };
         for (id, m) in info.iter().enumerate() {
-            let c = &m.bytes;
-            if c[0] == b' ' {
-                t.spaced.insert(pack(c), id as u16);
-            } else if c.len() == 2 {
+            let c = m.unit();
+            if c.len() == 2 && char_len(c[0]) == 2 {
                 let cp = ((c[0] as usize & 0x1F) << 6) | (c[1] as usize & 0x3F);
                 t.two[cp] = id as u16 + 1;
             } else {
-                t.long.insert(pack(c), id as u16);
+                t.units.insert(pack(c), id as u16);
             }
         }
         t.info = info;
         t
     }
 
-    /// The number of character tokens known.
+    /// The number of unit tokens known.
     pub fn len(&self) -> usize {
         self.info.len()
     }
@@ -93,44 +99,9 @@ impl CharTokens {
         self.info.is_empty()
     }
 
-    /// If `piece` starts with a space and a character that may start merged together (a piece
-    /// has nothing before it, so only the byte after matters): their length and rank.
+    /// `info` if it may start merged at `piece[i..i + k]`.
     #[inline(always)]
-    pub fn spaced_at_start(&self, piece: &[u8]) -> Option<(usize, Rank)> {
-        if piece.len() < 3 || piece[0] != b' ' {
-            return None;
-        }
-        let k = 1 + char_len(piece[1]);
-        if k < 3 || k > piece.len() {
-            return None;
-        }
-        let info = &self.info[*self.spaced.get(&pack(&piece[..k]))? as usize];
-        if k < piece.len() && !bit(&info.right, piece[k]) {
-            return None;
-        }
-        Some((k, info.rank))
-    }
-
-    /// If the bytes of `piece` from `i` are a character that may start merged here: its length
-    /// and rank.
-    #[inline(always)]
-    pub fn at(&self, piece: &[u8], i: usize) -> Option<(usize, Rank)> {
-        let k = char_len(piece[i]);
-        if k == 0 || i + k > piece.len() {
-            return None;
-        }
-        let info = if k == 2 {
-            let b1 = piece[i + 1];
-            if b1 & 0xC0 != 0x80 {
-                return None;
-            }
-            let cp = ((piece[i] as usize & 0x1F) << 6) | (b1 as usize & 0x3F);
-            // SAFETY: cp < 0x800 = two.len().
-            let id = unsafe { *self.two.get_unchecked(cp) };
-            self.info.get(id.checked_sub(1)? as usize)?
-        } else {
-            &self.info[*self.long.get(&pack(&piece[i..i + k]))? as usize]
-        };
+    fn allowed(&self, info: &CharMask, piece: &[u8], i: usize, k: usize) -> Option<(usize, Rank)> {
         if i > 0 && !bit(&info.left, piece[i - 1]) {
             return None;
         }
@@ -138,6 +109,43 @@ impl CharTokens {
             return None;
         }
         Some((k, info.rank))
+    }
+
+    /// If a unit that may start merged here begins at `piece[i]`: its length and rank. Two
+    /// characters are tried before one.
+    #[inline(always)]
+    pub fn at(&self, piece: &[u8], i: usize) -> Option<(usize, Rank)> {
+        let n = piece.len();
+        let k1 = len_at(piece[i]);
+        if k1 == 0 || i + k1 > n {
+            return None;
+        }
+        if i + k1 < n {
+            let k2 = len_at(piece[i + k1]);
+            let k = k1 + k2;
+            if k2 > 0 && k > 2 && k <= MAX_UNIT && i + k <= n {
+                if let Some(&id) = self.units.get(&pack(&piece[i..i + k])) {
+                    if let Some(u) = self.allowed(&self.info[id as usize], piece, i, k) {
+                        return Some(u);
+                    }
+                }
+            }
+        }
+        let info = match k1 {
+            1 => return None,
+            2 => {
+                let b1 = piece[i + 1];
+                if b1 & 0xC0 != 0x80 {
+                    return None;
+                }
+                let cp = ((piece[i] as usize & 0x1F) << 6) | (b1 as usize & 0x3F);
+                // SAFETY: cp < 0x800 = two.len().
+                let id = unsafe { *self.two.get_unchecked(cp) };
+                self.info.get(id.checked_sub(1)? as usize)?
+            }
+            _ => &self.info[*self.units.get(&pack(&piece[i..i + k1]))? as usize],
+        };
+        self.allowed(info, piece, i, k1)
     }
 }
 
