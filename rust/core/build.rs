@@ -72,7 +72,7 @@ fn main() {
         let masks = char_masks::char_masks(tokens.iter().copied(), |b| by_bytes.get(b).copied());
         fs::write(
             out.join(format!("{name}.chars.bin")),
-            char_masks::to_bytes(&masks),
+            char_masks::to_bytes(&char_masks::compact(&masks)),
         )
         .unwrap();
     }

@@ -185,41 +185,104 @@ pub fn char_masks<'a>(
     chars
 }
 
-/// Serialises masks: per unit, its byte count, its bytes (zero-padded), rank, left and right.
-pub fn to_bytes(masks: &[CharMask]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + masks.len() * RECORD);
-    out.extend_from_slice(&(masks.len() as u32).to_le_bytes());
-    for m in masks {
-        out.push(m.len);
-        out.extend_from_slice(&m.bytes);
-        out.extend_from_slice(&m.rank.to_le_bytes());
-        for w in m.left.iter().chain(&m.right) {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+/// A unit in the compact form: its bytes, rank, and the indexes of its two masks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unit {
+    pub bytes: [u8; MAX_UNIT],
+    pub len: u8,
+    pub rank: u32,
+    pub left: u16,
+    pub right: u16,
+}
+
+impl Unit {
+    /// The unit's bytes.
+    pub fn unit(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// The analysis with each distinct mask stored once (o200k: 5,445 distinct among 34,340).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Units {
+    pub masks: Vec<[u64; 4]>,
+    pub units: Vec<Unit>,
+}
+
+/// Stores each distinct mask of `chars` once. Units whose masks would not fit `u16` indexes are
+/// left out (they then start from bytes, which is always exact).
+pub fn compact(chars: &[CharMask]) -> Units {
+    let mut index: HashMap<[u64; 4], u16> = HashMap::new();
+    let mut out = Units::default();
+    for c in chars {
+        let mut id = |m: [u64; 4]| -> Option<u16> {
+            if let Some(&i) = index.get(&m) {
+                return Some(i);
+            }
+            let i = u16::try_from(out.masks.len()).ok()?;
+            index.insert(m, i);
+            out.masks.push(m);
+            Some(i)
+        };
+        let (Some(left), Some(right)) = (id(c.left), id(c.right)) else {
+            continue;
+        };
+        out.units.push(Unit {
+            bytes: c.bytes,
+            len: c.len,
+            rank: c.rank,
+            left,
+            right,
+        });
     }
     out
 }
 
-/// Bytes per serialised unit.
-pub const RECORD: usize = 1 + MAX_UNIT + 4 + 64;
+/// Bytes per serialised unit: length, bytes (zero-padded), rank, left and right mask indexes.
+const RECORD: usize = 1 + MAX_UNIT + 4 + 2 + 2;
+
+/// Serialises the compact analysis: the mask count and masks, then the unit count and units.
+pub fn to_bytes(u: &Units) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + u.masks.len() * 32 + u.units.len() * RECORD);
+    out.extend_from_slice(&(u.masks.len() as u32).to_le_bytes());
+    for w in u.masks.iter().flatten() {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out.extend_from_slice(&(u.units.len() as u32).to_le_bytes());
+    for m in &u.units {
+        out.push(m.len);
+        out.extend_from_slice(&m.bytes);
+        out.extend_from_slice(&m.rank.to_le_bytes());
+        out.extend_from_slice(&m.left.to_le_bytes());
+        out.extend_from_slice(&m.right.to_le_bytes());
+    }
+    out
+}
 
 /// The inverse of [`to_bytes`].
-pub fn from_bytes(data: &[u8]) -> Vec<CharMask> {
-    let n = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
-    (0..n)
+pub fn from_bytes(data: &[u8]) -> Units {
+    let rd = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let w = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap());
+    let n_masks = rd(0);
+    let masks = (0..n_masks)
         .map(|i| {
-            let r = &data[4 + i * RECORD..4 + (i + 1) * RECORD];
+            let at = 4 + 32 * i;
+            [w(at), w(at + 8), w(at + 16), w(at + 24)]
+        })
+        .collect();
+    let base = 4 + 32 * n_masks;
+    let units = (0..rd(base))
+        .map(|i| {
+            let r = &data[base + 4 + i * RECORD..base + 4 + (i + 1) * RECORD];
             const AT: usize = 1 + MAX_UNIT;
-            let w = |k: usize| {
-                u64::from_le_bytes(r[AT + 4 + 8 * k..AT + 12 + 8 * k].try_into().unwrap())
-            };
-            CharMask {
+            Unit {
                 bytes: r[1..AT].try_into().unwrap(),
                 len: r[0],
                 rank: u32::from_le_bytes(r[AT..AT + 4].try_into().unwrap()),
-                left: [w(0), w(1), w(2), w(3)],
-                right: [w(4), w(5), w(6), w(7)],
+                left: u16::from_le_bytes(r[AT + 4..AT + 6].try_into().unwrap()),
+                right: u16::from_le_bytes(r[AT + 6..AT + 8].try_into().unwrap()),
             }
         })
-        .collect()
+        .collect();
+    Units { masks, units }
 }

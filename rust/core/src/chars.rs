@@ -36,7 +36,7 @@
 //! In `../shared/corpus` about 78-87% (cl100k) and 84-99% (o200k) of the multi-byte characters
 //! of Russian, Japanese and Chinese text qualify. Pre-merging every character regardless gave 914
 //! to 1587 wrong pieces in 300 KB samples.
-use crate::char_masks::{char_len, pack, CharMask, MAX_UNIT};
+use crate::char_masks::{char_len, pack, Unit, Units, MAX_UNIT};
 use crate::vocab::{BuildKeyHasher, Rank, Vocab};
 use std::collections::HashMap;
 
@@ -52,7 +52,9 @@ pub struct CharTokens {
     two: Vec<u16>,
     /// The other units by their packed bytes: index into `info`.
     units: HashMap<u64, u16, BuildKeyHasher>,
-    info: Vec<CharMask>,
+    info: Vec<Unit>,
+    /// The distinct masks that `info` points to.
+    masks: Vec<[u64; 4]>,
 }
 
 /// The byte length of the character that `b` starts: 1 for ASCII, 0 for a byte that starts none.
@@ -68,11 +70,13 @@ fn len_at(b: u8) -> usize {
 impl CharTokens {
     /// Finds the unit tokens of `v` and where each may start merged.
     pub fn build(v: &Vocab) -> Self {
-        Self::from_masks(crate::char_masks::char_masks(v.iter(), |b| v.get(b)))
+        let masks = crate::char_masks::char_masks(v.iter(), |b| v.get(b));
+        Self::from_units(crate::char_masks::compact(&masks))
     }
 
-    /// Indexes precomputed masks (the bundled vocabularies have theirs computed at build time).
-    pub fn from_masks(info: Vec<CharMask>) -> Self {
+    /// Indexes an analysis (the bundled vocabularies have theirs computed at build time).
+    pub fn from_units(u: Units) -> Self {
+        let Units { masks, units: info } = u;
         let mut t = CharTokens {
             two: vec![0; 0x800],
             ..Default::default()
@@ -87,6 +91,7 @@ impl CharTokens {
             }
         }
         t.info = info;
+        t.masks = masks;
         t
     }
 
@@ -101,11 +106,11 @@ impl CharTokens {
 
     /// `info` if it may start merged at `piece[i..i + k]`.
     #[inline(always)]
-    fn allowed(&self, info: &CharMask, piece: &[u8], i: usize, k: usize) -> Option<(usize, Rank)> {
-        if i > 0 && !bit(&info.left, piece[i - 1]) {
+    fn allowed(&self, info: &Unit, piece: &[u8], i: usize, k: usize) -> Option<(usize, Rank)> {
+        if i > 0 && !bit(&self.masks[info.left as usize], piece[i - 1]) {
             return None;
         }
-        if i + k < piece.len() && !bit(&info.right, piece[i + k]) {
+        if i + k < piece.len() && !bit(&self.masks[info.right as usize], piece[i + k]) {
             return None;
         }
         Some((k, info.rank))
