@@ -5,16 +5,13 @@
 //! clever structure. Long pieces (runs of letters, CJK, whitespace, emoji) switch to a
 //! doubly-linked list of parts and a min-heap keyed on (rank, position) with lazy invalidation,
 //! which is O(n log n) however long the run, where the scan would be quadratic. Both choose
-//! exactly the pair tiktoken chooses: the lowest rank, leftmost on ties.
+//! exactly the pair tiktoken chooses: the lowest rank, leftmost on ties. The scan starts from
+//! whole characters and two-character tokens wherever [`crate::chars`] shows that gives the same
+//! result as starting from bytes; the heap always starts from bytes, so it is the reference the
+//! tests compare against.
 use crate::vocab::{Rank, Vocab, NO_ENTRY};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Whether [`merge_scan`] starts from the multi-byte characters that may start merged (see
-/// [`crate::chars`]). Only tests turn it off, to compare both starts.
-#[doc(hidden)]
-pub static PREMERGE: AtomicBool = AtomicBool::new(true);
 
 /// Pieces shorter than this (in bytes) use the linear scan; longer ones the heap.
 pub const HEAP_THRESHOLD: usize = 128;
@@ -316,7 +313,7 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
     let mut tok = [0u32; CAP];
     let mut nxt = [0u8; CAP];
     let mut prv = [0u8; CAP];
-    if piece.iter().fold(0, |a, &b| a | b) < 0x80 || !PREMERGE.load(Ordering::Relaxed) {
+    if piece.iter().fold(0, |a, &b| a | b) < 0x80 {
         for i in 0..n {
             tok[i] = v.byte_rank(piece[i]);
             nxt[i] = (i + 1) as u8;
