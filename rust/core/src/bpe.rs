@@ -343,8 +343,9 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
             i += len;
         }
     }
-    nxt[n] = n as u8; // the end points to itself, so `nxt[nxt[i]]` needs no test
-                      // Every index below is a part start or `n`, so below CAP: unchecked access is sound.
+    // The end points to itself, so `nxt[nxt[i]]` needs no test.
+    nxt[n] = n as u8;
+    // Every index below is a part start or `n`, so below CAP: unchecked access is sound.
     let at = |a: &[u8; CAP], i: usize| -> usize {
         debug_assert!(i < CAP);
         // SAFETY: i < CAP (see above).
