@@ -365,16 +365,9 @@ impl Vocab {
     fn same_as_bundled(&self) -> Option<(&'static str, &'static [u8])> {
         BUNDLED_RANK_FILES.iter().find_map(|&name| {
             let (blob, masks) = bundled_blob(name)?;
-            let rd = |i: usize| u32::from_le_bytes(blob[4 * i..4 * i + 4].try_into().unwrap());
-            let n = rd(0) as usize;
-            if n != self.len() {
-                return None;
-            }
-            let bytes = &blob[4 * (2 * n + 2)..];
-            let same = (0..n).all(|i| {
-                let (s, e) = (rd(1 + n + i) as usize, rd(2 + n + i) as usize);
-                self.token(rd(1 + i)) == Some(&bytes[s..e])
-            });
+            let b = RankBlob(blob);
+            let same = b.len() == self.len()
+                && (0..b.len()).all(|i| self.token(b.rank(i)) == Some(b.token(i)));
             same.then_some((name, masks))
         })
     }
@@ -506,17 +499,41 @@ macro_rules! bundled {
 }
 bundled!("r50k_base", "p50k_base", "cl100k_base", "o200k_base");
 
+/// A `<name>.bin` rank blob made by `build.rs` (little endian): `n: u32`, `ranks: [u32; n]`,
+/// `offsets: [u32; n + 1]`, then the concatenated token bytes.
+struct RankBlob(&'static [u8]);
+
+impl RankBlob {
+    fn word(&self, i: usize) -> u32 {
+        u32::from_le_bytes(self.0[4 * i..4 * i + 4].try_into().unwrap())
+    }
+    fn len(&self) -> usize {
+        self.word(0) as usize
+    }
+    fn rank(&self, i: usize) -> Rank {
+        self.word(1 + i)
+    }
+    fn offset(&self, i: usize) -> usize {
+        self.word(1 + self.len() + i) as usize
+    }
+    fn bytes(&self) -> &'static [u8] {
+        &self.0[4 * (2 * self.len() + 2)..]
+    }
+    fn token(&self, i: usize) -> &'static [u8] {
+        &self.bytes()[self.offset(i)..self.offset(i + 1)]
+    }
+}
+
 /// Loads one of the rank files compiled into the library (`r50k_base`, `p50k_base`,
 /// `cl100k_base`, `o200k_base`) without parsing any text.
 pub fn bundled(name: &str) -> Option<Vocab> {
     let (blob, chars) = bundled_blob(name)?;
-    let rd = |i: usize| u32::from_le_bytes(blob[4 * i..4 * i + 4].try_into().unwrap());
-    let n = rd(0) as usize;
-    let ranks: Vec<u32> = (0..n).map(|i| rd(1 + i)).collect();
-    let offsets: Vec<u32> = (0..=n).map(|i| rd(1 + n + i)).collect();
-    let bytes = &blob[4 * (2 * n + 2)..];
-    let mut v =
-        Vocab::from_parts(Cow::Borrowed(bytes), offsets, ranks).expect("bundled vocab is valid");
+    let b = RankBlob(blob);
+    let n = b.len();
+    let ranks: Vec<u32> = (0..n).map(|i| b.rank(i)).collect();
+    let offsets: Vec<u32> = (0..=n).map(|i| b.offset(i) as u32).collect();
+    let mut v = Vocab::from_parts(Cow::Borrowed(b.bytes()), offsets, ranks)
+        .expect("bundled vocab is valid");
     v.char_masks = Some(chars);
     Some(v)
 }
