@@ -69,10 +69,10 @@ fn main() {
             })
             .collect();
         let by_bytes: HashMap<&[u8], u32> = tokens.iter().copied().collect();
-        let masks = char_masks::char_masks(tokens.iter().copied(), |b| by_bytes.get(b).copied());
+        let units = char_masks::char_masks(tokens.iter().copied(), |b| by_bytes.get(b).copied());
         fs::write(
             out.join(format!("{name}.chars.bin")),
-            char_masks::to_bytes(&char_masks::compact(&masks)),
+            char_masks::to_bytes(&units),
         )
         .unwrap();
     }

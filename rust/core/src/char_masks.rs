@@ -27,18 +27,18 @@ impl Hasher for Mix {
 type Map<V> = HashMap<u64, V, BuildHasherDefault<Mix>>;
 
 /// A unit token (one or two whole characters, at least one of them multi-byte, at most
-/// [`MAX_UNIT`] bytes) and the neighbouring bytes with which it may start merged.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CharMask {
+/// [`MAX_UNIT`] bytes) and the neighbouring bytes with which it may start merged, while the
+/// analysis runs (its result stores each distinct mask once: [`Units`]).
+struct CharMask {
     /// The unit's UTF-8 bytes, zero-padded.
-    pub bytes: [u8; MAX_UNIT],
+    bytes: [u8; MAX_UNIT],
     /// How many of `bytes` are the unit's.
-    pub len: u8,
-    pub rank: u32,
+    len: u8,
+    rank: u32,
     /// Bit `p` set: may start merged after byte `p`.
-    pub left: [u64; 4],
+    left: [u64; 4],
     /// Bit `n` set: may start merged before byte `n`.
-    pub right: [u64; 4],
+    right: [u64; 4],
 }
 
 /// The byte length of the UTF-8 character that `lead` starts (0 when it starts none).
@@ -116,7 +116,7 @@ impl CharMask {
 pub fn char_masks<'a>(
     tokens: impl Iterator<Item = (&'a [u8], u32)> + Clone,
     get: impl Fn(&[u8]) -> Option<u32>,
-) -> Vec<CharMask> {
+) -> Units {
     let mut chars: Vec<CharMask> = Vec::new();
     let mut highest: Vec<u32> = Vec::new();
     for (b, r) in tokens.clone() {
@@ -182,7 +182,7 @@ pub fn char_masks<'a>(
             }
         }
     }
-    chars
+    compact(&chars)
 }
 
 /// A unit in the compact form: its bytes, rank, and the indexes of its two masks.
@@ -211,7 +211,7 @@ pub struct Units {
 
 /// Stores each distinct mask of `chars` once. Units whose masks would not fit `u16` indexes are
 /// left out (they then start from bytes, which is always exact).
-pub fn compact(chars: &[CharMask]) -> Units {
+fn compact(chars: &[CharMask]) -> Units {
     let mut index: HashMap<[u64; 4], u16> = HashMap::new();
     let mut out = Units::default();
     for c in chars {

@@ -70,8 +70,7 @@ fn len_at(b: u8) -> usize {
 impl CharTokens {
     /// Finds the unit tokens of `v` and where each may start merged.
     pub fn build(v: &Vocab) -> Self {
-        let masks = crate::char_masks::char_masks(v.iter(), |b| v.get(b));
-        Self::from_units(crate::char_masks::compact(&masks))
+        Self::from_units(crate::char_masks::char_masks(v.iter(), |b| v.get(b)))
     }
 
     /// Indexes an analysis (the bundled vocabularies have theirs computed at build time).
