@@ -52,15 +52,26 @@ pub fn char_len(lead: u8) -> usize {
     }
 }
 
-/// Up to 7 bytes and their length in one key.
+/// Up to 7 bytes and their length in one key: the vocabulary's short-token key too (two
+/// overlapping little-endian loads; the overlap ORs a byte with itself).
 #[inline(always)]
 pub fn pack(b: &[u8]) -> u64 {
-    debug_assert!(b.len() <= 7);
-    let mut k = (b.len() as u64) << 56;
-    for (i, &x) in b.iter().enumerate() {
-        k |= (x as u64) << (8 * i);
-    }
-    k
+    let n = b.len();
+    debug_assert!(n <= 7);
+    let v = if n >= 4 {
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]) as u64;
+        lo | (hi << (8 * (n - 4)))
+    } else if n >= 2 {
+        let lo = u16::from_le_bytes([b[0], b[1]]) as u64;
+        let hi = u16::from_le_bytes([b[n - 2], b[n - 1]]) as u64;
+        lo | (hi << (8 * (n - 2)))
+    } else if n == 1 {
+        b[0] as u64
+    } else {
+        0
+    };
+    v | ((n as u64) << 56)
 }
 
 fn clear(mask: &mut [u64; 4], b: u8) {

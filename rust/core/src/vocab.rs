@@ -6,6 +6,7 @@
 //! SwissTable keyed by the packed bytes of short tokens (most lookups: a miss is settled by the
 //! control bytes, which fit in L2) and by a 64-bit hash for long ones maps bytes to ranks.
 //! Building it for o200k's 200k tokens takes a few milliseconds, which keeps cold loads instant.
+use crate::char_masks::pack;
 use crate::chars::CharTokens;
 use crate::error::{Error, Result};
 use crate::pages::HugePages;
@@ -62,28 +63,6 @@ pub struct Vocab {
     chars: std::sync::OnceLock<CharTokens>,
     /// Their analysis, precomputed at build time for the bundled vocabularies.
     char_masks: Option<&'static [u8]>,
-}
-
-/// Packs up to 7 bytes and the length into one key (two overlapping little-endian loads; the
-/// overlap ORs a byte with itself).
-#[inline(always)]
-fn pack_short(b: &[u8]) -> u64 {
-    let n = b.len();
-    debug_assert!(n <= 7);
-    let v = if n >= 4 {
-        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64;
-        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]) as u64;
-        lo | (hi << (8 * (n - 4)))
-    } else if n >= 2 {
-        let lo = u16::from_le_bytes([b[0], b[1]]) as u64;
-        let hi = u16::from_le_bytes([b[n - 2], b[n - 1]]) as u64;
-        lo | (hi << (8 * (n - 2)))
-    } else if n == 1 {
-        b[0] as u64
-    } else {
-        0
-    };
-    v | ((n as u64) << 56)
 }
 
 /// The low `k` bytes of `x` (k < 8).
@@ -211,7 +190,7 @@ impl Vocab {
             let tok = entry(i);
             let r = ranks[i];
             if tok.len() <= 7 {
-                if short.insert(pack_short(tok), r).is_some() {
+                if short.insert(pack(tok), r).is_some() {
                     return Err(dup(tok));
                 }
             } else if tok.len() <= 15 {
@@ -279,7 +258,7 @@ impl Vocab {
     #[inline(always)]
     pub fn get(&self, b: &[u8]) -> Option<Rank> {
         if b.len() <= 7 {
-            return self.short.get(&pack_short(b)).copied();
+            return self.short.get(&pack(b)).copied();
         }
         if b.len() <= 15 {
             return self.mid.get(&pack_mid(b)).copied();
