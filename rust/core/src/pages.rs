@@ -27,23 +27,33 @@ fn mapped(layout: Layout) -> bool {
     cfg!(target_os = "linux") && layout.size() >= MIN && layout.align() <= HUGE_PAGE
 }
 
+/// A fresh anonymous private mapping of `len` bytes (page-aligned, zero-filled).
 #[cfg(target_os = "linux")]
-fn map(len: usize) -> Result<NonNull<u8>, AllocError> {
-    let over = len.checked_add(HUGE_PAGE).ok_or(AllocError)?;
-    // SAFETY: an anonymous private mapping; no existing memory is touched. The unmapped head and
-    // tail lie inside it, and the advice only changes how the kernel backs the pages.
-    unsafe {
-        let p = libc::mmap(
+pub(crate) fn map_anonymous(len: usize) -> Result<NonNull<u8>, AllocError> {
+    // SAFETY: an anonymous private mapping; no existing memory is touched.
+    let p = unsafe {
+        libc::mmap(
             std::ptr::null_mut(),
-            over,
+            len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(AllocError);
-        }
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(AllocError);
+    }
+    NonNull::new(p.cast::<u8>()).ok_or(AllocError)
+}
+
+#[cfg(target_os = "linux")]
+fn map(len: usize) -> Result<NonNull<u8>, AllocError> {
+    let over = len.checked_add(HUGE_PAGE).ok_or(AllocError)?;
+    let p = map_anonymous(over)?.as_ptr().cast::<libc::c_void>();
+    // SAFETY: the unmapped head and tail lie inside the mapping just made, and the advice only
+    // changes how the kernel backs the pages.
+    unsafe {
         let start = p as usize;
         let aligned = (start + HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
         if aligned > start {

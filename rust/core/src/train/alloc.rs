@@ -59,23 +59,7 @@ mod map {
     use super::*;
 
     pub fn map(len: usize) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: an anonymous private mapping; no existing memory is touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(AllocError);
-        }
-        NonNull::new(p.cast::<u8>())
-            .map(|p| slice(p, len))
-            .ok_or(AllocError)
+        crate::pages::map_anonymous(len).map(|p| slice(p, len))
     }
 
     /// # Safety
