@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import bytepair
 import numpy as np
@@ -474,6 +475,31 @@ def test_pickle_in_subprocess():
 
 
 # ============================================================================ thread safety
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_batch_threads_work_in_a_forked_child(bp_encodings, tt_encodings):
+    """A child forked after the helper threads started has none of them: its batch calls must
+    still finish (on the calling thread) with the right tokens, as in a fork-based worker pool."""
+    enc = bp_encodings["cl100k_base"]
+    texts = [f"doc {i}: " + "fork-safe text, " * (i % 40) for i in range(64)]
+    expected = [tt_encodings["cl100k_base"].encode_ordinary(t) for t in texts]
+    assert enc.encode_ordinary_batch(texts, num_threads=2) == expected  # helpers now running
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        ok = all(enc.encode_ordinary_batch(texts, num_threads=2) == expected for _ in range(20))
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in encode_ordinary_batch")
+        time.sleep(0.05)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
 
 
 def test_shared_encoding_across_threads(bp_encodings, tt_encodings):

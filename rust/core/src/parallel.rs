@@ -396,6 +396,46 @@ mod tests {
     }
 
     #[test]
+    fn helpers_join_the_caller() {
+        // Work long enough (items of 2 ms) that a helper starts before the caller is done: some
+        // items must be done on another thread. Fails if the crew never runs its tasks.
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pool = pool(2);
+        let caller = std::thread::current().id();
+        let elsewhere = AtomicUsize::new(0);
+        let mut v = vec![0u8; 100];
+        assert!(for_each_mut(&pool, &mut v, 1, |_, x| {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            if std::thread::current().id() != caller {
+                elsewhere.fetch_add(1, Ordering::Relaxed);
+            }
+            *x = 1;
+        }));
+        assert!(v.iter().all(|&x| x == 1));
+        assert!(elsewhere.load(Ordering::Relaxed) > 0, "no helper ran");
+    }
+
+    #[test]
+    fn callers_on_many_threads_share_the_helpers() {
+        // Eight callers at once post more tasks than there are helpers: each still gets every
+        // item done exactly once, and none waits for a helper busy with another caller.
+        let pool = pool(4);
+        std::thread::scope(|s| {
+            for t in 0..8usize {
+                let pool = &pool;
+                s.spawn(move || {
+                    for round in 0..50usize {
+                        let n = 1 + (t * 37 + round * 11) % 300;
+                        let mut v = vec![0usize; n];
+                        assert!(for_each_mut(pool, &mut v, 3, |i, x| *x += i + 1));
+                        assert!(v.iter().enumerate().all(|(i, &x)| x == i + 1));
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
     fn a_panic_in_any_thread_reaches_the_caller_after_the_others_finish() {
         let pool = pool(4);
         for _ in 0..20 {
