@@ -345,6 +345,20 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
     }
     // The end points to itself, so `nxt[nxt[i]]` needs no test.
     nxt[n] = n as u8;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if AVX2 && CAP <= 32 {
+            // SAFETY: only instantiated with AVX2 = true inside `merge_scan_avx2`, which runs
+            // only when the CPU supports AVX2; n < CAP <= 32.
+            unsafe { merge_loop_avx2(v, buf, n, &pair, &mut tok, &mut nxt, &mut prv) };
+            let mut i = 0;
+            while i < n {
+                out.push(tok[i]);
+                i = nxt[i] as usize;
+            }
+            return;
+        }
+    }
     // Every index below is a part start or `n`, so below CAP: unchecked access is sound.
     let at = |a: &[u8; CAP], i: usize| -> usize {
         debug_assert!(i < CAP);
@@ -385,6 +399,88 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
     while i < n {
         out.push(tok[i]);
         i = nxt[i] as usize;
+    }
+}
+
+/// The merge loop of [`merge_scan_impl`] for pieces of at most 31 bytes, with the `pair`
+/// ranks held in (up to four) AVX2 registers instead of a stack array.
+///
+/// Why: each merge step writes two or three `pair` entries and the next step's min-scan reads
+/// the whole array back as vectors. A vector load over fresh scalar stores cannot be forwarded
+/// from the store buffer and waits for the stores to reach the cache: the largest single cost of
+/// the scan on English text. In registers, an entry is replaced by a compare and a blend.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn merge_loop_avx2<const CAP: usize>(
+    v: &Vocab,
+    buf: &[u8],
+    n: usize,
+    pair: &[u32; CAP],
+    tok: &mut [u32; CAP],
+    nxt: &mut [u8; CAP],
+    prv: &mut [u8; CAP],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(CAP <= 32 && CAP.is_multiple_of(8) && n < CAP && buf.len() >= CAP + 16);
+    let w = CAP / 8;
+    let idx = [
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15),
+        _mm256_setr_epi32(16, 17, 18, 19, 20, 21, 22, 23),
+        _mm256_setr_epi32(24, 25, 26, 27, 28, 29, 30, 31),
+    ];
+    let mut lanes = [_mm256_set1_epi32(-1); 4];
+    for (c, l) in lanes.iter_mut().enumerate().take(w) {
+        *l = _mm256_loadu_si256(pair.as_ptr().add(8 * c) as *const __m256i);
+    }
+    // Entry `i` of the lanes becomes `r`.
+    let set = |lanes: &mut [__m256i; 4], i: usize, r: u32| {
+        let (iv, rv) = (_mm256_set1_epi32(i as i32), _mm256_set1_epi32(r as i32));
+        for c in 0..w {
+            let m = _mm256_cmpeq_epi32(idx[c], iv);
+            lanes[c] = _mm256_blendv_epi8(lanes[c], rv, m);
+        }
+    };
+    // SAFETY (indexing below): every index is a part start or `n`, so below CAP.
+    let at = |a: &[u8; CAP], i: usize| -> usize {
+        debug_assert!(i < CAP);
+        *a.get_unchecked(i) as usize
+    };
+    loop {
+        let mut m = lanes[0];
+        for l in lanes.iter().take(w).skip(1) {
+            m = _mm256_min_epu32(m, *l);
+        }
+        let best = hmin_epu32(m);
+        if best == NO_ENTRY {
+            break;
+        }
+        let b = _mm256_set1_epi32(best as i32);
+        let mut mask = 0u32;
+        for (c, l) in lanes.iter().enumerate().take(w) {
+            let eq = _mm256_cmpeq_epi32(*l, b);
+            mask |= (_mm256_movemask_ps(_mm256_castsi256_ps(eq)) as u32) << (8 * c);
+        }
+        // `mask` is not 0: `best` is one of the entries (the unused ones are NO_ENTRY).
+        let bi = mask.trailing_zeros() as usize;
+        debug_assert!(bi < n - 1);
+        let j = at(nxt, bi);
+        let k = at(nxt, j);
+        *tok.get_unchecked_mut(bi) = best;
+        *nxt.get_unchecked_mut(bi) = k as u8;
+        set(&mut lanes, j, NO_ENTRY);
+        let right = if k < n {
+            *prv.get_unchecked_mut(k) = bi as u8;
+            v.get_at(buf, bi, at(nxt, k)).unwrap_or(NO_ENTRY)
+        } else {
+            NO_ENTRY
+        };
+        set(&mut lanes, bi, right);
+        if bi > 0 {
+            let p = at(prv, bi);
+            set(&mut lanes, p, v.get_at(buf, p, k).unwrap_or(NO_ENTRY));
+        }
     }
 }
 
