@@ -438,6 +438,84 @@ def test_encode_to_numpy_dtype_and_layout(bp_encodings):
     assert enc.decode(arr) == "hello world " * 100
 
 
+def test_encode_to_numpy_when_the_numpy_import_is_interrupted():
+    """A Ctrl-C (or any error) while numpy is first imported inside ``encode_to_numpy`` is an
+    ordinary exception, not a Rust panic; the next call works."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import bytepair
+        assert "numpy" not in sys.modules
+        enc = bytepair.get_encoding("cl100k_base")
+
+        class Interrupt:
+            def find_spec(self, name, path=None, target=None):
+                if name == "numpy" or name.startswith("numpy."):
+                    raise KeyboardInterrupt
+                return None
+
+        sys.meta_path.insert(0, Interrupt())
+        try:
+            enc.encode_to_numpy("hello world")
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt")
+        sys.meta_path.pop(0)
+        print(enc.encode_to_numpy("hello world").tolist())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["KeyboardInterrupt", "[15339,", "1917]"], out.stdout + out.stderr
+
+
+def _long_encode_calls(enc):
+    """(name, call(text)) for each single-text call that Ctrl-C must stop."""
+    return {
+        "encode_ordinary": enc.encode_ordinary,
+        "encode": lambda t: enc.encode(t, allowed_special="all"),
+        "count": enc.count,
+        "encode_to_numpy": enc.encode_to_numpy,
+        "encode_ordinary 2 threads": lambda t: enc.encode_ordinary(t, num_threads=2),
+    }
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("name", list(_long_encode_calls(bytepair.get_encoding("cl100k_base"))))
+def test_sigint_stops_a_long_encode(name, bp_encodings):
+    """A real SIGINT while one big text is encoded (detached from the interpreter) raises
+    KeyboardInterrupt long before the call would have finished; the next call works."""
+    import random
+    import signal
+
+    enc = bp_encodings["cl100k_base"]
+    call = _long_encode_calls(enc)[name]
+    # Long made-up words (slow merges), on lines so that the threaded call can cut the text.
+    rng = random.Random(5)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12)) for _ in range(4096)]
+    unit = "\n".join(" ".join(words[i : i + 8]) for i in range(0, len(words), 8)) + "\n"
+    call(unit * 4)
+    t0 = time.perf_counter()
+    call(unit * 16)
+    per_unit = (time.perf_counter() - t0) / 16
+    # About 4 s of work, within 512 MB of text.
+    reps = min(max(16, int(4.0 / max(per_unit, 1e-6))), (512 << 20) // len(unit))
+    text = unit * reps
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call(text)
+            time.sleep(5)  # the signal came after the call: the handler runs here
+    finally:
+        timer.cancel()
+    elapsed = time.perf_counter() - t0
+    del text
+    assert elapsed < 1.5, f"{name}: KeyboardInterrupt after {elapsed:.2f} s (about {reps * per_unit:.1f} s of work)"
+    after = call("hello world")
+    assert (after.tolist() if hasattr(after, "tolist") else after) in ([15339, 1917], 2)
+
+
 # ============================================================================ pickling
 
 

@@ -196,6 +196,11 @@ class Encoding:
         >>> enc.encode_to_numpy("hello world")
         array([15339,  1917], dtype=uint32)
         """
+        # Import numpy here, where a failure (or a Ctrl-C during the import) is an ordinary
+        # exception; the native code then finds it loaded. (Not at module import: numpy would
+        # triple the time `import bytepair` takes.)
+        import numpy  # noqa: F401
+
         a, d = self._special_args(text, allowed_special, disallowed_special)
         try:
             return self._core_bpe.encode_to_numpy(text, a, d)

@@ -7,6 +7,10 @@ use aho_corasick::{AhoCorasick, Input, MatchKind};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::OnceLock;
 
+/// The largest chunk [`CoreBpe::encode_ordinary_parallel`] cuts a text into (a few tens of
+/// milliseconds of work).
+pub const MAX_PARALLEL_CHUNK: usize = 4 << 20;
+
 /// Which special tokens a call treats as special (by index into [`CoreBpe::specials`]).
 #[derive(Clone, Debug, Default)]
 pub enum SpecialSet {
@@ -170,7 +174,8 @@ impl CoreBpe {
     }
 
     /// [`encode_ordinary`](Self::encode_ordinary) for one large text on several threads, with
-    /// identical output.
+    /// identical output. The calling thread works too, and runs the Ctrl-C poll installed on it
+    /// (if any) between chunks ([`Error::Interrupted`]).
     ///
     /// The text is cut just after a newline that precedes non-whitespace (where the built-in
     /// patterns always end a piece). Each chunk is lexed over the whole text from its start and
@@ -183,13 +188,17 @@ impl CoreBpe {
         pool: &rayon::ThreadPool,
         min_chunk: usize,
     ) -> Result<Vec<Rank>> {
-        use rayon::prelude::*;
         let threads = pool.current_num_threads();
         if threads <= 1 || !self.pre.is_native() || text.len() < 2 * min_chunk.max(1) {
             return self.encode_ordinary(text);
         }
         let b = text.as_bytes();
-        let n_chunks = (threads * 4).min(text.len() / min_chunk.max(1)).max(2);
+        // Four chunks a thread at least, so that a late thread still gets a share, and none over
+        // MAX_PARALLEL_CHUNK, so that Ctrl-C (polled between chunks) stops the work soon.
+        let n_chunks = (threads * 4)
+            .max(text.len().div_ceil(MAX_PARALLEL_CHUNK))
+            .min(text.len() / min_chunk.max(1))
+            .max(2);
         let mut cuts = vec![0usize];
         for c in 1..n_chunks {
             let target = (text.len() * c / n_chunks).max(cuts[cuts.len() - 1] + 1);
@@ -206,17 +215,19 @@ impl CoreBpe {
         cuts.push(text.len());
         cuts.dedup();
         let v = &self.vocab;
-        let parts: Vec<(Vec<Rank>, Option<usize>)> = pool.install(|| {
-            cuts.par_windows(2)
-                .map(|w| {
-                    let mut out = Vec::with_capacity((w[1] - w[0]) / 4 + 4);
-                    let end = self.pre.split_range(text, w[0], w[1], |s, e| {
-                        bpe::encode_piece(v, b, s, e, &mut out)
-                    });
-                    (out, end)
-                })
-                .collect()
+        // Chunk i: its tokens, and where its last piece ended.
+        let mut parts: Vec<(Vec<Rank>, Option<usize>)> =
+            (1..cuts.len()).map(|_| (Vec::new(), None)).collect();
+        let done = crate::parallel::for_each_mut(pool, &mut parts, 1, |i, (out, end)| {
+            let (from, to) = (cuts[i], cuts[i + 1]);
+            out.reserve((to - from) / 4 + 4);
+            *end = self
+                .pre
+                .split_range(text, from, to, |s, e| bpe::encode_piece(v, b, s, e, out));
         });
+        if !done {
+            return Err(Error::Interrupted);
+        }
         if parts
             .iter()
             .zip(cuts.windows(2))
@@ -622,6 +633,49 @@ mod tests {
             b"hello world<|endoftext|>"
         );
         assert!(matches!(e.decode_bytes(&[100256]), Err(Error::Key(_))));
+    }
+
+    #[test]
+    fn a_poll_that_fires_stops_long_encodes() {
+        use crate::parallel::interrupt::with_poll;
+        let native = cl100k();
+        let regex = CoreBpe::new(
+            crate::vocab::bundled("cl100k_base").unwrap(),
+            r"\S+|\s+",
+            vec![],
+        )
+        .unwrap();
+        // Enough pieces that the poll runs (after INTERVAL) before the text is done.
+        let text = "interrupt me, please. ".repeat(1 << 20);
+        let none = SpecialSet::None;
+        let slow_poll = || {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            true
+        };
+        for e in [&native, &regex] {
+            let t = std::time::Instant::now();
+            let (r, hit) = with_poll(&slow_poll, || e.encode_ordinary(&text));
+            assert!(hit && matches!(r, Err(Error::Interrupted)));
+            // Stopped long before the end (the poll is due after INTERVAL).
+            assert!(t.elapsed() < std::time::Duration::from_secs(2));
+            let (r, _) = with_poll(&slow_poll, || e.count(&text, &none, &none));
+            assert!(matches!(r, Err(Error::Interrupted)));
+            let (r, _) = with_poll(&slow_poll, || e.encode(&text, &SpecialSet::All, &none));
+            assert!(matches!(r, Err(Error::Interrupted)));
+        }
+        let pool = crate::parallel::pool(2);
+        let big = "interrupt me, please.\n".repeat(1 << 20);
+        let (r, hit) = with_poll(&slow_poll, || {
+            native.encode_ordinary_parallel(&big, &pool, 1 << 16)
+        });
+        assert!(hit && matches!(r, Err(Error::Interrupted)));
+        // A poll that never fires changes nothing.
+        let (r, hit) = with_poll(&|| false, || native.encode_ordinary(&text));
+        assert!(!hit && r.unwrap() == native.encode_ordinary(&text).unwrap());
+        let (r, _) = with_poll(&|| false, || {
+            native.encode_ordinary_parallel(&big, &pool, 1 << 16)
+        });
+        assert_eq!(r.unwrap(), native.encode_ordinary(&big).unwrap());
     }
 
     #[test]

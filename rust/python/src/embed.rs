@@ -9,7 +9,7 @@
 //! detached thread (`parallel::interrupt`) that re-attaches every 20 ms to run the signal
 //! handlers; a `KeyboardInterrupt` (or whatever a handler raised) stops the work and is raised.
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::encoding::PyCoreBpe;
 use bytepair_core::embed::{self as core_embed, Bags, Index, KeyType, Metric, Pool, TopKResult};
@@ -22,60 +22,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 
-use crate::errors::to_py;
+use crate::errors::{detached, to_py};
 
 type Out2<'py> = Bound<'py, PyArray2<f32>>;
-
-/// Whether this is the interpreter's main thread, the only one that runs signal handlers
-/// (remembered per thread).
-fn on_main_thread(py: Python<'_>) -> bool {
-    thread_local! {
-        static MAIN: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
-    }
-    MAIN.with(|m| {
-        if let Some(v) = m.get() {
-            return v;
-        }
-        let v = (|| -> PyResult<bool> {
-            let threading = py.import("threading")?;
-            Ok(threading
-                .call_method0("current_thread")?
-                .is(&threading.call_method0("main_thread")?))
-        })()
-        .unwrap_or(false);
-        m.set(Some(v));
-        v
-    })
-}
-
-/// Runs `f` detached from the interpreter, stopping it when a signal handler raises (Ctrl-C).
-/// Only the main thread polls: elsewhere there are no handlers to run, and re-attaching would
-/// wait for the other Python threads for nothing.
-fn detached<T: Send>(
-    py: Python<'_>,
-    f: impl FnOnce() -> bytepair_core::Result<T> + Send,
-) -> PyResult<T> {
-    if !on_main_thread(py) {
-        return py.detach(f).map_err(to_py);
-    }
-    let raised: Mutex<Option<PyErr>> = Mutex::new(None);
-    let poll = || {
-        Python::attach(|py| match py.check_signals() {
-            Ok(()) => false,
-            Err(e) => {
-                *raised.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                true
-            }
-        })
-    };
-    let (r, hit) = py.detach(|| bytepair_core::parallel::interrupt::with_poll(&poll, f));
-    if hit {
-        if let Some(e) = raised.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e);
-        }
-    }
-    r.map_err(to_py)
-}
 
 fn array2<T: numpy::Element>(
     py: Python<'_>,

@@ -3,6 +3,7 @@ use bytepair_core::Error;
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyKeyboardInterrupt, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
+use std::sync::Mutex;
 
 /// The Python exception for a core error.
 pub fn to_py(e: Error) -> PyErr {
@@ -36,12 +37,64 @@ pub fn to_py(e: Error) -> PyErr {
 /// hand-off.
 pub const DETACH_BYTES: usize = 2048;
 
-/// Runs `f`, detached from the interpreter when `big`, and converts its error.
+/// Runs `f`, and converts its error. When `big`, it runs detached from the interpreter, and
+/// Ctrl-C stops it ([`detached`]).
 #[inline]
 pub fn run<T: Send>(
     py: Python<'_>,
     big: bool,
     f: impl FnOnce() -> bytepair_core::Result<T> + Send,
 ) -> PyResult<T> {
-    if big { py.detach(f) } else { f() }.map_err(to_py)
+    if big {
+        detached(py, f)
+    } else {
+        f().map_err(to_py)
+    }
+}
+
+/// Whether this is the interpreter's main thread, the only one that runs signal handlers
+/// (remembered per thread). The first call on a thread asks `threading`, which runs Python code:
+/// a handler that raises then (Ctrl-C) is reported, not swallowed.
+pub fn on_main_thread(py: Python<'_>) -> PyResult<bool> {
+    thread_local! {
+        static MAIN: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    }
+    if let Some(v) = MAIN.with(|m| m.get()) {
+        return Ok(v);
+    }
+    let threading = py.import("threading")?;
+    let v = threading
+        .call_method0("current_thread")?
+        .is(&threading.call_method0("main_thread")?);
+    MAIN.with(|m| m.set(Some(v)));
+    Ok(v)
+}
+
+/// Runs `f` detached from the interpreter, stopping it when a signal handler raises (Ctrl-C).
+/// Only the main thread polls: elsewhere there are no handlers to run, and re-attaching would
+/// wait for the other Python threads for nothing.
+pub fn detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> bytepair_core::Result<T> + Send,
+) -> PyResult<T> {
+    if !on_main_thread(py)? {
+        return py.detach(f).map_err(to_py);
+    }
+    let raised: Mutex<Option<PyErr>> = Mutex::new(None);
+    let poll = || {
+        Python::attach(|py| match py.check_signals() {
+            Ok(()) => false,
+            Err(e) => {
+                *raised.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                true
+            }
+        })
+    };
+    let (r, hit) = py.detach(|| bytepair_core::parallel::interrupt::with_poll(&poll, f));
+    if hit {
+        if let Some(e) = raised.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+    }
+    r.map_err(to_py)
 }
