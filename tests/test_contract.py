@@ -476,6 +476,10 @@ def _long_encode_calls(enc):
         "count": enc.count,
         "encode_to_numpy": enc.encode_to_numpy,
         "encode_ordinary 2 threads": lambda t: enc.encode_ordinary(t, num_threads=2),
+        # Two long documents on two threads: each thread has about the whole call's work.
+        "encode_ordinary_batch": lambda t: enc.encode_ordinary_batch([t, t], num_threads=2),
+        "encode_batch": lambda t: enc.encode_batch([t, t], num_threads=2, allowed_special="all"),
+        "count_batch": lambda t: enc.count_batch([t, t], num_threads=2),
     }
 
 
@@ -513,7 +517,8 @@ def test_sigint_stops_a_long_encode(name, bp_encodings):
     del text
     assert elapsed < 1.5, f"{name}: KeyboardInterrupt after {elapsed:.2f} s (about {reps * per_unit:.1f} s of work)"
     after = call("hello world")
-    assert (after.tolist() if hasattr(after, "tolist") else after) in ([15339, 1917], 2)
+    after = after.tolist() if hasattr(after, "tolist") else after
+    assert after in ([15339, 1917], 2, [[15339, 1917]] * 2, [2, 2])
 
 
 # ============================================================================ pickling

@@ -79,9 +79,10 @@ fn batch<T: Send>(
             j += 1;
         }
         let chunk = &texts[i..j];
-        let part: Vec<T> = py
-            .detach(|| parallel::map_ordered(&pool, chunk, |t| f(t)))
-            .map_err(to_py)?;
+        // A chunk of one long document runs on this thread, where Ctrl-C stops it.
+        let part: Vec<T> = run(py, bytes.max(DETACH_BYTES), || {
+            parallel::map_ordered(&pool, chunk, |t| f(t))
+        })?;
         out.extend(part);
         py.check_signals()?;
         i = j;
@@ -96,7 +97,8 @@ fn batch<T: Send>(
 /// while the calling thread, holding the interpreter only while it builds lists, turns finished
 /// documents into lists in order and encodes unclaimed documents (detached) whenever the next
 /// one in order is not ready. The error of the earliest failing document is raised; Ctrl-C is
-/// checked between documents and stops the pool threads at their next document.
+/// checked between documents and, inside a long document the caller encodes, about every 20 ms;
+/// the pool threads then stop within their current document.
 fn batch_lists<'py>(
     py: Python<'py>,
     ints: &IntCache,
@@ -112,7 +114,7 @@ fn batch_lists<'py>(
     let threads = pool.current_num_threads().min(n);
     if threads <= 1 {
         for t in texts {
-            let v = run(py, t.len() >= DETACH_BYTES, || f(t))?;
+            let v = run(py, t.len(), || f(t))?;
             out.append(ints.list(py, &v)?)?;
             py.check_signals()?;
         }
@@ -128,13 +130,15 @@ fn batch_lists<'py>(
             .unwrap_or_else(|_| Err(Error::Value("internal error while encoding".into())));
         let _ = slots[i].set(r);
     };
+    // A pool thread stops a long document soon after the caller gives up (Ctrl-C, an error).
+    let stopped = || stop.load(Ordering::Relaxed);
     let helper = || {
         while !stop.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= n {
                 break;
             }
-            encode(i);
+            let _ = parallel::interrupt::with_poll(&stopped, || encode(i));
         }
     };
     // Pool threads that wake up after the caller is done do nothing, and the caller does not wait
@@ -149,7 +153,11 @@ fn batch_lists<'py>(
                     }
                     let j = next.fetch_add(1, Ordering::Relaxed);
                     if j < n {
-                        py.detach(|| encode(j));
+                        // Ctrl-C stops a long document here too.
+                        run(py, texts[j].len().max(DETACH_BYTES), || {
+                            encode(j);
+                            Ok(())
+                        })?;
                     } else {
                         // Every document is taken: wait for document i's thread, detached so
                         // that other Python threads run meanwhile.
@@ -289,16 +297,14 @@ impl PyCoreBpe {
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyList>> {
         let pool = parallel::pool_for(num_threads);
-        let v = run(py, true, || {
+        let v = run(py, text.len().max(DETACH_BYTES), || {
             self.inner.encode_ordinary_parallel(text, &pool, 1 << 20)
         })?;
         self.ints.list(py, &v)
     }
 
     fn encode_ordinary<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
-        let v = run(py, text.len() >= DETACH_BYTES, || {
-            self.inner.encode_ordinary(text)
-        })?;
+        let v = run(py, text.len(), || self.inner.encode_ordinary(text))?;
         self.ints.list(py, &v)
     }
 
@@ -310,9 +316,7 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        let v = run(py, text.len() >= DETACH_BYTES, || {
-            self.inner.encode(text, &a, &d)
-        })?;
+        let v = run(py, text.len(), || self.inner.encode(text, &a, &d))?;
         self.ints.list(py, &v)
     }
 
@@ -324,9 +328,7 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        let v = run(py, text.len() >= DETACH_BYTES, || {
-            self.inner.encode(text, &a, &d)
-        })?;
+        let v = run(py, text.len(), || self.inner.encode(text, &a, &d))?;
         Ok(v.into_pyarray(py))
     }
 
@@ -338,9 +340,7 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        run(py, text.len() >= DETACH_BYTES, || {
-            self.inner.count(text, &a, &d)
-        })
+        run(py, text.len(), || self.inner.count(text, &a, &d))
     }
 
     fn encode_ordinary_batch<'py>(
@@ -388,7 +388,9 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<(Vec<Rank>, Vec<Vec<Rank>>)> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        run(py, true, || self.inner.encode_with_unstable(text, &a, &d))
+        run(py, text.len().max(DETACH_BYTES), || {
+            self.inner.encode_with_unstable(text, &a, &d)
+        })
     }
 
     fn encode_single_token(&self, piece: PyBackedBytes) -> PyResult<Rank> {
@@ -402,9 +404,7 @@ impl PyCoreBpe {
     }
 
     fn _encode_bytes(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<Vec<Rank>> {
-        run(py, data.len() >= DETACH_BYTES, || {
-            self.inner.encode_bytes(&data)
-        })
+        run(py, data.len(), || self.inner.encode_bytes(&data))
     }
 
     fn decode_bytes<'py>(
@@ -412,9 +412,7 @@ impl PyCoreBpe {
         py: Python<'py>,
         tokens: Vec<Rank>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let b = run(py, tokens.len() >= DETACH_BYTES / 4, || {
-            self.inner.decode_bytes(&tokens)
-        })?;
+        let b = run(py, tokens.len() * 4, || self.inner.decode_bytes(&tokens))?;
         Ok(PyBytes::new(py, &b))
     }
 
@@ -476,9 +474,7 @@ impl PyCoreBpe {
 
     /// The pieces the split pattern cuts `text` into.
     fn split(&self, py: Python<'_>, text: &str) -> PyResult<Vec<String>> {
-        let pieces = run(py, text.len() >= DETACH_BYTES, || {
-            self.inner.pretokenizer().pieces(text)
-        })?;
+        let pieces = run(py, text.len(), || self.inner.pretokenizer().pieces(text))?;
         Ok(pieces.into_iter().map(str::to_owned).collect())
     }
 }
@@ -515,7 +511,7 @@ fn split_text(
         Pretokenizer::new(pattern)
     }
     .map_err(to_py)?;
-    let pieces = run(py, true, || pre.pieces(text))?;
+    let pieces = run(py, text.len().max(DETACH_BYTES), || pre.pieces(text))?;
     Ok(pieces.into_iter().map(str::to_owned).collect())
 }
 

@@ -37,16 +37,22 @@ pub fn to_py(e: Error) -> PyErr {
 /// hand-off.
 pub const DETACH_BYTES: usize = 2048;
 
-/// Runs `f`, and converts its error. When `big`, it runs detached from the interpreter, and
-/// Ctrl-C stops it ([`detached`]).
+/// Inputs at least this long (about a millisecond of work and more) also run with the Ctrl-C
+/// poll installed ([`detached`]); for shorter ones the check after the call is soon enough.
+pub const POLL_BYTES: usize = 256 << 10;
+
+/// Runs `f` on an input of `bytes` bytes, and converts its error: detached from the interpreter
+/// from [`DETACH_BYTES`], and stoppable by Ctrl-C from [`POLL_BYTES`].
 #[inline]
 pub fn run<T: Send>(
     py: Python<'_>,
-    big: bool,
+    bytes: usize,
     f: impl FnOnce() -> bytepair_core::Result<T> + Send,
 ) -> PyResult<T> {
-    if big {
+    if bytes >= POLL_BYTES {
         detached(py, f)
+    } else if bytes >= DETACH_BYTES {
+        py.detach(f).map_err(to_py)
     } else {
         f().map_err(to_py)
     }

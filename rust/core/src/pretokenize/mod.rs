@@ -40,9 +40,16 @@ pub fn builtin_pattern(name: &str) -> Option<&'static str> {
     })
 }
 
-/// Pieces between two runs of the Ctrl-C poll in [`Pretokenizer::split`] (a fraction of a
-/// millisecond of encoding).
-pub const POLL_PIECES: usize = 1 << 14;
+/// Bytes of text between two runs of the Ctrl-C poll in [`Pretokenizer::split`] (a fraction of
+/// a millisecond of encoding).
+pub const POLL_BYTES: usize = 64 << 10;
+
+/// Whether the Ctrl-C poll installed on this thread asks to stop (kept out of the lexing loop).
+#[cold]
+#[inline(never)]
+fn interrupted() -> bool {
+    crate::parallel::interrupt::poll()
+}
 
 /// A compiled split pattern.
 pub enum Pretokenizer {
@@ -77,40 +84,37 @@ impl Pretokenizer {
 
     /// Calls `f(start, end)` with the byte range of each piece of `text`, in order.
     ///
-    /// Every [`POLL_PIECES`] pieces it runs the Ctrl-C poll installed on this thread, if any
+    /// Every [`POLL_BYTES`] of text it runs the Ctrl-C poll installed on this thread, if any
     /// ([`crate::parallel::interrupt`]), and returns [`Error::Interrupted`] when that asks to
     /// stop: a caller encoding a text of gigabytes can be interrupted.
     #[inline]
     pub fn split(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
-        let stopped = || {
-            if crate::parallel::interrupt::poll() {
-                Err(Error::Interrupted)
-            } else {
-                Ok(())
-            }
-        };
         match self {
             Pretokenizer::Native(kind) => {
-                let mut lexer = lexer::Lexer::new(*kind, text);
-                loop {
-                    for _ in 0..POLL_PIECES {
-                        let Some((s, e)) = lexer.next() else {
-                            return Ok(());
-                        };
-                        f(s, e);
+                let mut poll_at = POLL_BYTES;
+                for (s, e) in lexer::Lexer::new(*kind, text) {
+                    f(s, e);
+                    if e >= poll_at {
+                        poll_at = e + POLL_BYTES;
+                        if interrupted() {
+                            return Err(Error::Interrupted);
+                        }
                     }
-                    stopped()?;
                 }
             }
             Pretokenizer::Regex(re) => {
-                for (k, m) in re.find_iter(text).enumerate() {
+                let mut poll_at = POLL_BYTES;
+                for m in re.find_iter(text) {
                     let m =
                         m.map_err(|e| Error::Value(format!("pattern failed on this text: {e}")))?;
                     if m.end() > m.start() {
                         f(m.start(), m.end());
                     }
-                    if k % POLL_PIECES == POLL_PIECES - 1 {
-                        stopped()?;
+                    if m.end() >= poll_at {
+                        poll_at = m.end() + POLL_BYTES;
+                        if interrupted() {
+                            return Err(Error::Interrupted);
+                        }
                     }
                 }
             }
