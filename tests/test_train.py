@@ -369,6 +369,30 @@ def test_save_load_roundtrip(tmp_path):
     assert tiktoken_load.load_tiktoken_bpe(str(tmp_path / "out" / "my_enc.tiktoken")) == enc._mergeable_ranks
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.pop("ranks_file"),
+        lambda m: m.pop("pattern"),
+        lambda m: m.update(name=5),
+        lambda m: m.update(special_tokens=["<|a|>"]),
+        lambda m: m.update(special_tokens={"<|a|>": "x"}),
+    ],
+    ids=["no ranks_file", "no pattern", "name not str", "specials a list", "special id not int"],
+)
+def test_load_rejects_a_damaged_description_with_valueerror(tmp_path, edit):
+    import json
+
+    enc = train(gen_corpus(10), vocab_size=300, special_tokens=["<|a|>"], progress=False)
+    _save(enc, tmp_path / "out")
+    meta_path = tmp_path / "out" / "bytepair.json"
+    meta = json.loads(meta_path.read_text())
+    edit(meta)
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="bytepair.json"):
+        load(tmp_path / "out")
+
+
 @pytest.mark.parametrize("pattern", ["cl100k_base", "gpt2", "o200k_base"])
 def test_huggingface_export_encodes_identically(tmp_path, pattern):
     tokenizers = pytest.importorskip("tokenizers")

@@ -565,6 +565,12 @@ def load(path: PathLike) -> Any:
         raise ValueError(f"{meta_path}: invalid JSON: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != "bytepair-encoding":
         raise ValueError(f"{meta_path}: not a bytepair encoding description")
+    for key in ("ranks_file", "name", "pattern"):
+        if not isinstance(meta.get(key), str):
+            raise ValueError(f"{meta_path}: {key!r} is missing or not a string")
+    special = meta.get("special_tokens", {})
+    if not isinstance(special, dict) or not all(isinstance(v, int) for v in special.values()):
+        raise ValueError(f"{meta_path}: 'special_tokens' must map strings to ints")
     ranks_path = meta_path.parent / meta["ranks_file"]
     ranks: dict[bytes, int] = {}
     for i, line in enumerate(ranks_path.read_bytes().splitlines(), 1):
@@ -575,7 +581,7 @@ def load(path: PathLike) -> Any:
             ranks[base64.b64decode(tok, validate=True)] = int(rank)
         except ValueError as e:
             raise ValueError(f"{ranks_path}, line {i}: invalid rank line: {e}") from None
-    specials = {str(k): int(v) for k, v in meta.get("special_tokens", {}).items()}
+    specials = {str(k): int(v) for k, v in special.items()}
     return _make_encoding(meta["name"], meta["pattern"], ranks, specials)
 
 

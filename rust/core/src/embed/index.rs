@@ -399,11 +399,13 @@ impl Index {
         let payload = match head[13] {
             0 => nd.checked_mul(4),
             1 => nd.checked_mul(2),
-            2 => nd.checked_mul(2).and_then(|x| x.checked_add(len * 8)),
+            2 => nd
+                .checked_mul(2)
+                .and_then(|x| x.checked_add(len.checked_mul(8)?)),
             _ => return Err(bad("unknown dtype")),
         }
         .ok_or_else(|| bad("size overflow"))?;
-        if dim == 0 || len > u32::MAX as u64 || size != 32 + payload {
+        if dim == 0 || len > u32::MAX as u64 || Some(size) != payload.checked_add(32) {
             return Err(bad(&format!(
                 "size {size} does not match {len} keys of dimension {dim}"
             )));
