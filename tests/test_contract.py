@@ -424,6 +424,27 @@ def test_encode_batch_argument_types(kind, bp_encodings, tt_encodings):
             assert outcome(bp.encode_to_numpy, t) == outcome(tt.encode_to_numpy, t)
 
 
+@pytest.mark.parametrize("num_threads", [0, -1, 1, 3])
+def test_batch_thread_counts_like_tiktoken(num_threads, bp_encodings, tt_encodings):
+    """tiktoken's thread pools refuse fewer than one thread with ValueError; any count above
+    gives the same results."""
+    bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
+    texts = ["hello world", "<|endoftext|> x", ""]
+    calls = {
+        "encode_ordinary_batch": lambda e: e.encode_ordinary_batch(texts, num_threads=num_threads),
+        "encode_batch": lambda e: e.encode_batch(texts, num_threads=num_threads, allowed_special="all"),
+        "decode_batch": lambda e: e.decode_batch([[15339], [1917]], num_threads=num_threads),
+        "decode_bytes_batch": lambda e: e.decode_bytes_batch([[15339], [1917]], num_threads=num_threads),
+    }
+    for name, call in calls.items():
+        assert outcome(call, bp) == outcome(call, tt), name
+    if num_threads < 1:
+        with pytest.raises(ValueError):
+            bp.count_batch(texts, num_threads=num_threads)
+        with pytest.raises(ValueError):
+            bp.encode_ordinary("hello", num_threads=num_threads)
+
+
 # ============================================================================ numpy
 
 

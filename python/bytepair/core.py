@@ -24,6 +24,12 @@ def _fix_surrogates(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def _check_threads(num_threads: int) -> None:
+    """tiktoken's thread pools refuse a count below 1 with ValueError; so does bytepair."""
+    if isinstance(num_threads, int) and num_threads < 1:
+        raise ValueError(f"num_threads must be greater than 0, not {num_threads}")
+
+
 class Encoding:
     """A byte-pair encoding: mergeable ranks, a split pattern and special tokens.
 
@@ -150,6 +156,7 @@ class Encoding:
         [15339, 1917]
         """
         method = self._core_bpe.encode_ordinary
+        _check_threads(num_threads)
         if num_threads != 1:
             core = self._core_bpe
             method = lambda t: core.encode_ordinary_parallel(t, num_threads)  # noqa: E731
@@ -226,6 +233,7 @@ class Encoding:
             return self._core_bpe.count(_fix_surrogates(text), a, d)
 
     def _batch(self, method, texts, *args):  # type: ignore[no-untyped-def]
+        _check_threads(args[-1])
         texts = list(texts)  # as in tiktoken, a str is a sequence of one-character texts
         try:
             return method(texts, *args)
@@ -399,6 +407,7 @@ class Encoding:
         >>> enc.decode_bytes_batch([[15339], [1917]])
         [b'hello', b' world']
         """
+        _check_threads(num_threads)
         return self._core_bpe.decode_bytes_batch(list(batch), num_threads)
 
     # ------------------------------------------------------------------ misc
