@@ -135,6 +135,9 @@ def test_gather_errors():
         embed.gather(T, np.array([[1, 10]]))
     with pytest.raises(IndexError, match="-1"):
         embed.gather(T, np.array([-1, 2]), np.array([0]))
+    # The id as given, also past the int64 range.
+    with pytest.raises(IndexError, match=r"ids\[1\] = 9223372036854775808 is out of range"):
+        embed.gather(T, np.array([[1, 2**63]], dtype=np.uint64))
     with pytest.raises(ValueError, match="non-decreasing"):
         embed.gather(T, np.array([1, 2, 3]), np.array([0, 2, 1]))
     with pytest.raises(ValueError, match="offsets\\[0\\]"):

@@ -25,7 +25,7 @@ pub(crate) fn check_ids<I: Id>(ids: &[I], rows: usize) -> Result<()> {
         let v = id.as_i64();
         if v < 0 || v as u64 >= rows as u64 {
             return Err(Error::Index(format!(
-                "ids[{pos}] = {v} is out of range for a table of {rows} rows"
+                "ids[{pos}] = {id} is out of range for a table of {rows} rows"
             )));
         }
     }

@@ -86,7 +86,7 @@ impl Metric {
 }
 
 /// An integer id type (token ids come as int64, int32, uint32 or uint16).
-pub trait Id: Copy + Send + Sync + 'static {
+pub trait Id: Copy + Send + Sync + std::fmt::Display + 'static {
     fn as_i64(self) -> i64;
 }
 macro_rules! impl_id {
