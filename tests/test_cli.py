@@ -210,6 +210,18 @@ def test_interleaved_turns_cover_every_document_once_in_order() -> None:
     assert [(n, len(p)) for n, p in calls] == [("a", 4), ("b", 4), ("b", 4), ("a", 4), ("a", 2), ("b", 2)]
 
 
+def test_back_to_back_batch_runs_take_turns_abba_and_cover_every_call() -> None:
+    calls = [(r, t, [f"g{r}"]) for r in range(0, 20, 2) for t in (1, 2)]
+    order = bench.back_to_back_order(calls, (1, 2), 3)
+    assert sorted(order) == sorted(calls)
+    threads = [t for _, t, _ in order]
+    # Runs of 3 (the last ones shorter), 1-thread and 2-thread runs in A B B A order.
+    assert threads == [1] * 3 + [2] * 3 + [2] * 3 + [1] * 3 + [1] * 3 + [2] * 3 + [2] + [1]
+    # Within a thread count, calls keep their order.
+    for t in (1, 2):
+        assert [c for c in order if c[1] == t] == [c for c in calls if c[1] == t]
+
+
 def test_bench_turn_docs_is_recorded_and_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("tiktoken")
     out = tmp_path / "out"
