@@ -424,6 +424,42 @@ def test_encode_batch_argument_types(kind, bp_encodings, tt_encodings):
             assert outcome(bp.encode_to_numpy, t) == outcome(tt.encode_to_numpy, t)
 
 
+def test_encode_with_unstable_on_a_huge_tail_raises_memoryerror_at_once(bp_encodings):
+    """A million trailing spaces: every completion would hold the whole tail, about 550 million
+    tokens in all (tiktoken would take hours); bytepair says so with MemoryError at once."""
+    enc = bp_encodings["cl100k_base"]
+    t0 = time.perf_counter()
+    with pytest.raises(MemoryError, match="unstable"):
+        enc.encode_with_unstable(" " * 1_000_000)
+    assert time.perf_counter() - t0 < 5
+    stable, completions = enc.encode_with_unstable("hello wor")
+    assert stable == [15339] and [289, 371] in completions
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigint_stops_encode_with_unstable(bp_encodings):
+    """A long unstable tail (tens of thousands of spaces: seconds of work on a short text) stops
+    on Ctrl-C."""
+    import signal
+
+    enc = bp_encodings["cl100k_base"]
+    t0 = time.perf_counter()
+    enc.encode_with_unstable(" " * 2000)
+    per_byte = (time.perf_counter() - t0) / 2000
+    n = min(max(2000, int(4.0 / max(per_byte, 1e-9))), 90_000)  # about 4 s of work
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            enc.encode_with_unstable(" " * n)
+            time.sleep(5)
+    finally:
+        timer.cancel()
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 1.5, f"KeyboardInterrupt after {elapsed:.2f} s (about {n * per_byte:.1f} s of work)"
+
+
 @pytest.mark.parametrize("num_threads", [0, -1, 1, 3])
 def test_batch_thread_counts_like_tiktoken(num_threads, bp_encodings, tt_encodings):
     """tiktoken's thread pools refuse fewer than one thread with ValueError; any count above

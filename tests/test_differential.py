@@ -659,6 +659,11 @@ def test_generated_encode_with_unstable(all_pairs):
         "  1",
         "a\u0301",
         "👍",
+        # Long unstable tails (their re-encodings share long pieces).
+        " " * 120,
+        "\t" * 64,
+        "a" * 40 + " " * 40,
+        "x" + "\n" * 80,
     ],
 )
 def test_encode_with_unstable_examples(text, pair):

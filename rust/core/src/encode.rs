@@ -7,6 +7,34 @@ use aho_corasick::{AhoCorasick, Input, MatchKind};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::OnceLock;
 
+/// The most tokens [`CoreBpe::encode_with_unstable`] puts in its completions before it gives up
+/// with [`Error::TooLarge`]. Each completion covers the whole unstable tail of the text, and there
+/// can be one for nearly every token that starts with its last byte: for a tail of a million
+/// spaces, tiktoken would build about 550 million tokens (and take hours).
+pub const MAX_COMPLETION_TOKENS: usize = 1 << 26;
+
+fn too_large(tail: usize) -> Error {
+    Error::TooLarge(format!(
+        "encode_with_unstable: the completions of this text's unstable last {tail} bytes would \
+         hold more than {MAX_COMPLETION_TOKENS} tokens"
+    ))
+}
+
+/// Merges of long pieces remembered within one [`CoreBpe::encode_with_unstable`] call.
+#[derive(Default)]
+struct PieceMemo {
+    pieces: FxHashMap<Box<[u8]>, Box<[Rank]>>,
+    bytes: usize,
+}
+
+impl PieceMemo {
+    /// Shorter pieces are merged again each time (faster than hashing them).
+    const MIN_PIECE: usize = 32;
+    /// Bytes of pieces remembered at most (a tail of a million spaces recurs in about 80
+    /// lengths).
+    const MAX_BYTES: usize = 128 << 20;
+}
+
 /// The largest chunk [`CoreBpe::encode_ordinary_parallel`] cuts a text into (a few tens of
 /// milliseconds of work).
 pub const MAX_PARALLEL_CHUNK: usize = 4 << 20;
@@ -62,6 +90,7 @@ pub struct CoreBpe {
     /// in a text (built on first use).
     overlap: OnceLock<Option<AhoCorasick>>,
     sorted_tokens: OnceLock<Vec<Rank>>,
+    max_token_len: OnceLock<usize>,
 }
 
 impl CoreBpe {
@@ -94,6 +123,7 @@ impl CoreBpe {
             special_decoder,
             ac,
             sorted_tokens: OnceLock::new(),
+            max_token_len: OnceLock::new(),
             overlap: OnceLock::new(),
         })
     }
@@ -239,6 +269,29 @@ impl CoreBpe {
         for (p, _) in parts {
             out.extend_from_slice(&p);
         }
+        self.check_encodable(&out, 0)?;
+        Ok(out)
+    }
+
+    /// [`encode_ordinary`](Self::encode_ordinary), taking the merges of long pieces from (and
+    /// adding them to) `memo`.
+    fn encode_ordinary_memo(&self, text: &str, memo: &mut PieceMemo) -> Result<Vec<Rank>> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 4);
+        let (b, v) = (text.as_bytes(), &self.vocab);
+        self.pre.split(text, |s, e| {
+            if e - s < PieceMemo::MIN_PIECE {
+                return bpe::encode_piece(v, b, s, e, &mut out);
+            }
+            if let Some(t) = memo.pieces.get(&b[s..e]) {
+                return out.extend_from_slice(t);
+            }
+            let at = out.len();
+            bpe::encode_piece(v, b, s, e, &mut out);
+            if memo.bytes + (e - s) <= PieceMemo::MAX_BYTES {
+                memo.bytes += e - s;
+                memo.pieces.insert(b[s..e].into(), out[at..].into());
+            }
+        })?;
         self.check_encodable(&out, 0)?;
         Ok(out)
     }
@@ -457,6 +510,13 @@ impl CoreBpe {
         Ok(out)
     }
 
+    /// The length in bytes of the longest mergeable token (found on first use).
+    pub fn max_token_len(&self) -> usize {
+        *self
+            .max_token_len
+            .get_or_init(|| self.vocab.max_token_len())
+    }
+
     /// All mergeable tokens' ids, sorted by their bytes.
     pub fn sorted_tokens(&self) -> &[Rank] {
         self.sorted_tokens.get_or_init(|| {
@@ -530,6 +590,11 @@ impl CoreBpe {
         }
         let sorted = self.sorted_tokens();
         let tb = |r: Rank| self.vocab.token(r).unwrap();
+        // Tokens in the completions so far (each counted once); see MAX_COMPLETION_TOKENS.
+        let mut total = 0usize;
+        // The texts re-encoded below differ only near their ends: long pieces (a long run of
+        // spaces, say) recur, so their merges are remembered for this call.
+        let mut memo = PieceMemo::default();
         let lower = |prefix: &[u8]| sorted.partition_point(|&r| tb(r) < prefix);
         // Single tokens that extend the unstable bytes.
         let mut i = lower(&unstable);
@@ -537,14 +602,32 @@ impl CoreBpe {
             completions.insert(vec![sorted[i]]);
             i += 1;
         }
-        // A prefix of the unstable bytes followed by a token that starts with the rest.
-        for split in 1..unstable.len() {
+        // A prefix of the unstable bytes followed by a token that starts with the rest (which
+        // no token does where the rest is longer than the longest token).
+        let first_split = unstable.len().saturating_sub(self.max_token_len()).max(1);
+        // Refuse at once what is sure to be too large: every completion holds the whole
+        // unstable tail, so at least `min_len` tokens; allow for three in four coinciding.
+        let candidates: usize = (first_split..unstable.len())
+            .map(|split| {
+                let suffix = &unstable[split..];
+                let from = lower(suffix);
+                from + sorted[from..].partition_point(|&r| tb(r).starts_with(suffix)) - from
+            })
+            .sum();
+        let min_len = unstable.len().div_ceil(self.max_token_len().max(1));
+        if candidates.saturating_mul(min_len) / 4 > MAX_COMPLETION_TOKENS {
+            return Err(too_large(unstable.len()));
+        }
+        for split in first_split..unstable.len() {
             let (prefix, suffix) = unstable.split_at(split);
             let mut i = lower(suffix);
             while i < sorted.len() && tb(sorted[i]).starts_with(suffix) {
+                if crate::parallel::interrupt::poll() {
+                    return Err(Error::Interrupted);
+                }
                 let possibility = [prefix, tb(sorted[i])].concat();
                 let encoded = match std::str::from_utf8(&possibility) {
-                    Ok(s) => self.encode_ordinary(s)?,
+                    Ok(s) => self.encode_ordinary_memo(s, &mut memo)?,
                     Err(_) => {
                         let mut v = Vec::new();
                         bpe::merge(&self.vocab, &possibility, &mut v);
@@ -560,7 +643,13 @@ impl CoreBpe {
                         break;
                     }
                 }
-                completions.insert(seq);
+                let n = seq.len();
+                if completions.insert(seq) {
+                    total += n;
+                    if total > MAX_COMPLETION_TOKENS {
+                        return Err(too_large(unstable.len()));
+                    }
+                }
                 i += 1;
             }
         }

@@ -31,6 +31,9 @@ pub enum Error {
     /// File-system and decompression errors (Python `OSError`).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A result too large to build (Python `MemoryError`).
+    #[error("{0}")]
+    TooLarge(String),
     /// The user asked to stop (Ctrl-C); Python raises `KeyboardInterrupt`.
     #[error("interrupted")]
     Interrupted,

@@ -358,6 +358,15 @@ impl Vocab {
 
     /// The bytes of the token with rank `r`.
     #[inline(always)]
+    /// The length in bytes of the longest token.
+    pub fn max_token_len(&self) -> usize {
+        self.offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn token(&self, r: Rank) -> Option<&[u8]> {
         let i = match self.by_rank.get(r as usize) {
             Some(&i) => i,

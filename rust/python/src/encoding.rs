@@ -1,5 +1,5 @@
 //! `CoreBPE`: the native half of `bytepair.Encoding`.
-use crate::errors::{run, to_py, DETACH_BYTES};
+use crate::errors::{run, to_py, DETACH_BYTES, POLL_BYTES};
 use crate::ints::IntCache;
 use bytepair_core::pretokenize::Pretokenizer;
 use bytepair_core::{parallel, CoreBpe, Error, Rank, SpecialSet, Vocab};
@@ -380,17 +380,24 @@ impl PyCoreBpe {
         batch(py, &texts, num_threads, |t| self.inner.count(t, &a, &d))
     }
 
-    fn encode_with_unstable(
+    fn encode_with_unstable<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         text: &str,
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
-    ) -> PyResult<(Vec<Rank>, Vec<Vec<Rank>>)> {
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        run(py, text.len().max(DETACH_BYTES), || {
+        // Always stoppable: a long unstable tail can take seconds whatever the text's length.
+        let (tokens, completions) = run(py, text.len().max(POLL_BYTES), || {
             self.inner.encode_with_unstable(text, &a, &d)
-        })
+        })?;
+        // The shared int objects: completions can hold millions of tokens.
+        let out = PyList::empty(py);
+        for c in &completions {
+            out.append(self.ints.list(py, c)?)?;
+        }
+        Ok((self.ints.list(py, &tokens)?, out))
     }
 
     fn encode_single_token(&self, piece: PyBackedBytes) -> PyResult<Rank> {

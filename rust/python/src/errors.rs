@@ -1,6 +1,8 @@
 //! Maps core errors to Python exceptions, and runs core work with the interpreter detached.
 use bytepair_core::Error;
-use pyo3::exceptions::{PyIndexError, PyKeyError, PyKeyboardInterrupt, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyIndexError, PyKeyError, PyKeyboardInterrupt, PyMemoryError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use std::sync::Mutex;
@@ -29,6 +31,7 @@ pub fn to_py(e: Error) -> PyErr {
             ))
         }),
         Error::Io(e) => PyErr::from(e),
+        Error::TooLarge(m) => PyMemoryError::new_err(m),
         Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
     }
 }
