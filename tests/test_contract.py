@@ -425,7 +425,7 @@ def test_encode_batch_argument_types(kind, bp_encodings, tt_encodings):
 
 
 def test_encode_with_unstable_on_a_huge_tail_raises_memoryerror_at_once(bp_encodings):
-    """A million trailing spaces: every completion would hold the whole tail, about 550 million
+    """A million trailing spaces: every completion would hold the whole tail, over 340 million
     tokens in all (tiktoken would take hours); bytepair says so with MemoryError at once."""
     enc = bp_encodings["cl100k_base"]
     t0 = time.perf_counter()

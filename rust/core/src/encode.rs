@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 /// The most tokens [`CoreBpe::encode_with_unstable`] puts in its completions before it gives up
 /// with [`Error::TooLarge`]. Each completion covers the whole unstable tail of the text, and there
 /// can be one for nearly every token that starts with its last byte: for a tail of a million
-/// spaces, tiktoken would build about 550 million tokens (and take hours).
+/// spaces, tiktoken would build over 340 million tokens (and take hours).
 pub const MAX_COMPLETION_TOKENS: usize = 1 << 26;
 
 fn too_large(tail: usize) -> Error {
