@@ -369,6 +369,18 @@ def test_save_load_roundtrip(tmp_path):
     assert tiktoken_load.load_tiktoken_bpe(str(tmp_path / "out" / "my_enc.tiktoken")) == enc._mergeable_ranks
 
 
+@pytest.mark.parametrize("pattern", ["cl100k", "o200k", "gpt4", "CL100K_BASE"])
+def test_a_misspelt_encoding_name_is_not_taken_as_a_regex(pattern):
+    # As a regex, "cl100k" would match only itself and training would learn no merges.
+    with pytest.raises(ValueError, match="unknown encoding name"):
+        train(["hello world"] * 20, vocab_size=300, pattern=pattern, progress=False)
+    with pytest.raises(ValueError, match="unknown encoding name"):
+        WordCounts(pattern=pattern)
+    # Real regexes and names still work.
+    assert train(["hello world"] * 20, vocab_size=260, pattern=r"\w+| ", progress=False).n_vocab == 260
+    assert WordCounts(pattern="o200k_harmony").pattern == WordCounts(pattern="o200k_base").pattern
+
+
 @pytest.mark.parametrize(
     "edit",
     [

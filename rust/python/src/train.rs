@@ -135,7 +135,7 @@ impl PyWordCounts {
         _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
     ) -> PyResult<Self> {
         let wc = WordCounts::new(
-            train::resolve_pattern(pattern),
+            train::resolve_pattern(pattern).map_err(to_py)?,
             special_tokens.unwrap_or_default(),
         )
         .map_err(to_py)?;
@@ -452,8 +452,8 @@ fn _expand_paths(py: Python<'_>, paths: Vec<String>) -> PyResult<Vec<String>> {
 
 /// The regex of a built-in encoding name, or the pattern itself.
 #[pyfunction]
-fn _resolve_pattern(pattern: &str) -> String {
-    train::resolve_pattern(pattern).to_string()
+fn _resolve_pattern(pattern: &str) -> PyResult<String> {
+    Ok(train::resolve_pattern(pattern).map_err(to_py)?.to_string())
 }
 
 /// The number of merges for `vocab_size` with `n_specials` special tokens (ValueError if the

@@ -30,9 +30,25 @@ pub enum Progress {
     Merge { done: usize, total: usize },
 }
 
-/// The regex of a built-in encoding name, or `pattern` itself.
-pub fn resolve_pattern(pattern: &str) -> &str {
-    crate::pretokenize::builtin_pattern(pattern).unwrap_or(pattern)
+/// The regex of a built-in encoding name, or `pattern` itself (`ValueError` for a bare word that
+/// names no encoding).
+pub fn resolve_pattern(pattern: &str) -> Result<&str> {
+    if let Some(p) = crate::pretokenize::builtin_pattern(pattern) {
+        return Ok(p);
+    }
+    // A bare word is a misspelt encoding name ("cl100k"), not a split pattern: as a regex it
+    // would match only itself, and training would silently learn nothing.
+    if !pattern.is_empty()
+        && pattern
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(Error::Value(format!(
+            "unknown encoding name {pattern:?}: pattern must be one of gpt2, r50k_base, \
+             p50k_base, p50k_edit, cl100k_base, o200k_base, o200k_harmony, or a regex"
+        )));
+    }
+    Ok(pattern)
 }
 
 /// The number of merges for a vocabulary of `vocab_size` with `n_specials` special tokens.
@@ -133,7 +149,7 @@ mod tests {
         }
         let f = d.join("a.txt");
         std::fs::write(&f, &text).unwrap();
-        let pat = resolve_pattern("cl100k_base");
+        let pat = resolve_pattern("cl100k_base").unwrap();
         let mut whole = WordCounts::new(pat, vec![]).unwrap();
         whole.count_documents(&[&text]).unwrap();
         for bs in [None, Some(1000), Some(1 << 20)] {
