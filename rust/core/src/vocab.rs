@@ -356,8 +356,6 @@ impl Vocab {
         self.all_bytes
     }
 
-    /// The bytes of the token with rank `r`.
-    #[inline(always)]
     /// The length in bytes of the longest token.
     pub fn max_token_len(&self) -> usize {
         self.offsets
@@ -367,6 +365,8 @@ impl Vocab {
             .unwrap_or(0)
     }
 
+    /// The bytes of the token with rank `r`.
+    #[inline(always)]
     pub fn token(&self, r: Rank) -> Option<&[u8]> {
         let i = match self.by_rank.get(r as usize) {
             Some(&i) => i,
