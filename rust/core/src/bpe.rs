@@ -345,20 +345,51 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
     }
     // The end points to itself, so `nxt[nxt[i]]` needs no test.
     nxt[n] = n as u8;
+    if !merged_in_registers::<AVX2, CAP>(v, buf, n, &pair, &mut tok, &mut nxt, &mut prv) {
+        merge_loop::<AVX2, CAP>(v, buf, n, &mut pair, &mut tok, &mut nxt, &mut prv);
+    }
+    let mut i = 0;
+    while i < n {
+        out.push(tok[i]);
+        i = nxt[i] as usize;
+    }
+}
+
+/// Runs [`merge_loop_avx2`] where it applies (AVX2, pieces under 32 bytes); `false` elsewhere.
+#[inline(always)]
+fn merged_in_registers<const AVX2: bool, const CAP: usize>(
+    v: &Vocab,
+    buf: &[u8],
+    n: usize,
+    pair: &[u32; CAP],
+    tok: &mut [u32; CAP],
+    nxt: &mut [u8; CAP],
+    prv: &mut [u8; CAP],
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if AVX2 && CAP <= 32 {
             // SAFETY: only instantiated with AVX2 = true inside `merge_scan_avx2`, which runs
             // only when the CPU supports AVX2; n < CAP <= 32.
-            unsafe { merge_loop_avx2(v, buf, n, &pair, &mut tok, &mut nxt, &mut prv) };
-            let mut i = 0;
-            while i < n {
-                out.push(tok[i]);
-                i = nxt[i] as usize;
-            }
-            return;
+            unsafe { merge_loop_avx2(v, buf, n, pair, tok, nxt, prv) };
+            return true;
         }
     }
+    let _ = (v, buf, n, pair, tok, nxt, prv);
+    false
+}
+
+/// The merge loop of [`merge_scan_impl`]: merges the lowest-ranked pair until none is left.
+#[inline(always)]
+fn merge_loop<const AVX2: bool, const CAP: usize>(
+    v: &Vocab,
+    buf: &[u8],
+    n: usize,
+    pair: &mut [u32; CAP],
+    tok: &mut [u32; CAP],
+    nxt: &mut [u8; CAP],
+    prv: &mut [u8; CAP],
+) {
     // Every index below is a part start or `n`, so below CAP: unchecked access is sound.
     let at = |a: &[u8; CAP], i: usize| -> usize {
         debug_assert!(i < CAP);
@@ -366,13 +397,13 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
         unsafe { *a.get_unchecked(i) as usize }
     };
     loop {
-        let (best, bi) = min_pos::<AVX2, CAP>(&pair, n - 1);
+        let (best, bi) = min_pos::<AVX2, CAP>(pair, n - 1);
         if best == NO_ENTRY {
             break;
         }
         debug_assert!(bi < n - 1);
-        let j = at(&nxt, bi);
-        let k = at(&nxt, j);
+        let j = at(nxt, bi);
+        let k = at(nxt, j);
         // SAFETY: bi, j and k are at most n < CAP.
         unsafe {
             *tok.get_unchecked_mut(bi) = best;
@@ -382,27 +413,22 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
         let right = if k < n {
             // SAFETY: k < n < CAP.
             unsafe { *prv.get_unchecked_mut(k) = bi as u8 };
-            v.get_at(buf, bi, at(&nxt, k)).unwrap_or(NO_ENTRY)
+            v.get_at(buf, bi, at(nxt, k)).unwrap_or(NO_ENTRY)
         } else {
             NO_ENTRY
         };
         // SAFETY: bi < CAP.
         unsafe { *pair.get_unchecked_mut(bi) = right };
         if bi > 0 {
-            let p = at(&prv, bi);
+            let p = at(prv, bi);
             let left = v.get_at(buf, p, k).unwrap_or(NO_ENTRY);
             // SAFETY: p < bi < CAP.
             unsafe { *pair.get_unchecked_mut(p) = left };
         }
     }
-    let mut i = 0;
-    while i < n {
-        out.push(tok[i]);
-        i = nxt[i] as usize;
-    }
 }
 
-/// The merge loop of [`merge_scan_impl`] for pieces of at most 31 bytes, with the `pair`
+/// [`merge_loop`] for pieces of at most 31 bytes, with the `pair`
 /// ranks held in (up to four) AVX2 registers instead of a stack array.
 ///
 /// Why: each merge step writes two or three `pair` entries and the next step's min-scan reads
