@@ -607,25 +607,27 @@ impl CoreBpe {
         let first_split = unstable.len().saturating_sub(self.max_token_len()).max(1);
         // Refuse at once what is sure to be too large: every completion holds the whole
         // unstable tail, so at least `min_len` tokens; allow for three in four coinciding.
-        let candidates: usize = (first_split..unstable.len())
+        // For each split, the tokens (in `sorted`) that start with the rest.
+        let ranges: Vec<(usize, std::ops::Range<usize>)> = (first_split..unstable.len())
             .map(|split| {
                 let suffix = &unstable[split..];
                 let from = lower(suffix);
-                from + sorted[from..].partition_point(|&r| tb(r).starts_with(suffix)) - from
+                let count = sorted[from..].partition_point(|&r| tb(r).starts_with(suffix));
+                (split, from..from + count)
             })
-            .sum();
+            .collect();
+        let candidates: usize = ranges.iter().map(|(_, r)| r.len()).sum();
         let min_len = unstable.len().div_ceil(self.max_token_len().max(1));
         if candidates.saturating_mul(min_len) / 4 > MAX_COMPLETION_TOKENS {
             return Err(too_large(unstable.len()));
         }
-        for split in first_split..unstable.len() {
-            let (prefix, suffix) = unstable.split_at(split);
-            let mut i = lower(suffix);
-            while i < sorted.len() && tb(sorted[i]).starts_with(suffix) {
+        for (split, range) in ranges {
+            let prefix = &unstable[..split];
+            for &token in &sorted[range] {
                 if crate::parallel::interrupt::poll() {
                     return Err(Error::Interrupted);
                 }
-                let possibility = [prefix, tb(sorted[i])].concat();
+                let possibility = [prefix, tb(token)].concat();
                 let encoded = match std::str::from_utf8(&possibility) {
                     Ok(s) => self.encode_ordinary_memo(s, &mut memo)?,
                     Err(_) => {
@@ -650,7 +652,6 @@ impl CoreBpe {
                         return Err(too_large(unstable.len()));
                     }
                 }
-                i += 1;
             }
         }
         // Trailing whitespace may be split off the rest.

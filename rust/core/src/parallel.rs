@@ -428,7 +428,7 @@ mod tests {
     #[test]
     fn helpers_join_the_caller() {
         // Work long enough (items of 2 ms) that a helper starts before the caller is done: some
-        // items must be done on another thread. Fails if the crew never runs its tasks.
+        // items must be done on another thread. Fails if no helper ever runs.
         use std::sync::atomic::{AtomicUsize, Ordering};
         let pool = pool(2);
         let caller = std::thread::current().id();

@@ -30,14 +30,22 @@ pub const O200K_PATTERN: &str = concat!(
     r"\s+"
 );
 
+/// The built-in encoding names and their split patterns.
+pub const BUILTIN_PATTERNS: [(&str, &str); 7] = [
+    ("gpt2", R50K_PATTERN),
+    ("r50k_base", R50K_PATTERN),
+    ("p50k_base", R50K_PATTERN),
+    ("p50k_edit", R50K_PATTERN),
+    ("cl100k_base", CL100K_PATTERN),
+    ("o200k_base", O200K_PATTERN),
+    ("o200k_harmony", O200K_PATTERN),
+];
+
 /// Resolves a pattern name (`"cl100k_base"`, `"gpt2"`, ...) to its regex string.
 pub fn builtin_pattern(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "gpt2" | "r50k_base" | "p50k_base" | "p50k_edit" => R50K_PATTERN,
-        "cl100k_base" => CL100K_PATTERN,
-        "o200k_base" | "o200k_harmony" => O200K_PATTERN,
-        _ => return None,
-    })
+    BUILTIN_PATTERNS
+        .iter()
+        .find_map(|&(n, p)| (n == name).then_some(p))
 }
 
 /// Bytes of text between two runs of the Ctrl-C poll in [`Pretokenizer::split`] (a fraction of

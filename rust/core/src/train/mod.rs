@@ -43,9 +43,13 @@ pub fn resolve_pattern(pattern: &str) -> Result<&str> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
     {
+        let names: Vec<&str> = crate::pretokenize::BUILTIN_PATTERNS
+            .iter()
+            .map(|&(n, _)| n)
+            .collect();
         return Err(Error::Value(format!(
-            "unknown encoding name {pattern:?}: pattern must be one of gpt2, r50k_base, \
-             p50k_base, p50k_edit, cl100k_base, o200k_base, o200k_harmony, or a regex"
+            "unknown encoding name {pattern:?}: pattern must be one of {}, or a regex",
+            names.join(", ")
         )));
     }
     Ok(pattern)
