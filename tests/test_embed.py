@@ -256,7 +256,67 @@ def test_index_recall_and_scores(metric, dtype):
     close(s, ws, atol=(2e-5 if dtype == "float32" else 2e-3) * scale, rtol=0)
     if dtype == "float32":
         check_topk((s, i), (ws, wi), 2e-5 * scale)
-    assert ix.nbytes == {"float32": 4 * N * D, "float16": 2 * N * D, "int8": 2 * N * D + 12 * N}[dtype]
+    sketch = N * D + 8 * N if dtype != "int8" else 0
+    assert ix.sketch == (dtype != "int8")
+    assert ix.nbytes == {"float32": 4 * N * D, "float16": 2 * N * D, "int8": 2 * N * D + 12 * N}[dtype] + sketch
+
+
+def _sketch_keys(kind, n, d):
+    rng = np.random.default_rng(len(kind))
+    r = rng.standard_normal((n, d)).astype(np.float32)
+    if kind == "clustered":  # scores within the int8 error of each other
+        return rng.standard_normal((8, d)).astype(np.float32)[np.arange(n) % 8] + 0.01 * r
+    if kind == "duplicates":  # ties that only the index breaks
+        return r[np.arange(n) % 97]
+    return r
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered", "duplicates"])
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_index_sketch_gives_the_full_scans_results_bit_for_bit(kind, metric, dtype):
+    K = _sketch_keys(kind, 8000, 72)
+    Q = 0.3 * RNG.standard_normal((97, 72)).astype(np.float32) + K[RNG.integers(0, 8000, 97)]
+    ix = embed.Index(K, metric=metric, dtype=dtype)
+    full = embed.Index(K, metric=metric, dtype=dtype, sketch=False)
+    assert ix.sketch and not full.sketch
+    for nq, k in [(1, 1), (1, 10), (1, 200), (5, 10), (97, 10)]:
+        for a, b in zip(ix.search(Q[:nq], k), full.search(Q[:nq], k)):
+            np.testing.assert_array_equal(a, b, err_msg=f"nq={nq} k={k}")
+    if dtype == "float32":
+        ws, wi = ref.topk(Q[:5], K, 10, metric=metric)
+        assert ref.recall(ix.search(Q[:5], 10)[1], wi) == 1.0
+
+
+def test_index_sketch_switch_and_save(tmp_path):
+    K = RNG.standard_normal((5000, 16)).astype(np.float32)
+    Q = RNG.standard_normal((3, 16)).astype(np.float32)
+    ix = embed.Index(K)
+    want = ix.search(Q, 5)
+    n = ix.nbytes
+    ix.sketch = False
+    assert not ix.sketch and ix.nbytes == n - (5000 * 16 + 8 * 5000)
+    ix.save(tmp_path / "off.bin")
+    ix.sketch = True
+    assert ix.sketch and ix.nbytes == n
+    ix.save(tmp_path / "on.bin")
+    assert not embed.Index.load(tmp_path / "off.bin").sketch
+    back = embed.Index.load(tmp_path / "on.bin")
+    assert back.sketch and "sketch=True" in repr(back)
+    for a, b in zip(want, back.search(Q, 5)):
+        np.testing.assert_array_equal(a, b)
+    # int8 keys have no sketch to keep.
+    assert not embed.Index(K, dtype="int8").sketch
+    # A NaN query or key: the same answer as without the sketch (NaN ranks last).
+    Kn = K.copy()
+    Kn[7, 3] = np.nan
+    a, b = embed.Index(Kn), embed.Index(Kn, sketch=False)
+    for x, y in zip(a.search(Q, 5), b.search(Q, 5)):
+        np.testing.assert_array_equal(x, y)
+    Qn = Q.copy()
+    Qn[1, 0] = np.nan
+    for x, y in zip(a.search(Qn, 5), b.search(Qn, 5)):
+        np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "int8", np.float16, np.int8])

@@ -208,6 +208,16 @@ class Index:
       2 bytes a value plus 12 bytes a key. With AVX-512 VNNI the scan quantises the query
       too and multiplies bytes directly (64 per instruction); the rescoring stays in float32.
 
+    ``sketch`` (float32 and float16 only, on by default) keeps an int8 copy of the keys, 1 byte a
+    value plus 8 bytes a key (+25% memory for float32, +50% for float16). A search scans it
+    instead of the keys, scores exactly every key that a proven bound on the int8 error cannot
+    rule out, and so returns exactly what a scan of the keys would, bit for bit, while reading a
+    quarter (float16: half) of the bytes. Where the bound cannot settle it (NaN or infinite
+    values, ``k`` above ``len / 16``, keys so alike that more than an eighth are candidates, a
+    processor without AVX2) the search scans the keys. ``sketch=False``, or setting
+    ``index.sketch = False``, saves the memory; :meth:`save` records the choice and
+    :meth:`load` rebuilds the sketch.
+
     >>> import numpy as np
     >>> from bytepair import embed
     >>> K = np.eye(4, dtype=np.float32)
@@ -222,11 +232,11 @@ class Index:
 
     __slots__ = ("_inner",)
 
-    def __init__(self, keys: Any, *, metric: str = "cosine", dtype: Any = "float32") -> None:
+    def __init__(self, keys: Any, *, metric: str = "cosine", dtype: Any = "float32", sketch: bool = True) -> None:
         metric = _choice(metric, _METRICS, "metric")
         name = _dtype_name(dtype)
         keys = _float_matrix(keys, "keys", allow_f16=False)
-        self._inner = _native.EmbedIndex(keys.shape[1], metric, name)
+        self._inner = _native.EmbedIndex(keys.shape[1], metric, name, bool(sketch))
         if keys.shape[0]:
             self._inner.add(keys)
 
@@ -276,8 +286,26 @@ class Index:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the stored keys."""
+        """Bytes held by the stored keys and the sketch."""
         return self._inner.nbytes
+
+    @property
+    def sketch(self) -> bool:
+        """Whether searches scan an int8 sketch of the keys first (float32 and float16 indexes).
+
+        Results are the same either way. Setting it builds the sketch or frees it.
+
+        >>> index = Index(np.eye(4, 8, dtype=np.float32))
+        >>> index.sketch, index.nbytes
+        (True, 192)
+        >>> index.sketch = False; index.nbytes
+        128
+        """
+        return self._inner.sketch
+
+    @sketch.setter
+    def sketch(self, on: bool) -> None:
+        self._inner.sketch = bool(on)
 
     def save(self, path: PathLike) -> None:
         """Write the index to ``path`` (a versioned little-endian binary file).
@@ -297,7 +325,10 @@ class Index:
         return obj
 
     def __repr__(self) -> str:
-        return f"Index(len={len(self)}, dim={self.dim}, metric={self.metric!r}, dtype={self.dtype!r})"
+        return (
+            f"Index(len={len(self)}, dim={self.dim}, metric={self.metric!r}, dtype={self.dtype!r}, "
+            f"sketch={self.sketch})"
+        )
 
 
 def embed_texts(

@@ -191,14 +191,31 @@ impl PyEmbedIndex {
 
 #[pymethods]
 impl PyEmbedIndex {
-    /// An empty index of `dim`-dimensional keys.
+    /// An empty index of `dim`-dimensional keys; `sketch`: keep an int8 sketch of float keys.
     #[new]
-    #[pyo3(signature = (dim, metric, dtype))]
-    fn new(dim: usize, metric: &str, dtype: &str) -> PyResult<Self> {
+    #[pyo3(signature = (dim, metric, dtype, sketch=true))]
+    fn new(dim: usize, metric: &str, dtype: &str, sketch: bool) -> PyResult<Self> {
         let m = Metric::parse(metric).map_err(to_py)?;
         let t = KeyType::parse(dtype).map_err(to_py)?;
+        let mut ix = Index::new(dim, m, t).map_err(to_py)?;
+        ix.set_sketch(sketch);
         Ok(PyEmbedIndex {
-            inner: RwLock::new(Index::new(dim, m, t).map_err(to_py)?),
+            inner: RwLock::new(ix),
+        })
+    }
+
+    /// Whether searches scan an int8 sketch of the float keys first (same results, faster).
+    #[getter]
+    fn sketch(&self) -> bool {
+        self.read().has_sketch()
+    }
+    #[setter]
+    fn set_sketch(&self, py: Python<'_>, on: bool) {
+        py.detach(|| {
+            self.inner
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_sketch(on)
         })
     }
 
@@ -256,7 +273,7 @@ impl PyEmbedIndex {
     fn dtype(&self) -> &'static str {
         self.read().dtype().name()
     }
-    /// Bytes held by the stored keys.
+    /// Bytes held by the stored keys and the sketch.
     #[getter]
     fn nbytes(&self) -> usize {
         self.read().nbytes()

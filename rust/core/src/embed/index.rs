@@ -11,8 +11,15 @@
 //! Where the processor has AVX-512 VNNI, the int8 scan runs on integer dot products (`vnni`).
 //!
 //! Keys are normalised when added (cosine), so a search is a plain dot product.
-use super::quant::{quantize_into, to_f16};
-use super::simd::{self, Level};
+//!
+//! float32 and float16 indexes also keep an int8 sketch of their keys (1 byte a value). A search
+//! scans the sketch instead of the keys, a quarter (f16: half) of the bytes, and collects every
+//! key whose sketch score comes within a proven error bound of the running k-th best; those
+//! candidates are then scored exactly, by the same kernel a full scan uses. The bound (see
+//! [`Sketch`]) makes the result identical to the full scan's; where it cannot (non-finite values,
+//! too many candidates), the search scans the keys instead.
+use super::quant::{quantize_into, quantize_level, to_f16};
+use super::simd::{self, Elem, Level};
 use super::topk::{self, KeyFactor, TopK, TopKResult};
 use super::vnni;
 use super::Metric;
@@ -24,6 +31,9 @@ use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"BPEMBIX\0";
 const VERSION: u32 = 1;
+/// Header byte 14: the index was saved with its sketch turned off (the sketch itself is not
+/// stored; loading rebuilds it from the keys).
+const FLAG_NO_SKETCH: u8 = 1;
 
 /// How an [`Index`] stores its keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +84,113 @@ pub struct Index {
     dim: usize,
     len: usize,
     store: Store,
+    /// float32 / float16 keys only, unless turned off.
+    sketch: Option<Sketch>,
+}
+
+/// Below this many keys a search scans the keys: a sketch would save little.
+const SKETCH_MIN_KEYS: usize = 4096;
+
+/// An int8 copy of float32 / float16 keys (one scale per key, codes as in the int8 index),
+/// which a search scans first (see the module notes).
+///
+/// The bound: for a prepared query `q`, quantised to `q'` (error `dq = q - q'`), and a key `k`
+/// with sketch `k' = scale * code` (error `dk = k - k'`), the sketch score `s` (the scan's f32
+/// value of `q' . k'`) and the score `f` the full scan computes satisfy
+/// `|f - s| <= |q| |dk| + |dq| |k'| + g_d |q| |k| + 4u (|q| + |dq|) |k'|`: Cauchy-Schwarz for the
+/// two quantisation errors, the rounding bound of a d-term f32 dot product (`g_d = (d + 16) u`,
+/// `u = 2^-24`) and the three roundings of the scan's int-to-float step. [`Sketch::bound`] takes
+/// the largest `|dk|`, `|k'|` and `|k|` over the keys, and pads the total. Then every key of the
+/// true top k has `s > kth - 2E`, where `kth` is the k-th best sketch score: the candidates.
+#[derive(Clone, Debug, Default)]
+struct Sketch {
+    codes: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+    /// Over all keys: the largest `|k - scale * code|`, `|scale * code|` and `|k|` (L2).
+    max_res: f64,
+    max_deq: f64,
+    max_norm: f64,
+    /// A key holds NaN or infinity: no bound holds, and searches scan the keys.
+    nonfinite: bool,
+}
+
+impl Sketch {
+    /// Appends the sketch of `keys` (stored values, rows of `d`).
+    fn extend<E: Elem>(&mut self, keys: &[E], d: usize) {
+        const CH: usize = 256;
+        let n = keys.len() / d;
+        let at = self.codes.len();
+        grow(&mut self.codes, n * d);
+        self.codes.resize(at + n * d, 0);
+        let a = self.scales.len();
+        self.scales.resize(a + n, 0.0);
+        let (codes, scales) = (&mut self.codes[at..], &mut self.scales[a..]);
+        let (m, bad) = crate::parallel::pool(0).install(|| {
+            codes
+                .par_chunks_mut(CH * d)
+                .zip(scales.par_chunks_mut(CH))
+                .zip(keys.par_chunks(CH * d))
+                .map_init(Vec::new, |tmp, ((c, s), src)| {
+                    let mut m = [0f64; 3];
+                    let mut bad = false;
+                    for (i, (row, c)) in src.chunks_exact(d).zip(c.chunks_exact_mut(d)).enumerate()
+                    {
+                        tmp.clear();
+                        tmp.extend(row.iter().map(|x| x.to_f32()));
+                        s[i] = quantize_level(tmp, c);
+                        if !s[i].is_finite() {
+                            bad = true;
+                            continue;
+                        }
+                        let (mut r2, mut n2, mut k2) = (0f64, 0f64, 0f64);
+                        for (&x, &cc) in tmp.iter().zip(c.iter()) {
+                            let (x, deq) = (x as f64, s[i] as f64 * cc as f64);
+                            r2 += (x - deq) * (x - deq);
+                            n2 += deq * deq;
+                            k2 += x * x;
+                        }
+                        for (mm, v) in m.iter_mut().zip([r2, n2, k2]) {
+                            *mm = mm.max(v.sqrt());
+                        }
+                    }
+                    (m, bad)
+                })
+                .reduce(
+                    || ([0f64; 3], false),
+                    |a, b| {
+                        (
+                            [a.0[0].max(b.0[0]), a.0[1].max(b.0[1]), a.0[2].max(b.0[2])],
+                            a.1 || b.1,
+                        )
+                    },
+                )
+        });
+        // f64 sums of at most 2^32 squares are off by far less than this pad.
+        let up = |x: f64| x * (1.0 + 1e-9);
+        self.max_res = self.max_res.max(up(m[0]));
+        self.max_deq = self.max_deq.max(up(m[1]));
+        self.max_norm = self.max_norm.max(up(m[2]));
+        self.nonfinite |= bad;
+        self.sums.extend(vnni::code_sums(&self.codes[at..], d));
+    }
+
+    /// The largest `|f - s|` (see the type's notes) for a query of norm `qn` whose quantisation
+    /// error has norm `dqn`, `d` dimensions.
+    fn bound(&self, qn: f64, dqn: f64, d: usize) -> f64 {
+        let u = f32::EPSILON as f64 / 2.0;
+        let g = (d as f64 + 16.0) * u;
+        let e = qn * (self.max_res + g * self.max_norm)
+            + dqn * self.max_deq
+            + 4.0 * u * (qn + dqn) * self.max_deq;
+        // Pads: relative (the f64 arithmetic here and in the caller's comparisons), and absolute
+        // (f32 underflow in the dot products).
+        e * (1.0 + 1e-6) + 1e-12 * (qn + dqn) * (self.max_norm + self.max_deq) + 1e-30
+    }
+
+    fn nbytes(&self) -> usize {
+        self.codes.len() + self.scales.len() * 4 + self.sums.len() * 4
+    }
 }
 
 impl Index {
@@ -95,12 +212,36 @@ impl Index {
                 sums: vec![],
             },
         };
+        let sketch = (dtype != KeyType::I8).then(Sketch::default);
         Ok(Index {
             metric,
             dim,
             len: 0,
             store,
+            sketch,
         })
+    }
+
+    /// Whether searches scan an int8 sketch first (float32 and float16 only; on by default).
+    pub fn has_sketch(&self) -> bool {
+        self.sketch.is_some()
+    }
+
+    /// Turns the sketch on (built from the keys, parallel) or off (its memory is freed). The
+    /// results of a search are the same either way; only its speed and the memory differ. An
+    /// int8 index has none.
+    pub fn set_sketch(&mut self, on: bool) {
+        if !on {
+            self.sketch = None;
+        } else if self.sketch.is_none() {
+            let mut sk = Sketch::default();
+            match &self.store {
+                Store::F32(v) => sk.extend(v, self.dim),
+                Store::F16(v) => sk.extend(v, self.dim),
+                Store::I8 { .. } => return,
+            }
+            self.sketch = Some(sk);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -122,13 +263,15 @@ impl Index {
             Store::I8 { .. } => KeyType::I8,
         }
     }
-    /// Bytes held by the stored keys.
+    /// Bytes held by the stored keys and the sketch.
     pub fn nbytes(&self) -> usize {
-        match &self.store {
-            Store::F32(v) => v.len() * 4,
-            Store::F16(v) => v.len() * 2,
-            Store::I8 { codes, res, .. } => codes.len() + res.len() + self.len * 12,
-        }
+        let sketch = self.sketch.as_ref().map_or(0, Sketch::nbytes);
+        sketch
+            + match &self.store {
+                Store::F32(v) => v.len() * 4,
+                Store::F16(v) => v.len() * 2,
+                Store::I8 { codes, res, .. } => codes.len() + res.len() + self.len * 12,
+            }
     }
 
     /// Appends `keys` (row-major, `dim` wide): normalised for cosine, then stored in the index's
@@ -172,6 +315,9 @@ impl Index {
                             .for_each(|r| simd::normalize(lv, r))
                     });
                 }
+                if let Some(sk) = &mut self.sketch {
+                    sk.extend(&v[at..], d);
+                }
             }
             Store::F16(v) => {
                 if metric == Metric::Dot {
@@ -199,6 +345,9 @@ impl Index {
                             }
                         })
                 });
+                if let Some(sk) = &mut self.sketch {
+                    sk.extend(&v[at..], d);
+                }
             }
             Store::I8 {
                 codes,
@@ -272,8 +421,12 @@ impl Index {
         let q = topk::prepare_queries(lv, queries, d, self.metric);
         let n = self.len;
         let lists = match &self.store {
-            Store::F32(v) => topk::search(lv, &q, nq, v, n, d, k, KeyFactor::One),
-            Store::F16(v) => topk::search(lv, &q, nq, v, n, d, k, KeyFactor::One),
+            Store::F32(v) => self
+                .sketch_search(lv, vnni, v, &q, nq, k)
+                .unwrap_or_else(|| topk::search(lv, &q, nq, v, n, d, k, KeyFactor::One)),
+            Store::F16(v) => self
+                .sketch_search(lv, vnni, v, &q, nq, k)
+                .unwrap_or_else(|| topk::search(lv, &q, nq, v, n, d, k, KeyFactor::One)),
             Store::I8 {
                 codes,
                 scales,
@@ -330,6 +483,118 @@ impl Index {
         Ok(TopKResult::from_lists(lists, k))
     }
 
+    /// The search of `keys` (this index's float keys) through the sketch: the same lists as
+    /// `topk::search` over the keys (see the module notes), or `None` where the sketch cannot
+    /// prove them (no sketch, non-finite values, too many candidates, no integer kernel).
+    fn sketch_search<E: Elem>(
+        &self,
+        lv: Level,
+        vnni: bool,
+        keys: &[E],
+        q: &[f32],
+        nq: usize,
+        k: usize,
+    ) -> Option<Vec<Vec<(f32, u32)>>> {
+        let sk = self.sketch.as_ref()?;
+        let (n, d) = (self.len, self.dim);
+        if sk.nonfinite || n < SKETCH_MIN_KEYS || k == 0 || k > n / 16 || d >= 66_000 {
+            return None;
+        }
+        let kernel = if vnni && lv == Level::Avx512 && vnni::available() {
+            vnni::IntKernel::Vnni
+        } else if matches!(lv, Level::Avx2 | Level::Avx512) {
+            vnni::IntKernel::Avx2
+        } else {
+            return None;
+        };
+        if q.iter().any(|x| !x.is_finite()) {
+            return None;
+        }
+        let (qc, bias) = match kernel {
+            vnni::IntKernel::Vnni => (vnni::quantize_queries(q, d), 128.0),
+            vnni::IntKernel::Avx2 => (vnni::quantize_queries7(q, d), 64.0),
+        };
+        // Twice the bound, per query: the candidates' margin below the k-th best sketch score.
+        let slack: Vec<f64> = (0..nq)
+            .map(|i| {
+                let (row, codes) = (&q[i * d..(i + 1) * d], &qc.codes[i * d..(i + 1) * d]);
+                let qs = qc.scales[i] as f64;
+                let (mut qn, mut dqn) = (0f64, 0f64);
+                for (&x, &c) in row.iter().zip(codes) {
+                    let x = x as f64;
+                    let dq = x - qs * (c as f64 - bias);
+                    qn += x * x;
+                    dqn += dq * dq;
+                }
+                2.0 * sk.bound(qn.sqrt(), dqn.sqrt(), d)
+            })
+            .collect();
+        // Scores beyond f32's range would break the bound; such keys are not worth a sketch.
+        if slack.iter().any(|s| s.is_nan() || *s >= 1e30) {
+            return None;
+        }
+        let cap = (n / 8).max(4 * k + 64);
+        let parts = match topk::drive_parts(
+            nq,
+            n,
+            d,
+            k,
+            &|qi| TopK::with_slack(k, slack[qi], cap),
+            &|q0, _qn, r, heaps| {
+                vnni::scan(
+                    kernel, &qc, q0, &sk.codes, &sk.scales, &sk.sums, d, r, heaps,
+                )
+            },
+        ) {
+            Some(p) => p,
+            // Interrupted (Ctrl-C): the caller drops the result.
+            None => return Some(vec![vec![]; nq]),
+        };
+        let finish = |(qi, chunks): (usize, Vec<TopK>)| -> Option<Vec<(f32, u32)>> {
+            let mut best = Vec::with_capacity(k * chunks.len());
+            let mut cands = Vec::new();
+            for h in chunks {
+                let (heap, near) = h.into_parts();
+                cands.extend_from_slice(&near?);
+                cands.extend_from_slice(&heap);
+                best.extend(heap);
+            }
+            // The k-th best sketch score over all chunks (each chunk's heap holds its k best).
+            let (_, kth, _) = best.select_nth_unstable_by(k - 1, topk::order);
+            let cut = kth.0 as f64 - slack[qi];
+            let mut ids: Vec<u32> = cands
+                .iter()
+                .filter(|c| c.0 as f64 > cut)
+                .map(|c| c.1)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut scores = Vec::with_capacity(ids.len());
+            topk::exact_scores(
+                lv,
+                nq,
+                qi,
+                &q[qi * d..(qi + 1) * d],
+                keys,
+                d,
+                &ids,
+                &mut scores,
+            );
+            let mut h = TopK::new(k);
+            for (&s, &i) in scores.iter().zip(&ids) {
+                h.push(s, i);
+            }
+            Some(h.into_sorted())
+        };
+        let lists: Option<Vec<_>> = if nq * (4 * k + 64) * d >= 1 << 18 {
+            crate::parallel::pool(0)
+                .install(|| parts.into_par_iter().enumerate().map(finish).collect())
+        } else {
+            parts.into_iter().enumerate().map(finish).collect()
+        };
+        lists
+    }
+
     /// Writes the index to `path` (little-endian binary; see [`Index::load`]).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
@@ -344,7 +609,12 @@ impl Index {
             KeyType::F16 => 1,
             KeyType::I8 => 2,
         };
-        w.write_all(&[metric, dtype, 0, 0])?;
+        let flags = if self.sketch.is_none() && self.dtype() != KeyType::I8 {
+            FLAG_NO_SKETCH
+        } else {
+            0
+        };
+        w.write_all(&[metric, dtype, flags, 0])?;
         w.write_all(&(self.len as u64).to_le_bytes())?;
         w.write_all(&(self.dim as u64).to_le_bytes())?;
         match &self.store {
@@ -388,6 +658,9 @@ impl Index {
         if version != VERSION {
             return Err(bad(&format!("version {version}, expected {VERSION}")));
         }
+        if head[14] & !FLAG_NO_SKETCH != 0 || head[15] != 0 {
+            return Err(bad("unknown flags"));
+        }
         let metric = match head[12] {
             0 => Metric::Cosine,
             1 => Metric::Dot,
@@ -425,12 +698,15 @@ impl Index {
                 }
             }
         };
-        Ok(Index {
+        let mut index = Index {
             metric,
             dim,
             len,
             store,
-        })
+            sketch: None,
+        };
+        index.set_sketch(head[14] & FLAG_NO_SKETCH == 0);
+        Ok(index)
     }
 }
 
@@ -574,6 +850,112 @@ mod tests {
         }
     }
 
+    /// Keys of several kinds: random, clustered (many scores within the sketch's error of each
+    /// other), and exact duplicates (ties that only the index order breaks).
+    fn sketch_data(kind: usize, n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let r = randn(n * d, seed);
+        match kind {
+            0 => r,
+            1 => {
+                let centres = randn(8 * d, seed + 1);
+                (0..n * d)
+                    .map(|j| centres[(j / d) % 8 * d + j % d] + 0.01 * r[j])
+                    .collect()
+            }
+            _ => (0..n * d).map(|j| r[(j / d) % 97 * d + j % d]).collect(),
+        }
+    }
+
+    #[test]
+    fn the_sketch_gives_the_full_scans_results_bit_for_bit() {
+        // Every level and int kernel, both float dtypes and metrics, one query (the row kernel),
+        // batches whose last block holds one query (97 = 96 + 1) and k from 1 to 40.
+        let (n, d) = (6000, 100);
+        let mut taken = 0;
+        for kind in 0..3 {
+            let keys = sketch_data(kind, n, d, 40 + kind as u64);
+            // Queries near keys, so that their neighbours are close together.
+            let mut q = randn(97 * d, 50);
+            for (j, x) in q.iter_mut().enumerate() {
+                *x = 0.3 * *x + keys[(j / d * 61) % n * d + j % d];
+            }
+            for metric in [Metric::Cosine, Metric::Dot] {
+                for dt in [KeyType::F32, KeyType::F16] {
+                    let mut ix = Index::new(d, metric, dt).unwrap();
+                    ix.add(&keys[..1000 * d]).unwrap();
+                    ix.add(&keys[1000 * d..]).unwrap();
+                    let mut full = ix.clone();
+                    full.set_sketch(false);
+                    assert!(ix.has_sketch() && !full.has_sketch());
+                    for lv in Level::available() {
+                        for vnni in [false, true] {
+                            for (nq, k) in [(1, 1), (1, 10), (1, 40), (3, 10), (97, 10)] {
+                                let qq = &q[..nq * d];
+                                let want = full.search_with(lv, vnni, qq, k).unwrap();
+                                let got = ix.search_with(lv, vnni, qq, k).unwrap();
+                                let what = format!("kind {kind} {metric:?} {dt:?} {lv:?} vnni {vnni} nq {nq} k {k}");
+                                assert_eq!(got.indices, want.indices, "{what}");
+                                let bits =
+                                    |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                                assert_eq!(bits(&got.scores), bits(&want.scores), "{what}");
+                                let lq = topk::prepare_queries(lv, qq, d, metric);
+                                let used = match &ix.store {
+                                    Store::F32(v) => ix.sketch_search(lv, vnni, v, &lq, nq, k),
+                                    Store::F16(v) => ix.sketch_search(lv, vnni, v, &lq, nq, k),
+                                    _ => unreachable!(),
+                                };
+                                taken += used.is_some() as usize;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Where the processor has AVX2, the sketch answered (it may give up on clustered keys).
+        if Level::available().contains(&Level::Avx2) {
+            assert!(taken > 0);
+        }
+    }
+
+    #[test]
+    fn the_sketch_steps_aside_for_nan_small_indexes_and_large_k() {
+        let (n, d) = (5000, 32);
+        let mut keys = randn(n * d, 60);
+        let q = randn(2 * d, 61);
+        let lv = simd::level();
+        let run = |ix: &Index, q: &[f32], k: usize| match &ix.store {
+            Store::F32(v) => ix.sketch_search(lv, true, v, q, q.len() / d, k),
+            _ => unreachable!(),
+        };
+        let mut ix = Index::new(d, Metric::Dot, KeyType::F32).unwrap();
+        ix.add(&keys).unwrap();
+        if lv != Level::Generic {
+            assert!(run(&ix, &q, 5).is_some());
+        }
+        assert!(run(&ix, &q, n / 16 + 1).is_none());
+        let mut nanq = q.clone();
+        nanq[3] = f32::NAN;
+        assert!(run(&ix, &nanq, 5).is_none());
+        let small = {
+            let mut s = Index::new(d, Metric::Dot, KeyType::F32).unwrap();
+            s.add(&keys[..(SKETCH_MIN_KEYS - 1) * d]).unwrap();
+            s
+        };
+        assert!(run(&small, &q, 5).is_none());
+        // Identical keys: every key is a candidate, past the cap; the full scan answers.
+        let same: Vec<f32> = (0..n * d).map(|j| keys[j % d]).collect();
+        let mut flat = Index::new(d, Metric::Dot, KeyType::F32).unwrap();
+        flat.add(&same).unwrap();
+        assert!(run(&flat, &q, 5).is_none());
+        assert_eq!(flat.search(&q[..d], 3).unwrap().indices, vec![0, 1, 2]);
+        keys[7] = f32::NAN;
+        ix.add(&keys[..d]).unwrap();
+        assert!(run(&ix, &q, 5).is_none());
+        // And the search itself still ranks the NaN key last, as the full scan does.
+        let got = ix.search(&q, 3).unwrap();
+        assert!(got.indices.iter().all(|&i| i != n as i64));
+    }
+
     #[test]
     fn save_load_roundtrip_and_bad_files() {
         let dir = std::env::temp_dir().join(format!("bp-embed-{}", std::process::id()));
@@ -593,6 +975,20 @@ mod tests {
             );
             let (a, b) = (ix.search(&q, 5).unwrap(), back.search(&q, 5).unwrap());
             assert_eq!((a.scores, a.indices), (b.scores, b.indices));
+            // The sketch setting survives (the sketch is rebuilt, not stored).
+            assert_eq!(back.has_sketch(), dt != KeyType::I8);
+            assert_eq!(back.nbytes(), ix.nbytes());
+            let mut off = ix.clone();
+            off.set_sketch(false);
+            off.save(&p).unwrap();
+            assert!(!Index::load(&p).unwrap().has_sketch());
+            ix.save(&p).unwrap();
+            // Unknown flags.
+            let mut bytes = std::fs::read(&p).unwrap();
+            bytes[14] |= 2;
+            std::fs::write(&p, &bytes).unwrap();
+            assert!(matches!(Index::load(&p), Err(Error::Value(_))));
+            ix.save(&p).unwrap();
             // Truncated file.
             let bytes = std::fs::read(&p).unwrap();
             std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();

@@ -76,7 +76,7 @@ pub(crate) fn better(a: (f32, u32), b: (f32, u32)) -> bool {
     }
 }
 
-fn order(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
+pub(crate) fn order(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
     if better(*a, *b) {
         Ordering::Less
     } else if better(*b, *a) {
@@ -86,15 +86,45 @@ fn order(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
     }
 }
 
+/// A (score, key index) pair.
+pub(crate) type Scored = (f32, u32);
+
 /// The k best (score, index) pairs seen so far: a binary heap with the worst at the root.
+///
+/// With a slack ([`TopK::with_slack`]) it also keeps every offer that came within `slack` of the
+/// running k-th best score: the candidates of an exact search over a sketch (see `index`).
 #[derive(Clone, Debug)]
 pub(crate) struct TopK {
     k: usize,
     heap: Vec<(f32, u32)>,
-    /// Scores above this certainly enter (when `lenient` is false).
-    thr: f32,
+    /// Offers above this take the slow path (when `lenient` is false): the k-th best score, or
+    /// that minus the slack (rounded down) when collecting `near`.
+    gate: f32,
     /// Not full yet, or the worst kept score is NaN: every offer takes the slow path.
     lenient: bool,
+    near: Option<Box<Near>>,
+}
+
+/// The offers of a [`TopK`] with a slack that may still come within it of the k-th best.
+#[derive(Clone, Debug)]
+struct Near {
+    slack: f64,
+    list: Vec<(f32, u32)>,
+    /// Prune `list` once it is this long.
+    prune_at: usize,
+    /// Give up once more than this many stay after pruning.
+    cap: usize,
+    overflow: bool,
+}
+
+/// The largest f32 at most `x`.
+fn f32_at_most(x: f64) -> f32 {
+    let f = x as f32;
+    if f as f64 > x {
+        f.next_down()
+    } else {
+        f
+    }
 }
 
 impl TopK {
@@ -102,22 +132,48 @@ impl TopK {
         TopK {
             k,
             heap: Vec::with_capacity(k),
-            thr: f32::INFINITY,
+            gate: f32::INFINITY,
             lenient: k > 0,
+            near: None,
         }
+    }
+
+    /// A heap that also collects every offer `s` with `s > kth - slack` at the time it is
+    /// offered (`kth`: the k-th best score so far), pruned as `kth` rises. Finite scores only.
+    /// Collecting stops, and [`Self::into_near`] says so, once more than `cap` of them remain.
+    pub(crate) fn with_slack(k: usize, slack: f64, cap: usize) -> Self {
+        let mut h = TopK::new(k);
+        h.near = Some(Box::new(Near {
+            slack,
+            list: Vec::with_capacity(4 * k + 64),
+            prune_at: 4 * k + 64,
+            cap,
+            overflow: false,
+        }));
+        h
     }
 
     /// Offers a score; the fast path is one comparison. Only valid when indices are offered in
     /// increasing order (a tie with the threshold then never wins); otherwise use [`Self::push`].
     #[inline(always)]
     pub(crate) fn offer(&mut self, s: f32, i: u32) {
-        if s > self.thr || self.lenient {
+        if s > self.gate || self.lenient {
             self.push(s, i);
         }
     }
 
+    /// The k best (in no order) and the offers collected with the slack (`None` if there were
+    /// more than the cap, or no slack was given). The second may lack some of the first.
+    pub(crate) fn into_parts(self) -> (Vec<Scored>, Option<Vec<Scored>>) {
+        let near = self.near.and_then(|nr| (!nr.overflow).then_some(nr.list));
+        (self.heap, near)
+    }
+
     #[inline(never)]
     pub(crate) fn push(&mut self, s: f32, i: u32) {
+        if self.near.is_some() {
+            self.note(s, i);
+        }
         let h = &mut self.heap;
         if h.len() < self.k {
             h.push((s, i));
@@ -155,7 +211,35 @@ impl TopK {
         if h.len() == self.k {
             let r = h[0].0;
             self.lenient = r.is_nan();
-            self.thr = if r.is_nan() { f32::INFINITY } else { r };
+            self.gate = if r.is_nan() { f32::INFINITY } else { r };
+            if let Some(nr) = self.near.as_deref() {
+                if !nr.overflow && !self.lenient {
+                    self.gate = f32_at_most(r as f64 - nr.slack);
+                }
+            }
+        }
+    }
+
+    /// Keeps an offer that passed the gate in `near`, pruning it as it grows.
+    #[cold]
+    fn note(&mut self, s: f32, i: u32) {
+        let Some(nr) = self.near.as_deref_mut() else {
+            return;
+        };
+        if nr.overflow || !(self.lenient || s > self.gate) {
+            return;
+        }
+        nr.list.push((s, i));
+        if nr.list.len() >= nr.prune_at && !self.lenient {
+            let g = self.gate;
+            nr.list.retain(|e| e.0 > g);
+            nr.prune_at = (2 * nr.list.len()).max(nr.prune_at);
+            if nr.list.len() > nr.cap {
+                // Too many to score: give up collecting, and let the heap run as usual.
+                nr.overflow = true;
+                nr.list = Vec::new();
+                self.gate = self.heap[0].0;
+            }
         }
     }
 
@@ -663,6 +747,35 @@ pub(crate) fn drive(
     if k == 0 || n == 0 {
         return vec![vec![]; nq];
     }
+    let Some(parts) = drive_parts(nq, n, d, k, &|_| TopK::new(k), scan_block) else {
+        // Interrupted (Ctrl-C): the caller drops the result.
+        return vec![vec![]; nq];
+    };
+    // Deterministic merge: gather each query's candidates from all chunks, order, truncate.
+    parts
+        .into_iter()
+        .map(|chunks| {
+            let mut all: Vec<(f32, u32)> = Vec::with_capacity(k * chunks.len());
+            for h in &chunks {
+                all.extend_from_slice(&h.heap);
+            }
+            all.sort_unstable_by(order);
+            all.truncate(k);
+            all
+        })
+        .collect()
+}
+
+/// The parallel part of [`drive`]: for each query, the heaps its key chunks filled (made by
+/// `heap(query)`; `k` sizes the chunks). `None` when interrupted (Ctrl-C). Needs `nq, n, k > 0`.
+pub(crate) fn drive_parts(
+    nq: usize,
+    n: usize,
+    d: usize,
+    k: usize,
+    heap: &(dyn Fn(usize) -> TopK + Sync),
+    scan_block: &ScanFn<'_>,
+) -> Option<Vec<Vec<TopK>>> {
     let pool = crate::parallel::pool(0);
     let threads = pool.current_num_threads().max(1);
     let qblocks = nq.div_ceil(QB);
@@ -678,7 +791,7 @@ pub(crate) fn drive(
         let q0 = qb * QB;
         let qn = QB.min(nq - q0);
         let r = kc * chunk..(kc * chunk + chunk).min(n);
-        let mut heaps = vec![TopK::new(k); qn];
+        let mut heaps: Vec<TopK> = (q0..q0 + qn).map(heap).collect();
         scan_block(q0, qn, r, &mut heaps);
         heaps
     };
@@ -689,26 +802,63 @@ pub(crate) fn drive(
         // The calling thread scans too and never waits for a pool thread that has not started.
         let mut slots: Vec<Vec<TopK>> = vec![Vec::new(); tasks];
         if !crate::parallel::for_each_mut(&pool, &mut slots, 1, |t, slot| *slot = task(t)) {
-            // Interrupted (Ctrl-C): the caller drops the result.
-            return vec![vec![]; nq];
+            return None;
         }
         slots
     };
-    // Deterministic merge: gather each query's candidates from all chunks, order, truncate.
-    let mut out = Vec::with_capacity(nq);
-    for qb in 0..qblocks {
-        let qn = QB.min(nq - qb * QB);
-        for i in 0..qn {
-            let mut all: Vec<(f32, u32)> = Vec::with_capacity(k * kchunks);
-            for kc in 0..kchunks {
-                all.extend_from_slice(&parts[qb * kchunks + kc][i].heap);
-            }
-            all.sort_unstable_by(order);
-            all.truncate(k);
-            out.push(all);
+    // Regroup by query: task `qb * kchunks + kc` holds the heaps of block `qb`, chunk `kc`.
+    let mut out: Vec<Vec<TopK>> = (0..nq).map(|_| Vec::with_capacity(kchunks)).collect();
+    for (t, heaps) in parts.into_iter().enumerate() {
+        let q0 = (t / kchunks) * QB;
+        for (i, h) in heaps.into_iter().enumerate() {
+            out[q0 + i].push(h);
         }
     }
-    out
+    Some(out)
+}
+
+/// The scores [`search`] computes (for a batch of `nq` queries, at level `lv`) between query
+/// `qi`, whose prepared row is `qr`, and the keys `ids`: the same kernel, so the same bits. Which
+/// kernel that is depends on the size of the query's block (see [`scan`]).
+pub(crate) fn exact_scores<E: Elem>(
+    lv: Level,
+    nq: usize,
+    qi: usize,
+    qr: &[f32],
+    keys: &[E],
+    d: usize,
+    ids: &[u32],
+    out: &mut Vec<f32>,
+) {
+    out.clear();
+    let block = QB.min(nq - qi / QB * QB);
+    #[cfg(target_arch = "x86_64")]
+    if block == 1 && lv != Level::Generic {
+        let mut buf: Vec<E> = Vec::with_capacity(ROWS1 * d);
+        let mut o = [0f32; ROWS1];
+        for c in ids.chunks(ROWS1) {
+            buf.clear();
+            for &i in c {
+                buf.extend_from_slice(&keys[i as usize * d..(i as usize + 1) * d]);
+            }
+            // SAFETY: `qr` holds d values and `buf` c.len() rows of d; the level says which
+            // features the processor has (as in `scan1`).
+            unsafe {
+                if lv == Level::Avx512 {
+                    row1_avx512::<E>(qr.as_ptr(), buf.as_ptr(), d, c.len(), 0, &mut o)
+                } else {
+                    row1_avx2::<E>(qr.as_ptr(), buf.as_ptr(), d, c.len(), 0, &mut o)
+                }
+            }
+            out.extend_from_slice(&o[..c.len()]);
+        }
+        return;
+    }
+    let _ = block;
+    out.extend(
+        ids.iter()
+            .map(|&i| dot(lv, qr, &keys[i as usize * d..(i as usize + 1) * d])),
+    );
 }
 
 /// Copies queries into a fresh buffer, L2-normalised for cosine (zero rows stay zero).
