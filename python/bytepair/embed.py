@@ -202,9 +202,11 @@ class Index:
     - ``"float16"``: half the memory and half the bytes a search reads; scores move by about
       1e-5 (cosine), and the search ranks by them directly. With ``metric="dot"`` keys must
       fit float16 (``|x| <= 65504``), else ``ValueError``.
-    - ``"int8"``: one scale per key; a search scans 1 byte a value, keeps a shortlist of
-      ``max(4k, k + 64)`` candidates and rescores them with a second int8 level that stores the
-      quantisation residual (about 14 bits together). No float32 copy is kept: the index takes
+    - ``"int8"``: one scale per key; a search scans 1 byte a value, keeps as candidates every
+      key whose int8 score is within 10 standard deviations of the int8 rounding error below
+      the k-th best (at most an eighth of the keys, else the best ``max(4k, k + 64)``), and
+      rescores them with a second int8 level that stores the quantisation residual (about 14
+      bits together). No float32 copy is kept: the index takes
       2 bytes a value plus 12 bytes a key. With AVX-512 VNNI the scan quantises the query
       too and multiplies bytes directly (64 per instruction); the rescoring stays in float32.
 

@@ -5,8 +5,12 @@
 //! them; both are converted to f32 in registers by the same microkernel that serves f32 (see
 //! `topk`). f16 keeps about 11 bits, which moves cosine scores by ~1e-5 and is searched as is.
 //! int8 (one scale per vector) moves scores by ~1e-3, enough to swap near neighbours, so its
-//! search keeps a shortlist of `max(4k, k + 64)` by the int8 score and rescores it with a second
-//! int8 level that quantises the residual: together about 14 bits, read only for the shortlist.
+//! search keeps as candidates every key whose int8 score is within a margin (ten standard
+//! deviations of the rounding error, see `I8Stats::slack`) of the k-th best, and rescores them
+//! with a second int8 level that quantises the residual: together about 14 bits, read only for
+//! the candidates. (A fixed shortlist of `max(4k, k + 64)` found 4-5 of the top 10 among
+//! clustered keys, whose scores lie closer together than the int8 error; it remains the
+//! fallback when more than an eighth of the keys are candidates.)
 //! No f32 copy is kept, so the int8 index takes 2 bytes a value (plus 12 bytes a key) instead of 4.
 //! Where the processor has AVX-512 VNNI, the int8 scan runs on integer dot products (`vnni`).
 //!
@@ -27,6 +31,7 @@ use crate::{Error, Result};
 use half::f16;
 use rayon::prelude::*;
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::ops::Range;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"BPEMBIX\0";
@@ -74,7 +79,71 @@ enum Store {
         res_scales: Vec<f32>,
         /// Per-key sum of `codes` (not stored in files; rebuilt on load).
         sums: Vec<i32>,
+        /// Over the keys (rebuilt on load).
+        stats: I8Stats,
     },
+}
+
+/// What the int8 search's candidate margin needs to know about the keys.
+#[derive(Clone, Copy, Debug, Default)]
+struct I8Stats {
+    /// The largest first-level scale, and the largest norm of a key as stored (both levels).
+    max_scale: f64,
+    max_norm: f64,
+    /// A key holds NaN or infinity.
+    nonfinite: bool,
+}
+
+impl I8Stats {
+    /// Folds in the keys `codes`/`res` (rows of `d`) with their scales.
+    fn extend(&mut self, codes: &[i8], scales: &[f32], res: &[i8], res_scales: &[f32], d: usize) {
+        let (scale, norm, bad) = crate::parallel::pool(0).install(|| {
+            (0..scales.len())
+                .into_par_iter()
+                .map(|i| {
+                    let (s, rs) = (scales[i], res_scales[i]);
+                    if !s.is_finite() {
+                        return (0.0, 0.0, true);
+                    }
+                    let n2: f64 = codes[i * d..(i + 1) * d]
+                        .iter()
+                        .zip(&res[i * d..(i + 1) * d])
+                        .map(|(&a, &b)| (s * a as f32 + rs * b as f32) as f64)
+                        .map(|x| x * x)
+                        .sum();
+                    (s as f64, n2.sqrt(), false)
+                })
+                .reduce(
+                    || (0.0, 0.0, false),
+                    |a, b| (a.0.max(b.0), a.1.max(b.1), a.2 || b.2),
+                )
+        });
+        self.max_scale = self.max_scale.max(scale);
+        self.max_norm = self.max_norm.max(norm);
+        self.nonfinite |= bad;
+    }
+
+    /// Per query (prepared rows of `q`, `d` wide, quantised as `qc` for the integer scans), how
+    /// far below the k-th best int8 score a candidate may be: `2 * MARGIN_Z` deviations of the
+    /// score's rounding error. Each value's rounding error is uniform in half a step, so the
+    /// score's deviation is `(|q| s + |k| qs) / sqrt(12)` for key step `s` and query step `qs`.
+    /// `None` where values are not finite.
+    fn slack(&self, q: &[f32], d: usize, qc: Option<&vnni::QueryCodes>) -> Option<Vec<f64>> {
+        if self.nonfinite || q.iter().any(|x| !x.is_finite()) {
+            return None;
+        }
+        Some(
+            q.chunks_exact(d)
+                .enumerate()
+                .map(|(i, row)| {
+                    let qn = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+                    let qs = qc.map_or(0.0, |qc| qc.scales[i] as f64);
+                    let sigma = (qn * self.max_scale + self.max_norm * qs) / 12f64.sqrt();
+                    2.0 * MARGIN_Z * sigma
+                })
+                .collect(),
+        )
+    }
 }
 
 /// An exhaustive index over `len` keys of dimension `dim`.
@@ -87,6 +156,10 @@ pub struct Index {
     /// float32 / float16 keys only, unless turned off.
     sketch: Option<Sketch>,
 }
+
+/// How many standard deviations of an int8 score's rounding error the int8 index's candidates
+/// may fall below the k-th best int8 score, each way (see [`I8Stats::slack`]).
+const MARGIN_Z: f64 = 5.0;
 
 /// Below this many keys a search scans the keys: a sketch would save little.
 const SKETCH_MIN_KEYS: usize = 4096;
@@ -210,6 +283,7 @@ impl Index {
                 res: vec![],
                 res_scales: vec![],
                 sums: vec![],
+                stats: I8Stats::default(),
             },
         };
         let sketch = (dtype != KeyType::I8).then(Sketch::default);
@@ -355,6 +429,7 @@ impl Index {
                 res,
                 res_scales,
                 sums,
+                stats,
             } => {
                 let at = codes.len();
                 grow(codes, n * d);
@@ -392,6 +467,7 @@ impl Index {
                         )
                 });
                 sums.extend(vnni::code_sums(&codes[at..], d));
+                stats.extend(&codes[at..], &scales[a..], &res[at..], &res_scales[a..], d);
             }
         }
         self.len += n;
@@ -418,6 +494,9 @@ impl Index {
     ) -> Result<TopKResult> {
         let d = self.dim;
         let nq = topk::check_search_args(queries.len(), d, self.len, k)?;
+        if nq == 0 || k == 0 {
+            return Ok(TopKResult::from_lists(vec![vec![]; nq], k));
+        }
         let q = topk::prepare_queries(lv, queries, d, self.metric);
         let n = self.len;
         let lists = match &self.store {
@@ -433,8 +512,17 @@ impl Index {
                 res,
                 res_scales,
                 sums,
+                stats,
             } => {
-                let short = (4 * k).max(k + 64).min(n);
+                // The fine score of key `i`: both int8 levels against the f32 query.
+                let fine = |qr: &[f32], i: usize| {
+                    let (s, rs) = (scales[i], res_scales[i]);
+                    let mut f = s * topk::dot(lv, qr, &codes[i * d..(i + 1) * d]);
+                    if rs != 0.0 {
+                        f += rs * topk::dot(lv, qr, &res[i * d..(i + 1) * d]);
+                    }
+                    f
+                };
                 // Integer dot products where the processor has them: AVX-512 VNNI, or AVX2 (one
                 // query keeps up with memory where converting every key byte to f32 does not, and
                 // batches do a third of the work). They stay below 2^31 for d < 66,000
@@ -445,34 +533,65 @@ impl Index {
                     Some(vnni::IntKernel::Avx2)
                 } else {
                     None
-                };
-                let cands = if let (Some(kernel), true) = (kernel, d < 66_000) {
-                    let qc = match kernel {
-                        vnni::IntKernel::Vnni => vnni::quantize_queries(&q, d),
-                        vnni::IntKernel::Avx2 => vnni::quantize_queries7(&q, d),
+                }
+                .filter(|_| d < 66_000);
+                let qc = kernel.map(|kernel| match kernel {
+                    vnni::IntKernel::Vnni => vnni::quantize_queries(&q, d),
+                    vnni::IntKernel::Avx2 => vnni::quantize_queries7(&q, d),
+                });
+                let scan_block =
+                    |q0: usize, qn: usize, r: Range<usize>, heaps: &mut [TopK]| match (kernel, &qc)
+                    {
+                        (Some(kernel), Some(qc)) => {
+                            vnni::scan(kernel, qc, q0, codes, scales, sums, d, r, heaps)
+                        }
+                        _ => topk::scan(
+                            lv,
+                            &q[q0 * d..(q0 + qn) * d],
+                            qn,
+                            codes,
+                            d,
+                            r,
+                            KeyFactor::PerKey(scales),
+                            heaps,
+                        ),
                     };
-                    topk::drive(nq, n, d, short, &|q0, _qn, r, heaps| {
-                        vnni::scan(kernel, &qc, q0, codes, scales, sums, d, r, heaps)
-                    })
-                } else {
-                    topk::search(lv, &q, nq, codes, n, d, short, KeyFactor::PerKey(scales))
-                };
-                // Rescore the shortlist with the f32 query against both int8 levels.
-                let rescore = |(qi, c): (usize, Vec<(f32, u32)>)| {
+                // The candidates: every key whose int8 score is within a margin of the k-th
+                // best (see `I8Stats::slack`), or else a shortlist of the best int8 scores.
+                let slack = stats.slack(&q, d, qc.as_ref());
+                let mut cands: Option<Vec<Vec<u32>>> = None;
+                if let (None, Some(sl)) = (&cands, &slack) {
+                    let cap = (n / 8).max(4 * k + 64);
+                    let heap = |qi: usize| TopK::with_slack(k, sl[qi], cap);
+                    let Some(parts) = topk::drive_parts(nq, n, d, k, &heap, &scan_block) else {
+                        // Interrupted (Ctrl-C): the caller drops the result.
+                        return Ok(TopKResult::from_lists(vec![vec![]; nq], k));
+                    };
+                    cands = parts
+                        .into_iter()
+                        .enumerate()
+                        .map(|(qi, chunks)| candidates(chunks, k, sl[qi]))
+                        .collect();
+                }
+                // Too many candidates (or NaN): the best int8 scores.
+                let cands = cands.unwrap_or_else(|| {
+                    let short = (4 * k).max(k + 64).min(n);
+                    topk::drive(nq, n, d, short, &scan_block)
+                        .into_iter()
+                        .map(|l| l.into_iter().map(|(_, i)| i).collect())
+                        .collect()
+                });
+                // Rescore the candidates with the f32 query against both int8 levels.
+                let rescore = |(qi, c): (usize, Vec<u32>)| {
                     let qr = &q[qi * d..(qi + 1) * d];
                     let mut h = TopK::new(k);
-                    for (_, i) in c {
-                        let i = i as usize;
-                        let (s, rs) = (scales[i], res_scales[i]);
-                        let mut fine = s * topk::dot(lv, qr, &codes[i * d..(i + 1) * d]);
-                        if rs != 0.0 {
-                            fine += rs * topk::dot(lv, qr, &res[i * d..(i + 1) * d]);
-                        }
-                        h.push(fine, i as u32);
+                    for i in c {
+                        h.push(fine(qr, i as usize), i);
                     }
                     h.into_sorted()
                 };
-                if nq * short * d >= 1 << 18 {
+                let work: usize = cands.iter().map(Vec::len).sum::<usize>() * d;
+                if work >= 1 << 18 {
                     crate::parallel::pool(0)
                         .install(|| cands.into_par_iter().enumerate().map(rescore).collect())
                 } else {
@@ -551,24 +670,7 @@ impl Index {
             None => return Some(vec![vec![]; nq]),
         };
         let finish = |(qi, chunks): (usize, Vec<TopK>)| -> Option<Vec<(f32, u32)>> {
-            let mut best = Vec::with_capacity(k * chunks.len());
-            let mut cands = Vec::new();
-            for h in chunks {
-                let (heap, near) = h.into_parts();
-                cands.extend_from_slice(&near?);
-                cands.extend_from_slice(&heap);
-                best.extend(heap);
-            }
-            // The k-th best sketch score over all chunks (each chunk's heap holds its k best).
-            let (_, kth, _) = best.select_nth_unstable_by(k - 1, topk::order);
-            let cut = kth.0 as f64 - slack[qi];
-            let mut ids: Vec<u32> = cands
-                .iter()
-                .filter(|c| c.0 as f64 > cut)
-                .map(|c| c.1)
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
+            let ids = candidates(chunks, k, slack[qi])?;
             let mut scores = Vec::with_capacity(ids.len());
             topk::exact_scores(
                 lv,
@@ -689,12 +791,18 @@ impl Index {
             1 => Store::F16(read_pod(&mut r, nd)?),
             _ => {
                 let codes: Vec<i8> = read_pod(&mut r, nd)?;
+                let scales: Vec<f32> = read_pod(&mut r, len)?;
+                let res: Vec<i8> = read_pod(&mut r, nd)?;
+                let res_scales: Vec<f32> = read_pod(&mut r, len)?;
+                let mut stats = I8Stats::default();
+                stats.extend(&codes, &scales, &res, &res_scales, dim);
                 Store::I8 {
                     sums: vnni::code_sums(&codes, dim),
                     codes,
-                    scales: read_pod(&mut r, len)?,
-                    res: read_pod(&mut r, nd)?,
-                    res_scales: read_pod(&mut r, len)?,
+                    scales,
+                    res,
+                    res_scales,
+                    stats,
                 }
             }
         };
@@ -708,6 +816,34 @@ impl Index {
         index.set_sketch(head[14] & FLAG_NO_SKETCH == 0);
         Ok(index)
     }
+}
+
+/// The candidates of a search with slack: the keys that the chunks' heaps (made by
+/// [`TopK::with_slack`]) collected and whose score is above the k-th best over all chunks minus
+/// `slack`, sorted by index. `None` if a chunk had too many.
+fn candidates(chunks: Vec<TopK>, k: usize, slack: f64) -> Option<Vec<u32>> {
+    let mut best = Vec::with_capacity(k * chunks.len());
+    let mut cands = Vec::new();
+    for h in chunks {
+        let (heap, near) = h.into_parts();
+        cands.extend_from_slice(&near?);
+        cands.extend_from_slice(&heap);
+        best.extend(heap);
+    }
+    // The k-th best score over all chunks (each chunk's heap holds its k best).
+    if best.len() < k {
+        return None;
+    }
+    let (_, kth, _) = best.select_nth_unstable_by(k - 1, topk::order);
+    let cut = kth.0 as f64 - slack;
+    let mut ids: Vec<u32> = cands
+        .iter()
+        .filter(|c| c.0 as f64 > cut)
+        .map(|c| c.1)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Some(ids)
 }
 
 /// Reserves room for `extra` more elements, asking Linux to back large buffers with transparent
@@ -914,6 +1050,48 @@ mod tests {
         // Where the processor has AVX2, the sketch answered (it may give up on clustered keys).
         if Level::available().contains(&Level::Avx2) {
             assert!(taken > 0);
+        }
+    }
+
+    #[test]
+    fn int8_candidates_hold_the_neighbours_of_close_scores() {
+        // Clustered keys put hundreds of int8 scores within the rounding error of the top 10; a
+        // shortlist of the best 74 int8 scores found 4-5 of the 10 there. Their top 10 also lie
+        // within 1e-5 of each other, closer than the two levels can order, hence 0.97.
+        let (n, d, nq, k) = (20_000, 200, 30, 10);
+        for kind in 0..3 {
+            let keys = sketch_data(kind, n, d, 70 + kind as u64);
+            let mut q = randn(nq * d, 80);
+            for (j, x) in q.iter_mut().enumerate() {
+                *x = 0.5 * *x + keys[(j / d * 389) % n * d + j % d];
+            }
+            let want = if kind == 1 { 0.97 } else { 0.99 };
+            for metric in [Metric::Cosine, Metric::Dot] {
+                let mut ix = Index::new(d, metric, KeyType::I8).unwrap();
+                ix.add(&keys).unwrap();
+                for lv in Level::available() {
+                    let exact = topk_at(lv, &q, &keys, n, d, k, metric).unwrap();
+                    for vnni in [false, true] {
+                        let batch = ix.search_with(lv, vnni, &q, k).unwrap();
+                        let mut hit = 0;
+                        for qi in 0..nq {
+                            let w = &exact.indices[qi * k..(qi + 1) * k];
+                            let one = ix.search_with(lv, vnni, &q[qi * d..(qi + 1) * d], k);
+                            for got in [
+                                &one.unwrap().indices[..],
+                                &batch.indices[qi * k..(qi + 1) * k],
+                            ] {
+                                hit += got.iter().filter(|i| w.contains(i)).count();
+                            }
+                        }
+                        let r = hit as f64 / (2 * nq * k) as f64;
+                        assert!(
+                            r >= want,
+                            "kind {kind} {metric:?} {lv:?} vnni {vnni}: recall {r}"
+                        );
+                    }
+                }
+            }
         }
     }
 
