@@ -619,12 +619,64 @@ fn tile<E: Elem, const M: usize>(
     }
 }
 
-/// Dot product of one f32 vector with one key row.
+/// Dot product of one f32 vector with one key row: the same bits as any query-key pair of a
+/// [`tile`] at the same level (the same loads, fused multiply-adds and reduction, one
+/// accumulator instead of a tile of them).
 pub(crate) fn dot<E: Elem>(lv: Level, q: &[f32], k: &[E]) -> f32 {
     let d = q.len();
-    // A 1 x NK tile against the same row NK times would waste work; use the 1-query tile on a
-    // single row by giving it stride 0 (all NK "keys" are the same row).
-    tile::<E, 1>(lv, 0, q, d, k, 0, d, None)[0][0]
+    debug_assert!(k.len() >= d);
+    match lv {
+        // SAFETY: the level says the processor has the kernel's features; both slices hold d.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { dot_avx512(q.as_ptr(), k.as_ptr(), d) },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { dot_avx2(q.as_ptr(), k.as_ptr(), d) },
+        // The 1-query tile with key stride 0 (all NK "keys" are the same row).
+        _ => tile::<E, 1>(lv, 0, q, d, k, 0, d, None)[0][0],
+    }
+}
+
+/// One pair of [`tile_avx512`].
+///
+/// # Safety
+/// `q` and `k` hold `d` values; the processor has AVX-512F/BW/VL and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn dot_avx512<E: Elem>(q: *const f32, k: *const E, d: usize) -> f32 {
+    let mut acc = _mm512_setzero_ps();
+    let mut i = 0;
+    while i + 16 <= d {
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(q.add(i)), E::load16(k.add(i)), acc);
+        i += 16;
+    }
+    if i < d {
+        let n = d - i;
+        let mask = ((1u32 << n) - 1) as u16;
+        let kv = E::load16_tail(k.add(i), n);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, q.add(i)), kv, acc);
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
+/// One pair of [`tile_avx2`].
+///
+/// # Safety
+/// `q` and `k` hold `d` values; the processor has AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_avx2<E: Elem>(q: *const f32, k: *const E, d: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= d {
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(i)), E::load8(k.add(i)), acc);
+        i += 8;
+    }
+    if i < d {
+        let n = d - i;
+        let kv = simd::load8_tail(k.add(i), n);
+        acc = _mm256_fmadd_ps(simd::load8_tail(q.add(i), n), kv, acc);
+    }
+    simd::hsum8(acc)
 }
 
 /// Scans keys `range` (rows of `keys`, `d` wide) for the `nq` prepared queries in `q`, offering
@@ -836,10 +888,16 @@ pub(crate) fn exact_scores<E: Elem>(
     if block == 1 && lv != Level::Generic {
         let mut buf: Vec<E> = Vec::with_capacity(ROWS1 * d);
         let mut o = [0f32; ROWS1];
-        for c in ids.chunks(ROWS1) {
+        let row = |i: u32| &keys[i as usize * d..(i as usize + 1) * d];
+        let chunks: Vec<&[u32]> = ids.chunks(ROWS1).collect();
+        for (g, c) in chunks.iter().enumerate() {
+            // The rows are scattered: request the next group's while this one is scored.
+            for &i in chunks.get(g + 1).copied().unwrap_or_default() {
+                simd::prefetch(row(i), usize::MAX);
+            }
             buf.clear();
-            for &i in c {
-                buf.extend_from_slice(&keys[i as usize * d..(i as usize + 1) * d]);
+            for &i in *c {
+                buf.extend_from_slice(row(i));
             }
             // SAFETY: `qr` holds d values and `buf` c.len() rows of d; the level says which
             // features the processor has (as in `scan1`).
@@ -855,10 +913,18 @@ pub(crate) fn exact_scores<E: Elem>(
         return;
     }
     let _ = block;
-    out.extend(
-        ids.iter()
-            .map(|&i| dot(lv, qr, &keys[i as usize * d..(i as usize + 1) * d])),
-    );
+    // The rows are scattered: request each a few rows ahead.
+    const AHEAD: usize = 4;
+    let row = |i: u32| &keys[i as usize * d..(i as usize + 1) * d];
+    for &i in ids.iter().take(AHEAD) {
+        simd::prefetch(row(i), usize::MAX);
+    }
+    for (j, &i) in ids.iter().enumerate() {
+        if let Some(&next) = ids.get(j + AHEAD) {
+            simd::prefetch(row(next), usize::MAX);
+        }
+        out.push(dot(lv, qr, row(i)));
+    }
 }
 
 /// Copies queries into a fresh buffer, L2-normalised for cosine (zero rows stay zero).
