@@ -256,9 +256,10 @@ def test_index_recall_and_scores(metric, dtype):
     close(s, ws, atol=(2e-5 if dtype == "float32" else 2e-3) * scale, rtol=0)
     if dtype == "float32":
         check_topk((s, i), (ws, wi), 2e-5 * scale)
-    # float keys: an int8 sketch (1 byte a value, 8 a key); int8 keys have none.
-    sketch = N * D + 8 * N if dtype != "int8" else 0
-    assert ix.sketch == (dtype != "int8")
+    # float keys: an int8 sketch (1 byte a value, 8 a key); int8 keys: 4 bits (whole blocks of
+    # 128 values, 4 bytes a key).
+    sketch = N * D + 8 * N if dtype != "int8" else N * (-(-D // 128) * 64) + 4 * N
+    assert ix.sketch
     assert ix.nbytes == {"float32": 4 * N * D, "float16": 2 * N * D, "int8": 2 * N * D + 12 * N}[dtype] + sketch
 
 
@@ -299,10 +300,15 @@ def test_int8_index_recall_on_close_scores(kind):
     Q = 0.5 * RNG.standard_normal((24, 200)).astype(np.float32) + K[RNG.integers(0, 20000, 24)]
     ws, wi = ref.topk(Q, K, 10)
     want = 0.95 if kind == "clustered" else 0.99
-    ix = embed.Index(K, dtype="int8")
-    one = np.concatenate([ix.search(Q[j : j + 1], 10)[1] for j in range(len(Q))])
-    assert ref.recall(one, wi) >= want
-    assert ref.recall(ix.search(Q, 10)[1], wi) >= want
+    got = {}
+    for sketch in (True, False):
+        ix = embed.Index(K, dtype="int8", sketch=sketch)
+        one = np.concatenate([ix.search(Q[j : j + 1], 10)[1] for j in range(len(Q))])
+        assert ref.recall(one, wi) >= want
+        assert ref.recall(ix.search(Q, 10)[1], wi) >= want
+        got[sketch] = one
+    # Single queries through the 4-bit sketch find what the int8 scan finds.
+    assert (got[True] != got[False]).any(axis=1).sum() <= 1
 
 
 def test_index_sketch_switch_and_save(tmp_path):
@@ -322,10 +328,11 @@ def test_index_sketch_switch_and_save(tmp_path):
     assert back.sketch and "sketch=True" in repr(back)
     for a, b in zip(want, back.search(Q, 5)):
         np.testing.assert_array_equal(a, b)
-    # int8 keys have no sketch to keep.
+    # int8 keys keep a 4-bit one, which turns off the same way.
     i8 = embed.Index(K, dtype="int8")
-    i8.sketch = True
-    assert not i8.sketch
+    n8 = i8.nbytes
+    i8.sketch = False
+    assert not i8.sketch and i8.nbytes == n8 - 5000 * 64 - 4 * 5000
     # A NaN query or key: the same answer as without the sketch (NaN ranks last).
     Kn = K.copy()
     Kn[7, 3] = np.nan

@@ -10,7 +10,9 @@
 //! with a second int8 level that quantises the residual: together about 14 bits, read only for
 //! the candidates. (A fixed shortlist of `max(4k, k + 64)` found 4-5 of the top 10 among
 //! clustered keys, whose scores lie closer together than the int8 error; it remains the
-//! fallback when more than an eighth of the keys are candidates.)
+//! fallback when more than an eighth of the keys are candidates.) A single query first scans a
+//! 4-bit copy of the codes (half a byte a value, see [`Nibbles`]) for the keys worth an int8
+//! score at all.
 //! No f32 copy is kept, so the int8 index takes 2 bytes a value (plus 12 bytes a key) instead of 4.
 //! Where the processor has AVX-512 VNNI, the int8 scan runs on integer dot products (`vnni`).
 //!
@@ -25,8 +27,8 @@
 use super::quant::{quantize_into, quantize_level, to_f16};
 use super::simd::{self, Elem, Level};
 use super::topk::{self, KeyFactor, TopK, TopKResult};
-use super::vnni;
 use super::Metric;
+use super::{nibble, vnni};
 use crate::{Error, Result};
 use half::f16;
 use rayon::prelude::*;
@@ -155,6 +157,86 @@ pub struct Index {
     store: Store,
     /// float32 / float16 keys only, unless turned off.
     sketch: Option<Sketch>,
+    /// int8 keys only, unless turned off.
+    nibbles: Option<Nibbles>,
+}
+
+/// How many standard deviations of the 4-bit sketch's rounding error a single query's
+/// candidates may fall below the k-th best sketch score, each way (see [`Nibbles`]). Measured:
+/// at 3, 3.5 and 5 the results equalled the int8 scan's on 100 queries each of random,
+/// clustered and duplicated keys; 5 made 6% of 200k random keys candidates, 3.5 made 1.3%.
+const NIBBLE_Z: f64 = 3.5;
+
+/// A 4-bit copy of int8 keys (see `nibble`), half the bytes, which a single query scans first.
+/// Not a proof like [`Sketch`] (the int8 index is approximate anyway): rounding to a step `s`
+/// leaves an error uniform in `+-s/2` per value, so a key's sketch score is off by a sum with
+/// standard deviation `|q| s / sqrt(12)` (plus the query's own int8 rounding). The candidates
+/// are the keys within `2 * NIBBLE_Z` deviations (at the largest scale) below the k-th best
+/// sketch score; their int8 scores then choose the int8 candidates as a full int8 scan does
+/// ([`I8Stats::slack`]), and those are rescored from both levels.
+#[derive(Clone, Debug, Default)]
+struct Nibbles {
+    codes: Vec<u8>,
+    scales: Vec<f32>,
+    max_scale: f64,
+    max_norm: f64,
+    nonfinite: bool,
+}
+
+impl Nibbles {
+    /// Appends the sketch of int8 keys `codes`/`res` (rows of `d`) with their scales.
+    fn extend(&mut self, codes: &[i8], scales: &[f32], res: &[i8], res_scales: &[f32], d: usize) {
+        const CH: usize = 256;
+        let rb = nibble::row_bytes(d);
+        let n = scales.len();
+        let at = self.codes.len();
+        grow(&mut self.codes, n * rb);
+        self.codes.resize(at + n * rb, 0x88);
+        let a = self.scales.len();
+        self.scales.resize(a + n, 0.0);
+        let (out, out_s) = (&mut self.codes[at..], &mut self.scales[a..]);
+        let (m, bad) = crate::parallel::pool(0).install(|| {
+            out.par_chunks_mut(CH * rb)
+                .zip(out_s.par_chunks_mut(CH))
+                .enumerate()
+                .map_init(Vec::new, |x, (c, (o, os))| {
+                    let mut m = [0f64; 2];
+                    let mut bad = false;
+                    for (i, (row, s4)) in o.chunks_exact_mut(rb).zip(os.iter_mut()).enumerate() {
+                        let key = c * CH + i;
+                        let (s, rs) = (scales[key], res_scales[key]);
+                        let kc = &codes[key * d..(key + 1) * d];
+                        let kr = &res[key * d..(key + 1) * d];
+                        x.clear();
+                        x.extend(
+                            kc.iter()
+                                .zip(kr)
+                                .map(|(&a, &b)| s * a as f32 + rs * b as f32),
+                        );
+                        *s4 = nibble::pack(x, row);
+                        if !s4.is_finite() {
+                            bad = true;
+                            continue;
+                        }
+                        let norm = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+                        m[0] = m[0].max(*s4 as f64);
+                        m[1] = m[1].max(norm);
+                    }
+                    (m, bad)
+                })
+                .reduce(
+                    || ([0f64; 2], false),
+                    |a, b| ([a.0[0].max(b.0[0]), a.0[1].max(b.0[1])], a.1 || b.1),
+                )
+        });
+        self.max_scale = self.max_scale.max(m[0]);
+        self.max_norm = self.max_norm.max(m[1]);
+        self.nonfinite |= bad;
+    }
+
+    fn nbytes(&self) -> usize {
+        self.codes.len() + self.scales.len() * 4
+    }
 }
 
 /// How many standard deviations of an int8 score's rounding error the int8 index's candidates
@@ -287,34 +369,54 @@ impl Index {
             },
         };
         let sketch = (dtype != KeyType::I8).then(Sketch::default);
+        let nibbles = (dtype == KeyType::I8).then(Nibbles::default);
         Ok(Index {
             metric,
             dim,
             len: 0,
             store,
             sketch,
+            nibbles,
         })
     }
 
-    /// Whether searches scan an int8 sketch first (float32 and float16 only; on by default).
+    /// Whether searches scan a sketch of the keys first (on by default): int8 for float32 and
+    /// float16 keys, 4-bit for int8 keys (single queries on processors with AVX-512 VNNI).
     pub fn has_sketch(&self) -> bool {
-        self.sketch.is_some()
+        self.sketch.is_some() || self.nibbles.is_some()
     }
 
-    /// Turns the sketch on (built from the keys, parallel) or off (its memory is freed). The
-    /// results of a search are the same either way; only its speed and the memory differ. An
-    /// int8 index has none.
+    /// Turns the sketch on (built from the keys, parallel) or off (its memory is freed). For
+    /// float keys the results are the same either way; only the speed and the memory differ.
     pub fn set_sketch(&mut self, on: bool) {
         if !on {
             self.sketch = None;
-        } else if self.sketch.is_none() {
-            let mut sk = Sketch::default();
+            self.nibbles = None;
+        } else if !self.has_sketch() {
+            let d = self.dim;
             match &self.store {
-                Store::F32(v) => sk.extend(v, self.dim),
-                Store::F16(v) => sk.extend(v, self.dim),
-                Store::I8 { .. } => return,
+                Store::F32(v) => {
+                    let mut sk = Sketch::default();
+                    sk.extend(v, d);
+                    self.sketch = Some(sk);
+                }
+                Store::F16(v) => {
+                    let mut sk = Sketch::default();
+                    sk.extend(v, d);
+                    self.sketch = Some(sk);
+                }
+                Store::I8 {
+                    codes,
+                    scales,
+                    res,
+                    res_scales,
+                    ..
+                } => {
+                    let mut nb = Nibbles::default();
+                    nb.extend(codes, scales, res, res_scales, d);
+                    self.nibbles = Some(nb);
+                }
             }
-            self.sketch = Some(sk);
         }
     }
 
@@ -339,7 +441,8 @@ impl Index {
     }
     /// Bytes held by the stored keys and the sketch.
     pub fn nbytes(&self) -> usize {
-        let sketch = self.sketch.as_ref().map_or(0, Sketch::nbytes);
+        let sketch = self.sketch.as_ref().map_or(0, Sketch::nbytes)
+            + self.nibbles.as_ref().map_or(0, Nibbles::nbytes);
         sketch
             + match &self.store {
                 Store::F32(v) => v.len() * 4,
@@ -468,6 +571,9 @@ impl Index {
                 });
                 sums.extend(vnni::code_sums(&codes[at..], d));
                 stats.extend(&codes[at..], &scales[a..], &res[at..], &res_scales[a..], d);
+                if let Some(nb) = &mut self.nibbles {
+                    nb.extend(&codes[at..], &scales[a..], &res[at..], &res_scales[a..], d);
+                }
             }
         }
         self.len += n;
@@ -560,6 +666,16 @@ impl Index {
                 // best (see `I8Stats::slack`), or else a shortlist of the best int8 scores.
                 let slack = stats.slack(&q, d, qc.as_ref());
                 let mut cands: Option<Vec<Vec<u32>>> = None;
+                // One query on VNNI: the 4-bit sketch's candidates, then theirs by int8 score.
+                if let (Some(sl), Some(vnni::IntKernel::Vnni), Some(qc), 1) =
+                    (&slack, kernel, &qc, nq)
+                {
+                    if let Some(c4) = self.nibble_candidates(&q, k) {
+                        let mut h = TopK::with_slack(k, sl[0], usize::MAX);
+                        vnni::scan_ids(qc, codes, scales, sums, d, &c4, &mut h);
+                        cands = candidates(vec![h], k, sl[0]).map(|c| vec![c]);
+                    }
+                }
                 if let (None, Some(sl)) = (&cands, &slack) {
                     let cap = (n / 8).max(4 * k + 64);
                     let heap = |qi: usize| TopK::with_slack(k, sl[qi], cap);
@@ -697,6 +813,43 @@ impl Index {
         lists
     }
 
+    /// The candidates of one prepared query `q` from the 4-bit sketch (see [`Nibbles`]), sorted
+    /// by index, or `None` where the sketch does not apply (none, no VNNI, non-finite values, too
+    /// many candidates, interrupted).
+    fn nibble_candidates(&self, q: &[f32], k: usize) -> Option<Vec<u32>> {
+        let nb = self.nibbles.as_ref()?;
+        let (n, d) = (self.len, self.dim);
+        if nb.nonfinite
+            || !nibble::available()
+            || n < SKETCH_MIN_KEYS
+            || k == 0
+            || k > n / 16
+            || q.iter().any(|x| !x.is_finite())
+        {
+            return None;
+        }
+        let qq = nibble::quantize_query(q);
+        let qn = q.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        // The sketch error's deviation: the keys' 4-bit rounding, then the query's int8 one.
+        let sigma = (qn * nb.max_scale + nb.max_norm * qq.scale as f64) / 12f64.sqrt();
+        let slack = 2.0 * NIBBLE_Z * sigma;
+        if slack.is_nan() || slack >= 1e30 {
+            return None;
+        }
+        let rb = nibble::row_bytes(d);
+        let cap = (n / 8).max(4 * k + 64);
+        // Interrupted (Ctrl-C): `None`, and the int8 scan that follows stops at once.
+        let parts = topk::drive_parts(
+            1,
+            n,
+            rb,
+            k,
+            &|_| TopK::with_slack(k, slack, cap),
+            &|_, _, r, heaps| nibble::scan(&qq, &nb.codes, &nb.scales, rb, r, &mut heaps[0]),
+        )?;
+        candidates(parts.into_iter().next()?, k, slack)
+    }
+
     /// Writes the index to `path` (little-endian binary; see [`Index::load`]).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
@@ -711,11 +864,7 @@ impl Index {
             KeyType::F16 => 1,
             KeyType::I8 => 2,
         };
-        let flags = if self.sketch.is_none() && self.dtype() != KeyType::I8 {
-            FLAG_NO_SKETCH
-        } else {
-            0
-        };
+        let flags = if self.has_sketch() { 0 } else { FLAG_NO_SKETCH };
         w.write_all(&[metric, dtype, flags, 0])?;
         w.write_all(&(self.len as u64).to_le_bytes())?;
         w.write_all(&(self.dim as u64).to_le_bytes())?;
@@ -812,6 +961,7 @@ impl Index {
             len,
             store,
             sketch: None,
+            nibbles: None,
         };
         index.set_sketch(head[14] & FLAG_NO_SKETCH == 0);
         Ok(index)
@@ -1096,6 +1246,40 @@ mod tests {
     }
 
     #[test]
+    fn the_int8_indexs_4_bit_sketch_finds_what_its_full_scan_finds() {
+        if !nibble::available() {
+            return;
+        }
+        let (n, d, nq, k) = (20_000, 200, 40, 10);
+        for kind in 0..3 {
+            let keys = sketch_data(kind, n, d, 70 + kind as u64);
+            let mut q = randn(nq * d, 80);
+            for (j, x) in q.iter_mut().enumerate() {
+                *x = 0.5 * *x + keys[(j / d * 389) % n * d + j % d];
+            }
+            for metric in [Metric::Cosine, Metric::Dot] {
+                let mut ix = Index::new(d, metric, KeyType::I8).unwrap();
+                ix.add(&keys[..3000 * d]).unwrap();
+                ix.add(&keys[3000 * d..]).unwrap();
+                let mut full = ix.clone();
+                full.set_sketch(false);
+                let (mut same, mut taken) = (0, 0);
+                for qi in 0..nq {
+                    let qq = &q[qi * d..(qi + 1) * d];
+                    let got = ix.search_with(Level::Avx512, true, qq, k).unwrap();
+                    let want = full.search_with(Level::Avx512, true, qq, k).unwrap();
+                    same += (got.indices == want.indices) as usize;
+                    let lq = topk::prepare_queries(Level::Avx512, qq, d, metric);
+                    taken += ix.nibble_candidates(&lq, k).is_some() as usize;
+                }
+                let what = format!("kind {kind} {metric:?}");
+                assert!(same >= nq - 1, "{what}: {same} of {nq} as the int8 scan");
+                assert_eq!(taken, nq, "{what}");
+            }
+        }
+    }
+
+    #[test]
     fn the_sketch_steps_aside_for_nan_small_indexes_and_large_k() {
         let (n, d) = (5000, 32);
         let mut keys = randn(n * d, 60);
@@ -1154,7 +1338,7 @@ mod tests {
             let (a, b) = (ix.search(&q, 5).unwrap(), back.search(&q, 5).unwrap());
             assert_eq!((a.scores, a.indices), (b.scores, b.indices));
             // The sketch setting survives (the sketch is rebuilt, not stored).
-            assert_eq!(back.has_sketch(), dt != KeyType::I8);
+            assert!(back.has_sketch());
             assert_eq!(back.nbytes(), ix.nbytes());
             let mut off = ix.clone();
             off.set_sketch(false);

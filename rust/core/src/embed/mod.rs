@@ -9,6 +9,7 @@
 //! All kernels compute in f32 and pick their SIMD version at run time ([`simd::level`]).
 mod gather;
 mod index;
+mod nibble;
 mod quant;
 pub mod simd;
 mod texts;

@@ -162,6 +162,17 @@ impl TopK {
         }
     }
 
+    /// A score at or below this is refused by [`Self::offer`] at once (negative infinity while
+    /// every offer takes the slow path), so a vector of scores can be filtered first.
+    #[inline(always)]
+    pub(crate) fn gate(&self) -> f32 {
+        if self.lenient {
+            f32::NEG_INFINITY
+        } else {
+            self.gate
+        }
+    }
+
     /// The k best (in no order) and the offers collected with the slack (`None` if there were
     /// more than the cap, or no slack was given). The second may lack some of the first.
     pub(crate) fn into_parts(self) -> (Vec<Scored>, Option<Vec<Scored>>) {

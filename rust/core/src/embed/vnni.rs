@@ -408,6 +408,43 @@ pub(crate) fn scan(
 #[cfg(target_arch = "x86_64")]
 type Row1 = unsafe fn(*const u8, *const i8, usize, usize, usize, &mut [i32]);
 
+/// [`scan`] for one query (`qc` row 0) on VNNI over the keys `ids` (increasing) instead of a
+/// range: the candidates of the 4-bit sketch, scattered rows, each requested a few rows ahead.
+pub(crate) fn scan_ids(
+    qc: &QueryCodes,
+    codes: &[i8],
+    scales: &[f32],
+    sums: &[i32],
+    d: usize,
+    ids: &[u32],
+    heap: &mut TopK,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(available(), "VNNI scan without VNNI");
+        let row = |i: u32| &codes[i as usize * d..(i as usize + 1) * d];
+        const AHEAD: usize = 8;
+        let mut out = [0i32; 1];
+        for &i in ids.iter().take(AHEAD) {
+            super::simd::prefetch(row(i), usize::MAX);
+        }
+        for (j, &i) in ids.iter().enumerate() {
+            if let Some(&next) = ids.get(j + AHEAD) {
+                super::simd::prefetch(row(next), usize::MAX);
+            }
+            // SAFETY: the query row holds d bytes and the key row d; VNNI asserted.
+            unsafe { row1(qc.codes.as_ptr(), row(i).as_ptr(), d, 1, 0, &mut out) };
+            let dot = out[0] - 128 * sums[i as usize];
+            heap.offer(dot as f32 * (qc.scales[0] * scales[i as usize]), i);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (qc, codes, scales, sums, d, ids, heap);
+        unreachable!("VNNI scan without VNNI");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
