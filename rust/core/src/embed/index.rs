@@ -107,12 +107,13 @@ impl I8Stats {
                     if !s.is_finite() {
                         return (0.0, 0.0, true);
                     }
-                    let n2: f64 = codes[i * d..(i + 1) * d]
-                        .iter()
-                        .zip(&res[i * d..(i + 1) * d])
-                        .map(|(&a, &b)| (s * a as f32 + rs * b as f32) as f64)
-                        .map(|x| x * x)
-                        .sum();
+                    let n2 = sum4(
+                        codes[i * d..(i + 1) * d]
+                            .iter()
+                            .zip(&res[i * d..(i + 1) * d])
+                            .map(|(&a, &b)| (s * a as f32 + rs * b as f32) as f64)
+                            .map(|x| x * x),
+                    );
                     (s as f64, n2.sqrt(), false)
                 })
                 .reduce(
@@ -218,7 +219,7 @@ impl Nibbles {
                             bad = true;
                             continue;
                         }
-                        let norm = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+                        let norm = sum4(x.iter().map(|&v| v as f64 * v as f64)).sqrt();
                         m[0] = m[0].max(*s4 as f64);
                         m[1] = m[1].max(norm);
                     }
@@ -298,15 +299,20 @@ impl Sketch {
                             bad = true;
                             continue;
                         }
-                        let (mut r2, mut n2, mut k2) = (0f64, 0f64, 0f64);
-                        for (&x, &cc) in tmp.iter().zip(c.iter()) {
-                            let (x, deq) = (x as f64, s[i] as f64 * cc as f64);
-                            r2 += (x - deq) * (x - deq);
-                            n2 += deq * deq;
-                            k2 += x * x;
+                        // Four partial sums of each square, so the additions do not wait on
+                        // each other.
+                        let (mut r2, mut n2, mut k2) = ([0f64; 4], [0f64; 4], [0f64; 4]);
+                        let sc = s[i] as f64;
+                        for (xs, cs) in tmp.chunks(4).zip(c.chunks(4)) {
+                            for (l, (&x, &cc)) in xs.iter().zip(cs).enumerate() {
+                                let (x, deq) = (x as f64, sc * cc as f64);
+                                r2[l] += (x - deq) * (x - deq);
+                                n2[l] += deq * deq;
+                                k2[l] += x * x;
+                            }
                         }
                         for (mm, v) in m.iter_mut().zip([r2, n2, k2]) {
-                            *mm = mm.max(v.sqrt());
+                            *mm = mm.max(v.iter().sum::<f64>().sqrt());
                         }
                     }
                     (m, bad)
@@ -966,6 +972,16 @@ impl Index {
         index.set_sketch(head[14] & FLAG_NO_SKETCH == 0);
         Ok(index)
     }
+}
+
+/// The sum of `it` in four interleaved partial sums, so that the additions do not each wait for
+/// the one before (a build computes one per key).
+fn sum4(it: impl Iterator<Item = f64>) -> f64 {
+    let mut acc = [0f64; 4];
+    for (i, v) in it.enumerate() {
+        acc[i % 4] += v;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
 /// The candidates of a search with slack: the keys that the chunks' heaps (made by

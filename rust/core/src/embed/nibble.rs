@@ -39,7 +39,7 @@ pub(crate) fn pack(x: &[f32], out: &mut [u8]) -> f32 {
     }
     let inv = 7.0 / m;
     for (i, &v) in x.iter().enumerate() {
-        let c = ((v * inv).round().clamp(-7.0, 7.0) as i32 + 8) as u8;
+        let c = (super::quant::round_small(v * inv).clamp(-7, 7) + 8) as u8;
         let (b, j) = (i / BLOCK, i % BLOCK);
         let byte = &mut out[b * 64 + j % 64];
         *byte = if j < 64 {
