@@ -825,8 +825,10 @@ impl Index {
     fn nibble_candidates(&self, q: &[f32], k: usize) -> Option<Vec<u32>> {
         let nb = self.nibbles.as_ref()?;
         let (n, d) = (self.len, self.dim);
+        // Below 2^20 dimensions the kernel's i32 lanes cannot overflow (15 * 127 * d / 16 each).
         if nb.nonfinite
             || !nibble::available()
+            || d >= 1 << 20
             || n < SKETCH_MIN_KEYS
             || k == 0
             || k > n / 16
