@@ -319,9 +319,11 @@ class Index:
     def save(self, path: PathLike) -> None:
         """Write the index to ``path`` (a versioned little-endian binary file).
 
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "keys.index")
         >>> index = Index(np.eye(4, 8, dtype=np.float32), dtype="int8")
-        >>> index.save("keys.index")
-        >>> len(Index.load("keys.index"))
+        >>> index.save(path)
+        >>> len(Index.load(path))
         4
         """
         self._inner.save(os.fspath(path))

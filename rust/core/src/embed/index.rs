@@ -189,13 +189,7 @@ impl Nibbles {
     fn extend(&mut self, codes: &[i8], scales: &[f32], res: &[i8], res_scales: &[f32], d: usize) {
         const CH: usize = 256;
         let rb = nibble::row_bytes(d);
-        let n = scales.len();
-        let at = self.codes.len();
-        grow(&mut self.codes, n * rb);
-        self.codes.resize(at + n * rb, 0x88);
-        let a = self.scales.len();
-        self.scales.resize(a + n, 0.0);
-        let (out, out_s) = (&mut self.codes[at..], &mut self.scales[a..]);
+        let (out, out_s) = append_rows(&mut self.codes, 0x88, &mut self.scales, scales.len(), rb);
         let (m, bad) = crate::parallel::pool(0).install(|| {
             out.par_chunks_mut(CH * rb)
                 .zip(out_s.par_chunks_mut(CH))
@@ -272,16 +266,18 @@ struct Sketch {
 }
 
 impl Sketch {
+    /// The sketch of `keys` (stored values, rows of `d`).
+    fn of<E: Elem>(keys: &[E], d: usize) -> Sketch {
+        let mut sk = Sketch::default();
+        sk.extend(keys, d);
+        sk
+    }
+
     /// Appends the sketch of `keys` (stored values, rows of `d`).
     fn extend<E: Elem>(&mut self, keys: &[E], d: usize) {
         const CH: usize = 256;
-        let n = keys.len() / d;
         let at = self.codes.len();
-        grow(&mut self.codes, n * d);
-        self.codes.resize(at + n * d, 0);
-        let a = self.scales.len();
-        self.scales.resize(a + n, 0.0);
-        let (codes, scales) = (&mut self.codes[at..], &mut self.scales[a..]);
+        let (codes, scales) = append_rows(&mut self.codes, 0, &mut self.scales, keys.len() / d, d);
         let (m, bad) = crate::parallel::pool(0).install(|| {
             codes
                 .par_chunks_mut(CH * d)
@@ -401,16 +397,8 @@ impl Index {
         } else if !self.has_sketch() {
             let d = self.dim;
             match &self.store {
-                Store::F32(v) => {
-                    let mut sk = Sketch::default();
-                    sk.extend(v, d);
-                    self.sketch = Some(sk);
-                }
-                Store::F16(v) => {
-                    let mut sk = Sketch::default();
-                    sk.extend(v, d);
-                    self.sketch = Some(sk);
-                }
+                Store::F32(v) => self.sketch = Some(Sketch::of(v, d)),
+                Store::F16(v) => self.sketch = Some(Sketch::of(v, d)),
                 Store::I8 {
                     codes,
                     scales,
@@ -974,6 +962,21 @@ impl Index {
         index.set_sketch(head[14] & FLAG_NO_SKETCH == 0);
         Ok(index)
     }
+}
+
+/// Appends `n` rows of `row` codes (set to `fill`) and `n` scales, returning the new parts.
+fn append_rows<'a, T: Copy>(
+    codes: &'a mut Vec<T>,
+    fill: T,
+    scales: &'a mut Vec<f32>,
+    n: usize,
+    row: usize,
+) -> (&'a mut [T], &'a mut [f32]) {
+    let (at, a) = (codes.len(), scales.len());
+    grow(codes, n * row);
+    codes.resize(at + n * row, fill);
+    scales.resize(a + n, 0.0);
+    (&mut codes[at..], &mut scales[a..])
 }
 
 /// The sum of `it` in four interleaved partial sums, so that the additions do not each wait for
