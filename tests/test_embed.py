@@ -311,6 +311,32 @@ def test_int8_index_recall_on_close_scores(kind):
     assert (got[True] != got[False]).any(axis=1).sum() <= 1
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+def test_index_edge_queries_with_and_without_the_sketch(dtype, metric):
+    # Zero, tiny and huge queries, and (int8) keys whose scores overflow float32: every search
+    # returns k results, the same with the sketch as without. Overflowing int8 scores used to
+    # leave the candidate lists empty (a ValueError from the result's shape).
+    K = RNG.standard_normal((5000, 64)).astype(np.float32)
+    ix, plain = (embed.Index(K, metric=metric, dtype=dtype, sketch=s) for s in (True, False))
+    for q in (
+        np.zeros((1, 64), np.float32),
+        np.zeros((3, 64), np.float32),
+        np.full((1, 64), 1e-30, np.float32),
+        np.full((2, 64), 1e30, np.float32),
+    ):
+        got, want = ix.search(q, 5), plain.search(q, 5)
+        assert got[1].shape == (len(q), 5)
+        if dtype != "int8":
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+    if dtype == "int8" and metric == "dot":
+        big = embed.Index(K * 1e19, metric="dot", dtype="int8")
+        for q in (K[:1] * 1e19, K[:3] * 1e19):
+            s, i = big.search(q, 5)
+            assert i.shape == (len(q), 5) and np.isinf(s).all()
+
+
 def test_index_sketch_switch_and_save(tmp_path):
     K = RNG.standard_normal((5000, 16)).astype(np.float32)
     Q = RNG.standard_normal((3, 16)).astype(np.float32)

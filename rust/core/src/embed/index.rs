@@ -1007,14 +1007,19 @@ fn candidates(chunks: Vec<TopK>, k: usize, slack: f64) -> Option<Vec<u32>> {
     }
     let (_, kth, _) = best.select_nth_unstable_by(k - 1, topk::order);
     let cut = kth.0 as f64 - slack;
+    // Scores that overflowed to infinity (or NaN) bound nothing: the caller's other path decides.
+    if !kth.0.is_finite() || !cut.is_finite() {
+        return None;
+    }
+    // At or above the cut: with a zero slack (a zero query) the k best still qualify.
     let mut ids: Vec<u32> = cands
         .iter()
-        .filter(|c| c.0 as f64 > cut)
+        .filter(|c| c.0 as f64 >= cut)
         .map(|c| c.1)
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    Some(ids)
+    (ids.len() >= k).then_some(ids)
 }
 
 /// Reserves room for `extra` more elements, asking Linux to back large buffers with transparent
