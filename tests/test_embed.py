@@ -337,6 +337,22 @@ def test_index_edge_queries_with_and_without_the_sketch(dtype, metric):
             assert i.shape == (len(q), 5) and np.isinf(s).all()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+def test_index_pickles(dtype):
+    import pickle
+
+    K = RNG.standard_normal((5000, 24)).astype(np.float32)
+    Q = RNG.standard_normal((3, 24)).astype(np.float32)
+    for sketch in (True, False):
+        ix = embed.Index(K, metric="dot", dtype=dtype, sketch=sketch)
+        back = pickle.loads(pickle.dumps(ix))
+        assert (len(back), back.dim, back.dtype, back.metric, back.sketch) == (5000, 24, dtype, "dot", sketch)
+        for a, b in zip(ix.search(Q, 7), back.search(Q, 7)):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="not a bytepair index"):
+        embed._index_from_bytes(b"BPEMBIX\0" + bytes(30))
+
+
 def test_index_sketch_switch_and_save(tmp_path):
     K = RNG.standard_normal((5000, 16)).astype(np.float32)
     Q = RNG.standard_normal((3, 16)).astype(np.float32)

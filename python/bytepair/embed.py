@@ -335,11 +335,28 @@ class Index:
         obj._inner = _native.EmbedIndex.load(os.fspath(path))
         return obj
 
+    def __reduce__(self) -> Tuple[Any, Tuple[bytes]]:
+        """Pickles as the bytes :meth:`save` writes (the sketch is rebuilt on unpickling).
+
+        >>> import pickle
+        >>> index = Index(np.eye(4, 8, dtype=np.float32))
+        >>> len(pickle.loads(pickle.dumps(index)))
+        4
+        """
+        return _index_from_bytes, (self._inner.to_bytes(),)
+
     def __repr__(self) -> str:
         return (
             f"Index(len={len(self)}, dim={self.dim}, metric={self.metric!r}, dtype={self.dtype!r}, "
             f"sketch={self.sketch})"
         )
+
+
+def _index_from_bytes(data: bytes) -> Index:
+    """Unpickles an :class:`Index` (see ``Index.__reduce__``)."""
+    obj = Index.__new__(Index)
+    obj._inner = _native.EmbedIndex.from_bytes(data)
+    return obj
 
 
 def embed_texts(

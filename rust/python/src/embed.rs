@@ -21,6 +21,7 @@ use numpy::{PyArray1, PyArray2, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArr
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
+use pyo3::types::PyBytes;
 
 use crate::errors::{detached, to_py};
 
@@ -282,6 +283,21 @@ impl PyEmbedIndex {
     /// Writes the index to `path`.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         py.detach(|| self.read().save(&path)).map_err(to_py)
+    }
+
+    /// The bytes `save` writes (for pickling).
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let v = py.detach(|| self.read().to_bytes());
+        PyBytes::new(py, &v)
+    }
+
+    /// An index from the bytes of `to_bytes`.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        let ix = py.detach(|| Index::from_bytes(data)).map_err(to_py)?;
+        Ok(PyEmbedIndex {
+            inner: RwLock::new(ix),
+        })
     }
 
     /// Reads an index written by `save`.

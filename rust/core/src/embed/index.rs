@@ -849,6 +849,33 @@ impl Index {
     /// Writes the index to `path` (little-endian binary; see [`Index::load`]).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+        self.write_to(&mut w)?;
+        w.flush()?;
+        Ok(())
+    }
+
+    /// The bytes [`Index::save`] writes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(32 + self.stored_bytes());
+        self.write_to(&mut v).expect("writing to memory");
+        v
+    }
+
+    /// Reads an index from the bytes of [`Index::to_bytes`] (or of a saved file).
+    pub fn from_bytes(b: &[u8]) -> Result<Index> {
+        Self::read_from(b, b.len() as u64, "bytes")
+    }
+
+    /// The size of the stored keys as written (without the header).
+    fn stored_bytes(&self) -> usize {
+        match &self.store {
+            Store::F32(v) => v.len() * 4,
+            Store::F16(v) => v.len() * 2,
+            Store::I8 { codes, res, .. } => codes.len() + res.len() + self.len * 8,
+        }
+    }
+
+    fn write_to(&self, w: &mut impl Write) -> Result<()> {
         w.write_all(MAGIC)?;
         w.write_all(&VERSION.to_le_bytes())?;
         let metric = match self.metric {
@@ -865,8 +892,8 @@ impl Index {
         w.write_all(&(self.len as u64).to_le_bytes())?;
         w.write_all(&(self.dim as u64).to_le_bytes())?;
         match &self.store {
-            Store::F32(v) => write_pod(&mut w, v)?,
-            Store::F16(v) => write_pod(&mut w, v)?,
+            Store::F32(v) => write_pod(w, v)?,
+            Store::F16(v) => write_pod(w, v)?,
             Store::I8 {
                 codes,
                 scales,
@@ -874,13 +901,12 @@ impl Index {
                 res_scales,
                 ..
             } => {
-                write_pod(&mut w, codes)?;
-                write_pod(&mut w, scales)?;
-                write_pod(&mut w, res)?;
-                write_pod(&mut w, res_scales)?;
+                write_pod(w, codes)?;
+                write_pod(w, scales)?;
+                write_pod(w, res)?;
+                write_pod(w, res_scales)?;
             }
         }
-        w.flush()?;
         Ok(())
     }
 
@@ -889,13 +915,13 @@ impl Index {
     pub fn load(path: &Path) -> Result<Index> {
         let file = std::fs::File::open(path)?;
         let size = file.metadata()?.len();
-        let mut r = BufReader::with_capacity(1 << 20, file);
-        let bad = |m: &str| {
-            Error::Value(format!(
-                "{}: not a bytepair index file ({m})",
-                path.display()
-            ))
-        };
+        let r = BufReader::with_capacity(1 << 20, file);
+        Self::read_from(r, size, &path.display().to_string())
+    }
+
+    /// Reads an index of `size` bytes from `r`; `name` (a path) goes into the error messages.
+    fn read_from(mut r: impl Read, size: u64, name: &str) -> Result<Index> {
+        let bad = |m: &str| Error::Value(format!("{name}: not a bytepair index file ({m})"));
         let mut head = [0u8; 32];
         r.read_exact(&mut head).map_err(|_| bad("too short"))?;
         if &head[..8] != MAGIC {
@@ -1362,7 +1388,16 @@ mod tests {
                 (n, d, Metric::Dot, dt)
             );
             let (a, b) = (ix.search(&q, 5).unwrap(), back.search(&q, 5).unwrap());
-            assert_eq!((a.scores, a.indices), (b.scores, b.indices));
+            assert_eq!((&a.scores, &a.indices), (&b.scores, &b.indices));
+            // The same bytes in memory (pickling).
+            let mem = Index::from_bytes(&ix.to_bytes()).unwrap();
+            let c = mem.search(&q, 5).unwrap();
+            assert_eq!((c.scores, c.indices), (b.scores, b.indices));
+            assert_eq!(ix.to_bytes(), std::fs::read(&p).unwrap());
+            assert!(matches!(
+                Index::from_bytes(&ix.to_bytes()[..40]),
+                Err(Error::Value(_))
+            ));
             // The sketch setting survives (the sketch is rebuilt, not stored).
             assert!(back.has_sketch());
             assert_eq!(back.nbytes(), ix.nbytes());
