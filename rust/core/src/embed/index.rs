@@ -635,10 +635,7 @@ impl Index {
                     None
                 }
                 .filter(|_| d < 66_000);
-                let qc = kernel.map(|kernel| match kernel {
-                    vnni::IntKernel::Vnni => vnni::quantize_queries(&q, d),
-                    vnni::IntKernel::Avx2 => vnni::quantize_queries7(&q, d),
-                });
+                let qc = kernel.map(|kernel| kernel.quantize(&q, d));
                 let scan_block =
                     |q0: usize, qn: usize, r: Range<usize>, heaps: &mut [TopK]| match (kernel, &qc)
                     {
@@ -726,7 +723,7 @@ impl Index {
     ) -> Option<Vec<Vec<(f32, u32)>>> {
         let sk = self.sketch.as_ref()?;
         let (n, d) = (self.len, self.dim);
-        if sk.nonfinite || n < SKETCH_MIN_KEYS || k == 0 || k > n / 16 || d >= 66_000 {
+        if sk.nonfinite || n < SKETCH_MIN_KEYS || k > n / 16 || d >= 66_000 {
             return None;
         }
         let kernel = if vnni && lv == Level::Avx512 && vnni::available() {
@@ -739,10 +736,7 @@ impl Index {
         if q.iter().any(|x| !x.is_finite()) {
             return None;
         }
-        let (qc, bias) = match kernel {
-            vnni::IntKernel::Vnni => (vnni::quantize_queries(q, d), 128.0),
-            vnni::IntKernel::Avx2 => (vnni::quantize_queries7(q, d), 64.0),
-        };
+        let (qc, bias) = (kernel.quantize(q, d), kernel.bias() as f64);
         // Twice the bound, per query: the candidates' margin below the k-th best sketch score.
         let slack: Vec<f64> = (0..nq)
             .map(|i| {

@@ -142,7 +142,7 @@ impl TopK {
 
     /// A heap that also collects every offer `s` with `s > kth - slack` at the time it is
     /// offered (`kth`: the k-th best score so far), pruned as `kth` rises. Finite scores only.
-    /// Collecting stops, and [`Self::into_near`] says so, once more than `cap` of them remain.
+    /// Collecting stops, and [`Self::into_parts`] says so, once more than `cap` of them remain.
     pub(crate) fn with_slack(k: usize, slack: f64, cap: usize) -> Self {
         let mut h = TopK::new(k);
         h.near = Some(Box::new(Near {

@@ -301,6 +301,31 @@ pub(crate) enum IntKernel {
     Avx2,
 }
 
+impl IntKernel {
+    /// What the kernel's query codes are biased by.
+    pub(crate) fn bias(self) -> i32 {
+        match self {
+            IntKernel::Vnni => 128,
+            IntKernel::Avx2 => 64,
+        }
+    }
+
+    /// The queries (rows of `q`, `d` wide) quantised for this kernel.
+    pub(crate) fn quantize(self, q: &[f32], d: usize) -> QueryCodes {
+        match self {
+            IntKernel::Vnni => quantize_queries(q, d),
+            IntKernel::Avx2 => quantize_queries7(q, d),
+        }
+    }
+}
+
+/// The approximate score of a key from its biased integer dot product `dot` with a query of
+/// scale `qs`: `key_scale * qs * (dot - bias * key_sum)`.
+#[inline(always)]
+fn score(dot: i32, bias: i32, key_sum: i32, qs: f32, key_scale: f32) -> f32 {
+    (dot - bias * key_sum) as f32 * (qs * key_scale)
+}
+
 /// Scans keys `range` for the quantised queries `q0..q0 + heaps.len()` of `qc`, offering
 /// approximate scores `key_scale * query_scale * (dot - bias * key_sum)`. Call only where the
 /// kernel runs ([`available`] for VNNI, AVX2 for the other).
@@ -319,24 +344,24 @@ pub(crate) fn scan(
     #[cfg(target_arch = "x86_64")]
     {
         use super::simd::Level;
-        let (bias, row1_fn, mq): (i32, Row1, usize) = match kernel {
+        let bias = kernel.bias();
+        let (row1_fn, mq): (Row1, usize) = match kernel {
             IntKernel::Vnni => {
                 assert!(available(), "VNNI scan without VNNI");
-                (128, row1, MQ)
+                (row1, MQ)
             }
             IntKernel::Avx2 => {
                 assert!(
                     Level::available().contains(&Level::Avx2),
                     "AVX2 scan without AVX2"
                 );
-                (64, row1_avx2, 2)
+                (row1_avx2, 2)
             }
         };
         let nq = heaps.len();
         let pf_elems = super::topk::PREFETCH_BYTES;
         let offer = |h: &mut TopK, qs: f32, dot: i32, t: usize| {
-            let dot = dot - bias * sums[t];
-            h.offer(dot as f32 * (qs * scales[t]), t as u32);
+            h.offer(score(dot, bias, sums[t], qs, scales[t]), t as u32);
         };
         if nq == 1 {
             // One query: whole rows in order (see `topk::row1_avx512`).
@@ -434,8 +459,8 @@ pub(crate) fn scan_ids(
             }
             // SAFETY: the query row holds d bytes and the key row d; VNNI asserted.
             unsafe { row1(qc.codes.as_ptr(), row(i).as_ptr(), d, 1, 0, &mut out) };
-            let dot = out[0] - 128 * sums[i as usize];
-            heap.offer(dot as f32 * (qc.scales[0] * scales[i as usize]), i);
+            let (bias, t) = (IntKernel::Vnni.bias(), i as usize);
+            heap.offer(score(out[0], bias, sums[t], qc.scales[0], scales[t]), i);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
