@@ -139,10 +139,8 @@ impl I8Stats {
             q.chunks_exact(d)
                 .enumerate()
                 .map(|(i, row)| {
-                    let qn = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
                     let qs = qc.map_or(0.0, |qc| qc.scales[i] as f64);
-                    let sigma = (qn * self.max_scale + self.max_norm * qs) / 12f64.sqrt();
-                    2.0 * MARGIN_Z * sigma
+                    margin(MARGIN_Z, norm(row), self.max_scale, self.max_norm, qs)
                 })
                 .collect(),
         )
@@ -168,20 +166,32 @@ pub struct Index {
 /// clustered and duplicated keys; 5 made 6% of 200k random keys candidates, 3.5 made 1.3%.
 const NIBBLE_Z: f64 = 3.5;
 
+/// `2 z` standard deviations of the rounding error of a quantised score: each value's error is
+/// uniform in half a step, so a score's deviation is `(|q| s + |k| qs) / sqrt(12)` for a query
+/// of norm `|q|` and step `qs` against keys of norm at most `|k|` and step at most `s`.
+fn margin(z: f64, q_norm: f64, key_step: f64, key_norm: f64, q_step: f64) -> f64 {
+    2.0 * z * (q_norm * key_step + key_norm * q_step) / 12f64.sqrt()
+}
+
+/// The L2 norm of `x`, summed in f64.
+fn norm(x: &[f32]) -> f64 {
+    sum4(x.iter().map(|&v| v as f64 * v as f64)).sqrt()
+}
+
 /// A 4-bit copy of int8 keys (see `nibble`), half the bytes, which a single query scans first.
 /// Not a proof like [`Sketch`] (the int8 index is approximate anyway): rounding to a step `s`
 /// leaves an error uniform in `+-s/2` per value, so a key's sketch score is off by a sum with
 /// standard deviation `|q| s / sqrt(12)` (plus the query's own int8 rounding). The candidates
 /// are the keys within `2 * NIBBLE_Z` deviations (at the largest scale) below the k-th best
 /// sketch score; their int8 scores then choose the int8 candidates as a full int8 scan does
-/// ([`I8Stats::slack`]), and those are rescored from both levels.
+/// ([`I8Stats::slack`]), and those are rescored from both levels. The keys' norms and
+/// finiteness are the int8 keys' own ([`I8Stats`]).
 #[derive(Clone, Debug, Default)]
 struct Nibbles {
     codes: Vec<u8>,
     scales: Vec<f32>,
+    /// The largest 4-bit step.
     max_scale: f64,
-    max_norm: f64,
-    nonfinite: bool,
 }
 
 impl Nibbles {
@@ -190,13 +200,12 @@ impl Nibbles {
         const CH: usize = 256;
         let rb = nibble::row_bytes(d);
         let (out, out_s) = append_rows(&mut self.codes, 0x88, &mut self.scales, scales.len(), rb);
-        let (m, bad) = crate::parallel::pool(0).install(|| {
+        let m = crate::parallel::pool(0).install(|| {
             out.par_chunks_mut(CH * rb)
                 .zip(out_s.par_chunks_mut(CH))
                 .enumerate()
                 .map_init(Vec::new, |x, (c, (o, os))| {
-                    let mut m = [0f64; 2];
-                    let mut bad = false;
+                    let mut m = 0f64;
                     for (i, (row, s4)) in o.chunks_exact_mut(rb).zip(os.iter_mut()).enumerate() {
                         let key = c * CH + i;
                         let (s, rs) = (scales[key], res_scales[key]);
@@ -209,24 +218,16 @@ impl Nibbles {
                                 .map(|(&a, &b)| s * a as f32 + rs * b as f32),
                         );
                         *s4 = nibble::pack(x, row);
-                        if !s4.is_finite() {
-                            bad = true;
-                            continue;
+                        // A non-finite key (NaN scale) is I8Stats::nonfinite's to report.
+                        if s4.is_finite() {
+                            m = m.max(*s4 as f64);
                         }
-                        let norm = sum4(x.iter().map(|&v| v as f64 * v as f64)).sqrt();
-                        m[0] = m[0].max(*s4 as f64);
-                        m[1] = m[1].max(norm);
                     }
-                    (m, bad)
+                    m
                 })
-                .reduce(
-                    || ([0f64; 2], false),
-                    |a, b| ([a.0[0].max(b.0[0]), a.0[1].max(b.0[1])], a.1 || b.1),
-                )
+                .reduce(|| 0.0, f64::max)
         });
-        self.max_scale = self.max_scale.max(m[0]);
-        self.max_norm = self.max_norm.max(m[1]);
-        self.nonfinite |= bad;
+        self.max_scale = self.max_scale.max(m);
     }
 
     fn nbytes(&self) -> usize {
@@ -661,7 +662,7 @@ impl Index {
                 if let (Some(sl), Some(vnni::IntKernel::Vnni), Some(qc), 1) =
                     (&slack, kernel, &qc, nq)
                 {
-                    if let Some(c4) = self.nibble_candidates(&q, k) {
+                    if let Some(c4) = self.nibble_candidates(stats, &q, k) {
                         let mut h = TopK::with_slack(k, sl[0], usize::MAX);
                         vnni::scan_ids(qc, codes, scales, sums, d, &c4, &mut h);
                         cands = candidates(vec![h], k, sl[0]).map(|c| vec![c]);
@@ -802,27 +803,20 @@ impl Index {
     }
 
     /// The candidates of one prepared query `q` from the 4-bit sketch (see [`Nibbles`]), sorted
-    /// by index, or `None` where the sketch does not apply (none, no VNNI, non-finite values, too
-    /// many candidates, interrupted).
-    fn nibble_candidates(&self, q: &[f32], k: usize) -> Option<Vec<u32>> {
+    /// by index, or `None` where the sketch does not apply (none, no VNNI, too many candidates,
+    /// interrupted). For a finite query over finite keys (`stats`, the int8 keys'), as the
+    /// caller's int8 margin has established.
+    fn nibble_candidates(&self, stats: &I8Stats, q: &[f32], k: usize) -> Option<Vec<u32>> {
         let nb = self.nibbles.as_ref()?;
         let (n, d) = (self.len, self.dim);
         // Below 2^20 dimensions the kernel's i32 lanes cannot overflow (15 * 127 * d / 16 each).
-        if nb.nonfinite
-            || !nibble::available()
-            || d >= 1 << 20
-            || n < SKETCH_MIN_KEYS
-            || k == 0
-            || k > n / 16
-            || q.iter().any(|x| !x.is_finite())
-        {
+        if !nibble::available() || d >= 1 << 20 || n < SKETCH_MIN_KEYS || k > n / 16 {
             return None;
         }
         let qq = nibble::quantize_query(q);
-        let qn = q.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-        // The sketch error's deviation: the keys' 4-bit rounding, then the query's int8 one.
-        let sigma = (qn * nb.max_scale + nb.max_norm * qq.scale as f64) / 12f64.sqrt();
-        let slack = 2.0 * NIBBLE_Z * sigma;
+        // The keys' 4-bit rounding, then the query's int8 one.
+        let q_step = qq.scale as f64;
+        let slack = margin(NIBBLE_Z, norm(q), nb.max_scale, stats.max_norm, q_step);
         if slack.is_nan() || slack >= 1e30 {
             return None;
         }
@@ -1316,7 +1310,10 @@ mod tests {
                     let want = full.search_with(Level::Avx512, true, qq, k).unwrap();
                     same += (got.indices == want.indices) as usize;
                     let lq = topk::prepare_queries(Level::Avx512, qq, d, metric);
-                    taken += ix.nibble_candidates(&lq, k).is_some() as usize;
+                    let Store::I8 { stats, .. } = &ix.store else {
+                        unreachable!()
+                    };
+                    taken += ix.nibble_candidates(stats, &lq, k).is_some() as usize;
                 }
                 let what = format!("kind {kind} {metric:?}");
                 assert!(same >= nq - 1, "{what}: {same} of {nq} as the int8 scan");
