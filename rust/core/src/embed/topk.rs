@@ -674,6 +674,29 @@ fn tile<E: Elem, const M: usize>(
     }
 }
 
+/// One row scored by the single-query row kernel at level `lv` (AVX2 or AVX-512): the same bits
+/// as [`scan1`] gives it.
+fn row1_score<E: Elem>(lv: Level, q: &[f32], k: &[E]) -> f32 {
+    let mut o = [0f32; 1];
+    #[cfg(target_arch = "x86_64")]
+    {
+        let d = q.len();
+        debug_assert!(k.len() >= d && lv != Level::Generic);
+        // SAFETY: `q` and `k` hold d values; the caller runs at a level the processor has
+        // (Avx512 includes FMA; Avx2 includes FMA and F16C).
+        unsafe {
+            if lv == Level::Avx512 {
+                row1_avx512::<E, false>(q.as_ptr(), k.as_ptr(), d, 1, 0, &mut o, &mut [])
+            } else {
+                row1_avx2::<E, false>(q.as_ptr(), k.as_ptr(), d, 1, 0, &mut o, &mut [])
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (lv, q, k);
+    o[0]
+}
+
 /// Dot product of one f32 vector with one key row: the same bits as any query-key pair of a
 /// [`tile`] at the same level (the same loads, fused multiply-adds and reduction, one
 /// accumulator instead of a tile of them).
@@ -938,40 +961,13 @@ pub(crate) fn exact_scores<E: Elem>(
     out: &mut Vec<f32>,
 ) {
     out.clear();
-    let block = QB.min(nq - qi / QB * QB);
-    #[cfg(target_arch = "x86_64")]
-    if block == 1 && lv != Level::Generic {
-        let mut buf: Vec<E> = Vec::with_capacity(ROWS1 * d);
-        let mut o = [0f32; ROWS1];
-        let row = |i: u32| &keys[i as usize * d..(i as usize + 1) * d];
-        let chunks: Vec<&[u32]> = ids.chunks(ROWS1).collect();
-        for (g, c) in chunks.iter().enumerate() {
-            // The rows are scattered: request the next group's while this one is scored.
-            for &i in chunks.get(g + 1).copied().unwrap_or_default() {
-                simd::prefetch(row(i), usize::MAX);
-            }
-            buf.clear();
-            for &i in *c {
-                buf.extend_from_slice(row(i));
-            }
-            // SAFETY: `qr` holds d values and `buf` c.len() rows of d; the level says which
-            // features the processor has (as in `scan1`).
-            unsafe {
-                let (qp, bp, n) = (qr.as_ptr(), buf.as_ptr(), c.len());
-                if lv == Level::Avx512 {
-                    row1_avx512::<E, false>(qp, bp, d, n, 0, &mut o, &mut [])
-                } else {
-                    row1_avx2::<E, false>(qp, bp, d, n, 0, &mut o, &mut [])
-                }
-            }
-            out.extend_from_slice(&o[..c.len()]);
-        }
-        return;
-    }
-    let _ = block;
-    // The rows are scattered: request each a few rows ahead.
-    const AHEAD: usize = 4;
+    // A lone query in its block takes the row kernel, which scores each row on its own, so the
+    // scattered rows are scored where they lie.
+    let row_kernel =
+        cfg!(target_arch = "x86_64") && lv != Level::Generic && QB.min(nq - qi / QB * QB) == 1;
     let row = |i: u32| &keys[i as usize * d..(i as usize + 1) * d];
+    // Request each row a few ahead.
+    const AHEAD: usize = 4;
     for &i in ids.iter().take(AHEAD) {
         simd::prefetch(row(i), usize::MAX);
     }
@@ -979,7 +975,12 @@ pub(crate) fn exact_scores<E: Elem>(
         if let Some(&next) = ids.get(j + AHEAD) {
             simd::prefetch(row(next), usize::MAX);
         }
-        out.push(dot(lv, qr, row(i)));
+        let s = if row_kernel {
+            row1_score(lv, qr, row(i))
+        } else {
+            dot(lv, qr, row(i))
+        };
+        out.push(s);
     }
 }
 
