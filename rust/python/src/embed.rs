@@ -184,6 +184,14 @@ struct PyEmbedIndex {
     inner: RwLock<Index>,
 }
 
+impl From<Index> for PyEmbedIndex {
+    fn from(ix: Index) -> Self {
+        PyEmbedIndex {
+            inner: RwLock::new(ix),
+        }
+    }
+}
+
 impl PyEmbedIndex {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
@@ -200,9 +208,7 @@ impl PyEmbedIndex {
         let t = KeyType::parse(dtype).map_err(to_py)?;
         let mut ix = Index::new(dim, m, t).map_err(to_py)?;
         ix.set_sketch(sketch);
-        Ok(PyEmbedIndex {
-            inner: RwLock::new(ix),
-        })
+        Ok(ix.into())
     }
 
     /// Whether searches scan an int8 sketch of the float keys first (same results, faster).
@@ -295,18 +301,14 @@ impl PyEmbedIndex {
     #[staticmethod]
     fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
         let ix = py.detach(|| Index::from_bytes(data)).map_err(to_py)?;
-        Ok(PyEmbedIndex {
-            inner: RwLock::new(ix),
-        })
+        Ok(ix.into())
     }
 
     /// Reads an index written by `save`.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let ix = py.detach(|| Index::load(&path)).map_err(to_py)?;
-        Ok(PyEmbedIndex {
-            inner: RwLock::new(ix),
-        })
+        Ok(ix.into())
     }
 }
 
