@@ -309,6 +309,10 @@ pub fn with_helpers_then<R>(
             {
                 let mut st = s.lock();
                 if st.closed {
+                    // Late, but awake now: ready for the next call.
+                    drop(st);
+                    drop(s);
+                    linger();
                     return;
                 }
                 st.running += 1;
@@ -323,6 +327,9 @@ pub fn with_helpers_then<R>(
             if st.running == 0 {
                 s.idle.notify_all();
             }
+            drop(st);
+            drop(s);
+            linger();
         });
     }
     let r = {
@@ -336,9 +343,124 @@ pub fn with_helpers_then<R>(
     r
 }
 
+/// How long a helper stays awake after its work, ready for the next call ([`linger`]):
+/// `BYTEPAIR_SPIN_US` microseconds (0 turns it off), 5 ms by default.
+pub fn spin_time() -> std::time::Duration {
+    static SPIN: OnceLock<std::time::Duration> = OnceLock::new();
+    *SPIN.get_or_init(|| {
+        let us = std::env::var("BYTEPAIR_SPIN_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(DEFAULT_SPIN_US);
+        std::time::Duration::from_micros(us.min(1_000_000))
+    })
+}
+
+/// See [`spin_time`]. Why 5 ms: on a virtual machine an idle core takes 0.5-2 ms to wake up, as
+/// long as a whole batch of 32 small documents takes; a helper that is still awake when the next
+/// call comes starts at once. (OpenBLAS's threads wait about 100 ms, Intel's OpenMP 200 ms.)
+const DEFAULT_SPIN_US: u64 = 5_000;
+
+/// Keeps a pool thread that just finished a helper's work awake for [`spin_time`], running any
+/// job that reaches the pool meanwhile (the next call's helper, or any other rayon work, so no
+/// work waits on a spinning thread); the clock restarts after each. Between checks it spins, and
+/// gives the core away to any other runnable thread every ~20 us, so a lingering helper does not
+/// take CPU time from anything that needs it.
+fn linger() {
+    linger_for(spin_time());
+}
+
+fn linger_for(spin: std::time::Duration) {
+    use std::cell::Cell;
+    use std::time::Instant;
+    thread_local! {
+        static LINGERING: Cell<bool> = const { Cell::new(false) };
+    }
+    // A job run from the loop below returns to it rather than nesting another loop.
+    if spin.is_zero() || LINGERING.with(Cell::get) {
+        return;
+    }
+    LINGERING.with(|l| l.set(true));
+    let mut deadline = Instant::now() + spin;
+    let mut rounds = 0u32;
+    loop {
+        if let Some(rayon::Yield::Executed) = rayon::yield_now() {
+            deadline = Instant::now() + spin;
+            continue;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(8) {
+            std::thread::yield_now();
+        }
+    }
+    LINGERING.with(|l| l.set(false));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lingering pool thread runs whatever reaches the pool: a job that needs every thread of
+    /// the pool at once (a two-party barrier in a `join`) finishes while the other thread has
+    /// 30 s of lingering left, and that thread is the one that serves the next job.
+    #[test]
+    fn a_lingering_thread_runs_the_pools_next_jobs() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let started = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&started);
+        pool.spawn(move || {
+            s.store(true, Ordering::SeqCst);
+            linger_for(Duration::from_secs(30));
+        });
+        while !started.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let t = Instant::now();
+        for _ in 0..20 {
+            let barrier = std::sync::Barrier::new(2);
+            pool.install(|| rayon::join(|| barrier.wait(), || barrier.wait()));
+        }
+        // With the lingering thread blocked, the first barrier would wait 30 s.
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+
+    /// Lingering ends once its time has passed without work (0 means at once), and a helper's
+    /// lingering does not delay the call it helped.
+    #[test]
+    fn lingering_ends_and_does_not_hold_up_the_caller() {
+        use std::time::{Duration, Instant};
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        pool.install(|| linger_for(Duration::ZERO));
+        pool.install(|| linger_for(Duration::from_millis(20)));
+        let e = t.elapsed();
+        assert!(
+            e >= Duration::from_millis(20) && e < Duration::from_secs(10),
+            "{e:?}"
+        );
+        // The helper's work is done long before its pool thread stops lingering (5 ms by
+        // default); the caller returns as soon as both halves of the work are.
+        let pool = pool_for(2);
+        for _ in 0..50 {
+            let mut v = vec![0u32; 64];
+            assert!(for_each_mut(&pool, &mut v, 1, |i, x| *x = i as u32 + 1));
+            assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 + 1));
+        }
+    }
 
     #[test]
     fn pool_for_never_exceeds_the_cores() {
