@@ -364,11 +364,15 @@ const DEFAULT_SPIN_US: u64 = 5_000;
 /// Keeps a pool thread that just finished a helper's work awake for [`spin_time`], running any
 /// job that reaches the pool meanwhile (the next call's helper, or any other rayon work, so no
 /// work waits on a spinning thread); the clock restarts after each. Between checks it spins, and
-/// gives the core away to any other runnable thread every ~20 us, so a lingering helper does not
-/// take CPU time from anything that needs it.
+/// every few microseconds yields the core; once a yield actually ran another thread (it took over
+/// [`YIELDED`]), the core is wanted elsewhere and lingering stops, so a lingering helper does not
+/// take CPU time from other threads or processes (another library's thread pool, say).
 fn linger() {
     linger_for(spin_time());
 }
+
+/// A yield that took longer than this ran another thread: this core is wanted.
+const YIELDED: std::time::Duration = std::time::Duration::from_micros(50);
 
 fn linger_for(spin: std::time::Duration) {
     use std::cell::Cell;
@@ -396,7 +400,12 @@ fn linger_for(spin: std::time::Duration) {
         }
         rounds += 1;
         if rounds.is_multiple_of(8) {
+            // Another thread wants this core (the yield ran it): give way for good.
+            let t = Instant::now();
             std::thread::yield_now();
+            if t.elapsed() > YIELDED {
+                break;
+            }
         }
     }
     LINGERING.with(|l| l.set(false));
