@@ -58,3 +58,67 @@ def test_batch_error_is_the_earliest_failing_document(threads: int) -> None:
     ok = [t for i, t in enumerate(texts) if i not in (40, 170)]
     assert enc.encode_batch(ok, num_threads=threads) == [enc.encode(t) for t in ok]
     assert enc.encode_batch(texts, num_threads=threads, allowed_special="all")[40][-1] == 100257
+
+
+def _parallel_work() -> list:
+    """Every kind of parallel native call: batch encoding, one big document on two threads,
+    count_batch, gather, topk, an Index (built and searched), embed_texts and training."""
+    import numpy as np
+
+    from bytepair import embed
+
+    enc = bytepair.get_encoding("cl100k_base")
+    docs = [f"document {i}: " + "hello world, naïve café " * 200 for i in range(64)]
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((1000, 32), dtype=np.float32)
+    keys = rng.standard_normal((20_000, 64), dtype=np.float32)
+    big = _big_text(1)[: 3 << 20]
+    out = [
+        [len(t) for t in enc.encode_ordinary_batch(docs, num_threads=2)],
+        enc.count_batch(docs, num_threads=2),
+        len(enc.encode_ordinary(big, num_threads=2)),
+        embed.gather(table, rng.integers(0, 1000, (64, 300))).shape,
+        embed.topk(keys[:40], keys, 3)[1][:, 0].tolist(),
+        embed.Index(keys).search(keys[:5], 3)[1][:, 0].tolist(),
+        embed.embed_texts(enc, rng.standard_normal((enc.n_vocab, 8), dtype=np.float32), docs).shape,
+        bytepair.train(docs * 20, vocab_size=300, num_threads=2, progress=False).n_vocab,
+    ]
+    return out
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_parallel_calls_work_in_a_forked_child() -> None:
+    """A child forked after the parent used the thread pools (as multiprocessing and data-loader
+    workers do on Linux) has none of their threads; its parallel calls must not wait for them."""
+    import os
+    import pickle
+    import time
+
+    want = _parallel_work()  # the parent's pools now exist (and may have helpers lingering)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 1
+        try:
+            os.close(r)
+            with os.fdopen(w, "wb") as f:
+                pickle.dump(_parallel_work(), f)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    deadline = time.monotonic() + 120
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(r)
+            pytest.fail("the forked child hung in a parallel call")
+        time.sleep(0.05)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pickle.loads(data) == want

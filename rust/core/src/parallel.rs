@@ -2,18 +2,48 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// How many times this process is a forked child of a process that had pools (counted by a
+/// `pthread_atfork` handler).
+static FORKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(unix)]
+extern "C" fn after_fork_in_child() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A pool with `n` threads (`n == 0` means one per core).
+///
+/// After `fork` (Python's `multiprocessing` and data-loader workers on Linux) the child has only
+/// the forking thread: the parent's pools have no threads there, and work sent to them would
+/// wait forever. A forked child therefore gets new pools on first use; the old ones are leaked
+/// (dropping one would signal threads that do not exist).
 pub fn pool(n: usize) -> Arc<rayon::ThreadPool> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    type Pools = (usize, HashMap<usize, Arc<rayon::ThreadPool>>);
+    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
     let n = if n == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         n
     };
-    let mut pools = POOLS
-        .get_or_init(Default::default)
+    let mut guard = POOLS
+        .get_or_init(|| {
+            #[cfg(unix)]
+            // SAFETY: registers a handler that only increments an atomic counter.
+            unsafe {
+                libc::pthread_atfork(None, None, Some(after_fork_in_child));
+            }
+            Default::default()
+        })
         .lock()
         .unwrap_or_else(|e| e.into_inner());
+    let forks = FORKS.load(std::sync::atomic::Ordering::Relaxed);
+    let (seen, pools) = &mut *guard;
+    if *seen != forks {
+        for (_, p) in pools.drain() {
+            std::mem::forget(p);
+        }
+        *seen = forks;
+    }
     pools
         .entry(n)
         .or_insert_with(|| {
