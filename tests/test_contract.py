@@ -21,6 +21,7 @@ import bytepair
 import numpy as np
 import pytest
 from conftest import ENCODING_NAMES, FULL, RANK_FILE_OF, RANK_FILES, VOCAB_DIR
+from forked import in_forked_child
 
 # ============================================================================ helpers
 
@@ -625,21 +626,10 @@ def test_batch_threads_work_in_a_forked_child(bp_encodings, tt_encodings):
     texts = [f"doc {i}: " + "fork-safe text, " * (i % 40) for i in range(64)]
     expected = [tt_encodings["cl100k_base"].encode_ordinary(t) for t in texts]
     assert enc.encode_ordinary_batch(texts, num_threads=2) == expected  # helpers now running
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (the child)
-        ok = all(enc.encode_ordinary_batch(texts, num_threads=2) == expected for _ in range(20))
-        os._exit(0 if ok else 1)
-    deadline = time.monotonic() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung in encode_ordinary_batch")
-        time.sleep(0.05)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    runs = in_forked_child(
+        lambda: [enc.encode_ordinary_batch(texts, num_threads=2) for _ in range(20)], "encode_ordinary_batch"
+    )
+    assert all(r == expected for r in runs)
 
 
 def test_shared_encoding_across_threads(bp_encodings, tt_encodings):

@@ -3,9 +3,11 @@ and batch encoding is deterministic across thread counts."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
+from forked import in_forked_child
 
 import bytepair
 
@@ -86,39 +88,9 @@ def _parallel_work() -> list:
     return out
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_parallel_calls_work_in_a_forked_child() -> None:
-    """A child forked after the parent used the thread pools (as multiprocessing and data-loader
-    workers do on Linux) has none of their threads; its parallel calls must not wait for them."""
-    import os
-    import pickle
-    import time
-
+    """A child forked after the parent used the thread pools has none of their threads; its
+    parallel calls must not wait for them, and give the parent's results."""
     want = _parallel_work()  # the parent's pools now exist (and may have helpers lingering)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (the child)
-        code = 1
-        try:
-            os.close(r)
-            with os.fdopen(w, "wb") as f:
-                pickle.dump(_parallel_work(), f)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    deadline = time.monotonic() + 120
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            os.close(r)
-            pytest.fail("the forked child hung in a parallel call")
-        time.sleep(0.05)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert pickle.loads(data) == want
+    assert in_forked_child(_parallel_work, "a parallel call") == want
