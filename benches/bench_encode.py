@@ -1,7 +1,8 @@
 """Encoding benchmarks: bytepair side by side with tiktoken (and bpe-openai when installed).
 
 Workloads: ``encode_ordinary``, ``encode`` with special tokens allowed, ``count`` and batch
-encoding (2 threads), for cl100k_base and o200k_base on the shared corpora (en, code, multi).
+encoding (2 threads, and 1 thread: their MB/s ratio is the 2-thread scaling), for cl100k_base and
+o200k_base on the shared corpora (en, code, multi).
 Every implementation encodes the same documents, each document once per process (a fresh slice
 per round); results are grouped per workload so pytest-benchmark prints them side by side, and
 ``extra_info`` records MB/s and whether the outputs agree with tiktoken (asserted).
@@ -35,12 +36,14 @@ def _work(impl: str, enc: Any, workload: str) -> Callable[[list[str]], list[Any]
         return lambda docs: [len(enc.encode(d, disallowed_special=())) for d in docs]
     if workload == "batch":
         return lambda docs: enc.encode_ordinary_batch(docs, num_threads=BATCH_THREADS)
+    if workload == "batch_1thread":
+        return lambda docs: enc.encode_ordinary_batch(docs, num_threads=1)
     raise ValueError(workload)
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
-@pytest.mark.parametrize("workload", ["encode_ordinary", "encode_special", "count", "batch"])
+@pytest.mark.parametrize("workload", ["encode_ordinary", "encode_special", "count", "batch", "batch_1thread"])
 def test_encode(benchmark, bench_settings, impl_module, fresh_docs, workload, encoding, category, impl):
     """One implementation on one workload; ``impl`` is parametrized by ``conftest.py``."""
     enc = impl_module(impl).get_encoding(encoding)

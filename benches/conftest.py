@@ -28,10 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS_DIR = Path(os.environ.get("BYTEPAIR_BENCH_CORPUS", ROOT.parent / "shared" / "corpus"))
 CATEGORIES = {"en": "en.txt", "code": "code.txt", "multi": "multi.txt"}
 ENCODINGS = ["cl100k_base", "o200k_base"]
-WORKLOADS = ["encode_ordinary", "encode_special", "count", "batch"]
+WORKLOADS = ["encode_ordinary", "encode_special", "count", "batch", "batch_1thread"]
+
+# Workloads whose figures are compared with each other (the batch's 2-thread / 1-thread scaling):
+# they read alternate slices of one block, so that both see the same mix of text.
+PAIRED = {"batch": "batch_1thread"}
 
 # Per round: documents handed to the timed function, and rounds when measuring.
-DOCS_PER_ROUND = {"batch": 64}
+DOCS_PER_ROUND = {"batch": 64, "batch_1thread": 64}
 DEFAULT_DOCS_PER_ROUND = 16
 MEASURE_ROUNDS = 20
 SMOKE_DOCS = 64  # per category and workload, when benchmarks are disabled
@@ -163,6 +167,15 @@ def fresh_docs(bench_corpus: dict[str, list[str]], bench_settings: BenchSettings
         sizes = {w: int(n * scale) for w, n in needs.items()}
         start = sum(sizes[w] for w in WORKLOADS[: WORKLOADS.index(workload)])
         block = docs[start : start + sizes[workload]]
+        pair = PAIRED.get(workload) or next((a for a, b in PAIRED.items() if b == workload), None)
+        if pair is not None:
+            # Two workloads compared with each other take alternate slices of their joint block.
+            first = min(WORKLOADS.index(workload), WORKLOADS.index(pair))
+            begin = sum(sizes[w] for w in WORKLOADS[:first])
+            joint = docs[begin : begin + sizes[workload] + sizes[pair]]
+            k = docs_per_round(workload)
+            side = 0 if WORKLOADS.index(workload) == first else 1
+            block = [d for i in range(side * k, len(joint), 2 * k) for d in joint[i : i + k]]
         if len(block) < docs_per_round(workload) and bench_settings.measuring:
             pytest.skip(f"corpus {category} too small to measure {workload}")
         return DocStream(block)
