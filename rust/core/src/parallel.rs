@@ -1,50 +1,69 @@
 //! Rayon thread pools, one per requested size, created on first use and kept.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// How many times this process is a forked child of a process that had pools (counted by a
-/// `pthread_atfork` handler).
-static FORKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+type Pools = Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>;
 
+/// The pools, made on first use; null again in a forked child (see [`pool`]).
+static POOLS: AtomicPtr<Pools> = AtomicPtr::new(std::ptr::null_mut());
+
+/// In a forked child: forget the parent's pools (their threads, and whoever held their lock, did
+/// not come along). Only an atomic store, as a fork handler must be.
 #[cfg(unix)]
 extern "C" fn after_fork_in_child() {
-    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    POOLS.store(std::ptr::null_mut(), Ordering::SeqCst);
+}
+
+/// The live pools of this process.
+fn pools() -> &'static Pools {
+    let p = POOLS.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: a published map is never freed.
+        return unsafe { &*p };
+    }
+    #[cfg(unix)]
+    {
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        // SAFETY: the handler only stores a null pointer.
+        HANDLER.call_once(|| unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        });
+    }
+    let fresh = Box::into_raw(Box::default());
+    match POOLS.compare_exchange(
+        std::ptr::null_mut(),
+        fresh,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        // SAFETY: published just now, and never freed.
+        Ok(_) => unsafe { &*fresh },
+        Err(won) => {
+            // SAFETY: `fresh` was never published.
+            drop(unsafe { Box::from_raw(fresh) });
+            // SAFETY: as above.
+            unsafe { &*won }
+        }
+    }
 }
 
 /// A pool with `n` threads (`n == 0` means one per core).
 ///
 /// After `fork` (Python's `multiprocessing` and data-loader workers on Linux) the child has only
 /// the forking thread: the parent's pools have no threads there, and work sent to them would
-/// wait forever. A forked child therefore gets new pools on first use; the old ones are leaked
-/// (dropping one would signal threads that do not exist).
+/// wait forever. A forked child therefore starts a new set of pools, under a new lock (a thread
+/// of the parent may have held the old one at the fork); the old ones are leaked, as dropping
+/// one would signal threads that do not exist.
 pub fn pool(n: usize) -> Arc<rayon::ThreadPool> {
-    type Pools = (usize, HashMap<usize, Arc<rayon::ThreadPool>>);
-    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
     let n = if n == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         n
     };
-    let mut guard = POOLS
-        .get_or_init(|| {
-            #[cfg(unix)]
-            // SAFETY: registers a handler that only increments an atomic counter.
-            unsafe {
-                libc::pthread_atfork(None, None, Some(after_fork_in_child));
-            }
-            Default::default()
-        })
+    pools()
         .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let forks = FORKS.load(std::sync::atomic::Ordering::Relaxed);
-    let (seen, pools) = &mut *guard;
-    if *seen != forks {
-        for (_, p) in pools.drain() {
-            std::mem::forget(p);
-        }
-        *seen = forks;
-    }
-    pools
+        .unwrap_or_else(|e| e.into_inner())
         .entry(n)
         .or_insert_with(|| {
             Arc::new(
@@ -553,6 +572,55 @@ mod tests {
             .collect();
         times.sort();
         assert!(times[20] < Duration::from_micros(4500), "{times:?}");
+    }
+
+    /// A child forked while another thread holds the pools' lock, and after the parent's pools
+    /// have threads, runs parallel work on pools of its own. Before the child got a new lock, a
+    /// fork taken while the lock was held left the child waiting on it forever.
+    #[cfg(unix)]
+    #[test]
+    fn forked_children_get_pools_of_their_own() {
+        use std::sync::atomic::AtomicBool;
+        use std::time::{Duration, Instant};
+        assert_eq!(pool(2).install(|| rayon::join(|| 1, || 2)), (1, 2));
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        // Takes the lock over and over, so that some forks happen while it is held.
+        let busy = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                for n in 1..4 {
+                    drop(pool(n));
+                }
+            }
+        });
+        for _ in 0..50 {
+            // SAFETY: the child only runs pool work and exits with `_exit`.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                let ok = pool(2).install(|| rayon::join(|| 1, || 2)) == (1, 2);
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let t = Instant::now();
+            let mut status = 0;
+            loop {
+                // SAFETY: waits for our own child.
+                let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if r == pid {
+                    break;
+                }
+                if t.elapsed() > Duration::from_secs(20) {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                    stop.store(true, Ordering::Relaxed);
+                    panic!("a forked child hung");
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        }
+        stop.store(true, Ordering::Relaxed);
+        busy.join().unwrap();
     }
 
     #[test]
