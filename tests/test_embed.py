@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -403,7 +404,17 @@ def test_index_save_load(tmp_path, dtype):
     )
     for a, b in zip(ix.search(Q, 7), back.search(Q, 7)):
         np.testing.assert_array_equal(a, b)
-    p.write_bytes(p.read_bytes()[:-3])
+    good = p.read_bytes()
+    # One changed bit anywhere in the keys is caught by the file's CRC-32, on load and unpickling.
+    for at in (40, len(good) // 2, len(good) - 6):
+        bad = bytearray(good)
+        bad[at] ^= 0x01
+        p.write_bytes(bytes(bad))
+        with pytest.raises(ValueError, match="corrupted"):
+            embed.Index.load(p)
+        with pytest.raises(ValueError, match="corrupted"):
+            pickle.loads(pickle.dumps(ix).replace(good, bytes(bad)))
+    p.write_bytes(good[:-3])
     with pytest.raises(ValueError, match="not a bytepair index"):
         embed.Index.load(p)
     with pytest.raises(OSError):

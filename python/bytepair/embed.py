@@ -317,7 +317,8 @@ class Index:
         self._inner.sketch = bool(on)
 
     def save(self, path: PathLike) -> None:
-        """Write the index to ``path`` (a versioned little-endian binary file).
+        """Write the index to ``path`` (a versioned little-endian binary file that ends with a
+        CRC-32 of its contents, checked by :meth:`load`).
 
         >>> import tempfile
         >>> path = os.path.join(tempfile.mkdtemp(), "keys.index")
@@ -330,7 +331,8 @@ class Index:
 
     @classmethod
     def load(cls, path: PathLike) -> "Index":
-        """Read an index written by :meth:`save`. A file of another format is a ``ValueError``."""
+        """Read an index written by :meth:`save`. A file of another format, or one whose contents
+        no longer match its CRC-32 (corrupted), is a ``ValueError``."""
         obj = cls.__new__(cls)
         obj._inner = _native.EmbedIndex.load(os.fspath(path))
         return obj

@@ -41,6 +41,40 @@ const VERSION: u32 = 1;
 /// Header byte 14: the index was saved with its sketch turned off (the sketch itself is not
 /// stored; loading rebuilds it from the keys).
 const FLAG_NO_SKETCH: u8 = 1;
+/// Header byte 14: the file ends with the CRC-32 of everything before it, checked on load.
+/// Written by every save since it was introduced; files without it still load, unchecked.
+const FLAG_CRC: u8 = 2;
+
+/// A writer that also computes the CRC-32 of what passes through it.
+struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.crc.update(&b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that also computes the CRC-32 of what passes through it.
+struct CrcReader<R> {
+    inner: R,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(b)?;
+        self.crc.update(&b[..n]);
+        Ok(n)
+    }
+}
 
 /// How an [`Index`] stores its keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -844,7 +878,7 @@ impl Index {
 
     /// The bytes [`Index::save`] writes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(32 + self.stored_bytes());
+        let mut v = Vec::with_capacity(36 + self.stored_bytes());
         self.write_to(&mut v).expect("writing to memory");
         v
     }
@@ -864,6 +898,18 @@ impl Index {
     }
 
     fn write_to(&self, w: &mut impl Write) -> Result<()> {
+        let mut w = CrcWriter {
+            inner: w,
+            crc: crc32fast::Hasher::new(),
+        };
+        self.write_body(&mut w)?;
+        let crc = w.crc.finalize();
+        w.inner.write_all(&crc.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Everything [`write_to`](Self::write_to) writes but the closing CRC.
+    fn write_body(&self, w: &mut impl Write) -> Result<()> {
         w.write_all(MAGIC)?;
         w.write_all(&VERSION.to_le_bytes())?;
         let metric = match self.metric {
@@ -875,7 +921,7 @@ impl Index {
             KeyType::F16 => 1,
             KeyType::I8 => 2,
         };
-        let flags = if self.has_sketch() { 0 } else { FLAG_NO_SKETCH };
+        let flags = FLAG_CRC | if self.has_sketch() { 0 } else { FLAG_NO_SKETCH };
         w.write_all(&[metric, dtype, flags, 0])?;
         w.write_all(&(self.len as u64).to_le_bytes())?;
         w.write_all(&(self.dim as u64).to_le_bytes())?;
@@ -908,8 +954,12 @@ impl Index {
     }
 
     /// Reads an index of `size` bytes from `r`; `name` (a path) goes into the error messages.
-    fn read_from(mut r: impl Read, size: u64, name: &str) -> Result<Index> {
+    fn read_from(r: impl Read, size: u64, name: &str) -> Result<Index> {
         let bad = |m: &str| Error::Value(format!("{name}: not a bytepair index file ({m})"));
+        let mut r = CrcReader {
+            inner: r,
+            crc: crc32fast::Hasher::new(),
+        };
         let mut head = [0u8; 32];
         r.read_exact(&mut head).map_err(|_| bad("too short"))?;
         if &head[..8] != MAGIC {
@@ -919,7 +969,7 @@ impl Index {
         if version != VERSION {
             return Err(bad(&format!("version {version}, expected {VERSION}")));
         }
-        if head[14] & !FLAG_NO_SKETCH != 0 || head[15] != 0 {
+        if head[14] & !(FLAG_NO_SKETCH | FLAG_CRC) != 0 || head[15] != 0 {
             return Err(bad("unknown flags"));
         }
         let metric = match head[12] {
@@ -939,20 +989,44 @@ impl Index {
             _ => return Err(bad("unknown dtype")),
         }
         .ok_or_else(|| bad("size overflow"))?;
-        if dim == 0 || len > u32::MAX as u64 || Some(size) != payload.checked_add(32) {
+        let trailer = if head[14] & FLAG_CRC != 0 { 4 } else { 0 };
+        if dim == 0 || len > u32::MAX as u64 || Some(size) != payload.checked_add(32 + trailer) {
             return Err(bad(&format!(
                 "size {size} does not match {len} keys of dimension {dim}"
             )));
         }
         let (len, dim, nd) = (len as usize, dim as usize, nd as usize);
-        let store = match head[13] {
-            0 => Store::F32(read_pod(&mut r, nd)?),
-            1 => Store::F16(read_pod(&mut r, nd)?),
+        enum Raw {
+            F32(Vec<f32>),
+            F16(Vec<f16>),
+            I8([Vec<i8>; 2], [Vec<f32>; 2]),
+        }
+        let raw = match head[13] {
+            0 => Raw::F32(read_pod(&mut r, nd)?),
+            1 => Raw::F16(read_pod(&mut r, nd)?),
             _ => {
                 let codes: Vec<i8> = read_pod(&mut r, nd)?;
                 let scales: Vec<f32> = read_pod(&mut r, len)?;
                 let res: Vec<i8> = read_pod(&mut r, nd)?;
                 let res_scales: Vec<f32> = read_pod(&mut r, len)?;
+                Raw::I8([codes, res], [scales, res_scales])
+            }
+        };
+        if trailer > 0 {
+            let mut want = [0u8; 4];
+            r.inner
+                .read_exact(&mut want)
+                .map_err(|_| bad("too short"))?;
+            if r.crc.clone().finalize() != u32::from_le_bytes(want) {
+                return Err(Error::Value(format!(
+                    "{name}: the index file is corrupted (its CRC-32 does not match its contents)"
+                )));
+            }
+        }
+        let store = match raw {
+            Raw::F32(v) => Store::F32(v),
+            Raw::F16(v) => Store::F16(v),
+            Raw::I8([codes, res], [scales, res_scales]) => {
                 let mut stats = I8Stats::default();
                 stats.extend(&codes, &scales, &res, &res_scales, dim);
                 Store::I8 {
@@ -1399,9 +1473,24 @@ mod tests {
             ix.save(&p).unwrap();
             // Unknown flags.
             let mut bytes = std::fs::read(&p).unwrap();
-            bytes[14] |= 2;
+            bytes[14] |= 4;
             std::fs::write(&p, &bytes).unwrap();
             assert!(matches!(Index::load(&p), Err(Error::Value(_))));
+            // Any changed byte of the keys (or of the CRC) is caught by the closing CRC-32.
+            let good = ix.to_bytes();
+            for at in [32, good.len() / 2, good.len() - 5, good.len() - 1] {
+                let mut bytes = good.clone();
+                bytes[at] ^= 0x10;
+                match Index::from_bytes(&bytes) {
+                    Err(Error::Value(m)) => assert!(m.contains("corrupted"), "{m}"),
+                    other => panic!("byte {at}: {:?}", other.map(|i| i.len())),
+                }
+            }
+            // A file written before the CRC (flag clear, no trailer) still loads, unchecked.
+            let mut old = good[..good.len() - 4].to_vec();
+            old[14] &= !FLAG_CRC;
+            let o = Index::from_bytes(&old).unwrap().search(&q, 5).unwrap();
+            assert_eq!((&o.scores, &o.indices), (&a.scores, &a.indices));
             ix.save(&p).unwrap();
             // Truncated file.
             let bytes = std::fs::read(&p).unwrap();
