@@ -317,6 +317,14 @@ def test_wordcounts_api(tmp_path):
     assert b"the" in blob and len(blob) < 300  # a compact blob, not a dict
     wc.save(tmp_path / "wc.bin")
     assert WordCounts.load(tmp_path / "wc.bin") == wc
+    # A changed count is caught by the file's closing CRC-32, not read as another count.
+    good = (tmp_path / "wc.bin").read_bytes()
+    for at in (5, len(good) // 2, len(good) - 5):
+        bad = bytearray(good)
+        bad[at] ^= 0x01
+        (tmp_path / "wc.bin").write_bytes(bytes(bad))
+        with pytest.raises(ValueError, match="corrupted"):
+            WordCounts.load(tmp_path / "wc.bin")
     assert (wc + wc).total() == 8 and wc.total() == 4
     wc.update(["the"], progress=False)
     assert wc["the"] == 2

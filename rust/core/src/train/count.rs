@@ -945,15 +945,36 @@ impl WordCounts {
             out.extend_from_slice(s.as_bytes());
         }
         let s = self.sorted()?;
-        out.reserve(s.total_bytes() / 2 + s.len() * 3);
+        out.reserve(s.total_bytes() / 2 + s.len() * 3 + 4);
         s.write_entries(&mut out);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
     }
 
-    /// Reads a blob written by [`WordCounts::to_bytes`].
+    /// Reads a blob written by [`WordCounts::to_bytes`] (or by a version before the CRC).
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
+        let data = if data.starts_with(MAGIC) {
+            // The blob ends with the CRC-32 of everything before it.
+            let Some(body_len) = data.len().checked_sub(4) else {
+                return Err(Error::Value(
+                    "not a bytepair WordCounts file (too short)".into(),
+                ));
+            };
+            let (body, crc) = data.split_at(body_len);
+            if crc32fast::hash(body).to_le_bytes() != crc {
+                return Err(Error::Value(
+                    "the WordCounts file is corrupted (its CRC-32 does not match its contents)"
+                        .into(),
+                ));
+            }
+            body
+        } else {
+            data
+        };
         let mut r = Cursor::new(data);
-        if r.take(MAGIC.len()).ok() != Some(MAGIC) {
+        let magic = r.take(MAGIC.len()).ok();
+        if magic != Some(MAGIC) && magic != Some(MAGIC_V1) {
             return Err(Error::Value(
                 "not a bytepair WordCounts file (bad magic)".into(),
             ));
@@ -979,7 +1000,10 @@ impl WordCounts {
     }
 }
 
-const MAGIC: &[u8] = b"BPWC\x01";
+/// Version 2: followed by a closing CRC-32 of the blob.
+const MAGIC: &[u8] = b"BPWC\x02";
+/// Version 1 (no CRC), still read.
+const MAGIC_V1: &[u8] = b"BPWC\x01";
 
 #[cfg(test)]
 mod tests {
@@ -1061,6 +1085,20 @@ mod tests {
         let mut back = WordCounts::from_bytes(&blob).unwrap();
         assert_eq!(counts_of(&mut back), want);
         assert!(WordCounts::from_bytes(&blob[..blob.len() - 1]).is_err());
+        // A changed byte anywhere (counts included) is caught by the closing CRC-32.
+        for at in [6, blob.len() / 2, blob.len() - 6, blob.len() - 1] {
+            let mut bad = blob.clone();
+            bad[at] ^= 0x04;
+            match WordCounts::from_bytes(&bad) {
+                Err(Error::Value(m)) => assert!(m.contains("corrupted"), "{m}"),
+                Err(e) => panic!("byte {at}: {e}"),
+                Ok(_) => panic!("byte {at}: accepted"),
+            }
+        }
+        // A version-1 blob (no CRC) still reads.
+        let mut v1 = blob[..blob.len() - 4].to_vec();
+        v1[..MAGIC_V1.len()].copy_from_slice(MAGIC_V1);
+        assert_eq!(counts_of(&mut WordCounts::from_bytes(&v1).unwrap()), want);
         let mut half1 = WordCounts::new(CL100K_PATTERN, vec![]).unwrap();
         half1.count_documents(&docs[..1000]).unwrap();
         let mut half2 = WordCounts::new(CL100K_PATTERN, vec![]).unwrap();
