@@ -196,6 +196,9 @@ impl PyEmbedIndex {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[pymethods]
@@ -218,12 +221,7 @@ impl PyEmbedIndex {
     }
     #[setter]
     fn set_sketch(&self, py: Python<'_>, on: bool) {
-        py.detach(|| {
-            self.inner
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .set_sketch(on)
-        })
+        py.detach(|| self.write().set_sketch(on))
     }
 
     /// Appends keys `[n, dim]` float32.
@@ -231,7 +229,7 @@ impl PyEmbedIndex {
         let d = keys.shape()[1];
         let s = slice(&keys, "keys")?;
         py.detach(|| {
-            let mut ix = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            let mut ix = self.write();
             if d != ix.dim() {
                 return Err(bytepair_core::Error::Value(format!(
                     "keys have dimension {d} but the index has {}",

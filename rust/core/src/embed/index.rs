@@ -660,16 +660,8 @@ impl Index {
                 };
                 // Integer dot products where the processor has them: AVX-512 VNNI, or AVX2 (one
                 // query keeps up with memory where converting every key byte to f32 does not, and
-                // batches do a third of the work). They stay below 2^31 for d < 66,000
-                // (255 * 127 * d).
-                let kernel = if vnni && lv == Level::Avx512 && vnni::available() {
-                    Some(vnni::IntKernel::Vnni)
-                } else if lv == Level::Avx2 {
-                    Some(vnni::IntKernel::Avx2)
-                } else {
-                    None
-                }
-                .filter(|_| d < 66_000);
+                // batches do a third of the work); AVX-512 without VNNI scans in f32.
+                let kernel = vnni::IntKernel::pick(lv, vnni, d, false);
                 let qc = kernel.map(|kernel| kernel.quantize(&q, d));
                 let scan_block =
                     |q0: usize, qn: usize, r: Range<usize>, heaps: &mut [TopK]| match (kernel, &qc)
@@ -758,16 +750,11 @@ impl Index {
     ) -> Option<Vec<Vec<(f32, u32)>>> {
         let sk = self.sketch.as_ref()?;
         let (n, d) = (self.len, self.dim);
-        if sk.nonfinite || n < SKETCH_MIN_KEYS || k > n / 16 || d >= 66_000 {
+        if sk.nonfinite || n < SKETCH_MIN_KEYS || k > n / 16 {
             return None;
         }
-        let kernel = if vnni && lv == Level::Avx512 && vnni::available() {
-            vnni::IntKernel::Vnni
-        } else if matches!(lv, Level::Avx2 | Level::Avx512) {
-            vnni::IntKernel::Avx2
-        } else {
-            return None;
-        };
+        // The sketch is integer codes: the AVX2 kernel serves AVX-512 without VNNI too.
+        let kernel = vnni::IntKernel::pick(lv, vnni, d, true)?;
         if q.iter().any(|x| !x.is_finite()) {
             return None;
         }

@@ -84,26 +84,36 @@ pub(crate) fn quantize_query(q: &[f32]) -> Query4 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn rows_vnni(q: *const i8, k: *const u8, rb: usize, nk: usize, pf: usize, out: &mut [i32]) {
-    let low = _mm512_set1_epi8(0x0F);
     for (j, o) in out.iter_mut().enumerate().take(nk) {
-        let r = k.add(j * rb);
-        if pf != 0 {
-            super::simd::prefetch_span(r.wrapping_add(pf), rb);
-        }
-        let mut a = [_mm512_setzero_si512(); 2];
-        let mut b = 0;
-        while b < rb {
-            let v = _mm512_loadu_si512(r.add(b) as *const _);
-            let lo = _mm512_and_si512(v, low);
-            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
-            let q0 = _mm512_loadu_si512(q.add(2 * b) as *const _);
-            let q1 = _mm512_loadu_si512(q.add(2 * b + 64) as *const _);
-            a[0] = _mm512_dpbusd_epi32(a[0], lo, q0);
-            a[1] = _mm512_dpbusd_epi32(a[1], hi, q1);
-            b += 64;
-        }
-        *o = _mm512_reduce_add_epi32(_mm512_add_epi32(a[0], a[1]));
+        *o = _mm512_reduce_add_epi32(row_vnni(q, k.add(j * rb), rb, pf));
     }
+}
+
+/// The row at `r` (`rb` bytes) against `q`: the 16 lane sums of nibble x query code (their
+/// total is the row's sum), after requesting the row `pf` bytes ahead (0: none).
+///
+/// # Safety
+/// As [`rows_vnni`], for the one row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn row_vnni(q: *const i8, r: *const u8, rb: usize, pf: usize) -> __m512i {
+    let low = _mm512_set1_epi8(0x0F);
+    if pf != 0 {
+        super::simd::prefetch_span(r.wrapping_add(pf), rb);
+    }
+    let mut a0 = _mm512_setzero_si512();
+    let mut a1 = _mm512_setzero_si512();
+    let mut b = 0;
+    while b < rb {
+        let v = _mm512_loadu_si512(r.add(b) as *const _);
+        let lo = _mm512_and_si512(v, low);
+        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+        a0 = _mm512_dpbusd_epi32(a0, lo, _mm512_loadu_si512(q.add(2 * b) as *const _));
+        a1 = _mm512_dpbusd_epi32(a1, hi, _mm512_loadu_si512(q.add(2 * b + 64) as *const _));
+        b += 64;
+    }
+    _mm512_add_epi32(a0, a1)
 }
 
 /// The 16 rows at `k` (`rb` bytes each) scored against `q`, offered to `heap` as keys `t0..`:
@@ -127,25 +137,9 @@ unsafe fn rows16_vnni(
     t0: usize,
     heap: &mut TopK,
 ) {
-    let low = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_si512(); 16];
     for (j, a) in acc.iter_mut().enumerate() {
-        let r = k.add(j * rb);
-        if pf != 0 {
-            super::simd::prefetch_span(r.wrapping_add(pf), rb);
-        }
-        let mut a0 = _mm512_setzero_si512();
-        let mut a1 = _mm512_setzero_si512();
-        let mut b = 0;
-        while b < rb {
-            let v = _mm512_loadu_si512(r.add(b) as *const _);
-            let lo = _mm512_and_si512(v, low);
-            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
-            a0 = _mm512_dpbusd_epi32(a0, lo, _mm512_loadu_si512(q.add(2 * b) as *const _));
-            a1 = _mm512_dpbusd_epi32(a1, hi, _mm512_loadu_si512(q.add(2 * b + 64) as *const _));
-            b += 64;
-        }
-        *a = _mm512_add_epi32(a0, a1);
+        *a = row_vnni(q, k.add(j * rb), rb, pf);
     }
     // Add tree. Level 1 adds within 128-bit blocks pairwise (rows 2i, 2i+1 interleaved), level
     // 2 finishes each block's sum for rows 4i..4i+3, levels 3 and 4 add the blocks, which leaves

@@ -739,6 +739,28 @@ pub fn prefetch<T>(row: &[T], lines: usize) {
     prefetch_span(row.as_ptr() as *const u8, bytes);
 }
 
+/// Calls `f(id, row)` for the rows `ids` of `keys` (`d` values each), in order, requesting each
+/// row `ahead` rows before it is reached: scattered rows are beyond the hardware's prefetcher.
+#[inline(always)]
+pub(crate) fn for_rows_prefetched<T>(
+    keys: &[T],
+    d: usize,
+    ids: &[u32],
+    ahead: usize,
+    mut f: impl FnMut(u32, &[T]),
+) {
+    let row = |i: u32| &keys[i as usize * d..(i as usize + 1) * d];
+    for &i in ids.iter().take(ahead) {
+        prefetch(row(i), usize::MAX);
+    }
+    for (j, &i) in ids.iter().enumerate() {
+        if let Some(&next) = ids.get(j + ahead) {
+            prefetch(row(next), usize::MAX);
+        }
+        f(i, row(i));
+    }
+}
+
 /// Requests the cache lines of `bytes` bytes from `p` (a hint: any address is allowed, nothing is
 /// read, and nothing happens off x86-64).
 #[inline(always)]

@@ -965,23 +965,13 @@ pub(crate) fn exact_scores<E: Elem>(
     // scattered rows are scored where they lie.
     let row_kernel =
         cfg!(target_arch = "x86_64") && lv != Level::Generic && QB.min(nq - qi / QB * QB) == 1;
-    let row = |i: u32| &keys[i as usize * d..(i as usize + 1) * d];
-    // Request each row a few ahead.
-    const AHEAD: usize = 4;
-    for &i in ids.iter().take(AHEAD) {
-        simd::prefetch(row(i), usize::MAX);
-    }
-    for (j, &i) in ids.iter().enumerate() {
-        if let Some(&next) = ids.get(j + AHEAD) {
-            simd::prefetch(row(next), usize::MAX);
-        }
-        let s = if row_kernel {
-            row1_score(lv, qr, row(i))
+    simd::for_rows_prefetched(keys, d, ids, 4, |_, row| {
+        out.push(if row_kernel {
+            row1_score(lv, qr, row)
         } else {
-            dot(lv, qr, row(i))
-        };
-        out.push(s);
-    }
+            dot(lv, qr, row)
+        })
+    });
 }
 
 /// Copies queries into a fresh buffer, L2-normalised for cosine (zero rows stay zero).

@@ -12,6 +12,7 @@
 //! lanes) and `vpmaddwd` (pairs of i16 into i32): 32 multiply-adds per two instructions. The i16
 //! pairs must not saturate, so the query gets 7-bit codes, `q ~ qs * (u - 64)` with `u` in
 //! 1..=127 (at most 2 * 127 * 127 per lane).
+use super::simd::Level;
 use super::topk::{TopK, MQ, NK};
 use std::ops::Range;
 
@@ -302,6 +303,22 @@ pub(crate) enum IntKernel {
 }
 
 impl IntKernel {
+    /// The integer kernel for a search at level `lv`: VNNI where `vnni` allows it and the
+    /// processor has it, else the AVX2 one (on an AVX-512 processor only if `avx2_on_avx512`:
+    /// float kernels may serve there instead). `None` below AVX2, and for `d >= 66,000`, where
+    /// the i32 dot products could overflow (255 * 127 * d).
+    pub(crate) fn pick(lv: Level, vnni: bool, d: usize, avx2_on_avx512: bool) -> Option<Self> {
+        if d >= 66_000 {
+            None
+        } else if vnni && lv == Level::Avx512 && available() {
+            Some(IntKernel::Vnni)
+        } else if lv == Level::Avx2 || (avx2_on_avx512 && lv == Level::Avx512) {
+            Some(IntKernel::Avx2)
+        } else {
+            None
+        }
+    }
+
     /// What the kernel's query codes are biased by.
     pub(crate) fn bias(self) -> i32 {
         match self {
@@ -343,7 +360,6 @@ pub(crate) fn scan(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::simd::Level;
         let bias = kernel.bias();
         let (row1_fn, mq): (Row1, usize) = match kernel {
             IntKernel::Vnni => {
@@ -447,21 +463,14 @@ pub(crate) fn scan_ids(
     #[cfg(target_arch = "x86_64")]
     {
         assert!(available(), "VNNI scan without VNNI");
-        let row = |i: u32| &codes[i as usize * d..(i as usize + 1) * d];
-        const AHEAD: usize = 8;
+        let bias = IntKernel::Vnni.bias();
         let mut out = [0i32; 1];
-        for &i in ids.iter().take(AHEAD) {
-            super::simd::prefetch(row(i), usize::MAX);
-        }
-        for (j, &i) in ids.iter().enumerate() {
-            if let Some(&next) = ids.get(j + AHEAD) {
-                super::simd::prefetch(row(next), usize::MAX);
-            }
+        super::simd::for_rows_prefetched(codes, d, ids, 8, |i, row| {
             // SAFETY: the query row holds d bytes and the key row d; VNNI asserted.
-            unsafe { row1(qc.codes.as_ptr(), row(i).as_ptr(), d, 1, 0, &mut out) };
-            let (bias, t) = (IntKernel::Vnni.bias(), i as usize);
+            unsafe { row1(qc.codes.as_ptr(), row.as_ptr(), d, 1, 0, &mut out) };
+            let t = i as usize;
             heap.offer(score(out[0], bias, sums[t], qc.scales[0], scales[t]), i);
-        }
+        });
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
