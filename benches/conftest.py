@@ -165,10 +165,11 @@ def fresh_docs(bench_corpus: dict[str, list[str]], bench_settings: BenchSettings
             needs = {w: SMOKE_DOCS for w in WORKLOADS}
         scale = min(1.0, len(docs) / sum(needs.values()))
         sizes = {w: int(n * scale) for w, n in needs.items()}
-        start = sum(sizes[w] for w in WORKLOADS[: WORKLOADS.index(workload)])
-        block = docs[start : start + sizes[workload]]
         pair = PAIRED.get(workload) or next((a for a, b in PAIRED.items() if b == workload), None)
-        if pair is not None:
+        if pair is None:
+            start = sum(sizes[w] for w in WORKLOADS[: WORKLOADS.index(workload)])
+            block = docs[start : start + sizes[workload]]
+        else:
             # Two workloads compared with each other take alternate slices of their joint block.
             first = min(WORKLOADS.index(workload), WORKLOADS.index(pair))
             begin = sum(sizes[w] for w in WORKLOADS[:first])

@@ -75,7 +75,7 @@ def _parallel_work() -> list:
     table = rng.standard_normal((1000, 32), dtype=np.float32)
     keys = rng.standard_normal((20_000, 64), dtype=np.float32)
     big = _big_text(1)[: 3 << 20]
-    out = [
+    return [
         [len(t) for t in enc.encode_ordinary_batch(docs, num_threads=2)],
         enc.count_batch(docs, num_threads=2),
         len(enc.encode_ordinary(big, num_threads=2)),
@@ -85,7 +85,6 @@ def _parallel_work() -> list:
         embed.embed_texts(enc, rng.standard_normal((enc.n_vocab, 8), dtype=np.float32), docs).shape,
         bytepair.train(docs * 20, vocab_size=300, num_threads=2, progress=False).n_vocab,
     ]
-    return out
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
