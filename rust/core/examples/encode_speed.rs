@@ -1,4 +1,13 @@
 //! Quick throughput breakdown: `cargo run --release -p bytepair-core --example encode_speed -- FILE [encoding] [max-bytes]`.
+//!
+//! Environment knobs:
+//! - `ENCODE_REPS=N`: repeat the encode pass (for profilers).
+//! - `BUCKETS=1`: time per piece length (1, 2-7, 8-15, 16-31, 32-127, 128+ bytes), pieces of a
+//!   bucket encoded together with warm tables; the ns are per byte of the whole text.
+//! - `THRASH_MB=M`: also time encoding in turns of 16 documents with M MB of other memory written
+//!   before each turn (as another library's turn would): the regime of `bytepair bench`, where
+//!   the tables start cold. `THRASH_MODE=lex` or `whole` times only the lexer, or the lexer and
+//!   whole-piece lookups, in that regime.
 use bytepair_core::{pretokenize, vocab, CoreBpe};
 use std::time::Instant;
 
@@ -50,6 +59,93 @@ fn main() {
         }
     }
     let enc = t.elapsed().as_secs_f64() / reps as f64;
+    // BUCKETS=1: time spent per piece length (whole lookups and merges, warm).
+    if std::env::var_os("BUCKETS").is_some() {
+        let b = text.as_bytes();
+        let mut by: Vec<Vec<(usize, usize)>> = vec![Vec::new(); 6];
+        let base = text.as_ptr() as usize;
+        for d in &docs {
+            let off = d.as_ptr() as usize - base;
+            core.pretokenizer()
+                .split(d, |s, e| {
+                    let k = match e - s {
+                        1 => 0,
+                        2..=7 => 1,
+                        8..=15 => 2,
+                        16..=31 => 3,
+                        32..=127 => 4,
+                        _ => 5,
+                    };
+                    by[k].push((off + s, off + e));
+                })
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        for (k, ps) in by.iter().enumerate() {
+            let t = Instant::now();
+            let (mut bytes, mut merged) = (0, 0);
+            for _ in 0..3 {
+                for &(s, e) in ps {
+                    out.clear();
+                    bytepair_core::bpe::encode_piece(core.vocab(), b, s, e, &mut out);
+                    merged += (out.len() > 1) as usize;
+                    bytes += e - s;
+                }
+            }
+            let dt = t.elapsed().as_secs_f64() / 3.0;
+            println!(
+                "bucket {k}: {} pieces ({} merged), {:.2} MB, {:.2} ms = {:.2} ns per text byte",
+                ps.len(),
+                merged / 3,
+                bytes as f64 / 3e6,
+                dt * 1e3,
+                dt * 1e9 / text.len() as f64
+            );
+        }
+    }
+    // THRASH_MB=M: between turns of 16 documents, write M MB of other memory (as another
+    // library's turn would), timing only the encoding: the regime of `bytepair bench`.
+    let thrash: usize = std::env::var("THRASH_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if thrash > 0 {
+        let mut junk = vec![1u64; thrash << 17];
+        let mut cold = 0.0;
+        for turn in docs.chunks(16) {
+            for (i, x) in junk.iter_mut().enumerate() {
+                *x = x.wrapping_mul(3).wrapping_add(i as u64);
+            }
+            std::hint::black_box(&junk);
+            let t = Instant::now();
+            let mode = std::env::var("THRASH_MODE").unwrap_or_default();
+            for d in turn {
+                match mode.as_str() {
+                    "lex" => {
+                        let mut n = 0;
+                        core.pretokenizer().split(d, |s, e| n += s ^ e).unwrap();
+                        std::hint::black_box(n);
+                    }
+                    "whole" => {
+                        let mut n = 0;
+                        let b = d.as_bytes();
+                        core.pretokenizer()
+                            .split(d, |s, e| n += core.vocab().get(&b[s..e]).unwrap_or(0))
+                            .unwrap();
+                        std::hint::black_box(n);
+                    }
+                    _ => {
+                        std::hint::black_box(core.encode_ordinary(d).unwrap());
+                    }
+                }
+            }
+            cold += t.elapsed().as_secs_f64();
+        }
+        println!(
+            "{name}: cold turns (after {thrash} MB written) {:.1} MB/s",
+            mb / cold
+        );
+    }
     println!(
         "{name}: {n} pieces, {toks} tokens; lex {:.1} MB/s, full encode {:.1} MB/s",
         mb / lex,
