@@ -6,8 +6,8 @@
 //! doubly-linked list of parts and a min-heap keyed on (rank, position) with lazy invalidation,
 //! which is O(n log n) however long the run, where the scan would be quadratic. Both choose
 //! exactly the pair tiktoken chooses: the lowest rank, leftmost on ties. The scan starts from
-//! whole characters and two-character tokens wherever [`crate::chars`] shows that gives the same
-//! result as starting from bytes; the heap always starts from bytes, so it is the reference the
+//! pairs of ASCII bytes, whole characters and two-character tokens wherever [`crate::chars`]
+//! shows that gives the same result as starting from bytes; the heap always starts from bytes, so it is the reference the
 //! tests compare against.
 use crate::vocab::{Rank, Vocab, NO_ENTRY};
 use std::cmp::Reverse;
@@ -313,35 +313,31 @@ fn merge_scan_impl<const AVX2: bool, const CAP: usize>(
     let mut tok = [0u32; CAP];
     let mut nxt = [0u8; CAP];
     let mut prv = [0u8; CAP];
-    if piece.iter().fold(0, |a, &b| a | b) < 0x80 {
-        for i in 0..n {
-            tok[i] = v.byte_rank(piece[i]);
-            nxt[i] = (i + 1) as u8;
-            prv[i] = i.wrapping_sub(1) as u8;
+    // Units that may start merged do (see `crate::chars`): two ASCII bytes, or one or two
+    // characters of which one is multi-byte. The other bytes start alone. Positions inside a
+    // unit keep `pair` at NO_ENTRY.
+    let chars = v.chars();
+    let ascii = piece.iter().fold(0, |a, &b| a | b) < 0x80;
+    let (mut i, mut last) = (0, usize::MAX);
+    while i < n {
+        let unit = if ascii {
+            chars.ascii_pair(piece, i)
+        } else {
+            chars.at(piece, i)
+        };
+        let (len, r) = unit.unwrap_or((1, v.byte_rank(piece[i])));
+        tok[i] = r;
+        nxt[i] = (i + len) as u8;
+        prv[i] = last as u8;
+        if last != usize::MAX {
+            pair[last] = if i - last == 1 && len == 1 {
+                v.pair_rank(piece[last], piece[i])
+            } else {
+                v.get_at(buf, last, i + len).unwrap_or(NO_ENTRY)
+            };
         }
-        for i in 0..n - 1 {
-            pair[i] = v.pair_rank(piece[i], piece[i + 1]);
-        }
-    } else {
-        // Multi-byte characters that may start merged do (see `crate::chars`); the other bytes
-        // start alone. Positions inside a character keep `pair` at NO_ENTRY.
-        let chars = v.chars();
-        let (mut i, mut last) = (0, usize::MAX);
-        while i < n {
-            let (len, r) = chars.at(piece, i).unwrap_or((1, v.byte_rank(piece[i])));
-            tok[i] = r;
-            nxt[i] = (i + len) as u8;
-            prv[i] = last as u8;
-            if last != usize::MAX {
-                pair[last] = if i - last == 1 && len == 1 {
-                    v.pair_rank(piece[last], piece[i])
-                } else {
-                    v.get_at(buf, last, i + len).unwrap_or(NO_ENTRY)
-                };
-            }
-            last = i;
-            i += len;
-        }
+        last = i;
+        i += len;
     }
     // The end points to itself, so `nxt[nxt[i]]` needs no test.
     nxt[n] = n as u8;

@@ -26,8 +26,7 @@ impl Hasher for Mix {
 
 type Map<V> = HashMap<u64, V, BuildHasherDefault<Mix>>;
 
-/// A unit token (one or two whole characters, at least one of them multi-byte, at most
-/// [`MAX_UNIT`] bytes) and the neighbouring bytes with which it may start merged, while the
+/// A unit token ([`is_unit`]) and the neighbouring bytes with which it may start merged, while the
 /// analysis runs (its result stores each distinct mask once: [`Units`]).
 struct CharMask {
     /// The unit's UTF-8 bytes, zero-padded.
@@ -105,10 +104,13 @@ fn own_merges(get: &impl Fn(&[u8]) -> Option<u32>, c: &[u8]) -> Option<u32> {
 /// The most bytes a unit has (so that it packs into a `u64` key with its length).
 pub const MAX_UNIT: usize = 7;
 
-/// Whether `b` is a unit: one or two whole characters, at least one of them multi-byte, at most
-/// [`MAX_UNIT`] bytes.
+/// Whether `b` is a unit: two ASCII bytes, or one or two whole characters, at least one of them
+/// multi-byte, at most [`MAX_UNIT`] bytes.
 pub fn is_unit(b: &[u8]) -> bool {
-    if b.len() > MAX_UNIT || b.is_ascii() {
+    if b.is_ascii() {
+        return b.len() == 2;
+    }
+    if b.len() > MAX_UNIT {
         return false;
     }
     std::str::from_utf8(b).is_ok_and(|s| matches!(s.chars().count(), 1 | 2))

@@ -1,10 +1,12 @@
-//! Multi-byte characters (and pairs of characters) that the merge may start from as whole
-//! tokens.
+//! Multi-byte characters, pairs of characters and pairs of ASCII bytes that the merge may start
+//! from as whole tokens.
 //!
 //! Why: in Cyrillic, Greek, CJK and most other scripts a character is 2 to 4 bytes, and merging a
 //! piece from single bytes first spends one merge step (a min scan and two table lookups) per
 //! extra byte just to rebuild its characters. Starting from the characters instead skips those
-//! steps, but it is exact only where no merge across the character's edge could come first.
+//! steps, but it is exact only where no merge across the character's edge could come first. In
+//! English and code the first merges of a word are mostly pairs of letters (`th`, `in`, `er`),
+//! and starting from those pairs where it is exact halves the merge steps.
 //!
 //! When starting from character `c` gives exactly the byte-level merge. Let `M` be the highest
 //! rank among the merges that turn `c`'s bytes alone into the token `c`, and let `p` and `n` be
@@ -25,8 +27,9 @@
 //! candidates minus the pairs inside `c`. After `c` completes, the two runs are in the same state.
 //!
 //! Nothing in the argument needs `c` to be one character: it holds for any token. The units
-//! here are the tokens of one or two whole characters, at least one of them multi-byte, of at
-//! most 7 bytes (` з`, `ра`, `中国`); at each position the merge tries two characters, then one.
+//! here are the tokens of two ASCII bytes (`th`, ` t`, `==`), and the tokens of one or two whole
+//! characters, at least one of them multi-byte, of at most 7 bytes (` з`, `ра`, `中国`); at each
+//! position the merge tries two characters, then one.
 //!
 //! Applied one unit at a time, this lets any set of disjoint such units start merged. The
 //! conditions depend only on the unit and the bytes `p` and `n`, so each unit token keeps two
@@ -34,7 +37,8 @@
 //! computed from the vocabulary alone: at build time for the bundled ones, else on first use.
 //!
 //! In `../shared/corpus` about 78-87% (cl100k) and 84-99% (o200k) of the multi-byte characters
-//! of Russian, Japanese and Chinese text qualify. Pre-merging every character regardless gave 914
+//! of Russian, Japanese and Chinese text qualify. In a Python prototype on 300 KB of its English
+//! prose, ASCII pairs cut cl100k's merge steps from 21,337 to 9,786 (code: 30,391 to 16,951). Pre-merging every character regardless gave 914
 //! to 1587 wrong pieces in 300 KB samples.
 use crate::char_masks::{char_len, pack, Unit, Units, MAX_UNIT};
 use crate::vocab::{BuildKeyHasher, Rank, Vocab};
@@ -50,6 +54,8 @@ fn bit(mask: &[u64; 4], b: u8) -> bool {
 pub struct CharTokens {
     /// Two-byte characters by code point: index into `info` plus one (0: none).
     two: Vec<u16>,
+    /// Two-byte ASCII tokens by `a << 7 | b`: index into `info` plus one (0: none).
+    ascii: Vec<u16>,
     /// The other units by their packed bytes: index into `info`.
     units: HashMap<u64, u16, BuildKeyHasher>,
     info: Vec<Unit>,
@@ -78,11 +84,14 @@ impl CharTokens {
         let Units { masks, units: info } = u;
         let mut t = CharTokens {
             two: vec![0; 0x800],
+            ascii: vec![0; 1 << 14],
             ..Default::default()
         };
         for (id, m) in info.iter().enumerate() {
             let c = m.unit();
-            if c.len() == 2 && char_len(c[0]) == 2 {
+            if c.len() == 2 && c.is_ascii() {
+                t.ascii[(c[0] as usize) << 7 | c[1] as usize] = id as u16 + 1;
+            } else if c.len() == 2 && char_len(c[0]) == 2 {
                 let cp = ((c[0] as usize & 0x1F) << 6) | (c[1] as usize & 0x3F);
                 t.two[cp] = id as u16 + 1;
             } else {
@@ -115,6 +124,19 @@ impl CharTokens {
         Some((k, info.rank))
     }
 
+    /// If the two ASCII bytes at `piece[i..i + 2]` are a unit that may start merged there: its
+    /// length (2) and rank.
+    #[inline(always)]
+    pub fn ascii_pair(&self, piece: &[u8], i: usize) -> Option<(usize, Rank)> {
+        let (a, b) = (piece[i], *piece.get(i + 1)?);
+        if (a | b) >= 0x80 {
+            return None;
+        }
+        // SAFETY: a, b < 0x80, so the index is below 1 << 14 = ascii.len().
+        let id = unsafe { *self.ascii.get_unchecked((a as usize) << 7 | b as usize) };
+        self.allowed(self.info.get(id.checked_sub(1)? as usize)?, piece, i, 2)
+    }
+
     /// If a unit that may start merged here begins at `piece[i]`: its length and rank. Two
     /// characters are tried before one.
     #[inline(always)]
@@ -136,7 +158,7 @@ impl CharTokens {
             }
         }
         let info = match k1 {
-            1 => return None,
+            1 => return self.ascii_pair(piece, i),
             2 => {
                 let b1 = piece[i + 1];
                 if b1 & 0xC0 != 0x80 {

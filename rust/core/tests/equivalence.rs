@@ -259,18 +259,66 @@ proptest! {
     }
 }
 
-/// The scan merge (which starts from whole characters where that is exact) against the heap
-/// merge (which always starts from bytes) on every piece of samples of the shared corpus's
-/// multilingual text. Also checks that characters did start merged, so the comparison is not
-/// vacuous. Skipped without the corpus.
+/// Fragments of English words and code, so that the ASCII pairs that may start merged
+/// (`bytepair_core::chars`) meet every kind of neighbour: letters of both cases, digits, spaces,
+/// punctuation, CR/LF.
+const ASCII_BITS: &[&str] = &[
+    "th", "he", "in", "er", "an", "re", "on", "at", "en", "nd", "ti", "es", "or", "te", "of", "ed",
+    "is", "it", "al", "ar", "st", "to", "nt", "ng", "se", "ha", "as", "ou", "io", "le", "ve", "co",
+    "me", "de", "hi", "ri", "ro", "ic", "ne", "ea", "ra", "ce", "ing", "tion", "the", "and", "a",
+    "e", "i", "o", "u", "y", "s", "t", "x", "q", "z", "T", "S", "A", "I", "Th", "TH", "IN", "ER",
+    " ", " ", "  ", "\n", "\r\n", "\t", ".", ",", "'", "\"", "(", ")", "_", "__", "-", "=", "==",
+    ":", "::", "/", "//", "#", "{", "}", "[", "]", "0", "1", "9", "00", "42", "self", "def", "x_",
+];
+
+fn ascii_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(ASCII_BITS), 0..30).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// Pairs of ASCII bytes start merged where that is exact: every piece (and the whole text,
+    /// as one long piece) must still merge exactly as from single bytes.
+    #[test]
+    fn merges_from_ascii_pairs_equal_byte_level_merges(text in ascii_text()) {
+        let lexers = pretokenizers();
+        for (v, (lexer, _)) in vocabs().iter().zip(lexers) {
+            let mut pieces = lexer.pieces(&text).unwrap();
+            pieces.push(&text);
+            for piece in pieces {
+                let p = piece.as_bytes();
+                if p.len() < 2 || p.len() >= HEAP_THRESHOLD {
+                    continue;
+                }
+                let want = reference_merge(v, p);
+                let mut scan = Vec::new();
+                merge_scan(v, p, &mut scan);
+                prop_assert_eq!(&scan, &want, "{:?}", piece);
+            }
+        }
+    }
+}
+
+/// The scan merge (which starts from ASCII pairs and whole characters where that is exact)
+/// against the heap merge (which always starts from bytes) on every piece of samples of the
+/// shared corpus's prose, code and multilingual text. Also checks that units did start merged, so
+/// the comparison is not vacuous. Skipped without the corpus.
 #[test]
-fn merges_from_characters_equal_heap_merges_on_corpus_pieces() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/multi.txt");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipped: {} not found", path.display());
-        return;
-    };
+fn merges_from_units_equal_heap_merges_on_corpus_pieces() {
+    for name in ["en.txt", "code.txt", "multi.txt"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/corpus")
+            .join(name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            eprintln!("skipped: {} not found", path.display());
+            continue;
+        };
+        units_equal_heap_merges(&text);
+    }
+}
+
+fn units_equal_heap_merges(text: &str) {
     let lexers = pretokenizers();
     for (v, (lexer, _)) in vocabs().iter().zip(lexers) {
         let mut started_merged = 0usize;
@@ -285,7 +333,7 @@ fn merges_from_characters_equal_heap_merges_on_corpus_pieces() {
             }
             for piece in lexer.pieces(&text[a..b]).unwrap() {
                 let p = piece.as_bytes();
-                if p.len() < 2 || p.len() >= HEAP_THRESHOLD || p.is_ascii() {
+                if p.len() < 2 || p.len() >= HEAP_THRESHOLD || v.get(p).is_some() {
                     continue;
                 }
                 started_merged += (0..p.len())
