@@ -49,13 +49,25 @@ fn bit(mask: &[u64; 4], b: u8) -> bool {
     (mask[(b >> 6) as usize] >> (b & 63)) & 1 != 0
 }
 
+/// A two-byte ASCII unit: the ASCII halves of its masks, its rank and its index in `info`.
+#[derive(Clone, Copy)]
+struct AsciiPair {
+    left: [u64; 2],
+    right: [u64; 2],
+    rank: Rank,
+    id: u16,
+}
+
 /// The unit tokens of a vocabulary, with their masks (see the module docs).
 #[derive(Clone, Default)]
 pub struct CharTokens {
     /// Two-byte characters by code point: index into `info` plus one (0: none).
     two: Vec<u16>,
-    /// Two-byte ASCII tokens by `a << 7 | b`: index into `info` plus one (0: none).
+    /// Two-byte ASCII tokens by `a << 7 | b`: index into `pairs` plus one (0: none).
     ascii: Vec<u16>,
+    /// The two-byte ASCII units with their masks' ASCII halves inline, so that the check is one
+    /// load after the index (the pure-ASCII pieces of English and code are most merges).
+    pairs: Vec<AsciiPair>,
     /// The other units by their packed bytes: index into `info`.
     units: HashMap<u64, u16, BuildKeyHasher>,
     info: Vec<Unit>,
@@ -89,8 +101,15 @@ impl CharTokens {
         };
         for (id, m) in info.iter().enumerate() {
             let c = m.unit();
-            if c.len() == 2 && c.is_ascii() {
-                t.ascii[(c[0] as usize) << 7 | c[1] as usize] = id as u16 + 1;
+            if c.len() == 2 && c.is_ascii() && t.pairs.len() < u16::MAX as usize {
+                let (l, r) = (&masks[m.left as usize], &masks[m.right as usize]);
+                t.pairs.push(AsciiPair {
+                    left: [l[0], l[1]],
+                    right: [r[0], r[1]],
+                    rank: m.rank,
+                    id: id as u16,
+                });
+                t.ascii[(c[0] as usize) << 7 | c[1] as usize] = t.pairs.len() as u16;
             } else if c.len() == 2 && char_len(c[0]) == 2 {
                 let cp = ((c[0] as usize & 0x1F) << 6) | (c[1] as usize & 0x3F);
                 t.two[cp] = id as u16 + 1;
@@ -134,7 +153,27 @@ impl CharTokens {
         }
         // SAFETY: a, b < 0x80, so the index is below 1 << 14 = ascii.len().
         let id = unsafe { *self.ascii.get_unchecked((a as usize) << 7 | b as usize) };
-        self.allowed(self.info.get(id.checked_sub(1)? as usize)?, piece, i, 2)
+        let e = self.pairs.get(id.checked_sub(1)? as usize)?;
+        // A non-ASCII neighbour is decided by the unit's full masks.
+        let full = || self.allowed(&self.info[e.id as usize], piece, i, 2);
+        if i > 0 {
+            let p = piece[i - 1];
+            if p >= 0x80 {
+                return full();
+            }
+            if (e.left[(p >> 6) as usize] >> (p & 63)) & 1 == 0 {
+                return None;
+            }
+        }
+        if let Some(&n) = piece.get(i + 2) {
+            if n >= 0x80 {
+                return full();
+            }
+            if (e.right[(n >> 6) as usize] >> (n & 63)) & 1 == 0 {
+                return None;
+            }
+        }
+        Some((2, e.rank))
     }
 
     /// If a unit that may start merged here begins at `piece[i]`: its length and rank. Two
