@@ -232,6 +232,27 @@ const SCRIPTS: &[&str] = &[
     "😀", "€", "—", "“", "”", "…", "\u{a0}", "a", "e", "t", "s", "T", " ", ",", ".", "-", "'", "1",
 ];
 
+/// The scan merge (which starts from units where that is exact) against the textbook merge from
+/// bytes, on every piece of `text` under every bundled pattern, and on `text` as one piece.
+fn scan_equals_reference_on_pieces(text: &str) -> Result<(), TestCaseError> {
+    let lexers = pretokenizers();
+    for (v, (lexer, _)) in vocabs().iter().zip(lexers) {
+        let mut pieces = lexer.pieces(text).unwrap();
+        pieces.push(text);
+        for piece in pieces {
+            let p = piece.as_bytes();
+            if p.len() < 2 || p.len() >= HEAP_THRESHOLD {
+                continue;
+            }
+            let want = reference_merge(v, p);
+            let mut scan = Vec::new();
+            merge_scan(v, p, &mut scan);
+            prop_assert_eq!(&scan, &want, "{:?}", piece);
+        }
+    }
+    Ok(())
+}
+
 fn script_text() -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(SCRIPTS), 0..40).prop_map(|v| v.concat())
 }
@@ -241,21 +262,7 @@ proptest! {
 
     #[test]
     fn merges_from_characters_equal_byte_level_merges(text in script_text()) {
-        let lexers = pretokenizers();
-        for (v, (lexer, _)) in vocabs().iter().zip(lexers) {
-            let mut pieces = lexer.pieces(&text).unwrap();
-            pieces.push(&text);
-            for piece in pieces {
-                let p = piece.as_bytes();
-                if p.len() < 2 || p.len() >= HEAP_THRESHOLD {
-                    continue;
-                }
-                let want = reference_merge(v, p);
-                let mut scan = Vec::new();
-                merge_scan(v, p, &mut scan);
-                prop_assert_eq!(&scan, &want, "{:?}", piece);
-            }
-        }
+        scan_equals_reference_on_pieces(&text)?;
     }
 }
 
@@ -282,21 +289,7 @@ proptest! {
     /// as one long piece) must still merge exactly as from single bytes.
     #[test]
     fn merges_from_ascii_pairs_equal_byte_level_merges(text in ascii_text()) {
-        let lexers = pretokenizers();
-        for (v, (lexer, _)) in vocabs().iter().zip(lexers) {
-            let mut pieces = lexer.pieces(&text).unwrap();
-            pieces.push(&text);
-            for piece in pieces {
-                let p = piece.as_bytes();
-                if p.len() < 2 || p.len() >= HEAP_THRESHOLD {
-                    continue;
-                }
-                let want = reference_merge(v, p);
-                let mut scan = Vec::new();
-                merge_scan(v, p, &mut scan);
-                prop_assert_eq!(&scan, &want, "{:?}", piece);
-            }
-        }
+        scan_equals_reference_on_pieces(&text)?;
     }
 }
 
