@@ -5,6 +5,7 @@
 //! token id, created on first use and published with a compare-and-swap (safe without the GIL),
 //! so building a list is an incref and a store per token. This caches Python objects only; it
 //! never caches encoding work.
+use bytepair_core::pages::HugePages;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -13,14 +14,15 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 pub struct IntCache {
-    slots: Box<[AtomicPtr<ffi::PyObject>]>,
+    /// On huge pages where the system has them (a list touches one slot per token).
+    slots: allocator_api2::vec::Vec<AtomicPtr<ffi::PyObject>, HugePages>,
 }
 
 impl IntCache {
     pub fn new(n: usize) -> Self {
-        IntCache {
-            slots: (0..n).map(|_| AtomicPtr::new(null_mut())).collect(),
-        }
+        let mut slots = allocator_api2::vec::Vec::with_capacity_in(n, HugePages);
+        slots.extend((0..n).map(|_| AtomicPtr::new(null_mut())));
+        IntCache { slots }
     }
 
     /// A new strong reference to the int `v`, or null with a Python error set.
