@@ -7,8 +7,8 @@
 //! which is O(n log n) however long the run, where the scan would be quadratic. Both choose
 //! exactly the pair tiktoken chooses: the lowest rank, leftmost on ties. The scan starts from
 //! pairs of ASCII bytes, whole characters and two-character tokens wherever [`crate::chars`]
-//! shows that gives the same result as starting from bytes; the heap always starts from bytes, so it is the reference the
-//! tests compare against.
+//! shows that gives the same result as starting from bytes; the heap always starts from bytes,
+//! so it is the reference the tests compare against.
 use crate::vocab::{Rank, Vocab, NO_ENTRY};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
