@@ -112,13 +112,13 @@ fn main() {
     if thrash > 0 {
         let mut junk = vec![1u64; thrash << 17];
         let mut cold = 0.0;
+        let mode = std::env::var("THRASH_MODE").unwrap_or_default();
         for turn in docs.chunks(16) {
             for (i, x) in junk.iter_mut().enumerate() {
                 *x = x.wrapping_mul(3).wrapping_add(i as u64);
             }
             std::hint::black_box(&junk);
             let t = Instant::now();
-            let mode = std::env::var("THRASH_MODE").unwrap_or_default();
             for d in turn {
                 match mode.as_str() {
                     "lex" => {

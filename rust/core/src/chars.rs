@@ -45,7 +45,7 @@ use crate::vocab::{BuildKeyHasher, Rank, Vocab};
 use std::collections::HashMap;
 
 #[inline(always)]
-fn bit(mask: &[u64; 4], b: u8) -> bool {
+fn bit(mask: &[u64], b: u8) -> bool {
     (mask[(b >> 6) as usize] >> (b & 63)) & 1 != 0
 }
 
@@ -161,7 +161,7 @@ impl CharTokens {
             if p >= 0x80 {
                 return full();
             }
-            if (e.left[(p >> 6) as usize] >> (p & 63)) & 1 == 0 {
+            if !bit(&e.left, p) {
                 return None;
             }
         }
@@ -169,7 +169,7 @@ impl CharTokens {
             if n >= 0x80 {
                 return full();
             }
-            if (e.right[(n >> 6) as usize] >> (n & 63)) & 1 == 0 {
+            if !bit(&e.right, n) {
                 return None;
             }
         }
