@@ -462,6 +462,32 @@ def test_generated_text(category, all_pairs):
     check()
 
 
+def test_every_string_storage_kind(all_pairs):
+    """bytepair converts str to UTF-8 itself (SIMD, in blocks of 16 and 32 code points): texts
+    stored as ASCII, Latin-1, UCS-2 and UCS-4, of lengths around each block edge, with the wide
+    characters and a surrogate at every position, through every text-taking entry point."""
+    import numpy as np
+
+    fills = {"ascii": "ab c", "latin1": "é ü\xff", "ucs2": "при вет", "cjk": "中文 x", "ucs4": "a😀 b"}
+    texts = []
+    for fill in fills.values():
+        for n in (1, 15, 16, 17, 31, 32, 33, 47, 64, 65):
+            base = (fill * n)[:n]
+            texts.append(base)
+            texts.append("x" * (n - 1) + fill[-1])  # one wide code point at the very end
+            for at in sorted({0, n // 2, n - 1}):
+                texts.append(base[:at] + "\ud800" + base[at + 1 :])  # a surrogate: CPython's path
+                texts.append(base[:at] + "Ж" + base[at + 1 :])
+    for name, bp, tt in all_pairs:
+        for text in texts:
+            compare_text(bp, tt, text, name=name, kind="storage kinds")
+            assert bp.encode_to_numpy(text).tolist() == tt.encode(text), (name, text)
+        exp = tt.encode_ordinary_batch(texts)
+        assert bp.encode_ordinary_batch(texts, num_threads=2) == exp, name
+        assert bp.count_batch(texts, num_threads=2) == [len(e) for e in exp], name
+        assert isinstance(bp.encode_to_numpy(texts[0]), np.ndarray)
+
+
 def test_hand_picked_traps(all_pairs):
     """Known trouble spots of the three pattern families, each checked on every encoding."""
     traps = [

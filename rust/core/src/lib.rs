@@ -5,6 +5,7 @@
 //! - [`bpe`]: byte-pair merging of one piece.
 //! - [`encode`]: the full encoder with special tokens, and decoding.
 //! - [`parallel`]: thread pools for batch work.
+//! - [`utf8`]: Python's string storage (Latin-1, UCS-2, UCS-4) to UTF-8.
 pub mod bpe;
 pub mod char_masks;
 pub mod chars;
@@ -17,6 +18,7 @@ pub mod parallel;
 pub mod pretokenize;
 pub mod shards;
 pub mod train;
+pub mod utf8;
 pub mod vocab;
 
 pub use encode::{CoreBpe, SpecialSet};

@@ -54,6 +54,10 @@ pub struct Vocab {
     long: HashMap<u64, LongEntry, BuildKeyHasher>,
     /// Long tokens whose hash collided with another's (practically never non-empty).
     long_collisions: HashMap<Box<[u8]>, Rank>,
+    /// One bit per [`long_key`] slot, set where a long token falls: most long candidates in a
+    /// merge (two parts of a Russian or German word together) are not tokens, and this settles
+    /// them with one load from a few KB instead of hashing every byte and probing `long`.
+    long_filter: Box<[u64]>,
     byte_ranks: [Rank; 256],
     /// Every single byte is a token (so any byte string can be encoded).
     all_bytes: bool,
@@ -64,6 +68,18 @@ pub struct Vocab {
     chars: std::sync::OnceLock<CharTokens>,
     /// Their analysis, precomputed at build time for the bundled vocabularies.
     char_masks: Option<&'static [u8]>,
+}
+
+/// The filter slot of a token of 16 bytes or more, below `bits` (a power of two): a hash of its
+/// first and last 8 bytes and its length.
+#[inline(always)]
+fn long_key(b: &[u8], bits: usize) -> usize {
+    debug_assert!(b.len() >= 16 && bits.is_power_of_two());
+    let first = u64::from_le_bytes(b[..8].try_into().unwrap());
+    let last = u64::from_le_bytes(b[b.len() - 8..].try_into().unwrap());
+    let h = (first.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ last.rotate_left(31) ^ b.len() as u64)
+        .wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    (h >> 32) as usize & (bits - 1)
 }
 
 /// The low `k` bytes of `x` (k < 8).
@@ -186,6 +202,10 @@ impl Vocab {
         let mut long: HashMap<u64, LongEntry, BuildKeyHasher> =
             HashMap::with_capacity_and_hasher(n / 2, Default::default());
         let mut long_collisions = HashMap::new();
+        let n_long = (0..n).filter(|&i| entry(i).len() > 15).count();
+        // About 16 bits per long token (a 1/16 false-positive rate), at least 4 Kbit.
+        let filter_bits = (n_long * 16).next_power_of_two().max(4096);
+        let mut long_filter = vec![0u64; filter_bits / 64].into_boxed_slice();
         let dup = |tok: &[u8]| Error::Value(format!("token {:?} appears twice", tok));
         for i in 0..n {
             let tok = entry(i);
@@ -199,6 +219,8 @@ impl Vocab {
                     return Err(dup(tok));
                 }
             } else {
+                let k = long_key(tok, filter_bits);
+                long_filter[k / 64] |= 1 << (k % 64);
                 match long.entry(hash_bytes(tok)) {
                     std::collections::hash_map::Entry::Vacant(e) => {
                         e.insert(LongEntry {
@@ -229,6 +251,7 @@ impl Vocab {
             mid,
             long,
             long_collisions,
+            long_filter,
             byte_ranks: [NO_ENTRY; 256],
             all_bytes: false,
             pair_ranks: vec![NO_ENTRY; 65536].into_boxed_slice(),
@@ -289,8 +312,18 @@ impl Vocab {
         self.get_long(&buf[s..e])
     }
 
-    #[inline(never)]
+    #[inline(always)]
     fn get_long(&self, b: &[u8]) -> Option<Rank> {
+        let k = long_key(b, self.long_filter.len() * 64);
+        // SAFETY: k < long_filter.len() * 64.
+        if unsafe { *self.long_filter.get_unchecked(k / 64) } >> (k % 64) & 1 == 0 {
+            return None;
+        }
+        self.get_long_slow(b)
+    }
+
+    #[inline(never)]
+    fn get_long_slow(&self, b: &[u8]) -> Option<Rank> {
         if let Some(e) = self.long.get(&hash_bytes(b)) {
             if e.len as usize == b.len()
                 && &self.bytes[e.offset as usize..(e.offset + e.len) as usize] == b
@@ -540,6 +573,31 @@ mod tests {
         assert!(v.has_all_bytes());
         let again = parse_tiktoken(&v.to_tiktoken(), None).unwrap();
         assert_eq!(again.get(b" world"), v.get(b" world"));
+    }
+
+    #[test]
+    fn every_long_token_is_found_past_the_filter() {
+        // The long-token filter must never turn a token away; near misses stay misses.
+        for name in ["cl100k_base", "o200k_base", "p50k_base"] {
+            let v = bundled(name).unwrap();
+            let all: HashMap<&[u8], Rank> = v.iter().collect();
+            let mut n = 0;
+            for (tok, r) in v.iter().filter(|(t, _)| t.len() >= 16) {
+                n += 1;
+                assert_eq!(v.get(tok), Some(r), "{name} {tok:?}");
+                let mut buf = tok.to_vec();
+                buf.extend_from_slice(&[0u8; 16]);
+                assert_eq!(v.get_at(&buf, 0, tok.len()), Some(r), "{name} {tok:?}");
+                for cut in [1, 2] {
+                    let shorter = &tok[..tok.len() - cut];
+                    assert_eq!(v.get(shorter), all.get(shorter).copied());
+                }
+                let mut changed = tok.to_vec();
+                *changed.last_mut().unwrap() ^= 0x20;
+                assert_eq!(v.get(&changed), all.get(&changed[..]).copied());
+            }
+            assert!(n > 100, "{name}: {n} long tokens");
+        }
     }
 
     #[test]

@@ -20,10 +20,10 @@ use numpy::prelude::*;
 use numpy::{PyArray1, PyArray2, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyBytes;
 
 use crate::errors::{detached, to_py};
+use crate::text::Text;
 
 type Out2<'py> = Bound<'py, PyArray2<f32>>;
 
@@ -333,7 +333,7 @@ fn embed_texts<'py>(
     py: Python<'py>,
     core: &Bound<'py, PyAny>,
     table: &Bound<'py, PyAny>,
-    texts: Vec<PyBackedStr>,
+    texts: Vec<Text>,
     pool: &str,
     normalize: bool,
 ) -> PyResult<Out2<'py>> {

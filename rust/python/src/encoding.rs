@@ -1,12 +1,13 @@
 //! `CoreBPE`: the native half of `bytepair.Encoding`.
 use crate::errors::{run, to_py, DETACH_BYTES, POLL_BYTES};
 use crate::ints::IntCache;
+use crate::text::Text;
 use bytepair_core::pretokenize::Pretokenizer;
 use bytepair_core::{parallel, CoreBpe, Error, Rank, SpecialSet, Vocab};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -64,7 +65,7 @@ fn special_sets(
 /// Parallel map over texts in chunks, checking for Ctrl-C between chunks.
 fn batch<T: Send>(
     py: Python<'_>,
-    texts: &[PyBackedStr],
+    texts: &[Text],
     num_threads: usize,
     f: impl Fn(&str) -> bytepair_core::Result<T> + Sync,
 ) -> PyResult<Vec<T>> {
@@ -102,7 +103,7 @@ fn batch<T: Send>(
 fn batch_lists<'py>(
     py: Python<'py>,
     ints: &IntCache,
-    texts: &[PyBackedStr],
+    texts: &[Text],
     num_threads: usize,
     f: impl Fn(&str) -> bytepair_core::Result<Vec<Rank>> + Sync,
 ) -> PyResult<Bound<'py, PyList>> {
@@ -293,60 +294,60 @@ impl PyCoreBpe {
     fn encode_ordinary_parallel<'py>(
         &self,
         py: Python<'py>,
-        text: &str,
+        text: Text,
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyList>> {
         let pool = parallel::pool_for(num_threads);
         let v = run(py, text.len().max(DETACH_BYTES), || {
-            self.inner.encode_ordinary_parallel(text, &pool, 1 << 20)
+            self.inner.encode_ordinary_parallel(&text, &pool, 1 << 20)
         })?;
         self.ints.list(py, &v)
     }
 
-    fn encode_ordinary<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
-        let v = run(py, text.len(), || self.inner.encode_ordinary(text))?;
+    fn encode_ordinary<'py>(&self, py: Python<'py>, text: Text) -> PyResult<Bound<'py, PyList>> {
+        let v = run(py, text.len(), || self.inner.encode_ordinary(&text))?;
         self.ints.list(py, &v)
     }
 
     fn encode<'py>(
         &self,
         py: Python<'py>,
-        text: &str,
+        text: Text,
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        let v = run(py, text.len(), || self.inner.encode(text, &a, &d))?;
+        let v = run(py, text.len(), || self.inner.encode(&text, &a, &d))?;
         self.ints.list(py, &v)
     }
 
     fn encode_to_numpy<'py>(
         &self,
         py: Python<'py>,
-        text: &str,
+        text: Text,
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        let v = run(py, text.len(), || self.inner.encode(text, &a, &d))?;
+        let v = run(py, text.len(), || self.inner.encode(&text, &a, &d))?;
         Ok(v.into_pyarray(py))
     }
 
     fn count(
         &self,
         py: Python<'_>,
-        text: &str,
+        text: Text,
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        run(py, text.len(), || self.inner.count(text, &a, &d))
+        run(py, text.len(), || self.inner.count(&text, &a, &d))
     }
 
     fn encode_ordinary_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<PyBackedStr>,
+        texts: Vec<Text>,
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyList>> {
         batch_lists(py, &self.ints, &texts, num_threads, |t| {
@@ -357,7 +358,7 @@ impl PyCoreBpe {
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<PyBackedStr>,
+        texts: Vec<Text>,
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
         num_threads: usize,
@@ -371,7 +372,7 @@ impl PyCoreBpe {
     fn count_batch(
         &self,
         py: Python<'_>,
-        texts: Vec<PyBackedStr>,
+        texts: Vec<Text>,
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
         num_threads: usize,
@@ -383,14 +384,14 @@ impl PyCoreBpe {
     fn encode_with_unstable<'py>(
         &self,
         py: Python<'py>,
-        text: &str,
+        text: Text,
         allowed: &Bound<'_, PyAny>,
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
         // Always stoppable: a long unstable tail can take seconds whatever the text's length.
         let (tokens, completions) = run(py, text.len().max(POLL_BYTES), || {
-            self.inner.encode_with_unstable(text, &a, &d)
+            self.inner.encode_with_unstable(&text, &a, &d)
         })?;
         // The shared int objects: completions can hold millions of tokens.
         let out = PyList::empty(py);
@@ -480,8 +481,8 @@ impl PyCoreBpe {
     }
 
     /// The pieces the split pattern cuts `text` into.
-    fn split(&self, py: Python<'_>, text: &str) -> PyResult<Vec<String>> {
-        let pieces = run(py, text.len(), || self.inner.pretokenizer().pieces(text))?;
+    fn split(&self, py: Python<'_>, text: Text) -> PyResult<Vec<String>> {
+        let pieces = run(py, text.len(), || self.inner.pretokenizer().pieces(&text))?;
         Ok(pieces.into_iter().map(str::to_owned).collect())
     }
 }

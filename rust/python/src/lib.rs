@@ -7,6 +7,7 @@ mod embed;
 mod encoding;
 mod errors;
 mod ints;
+mod text;
 mod train;
 
 #[pymodule(gil_used = false)]

@@ -1,0 +1,75 @@
+//! `str` arguments as UTF-8, converted here rather than by CPython.
+//!
+//! Why: a `str` holding any non-ASCII character is stored as Latin-1, UCS-2 or UCS-4, and asking
+//! CPython for its UTF-8 (what `&str` extraction does) runs a per-character encoder into a new
+//! bytes object, then copies that into a buffer kept on the string. On Russian text that was 13%
+//! of `encode_ordinary`, more than the lexer. Here the code points are converted by
+//! [`bytepair_core::utf8`] (AVX2) straight into a buffer owned by the call. ASCII strings are
+//! UTF-8 already and are borrowed as they are. A string with surrogates (not valid UTF-8) takes
+//! CPython's path, which raises the `UnicodeEncodeError` the Python layer handles as tiktoken
+//! does.
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::PyString;
+use std::ops::Deref;
+
+/// A `str` argument as UTF-8: borrowed from the string when it is ASCII, else converted.
+pub enum Text {
+    Borrowed(PyBackedStr),
+    Owned(String),
+}
+
+impl Deref for Text {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        match self {
+            Text::Borrowed(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+impl FromPyObject<'_, '_> for Text {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
+        let s = obj.cast::<PyString>()?;
+        if let Some(t) = convert(&s) {
+            return Ok(Text::Owned(t));
+        }
+        Ok(Text::Borrowed(PyBackedStr::try_from(s.to_owned())?))
+    }
+}
+
+/// The UTF-8 of a non-ASCII `str` without surrogates; `None` for the others (and wherever the
+/// interpreter's string layout is not readable: the stable ABI, PyPy, GraalPy).
+#[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy)))]
+fn convert(s: &Bound<'_, PyString>) -> Option<String> {
+    use bytepair_core::utf8;
+    use pyo3::types::string::PyStringData;
+    // SAFETY: `data` reads the string's own storage, which lives and stays unchanged while `s`
+    // is held (str is immutable); PyO3 tests its layout decoding on little-endian x86-64 and
+    // aarch64, which is what the wheels are built for.
+    let data = unsafe { s.data() }.ok()?;
+    let mut out = Vec::new();
+    let ok = match data {
+        PyStringData::Ucs1(b) => {
+            if b.is_ascii() {
+                return None;
+            }
+            utf8::from_latin1(b, &mut out);
+            true
+        }
+        PyStringData::Ucs2(u) => utf8::from_ucs2(u, &mut out),
+        PyStringData::Ucs4(u) => utf8::from_ucs4(u, &mut out),
+    };
+    // SAFETY: the converters write UTF-8.
+    ok.then(|| unsafe { String::from_utf8_unchecked(out) })
+}
+
+#[cfg(any(Py_LIMITED_API, PyPy, GraalPy))]
+fn convert(_: &Bound<'_, PyString>) -> Option<String> {
+    None
+}
