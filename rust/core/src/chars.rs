@@ -68,11 +68,28 @@ pub struct CharTokens {
     /// The two-byte ASCII units with their masks' ASCII halves inline, so that the check is one
     /// load after the index (the pure-ASCII pieces of English and code are most merges).
     pairs: Vec<AsciiPair>,
+    /// Two-byte characters that start or end a two-character unit tested below, by code point:
+    /// their index in those tables plus one (0: none).
+    cidx: Vec<u16>,
+    /// How many such characters there are, plus one: the tables' row length.
+    width: usize,
+    /// Units of two two-byte characters (`ра`, `ου`) by `cidx` of both: index into `info` plus
+    /// one (0: none). A direct table, because every position of a Cyrillic or Greek word asks.
+    two_two: Vec<u16>,
+    /// Units of an ASCII byte and a two-byte character (` п`) by the byte and the character's
+    /// `cidx`: index into `info` plus one (0: none).
+    ascii_two: Vec<u16>,
     /// The other units by their packed bytes: index into `info`.
     units: HashMap<u64, u16, BuildKeyHasher>,
     info: Vec<Unit>,
     /// The distinct masks that `info` points to.
     masks: Vec<[u64; 4]>,
+}
+
+/// The code point of the two-byte character `a b` (below 0x800 whatever the bytes).
+#[inline(always)]
+fn code_point(a: u8, b: u8) -> usize {
+    ((a as usize & 0x1F) << 6) | (b as usize & 0x3F)
 }
 
 /// The byte length of the character that `b` starts: 1 for ASCII, 0 for a byte that starts none.
@@ -97,11 +114,46 @@ impl CharTokens {
         let mut t = CharTokens {
             two: vec![0; 0x800],
             ascii: vec![0; 1 << 14],
+            cidx: vec![0; 0x800],
             ..Default::default()
         };
+        // The two-byte characters of the units the direct tables hold, in code point order (so
+        // that one script's rows and columns are together).
+        let shape = |c: &[u8]| match c.len() {
+            4 if char_len(c[0]) == 2 && char_len(c[2]) == 2 => Some(2),
+            3 if c[0] < 0x80 && char_len(c[1]) == 2 => Some(1),
+            _ => None,
+        };
+        for m in info.iter() {
+            let c = m.unit();
+            match shape(c) {
+                Some(2) => {
+                    t.cidx[code_point(c[0], c[1])] = 1;
+                    t.cidx[code_point(c[2], c[3])] = 1;
+                }
+                Some(_) => t.cidx[code_point(c[1], c[2])] = 1,
+                None => {}
+            }
+        }
+        let mut width = 1;
+        for x in t.cidx.iter_mut().filter(|x| **x != 0) {
+            *x = width as u16;
+            width += 1;
+        }
+        t.width = width;
+        t.two_two = vec![0; width * width];
+        t.ascii_two = vec![0; 128 * width];
         for (id, m) in info.iter().enumerate() {
             let c = m.unit();
-            if c.len() == 2 && c.is_ascii() && t.pairs.len() < u16::MAX as usize {
+            if let Some(k1) = shape(c) {
+                let right = t.cidx[code_point(c[k1], c[k1 + 1])] as usize;
+                if k1 == 2 {
+                    let left = t.cidx[code_point(c[0], c[1])] as usize;
+                    t.two_two[left * width + right] = id as u16 + 1;
+                } else {
+                    t.ascii_two[c[0] as usize * width + right] = id as u16 + 1;
+                }
+            } else if c.len() == 2 && c.is_ascii() && t.pairs.len() < u16::MAX as usize {
                 let (l, r) = (&masks[m.left as usize], &masks[m.right as usize]);
                 t.pairs.push(AsciiPair {
                     left: [l[0], l[1]],
@@ -111,8 +163,7 @@ impl CharTokens {
                 });
                 t.ascii[(c[0] as usize) << 7 | c[1] as usize] = t.pairs.len() as u16;
             } else if c.len() == 2 && char_len(c[0]) == 2 {
-                let cp = ((c[0] as usize & 0x1F) << 6) | (c[1] as usize & 0x3F);
-                t.two[cp] = id as u16 + 1;
+                t.two[code_point(c[0], c[1])] = id as u16 + 1;
             } else {
                 t.units.insert(pack(c), id as u16);
             }
@@ -176,6 +227,42 @@ impl CharTokens {
         Some((2, e.rank))
     }
 
+    /// The `cidx` of the two-byte character at `piece[i..i + 2]` (its lead byte checked by the
+    /// caller), 0 if it has none or the second byte does not continue it.
+    #[inline(always)]
+    fn cidx_at(&self, piece: &[u8], i: usize) -> usize {
+        let b1 = piece[i + 1];
+        if b1 & 0xC0 != 0x80 {
+            return 0;
+        }
+        // SAFETY: code_point < 0x800 = cidx.len().
+        unsafe { *self.cidx.get_unchecked(code_point(piece[i], b1)) as usize }
+    }
+
+    /// The two-character unit of `k1` + `k2` bytes at `piece[i..]` (`i + k1 + k2 <= len`), as an
+    /// index into `info`.
+    #[inline(always)]
+    fn two_chars(&self, piece: &[u8], i: usize, k1: usize, k2: usize) -> Option<usize> {
+        let id = match (k1, k2) {
+            (2, 2) => {
+                let (a, b) = (self.cidx_at(piece, i), self.cidx_at(piece, i + 2));
+                // Index 0 is a row and a column of zeros, so a missing character finds nothing.
+                self.two_two[a * self.width + b]
+            }
+            (1, 2) => {
+                let b = self.cidx_at(piece, i + 1);
+                self.ascii_two[piece[i] as usize * self.width + b]
+            }
+            _ => {
+                return self
+                    .units
+                    .get(&pack(&piece[i..i + k1 + k2]))
+                    .map(|&id| id as usize)
+            }
+        };
+        (id as usize).checked_sub(1)
+    }
+
     /// If a unit that may start merged here begins at `piece[i]`: its length and rank. Two
     /// characters are tried before one.
     #[inline(always)]
@@ -189,8 +276,8 @@ impl CharTokens {
             let k2 = len_at(piece[i + k1]);
             let k = k1 + k2;
             if k2 > 0 && k > 2 && k <= MAX_UNIT && i + k <= n {
-                if let Some(&id) = self.units.get(&pack(&piece[i..i + k])) {
-                    if let Some(u) = self.allowed(&self.info[id as usize], piece, i, k) {
+                if let Some(id) = self.two_chars(piece, i, k1, k2) {
+                    if let Some(u) = self.allowed(&self.info[id], piece, i, k) {
                         return Some(u);
                     }
                 }
@@ -203,9 +290,8 @@ impl CharTokens {
                 if b1 & 0xC0 != 0x80 {
                     return None;
                 }
-                let cp = ((piece[i] as usize & 0x1F) << 6) | (b1 as usize & 0x3F);
-                // SAFETY: cp < 0x800 = two.len().
-                let id = unsafe { *self.two.get_unchecked(cp) };
+                // SAFETY: code_point < 0x800 = two.len().
+                let id = unsafe { *self.two.get_unchecked(code_point(piece[i], b1)) };
                 self.info.get(id.checked_sub(1)? as usize)?
             }
             _ => &self.info[*self.units.get(&pack(&piece[i..i + k1]))? as usize],
@@ -230,5 +316,39 @@ mod tests {
         // Broken UTF-8 is never a char.
         assert_eq!(chars.at(&c[..1], 0), None);
         assert_eq!(chars.at(&[0xD1, 0x41], 0), None);
+    }
+
+    #[test]
+    fn two_character_units_from_the_direct_tables() {
+        // Every unit of an ASCII byte or a two-byte character followed by a two-byte character
+        // is found where nothing rules it out (alone), and never once a continuation byte is
+        // broken (which would alias another character in the tables).
+        for name in ["cl100k_base", "o200k_base"] {
+            let v = crate::vocab::bundled(name).unwrap();
+            let chars = CharTokens::build(&v);
+            let mut n = 0;
+            for (tok, r) in v.iter() {
+                let two_two = tok.len() == 4 && char_len(tok[0]) == 2 && char_len(tok[2]) == 2;
+                let ascii_two = tok.len() == 3 && tok[0] < 0x80 && char_len(tok[1]) == 2;
+                if !(two_two || ascii_two) || std::str::from_utf8(tok).is_err() {
+                    continue;
+                }
+                let expected = crate::char_masks::is_unit(tok).then_some((tok.len(), r));
+                if chars.units.contains_key(&pack(tok)) || expected.is_none() {
+                    continue;
+                }
+                n += 1;
+                assert_eq!(chars.at(tok, 0), expected, "{name} {tok:?}");
+                for j in (1..tok.len()).filter(|&j| tok[j] & 0xC0 == 0x80) {
+                    let mut bad = tok.to_vec();
+                    bad[j] ^= 0xC0;
+                    assert!(
+                        chars.at(&bad, 0).is_none_or(|(k, _)| k < tok.len()),
+                        "{bad:?}"
+                    );
+                }
+            }
+            assert!(n > 300, "{name}: {n}");
+        }
     }
 }
