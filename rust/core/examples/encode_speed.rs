@@ -7,9 +7,13 @@
 //! - `THRASH_MB=M`: also time encoding in turns of 16 documents with M MB of other memory written
 //!   before each turn (as another library's turn would): the regime of `bytepair bench`, where
 //!   the tables start cold. `THRASH_MODE=lex` or `whole` times only the lexer, or the lexer and
-//!   whole-piece lookups, in that regime.
+//!   whole-piece lookups, in that regime. `THRASH_WARM_CODE=1` encodes a short text after each
+//!   write, so that the turn starts with the code (and few table entries) cached.
 use bytepair_core::{pretokenize, vocab, CoreBpe};
 use std::time::Instant;
+
+/// A short text that runs most of the encoder's code (`THRASH_WARM_CODE`).
+const WARM_TEXT: &str = "The quick brown fox's jumps: 1234 over the lazy dog!\n  def f(x):\n\treturn x  # ok\r\n Привет мир, 中文";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -113,11 +117,16 @@ fn main() {
         let mut junk = vec![1u64; thrash << 17];
         let mut cold = 0.0;
         let mode = std::env::var("THRASH_MODE").unwrap_or_default();
+        let warm_code = std::env::var_os("THRASH_WARM_CODE").is_some();
         for turn in docs.chunks(16) {
             for (i, x) in junk.iter_mut().enumerate() {
                 *x = x.wrapping_mul(3).wrapping_add(i as u64);
             }
             std::hint::black_box(&junk);
+            if warm_code {
+                // Runs the encoder's code paths on a short text, touching few table entries.
+                std::hint::black_box(core.encode_ordinary(WARM_TEXT).unwrap());
+            }
             let t = Instant::now();
             for d in turn {
                 match mode.as_str() {
