@@ -13,51 +13,44 @@
 
 /// Appends the UTF-8 of Latin-1 text (code points U+0000 to U+00FF) to `out`.
 pub fn from_latin1(src: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.reserve(src.len() * 2 + SLACK);
-    // SAFETY: `out` has room for 2 bytes per code point plus SLACK past `start`, which bounds
-    // what the converters write (`SLACK` covers the SIMD stores' unused tail); every byte up to
-    // the returned length is written, and is UTF-8.
-    unsafe {
-        let dst = out.as_mut_ptr().add(start);
-        let n = latin1_raw(src, dst);
-        out.set_len(start + n);
-    }
+    // SAFETY: room for 2 bytes per code point (+ SLACK, see `append`).
+    unsafe { append(out, src.len() * 2, |d| Some(latin1_raw(src, d))) };
 }
 
 /// Appends the UTF-8 of UCS-2 text to `out`; `false` (and `out` unchanged) if it holds a
 /// surrogate.
 pub fn from_ucs2(src: &[u16], out: &mut Vec<u8>) -> bool {
-    let start = out.len();
-    out.reserve(src.len() * 3 + SLACK);
-    // SAFETY: as in `from_latin1`, with at most 3 bytes per code point.
-    unsafe {
-        let dst = out.as_mut_ptr().add(start);
-        match ucs2_raw(src, dst) {
-            Some(n) => {
-                out.set_len(start + n);
-                true
-            }
-            None => false,
-        }
-    }
+    // SAFETY: room for 3 bytes per code point (+ SLACK).
+    unsafe { append(out, src.len() * 3, |d| ucs2_raw(src, d)) }
 }
 
 /// Appends the UTF-8 of UCS-4 text to `out`; `false` (and `out` unchanged) if it holds a
 /// surrogate or a value above U+10FFFF.
 pub fn from_ucs4(src: &[u32], out: &mut Vec<u8>) -> bool {
+    // SAFETY: room for 4 bytes per code point (+ SLACK).
+    unsafe { append(out, src.len() * 4, |d| ucs4_raw(src, d)) }
+}
+
+/// Reserves `max` + [`SLACK`] bytes past the end of `out`, lets `write` fill them from the
+/// start, and keeps the length it returns (`None`: nothing is kept).
+///
+/// # Safety
+/// `write` must write at most `max` bytes, plus at most [`SLACK`] past its returned length
+/// (the SIMD stores' unused tail), and the bytes up to its returned length must be UTF-8.
+#[inline(always)]
+unsafe fn append(
+    out: &mut Vec<u8>,
+    max: usize,
+    write: impl FnOnce(*mut u8) -> Option<usize>,
+) -> bool {
     let start = out.len();
-    out.reserve(src.len() * 4 + SLACK);
-    // SAFETY: as in `from_latin1`, with at most 4 bytes per code point.
-    unsafe {
-        let dst = out.as_mut_ptr().add(start);
-        match ucs4_raw(src, dst) {
-            Some(n) => {
-                out.set_len(start + n);
-                true
-            }
-            None => false,
+    out.reserve(max + SLACK);
+    match write(out.as_mut_ptr().add(start)) {
+        Some(n) => {
+            out.set_len(start + n);
+            true
         }
+        None => false,
     }
 }
 
