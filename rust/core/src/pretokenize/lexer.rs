@@ -267,6 +267,7 @@ impl<'a> Lexer<'a> {
         Some(self.o200k_suffix(self.run_b(a)))
     }
 
+    #[inline(always)]
     fn next_r50k(&self, p: usize) -> usize {
         let n = self.s.len();
         let b = self.s[p];
@@ -296,6 +297,7 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    #[inline(always)]
     fn next_cl100k(&self, p: usize) -> usize {
         let n = self.s.len();
         let b = self.s[p];
@@ -371,6 +373,7 @@ impl<'a> Lexer<'a> {
         None
     }
 
+    #[inline(always)]
     fn next_o200k(&self, p: usize) -> usize {
         let n = self.s.len();
         let b = self.s[p];
@@ -457,6 +460,37 @@ impl<'a> Lexer<'a> {
         } else {
             last
         }
+    }
+}
+
+impl Lexer<'_> {
+    /// Calls `f(start, end)` for each piece from the current position until `f` returns
+    /// `false`; `false` then. One loop per pattern with its lexer inlined, so that a piece costs
+    /// no call and no dispatch on the pattern.
+    pub fn each(&self, f: impl FnMut(usize, usize) -> bool) -> bool {
+        match self.kind {
+            Kind::R50k => self.each_with(Self::next_r50k, f),
+            Kind::Cl100k => self.each_with(Self::next_cl100k, f),
+            Kind::O200k => self.each_with(Self::next_o200k, f),
+        }
+    }
+
+    #[inline(always)]
+    fn each_with(
+        &self,
+        next: impl Fn(&Self, usize) -> usize,
+        mut f: impl FnMut(usize, usize) -> bool,
+    ) -> bool {
+        let (mut p, n) = (self.pos, self.s.len());
+        while p < n {
+            let e = next(self, p);
+            debug_assert!(e > p);
+            if !f(p, e) {
+                return false;
+            }
+            p = e;
+        }
+        true
     }
 }
 

@@ -100,14 +100,16 @@ impl Pretokenizer {
         match self {
             Pretokenizer::Native(kind) => {
                 let mut poll_at = POLL_BYTES;
-                for (s, e) in lexer::Lexer::new(*kind, text) {
+                let done = lexer::Lexer::new(*kind, text).each(|s, e| {
                     f(s, e);
                     if e >= poll_at {
                         poll_at = e + POLL_BYTES;
-                        if interrupted() {
-                            return Err(Error::Interrupted);
-                        }
+                        return !interrupted();
                     }
+                    true
+                });
+                if !done {
+                    return Err(Error::Interrupted);
                 }
             }
             Pretokenizer::Regex(re) => {
