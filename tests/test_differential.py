@@ -478,6 +478,7 @@ def test_every_string_storage_kind(all_pairs):
             for at in sorted({0, n // 2, n - 1}):
                 texts.append(base[:at] + "\ud800" + base[at + 1 :])  # a surrogate: CPython's path
                 texts.append(base[:at] + "Ж" + base[at + 1 :])
+
     class Sub(str):
         pass
 
