@@ -1090,3 +1090,21 @@ def test_specials_colliding_with_mergeable_tokens(tiktoken):
     assert bp.decode([300, 301, 302, 97]) == tt.decode([300, 301, 302, 97])
     assert bp.token_byte_values() == tt.token_byte_values()
     assert bp.n_vocab == tt.n_vocab
+
+
+@pytest.mark.skipif(
+    sys.implementation.name != "cpython" or sys.byteorder != "little" or ".abi3." in bytepair._native.__file__,
+    reason="bytepair reads CPython's string storage only on little-endian, non-stable-ABI builds",
+)
+def test_encoding_a_str_keeps_no_utf8_copy_on_it(bp_encodings):
+    """Non-ASCII strings are converted to UTF-8 by bytepair into a buffer of the call, so
+    encoding one does not leave CPython's cached UTF-8 copy on it (which doubles the memory of
+    every Cyrillic or CJK string a corpus keeps), and the tokens are those of its UTF-8."""
+    enc = bp_encodings["cl100k_base"]
+    for text in ("привет мир " * 500, "naïve café " * 500, "中文 😀 " * 500):
+        text = text.encode().decode()  # a fresh str with no cached UTF-8
+        before = sys.getsizeof(text)
+        tokens = enc.encode_ordinary(text)
+        assert sys.getsizeof(text) == before
+        assert tokens == enc._encode_bytes(text.encode())
+        assert enc.decode(tokens) == text
