@@ -253,15 +253,16 @@ fn scan_equals_reference_on_pieces(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn script_text() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(SCRIPTS), 0..40).prop_map(|v| v.concat())
+/// Texts of up to `max` of `parts`, concatenated.
+fn concat_of(parts: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(parts), 0..max).prop_map(|v| v.concat())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
 
     #[test]
-    fn merges_from_characters_equal_byte_level_merges(text in script_text()) {
+    fn merges_from_characters_equal_byte_level_merges(text in concat_of(SCRIPTS, 40)) {
         scan_equals_reference_on_pieces(&text)?;
     }
 }
@@ -278,17 +279,13 @@ const ASCII_BITS: &[&str] = &[
     ":", "::", "/", "//", "#", "{", "}", "[", "]", "0", "1", "9", "00", "42", "self", "def", "x_",
 ];
 
-fn ascii_text() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(ASCII_BITS), 0..30).prop_map(|v| v.concat())
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     /// Pairs of ASCII bytes start merged where that is exact: every piece (and the whole text,
     /// as one long piece) must still merge exactly as from single bytes.
     #[test]
-    fn merges_from_ascii_pairs_equal_byte_level_merges(text in ascii_text()) {
+    fn merges_from_ascii_pairs_equal_byte_level_merges(text in concat_of(ASCII_BITS, 30)) {
         scan_equals_reference_on_pieces(&text)?;
     }
 }
