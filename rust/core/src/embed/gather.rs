@@ -110,20 +110,17 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
     simd::row_op(lv, RowOp::Set, out, row(0), w(0));
     let mut j = 1;
     while j + 4 <= n {
-        // Rows `pf` ahead are prefetched inside the kernel (clamped to the bag's last row).
-        let ahead = |o: usize| row((j + pf + o).min(n - 1));
-        let next = if j + pf < n {
-            Some([ahead(0), ahead(1), ahead(2), ahead(3)])
-        } else {
-            None
-        };
+        // The next group's rows, before this group's loads.
+        for k in j + pf..(j + 2 * pf).min(n) {
+            prefetch(row(k), usize::MAX);
+        }
         simd::rows4_op(
             lv,
             fold,
             out,
             [row(j), row(j + 1), row(j + 2), row(j + 3)],
             [w(j), w(j + 1), w(j + 2), w(j + 3)],
-            next,
+            None,
         );
         j += 4;
     }
