@@ -110,7 +110,11 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
     simd::row_op(lv, RowOp::Set, out, row(0), w(0));
     let mut j = 1;
     while j + 4 <= n {
-        // The next group's rows, before this group's loads.
+        // All of the next group's rows at once, before this group's loads: the rows are random,
+        // so neither the hardware prefetcher nor a later, spread-out request hides their latency
+        // as well (measured: 4 whole rows ahead beat the same requests spread over the loop).
+        // Only rows of the bag: repeating the last one (as a fixed group of four did) took 13%
+        // longer on one thread.
         for k in j + pf..(j + 2 * pf).min(n) {
             prefetch(row(k), usize::MAX);
         }
@@ -120,7 +124,6 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
             out,
             [row(j), row(j + 1), row(j + 2), row(j + 3)],
             [w(j), w(j + 1), w(j + 2), w(j + 3)],
-            None,
         );
         j += 4;
     }

@@ -613,25 +613,10 @@ unsafe fn rows4_avx512_w<E: Elem, const UNIT: bool>(
 /// Folds four rows at once: `acc (op)= w[0]*rows[0] (op) ... (op) w[3]*rows[3]` (`Set` stores
 /// the sum, or for max pooling use `Max` on an initialised accumulator). One pass over `acc`
 /// instead of four, and four independent load streams for the out-of-order core.
-///
-/// `next` (rows to be folded later, at least `acc.len()` long each) are prefetched first.
 #[inline]
-pub fn rows4_op<E: Elem>(
-    lv: Level,
-    op: RowOp,
-    acc: &mut [f32],
-    rows: [&[E]; 4],
-    w: [f32; 4],
-    next: Option<[&[E]; 4]>,
-) {
+pub fn rows4_op<E: Elem>(lv: Level, op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: [f32; 4]) {
     let n = acc.len();
     let rows = [&rows[0][..n], &rows[1][..n], &rows[2][..n], &rows[3][..n]];
-    // All of the next group's rows at once, before this group's loads: the rows are random, so
-    // neither the hardware prefetcher nor a later, spread-out request hides their latency as well
-    // (measured: 4 whole rows ahead beat the same requests spread over the loop).
-    for r in next.iter().flatten() {
-        prefetch(&r[..n], usize::MAX);
-    }
     match lv {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => unsafe { rows4_avx512(op, acc, rows, w) },
@@ -962,8 +947,8 @@ mod tests {
             for op in [RowOp::Set, RowOp::Add, RowOp::Max] {
                 let (mut one, mut two) =
                     (a0.to_vec(), a0.iter().map(|v| 2.0 * v).collect::<Vec<_>>());
-                rows4_op(lv, op, &mut one, rows, [1.0; 4], None);
-                rows4_op(lv, op, &mut two, rows, [2.0; 4], None);
+                rows4_op(lv, op, &mut one, rows, [1.0; 4]);
+                rows4_op(lv, op, &mut two, rows, [2.0; 4]);
                 let (mut r1, mut r2) =
                     (a0.to_vec(), a0.iter().map(|v| 2.0 * v).collect::<Vec<_>>());
                 row_op(lv, op, &mut r1, rows[0], 1.0);
