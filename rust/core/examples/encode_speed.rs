@@ -9,6 +9,8 @@
 //!   the tables start cold. `THRASH_MODE=lex` or `whole` times only the lexer, or the lexer and
 //!   whole-piece lookups, in that regime. `THRASH_WARM_CODE=1` encodes a short text after each
 //!   write, so that the turn starts with the code (and few table entries) cached.
+//! - `PRELEXED=1`: also times encoding from pieces stored beforehand, against full encodes in
+//!   turn: how much a free lexer could give.
 use bytepair_core::{pretokenize, vocab, CoreBpe};
 use std::time::Instant;
 
@@ -63,6 +65,49 @@ fn main() {
         }
     }
     let enc = t.elapsed().as_secs_f64() / reps as f64;
+    // PRELEXED=1: the pieces of every document stored first, then only the piece encoding timed
+    // (the bound on what a faster lexer could give), interleaved with full encodes.
+    if std::env::var_os("PRELEXED").is_some() {
+        let pieces: Vec<Vec<(u32, u32)>> = docs
+            .iter()
+            .map(|d| {
+                let mut v = Vec::new();
+                core.pretokenizer()
+                    .split(d, |s, e| v.push((s as u32, e as u32)))
+                    .unwrap();
+                v
+            })
+            .collect();
+        let (mut full, mut pre) = (0.0, 0.0);
+        let mut out = Vec::new();
+        for _ in 0..reps.max(3) {
+            let t = Instant::now();
+            for d in &docs {
+                std::hint::black_box(core.encode_ordinary(d).unwrap());
+            }
+            full += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            for (d, ps) in docs.iter().zip(&pieces) {
+                out.clear();
+                for &(s, e) in ps {
+                    bytepair_core::bpe::encode_piece(
+                        core.vocab(),
+                        d.as_bytes(),
+                        s as usize,
+                        e as usize,
+                        &mut out,
+                    );
+                }
+                std::hint::black_box(&out);
+            }
+            pre += t.elapsed().as_secs_f64();
+        }
+        println!(
+            "full {:.1} MB/s, pre-lexed {:.1} MB/s",
+            mb * reps.max(3) as f64 / full,
+            mb * reps.max(3) as f64 / pre
+        );
+    }
     // BUCKETS=1: time spent per piece length (whole lookups and merges, warm).
     if std::env::var_os("BUCKETS").is_some() {
         let b = text.as_bytes();
