@@ -11,6 +11,8 @@
 //!   write, so that the turn starts with the code (and few table entries) cached.
 //! - `PRELEXED=1`: also times encoding from pieces stored beforehand, against full encodes in
 //!   turn: how much a free lexer could give.
+//! - `MERGE_HOT=1` (with `BUCKETS=1`): the merge time of the 8-31-byte pieces that need one, in
+//!   text order and repeated on the same piece (all in L1): how much of a merge waits for memory.
 use bytepair_core::{pretokenize, vocab, CoreBpe};
 use std::time::Instant;
 
@@ -130,6 +132,49 @@ fn main() {
                 .unwrap();
         }
         let mut out = Vec::new();
+        if let Ok(mode) = std::env::var("MERGE_HOT") {
+            // The pieces of 8 to 31 bytes that need merging, each merged once in text order
+            // (tables as warm as the text leaves them), then each three times in a row (the
+            // repeats find everything in L1): how much of a merge is waiting for memory.
+            let v = core.vocab();
+            let ps: Vec<(usize, usize)> = by[2]
+                .iter()
+                .chain(&by[3])
+                .copied()
+                .filter(|&(s, e)| {
+                    out.clear();
+                    bytepair_core::bpe::encode_piece(v, b, s, e, &mut out);
+                    out.len() > 1
+                })
+                .collect();
+            let mut merge = |s: usize, e: usize| {
+                out.clear();
+                bytepair_core::bpe::merge(v, &b[s..e], &mut out);
+            };
+            // MERGE_HOT=profile: only the repeated merges, for a profiler.
+            let rounds = if mode == "profile" { 10 } else { 2 };
+            for _ in 0..rounds {
+                let t = Instant::now();
+                for &(s, e) in &ps {
+                    merge(s, e);
+                }
+                let once = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                for &(s, e) in &ps {
+                    for _ in 0..3 {
+                        merge(s, e);
+                    }
+                }
+                let thrice = t.elapsed().as_secs_f64();
+                let per = |x: f64| x * 1e9 / ps.len() as f64;
+                println!(
+                    "{} merged pieces of 8-31 bytes: {:.1} ns each in text order, {:.1} ns repeated",
+                    ps.len(),
+                    per(once),
+                    per((thrice - once) / 2.0)
+                );
+            }
+        }
         for (k, ps) in by.iter().enumerate() {
             let t = Instant::now();
             let (mut bytes, mut merged) = (0, 0);
