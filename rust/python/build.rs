@@ -6,15 +6,17 @@ fn main() {
     pyo3_build_config::use_pyo3_cfgs();
     println!("cargo:rustc-check-cfg=cfg(immortal_ints)");
     let cfg = pyo3_build_config::get();
-    let v = cfg.version;
-    let cpython = cfg.implementation == pyo3_build_config::PythonImplementation::CPython;
+    let v = cfg.version();
+    let cpython = cfg.implementation() == pyo3_build_config::PythonImplementation::CPython;
     let gil = !cfg
-        .build_flags
+        .build_flags()
         .0
         .contains(&pyo3_build_config::BuildFlag::Py_GIL_DISABLED);
+    #[allow(deprecated)] // the stable ABI in any of its forms
+    let abi3 = cfg.abi3() || std::env::var_os("CARGO_FEATURE_ABI3").is_some();
     let wide = std::env::var("CARGO_CFG_TARGET_POINTER_WIDTH").as_deref() == Ok("64");
     if cpython
-        && !cfg.abi3
+        && !abi3
         && gil
         && wide
         && (v.major, v.minor) >= (3, 12)
