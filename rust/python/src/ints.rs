@@ -33,10 +33,10 @@ pub const IMMORTAL_IDS: usize = 0;
 /// every encoder shares at most `IDS` ints (8 MB at most, in practice what the text used) instead
 /// of leaking a set per encoder. They are only read and written with the GIL held.
 ///
-/// Measured on CPython 3.12.1 (`benches/sequential_encode.py ../shared/corpus/en.txt
-/// cl100k_base`): `count` ran at 172-174 MB/s and `encode_ordinary` at 127-130 MB/s with mortal
-/// cached ints, the list's increfs and `list_dealloc`'s decrefs taking a cache miss and a write
-/// each per token.
+/// Measured on CPython 3.12.1 (fresh 4 KB documents of `../shared/corpus/en.txt`, cl100k, as in
+/// `benches/sequential_encode.py`): `count` ran at 172-174 MB/s and `encode_ordinary` at
+/// 127-130 MB/s with mortal cached ints, the list's increfs and `list_dealloc`'s decrefs taking a
+/// cache miss and a write each per token; 155-172 MB/s with immortal ones.
 #[cfg(immortal_ints)]
 mod immortal {
     use super::*;
