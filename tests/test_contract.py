@@ -1113,10 +1113,10 @@ def test_encoding_a_str_keeps_no_utf8_copy_on_it(bp_encodings):
 
 # ============================================================================ token ints
 
-# CPython 3.12 to 3.14 builds with the GIL (64-bit) hand out immortal, process-wide token ints.
+# CPython 3.12 to 3.15 builds with the GIL (64-bit) hand out immortal, process-wide token ints.
 _IMMORTAL_INTS = (
     sys.implementation.name == "cpython"
-    and (3, 12) <= sys.version_info[:2] < (3, 15)
+    and (3, 12) <= sys.version_info[:2] < (3, 16)
     and sys.maxsize > 2**32
     and getattr(sys, "_is_gil_enabled", lambda: True)()
     and ".abi3." not in bytepair._native.__file__
@@ -1135,7 +1135,7 @@ def _sparse_kwargs(name: str, high: int) -> dict:
 
 @pytest.mark.parametrize("high", [300, 2**18 - 1, 2**18, 2**18 + 7, 1_000_000])
 def test_token_ints_are_right_and_reused_for_every_id(high):
-    """Ids on both sides of the shared-int range (2**18 on CPython 3.12-3.14) come back as the
+    """Ids on both sides of the shared-int range (2**18 on CPython 3.12-3.15) come back as the
     right ints, the same object each time within an encoder, and stay valid after the encoder
     is gone."""
     enc = bytepair.Encoding(**_sparse_kwargs("sparse", high))
@@ -1153,9 +1153,9 @@ def test_token_ints_are_right_and_reused_for_every_id(high):
     assert sum(kept) == high * 1000
 
 
-@pytest.mark.skipif(not _IMMORTAL_INTS, reason="immortal token ints only on CPython 3.12-3.14 with the GIL")
+@pytest.mark.skipif(not _IMMORTAL_INTS, reason="immortal token ints only on CPython 3.12-3.15 with the GIL")
 def test_token_ints_are_immortal_and_shared_between_encoders():
-    """On CPython 3.12-3.14 token ints below 2**18 are immortal: building and freeing lists
+    """On CPython 3.12-3.15 token ints below 2**18 are immortal: building and freeing lists
     leaves their reference count alone, and two encoders hand out the same objects."""
     a = bytepair.Encoding(**_sparse_kwargs("a", 5000))
     b = bytepair.Encoding(**_sparse_kwargs("b", 5000))
@@ -1163,7 +1163,7 @@ def test_token_ints_are_immortal_and_shared_between_encoders():
     tb = b.encode_ordinary(" the")[0]
     assert ta == tb == 5000 and ta is tb
     count = sys.getrefcount(ta)
-    if hasattr(sys, "_is_immortal"):  # 3.14: an immortal count is 3 << 30
+    if hasattr(sys, "_is_immortal"):  # 3.14+: an immortal count is 3 << 30
         assert sys._is_immortal(ta) and count >= 2**31
     else:
         assert count >= 2**32 - 1

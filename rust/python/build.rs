@@ -1,8 +1,8 @@
 //! Sets PyO3's interpreter cfgs (`Py_LIMITED_API`, `PyPy`, ...) for this crate too, so that code
 //! reading CPython's string layout (`text.rs`) is left out where that layout is not available;
 //! and `immortal_ints` where the interpreter makes objects immortal by a reference count of
-//! `UINT_MAX` (CPython 3.12 and 3.13) or by the immortal flag and `3 << 30` (3.14), with the GIL,
-//! on 64-bit targets; see `ints.rs`.
+//! `UINT_MAX` (CPython 3.12 and 3.13) or by the immortal flag and `3 << 30` (3.14 and 3.15),
+//! with the GIL, on 64-bit targets; see `ints.rs`.
 fn main() {
     pyo3_build_config::use_pyo3_cfgs();
     println!("cargo:rustc-check-cfg=cfg(immortal_ints)");
@@ -21,7 +21,7 @@ fn main() {
         && gil
         && wide
         && (v.major, v.minor) >= (3, 12)
-        && (v.major, v.minor) < (3, 15)
+        && (v.major, v.minor) < (3, 16)
     {
         println!("cargo:rustc-cfg=immortal_ints");
     }

@@ -1,7 +1,7 @@
 //! Quick throughput breakdown: `cargo run --release -p bytepair-core --example encode_speed -- FILE [encoding] [max-bytes]`.
 //!
 //! Environment knobs:
-//! - `ENCODE_REPS=N`: repeat the encode pass (for profilers).
+//! - `ENCODE_REPS=N`, `LEX_REPS=N`: repeat the encode or the lexing pass (for profilers).
 //! - `BUCKETS=1`: time per piece length (1, 2-7, 8-15, 16-31, 32-127, 128+ bytes), pieces of a
 //!   bucket encoded together with warm tables; the ns are per byte of the whole text.
 //! - `THRASH_MB=M`: also time encoding in turns of 16 documents with M MB of other memory written
@@ -47,12 +47,21 @@ fn main() {
         docs.push(&text[i..j]);
         i = j;
     }
+    // LEX_REPS=N repeats the lexing pass (for profilers); the figure is per pass.
+    let lex_reps: usize = std::env::var("LEX_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let t = Instant::now();
     let mut n = 0;
-    for d in &docs {
-        core.pretokenizer().split(d, |_, _| n += 1).unwrap();
+    for _ in 0..lex_reps {
+        n = 0;
+        for d in &docs {
+            core.pretokenizer().split(d, |_, _| n += 1).unwrap();
+        }
     }
-    let lex = t.elapsed().as_secs_f64();
+    let lex = t.elapsed().as_secs_f64() / lex_reps as f64;
     // ENCODE_REPS=N repeats the encode pass (for profilers); the figure is per pass.
     let reps: usize = std::env::var("ENCODE_REPS")
         .ok()

@@ -6,7 +6,7 @@
 //! so building a list is an incref and a store per token. This caches Python objects only; it
 //! never caches encoding work.
 //!
-//! On CPython 3.12 to 3.14 (GIL builds, 64-bit) the ints below [`IMMORTAL_IDS`] are instead
+//! On CPython 3.12 to 3.15 (GIL builds, 64-bit) the ints below [`IMMORTAL_IDS`] are instead
 //! shared by every encoder of the process and immortal (PEP 683): a list then stores their
 //! pointers without touching them, and freeing it writes nothing back. There, the reference
 //! counts cost a quarter of `encode_ordinary` on English (see `immortal`).
@@ -25,12 +25,12 @@ pub const IMMORTAL_IDS: usize = immortal::IDS;
 #[cfg(not(immortal_ints))]
 pub const IMMORTAL_IDS: usize = 0;
 
-/// Immortal token ints for CPython 3.12 to 3.14 (`cfg(immortal_ints)`, set by `build.rs`).
+/// Immortal token ints for CPython 3.12 to 3.15 (`cfg(immortal_ints)`, set by `build.rs`).
 ///
 /// CPython makes an object immortal by setting its reference count (the low 32 bits of the
-/// count field) to `UINT_MAX` on 3.12 and 3.13, and on 3.14 to `3 << 30` together with the
-/// immortal bit of the object's flags (which the interpreter's stack references read); its own
-/// `_Py_SetImmortalUntracked` does the same. `Py_INCREF` and `Py_DECREF` then return without
+/// count field) to `UINT_MAX` on 3.12 and 3.13, and on 3.14 and 3.15 to `3 << 30` together
+/// with the immortal bit of the object's flags (which the interpreter's stack references read);
+/// its own `_Py_SetImmortalUntracked` does the same. `Py_INCREF` and `Py_DECREF` then return without
 /// writing, and the object is never freed. Later versions are left out until they are tested. The slots are process-wide, so
 /// every encoder shares at most `IDS` ints (8 MB at most, in practice what the text used) instead
 /// of leaking a set per encoder. They are only read and written with the GIL held.
@@ -85,8 +85,8 @@ mod immortal {
         (*obj).ob_refcnt.ob_refcnt = u32::MAX as ffi::Py_ssize_t;
     }
 
-    /// CPython 3.14's `_Py_IMMORTAL_FLAGS` and `_Py_IMMORTAL_INITIAL_REFCNT` on 64-bit targets
-    /// (`Include/refcount.h`); the other flag bits and the overflow half are left as they are.
+    /// CPython 3.14 and 3.15's `_Py_IMMORTAL_FLAGS` and `_Py_IMMORTAL_INITIAL_REFCNT` on 64-bit
+    /// targets (`Include/refcount.h`, `Include/object.h`); the other flag bits and the overflow half are left as they are.
     #[cfg(Py_3_14)]
     unsafe fn set_immortal(obj: *mut ffi::PyObject) {
         const IMMORTAL_FLAGS: u16 = 1;
