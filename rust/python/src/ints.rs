@@ -30,10 +30,11 @@ pub const IMMORTAL_IDS: usize = 0;
 /// CPython makes an object immortal by setting its reference count (the low 32 bits of the
 /// count field) to `UINT_MAX` on 3.12 and 3.13, and on 3.14 and 3.15 to `3 << 30` together
 /// with the immortal bit of the object's flags (which the interpreter's stack references read);
-/// its own `_Py_SetImmortalUntracked` does the same. `Py_INCREF` and `Py_DECREF` then return without
-/// writing, and the object is never freed. Later versions are left out until they are tested. The slots are process-wide, so
-/// every encoder shares at most `IDS` ints (8 MB at most, in practice what the text used) instead
-/// of leaking a set per encoder. They are only read and written with the GIL held.
+/// its own `_Py_SetImmortalUntracked` does the same. `Py_INCREF` and `Py_DECREF` then return
+/// without writing, and the object is never freed. Later versions are left out until they are
+/// tested. The slots are process-wide, so every encoder shares at most `IDS` ints (8 MB at
+/// most, in practice what the text used) instead of leaking a set per encoder. They are only
+/// read and written with the GIL held.
 ///
 /// Measured on CPython 3.12.1 (fresh 4 KB documents of `../shared/corpus/en.txt`, cl100k, as in
 /// `benches/sequential_encode.py`): `count` ran at 172-174 MB/s and `encode_ordinary` at
@@ -86,7 +87,8 @@ mod immortal {
     }
 
     /// CPython 3.14 and 3.15's `_Py_IMMORTAL_FLAGS` and `_Py_IMMORTAL_INITIAL_REFCNT` on 64-bit
-    /// targets (`Include/refcount.h`, `Include/object.h`); the other flag bits and the overflow half are left as they are.
+    /// targets (`Include/refcount.h`, `Include/object.h`); the other flag bits and the overflow
+    /// half are left as they are.
     #[cfg(Py_3_14)]
     unsafe fn set_immortal(obj: *mut ffi::PyObject) {
         const IMMORTAL_FLAGS: u16 = 1;
