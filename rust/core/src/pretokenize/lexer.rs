@@ -377,6 +377,17 @@ impl<'a> Lexer<'a> {
     fn next_o200k(&self, p: usize) -> usize {
         let n = self.s.len();
         let b = self.s[p];
+        // ASCII whitespace followed by ASCII whitespace (or the end): no letter, digit or
+        // punctuation can start here, with or without the optional one-character prefix, so only
+        // the whitespace alternatives are left (indentation and blank lines in code).
+        let ascii_space = |x: u8| x < 0x80 && self.t.get(x as u32) & SPACE != 0;
+        if ascii_space(b) && self.s.get(p + 1).is_none_or(|&x| ascii_space(x)) {
+            return self.o200k_ws(p);
+        }
+        // An ASCII digit is in `\p{N}`, so it can neither start a word nor be its prefix.
+        if b.is_ascii_digit() {
+            return self.digits3(p);
+        }
         if b < 0x80 && p + 1 < n {
             // The common case, ` word` or `Word`: decided without the class table.
             let q = if in_ascii_set::<ASCII_LETTERS>(b) {
@@ -452,10 +463,16 @@ impl<'a> Lexer<'a> {
             }
             return e;
         }
+        self.o200k_ws(p)
+    }
+
+    /// o200k's whitespace alternatives at `p`: `\s*[\r\n]+`, `\s+(?!\S)`, `\s+`.
+    #[inline(always)]
+    fn o200k_ws(&self, p: usize) -> usize {
         let (w, last_crlf, last) = self.ws_run(p);
         if let Some(k) = last_crlf {
             k
-        } else if w == n || last == p {
+        } else if w == self.s.len() || last == p {
             w
         } else {
             last
