@@ -5,9 +5,9 @@
 //! bytes object, then copies that into a buffer kept on the string. On Russian text that was
 //! about 6.5% of `encode_ordinary`, as much as the lexer (now 1.5%). Here the code points are
 //! converted by [`bytepair_core::utf8`] (AVX2) straight into a buffer owned by the call. ASCII
-//! strings are UTF-8 already and are borrowed as they are. A string with surrogates (not valid UTF-8) takes
-//! CPython's path, which raises the `UnicodeEncodeError` the Python layer handles as tiktoken
-//! does.
+//! strings are UTF-8 already and are borrowed as they are. A string with surrogates (not valid
+//! UTF-8) takes CPython's path, which raises the `UnicodeEncodeError` the Python layer handles as
+//! tiktoken does.
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyString;

@@ -392,7 +392,7 @@ impl<'a> Lexer<'a> {
             // The common case, ` word` or `Word`: decided without the class table.
             let q = if in_ascii_set::<ASCII_LETTERS>(b) {
                 p
-            } else if !matches!(b, b'\r' | b'\n' | b'0'..=b'9') {
+            } else if !matches!(b, b'\r' | b'\n') {
                 p + 1
             } else {
                 n
