@@ -43,7 +43,9 @@ def count_words(docs: Iterable[Union[str, bytes]], pattern: str, special_tokens:
     special_re = regex.compile("|".join(regex.escape(s) for s in specials)) if specials else None
     counts: Counter = Counter()
     for doc in docs:
-        data = doc.encode("utf-8", "surrogatepass") if isinstance(doc, str) else bytes(doc)
+        if isinstance(doc, str):  # surrogates: tiktoken's rule (pairs joined, lone ones U+FFFD)
+            doc = doc.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        data = doc.encode("utf-8") if isinstance(doc, str) else bytes(doc)
         segments = [data]
         if special_re is not None:
             text = data.decode("utf-8", "surrogateescape")

@@ -251,6 +251,25 @@ BAD_CALLS = [
     ("encode_batch", (["ok", "<|endoftext|>"],), {}),
     ("encode_to_numpy", ("<|endoftext|>",), {}),
     ("encode_with_unstable", ("<|endoftext|>",), {}),
+    # Special-token sets hold str; tiktoken still looks for disallowed tokens first.
+    ("encode", ("hi",), {"allowed_special": {1}}),
+    ("encode", ("<|endoftext|>",), {"allowed_special": {1}}),
+    ("encode", ("hi",), {"allowed_special": {"<|endoftext|>", 1}}),
+    ("encode", ("hi",), {"disallowed_special": {1}}),
+    ("encode_batch", (["hi"],), {"allowed_special": {1}}),
+    ("encode_batch", ([],), {"allowed_special": {1}}),
+    ("encode_single_token", (bytearray(b"hello"),), {}),
+    ("encode_single_token", (memoryview(b"hello"),), {}),
+    # Thread counts go to a ThreadPoolExecutor in tiktoken: None, floats and huge ints work.
+    ("encode_batch", (["hi"],), {"num_threads": None}),
+    ("encode_batch", (["hi"],), {"num_threads": 2.0}),
+    ("encode_batch", (["hi"],), {"num_threads": 0.5}),
+    ("encode_batch", (["hi"],), {"num_threads": 2**64}),
+    ("encode_ordinary_batch", (["hi"],), {"num_threads": float("inf")}),
+    ("decode_batch", ([[1]],), {"num_threads": None}),
+    ("decode_bytes_batch", ([[1]],), {"num_threads": 3.5}),
+    ("encode_batch", (["hi"],), {"num_threads": "2"}),
+    ("encode_batch", (["hi"],), {"num_threads": -1.5}),
 ]
 
 
@@ -260,6 +279,19 @@ def test_bad_input_same_exception_as_tiktoken(method, args, kwargs, bp_encodings
         bp, tt = bp_encodings[name], tt_encodings[name]
         exp = outcome(getattr(tt, method), *args, **kwargs)
         assert outcome(getattr(bp, method), *args, **kwargs) == exp, name
+
+
+def test_count_refuses_what_encode_refuses(bp_encodings):
+    enc = bp_encodings["cl100k_base"]
+    for kwargs in ({"allowed_special": {1}}, {"disallowed_special": {1}}, {"allowed_special": "al"}):
+        with pytest.raises(TypeError):
+            enc.encode("hi", **kwargs)
+        with pytest.raises(TypeError):
+            enc.count("hi", **kwargs)
+        with pytest.raises(TypeError):
+            enc.count_batch(["hi"], **kwargs)
+    with pytest.raises(ValueError):
+        enc.count("<|endoftext|>", allowed_special={1})
 
 
 def test_decode_error_kinds(pair):
@@ -312,6 +344,15 @@ def test_encoding_constructor_checks(tiktoken):
         exp = outcome(tiktoken.Encoding, **kw, explicit_n_vocab=n_vocab)
         if exp[0] == "raise":
             assert outcome(bytepair.Encoding, **kw, explicit_n_vocab=n_vocab) == exp, n_vocab
+
+
+def test_encoding_constructor_special_key_types(tiktoken):
+    kw = tiny_kwargs()
+    for key in ("\ud800", 5, b"<|b|>"):
+        specials = kw["special_tokens"] | {key: 300}
+        exp = outcome(tiktoken.Encoding, **kw | {"special_tokens": specials})
+        assert exp[0] == "raise", key
+        assert outcome(bytepair.Encoding, **kw | {"special_tokens": specials}) == exp, key
 
 
 def test_custom_encoding_matches_tiktoken(tiktoken):

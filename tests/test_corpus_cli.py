@@ -269,6 +269,53 @@ def test_encode_bad_arguments(tmp_path, corpus_files, capsys):
     assert cli.main(["encode", str(tmp_path / "missing.txt"), "--encoding", ENC, "-o", str(tmp_path / "o")]) == 1
     assert "missing.txt" in capsys.readouterr().err
     assert "Resuming" in cli.build_parser()._subparsers._group_actions[0].choices["encode"].format_help()
+    assert cli.main(["encode", *files, "--encoding", ENC, "-o", ""]) == 2  # not the current directory
+    assert "--out" in capsys.readouterr().err
+    assert cli.main(["encode", *files, "--encoding", ENC, "-o", str(tmp_path / "o"), "--eot-token", "-1"]) == 1
+    assert "eot_token" in capsys.readouterr().err
+    # Integers too large for the native side are refused by argparse, with no traceback.
+    for command, option in (("encode", "--threads"), ("encode", "--docs-per-shard"), ("count", "--threads")):
+        extra = ["-o", str(tmp_path / "o")] if command == "encode" else []
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([command, *files, "--encoding", ENC, *extra, option, str(10**30)])
+        assert exit_.value.code == 2
+        assert "too large" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", *files, "--vocab-size", str(2**64), "-o", str(tmp_path / "t")])
+    assert "too large" in capsys.readouterr().err
+
+
+def test_encode_eot_token_option(tmp_path, corpus_files):
+    files, docs = corpus_files
+    trained = bytepair.train(docs, vocab_size=300, progress=False)  # no <|endoftext|>
+    trained.save(tmp_path / "tok")
+    proc = _run("encode", *files, "--encoding", str(tmp_path / "tok"), "-o", str(tmp_path / "a"))
+    assert proc.returncode == 1 and "--eot-token" in proc.stderr
+    eot = trained.n_vocab  # an id of no token
+    proc = _run(
+        "encode", *files, "--encoding", str(tmp_path / "tok"), "-o", str(tmp_path / "a"), "--eot-token", str(eot)
+    )
+    assert proc.returncode == 0, proc.stderr
+    tokens = np.concatenate(_shards(tmp_path / "a")).tolist()
+    assert [trained.decode(t) for t in _split_on_eot(tokens, eot)] == docs
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or sys.platform == "win32", reason="needs symbolic links")
+def test_inputs_follow_links_but_not_round_a_loop(tmp_path):
+    enc = bytepair.get_encoding(ENC)
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.txt").write_text("hello world")
+    (d / "sub" / "b.txt").write_text("goodbye")
+    os.symlink(".", d / "self")
+    os.symlink("..", d / "sub" / "up")
+    want = len(enc.encode_ordinary("hello world")) + len(enc.encode_ordinary("goodbye"))
+    for spec in (str(d), str(d / "**" / "*.txt"), str(d / "**")):
+        proc = _run("count", spec, "--encoding", ENC, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1] == f"total {want}", proc.stdout
+    counts = bytepair.WordCounts(str(d), progress=False)
+    assert counts.total() == bytepair.WordCounts(["hello world", "goodbye"], progress=False).total()
 
 
 # ------------------------------------------------------------------------------------------------

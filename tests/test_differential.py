@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 import string
+import subprocess
+import sys
 import unicodedata
 from collections import Counter
 
@@ -1231,12 +1233,72 @@ def test_subset_vocabularies_corpus(subset_vocab_pairs, corpus_texts):
         CASES["custom_vocab", name] += len(chunks)
 
 
-def test_very_sparse_ranks(tiktoken):
+def test_vocabulary_without_a_byte(bp_encodings, tiktoken, corpus_texts):
+    """cl100k without the byte 0xff (which UTF-8 never uses): every text still encodes, and
+    counting agrees with encoding (it once recursed until the stack overflowed)."""
     import bytepair
 
-    ranks = {bytes([i]): i for i in range(256)} | {b"ab": 10**9}
-    kw = {"name": "sparse", "pat_str": r"\S+|\s+", "mergeable_ranks": ranks, "special_tokens": {}}
-    assert bytepair.Encoding(**kw).encode("abab") == tiktoken.Encoding(**kw).encode("abab") == [10**9, 10**9]
+    ranks = {t: r for t, r in bp_encodings["cl100k_base"]._mergeable_ranks.items() if t != b"\xff"}
+    kw = {
+        "name": "no-ff",
+        "pat_str": bp_encodings["cl100k_base"]._pat_str,
+        "mergeable_ranks": ranks,
+        "special_tokens": {"<|endoftext|>": 100257},
+    }
+    bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
+    texts = ["", "hello world", "hi<|endoftext|> there", "Привет, 世界! 😀"]
+    for cname in sorted(corpus_texts):
+        texts += _sampled_chunks(corpus_texts[cname], 100_000, seed=13)
+    for text in texts:
+        compare_text(bp, tt, text, name="no-ff", kind="custom_vocab")
+        assert bp.count(text, disallowed_special=()) == len(tt.encode_ordinary(text))
+    assert bp.count_batch(texts, allowed_special="all") == [
+        len(t) for t in tt.encode_batch(texts, allowed_special="all")
+    ]
+
+    # Without `z`, a text with a `z` cannot be encoded (tiktoken panics); counting fails the
+    # same way as encoding.
+    no_z = bytepair.Encoding(**kw | {"mergeable_ranks": {t: r for t, r in ranks.items() if b"z" not in t}})
+    assert no_z.count("hello world") == len(no_z.encode("hello world")) == 2
+    for call in (no_z.encode_ordinary, no_z.count, lambda t: no_z.count(t, allowed_special="all")):
+        with pytest.raises(ValueError):
+            call("lazy")
+
+
+@pytest.mark.parametrize("big", [10**9, 2**31, 2**32 - 2, 2**32 - 1])
+@pytest.mark.parametrize("where", ["mergeable", "special"])
+def test_very_sparse_ranks(tiktoken, big, where):
+    import bytepair
+
+    ranks = {bytes([i]): i for i in range(256)} | {b"ab": big if where == "mergeable" else 256}
+    specials = {"<|x|>": 257 if where == "mergeable" else big}
+    kw = {"name": "sparse", "pat_str": r"\S+|\s+", "mergeable_ranks": ranks, "special_tokens": specials}
+    bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
+    assert bp.n_vocab == tt.n_vocab == big + 1
+    for text in ("abab", "ab ab<|x|>", "xab<|x|>ab"):
+        got = bp.encode(text, allowed_special="all")
+        assert got == tt.encode(text, allowed_special="all"), text
+        assert bp.decode(got) == text
+        assert bp.count(text, allowed_special="all") == len(got)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_sparse_ids_take_no_memory_per_id():
+    """Building and using encodings whose largest id is near 2**32 needs no table per possible id
+    (it once allocated 8 bytes per id: 34 GB, then aborted)."""
+    code = """
+import bytepair
+base = {bytes([i]): i for i in range(256)}
+for big in (10**9, 2**32 - 1):
+    for ranks, specials in ((base | {b"ab": big}, {"<|x|>": 257}), (base | {b"ab": 256}, {"<|x|>": big})):
+        e = bytepair.Encoding("s", pat_str=r"\\S+|\\s+", mergeable_ranks=ranks, special_tokens=specials)
+        assert e.decode(e.encode("ab ab<|x|>" * 1000, allowed_special="all")) == "ab ab<|x|>" * 1000
+# The peak of this process alone (ru_maxrss would include the parent's size at the fork).
+print(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) < 400_000, out.stdout  # KB
 
 
 # ============================================================================ merge thresholds

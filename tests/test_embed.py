@@ -419,6 +419,10 @@ def test_index_save_load(tmp_path, dtype):
         embed.Index.load(p)
     with pytest.raises(OSError):
         embed.Index.load(tmp_path / "missing.bin")
+    with pytest.raises(IsADirectoryError):
+        embed.Index.load(tmp_path)
+    ix.save(os.fsencode(p))  # bytes paths, as open() takes them
+    assert len(embed.Index.load(os.fsencode(p))) == 300
 
 
 def test_index_errors_and_empty():
@@ -509,6 +513,15 @@ def test_embed_texts_matches_tiktoken_plus_reference():
         ref.gather(T.astype(np.float16), flat, offsets, normalize=True),
         atol=1e-4,
     )
+
+
+def test_embed_texts_with_surrogates_encode_as_encode_does():
+    enc = _encoding()
+    T = np.random.default_rng(2).standard_normal((enc.n_vocab, 8)).astype(np.float32)
+    texts = ["a \ud83d\ude00 b", "lone \udc80", "fine"]
+    got = embed.embed_texts(enc, T, texts, normalize=False)
+    for row, t in zip(got, texts):
+        close(row[None], T[enc.encode_ordinary(t)].mean(0)[None])
 
 
 def test_embed_texts_errors():

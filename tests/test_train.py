@@ -25,7 +25,6 @@ from bytepair.train import WordCounts, _derive_merges, _save, _to_huggingface, l
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", "/tmp/ttcache")
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 CL100K = _native._resolve_pattern("cl100k_base")
@@ -101,6 +100,17 @@ def test_invalid_utf8_counts_bytes():
     assert counts_dict(wc) == dict(ref_train.count_words(docs, CL100K))
     enc = train(docs * 3, vocab_size=270, progress=False)
     assert len(enc._mergeable_ranks) == 270
+
+
+def test_surrogates_are_counted_as_the_encoder_sees_them():
+    # A surrogate pair is its character and a lone surrogate U+FFFD, as in encode (tiktoken).
+    pair, lone = "a \ud83d\ude00 b", "x \udc80y"
+    assert counts_dict(WordCounts([pair], progress=False)) == counts_dict(
+        WordCounts(["a \U0001f600 b"], progress=False)
+    )
+    assert counts_dict(WordCounts([lone], progress=False)) == counts_dict(WordCounts(["x \ufffdy"], progress=False))
+    enc = train([pair * 50, lone * 50], vocab_size=300, progress=False)
+    assert enc.decode(enc.encode(pair)) == "a \U0001f600 b"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -561,3 +571,12 @@ def test_tqdm_progress_runs():
     pytest.importorskip("tqdm")
     enc = train(gen_corpus(13), vocab_size=300, progress=True)
     assert enc.n_vocab == 300
+
+
+def test_counts_that_could_overflow_a_pair_count_are_refused():
+    # Pair counts are 64-bit; they once wrapped round and chose the wrong merge.
+    big = 2**64 - 1
+    with pytest.raises(ValueError, match="too large"):
+        train_from_counts({"ab": big, "xab": big, "cd": big, "ycd": big, "zcd": big}, vocab_size=257)
+    enc = train_from_counts({"ab": 2**62, "cd": 2**62 + 1}, vocab_size=257)
+    assert enc.decode_single_token_bytes(256) == b"cd"

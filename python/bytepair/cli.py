@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--turn-docs",
-        type=int,
+        type=_integer,
         default=16,
         metavar="N",
         help="documents each implementation encodes per turn in the throughput workloads "
@@ -91,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _integer(text: str) -> int:
+    """An integer argument; one too large for the native side (64 bits) is refused by argparse,
+    with the usage message, instead of failing later with a traceback."""
+    value = int(text)
+    if abs(value) >= 1 << 63:
+        raise argparse.ArgumentTypeError(f"{text} is too large")
+    return value
+
+
+_integer.__name__ = "int"  # argparse names the type in its messages ("invalid int value")
+
+
 def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "files",
@@ -108,7 +120,7 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         "how many were skipped (skip)",
     )
     p.add_argument("--field", default="text", help="the JSON field holding the text (default: text)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="threads (default: one per core)")
+    p.add_argument("--threads", type=_integer, default=None, metavar="N", help="threads (default: one per core)")
     p.add_argument(
         "--no-progress",
         action="store_true",
@@ -127,7 +139,7 @@ def _add_train(sub: Any) -> None:
     _add_input_options(p)
     p.add_argument(
         "--vocab-size",
-        type=int,
+        type=_integer,
         required=True,
         metavar="N",
         help="vocabulary size, special tokens included (at least 256 + their number)",
@@ -147,21 +159,25 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument(
         "--min-frequency",
-        type=int,
+        type=_integer,
         default=1,
         metavar="N",
         help="stop when the best pair occurs fewer than N times (default: 1)",
     )
     p.add_argument(
         "--max-token-length",
-        type=int,
+        type=_integer,
         default=None,
         metavar="BYTES",
         help="never create tokens longer than this many bytes",
     )
     p.add_argument("--name", default=None, help="the encoding's name (default: the name of DIR)")
     p.add_argument(
-        "--max-memory", type=int, default=None, metavar="BYTES", help="spill word counts to disk beyond this many bytes"
+        "--max-memory",
+        type=_integer,
+        default=None,
+        metavar="BYTES",
+        help="spill word counts to disk beyond this many bytes",
     )
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
     p.set_defaults(func=_train)
@@ -205,10 +221,17 @@ Exit status: 0 done, 1 an input error (named with file and line), 2 bad argument
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
         "--docs-per-shard",
-        type=int,
+        type=_integer,
         default=DEFAULT_DOCS_PER_SHARD,
         metavar="D",
         help="documents per shard (default: %(default)s)",
+    )
+    p.add_argument(
+        "--eot-token",
+        type=_integer,
+        default=None,
+        metavar="ID",
+        help="the token written after every document (default: the encoding's <|endoftext|>)",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="delete shards of an earlier, different run in DIR instead of refusing"
@@ -290,6 +313,9 @@ def _encode(args: argparse.Namespace) -> int:
 
     if not _positive("encode", docs_per_shard=args.docs_per_shard, threads=args.threads):
         return 2
+    if not args.out:
+        print("bytepair encode: --out must name a directory", file=sys.stderr)
+        return 2
     enc = _check_encoding("encode", args.encoding)
     if enc is None:
         return 2
@@ -299,6 +325,7 @@ def _encode(args: argparse.Namespace) -> int:
             encoding=enc,
             out=args.out,
             docs_per_shard=args.docs_per_shard,
+            eot_token=args.eot_token,
             on_error=args.on_error,
             field=args.field,
             num_threads=args.threads,

@@ -7,6 +7,8 @@ interpreter is released.
 
 from __future__ import annotations
 
+import math
+
 from bytepair import _native
 
 TYPE_CHECKING = False  # typing is not imported at run time: it keeps `import bytepair` fast
@@ -24,10 +26,22 @@ def _fix_surrogates(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _check_threads(num_threads: int) -> None:
-    """tiktoken's thread pools refuse a count below 1 with ValueError; so does bytepair."""
-    if isinstance(num_threads, int) and num_threads < 1:
+def _check_threads(num_threads: int | float | None) -> int:
+    """The thread count to pass down: 0 (one per core) for ``None``, else at least 1.
+
+    tiktoken hands the count to a ``ThreadPoolExecutor``, which takes ``None`` (its default),
+    floats and any large int, and refuses a count below 1 with ValueError; so does bytepair.
+    The native side never starts more threads than the cores this process may use.
+    """
+    if num_threads is None:
+        return 0
+    if num_threads <= 0:  # TypeError for what cannot be compared, as in tiktoken
         raise ValueError(f"num_threads must be greater than 0, not {num_threads}")
+    return math.ceil(min(num_threads, 1 << 16))
+
+
+def _is_str_set(s: object) -> bool:
+    return isinstance(s, (set, frozenset)) and all(isinstance(t, str) for t in s)
 
 
 class Encoding:
@@ -124,9 +138,9 @@ class Encoding:
         Disallowed strings that are not special tokens are checked here, exactly as tiktoken does;
         the native encoder checks special tokens in the same pass that encodes.
         """
-        if allowed_special != "all" and not isinstance(allowed_special, (set, frozenset)):
-            # tiktoken's native layer takes only a set (or "all"), and it looks for disallowed
-            # tokens first; keep both the order and the exception types.
+        if allowed_special != "all" and not _is_str_set(allowed_special):
+            # tiktoken's native layer takes only a set of str (or "all"), and it looks for
+            # disallowed tokens first; keep both the order and the exception types.
             if disallowed_special == "all":
                 disallowed = self.special_tokens_set - allowed_special  # TypeError unless a Set
             else:
@@ -134,7 +148,7 @@ class Encoding:
             if text is not None and disallowed:
                 if match := _special_token_regex(frozenset(disallowed)).search(text):
                     raise_disallowed_special_token(match.group())
-            raise TypeError(f'allowed_special must be "all" or a set of str, not {type(allowed_special).__name__}')
+            raise TypeError(f'allowed_special must be "all" or a set of str, not {allowed_special!r:.100}')
         if disallowed_special == "all":
             return allowed_special, "all"
         if not disallowed_special:
@@ -156,7 +170,7 @@ class Encoding:
         [15339, 1917]
         """
         method = self._core_bpe.encode_ordinary
-        _check_threads(num_threads)
+        num_threads = _check_threads(num_threads)
         if num_threads != 1:
             core = self._core_bpe
             method = lambda t: core.encode_ordinary_parallel(t, num_threads)  # noqa: E731
@@ -233,7 +247,7 @@ class Encoding:
             return self._core_bpe.count(_fix_surrogates(text), a, d)
 
     def _batch(self, method, texts, *args):  # type: ignore[no-untyped-def]
-        _check_threads(args[-1])
+        args = (*args[:-1], _check_threads(args[-1]))
         texts = list(texts)  # as in tiktoken, a str is a sequence of one-character texts
         try:
             return method(texts, *args)
@@ -242,7 +256,7 @@ class Encoding:
             return method(fixed, *args)
 
     def _batch_special_args(self, texts, allowed_special, disallowed_special):  # type: ignore[no-untyped-def]
-        if allowed_special != "all" and not isinstance(allowed_special, (set, frozenset)):
+        if allowed_special != "all" and not _is_str_set(allowed_special):
             # tiktoken encodes text by text, so the first text decides between its ValueError
             # (a disallowed token in it) and its TypeError (the non-set allowed_special).
             if disallowed_special == "all":
@@ -335,6 +349,8 @@ class Encoding:
         """
         if isinstance(text_or_bytes, str):
             text_or_bytes = text_or_bytes.encode("utf-8")
+        elif not isinstance(text_or_bytes, bytes):  # tiktoken takes exactly str or bytes
+            raise TypeError(f"expected str or bytes, not {type(text_or_bytes).__name__}")
         return self._core_bpe.encode_single_token(text_or_bytes)
 
     # ------------------------------------------------------------------ decoding
@@ -407,8 +423,7 @@ class Encoding:
         >>> enc.decode_bytes_batch([[15339], [1917]])
         [b'hello', b' world']
         """
-        _check_threads(num_threads)
-        return self._core_bpe.decode_bytes_batch(list(batch), num_threads)
+        return self._core_bpe.decode_bytes_batch(list(batch), _check_threads(num_threads))
 
     # ------------------------------------------------------------------ misc
 

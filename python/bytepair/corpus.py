@@ -32,6 +32,7 @@ first one raises ``ValueError``/``OSError`` naming the file and line.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 import sys
@@ -78,10 +79,13 @@ def _encoding(encoding: Any) -> Any:
 
 def _eot(enc: Any, eot_token: int | None) -> int:
     if eot_token is not None:
-        return int(eot_token)
+        eot = operator.index(eot_token)
+        if not 0 <= eot < 1 << 32:
+            raise ValueError(f"eot_token must be a token id from 0 to 2**32 - 1, not {eot}")
+        return eot
     eot = enc._special_tokens.get("<|endoftext|>")
     if eot is None:
-        raise ValueError(f"encoding {enc.name!r} has no <|endoftext|> token; pass eot_token")
+        raise ValueError(f"encoding {enc.name!r} has no <|endoftext|> token; pass eot_token (--eot-token)")
     return int(eot)
 
 

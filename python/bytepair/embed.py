@@ -26,6 +26,7 @@ Conventions shared by all functions:
 
 from __future__ import annotations
 
+import errno
 import operator
 import os
 from typing import Any, Iterable, Tuple, Union
@@ -327,14 +328,17 @@ class Index:
         >>> len(Index.load(path))
         4
         """
-        self._inner.save(os.fspath(path))
+        self._inner.save(os.fsdecode(path))
 
     @classmethod
     def load(cls, path: PathLike) -> "Index":
         """Read an index written by :meth:`save`. A file of another format, or one whose contents
         no longer match its CRC-32 (corrupted), is a ``ValueError``."""
+        path = os.fsdecode(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
         obj = cls.__new__(cls)
-        obj._inner = _native.EmbedIndex.load(os.fspath(path))
+        obj._inner = _native.EmbedIndex.load(path)
         return obj
 
     def __reduce__(self) -> Tuple[Any, Tuple[bytes]]:
@@ -395,7 +399,12 @@ def embed_texts(
             raise TypeError(f"texts[{i}] must be a str, not {type(t).__name__}")
     table = _float_matrix(table, "table", allow_f16=True)
     core = getattr(encoding, "_core_bpe", encoding)
-    return _native.embed_texts(core, table, texts, pool, bool(normalize))
+    try:
+        return _native.embed_texts(core, table, texts, pool, bool(normalize))
+    except UnicodeEncodeError:  # surrogates: encoded as encode() does (tiktoken's rule)
+        from bytepair.core import _fix_surrogates
+
+        return _native.embed_texts(core, table, [_fix_surrogates(t) for t in texts], pool, bool(normalize))
 
 
 def simd_level() -> str:

@@ -391,8 +391,9 @@ def train(
     encoding name whose split pattern to use, or a regex. ``special_tokens`` never take part in
     merges (they are cut out of the text) and get the ids after the last merge, in order.
     ``min_frequency`` stops training when the best pair occurs fewer times; ``max_token_length``
-    (bytes) bounds token length. ``num_threads`` defaults to one per core; ``progress`` shows bars
-    (default: when stderr is a terminal); ``max_memory`` (bytes) spills counts to disk.
+    (bytes) bounds token length. ``num_threads`` defaults to one per core, and more than that is
+    capped to it; ``progress`` shows bars (default: when stderr is a terminal); ``max_memory``
+    (bytes) spills counts to disk.
 
     >>> enc = train(["low lower lowest"] * 3, vocab_size=258, progress=False)
     >>> sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])[256:]

@@ -452,14 +452,8 @@ impl CoreBpe {
         allowed: &SpecialSet,
         disallowed: &SpecialSet,
     ) -> Result<usize> {
-        if allowed.is_empty() && disallowed.is_empty() && self.vocab.has_all_bytes() {
-            let v = &self.vocab;
-            let mut scratch = Vec::new();
-            let mut n = 0;
-            self.pre.split(text, |s, e| {
-                n += bpe::count_piece(v, text.as_bytes(), s, e, &mut scratch)
-            })?;
-            return Ok(n);
+        if allowed.is_empty() && disallowed.is_empty() {
+            return self.count_ordinary(text);
         }
         self.check_overlapping_disallowed(text, allowed, disallowed)?;
         let mut n = 0;
@@ -468,7 +462,7 @@ impl CoreBpe {
             let next = self.next_special(text, start, allowed, disallowed)?;
             let end = next.map_or(text.len(), |(s, _, _)| s);
             if end > start {
-                n += self.count(&text[start..end], &SpecialSet::None, &SpecialSet::None)?;
+                n += self.count_ordinary(&text[start..end])?;
             }
             match next {
                 Some((_, e, _)) => {
@@ -478,6 +472,23 @@ impl CoreBpe {
                 None => return Ok(n),
             }
         }
+    }
+
+    /// The number of tokens `encode_ordinary` would return. A vocabulary that lacks some single
+    /// bytes is counted by encoding, so that an unencodable byte fails as it does there.
+    fn count_ordinary(&self, text: &str) -> Result<usize> {
+        let v = &self.vocab;
+        if !v.has_all_bytes() {
+            let mut out = Vec::new();
+            self.encode_ordinary_into(text, &mut out)?;
+            return Ok(out.len());
+        }
+        let mut scratch = Vec::new();
+        let mut n = 0;
+        self.pre.split(text, |s, e| {
+            n += bpe::count_piece(v, text.as_bytes(), s, e, &mut scratch)
+        })?;
+        Ok(n)
     }
 
     /// Byte-pair merges `bytes` as one piece, without splitting (tiktoken's
@@ -829,5 +840,31 @@ mod tests {
         let e = cl100k();
         let toks = e.encode_bytes(b"hello \xff\xfe world").unwrap();
         assert_eq!(e.decode_bytes(&toks).unwrap(), b"hello \xff\xfe world");
+    }
+
+    #[test]
+    fn counts_with_a_vocabulary_that_lacks_bytes() {
+        // Every byte but `z`, plus "ab": counting once recursed forever on such vocabularies.
+        let bytes: Vec<[u8; 1]> = (0..=255u8).filter(|&b| b != b'z').map(|b| [b]).collect();
+        let mut entries: Vec<(&[u8], Rank)> = bytes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (&b[..], i as Rank))
+            .collect();
+        entries.push((b"ab", 300));
+        let vocab = crate::vocab::Vocab::from_entries(entries).unwrap();
+        let e = CoreBpe::new(vocab, CL100K_PATTERN, vec![("<|x|>".into(), 301)]).unwrap();
+        let (none, all) = (SpecialSet::None, SpecialSet::All);
+        for text in ["", "ab cab", "ab<|x|>ab ab"] {
+            let want = e.encode(text, &all, &none).unwrap().len();
+            assert_eq!(e.count(text, &all, &none).unwrap(), want, "{text:?}");
+        }
+        assert_eq!(e.count("ab ab", &none, &none).unwrap(), 3);
+        assert_eq!(e.count("ab ab", &none, &all).unwrap(), 3);
+        // A text whose bytes are missing fails as encoding it does.
+        let bad = "a z";
+        assert!(matches!(e.encode_ordinary(bad), Err(Error::Value(_))));
+        assert!(matches!(e.count(bad, &none, &none), Err(Error::Value(_))));
+        assert!(matches!(e.count(bad, &all, &none), Err(Error::Value(_))));
     }
 }

@@ -186,24 +186,18 @@ impl Stats {
 }
 
 /// Expands inputs into a list of files: files as given, directories recursively (sorted, hidden
-/// entries skipped), globs (`*`, `?`, `[...]`, `**`) sorted. Missing paths and globs that match
-/// nothing are errors.
+/// entries skipped), globs (`*`, `?`, `[...]`, `**`) sorted. Symbolic links are followed, but a
+/// link back to a directory above it is skipped. Missing paths and globs that match nothing are
+/// errors.
 pub fn expand<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
         let s = input.as_ref();
         let p = Path::new(s);
         if p.exists() {
-            push_path(p, &mut out)?;
+            push_path(p, &mut out, &mut Vec::new())?;
         } else if s.contains(['*', '?', '[']) {
-            let paths = glob::glob(s).map_err(|e| Error::Value(format!("bad glob {s:?}: {e}")))?;
-            let mut matched: Vec<PathBuf> = Vec::new();
-            for entry in paths {
-                matched.push(
-                    entry
-                        .map_err(|e| Error::Io(io::Error::new(e.error().kind(), e.to_string())))?,
-                );
-            }
+            let mut matched = glob_paths(s)?;
             if matched.is_empty() {
                 return Err(Error::Io(io::Error::new(
                     io::ErrorKind::NotFound,
@@ -211,9 +205,13 @@ pub fn expand<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
                 )));
             }
             matched.sort();
+            // A matched directory brings the files under it, which the glob may match too.
+            let mut files = Vec::new();
             for m in matched {
-                push_path(&m, &mut out)?;
+                push_path(&m, &mut files, &mut Vec::new())?;
             }
+            let mut seen = std::collections::HashSet::new();
+            out.extend(files.into_iter().filter(|f| seen.insert(f.clone())));
         } else {
             return Err(Error::Io(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -224,9 +222,105 @@ pub fn expand<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn push_path(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// The paths that the glob `s` matches, unsorted. A pattern with `**` is matched while walking
+/// the directory it starts from, following links but never round a loop, and gives files only
+/// (those under a matching directory included). The `glob` crate's own walk follows `ln -s .
+/// self` until the system refuses: 40 levels, or 2^40 paths with two such links.
+fn glob_paths(s: &str) -> Result<Vec<PathBuf>> {
+    let bad = |e: glob::PatternError| Error::Value(format!("bad glob {s:?}: {e}"));
+    let mut matched = Vec::new();
+    if !s.contains("**") {
+        for entry in glob::glob(s).map_err(bad)? {
+            matched.push(
+                entry.map_err(|e| Error::Io(io::Error::new(e.error().kind(), e.to_string())))?,
+            );
+        }
+        return Ok(matched);
+    }
+    let glob = Glob {
+        pattern: glob::Pattern::new(s).map_err(bad)?,
+        opts: glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: false,
+        },
+    };
+    // Walk from the components before the first one with a wildcard.
+    let mut base = PathBuf::new();
+    for c in Path::new(s).components() {
+        if c.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+            break;
+        }
+        base.push(c);
+    }
+    if base.as_os_str().is_empty() || base.is_dir() {
+        glob.walk(&base, false, &mut Vec::new(), &mut matched)?;
+    }
+    Ok(matched)
+}
+
+struct Glob {
+    pattern: glob::Pattern,
+    opts: glob::MatchOptions,
+}
+
+impl Glob {
+    /// Adds the files under the directory `dir` ("" is the current directory, and the paths are
+    /// then relative) that match, or all of them but hidden ones when `all` (`dir` matched).
+    /// Links are followed, except one that leads back to a directory being walked, which is left
+    /// out: `open` holds the canonical paths of those.
+    fn walk(
+        &self,
+        dir: &Path,
+        all: bool,
+        open: &mut Vec<PathBuf>,
+        out: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        let at = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        open.push(std::fs::canonicalize(at).map_err(|e| io_at(at, e))?);
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(at)
+            .map_err(|e| io_at(at, e))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()
+            .map_err(|e| io_at(at, e))?;
+        names.sort();
+        for name in names {
+            if all && name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let p = dir.join(name);
+            let hit = all || self.pattern.matches_path_with(&p, self.opts);
+            if !p.is_dir() {
+                if hit {
+                    out.push(p);
+                }
+                continue;
+            }
+            let real = std::fs::canonicalize(&p).map_err(|e| io_at(&p, e))?;
+            if !open.contains(&real) {
+                self.walk(&p, hit, open, out)?;
+            }
+        }
+        open.pop();
+        Ok(())
+    }
+}
+
+/// Adds the file `p`, or every file under the directory `p` (sorted, hidden entries left out).
+/// Symbolic links are followed, except one that leads back to a directory being read (`ln -s .
+/// self`), which would loop forever: `open` holds the canonical paths of those directories.
+fn push_path(p: &Path, out: &mut Vec<PathBuf>, open: &mut Vec<PathBuf>) -> Result<()> {
     let meta = std::fs::metadata(p).map_err(|e| io_at(p, e))?;
     if meta.is_dir() {
+        let real = std::fs::canonicalize(p).map_err(|e| io_at(p, e))?;
+        if open.contains(&real) {
+            return Ok(());
+        }
+        open.push(real);
         let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
             .map_err(|e| io_at(p, e))?
             .map(|e| e.map(|e| e.path()))
@@ -238,9 +332,10 @@ fn push_path(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('.'));
             if !hidden {
-                push_path(&e, out)?;
+                push_path(&e, out, open)?;
             }
         }
+        open.pop();
     } else {
         out.push(p.to_path_buf());
     }
@@ -658,6 +753,47 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn directory_links_are_followed_but_never_in_a_loop() {
+        let d = tmpdir("links");
+        let sub = d.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(d.join("a.txt"), "a").unwrap();
+        std::fs::write(sub.join("b.txt"), "b").unwrap();
+        std::os::unix::fs::symlink(".", d.join("self")).unwrap();
+        std::os::unix::fs::symlink("..", sub.join("up")).unwrap();
+        let other = tmpdir("links-other");
+        std::fs::write(other.join("c.txt"), "c").unwrap();
+        std::os::unix::fs::symlink(&other, d.join("other")).unwrap();
+        let names = |v: Vec<PathBuf>| -> Vec<String> {
+            v.iter()
+                .map(|p| p.strip_prefix(&d).unwrap().display().to_string())
+                .collect()
+        };
+        let got = expand(&[d.to_str().unwrap()]).unwrap();
+        assert_eq!(names(got), ["a.txt", "other/c.txt", "sub/b.txt"]);
+        // Reached through a link, a directory is read once too.
+        let got = expand(&[d.join("sub/up").to_str().unwrap()]).unwrap();
+        assert_eq!(got.len(), 3, "{got:?}");
+        // `**` globs leave out the paths that go round a loop.
+        let got = expand(&[d.join("**/*.txt").to_str().unwrap()]).unwrap();
+        assert_eq!(names(got), ["a.txt", "other/c.txt", "sub/b.txt"]);
+        let got = expand(&[d.join("**").to_str().unwrap()]).unwrap();
+        assert_eq!(names(got), ["a.txt", "other/c.txt", "sub/b.txt"]);
+        // A matching directory brings its files, hidden ones left out as for directory inputs.
+        std::fs::write(sub.join(".hidden.txt"), "h").unwrap();
+        let got = expand(&[d.join("**/sub").to_str().unwrap()]).unwrap();
+        assert_eq!(names(got), ["sub/b.txt"]);
+        let got = expand(&[d.join("**/.hidden.txt").to_str().unwrap()]).unwrap();
+        assert_eq!(names(got), ["sub/.hidden.txt"]);
+        let dotdot = format!("{}/sub/../sub/*.txt", d.display());
+        assert_eq!(
+            names(expand(&[dotdot.as_str()]).unwrap()),
+            ["sub/../sub/.hidden.txt", "sub/../sub/b.txt"]
+        );
     }
 
     #[test]

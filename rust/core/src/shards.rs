@@ -487,7 +487,7 @@ pub fn encode_to_shards(
     let max_token = bpe.max_token().unwrap_or(0).max(eot);
     let dtype = Dtype::for_max_token(max_token);
     let total_bytes = Reader::new(files.clone(), InputOptions::default()).total_bytes();
-    let pool = parallel::pool(opts.num_threads);
+    let pool = parallel::pool_for(opts.num_threads);
     let mut w = ShardWriter {
         dir: out.to_path_buf(),
         dtype,
@@ -541,7 +541,7 @@ pub fn count_tokens(
     on_event: &mut dyn FnMut(Event) -> Result<()>,
 ) -> Result<Summary> {
     let total_bytes = Reader::new(files.clone(), InputOptions::default()).total_bytes();
-    let pool = parallel::pool(opts.num_threads);
+    let pool = parallel::pool_for(opts.num_threads);
     let mut summary = Summary {
         per_file: vec![0; files.len()],
         ..Default::default()

@@ -30,7 +30,7 @@ impl PyCoreBpe {
 }
 
 /// `"all"`, or an iterable of special-token names (names that are not special tokens are
-/// ignored).
+/// ignored; an item that is not a `str` is a TypeError, as in tiktoken).
 fn special_set(core: &CoreBpe, arg: &Bound<'_, PyAny>) -> PyResult<SpecialSet> {
     if let Ok(s) = arg.cast::<PyString>() {
         if s.to_cow()? == "all" {
@@ -46,9 +46,13 @@ fn special_set(core: &CoreBpe, arg: &Bound<'_, PyAny>) -> PyResult<SpecialSet> {
     let mut names = Vec::new();
     for item in arg.try_iter()? {
         let item = item?;
-        if let Ok(s) = item.cast::<PyString>() {
-            names.push(s.to_cow()?.into_owned());
-        }
+        let Ok(s) = item.cast::<PyString>() else {
+            return Err(PyTypeError::new_err(format!(
+                "special tokens are str, not {}",
+                item.get_type().name()?
+            )));
+        };
+        names.push(s.to_cow()?.into_owned());
     }
     Ok(core.special_set(names.iter().map(String::as_str)))
 }
@@ -490,9 +494,11 @@ impl PyCoreBpe {
 fn extract_specials(d: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Rank)>> {
     let mut v = Vec::with_capacity(d.len());
     for (k, r) in d.iter() {
-        let k: String = k
-            .extract()
-            .map_err(|_| PyTypeError::new_err("special_tokens keys must be str"))?;
+        let Ok(k) = k.cast::<PyString>() else {
+            return Err(PyTypeError::new_err("special_tokens keys must be str"));
+        };
+        // A str with surrogates is a UnicodeEncodeError, as in tiktoken.
+        let k = k.to_cow()?.into_owned();
         let r: Rank = r.extract()?;
         if k.is_empty() {
             return Err(PyValueError::new_err(

@@ -105,9 +105,14 @@ pub struct IntCache {
     slots: allocator_api2::vec::Vec<AtomicPtr<ffi::PyObject>, HugePages>,
 }
 
+/// Ids from this one on are not cached (each gets a new int): a slot costs 8 bytes whether its
+/// id is used or not, and a custom vocabulary may have sparse ids up to `u32::MAX`.
+const MAX_CACHED_IDS: usize = 1 << 21;
+
 impl IntCache {
+    /// A cache for ids below `n` (at most [`MAX_CACHED_IDS`]).
     pub fn new(n: usize) -> Self {
-        let n = n.saturating_sub(IMMORTAL_IDS);
+        let n = n.min(MAX_CACHED_IDS).saturating_sub(IMMORTAL_IDS);
         let mut slots = allocator_api2::vec::Vec::with_capacity_in(n, HugePages);
         slots.extend((0..n).map(|_| AtomicPtr::new(null_mut())));
         IntCache { slots }

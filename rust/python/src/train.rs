@@ -107,13 +107,20 @@ fn word_bytes<'a>(w: &'a Bound<'_, PyAny>) -> PyResult<std::borrow::Cow<'a, [u8]
     if let Ok(s) = w.cast::<PyString>() {
         return Ok(match s.to_cow() {
             Ok(c) => std::borrow::Cow::Owned(c.into_owned().into_bytes()),
-            // Lone surrogates: keep their bytes, which the trainer counts as bytes.
-            Err(_) => std::borrow::Cow::Owned(
-                s.call_method1("encode", ("utf-8", "surrogatepass"))?
-                    .cast::<PyBytes>()?
-                    .as_bytes()
-                    .to_vec(),
-            ),
+            // Surrogates (not UTF-8): tiktoken's rule, as the encoder applies it, so that training
+            // counts what encoding will see: a pair becomes its code point, a lone one U+FFFD.
+            Err(_) => {
+                let fixed = s
+                    .call_method1("encode", ("utf-16", "surrogatepass"))?
+                    .call_method1("decode", ("utf-16", "replace"))?;
+                std::borrow::Cow::Owned(
+                    fixed
+                        .cast::<PyString>()?
+                        .to_cow()?
+                        .into_owned()
+                        .into_bytes(),
+                )
+            }
         });
     }
     Err(PyTypeError::new_err(format!(

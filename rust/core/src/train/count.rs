@@ -807,7 +807,7 @@ impl WordCounts {
                 units.push(t);
             }
         }
-        let pool = crate::parallel::pool(self.options.num_threads);
+        let pool = crate::parallel::pool_for(self.options.num_threads);
         let threads = pool.current_num_threads().min(units.len()).max(1);
         let splitter = &self.splitter;
         let next = AtomicUsize::new(0);

@@ -347,7 +347,7 @@ pub fn learn(
     opts: &MergeOptions,
     progress: &mut dyn FnMut(Progress) -> Result<()>,
 ) -> Result<Merges> {
-    let pool = crate::parallel::pool(opts.num_threads);
+    let pool = crate::parallel::pool_for(opts.num_threads);
     if small_ids(opts) {
         learn_in_pool(&pool, build_words::<u16>(words)?, opts, progress)
     } else {
@@ -365,7 +365,7 @@ pub fn learn_owned(
     opts: &MergeOptions,
     progress: &mut dyn FnMut(Progress) -> Result<()>,
 ) -> Result<Merges> {
-    let pool = crate::parallel::pool(opts.num_threads);
+    let pool = crate::parallel::pool_for(opts.num_threads);
     if small_ids(opts) {
         let w = build_words::<u16>(&words)?;
         drop(words);
@@ -389,11 +389,19 @@ fn build_words<S: Sym>(input: &Sorted) -> Result<Words<S>> {
     };
     {
         let (mut n, mut total) = (0usize, 0usize);
+        // No pair can be counted more often than this, so pair counts (u64) cannot wrap.
+        let mut pairs = Some(0u64);
         for (word, c) in input.iter() {
             if word.len() >= 2 && c > 0 {
                 n += 1;
                 total += word.len();
+                pairs = pairs.and_then(|p| p.checked_add(c.checked_mul(word.len() as u64 - 1)?));
             }
+        }
+        if pairs.is_none() {
+            return Err(Error::Value(
+                "word counts too large: a pair count could pass 2^64 - 1".into(),
+            ));
         }
         if n > u32::MAX as usize {
             return Err(Error::Value(
