@@ -282,13 +282,7 @@ impl Glob {
             dir
         };
         open.push(std::fs::canonicalize(at).map_err(|e| io_at(at, e))?);
-        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(at)
-            .map_err(|e| io_at(at, e))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(|e| io_at(at, e))?;
-        names.sort();
-        for name in names {
+        for name in sorted_names(at)? {
             if all && name.to_string_lossy().starts_with('.') {
                 continue;
             }
@@ -310,6 +304,17 @@ impl Glob {
     }
 }
 
+/// The names of the entries of the directory `dir`, sorted.
+fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
+        .map_err(|e| io_at(dir, e))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(|e| io_at(dir, e))?;
+    names.sort();
+    Ok(names)
+}
+
 /// Adds the file `p`, or every file under the directory `p` (sorted, hidden entries left out).
 /// Symbolic links are followed, except one that leads back to a directory being read (`ln -s .
 /// self`), which would loop forever: `open` holds the canonical paths of those directories.
@@ -321,18 +326,9 @@ fn push_path(p: &Path, out: &mut Vec<PathBuf>, open: &mut Vec<PathBuf>) -> Resul
             return Ok(());
         }
         open.push(real);
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
-            .map_err(|e| io_at(p, e))?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<io::Result<_>>()
-            .map_err(|e| io_at(p, e))?;
-        entries.sort();
-        for e in entries {
-            let hidden = e
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            if !hidden {
-                push_path(&e, out, open)?;
+        for name in sorted_names(p)? {
+            if !name.to_string_lossy().starts_with('.') {
+                push_path(&p.join(name), out, open)?;
             }
         }
         open.pop();
