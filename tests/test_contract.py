@@ -1215,3 +1215,18 @@ def test_token_ints_are_immortal_and_shared_between_encoders():
     t = big.encode_ordinary(" the")[0]
     assert t == 2**18 + 5 and sys.getrefcount(t) < 2**20  # past the range: an ordinary int
     assert not getattr(sys, "_is_immortal", lambda _: False)(t)
+
+
+def test_native_stubs_match_the_module(tmp_path):
+    """`_native.pyi` against the compiled module (mypy's stubtest): every function, class,
+    parameter and default the extension has, and nothing it lacks."""
+    pytest.importorskip("mypy")
+    env = dict(os.environ, MYPY_CACHE_DIR=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "bytepair._native"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

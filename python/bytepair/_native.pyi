@@ -2,18 +2,42 @@
 
 from collections.abc import Callable, Iterable
 import os
-from typing import Any, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Literal, Optional, Sequence, Tuple, Union, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
+
+__all__ = [
+    "__version__",
+    "CoreBPE",
+    "split_text",
+    "builtin_pattern",
+    "BUNDLED_RANK_FILES",
+    "_encode_shards",
+    "_count_tokens",
+    "_count_documents",
+    "_npy_header",
+    "WordCounts",
+    "_train_merges",
+    "_expand_paths",
+    "_resolve_pattern",
+    "_num_merges",
+    "embed_gather",
+    "embed_topk",
+    "embed_texts",
+    "embed_simd_level",
+    "EmbedIndex",
+]
 
 __version__: str
 BUNDLED_RANK_FILES: list[str]
 
 _Specials = Literal["all"] | Iterable[str]
 
+@final
 class CoreBPE:
-    def __init__(self, mergeable_ranks: dict[bytes, int], special_tokens: dict[str, int], pat_str: str) -> None: ...
+    def __new__(cls, mergeable_ranks: dict[bytes, int], special_tokens: dict[str, int], pat_str: str) -> CoreBPE: ...
     @staticmethod
     def builtin(rank_file: str, special_tokens: dict[str, int], pat_str: str) -> CoreBPE: ...
     @staticmethod
@@ -58,9 +82,44 @@ class CoreBPE:
 def split_text(pattern: str, text: str, *, force_regex: bool = False) -> list[str]: ...
 def builtin_pattern(name: str) -> str | None: ...
 
+# ---- corpus files (rust/python/src/corpus.rs)
+_Paths = Sequence[Union[str, os.PathLike[str]]]
+
+def _encode_shards(
+    core: CoreBPE,
+    files: _Paths,
+    out: Union[str, os.PathLike[str]],
+    *,
+    eot: int,
+    docs_per_shard: int,
+    skip_docs: int = 0,
+    max_docs: Optional[int] = None,
+    first_shard: int = 0,
+    on_error: str = "fail",
+    field: str = "text",
+    num_threads: Optional[int] = None,
+    batch_bytes: int = ...,
+    callback: Optional[Callable[..., Any]] = None,
+) -> dict[str, Any]: ...
+def _count_tokens(
+    core: CoreBPE,
+    files: _Paths,
+    *,
+    on_error: str = "fail",
+    field: str = "text",
+    num_threads: Optional[int] = None,
+    batch_bytes: int = ...,
+    callback: Optional[Callable[..., Any]] = None,
+) -> dict[str, Any]: ...
+def _count_documents(
+    files: _Paths, *, on_error: str = "fail", field: str = "text"
+) -> tuple[list[int], int, list[str]]: ...
+def _npy_header(dtype: str, len: int) -> bytes: ...
+
 # ---- training (rust/python/src/train.rs)
 _Callback = Callable[[str, int, Optional[int], Optional[int]], Any]
 
+@disjoint_base
 class WordCounts:
     def __new__(
         cls, *args: Any, pattern: str = "cl100k_base", special_tokens: Optional[list[str]] = None, **kwargs: Any
@@ -83,9 +142,9 @@ class WordCounts:
     def _assign(self, other: WordCounts) -> None: ...
     def _load_bytes(self, data: bytes) -> None: ...
     def __len__(self) -> int: ...
-    def __getitem__(self, word: Union[str, bytes]) -> int: ...
-    def __contains__(self, word: Union[str, bytes]) -> bool: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __getitem__(self, word: Union[str, bytes], /) -> int: ...
+    def __contains__(self, word: Union[str, bytes], /) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def total(self) -> int: ...
     def most_common(self, n: Optional[int] = None) -> list[tuple[bytes, int]]: ...
     def items(self) -> list[tuple[bytes, int]]: ...
@@ -123,6 +182,7 @@ def embed_topk(queries: _F32, keys: _Table, k: int, metric: str) -> Tuple[_F32, 
 def embed_texts(core: object, table: _Table, texts: Sequence[str], pool: str, normalize: bool) -> _F32: ...
 def embed_simd_level() -> str: ...
 
+@final
 class EmbedIndex:
     def __new__(cls, dim: int, metric: str, dtype: str, sketch: bool = True) -> EmbedIndex: ...
     @property
