@@ -19,9 +19,14 @@ import time
 
 
 def main(path: str, encoding: str, max_bytes: int = 8_000_000) -> None:
-    import tiktoken
+    import tempfile
 
     import bytepair
+    from bytepair.bench import prepare_tiktoken_cache
+
+    # tiktoken offline, from the bundled rank files (unless TIKTOKEN_CACHE_DIR is set already)
+    prepare_tiktoken_cache(tempfile.mkdtemp(prefix="tiktoken-cache-"), [encoding])
+    import tiktoken
 
     with open(path, encoding="utf-8", errors="replace") as f:
         raw = f.read(max_bytes)
