@@ -1230,3 +1230,41 @@ def test_native_stubs_match_the_module(tmp_path):
         env=env,
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+USER_CODE = """
+import numpy as np
+
+import bytepair
+from bytepair import embed
+from bytepair.load import load_tiktoken_bpe
+
+enc: bytepair.Encoding = bytepair.get_encoding("cl100k_base")
+ids: list[int] = enc.encode("hello", allowed_special="all")
+n: int = enc.count("hello")
+trained: bytepair.Encoding = bytepair.train(["a b c"], vocab_size=300)
+loaded: bytepair.Encoding = bytepair.load("saved-dir")
+counts = bytepair.WordCounts(["a b"])
+again: bytepair.Encoding = bytepair.train_from_counts(counts, vocab_size=300)
+ranks: dict[bytes, int] = load_tiktoken_bpe("x.tiktoken")
+vectors = embed.gather(np.zeros((4, 2), np.float32), np.zeros((3, 2), np.int64))
+scores, found = embed.Index(np.zeros((5, 2), np.float32)).search(np.zeros((1, 2), np.float32), 2)
+"""
+
+
+def test_user_code_type_checks(tmp_path):
+    """What users write against the contract passes mypy: `bytepair.load(path)` and
+    `bytepair.train(...)` are functions returning an Encoding to a type checker (they are callable
+    submodules at run time)."""
+    pytest.importorskip("mypy")
+    (tmp_path / "user.py").write_text(USER_CODE)
+    env = dict(os.environ, MYPY_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "user.py"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

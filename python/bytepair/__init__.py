@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from bytepair import core, load, model, registry
+from bytepair import core, model, registry
+from bytepair import load as _load  # noqa: F401  (sets `bytepair.load`: the submodule, callable)
 from bytepair._native import __version__
 from bytepair.core import Encoding
 from bytepair.load import dump_tiktoken_bpe, load_tiktoken_bpe
@@ -32,6 +33,18 @@ __all__ = [
     "train",
     "train_from_counts",
 ]
+
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    # For type checkers, what these names are called as: `bytepair.load(path)` and
+    # `bytepair.train(data, ...)`. At run time they are the submodules, made callable (and
+    # `from bytepair.load import load_tiktoken_bpe` still finds the module).
+    from bytepair import embed as embed
+    from bytepair.train import WordCounts as WordCounts
+    from bytepair.train import load as load
+    from bytepair.train import train as train
+    from bytepair.train import train_from_counts as train_from_counts
 
 
 def __getattr__(name: str):  # type: ignore[no-untyped-def]

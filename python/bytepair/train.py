@@ -25,6 +25,10 @@ from typing import Any, Callable, Optional, Union
 
 from bytepair import _native
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from bytepair.core import Encoding
+
 __all__ = ["WordCounts", "load", "train", "train_from_counts"]
 
 _META_FILE = "bytepair.json"
@@ -382,7 +386,7 @@ def train(
     name: str = "trained",
     max_memory: Optional[int] = None,
     on_error: str = "fail",
-) -> Any:
+) -> Encoding:
     """Trains a byte-level BPE tokenizer and returns it as an ``Encoding``.
 
     ``data`` is an iterable of ``str``/``bytes`` documents, or a path / list of paths (files,
@@ -447,7 +451,7 @@ def train_from_counts(
     progress: Optional[bool] = None,
     name: str = "trained",
     pattern: Optional[str] = None,
-) -> Any:
+) -> Encoding:
     """Trains on word counts: a :class:`WordCounts`, or ``{word: count}`` / ``(word, count)``
     pairs (words str or bytes, counts up to 2**64 - 1; then ``pattern`` names the split
     pattern of the result, default ``"cl100k_base"``). ``special_tokens`` default to those the
@@ -487,7 +491,7 @@ def _train_from_counts(
     progress: Optional[bool],
     name: str,
     consume: bool,
-) -> Any:
+) -> Encoding:
     specials = _specials(special_tokens) if special_tokens is not None else list(counts.special_tokens)
     num_merges = _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
     bars = _Progress(progress)
@@ -548,7 +552,7 @@ def _save(enc: Any, path: PathLike) -> None:
     (d / _META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
-def load(path: PathLike) -> Any:
+def load(path: PathLike) -> Encoding:
     """Loads an ``Encoding`` saved with ``Encoding.save(path)`` (a directory, or its
     ``bytepair.json``).
 
