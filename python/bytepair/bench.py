@@ -31,7 +31,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -758,7 +758,7 @@ def _first_difference(a: Any, b: Any) -> str:
 
 
 def interleaved(
-    fns: dict[str, Callable[[list[str]], list[Any]]],
+    fns: Mapping[str, Callable[..., list[Any]]],
     docs: Sequence[str],
     *,
     chunk: int = 16,
@@ -828,7 +828,7 @@ def _throughput_rows(
     ctx: BenchContext,
     workload: str,
     case: str,
-    fns: dict[str, Callable[[list[str]], list[Any]]],
+    fns: Mapping[str, Callable[..., list[Any]]],
     docs: Sequence[str],
     *,
     chunk: int | None = None,
@@ -1036,7 +1036,7 @@ def _batch_rows(ctx: BenchContext, enc: str, docs: list[str], *, back_to_back: b
             s = seconds[(impl, t)]
             value = nbytes / s / 1e6 if s > 0 and impl not in errors else None
             mb_s[(impl, t)] = value
-            detail = {"docs": len(sets[t]), "bytes": nbytes, "seconds": s, "threads": t}
+            detail: dict[str, Any] = {"docs": len(sets[t]), "bytes": nbytes, "seconds": s, "threads": t}
             if impl in errors:
                 detail["error"] = errors[impl]
             rows.append(Result("batch", case, impl, value, "MB/s", True, agree.get(impl), detail))
@@ -1167,7 +1167,7 @@ def _linearity(ctx: BenchContext) -> list[Result]:
                 text.append(d)
                 size += len(d.encode("utf-8", "surrogatepass"))
         text_seconds, _, _ = interleaved(
-            {impl: (lambda part, e=e: [e.encode_ordinary(d) for d in part]) for impl, e in encoders.items()},
+            {impl: (lambda part, e=e: [e.encode_ordinary(d) for d in part]) for impl, e in encoders.items()},  # type: ignore[misc]
             text,
         )
         text_bytes = _nbytes(text)
@@ -1435,6 +1435,7 @@ def _training(ctx: BenchContext) -> list[Result]:
                     if err is not None:
                         errors[impl] = err
                         continue
+                    assert res is not None
                     runs[impl].append(res)
                     if impl in tokens and tokens[impl] != toks:
                         errors[impl] = "two runs on the same documents learned different merges"
@@ -1920,7 +1921,7 @@ def _search1(ctx: BenchContext) -> list[Result]:
     Qs = [_unit_rows(np, 1, D, 200 + r) for r in range(rounds + 1)]
     fns: dict[str, Callable[[int], Any]] = {
         "numpy": lambda r: _np_topk(np, Qs[r + 1], K, K_TOP),
-        **{f"Index {dt}": (lambda r, ix=ix: ix.search(Qs[r + 1], K_TOP)) for dt, ix in ixs.items()},
+        **{f"Index {dt}": (lambda r, ix=ix: ix.search(Qs[r + 1], K_TOP)) for dt, ix in ixs.items()},  # type: ignore[misc]
     }
     if fx is not None:
         fns["faiss"] = lambda r: fx.search(Qs[r + 1], K_TOP)
@@ -2302,7 +2303,8 @@ def write_chart(
     groups = _grouped(results)
     # One bar per implementation that ran the case, as a ratio to that case's baseline.
     compared = [i for i in impls if any(i in rows and i != baselines.get(w, BASELINE) for w, _, rows in groups)]
-    labels, series = [], {i: [] for i in compared}
+    labels: list[str] = []
+    series: dict[str, list[Any]] = {i: [] for i in compared}
     for workload, case, rows in groups:
         base = baselines.get(workload, BASELINE)
         if base not in rows:

@@ -13,7 +13,9 @@ from bytepair import _native
 
 TYPE_CHECKING = False  # typing is not imported at run time: it keeps `import bytepair` fast
 if TYPE_CHECKING:
-    from typing import AbstractSet, Collection, Literal, NoReturn, Sequence
+    from typing import AbstractSet, Callable, Collection, Iterable, Literal, NoReturn, Sequence, Union
+
+    _Specials = Union[Literal["all"], Iterable[str]]
 
     import numpy as np
     import numpy.typing as npt
@@ -132,7 +134,7 @@ class Encoding:
         text: str | None,
         allowed_special: Literal["all"] | AbstractSet[str],
         disallowed_special: Literal["all"] | Collection[str],
-    ) -> tuple[object, object]:
+    ) -> tuple[_Specials, _Specials]:
         """Normalises tiktoken's allowed/disallowed arguments for the native encoder.
 
         Disallowed strings that are not special tokens are checked here, exactly as tiktoken does;
@@ -141,6 +143,7 @@ class Encoding:
         if allowed_special != "all" and not _is_str_set(allowed_special):
             # tiktoken's native layer takes only a set of str (or "all"), and it looks for
             # disallowed tokens first; keep both the order and the exception types.
+            disallowed: AbstractSet[str]
             if disallowed_special == "all":
                 disallowed = self.special_tokens_set - allowed_special  # TypeError unless a Set
             else:
@@ -153,12 +156,12 @@ class Encoding:
             return allowed_special, "all"
         if not disallowed_special:
             return allowed_special, ()
-        disallowed = frozenset(disallowed_special)
-        if text is not None and not disallowed <= self._special_tokens.keys():
-            if match := _special_token_regex(disallowed).search(text):
+        forbidden = frozenset(disallowed_special)
+        if text is not None and not forbidden <= self._special_tokens.keys():
+            if match := _special_token_regex(forbidden).search(text):
                 raise_disallowed_special_token(match.group())
             return allowed_special, ()
-        return allowed_special, disallowed
+        return allowed_special, forbidden
 
     def encode_ordinary(self, text: str, *, num_threads: int = 1) -> list[int]:
         """Encodes a string into tokens, ignoring special tokens.
@@ -169,7 +172,7 @@ class Encoding:
         >>> enc.encode_ordinary("hello world")
         [15339, 1917]
         """
-        method = self._core_bpe.encode_ordinary
+        method: Callable[[str], list[int]] = self._core_bpe.encode_ordinary
         num_threads = _check_threads(num_threads)
         if num_threads != 1:
             core = self._core_bpe
@@ -539,7 +542,7 @@ class Encoding:
         if isinstance(value, str):
             self.__dict__ = registry.get_encoding(value).__dict__
             return
-        self.__init__(**value)  # type: ignore[misc]
+        self.__init__(**value)  # type: ignore[misc, arg-type]
 
 
 _REGEX_CACHE: dict[frozenset[str], object] = {}

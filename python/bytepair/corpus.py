@@ -98,12 +98,12 @@ def _is_parquet(path: str) -> bool:
 def _expand(paths: PathLike | Iterable[PathLike]) -> list[str]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
+    names = [os.fspath(p) for p in paths]
+    if not names:
         raise ValueError("no input files given")
-    files = list(_native._expand_paths(paths))
+    files = list(_native._expand_paths(names))
     if not files:
-        raise ValueError(f"no input files under {', '.join(paths)}")
+        raise ValueError(f"no input files under {', '.join(names)}")
     return files
 
 

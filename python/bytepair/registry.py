@@ -75,7 +75,9 @@ _BUILTINS: dict[str, tuple[str, str, Callable[[], dict[str, int]], int | None]] 
 def _builtin(name: str) -> Encoding:
     rank_file, pattern_name, specials, n_vocab = _BUILTINS[name]
     special_tokens = specials()
-    core = _native.CoreBPE.builtin(rank_file, special_tokens, _native.builtin_pattern(pattern_name))
+    pattern = _native.builtin_pattern(pattern_name)
+    assert pattern is not None, pattern_name
+    core = _native.CoreBPE.builtin(rank_file, special_tokens, pattern)
     return Encoding._from_core(name, core, special_tokens, n_vocab)
 
 

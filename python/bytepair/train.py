@@ -158,7 +158,7 @@ def _specials(special_tokens: Any) -> list[str]:
 # WordCounts
 
 
-def _restore(cls: type, blob: bytes) -> WordCounts:
+def _restore(cls: type[WordCounts], blob: bytes) -> WordCounts:
     obj = cls.__new__(cls)
     obj._load_bytes(blob)
     return obj
@@ -196,7 +196,7 @@ class WordCounts(_native.WordCounts):
     def __new__(
         cls, data: Any = None, *, pattern: str = "cl100k_base", special_tokens: Optional[Sequence[str]] = None, **_: Any
     ) -> WordCounts:
-        return super().__new__(cls, pattern=pattern, special_tokens=_specials(special_tokens))
+        return super().__new__(cls, pattern=pattern, special_tokens=_specials(special_tokens))  # type: ignore[return-value]
 
     def update(
         self,
