@@ -1218,19 +1218,21 @@ def test_token_ints_are_immortal_and_shared_between_encoders():
     assert not getattr(sys, "_is_immortal", lambda _: False)(t)
 
 
+def _run_mypy(tmp_path, module, *args):
+    """Runs `python -m module args` (mypy or its stubtest) in `tmp_path`, with its cache there, and
+    fails the test with mypy's report unless it passes."""
+    pytest.importorskip("mypy")
+    env = dict(os.environ, MYPY_CACHE_DIR=str(tmp_path / "mypy-cache"))
+    out = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
 def test_native_stubs_match_the_module(tmp_path):
     """`_native.pyi` against the compiled module (mypy's stubtest): every function, class,
     parameter and default the extension has, and nothing it lacks."""
-    pytest.importorskip("mypy")
-    env = dict(os.environ, MYPY_CACHE_DIR=str(tmp_path))
-    out = subprocess.run(
-        [sys.executable, "-m", "mypy.stubtest", "bytepair._native"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    _run_mypy(tmp_path, "mypy.stubtest", "bytepair._native")
 
 
 USER_CODE = """
@@ -1257,33 +1259,13 @@ def test_user_code_type_checks(tmp_path):
     """What users write against the contract passes mypy: `bytepair.load(path)` and
     `bytepair.train(...)` are functions returning an Encoding to a type checker (they are callable
     submodules at run time)."""
-    pytest.importorskip("mypy")
     (tmp_path / "user.py").write_text(USER_CODE)
-    env = dict(os.environ, MYPY_CACHE_DIR=str(tmp_path / "cache"))
-    out = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "user.py"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    _run_mypy(tmp_path, "mypy", "--strict", "user.py")
 
 
 def test_package_type_checks(tmp_path):
     """The package's own sources pass mypy (optional dependencies without stubs aside)."""
-    pytest.importorskip("mypy")
     src = Path(__file__).resolve().parent.parent / "python" / "bytepair"
     if not src.is_dir():
         pytest.skip("needs the source tree")
-    env = dict(os.environ, MYPY_CACHE_DIR=str(tmp_path / "cache"))
-    out = subprocess.run(
-        [sys.executable, "-m", "mypy", "--ignore-missing-imports", str(src)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    _run_mypy(tmp_path, "mypy", "--ignore-missing-imports", str(src))

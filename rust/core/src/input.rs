@@ -195,7 +195,7 @@ pub fn expand<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
         let s = input.as_ref();
         let p = Path::new(s);
         if p.exists() {
-            push_path(p, &mut out, &mut Vec::new())?;
+            push_path(p, &mut out)?;
         } else if s.contains(['*', '?', '[']) {
             let mut matched = glob_paths(s)?;
             if matched.is_empty() {
@@ -208,7 +208,7 @@ pub fn expand<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
             // A matched directory brings the files under it, which the glob may match too.
             let mut files = Vec::new();
             for m in matched {
-                push_path(&m, &mut files, &mut Vec::new())?;
+                push_path(&m, &mut files)?;
             }
             let mut seen = std::collections::HashSet::new();
             out.extend(files.into_iter().filter(|f| seen.insert(f.clone())));
@@ -254,7 +254,7 @@ fn glob_paths(s: &str) -> Result<Vec<PathBuf>> {
         base.push(c);
     }
     if base.as_os_str().is_empty() || base.is_dir() {
-        glob.walk(&base, false, &mut Vec::new(), &mut matched)?;
+        walk(&base, Some(&glob), &mut Vec::new(), &mut matched)?;
     }
     Ok(matched)
 }
@@ -264,44 +264,48 @@ struct Glob {
     opts: glob::MatchOptions,
 }
 
-impl Glob {
-    /// Adds the files under the directory `dir` ("" is the current directory, and the paths are
-    /// then relative) that match, or all of them but hidden ones when `all` (`dir` matched).
-    /// Links are followed, except one that leads back to a directory being walked, which is left
-    /// out: `open` holds the canonical paths of those.
-    fn walk(
-        &self,
-        dir: &Path,
-        all: bool,
-        open: &mut Vec<PathBuf>,
-        out: &mut Vec<PathBuf>,
-    ) -> Result<()> {
-        let at = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        open.push(std::fs::canonicalize(at).map_err(|e| io_at(at, e))?);
-        for name in sorted_names(at)? {
-            if all && name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let p = dir.join(name);
-            let hit = all || self.pattern.matches_path_with(&p, self.opts);
-            if !p.is_dir() {
-                if hit {
-                    out.push(p);
-                }
-                continue;
-            }
-            let real = std::fs::canonicalize(&p).map_err(|e| io_at(&p, e))?;
-            if !open.contains(&real) {
-                self.walk(&p, hit, open, out)?;
-            }
+/// Adds the files under the directory `dir` ("" is the current directory, and the paths are then
+/// relative): those that `glob` matches, or, with no glob (a directory input, or a directory the
+/// glob matched), all of them but hidden ones. Links are followed, except one that leads back to
+/// a directory being walked, which is left out (`ln -s . self` would loop forever): `open` holds
+/// the canonical paths of those.
+fn walk(
+    dir: &Path,
+    glob: Option<&Glob>,
+    open: &mut Vec<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let at = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    open.push(std::fs::canonicalize(at).map_err(|e| io_at(at, e))?);
+    for name in sorted_names(at)? {
+        if glob.is_none() && name.to_string_lossy().starts_with('.') {
+            continue;
         }
-        open.pop();
-        Ok(())
+        let p = dir.join(name);
+        // A broken link fails a directory input at once; a glob lets the read report it.
+        let is_dir = match (std::fs::metadata(&p), glob) {
+            (Ok(m), _) => m.is_dir(),
+            (Err(_), Some(_)) => false,
+            (Err(e), None) => return Err(io_at(&p, e)),
+        };
+        let hit = glob.is_none_or(|g| g.pattern.matches_path_with(&p, g.opts));
+        if !is_dir {
+            if hit {
+                out.push(p);
+            }
+            continue;
+        }
+        let real = std::fs::canonicalize(&p).map_err(|e| io_at(&p, e))?;
+        if !open.contains(&real) {
+            walk(&p, if hit { None } else { glob }, open, out)?;
+        }
     }
+    open.pop();
+    Ok(())
 }
 
 /// The names of the entries of the directory `dir`, sorted.
@@ -315,27 +319,15 @@ fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     Ok(names)
 }
 
-/// Adds the file `p`, or every file under the directory `p` (sorted, hidden entries left out).
-/// Symbolic links are followed, except one that leads back to a directory being read (`ln -s .
-/// self`), which would loop forever: `open` holds the canonical paths of those directories.
-fn push_path(p: &Path, out: &mut Vec<PathBuf>, open: &mut Vec<PathBuf>) -> Result<()> {
-    let meta = std::fs::metadata(p).map_err(|e| io_at(p, e))?;
-    if meta.is_dir() {
-        let real = std::fs::canonicalize(p).map_err(|e| io_at(p, e))?;
-        if open.contains(&real) {
-            return Ok(());
-        }
-        open.push(real);
-        for name in sorted_names(p)? {
-            if !name.to_string_lossy().starts_with('.') {
-                push_path(&p.join(name), out, open)?;
-            }
-        }
-        open.pop();
+/// Adds the file `p`, or every file under the directory `p` (sorted, hidden entries left out,
+/// links followed but never round a loop: see [`walk`]).
+fn push_path(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if std::fs::metadata(p).map_err(|e| io_at(p, e))?.is_dir() {
+        walk(p, None, &mut Vec::new(), out)
     } else {
         out.push(p.to_path_buf());
+        Ok(())
     }
-    Ok(())
 }
 
 /// An I/O error that names the file.
