@@ -206,9 +206,10 @@ impl CoreBpe {
         let from = out.len();
         let v = &self.vocab;
         let mut last = 0;
+        let mut recent = bpe::Recent::new();
         self.pre.split(text, |s, e| {
             let before = out.len();
-            bpe::encode_piece(v, text.as_bytes(), s, e, out);
+            bpe::encode_piece_recent(v, text.as_bytes(), s, e, out, &mut recent);
             last = out.len() - before;
         })?;
         self.check_encodable(out, from)?;
@@ -263,9 +264,10 @@ impl CoreBpe {
         let done = crate::parallel::for_each_mut(pool, &mut parts, 1, |i, (out, end)| {
             let (from, to) = (cuts[i], cuts[i + 1]);
             out.reserve((to - from) / 4 + 4);
-            *end = self
-                .pre
-                .split_range(text, from, to, |s, e| bpe::encode_piece(v, b, s, e, out));
+            let mut recent = bpe::Recent::new();
+            *end = self.pre.split_range(text, from, to, |s, e| {
+                bpe::encode_piece_recent(v, b, s, e, out, &mut recent)
+            });
         });
         if !done {
             return Err(Error::Interrupted);
@@ -485,8 +487,9 @@ impl CoreBpe {
         }
         let mut scratch = Vec::new();
         let mut n = 0;
+        let mut recent = bpe::Recent::new();
         self.pre.split(text, |s, e| {
-            n += bpe::count_piece(v, text.as_bytes(), s, e, &mut scratch)
+            n += bpe::count_piece_recent(v, text.as_bytes(), s, e, &mut scratch, &mut recent)
         })?;
         Ok(n)
     }

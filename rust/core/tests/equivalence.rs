@@ -338,3 +338,101 @@ fn units_equal_heap_merges(text: &str) {
         assert!(started_merged > 10_000, "{started_merged}");
     }
 }
+
+/// The encoders of the three bundled patterns, built once.
+fn encoders() -> &'static Vec<bytepair_core::CoreBpe> {
+    static E: OnceLock<Vec<bytepair_core::CoreBpe>> = OnceLock::new();
+    E.get_or_init(|| {
+        ["r50k_base", "cl100k_base", "o200k_base"]
+            .iter()
+            .map(|n| {
+                let pattern = bytepair_core::pretokenize::builtin_pattern(n).unwrap();
+                bytepair_core::CoreBpe::new(bundled(n).unwrap(), pattern, vec![]).unwrap()
+            })
+            .collect()
+    })
+}
+
+/// A whole encode (which copies the tokens of a piece met earlier in the same text) against each
+/// piece merged on its own; also `count`, and the parallel encode with small chunks.
+fn encode_equals_piecewise(text: &str) -> Result<(), TestCaseError> {
+    use bytepair_core::encode::SpecialSet;
+    for e in encoders() {
+        let mut want = Vec::new();
+        for piece in e.pretokenizer().pieces(text).unwrap() {
+            want.extend(e.encode_single_piece(piece.as_bytes()).unwrap());
+        }
+        prop_assert_eq!(&e.encode_ordinary(text).unwrap(), &want);
+        let none = SpecialSet::None;
+        prop_assert_eq!(e.count(text, &none, &none).unwrap(), want.len());
+        let pool = bytepair_core::parallel::pool(2);
+        let par = e.encode_ordinary_parallel(text, &pool, 64).unwrap();
+        prop_assert_eq!(&par, &want);
+    }
+    Ok(())
+}
+
+/// Words that need merging, some of them sharing the length and the first and last 8 bytes that
+/// the memo of repeated pieces hashes (so that only the bytes between tell them apart), with
+/// separators, so that pieces recur within a text.
+const REPEATED: &[&str] = &[
+    " unbelievably",
+    " unbelievable",
+    " antidisqqqqestablishment",
+    " antidisrrrrestablishment",
+    " antidisqqqrrestablishment",
+    " antidisrrrqqestablishment",
+    "xyzzyqwertplugh",
+    "xyzzyqwerplugh",
+    " Приветствую",
+    " Приветствуем",
+    " здравствуйте",
+    "аааааааааааааааааааааааа",
+    "ааааааааааааааааааааааааа",
+    " 中文中文中文中文",
+    "qqqq",
+    "qqqqq",
+    "zzzxzzz",
+    "😀😀😀",
+    " ",
+    "\n",
+    ".",
+    ",",
+    "123456",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    #[test]
+    fn repeated_pieces_encode_as_on_their_own(text in concat_of(REPEATED, 80)) {
+        encode_equals_piecewise(&text)?;
+    }
+}
+
+/// More distinct repeated pieces than the memo has slots, so that slots are taken over.
+#[test]
+fn many_repeated_pieces_encode_as_on_their_own() {
+    let mut words = Vec::new();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..3000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = 3 + (x % 20) as usize;
+        let word: String = (0..len)
+            .map(|i| (b'a' + ((x >> (3 * i)) % 26) as u8) as char)
+            .collect();
+        words.push(word);
+    }
+    let mut text = String::new();
+    for round in 0..3 {
+        for (i, w) in words.iter().enumerate() {
+            if (i + round) % 3 != 0 {
+                text.push(' ');
+                text.push_str(w);
+            }
+        }
+    }
+    encode_equals_piecewise(&text).unwrap();
+}
