@@ -7,7 +7,9 @@
   tiktoken's ``r50k_base``: same ranks, same pattern, same special token).
 * Modes: the default run is fast; ``BYTEPAIR_FULL_DIFF=1`` (or ``--run-slow``) runs the tests marked
   ``slow`` and raises hypothesis' ``max_examples``. The hypothesis profile is derandomized, so CI runs
-  are reproducible.
+  are reproducible. ``HYPOTHESIS_PROFILE=bytepair-fuzz`` instead draws fresh random examples on each
+  run (``BYTEPAIR_FUZZ_EXAMPLES`` of them per test where a test does not set its own count, 20,000 by
+  default): the long fuzzing job.
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ try:
     }
     settings.register_profile("bytepair-ci", max_examples=150, **_common)
     settings.register_profile("bytepair-full", max_examples=2500, **_common)
+    # Long fuzzing runs (HYPOTHESIS_PROFILE=bytepair-fuzz): fresh random examples each run, as
+    # many as BYTEPAIR_FUZZ_EXAMPLES; a failure prints the blob that reproduces it.
+    settings.register_profile(
+        "bytepair-fuzz",
+        max_examples=int(os.environ.get("BYTEPAIR_FUZZ_EXAMPLES", "20000")),
+        **{**_common, "derandomize": False},
+    )
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bytepair-full" if FULL else "bytepair-ci"))
 except ImportError:  # pragma: no cover - hypothesis is in the test extras
     pass

@@ -420,7 +420,28 @@ def _special_names() -> list[str]:
 SPECIAL_STRINGS = _special_names()
 special_string = st.sampled_from(SPECIAL_STRINGS)
 
+# Words that recur within a text, so that the encoder copies a piece's tokens from its earlier
+# occurrence (bpe::Recent). The words of a group share their length and their first and last 8
+# bytes, which is what the memo hashes: only the bytes in between tell them apart.
+LOOKALIKE_GROUPS = [
+    [f" antidis{m}establishment" for m in ("qqqq", "rrrr", "qrqr")],
+    [f" привет{m}ствуйте" for m in ("аб", "ба", "вв")],
+    [f" 中文{m}中文中文" for m in ("中", "丁", "上")],
+    [f"xyzzyplugh{m}xyzzyplugh" for m in ("a", "b", "c")],
+]
+for _group in LOOKALIKE_GROUPS:
+    _keys = {(len(w.encode()), w.encode()[:8], w.encode()[-8:]) for w in _group}
+    assert len(_keys) == 1, _group
+LOOKALIKE_WORDS = [w for g in LOOKALIKE_GROUPS for w in g]
+repeated_words = st.lists(
+    st.sampled_from(LOOKALIKE_WORDS)
+    | st.text(alphabet=letter, min_size=2, max_size=20).map(lambda w: " " + w)
+    | st.sampled_from([" ", "\n", ", ", "."]),
+    max_size=60,
+).map("".join)
+
 STRATEGIES = {
+    "repeated_words": repeated_words,
     "any_codepoints": st.text(alphabet=any_codepoint, max_size=40),
     "all_categories": st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40),
     "whitespace_runs": soup(whitespace, st.lists(whitespace, max_size=8).map("".join), max_size=30),

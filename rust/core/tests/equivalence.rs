@@ -70,6 +70,16 @@ const ALPHABET: &[&str] = &[
     "0123456789",
 ];
 
+/// `n` cases, times `BYTEPAIR_FUZZ_SCALE` when set (`.ci/fuzz`, the long fuzzing job).
+fn cases(n: u32) -> u32 {
+    let scale = std::env::var("BYTEPAIR_FUZZ_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    n.saturating_mul(scale)
+}
+
 fn text_strategy() -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(ALPHABET), 0..60).prop_map(|v| v.concat())
 }
@@ -100,7 +110,7 @@ fn vocabs() -> &'static Vec<Vocab> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(3000), ..ProptestConfig::default() })]
 
     #[test]
     fn lexers_equal_regex(text in text_strategy()) {
@@ -111,7 +121,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(300), ..ProptestConfig::default() })]
 
     #[test]
     fn merges_agree_around_threshold(
@@ -160,7 +170,7 @@ fn repetitive_piece() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(400), ..ProptestConfig::default() })]
 
     #[test]
     fn chunked_merge_equals_heap_merge(
@@ -259,7 +269,7 @@ fn concat_of(parts: &'static [&'static str], max: usize) -> impl Strategy<Value 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(1500), ..ProptestConfig::default() })]
 
     #[test]
     fn merges_from_characters_equal_byte_level_merges(text in concat_of(SCRIPTS, 40)) {
@@ -280,7 +290,7 @@ const ASCII_BITS: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(3000), ..ProptestConfig::default() })]
 
     /// Pairs of ASCII bytes start merged where that is exact: every piece (and the whole text,
     /// as one long piece) must still merge exactly as from single bytes.
@@ -386,6 +396,10 @@ const REPEATED: &[&str] = &[
     "xyzzyqwerplugh",
     " Приветствую",
     " Приветствуем",
+    " приветабствуйте",
+    " приветбаствуйте",
+    " 中文中中文中文",
+    " 中文丁中文中文",
     " здравствуйте",
     "аааааааааааааааааааааааа",
     "ааааааааааааааааааааааааа",
@@ -402,7 +416,7 @@ const REPEATED: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(600), ..ProptestConfig::default() })]
 
     #[test]
     fn repeated_pieces_encode_as_on_their_own(text in concat_of(REPEATED, 80)) {
