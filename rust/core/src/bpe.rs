@@ -54,9 +54,10 @@ pub fn encode_piece_recent(
     }
 }
 
-/// [`count_piece`] with [`Recent`] (see [`encode_piece_recent`]).
+/// Counts the tokens of the piece `text[s..e]` without keeping them, with [`Recent`] as in
+/// [`encode_piece_recent`].
 #[inline]
-pub fn count_piece_recent(
+pub fn count_piece(
     v: &Vocab,
     text: &[u8],
     s: usize,
@@ -360,18 +361,6 @@ pub fn merge_chunked(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>, chunk: usize)
         debug_assert_eq!(at, end);
         pos = end;
     }
-}
-
-/// Counts the tokens of the piece `text[s..e]` without keeping them.
-#[inline]
-pub fn count_piece(v: &Vocab, text: &[u8], s: usize, e: usize, scratch: &mut Vec<Rank>) -> usize {
-    let piece = &text[s..e];
-    if piece.len() == 1 || whole(v, text, s, e).is_some() {
-        return 1;
-    }
-    scratch.clear();
-    merge(v, piece, scratch);
-    scratch.len()
 }
 
 /// The smallest value of `p[..len]` and the first position holding it. `p` is the whole

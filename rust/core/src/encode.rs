@@ -489,7 +489,7 @@ impl CoreBpe {
         let mut n = 0;
         let mut recent = bpe::Recent::new();
         self.pre.split(text, |s, e| {
-            n += bpe::count_piece_recent(v, text.as_bytes(), s, e, &mut scratch, &mut recent)
+            n += bpe::count_piece(v, text.as_bytes(), s, e, &mut scratch, &mut recent)
         })?;
         Ok(n)
     }
