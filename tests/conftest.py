@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -24,6 +25,12 @@ import pytest
 
 # tiktoken's Rust panics print a full backtrace otherwise (we provoke some on purpose).
 os.environ.setdefault("RUST_BACKTRACE", "0")
+
+# A run started in the background by a non-interactive shell (`cmd &`, a scheduler) inherits
+# SIGINT ignored, and Python then never turns it into KeyboardInterrupt: the Ctrl-C tests (here,
+# and in the children they start, which inherit an ignored signal but not a handler) need it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("BYTEPAIR_SHARED_DIR", ROOT.parent / "shared"))  # override for tests of the skips
