@@ -83,17 +83,16 @@ pub fn count_piece(
 ///
 /// Why: about one in six of the 8-31-byte pieces of a 4 KB document that need merging occurred
 /// earlier in the same document (`multi.txt`, both cl100k and o200k), and a merge costs 150-250 ns
-/// where a hit costs a hash, one load from a 4 KB table and a 31-byte compare. It lives for one
-/// call, so nothing is remembered from one text to the next: encoding fresh text is measured as
-/// such.
+/// where a hit costs a hash, one load from a 4 KB table and a compare of the piece's bytes. It
+/// lives for one call, so nothing is remembered from one text to the next: encoding fresh text is
+/// measured as such.
+#[derive(Default)]
 pub struct Recent {
-    slots: std::mem::MaybeUninit<[Slot; Recent::SLOTS]>,
-    /// `slots` is initialised (on the first piece that needs it, so that short calls do not pay
-    /// for clearing 4 KB).
-    ready: bool,
+    /// Made on the first piece that needs it, so that short calls do not pay for clearing 4 KB.
+    slots: Option<[Slot; Recent::SLOTS]>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Slot {
     tag: u32,
     start: u32,
@@ -102,39 +101,19 @@ struct Slot {
     count: u8,
 }
 
-impl Default for Recent {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Recent {
     const SLOTS: usize = 256;
     /// Shorter pieces are cheaper to merge than to look up.
     pub const MIN_PIECE: usize = 3;
 
     pub fn new() -> Self {
-        Self {
-            slots: std::mem::MaybeUninit::uninit(),
-            ready: false,
-        }
+        Self::default()
     }
 
     #[inline(always)]
     fn slots(&mut self) -> &mut [Slot; Self::SLOTS] {
-        if !self.ready {
-            const EMPTY: Slot = Slot {
-                tag: 0,
-                start: 0,
-                tokens: 0,
-                len: 0,
-                count: 0,
-            };
-            self.slots.write([EMPTY; Self::SLOTS]);
-            self.ready = true;
-        }
-        // SAFETY: written above if it was not before.
-        unsafe { self.slots.assume_init_mut() }
+        self.slots
+            .get_or_insert_with(|| [Slot::default(); Self::SLOTS])
     }
 
     /// The slot and tag of `text[s..e]` (3 to 127 bytes): a hash of its first and last 8 bytes
@@ -172,6 +151,18 @@ impl Recent {
         Err((i, tag))
     }
 
+    /// Remembers that `text[s..e]` merged into `count` tokens, at `tokens` in the output.
+    #[inline(always)]
+    fn store(&mut self, (i, tag): (usize, u32), s: usize, e: usize, tokens: usize, count: usize) {
+        self.slots()[i] = Slot {
+            tag,
+            start: s as u32,
+            tokens: tokens as u32,
+            len: (e - s) as u8,
+            count: count as u8,
+        };
+    }
+
     #[inline]
     fn merge(&mut self, v: &Vocab, text: &[u8], s: usize, e: usize, out: &mut Vec<Rank>) {
         let at = out.len();
@@ -183,15 +174,9 @@ impl Recent {
                 let from = sl.tokens as usize;
                 out.extend_from_within(from..from + sl.count as usize);
             }
-            Err((i, tag)) => {
+            Err(slot) => {
                 merge(v, &text[s..e], out);
-                self.slots()[i] = Slot {
-                    tag,
-                    start: s as u32,
-                    tokens: at as u32,
-                    len: (e - s) as u8,
-                    count: (out.len() - at) as u8,
-                };
+                self.store(slot, s, e, at, out.len() - at);
             }
         }
     }
@@ -212,15 +197,9 @@ impl Recent {
         }
         match self.find(text, s, e) {
             Ok(sl) => sl.count as usize,
-            Err((i, tag)) => {
+            Err(slot) => {
                 merge(v, &text[s..e], scratch);
-                self.slots()[i] = Slot {
-                    tag,
-                    start: s as u32,
-                    tokens: 0,
-                    len: (e - s) as u8,
-                    count: scratch.len() as u8,
-                };
+                self.store(slot, s, e, 0, scratch.len());
                 scratch.len()
             }
         }
