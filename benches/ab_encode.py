@@ -36,11 +36,11 @@ def main(old_path: str, new_path: str, path: str, encoding: str, max_chars: int 
         name: load(p, f"ab_{name}").CoreBPE.builtin(encoding, {}, pattern)
         for name, p in (("old", old_path), ("new", new_path))
     }
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         text = f.read(max_chars)
     spent = {"old": 0.0, "new": 0.0}
     for _ in range(2):
-        docs = ["".join(list(text[i : i + 4096])) for i in range(0, len(text), 4096)]  # fresh strs
+        docs = [text[i : i + 4096].encode().decode() for i in range(0, len(text), 4096)]  # fresh strs
         for turn, i in enumerate(range(0, len(docs), 16)):
             for name in ("old", "new") if turn % 2 == 0 else ("new", "old"):
                 encode = cores[name].encode_ordinary
