@@ -284,7 +284,7 @@ fn row_generic<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row_avx2<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
-    // As in `rows4_avx512`: no multiplications for weight 1 (same results).
+    // As in `rows_avx512`: no multiplications for weight 1 (same results).
     if w == 1.0 {
         row_avx2_w::<E, true>(op, acc, row, w)
     } else {
@@ -317,8 +317,9 @@ unsafe fn row_avx2_w<E: Elem, const UNIT: bool>(op: RowOp, acc: &mut [f32], row:
 }
 
 /// `av (op)= w[0] * x[0] (op) ... (op) w[R-1] * x[R-1]` on 8 lanes, in the order the AVX-512
-/// kernels use (sums: `(w0 x0 + w1 x1) + (w2 x2 + w3 x3)`, then added to `av`; max: one row after
-/// another, NaN-ignoring like `np.fmax`).
+/// kernels use (sums, for `R` a multiple of 4: each group of four as
+/// `(w0 x0 + w1 x1) + (w2 x2 + w3 x3)`, the groups added in order, then added to `av`; max: one
+/// row after another, NaN-ignoring like `np.fmax`).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -345,8 +346,19 @@ unsafe fn fold8<const R: usize, const UNIT: bool>(
             v
         }
         _ if UNIT => {
-            let s = if R == 4 {
-                _mm256_add_ps(_mm256_add_ps(x[0], x[1]), _mm256_add_ps(x[2], x[3]))
+            let s = if R.is_multiple_of(4) {
+                let quad = |q: usize| {
+                    let (a, b) = (
+                        _mm256_add_ps(x[q], x[q + 1]),
+                        _mm256_add_ps(x[q + 2], x[q + 3]),
+                    );
+                    _mm256_add_ps(a, b)
+                };
+                let mut s = quad(0);
+                for q in (4..R).step_by(4) {
+                    s = _mm256_add_ps(s, quad(q));
+                }
+                s
             } else {
                 let mut s = x[0];
                 for j in 1..R {
@@ -361,10 +373,18 @@ unsafe fn fold8<const R: usize, const UNIT: bool>(
             }
         }
         _ => {
-            let s = if R == 4 {
-                let s01 = _mm256_fmadd_ps(w[1], x[1], _mm256_mul_ps(w[0], x[0]));
-                let s23 = _mm256_fmadd_ps(w[3], x[3], _mm256_mul_ps(w[2], x[2]));
-                _mm256_add_ps(s01, s23)
+            let s = if R.is_multiple_of(4) {
+                let quad = |q: usize| {
+                    let s01 = _mm256_fmadd_ps(w[q + 1], x[q + 1], _mm256_mul_ps(w[q], x[q]));
+                    let s23 =
+                        _mm256_fmadd_ps(w[q + 3], x[q + 3], _mm256_mul_ps(w[q + 2], x[q + 2]));
+                    _mm256_add_ps(s01, s23)
+                };
+                let mut s = quad(0);
+                for q in (4..R).step_by(4) {
+                    s = _mm256_add_ps(s, quad(q));
+                }
+                s
             } else {
                 let mut s = _mm256_mul_ps(w[0], x[0]);
                 for j in 1..R {
@@ -385,60 +405,58 @@ unsafe fn fold8<const R: usize, const UNIT: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows4_avx2<E: Elem>(op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: [f32; 4]) {
-    // As in `rows4_avx512`: no multiplications when every weight is 1 (same results).
-    if w == [1.0; 4] {
-        rows4_avx2_w::<E, true>(op, acc, rows, w)
+unsafe fn rows_avx2<E: Elem, const R: usize>(
+    op: RowOp,
+    acc: &mut [f32],
+    rows: [&[E]; R],
+    w: [f32; R],
+) {
+    // As in `rows_avx512`: no multiplications when every weight is 1 (same results).
+    if w == [1.0; R] {
+        rows_avx2_w::<E, true, R>(op, acc, rows, w)
     } else {
-        rows4_avx2_w::<E, false>(op, acc, rows, w)
+        rows_avx2_w::<E, false, R>(op, acc, rows, w)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn rows4_avx2_w<E: Elem, const UNIT: bool>(
+unsafe fn rows_avx2_w<E: Elem, const UNIT: bool, const R: usize>(
     op: RowOp,
     acc: &mut [f32],
-    rows: [&[E]; 4],
-    w: [f32; 4],
+    rows: [&[E]; R],
+    w: [f32; R],
 ) {
     let n = acc.len();
     let a = acc.as_mut_ptr();
-    let r = [
-        rows[0].as_ptr(),
-        rows[1].as_ptr(),
-        rows[2].as_ptr(),
-        rows[3].as_ptr(),
-    ];
-    let wv = w.map(|x| _mm256_set1_ps(x));
+    let r = rows.map(|row| row.as_ptr());
+    let mut wv = [_mm256_setzero_ps(); R];
+    for j in 0..R {
+        wv[j] = _mm256_set1_ps(w[j]);
+    }
+    let mut x = [_mm256_setzero_ps(); R];
     let mut i = 0;
     while i + 8 <= n {
-        let x = [
-            E::load8(r[0].add(i)),
-            E::load8(r[1].add(i)),
-            E::load8(r[2].add(i)),
-            E::load8(r[3].add(i)),
-        ];
+        for j in 0..R {
+            x[j] = E::load8(r[j].add(i));
+        }
         let av = if op == RowOp::Set {
             _mm256_setzero_ps()
         } else {
             _mm256_loadu_ps(a.add(i))
         };
-        _mm256_storeu_ps(a.add(i), fold8::<4, UNIT>(op, av, x, wv));
+        _mm256_storeu_ps(a.add(i), fold8::<R, UNIT>(op, av, x, wv));
         i += 8;
     }
     if i < n {
         let m = n - i;
-        let x = [
-            load8_tail(r[0].add(i), m),
-            load8_tail(r[1].add(i), m),
-            load8_tail(r[2].add(i), m),
-            load8_tail(r[3].add(i), m),
-        ];
+        for j in 0..R {
+            x[j] = load8_tail(r[j].add(i), m);
+        }
         let mut buf = [0f32; 8];
         buf[..m].copy_from_slice(&acc[i..]);
-        let v = fold8::<4, UNIT>(op, _mm256_loadu_ps(buf.as_ptr()), x, wv);
+        let v = fold8::<R, UNIT>(op, _mm256_loadu_ps(buf.as_ptr()), x, wv);
         _mm256_storeu_ps(buf.as_mut_ptr(), v);
         acc[i..].copy_from_slice(&buf[..m]);
     }
@@ -447,7 +465,7 @@ unsafe fn rows4_avx2_w<E: Elem, const UNIT: bool>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 unsafe fn row_avx512<E: Elem>(op: RowOp, acc: &mut [f32], row: &[E], w: f32) {
-    // As in `rows4_avx512`: no multiplications for weight 1 (same results).
+    // As in `rows_avx512`: no multiplications for weight 1 (same results).
     if w == 1.0 {
         row_avx512_w::<E, true>(op, acc, row, w)
     } else {
@@ -508,51 +526,51 @@ unsafe fn row_avx512_w<E: Elem, const UNIT: bool>(op: RowOp, acc: &mut [f32], ro
     }
 }
 
-/// [`rows4_avx512_w`], with the multiplications left out when every weight is 1 (the unweighted
+/// [`rows_avx512_w`], with the multiplications left out when every weight is 1 (the unweighted
 /// pools): the results are the same (`1 * x` is exact, and `fma(1, x, y)` rounds as `x + y`
 /// does), and without them the loop keeps more rows' loads in flight (measured on the gather,
 /// [50257, 768] f32 table, one thread, caches evicted: about 10% faster).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-unsafe fn rows4_avx512<E: Elem>(op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: [f32; 4]) {
-    if w == [1.0; 4] {
-        rows4_avx512_w::<E, true>(op, acc, rows, w)
+unsafe fn rows_avx512<E: Elem, const R: usize>(
+    op: RowOp,
+    acc: &mut [f32],
+    rows: [&[E]; R],
+    w: [f32; R],
+) {
+    if w == [1.0; R] {
+        rows_avx512_w::<E, true, R>(op, acc, rows, w)
     } else {
-        rows4_avx512_w::<E, false>(op, acc, rows, w)
+        rows_avx512_w::<E, false, R>(op, acc, rows, w)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 #[inline]
-unsafe fn rows4_avx512_w<E: Elem, const UNIT: bool>(
+unsafe fn rows_avx512_w<E: Elem, const UNIT: bool, const R: usize>(
     op: RowOp,
     acc: &mut [f32],
-    rows: [&[E]; 4],
-    w: [f32; 4],
+    rows: [&[E]; R],
+    w: [f32; R],
 ) {
+    const { assert!(R.is_multiple_of(4) && R > 0) };
     let n = acc.len();
     let a = acc.as_mut_ptr();
-    let r = [
-        rows[0].as_ptr(),
-        rows[1].as_ptr(),
-        rows[2].as_ptr(),
-        rows[3].as_ptr(),
-    ];
-    let wv = [
-        _mm512_set1_ps(w[0]),
-        _mm512_set1_ps(w[1]),
-        _mm512_set1_ps(w[2]),
-        _mm512_set1_ps(w[3]),
-    ];
-    // acc (op)= the four weighted rows at `x`; `av` is the accumulator's current value.
+    let r = rows.map(|row| row.as_ptr());
+    let mut wv = [_mm512_setzero_ps(); R];
+    for j in 0..R {
+        wv[j] = _mm512_set1_ps(w[j]);
+    }
+    // acc (op)= the weighted rows at `x`; `av` is the accumulator's current value. Sums: each
+    // group of four as a tree, the groups in order (as `fold8`).
     macro_rules! fold {
         ($x:expr, $av:expr) => {{
             let x = $x;
             match op {
                 RowOp::Max => {
                     let mut v = $av;
-                    for j in 0..4 {
+                    for j in 0..R {
                         let wx = if UNIT {
                             x[j]
                         } else {
@@ -564,13 +582,25 @@ unsafe fn rows4_avx512_w<E: Elem, const UNIT: bool>(
                     v
                 }
                 _ => {
-                    let s = if UNIT {
-                        _mm512_add_ps(_mm512_add_ps(x[0], x[1]), _mm512_add_ps(x[2], x[3]))
-                    } else {
-                        let s01 = _mm512_fmadd_ps(wv[1], x[1], _mm512_mul_ps(wv[0], x[0]));
-                        let s23 = _mm512_fmadd_ps(wv[3], x[3], _mm512_mul_ps(wv[2], x[2]));
-                        _mm512_add_ps(s01, s23)
+                    let quad = |q: usize| {
+                        if UNIT {
+                            let s01 = _mm512_add_ps(x[q], x[q + 1]);
+                            _mm512_add_ps(s01, _mm512_add_ps(x[q + 2], x[q + 3]))
+                        } else {
+                            let s01 =
+                                _mm512_fmadd_ps(wv[q + 1], x[q + 1], _mm512_mul_ps(wv[q], x[q]));
+                            let s23 = _mm512_fmadd_ps(
+                                wv[q + 3],
+                                x[q + 3],
+                                _mm512_mul_ps(wv[q + 2], x[q + 2]),
+                            );
+                            _mm512_add_ps(s01, s23)
+                        }
                     };
+                    let mut s = quad(0);
+                    for q in (4..R).step_by(4) {
+                        s = _mm512_add_ps(s, quad(q));
+                    }
                     if op == RowOp::Set {
                         s
                     } else {
@@ -580,14 +610,12 @@ unsafe fn rows4_avx512_w<E: Elem, const UNIT: bool>(
             }
         }};
     }
+    let mut x = [_mm512_setzero_ps(); R];
     let mut i = 0;
     while i + 16 <= n {
-        let x = [
-            E::load16(r[0].add(i)),
-            E::load16(r[1].add(i)),
-            E::load16(r[2].add(i)),
-            E::load16(r[3].add(i)),
-        ];
+        for j in 0..R {
+            x[j] = E::load16(r[j].add(i));
+        }
         let av = if op == RowOp::Set {
             _mm512_setzero_ps()
         } else {
@@ -599,29 +627,34 @@ unsafe fn rows4_avx512_w<E: Elem, const UNIT: bool>(
     if i < n {
         let m = n - i;
         let mask = tail_mask(m);
-        let x = [
-            E::load16_tail(r[0].add(i), m),
-            E::load16_tail(r[1].add(i), m),
-            E::load16_tail(r[2].add(i), m),
-            E::load16_tail(r[3].add(i), m),
-        ];
+        for j in 0..R {
+            x[j] = E::load16_tail(r[j].add(i), m);
+        }
         let av = _mm512_maskz_loadu_ps(mask, a.add(i));
         _mm512_mask_storeu_ps(a.add(i), mask, fold!(x, av));
     }
 }
 
-/// Folds four rows at once: `acc (op)= w[0]*rows[0] (op) ... (op) w[3]*rows[3]` (`Set` stores
-/// the sum, or for max pooling use `Max` on an initialised accumulator). One pass over `acc`
-/// instead of four, and four independent load streams for the out-of-order core.
+/// Folds `R` rows (a multiple of 4) at once: `acc (op)= w[0]*rows[0] (op) ... (op)
+/// w[R-1]*rows[R-1]` (`Set` stores the sum, or for max pooling use `Max` on an initialised
+/// accumulator). One pass over `acc` instead of `R`, and `R` independent load streams: rows in
+/// memory are read faster the more of them are read at once (each is a stream the hardware
+/// prefetcher follows).
 #[inline]
-pub fn rows4_op<E: Elem>(lv: Level, op: RowOp, acc: &mut [f32], rows: [&[E]; 4], w: [f32; 4]) {
+pub fn rows_op<E: Elem, const R: usize>(
+    lv: Level,
+    op: RowOp,
+    acc: &mut [f32],
+    rows: [&[E]; R],
+    w: [f32; R],
+) {
     let n = acc.len();
-    let rows = [&rows[0][..n], &rows[1][..n], &rows[2][..n], &rows[3][..n]];
+    let rows = rows.map(|r| &r[..n]);
     match lv {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe { rows4_avx512(op, acc, rows, w) },
+        Level::Avx512 => unsafe { rows_avx512(op, acc, rows, w) },
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { rows4_avx2(op, acc, rows, w) },
+        Level::Avx2 => unsafe { rows_avx2(op, acc, rows, w) },
         _ => {
             let (first, rest) = if op == RowOp::Set {
                 (RowOp::Set, RowOp::Add)
@@ -629,7 +662,7 @@ pub fn rows4_op<E: Elem>(lv: Level, op: RowOp, acc: &mut [f32], rows: [&[E]; 4],
                 (op, op)
             };
             row_op(lv, first, acc, rows[0], w[0]);
-            for j in 1..4 {
+            for j in 1..R {
                 row_op(lv, rest, acc, rows[j], w[j]);
             }
         }
@@ -821,6 +854,32 @@ pub fn prefetch<T>(row: &[T], lines: usize) {
     prefetch_span(row.as_ptr() as *const u8, bytes);
 }
 
+/// Prefetches where the hardware prefetcher cannot start on its own: the first line of `row` and
+/// the first line after each 4 KB boundary inside it (short rows, up to 8 lines, whole).
+#[inline(always)]
+pub fn prefetch_row_start<T>(row: &[T]) {
+    let p = row.as_ptr() as *const u8;
+    row_start_points(p as usize, std::mem::size_of_val(row), |a, bytes| {
+        prefetch_span(p.wrapping_add(a - p as usize), bytes)
+    });
+}
+
+/// The spans [`prefetch_row_start`] requests for a row of `bytes` bytes at address `start`:
+/// `f(address, bytes)`.
+#[inline(always)]
+fn row_start_points(start: usize, bytes: usize, mut f: impl FnMut(usize, usize)) {
+    if bytes <= 512 {
+        f(start, bytes);
+        return;
+    }
+    f(start, 1);
+    let mut page = (start | 4095) + 1;
+    while page < start + bytes {
+        f(page, 1);
+        page += 4096;
+    }
+}
+
 /// Calls `f(id, row)` for the rows `ids` of `keys` (`d` values each), in order, requesting each
 /// row `ahead` rows before it is reached: scattered rows are beyond the hardware's prefetcher.
 #[inline(always)]
@@ -936,19 +995,19 @@ mod tests {
         }
     }
 
-    /// Weight 1 skips the multiplications (`rows4_*`, `row_*` with `UNIT`); weight 2 takes the
+    /// Weight 1 skips the multiplications (`rows_*`, `row_*` with `UNIT`); weight 2 takes the
     /// multiplying path. Doubling is exact, so halving the weight-2 result must give the weight-1
-    /// result bit for bit, at every level, for f32 and f16 rows, every op and tail length; and
-    /// the weight-1 sums are the plain sums in the kernels' order.
+    /// result bit for bit, at every level, for f32 and f16 rows, every op, group size and tail
+    /// length; and the weight-1 sums are the plain sums in the kernels' order.
     #[test]
     fn unit_weights_give_the_multiplying_path_results_exactly() {
-        fn check<E: Elem>(lv: Level, rows: [&[E]; 4], a0: &[f32], n: usize) {
+        fn check<E: Elem, const R: usize>(lv: Level, rows: [&[E]; R], a0: &[f32], n: usize) {
             let x = |j: usize, i: usize| rows[j][i].to_f32();
             for op in [RowOp::Set, RowOp::Add, RowOp::Max] {
                 let (mut one, mut two) =
                     (a0.to_vec(), a0.iter().map(|v| 2.0 * v).collect::<Vec<_>>());
-                rows4_op(lv, op, &mut one, rows, [1.0; 4]);
-                rows4_op(lv, op, &mut two, rows, [2.0; 4]);
+                rows_op(lv, op, &mut one, rows, [1.0; R]);
+                rows_op(lv, op, &mut two, rows, [2.0; R]);
                 let (mut r1, mut r2) =
                     (a0.to_vec(), a0.iter().map(|v| 2.0 * v).collect::<Vec<_>>());
                 row_op(lv, op, &mut r1, rows[0], 1.0);
@@ -957,42 +1016,73 @@ mod tests {
                     assert_eq!(
                         one[i].to_bits(),
                         (two[i] / 2.0).to_bits(),
-                        "{lv:?} {op:?} n={n} i={i}"
+                        "{lv:?} {op:?} R={R} n={n} i={i}"
                     );
                     assert_eq!(
                         r1[i].to_bits(),
                         (r2[i] / 2.0).to_bits(),
                         "{lv:?} {op:?} n={n} i={i}"
                     );
-                    // The portable path adds one row after another.
-                    let seq = |a: f32, from: usize| (from..4).fold(a, |s, j| s + x(j, i));
-                    let sum = (x(0, i) + x(1, i)) + (x(2, i) + x(3, i));
+                    // The portable path adds one row after another; the SIMD paths add each
+                    // group of four as a tree, and the groups in order.
+                    let seq = |a: f32, from: usize| (from..R).fold(a, |s, j| s + x(j, i));
+                    let quad = |q: usize| (x(q, i) + x(q + 1, i)) + (x(q + 2, i) + x(q + 3, i));
+                    let sum = (4..R).step_by(4).fold(quad(0), |s, q| s + quad(q));
                     let want = match (op, lv) {
                         (RowOp::Set, Level::Generic) => seq(x(0, i), 1),
                         (RowOp::Add, Level::Generic) => seq(a0[i], 0),
                         (RowOp::Set, _) => sum,
                         (RowOp::Add, _) => a0[i] + sum,
-                        (RowOp::Max, _) => (0..4).fold(a0[i], |m, j| m.max(x(j, i))),
+                        (RowOp::Max, _) => (0..R).fold(a0[i], |m, j| m.max(x(j, i))),
                     };
                     assert_eq!(
                         one[i].to_bits(),
                         want.to_bits(),
-                        "{lv:?} {op:?} n={n} i={i}"
+                        "{lv:?} {op:?} R={R} n={n} i={i}"
                     );
                 }
             }
         }
         for n in [1usize, 7, 8, 15, 16, 17, 31, 32, 33, 100, 768] {
             let a0 = data(n, 1);
-            let r: Vec<Vec<f32>> = (2..6).map(|k| data(n, k)).collect();
+            let r: Vec<Vec<f32>> = (2..14).map(|k| data(n, k)).collect();
             let rh: Vec<Vec<f16>> = r
                 .iter()
                 .map(|r| r.iter().map(|&v| f16::from_f32(v)).collect())
                 .collect();
             for lv in Level::available() {
-                check(lv, [&r[0], &r[1], &r[2], &r[3]], &a0, n);
-                check(lv, [&rh[0], &rh[1], &rh[2], &rh[3]], &a0, n);
+                check::<_, 4>(lv, std::array::from_fn(|j| &r[j][..]), &a0, n);
+                check::<_, 4>(lv, std::array::from_fn(|j| &rh[j][..]), &a0, n);
+                check::<_, 8>(lv, std::array::from_fn(|j| &r[j][..]), &a0, n);
+                check::<_, 8>(lv, std::array::from_fn(|j| &rh[j][..]), &a0, n);
+                check::<_, 12>(lv, std::array::from_fn(|j| &r[j][..]), &a0, n);
             }
+        }
+    }
+
+    /// The prefetch requests stay inside the row: all of a short row, else its first line and
+    /// the first line after each 4 KB boundary.
+    #[test]
+    fn prefetch_row_start_requests_the_row_start_and_each_page() {
+        let points = |p: usize, bytes: usize| {
+            let mut got = vec![];
+            row_start_points(p, bytes, |a, b| got.push((a, b)));
+            got
+        };
+        assert_eq!(points(4096 - 16, 3072), vec![(4080, 1), (4096, 1)]);
+        assert_eq!(points(16, 3072), vec![(16, 1)]);
+        assert_eq!(points(16, 4080), vec![(16, 1)]);
+        assert_eq!(points(16, 4081), vec![(16, 1), (4096, 1)]);
+        assert_eq!(
+            points(4000, 9000),
+            vec![(4000, 1), (4096, 1), (8192, 1), (12288, 1)]
+        );
+        assert_eq!(points(4090, 512), vec![(4090, 512)]);
+        assert_eq!(points(4090, 0), vec![(4090, 0)]);
+        // And it runs on real rows of every size.
+        let v = vec![0f32; 5000];
+        for len in [0usize, 1, 100, 128, 129, 768, 4096] {
+            prefetch_row_start(&v[..len]);
         }
     }
 }
