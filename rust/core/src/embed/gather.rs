@@ -229,11 +229,23 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
     }
     let parallel = ids.len() * dim >= PARALLEL_MIN_WORK;
     if pool == Pool::None {
-        // Every id is its own output row: gather (and weight / normalise) in chunks of rows.
+        // Every id is its own output row: gather (and weight / normalise) in chunks of rows,
+        // with the starts of the rows a group ahead requested (as in `pool_bag`).
         const CHUNK: usize = 64;
+        let row = |j: usize| {
+            let id = ids[j].as_i64() as usize;
+            &table[id * dim..id * dim + dim]
+        };
         let work = |c: usize, chunk: &mut &mut [f32]| {
+            let first = c * CHUNK;
+            for j in first..(first + GROUP).min(ids.len()) {
+                simd::prefetch_row_start(row(j));
+            }
             for (r, o) in chunk.chunks_exact_mut(dim).enumerate() {
-                let j = c * CHUNK + r;
+                let j = first + r;
+                if j + GROUP < ids.len() {
+                    simd::prefetch_row_start(row(j + GROUP));
+                }
                 let id = ids[j].as_i64() as usize;
                 let w = weights.map_or(1.0, |w| w[j]);
                 simd::row_op(lv, RowOp::Set, o, &table[id * dim..id * dim + dim], w);
