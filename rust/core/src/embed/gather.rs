@@ -126,7 +126,7 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
         );
         j += GROUP;
     }
-    if j + 4 <= n {
+    while j + 4 <= n {
         simd::rows_op::<E, 4>(
             lv,
             fold,
