@@ -77,6 +77,13 @@ fn bag_bounds(bags: &Bags<'_>, n: usize) -> Result<Vec<usize>> {
     }
 }
 
+/// Row `id` of a row-major table of `dim` values a row (`id` checked by [`check_ids`]).
+#[inline(always)]
+fn table_row<E, I: Id>(table: &[E], dim: usize, id: I) -> &[E] {
+    let id = id.as_i64() as usize;
+    &table[id * dim..id * dim + dim]
+}
+
 /// Pools the rows of one bag into `out` (its output row).
 #[inline]
 pub(crate) fn pool_bag<E: Elem, I: Id>(
@@ -93,10 +100,7 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
         out.fill(0.0);
         return;
     }
-    let row = |j: usize| {
-        let id = ids[j].as_i64() as usize;
-        &table[id * dim..id * dim + dim]
-    };
+    let row = |j: usize| table_row(table, dim, ids[j]);
     let fold = if pool == Pool::Max {
         RowOp::Max
     } else {
@@ -232,10 +236,7 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
         // Every id is its own output row: gather (and weight / normalise) in chunks of rows,
         // with the starts of the rows a group ahead requested (as in `pool_bag`).
         const CHUNK: usize = 64;
-        let row = |j: usize| {
-            let id = ids[j].as_i64() as usize;
-            &table[id * dim..id * dim + dim]
-        };
+        let row = |j: usize| table_row(table, dim, ids[j]);
         let work = |c: usize, chunk: &mut &mut [f32]| {
             let first = c * CHUNK;
             for j in first..(first + GROUP).min(ids.len()) {
@@ -246,9 +247,8 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
                 if j + GROUP < ids.len() {
                     simd::prefetch_row_start(row(j + GROUP));
                 }
-                let id = ids[j].as_i64() as usize;
                 let w = weights.map_or(1.0, |w| w[j]);
-                simd::row_op(lv, RowOp::Set, o, &table[id * dim..id * dim + dim], w);
+                simd::row_op(lv, RowOp::Set, o, row(j), w);
                 if normalize {
                     simd::normalize(lv, o);
                 }

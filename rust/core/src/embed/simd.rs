@@ -345,44 +345,28 @@ unsafe fn fold8<const R: usize, const UNIT: bool>(
             }
             v
         }
-        _ if UNIT => {
-            let s = if R.is_multiple_of(4) {
-                let quad = |q: usize| {
-                    let (a, b) = (
-                        _mm256_add_ps(x[q], x[q + 1]),
-                        _mm256_add_ps(x[q + 2], x[q + 3]),
-                    );
-                    _mm256_add_ps(a, b)
-                };
-                let mut s = quad(0);
-                for q in (4..R).step_by(4) {
-                    s = _mm256_add_ps(s, quad(q));
-                }
-                s
-            } else {
-                let mut s = x[0];
-                for j in 1..R {
-                    s = _mm256_add_ps(s, x[j]);
-                }
-                s
-            };
-            if op == RowOp::Set {
-                s
-            } else {
-                _mm256_add_ps(av, s)
-            }
-        }
         _ => {
             let s = if R.is_multiple_of(4) {
                 let quad = |q: usize| {
-                    let s01 = _mm256_fmadd_ps(w[q + 1], x[q + 1], _mm256_mul_ps(w[q], x[q]));
-                    let s23 =
-                        _mm256_fmadd_ps(w[q + 3], x[q + 3], _mm256_mul_ps(w[q + 2], x[q + 2]));
-                    _mm256_add_ps(s01, s23)
+                    if UNIT {
+                        let s01 = _mm256_add_ps(x[q], x[q + 1]);
+                        _mm256_add_ps(s01, _mm256_add_ps(x[q + 2], x[q + 3]))
+                    } else {
+                        let s01 = _mm256_fmadd_ps(w[q + 1], x[q + 1], _mm256_mul_ps(w[q], x[q]));
+                        let s23 =
+                            _mm256_fmadd_ps(w[q + 3], x[q + 3], _mm256_mul_ps(w[q + 2], x[q + 2]));
+                        _mm256_add_ps(s01, s23)
+                    }
                 };
                 let mut s = quad(0);
                 for q in (4..R).step_by(4) {
                     s = _mm256_add_ps(s, quad(q));
+                }
+                s
+            } else if UNIT {
+                let mut s = x[0];
+                for j in 1..R {
+                    s = _mm256_add_ps(s, x[j]);
                 }
                 s
             } else {
@@ -394,7 +378,7 @@ unsafe fn fold8<const R: usize, const UNIT: bool>(
             };
             if op == RowOp::Set {
                 s
-            } else if R == 1 {
+            } else if R == 1 && !UNIT {
                 _mm256_fmadd_ps(w[0], x[0], av)
             } else {
                 _mm256_add_ps(av, s)
