@@ -1269,3 +1269,16 @@ def test_package_type_checks(tmp_path):
     if not src.is_dir():
         pytest.skip("needs the source tree")
     _run_mypy(tmp_path, "mypy", "--ignore-missing-imports", str(src))
+
+
+def test_custom_patterns_handle_million_character_runs(tiktoken):
+    """A custom (regex) pattern on one piece of a million characters: tiktoken's regex engine
+    does it, and so must bytepair's generic path (an older engine ran out of backtracking
+    stack). Whitespace runs that long fail in tiktoken itself, so they are left out."""
+    pat = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    ranks = bytepair.get_encoding("cl100k_base")._mergeable_ranks
+    bp = bytepair.Encoding("llama3ish", pat_str=pat, mergeable_ranks=ranks, special_tokens={})
+    tt = tiktoken.Encoding("llama3ish", pat_str=pat, mergeable_ranks=ranks, special_tokens={})
+    for unit in ("a", "é", "中", "!"):
+        text = unit * 1_000_000
+        assert bp.encode_ordinary(text) == tt.encode_ordinary(text), unit
