@@ -653,3 +653,79 @@ def test_sigint_stops_long_native_work(name):
     elapsed = time.perf_counter() - t0
     assert elapsed < 2.0, f"{name}: KeyboardInterrupt after {elapsed:.2f} s"
     small()  # the pool and the kernels still work
+
+
+def test_zero_size_id_arrays_of_any_length_and_huge_outputs():
+    T = np.ones((4, 3), np.float32)
+    # [B, 0] ids: B empty bags, however many, without building anything per bag.
+    out = embed.gather(np.zeros((4, 0), np.float32), np.zeros((2**40, 0), np.int64))
+    assert out.shape == (2**40, 0)
+    assert embed.gather(T, np.zeros((5, 0), np.int64)).tolist() == [[0.0] * 3] * 5
+    # An output that cannot be allocated is a MemoryError, as numpy gives, not an abort.
+    with pytest.raises(MemoryError):
+        embed.gather(T, np.zeros((2**40, 0), np.int64))
+
+
+def test_very_large_k_is_a_value_error():
+    K = RNG.standard_normal((5, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="larger than the number of keys"):
+        embed.topk(K[:1], K, 2**70)
+    with pytest.raises(ValueError, match="larger than the number of keys"):
+        embed.Index(K).search(K[:1], 2**70)
+
+
+@pytest.mark.parametrize("scale", [1e-37, 1e-30, 1e-25, 1e25, 1e30])
+def test_results_do_not_depend_on_the_scale_of_the_vectors(scale):
+    # Squared norms of such rows underflow or overflow float32.
+    x = np.array([[3.0, -4.0, 0.0, 12.0]], np.float32)
+    got = embed.gather(x * np.float32(scale), np.array([0]), normalize=True)
+    np.testing.assert_allclose(got, x / 13.0, rtol=1e-4)
+    K = RNG.standard_normal((300, 16)).astype(np.float32)
+    q = RNG.standard_normal((3, 16)).astype(np.float32)
+    want = embed.topk(q, K, 10)
+    s = np.float32(scale)
+    for qq, kk in ((q * s, K), (q, K * s), (q * s, K * s)):
+        scores, idx = embed.topk(qq, kk, 10)
+        np.testing.assert_array_equal(idx, want[1])
+        np.testing.assert_allclose(scores, want[0], atol=1e-5)
+    for dtype in ("float32", "int8") if abs(np.log10(scale)) < 37 else ("int8",):
+        ix = embed.Index(K * s, dtype=dtype)
+        np.testing.assert_array_equal(ix.search(q, 10)[1], embed.Index(K, dtype=dtype).search(q, 10)[1])
+
+
+def test_int8_dot_index_keeps_the_sign_of_tiny_vectors():
+    K = np.array([[1e-37, 0], [-1e-37, 0], [5e-38, 0]], np.float32)
+    scores, idx = embed.Index(K, metric="dot", dtype="int8").search(np.ones((1, 2), np.float32), 3)
+    assert idx.tolist() == [[0, 2, 1]]
+    assert scores[0, 0] > 0 > scores[0, 2]
+    K = RNG.standard_normal((2000, 32)).astype(np.float32)
+    q = RNG.standard_normal((1, 32)).astype(np.float32) * np.float32(1e-37)
+    got = embed.Index(K, metric="dot", dtype="int8").search(q, 10)[1]
+    want = embed.topk(q.astype(np.float64).astype(np.float32) * np.float32(1e30), K, 10, metric="dot")[1]
+    assert len(set(got[0]) & set(want[0])) >= 9
+
+
+def test_embed_texts_checks_ids_with_a_zero_width_table():
+    enc = _encoding()
+    with pytest.raises(IndexError, match="out of range"):
+        embed.embed_texts(enc, np.zeros((0, 0), np.float32), ["hello world"])
+    assert embed.embed_texts(enc, np.zeros((enc.n_vocab, 0), np.float32), ["hello world"]).shape == (1, 0)
+
+
+def test_index_files_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nope" / "x.index"
+    with pytest.raises(FileNotFoundError) as e:
+        embed.Index.load(missing)
+    assert e.value.filename == str(missing) and e.value.errno is not None
+    with pytest.raises(FileNotFoundError) as e:
+        embed.Index(np.eye(2, dtype=np.float32)).save(missing)
+    assert e.value.filename == str(missing)
+    with pytest.raises(TypeError, match="not None"):
+        embed.Index(np.eye(2, dtype=np.float32), dtype=None)
+
+
+def test_byte_swapped_uint64_ids_report_their_value():
+    T = np.ones((4, 2), np.float32)
+    with pytest.raises(IndexError, match=str(2**63 + 5)):
+        embed.gather(T, np.array([2**63 + 5], dtype=">u8"))
+    assert embed.gather(T, np.array([3], dtype=">u8")).tolist() == [[1.0, 1.0]]

@@ -9,11 +9,16 @@ Conventions shared by all functions:
 
 - An empty bag pools to a row of zeros, for ``"mean"``, ``"sum"`` and ``"max"`` alike (as
   torch's ``EmbeddingBag`` does).
-- ``normalize=True`` scales rows to unit L2 norm; a zero row stays zero.
+- ``normalize=True`` scales rows to unit L2 norm, however small or large their values (norms
+  that float32 cannot square are taken in float64); a zero row stays zero. Cosine scores are
+  likewise the same at any scale of keys and queries.
 - NaN: tables and keys are not scanned for NaN. In ``gather``, NaN propagates through ``"sum"`` and
-  ``"mean"``; ``"max"`` ignores it like ``np.fmax``. In ``topk`` and ``Index.search``, a NaN or
-  infinite value gives NaN scores, which rank below every number (so they come last, and only
-  when fewer than ``k`` keys score a number); cosine gives zero vectors a score of 0.
+  ``"mean"``; ``"max"`` ignores it like ``np.fmax``. In ``topk`` and ``Index.search``, a NaN value
+  gives NaN scores, which rank below every number (so they come last, and only when fewer than
+  ``k`` keys score a number); with ``metric="cosine"`` so does an infinite value. With
+  ``metric="dot"``, infinite values follow IEEE arithmetic in float32 and float16 (a score of
+  ``inf`` ranks first, ``inf - inf`` is NaN), while an int8 index, which cannot hold them, scores
+  such a key NaN. Cosine gives zero vectors a score of 0.
 - Ties go to the lower key index; results are the same whatever the thread count.
 - Errors: a wrong dtype is a ``TypeError``; a wrong rank, mismatched dimension, bad offsets or
   ``k`` larger than the number of keys is a ``ValueError``; an id outside the table is an
@@ -29,6 +34,7 @@ from __future__ import annotations
 import errno
 import operator
 import os
+import sys
 from typing import Any, Iterable, Tuple, Union
 
 import numpy as np
@@ -74,6 +80,8 @@ def _k(k: Any) -> int:
         raise TypeError(f"k must be an int, not {type(k).__name__}") from None
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
+    if k > sys.maxsize:
+        raise ValueError(f"k = {k} is larger than the number of keys")
     return k
 
 
@@ -121,7 +129,9 @@ def gather(
             ids_a = ids_a.astype(np.int64)
         else:
             raise TypeError(f"ids must hold integers, not {ids_a.dtype}")
-    if ids_a.dtype not in _ID_DTYPES or not ids_a.dtype.isnative:
+    if not ids_a.dtype.isnative:  # same values, native order (uint64 must not wrap to int64)
+        ids_a = ids_a.astype(ids_a.dtype.newbyteorder("="))
+    if ids_a.dtype not in _ID_DTYPES:
         ids_a = ids_a.astype(np.int64)
     ids_a = np.require(ids_a, requirements=["C", "A"])
     fixed = None
@@ -187,6 +197,8 @@ def topk(queries: Any, keys: Any, k: int, *, metric: str = "cosine") -> Tuple[np
 def _dtype_name(dtype: Any) -> str:
     if isinstance(dtype, str):
         return _choice(dtype, _INDEX_DTYPES, "dtype")
+    if dtype is None:  # numpy reads None as float64; here it is a mistake
+        raise TypeError(f"dtype must be one of {', '.join(_INDEX_DTYPES)}, not None")
     try:
         name = np.dtype(dtype).name
     except TypeError:
@@ -328,7 +340,10 @@ class Index:
         >>> len(Index.load(path))
         4
         """
-        self._inner.save(os.fsdecode(path))
+        path = os.fsdecode(path)
+        with open(path, "wb"):  # what cannot be written fails here as open() reports it
+            pass
+        self._inner.save(path)
 
     @classmethod
     def load(cls, path: PathLike) -> "Index":
@@ -337,6 +352,8 @@ class Index:
         path = os.fsdecode(path)
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+        with open(path, "rb"):  # a missing or unreadable file fails here as open() reports it
+            pass
         obj = cls.__new__(cls)
         obj._inner = _native.EmbedIndex.load(path)
         return obj

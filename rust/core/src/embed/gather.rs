@@ -41,10 +41,14 @@ fn bag_bounds(bags: &Bags<'_>, n: usize) -> Result<Vec<usize>> {
             if bags.checked_mul(len) != Some(n) {
                 return Err(Error::Value(format!(
                     "{bags} bags of {len} ids need {} ids, got {n}",
-                    bags * len
+                    bags as u128 * len as u128
                 )));
             }
-            Ok((0..=bags).map(|b| b * len).collect())
+            let mut out = super::try_filled(bags.saturating_add(1), 0usize, "the bag bounds")?;
+            for (b, o) in out.iter_mut().enumerate() {
+                *o = b * len;
+            }
+            Ok(out)
         }
         Bags::Offsets(off) => {
             let mut out = Vec::with_capacity(off.len() + 1);
@@ -220,6 +224,18 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
             )));
         }
     }
+    let zeros = |out_rows: usize| {
+        let size = out_rows.checked_mul(dim).ok_or_else(|| {
+            Error::TooLarge(format!(
+                "an output of {out_rows} x {dim} values is too large"
+            ))
+        })?;
+        super::try_filled(size, 0f32, "the output")
+    };
+    if let (Bags::Fixed { bags: b, len: 0 }, true) = (bags, ids.is_empty()) {
+        // Every bag is empty (a [B, 0] id array, B as large as the caller likes): zero rows.
+        return zeros(if pool == Pool::None { 0 } else { b });
+    }
     let bounds = bag_bounds(&bags, ids.len())?;
     check_ids(ids, rows)?;
     let out_rows = if pool == Pool::None {
@@ -227,7 +243,7 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
     } else {
         bounds.len() - 1
     };
-    let mut out = vec![0f32; out_rows * dim];
+    let mut out = zeros(out_rows)?;
     if dim == 0 || out_rows == 0 {
         return Ok(out);
     }

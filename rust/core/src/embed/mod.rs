@@ -25,6 +25,35 @@ pub use vnni::available as vnni_available;
 
 use crate::{Error, Result};
 
+/// A vector of `n` copies of `value`, or [`Error::TooLarge`] (Python `MemoryError`, as numpy
+/// raises for an array it cannot allocate) when the memory is not there: sizes come from the
+/// caller's shapes, and an abort is not an answer to a shape.
+pub(crate) fn try_filled<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
+    let too_large = || {
+        Error::TooLarge(format!(
+            "cannot allocate {what}: {n} values of {} bytes",
+            std::mem::size_of::<T>()
+        ))
+    };
+    n.checked_mul(std::mem::size_of::<T>())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(too_large)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| too_large())?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+/// [`Error::TooLarge`] when `bytes` could not be allocated now (a block is reserved and given
+/// back; untouched, it costs nothing).
+pub(crate) fn check_alloc(bytes: usize, what: &str) -> Result<()> {
+    let mut probe: Vec<u8> = Vec::new();
+    let r = probe.try_reserve_exact(bytes);
+    // Without this the optimiser may drop the unused allocation, and its failure with it.
+    std::hint::black_box(probe.as_ptr());
+    r.map_err(|_| Error::TooLarge(format!("cannot allocate {what}: {bytes} bytes")))
+}
+
 /// How the rows of a bag are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pool {

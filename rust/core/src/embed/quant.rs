@@ -40,11 +40,24 @@ pub(crate) fn quantize_to(x: &[f32], codes: &mut [i8], levels: i8) -> f32 {
     let l = levels as f32;
     let s = m / l;
     let inv = l / m;
-    for (c, &v) in codes.iter_mut().zip(x) {
-        *c = round_small(v * inv).clamp(-(levels as i32), levels as i32) as i8;
+    let lim = levels as i32;
+    if m >= SMALL {
+        for (c, &v) in codes.iter_mut().zip(x) {
+            *c = round_small(v * inv).clamp(-lim, lim) as i8;
+        }
+    } else {
+        // `l / m` overflows (or `v * inv` loses bits) for vectors this small: scale in f64.
+        let inv = levels as f64 / m as f64;
+        for (c, &v) in codes.iter_mut().zip(x) {
+            *c = round_small((v as f64 * inv) as f32).clamp(-lim, lim) as i8;
+        }
     }
     s
 }
+
+/// Below this largest magnitude a vector is quantised in f64 (`127 / m` stays a normal f32 down
+/// to about 1e-36; the margin keeps `v * inv` exact too).
+const SMALL: f32 = 1e-30;
 
 /// `x.round() as i32` (halves away from zero) for `|x| < 2^23`, without the library call that
 /// `f32::round` becomes on baseline x86-64 (it was most of an index build's quantising time).
@@ -137,5 +150,26 @@ mod tests {
         let z = quantize_i8(&[0.0; 5]);
         assert_eq!((z.scale, z.res_scale), (0.0, 0.0));
         assert!(quantize_i8(&[1.0, f32::NAN]).scale.is_nan());
+    }
+
+    #[test]
+    fn tiny_and_huge_vectors_keep_their_codes() {
+        // The codes do not depend on the vector's scale, down to the smallest floats (where
+        // `127 / max` overflows f32) and up to the largest.
+        let x = randn(64, 3);
+        let want = quantize_i8(&x);
+        for scale in [1e30f32, 1e-20, 1e-30, 1e-34, 1e-37, 1e-38] {
+            let y: Vec<f32> = x.iter().map(|v| v * scale).collect();
+            let q = quantize_i8(&y);
+            assert_eq!(q.codes, want.codes, "scale {scale}");
+            let rel = q.scale / (want.scale * scale);
+            assert!((rel - 1.0).abs() < 1e-3, "scale {scale}: {rel}");
+            if scale >= 1e-30 {
+                assert_eq!(q.res, want.res, "scale {scale}");
+            }
+            for (&c, &r) in q.res.iter().zip(&want.res) {
+                assert!((c as i32 - r as i32).abs() <= 1, "scale {scale}");
+            }
+        }
     }
 }

@@ -814,6 +814,36 @@ pub fn inv_norm(ss: f32) -> f32 {
     }
 }
 
+/// Squared norms in this range are exact enough in f32; outside it (underflow, overflow, or a
+/// vector of zeros) the norm is taken again in f64.
+const SS_MIN: f32 = 1e-30;
+
+/// [`inv_norm`] of `row`, given its squared norm `ss` as summed in f32: when that underflowed or
+/// overflowed (a row of values below about 1e-19 or above 1e19), the norm is summed again in f64,
+/// so that such rows still score and normalise by their direction. The factor is capped at
+/// `f32::MAX` (for rows of subnormal values).
+#[inline]
+pub fn inv_norm_of<E: Elem>(ss: f32, row: &[E]) -> f32 {
+    if (SS_MIN..f32::INFINITY).contains(&ss) {
+        return 1.0 / ss.sqrt();
+    }
+    if ss.is_nan() {
+        return f32::NAN;
+    }
+    inv_norm_f64(row).min(f32::MAX as f64) as f32
+}
+
+/// `1 / |row|` in f64 (0 for a zero row; NaN and infinity propagate).
+#[cold]
+fn inv_norm_f64<E: Elem>(row: &[E]) -> f64 {
+    let ss: f64 = row.iter().map(|&v| (v.to_f32() as f64).powi(2)).sum();
+    if ss == 0.0 {
+        0.0
+    } else {
+        1.0 / ss.sqrt()
+    }
+}
+
 /// `x *= s` (vectorised by LLVM at every level; not worth a dispatch).
 #[inline]
 pub fn scale(x: &mut [f32], s: f32) {
@@ -825,9 +855,18 @@ pub fn scale(x: &mut [f32], s: f32) {
 /// Scales `x` to unit L2 norm in place (zero vectors stay zero).
 #[inline]
 pub fn normalize(lv: Level, x: &mut [f32]) {
-    let s = inv_norm(sumsq(lv, x));
-    if s != 1.0 {
-        scale(x, s);
+    let ss = sumsq(lv, x);
+    if (SS_MIN..f32::INFINITY).contains(&ss) || ss.is_nan() {
+        let s = inv_norm(ss);
+        if s != 1.0 {
+            scale(x, s);
+        }
+        return;
+    }
+    // Underflowed, overflowed or zero: scale in f64, where every f32 row's norm is exact enough.
+    let s = inv_norm_f64(x);
+    for v in x {
+        *v = (*v as f64 * s) as f32;
     }
 }
 
@@ -906,6 +945,27 @@ pub(crate) fn prefetch_span(p: *const u8, bytes: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalize_works_at_every_scale() {
+        // In f32 the squared norm of these rows underflows (to 0 or subnormals) or overflows.
+        let base = [3.0f32, -4.0, 0.0, 12.0];
+        for lv in Level::available() {
+            for s in [1e-40f32, 1e-30, 1e-20, 1.0, 1e20, 1e30, 1e37] {
+                let mut x: Vec<f32> = base.iter().map(|v| v * s).collect();
+                normalize(lv, &mut x);
+                for (a, b) in x.iter().zip(base) {
+                    assert!((a - b / 13.0).abs() < 1e-3, "{lv:?} {s}: {x:?}");
+                }
+            }
+            let mut z = [0f32; 5];
+            normalize(lv, &mut z);
+            assert_eq!(z, [0.0; 5]);
+            let mut n = [1.0, f32::NAN];
+            normalize(lv, &mut n);
+            assert!(n.iter().all(|v| v.is_nan()));
+        }
+    }
 
     #[test]
     fn f16_conversion_is_exact_for_all_bit_patterns() {

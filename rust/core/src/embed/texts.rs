@@ -34,9 +34,16 @@ pub fn embed_texts<E: Elem>(
     let lv = simd::level();
     let mut out = vec![0f32; texts.len() * dim];
     if dim == 0 || texts.is_empty() {
-        // Still tokenize, so that un-encodable input is reported the same way.
-        for t in texts {
-            bpe.encode_ordinary(t)?;
+        // Still tokenize, so that un-encodable input and out-of-range ids are reported the same
+        // way.
+        for (i, t) in texts.iter().enumerate() {
+            if let Some(&bad) = bpe
+                .encode_ordinary(t)?
+                .iter()
+                .find(|&&t| t as usize >= rows)
+            {
+                return Err(out_of_range(i, bad, rows));
+            }
         }
         return Ok(out);
     }
@@ -44,9 +51,7 @@ pub fn embed_texts<E: Elem>(
         buf.clear();
         bpe.encode_ordinary_into(text, buf)?;
         if let Some(&bad) = buf.iter().find(|&&t| t as usize >= rows) {
-            return Err(Error::Index(format!(
-                "texts[{i}] has token id {bad}, out of range for a table of {rows} rows"
-            )));
+            return Err(out_of_range(i, bad, rows));
         }
         pool_bag(lv, table, dim, buf, None, pool, normalize, row);
         Ok(())
@@ -76,6 +81,13 @@ pub fn embed_texts<E: Elem>(
         return Err(e);
     }
     Ok(out)
+}
+
+/// The error for token id `bad` of `texts[i]`, beyond the table's `rows`.
+fn out_of_range(i: usize, bad: u32, rows: usize) -> Error {
+    Error::Index(format!(
+        "texts[{i}] has token id {bad}, out of range for a table of {rows} rows"
+    ))
 }
 
 #[cfg(test)]

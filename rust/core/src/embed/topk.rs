@@ -451,7 +451,7 @@ fn scan1<E: Elem>(
         for (j, &s) in out[..nk].iter().enumerate() {
             let f = match factor {
                 KeyFactor::PerKey(f) => f[t + j],
-                KeyFactor::InvNorm => simd::inv_norm(nrm[j]),
+                KeyFactor::InvNorm => simd::inv_norm_of(nrm[j], &kt[j * d..(j + 1) * d]),
                 KeyFactor::One => 1.0,
             };
             heap.offer(s * f, (t + j) as u32);
@@ -816,8 +816,8 @@ pub(crate) fn scan<E: Elem>(
                         tile::<E, $m>(lv, pf, qq, d, kt, d, d, want.then_some(&mut ss))
                     };
                     if want {
-                        for j in 0..NK {
-                            f[j] = simd::inv_norm(ss[j]);
+                        for j in 0..nk {
+                            f[j] = simd::inv_norm_of(ss[j], &kt[j * d..(j + 1) * d]);
                         }
                     }
                     for mm in 0..$m {
@@ -1030,15 +1030,19 @@ pub(crate) fn check_search_args(nq_len: usize, d: usize, n: usize, k: usize) -> 
             u32::MAX
         )));
     }
-    Ok(nq_len / d)
+    let nq = nq_len / d;
+    // The results and the heaps behind them take about 24 bytes per (query, k): a MemoryError
+    // for what cannot be had, before any work.
+    super::check_alloc(nq.saturating_mul(k).saturating_mul(24), "the results")?;
+    Ok(nq)
 }
 
 /// Exact top-`k` of `queries` ([B, d]) against `keys` ([n, d]), both row-major.
 ///
 /// Cosine normalises queries up front and divides each key's dot product by its norm on the fly
 /// (keys are not copied). Scores are sorted descending; ties go to the lower index; NaN scores
-/// (from NaN or infinite inputs) rank below every number. `k > n` is an error; `k = 0` gives
-/// empty rows.
+/// (from NaN inputs; with cosine, infinite ones too) rank below every number. `k > n` is an
+/// error; `k = 0` gives empty rows.
 pub fn topk<E: Elem>(
     queries: &[f32],
     keys: &[E],
@@ -1289,6 +1293,46 @@ mod tests {
         let qn = vec![f32::NAN; d];
         let got = topk(&qn, &keys, 10, d, 3, Metric::Dot).unwrap();
         assert_eq!(got.indices, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn cosine_ignores_the_scale_of_keys_and_queries() {
+        // Squared norms underflow or overflow f32 for rows below about 1e-19 or above 1e19;
+        // cosine must still rank by direction.
+        let (d, n) = (24, 300);
+        let keys = randn(n * d, 5);
+        let q = randn(3 * d, 6);
+        for lv in Level::available() {
+            let want = topk_at(lv, &q, &keys, n, d, 10, Metric::Cosine).unwrap();
+            for s in [1e-25f32, 1e-36, 1e25, 1e36] {
+                let ks: Vec<f32> = keys.iter().map(|v| v * s).collect();
+                let qs: Vec<f32> = q.iter().map(|v| v * s).collect();
+                for (qq, kk) in [(&q, &ks), (&qs, &keys), (&qs, &ks)] {
+                    let got = topk_at(lv, qq, kk, n, d, 10, Metric::Cosine).unwrap();
+                    assert_eq!(got.indices, want.indices, "{lv:?} scale {s}");
+                    for (a, b) in got.scores.iter().zip(&want.scores) {
+                        assert!((a - b).abs() < 1e-5, "{lv:?} scale {s}: {a} {b}");
+                    }
+                }
+            }
+            // One query (the single-query scan) too.
+            let want1 = topk_at(lv, &q[..d], &keys, n, d, 5, Metric::Cosine).unwrap();
+            let ks: Vec<f32> = keys.iter().map(|v| v * 1e30).collect();
+            let got1 = topk_at(lv, &q[..d], &ks, n, d, 5, Metric::Cosine).unwrap();
+            assert_eq!(got1.indices, want1.indices, "{lv:?}");
+        }
+    }
+
+    #[test]
+    fn results_too_large_for_memory_are_an_error() {
+        let keys = vec![1f32; 4];
+        let q = vec![1f32; 4];
+        // Not too large: a [1, 4] result.
+        assert!(topk(&q, &keys, 4, 1, 4, Metric::Dot).is_ok());
+        assert!(matches!(
+            super::super::check_alloc(usize::MAX / 2, "x"),
+            Err(Error::TooLarge(_))
+        ));
     }
 
     #[test]
