@@ -313,6 +313,126 @@ def test_errors(tmp_path):
             WordCounts(unreadable, progress=False)
 
 
+def test_field_names_the_json_field_and_parquet_column(tmp_path):
+    docs = gen_corpus(21, 60)
+    want = counts_dict(WordCounts(docs, progress=False))
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"content": d, "text": "no"}) + "\n" for d in docs))
+    assert counts_dict(WordCounts(tmp_path / "a.jsonl", field="content", progress=False)) == want
+    enc = train(tmp_path / "a.jsonl", vocab_size=300, field="content", progress=False)
+    assert enc._mergeable_ranks == train(docs, vocab_size=300, progress=False)._mergeable_ranks
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": docs}), tmp_path / "b.parquet")
+    assert counts_dict(WordCounts(tmp_path / "b.parquet", field="body", progress=False)) == want
+
+
+def test_a_list_of_paths_with_a_missing_one_is_not_taken_for_documents(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("small.txt").write_text("hello world " * 50)
+    (tmp_path / "sub").mkdir()
+    for data, missing in [
+        (["small.txt", "en3m.tx"], "en3m.tx"),  # one exists: the other is a typo
+        (["en3m.tx", "small.txt"], "en3m.tx"),
+        (["sub", "nope"], "nope"),
+        (["notes.txt", "more.jsonl.gz"], "notes.txt"),  # none exists, but they look like file names
+        (("hello world", "b.parquet"), "b.parquet"),
+        (["hello", str(tmp_path / "*.txt"), "missing.zst"], "hello"),  # a glob that matches
+    ]:
+        with pytest.raises(FileNotFoundError, match=re.escape(repr(missing))):
+            train(data, vocab_size=300, progress=False)
+        with pytest.raises(FileNotFoundError, match=re.escape(repr(missing))):
+            WordCounts(data, progress=False)
+    # Documents stay documents: nothing exists and nothing looks like a file name.
+    for docs in (["hello world", "what now?"], ["file.txt is here", "a.txt b.txt"], ["x.md", "y"], ["and/or", "a/b"]):
+        assert counts_dict(WordCounts(docs, progress=False)) == dict(ref_train.count_words(docs, CL100K))
+    # An iterator is always documents, and a list of existing paths always paths.
+    assert counts_dict(WordCounts(iter(["notes.txt"]), progress=False)) == {b"notes": 1, b".txt": 1}
+    assert WordCounts(["small.txt", "sub"], progress=False)["hello"] == 1
+
+
+def test_parquet_errors_name_the_file_and_skip_skips_it(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    (tmp_path / "broken.parquet").write_bytes(b"not a parquet file at all")
+    pq.write_table(pa.table({"text": [1, 2, 3]}), tmp_path / "ints.parquet")
+    pq.write_table(pa.table({"other": ["x"]}), tmp_path / "nocol.parquet")
+    (tmp_path / "ok.txt").write_text("hello hello world")
+    for name, what in [("broken", "magic bytes"), ("ints", "holds int64, not text"), ("nocol", "no column 'text'")]:
+        f = tmp_path / f"{name}.parquet"
+        with pytest.raises(ValueError, match=f"{name}.parquet: .*{what}"):
+            train(f, vocab_size=300, progress=False)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            wc = WordCounts([f, tmp_path / "ok.txt"], on_error="skip", progress=False)
+        assert counts_dict(wc) == {b"hello": 1, b" hello": 1, b" world": 1}
+        assert len(w) == 1 and "skipped 1" in str(w[0].message) and f"{name}.parquet" in str(w[0].message)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            assert train([f, tmp_path / "ok.txt"], vocab_size=257, on_error="skip", progress=False).n_vocab == 257
+
+
+def test_bad_parameters_are_named():
+    docs = ["hello world"] * 5
+    with pytest.raises(ValueError, match="pattern must not be empty"):
+        train(docs, vocab_size=300, pattern="", progress=False)
+    with pytest.raises(ValueError, match="pattern must not be empty"):
+        WordCounts(pattern="")
+    with pytest.raises(ValueError, match="pattern must not be empty"):
+        train_from_counts({"ab": 2}, vocab_size=257, pattern="")
+    for name, exc in [(None, TypeError), (5, TypeError), ("", ValueError)]:
+        with pytest.raises(exc, match="name"):
+            train(docs, vocab_size=300, name=name, progress=False)
+        with pytest.raises(exc, match="name"):
+            train_from_counts({"ab": 2}, vocab_size=257, name=name)
+    for key in ("vocab_size", "min_frequency", "max_token_length", "num_threads", "max_memory"):
+        with pytest.raises(ValueError, match=key):
+            train(docs, **{"vocab_size": 300, key: 2**64}, progress=False)
+    with pytest.raises(ValueError, match="max_memory"):
+        WordCounts(docs, max_memory=2**64, progress=False)
+    # Counts are below 2**64 (the docstring's "up to 2**64 - 1").
+    with pytest.raises(ValueError, match=r"2\*\*64 - 1, got 18446744073709551616 for 'ab'"):
+        train_from_counts({"ab": 2**64}, vocab_size=257)
+    with pytest.raises(ValueError, match="2\\*\\*64"):
+        WordCounts.from_dict({"ab": 2**64})
+    assert train_from_counts({"ab": 2**64 - 1}, vocab_size=257).decode_single_token_bytes(256) == b"ab"
+
+
+# Bytes, surrogates and counts at the edges.
+
+
+def test_invalid_utf8_in_a_text_file_is_counted_as_bytes(tmp_path):
+    # Training is on bytes: a .txt file is counted as a document given as bytes would be (every
+    # invalid byte a word of its own), as `bytepair train --help` says.
+    data = b"ab\xff\xfe cd ab\xff\xfe"
+    (tmp_path / "bad.txt").write_bytes(data)
+    got = counts_dict(WordCounts(tmp_path / "bad.txt", progress=False))
+    assert got == counts_dict(WordCounts([data], progress=False))
+    assert got[b"\xff"] == got[b"\xfe"] == 2
+
+
+def test_lone_surrogates_in_json_lines_count_as_in_documents(tmp_path):
+    text = "ok \udc80 x"
+    (tmp_path / "s.jsonl").write_text(json.dumps({"text": text}) + "\n")
+    assert counts_dict(WordCounts(tmp_path / "s.jsonl", progress=False)) == counts_dict(
+        WordCounts([text], progress=False)
+    )
+
+
+def test_counts_that_overflow_when_merged_are_refused():
+    a = WordCounts.from_dict({"ab": 2**64 - 1, "cd": 1})
+    with pytest.raises(ValueError, match="would pass 2"):
+        a + WordCounts.from_dict({"ab": 10})
+    with pytest.raises(ValueError, match="would pass 2"):
+        a.merge(WordCounts.from_dict({"ab": 1}))
+    assert a["ab"] == 2**64 - 1 and a["cd"] == 1  # unchanged
+    with pytest.raises(ValueError, match="would pass 2"):
+        WordCounts.from_dict([("ab", 2**64 - 1), ("ab", 2**40)])
+    # Totals are exact past 2**64.
+    assert (a + WordCounts.from_dict({"cd": 2**64 - 2})).total() == 2**65 - 2
+
+
 # ------------------------------------------------------------------------------------------------
 # WordCounts API
 
@@ -580,3 +700,18 @@ def test_counts_that_could_overflow_a_pair_count_are_refused():
         train_from_counts({"ab": big, "xab": big, "cd": big, "ycd": big, "zcd": big}, vocab_size=257)
     enc = train_from_counts({"ab": 2**62, "cd": 2**62 + 1}, vocab_size=257)
     assert enc.decode_single_token_bytes(256) == b"cd"
+
+
+def test_special_tokens_never_collide_with_ordinary_ones():
+    # A one-byte special token is always an ordinary token too.
+    with pytest.raises(ValueError, match="single byte"):
+        train(["hello world"] * 5, vocab_size=300, special_tokens=["a"], progress=False)
+    # Counts made without the special token can learn it: refused, not exported with two ids.
+    with pytest.raises(ValueError, match="also learned"):
+        train_from_counts(WordCounts(["hello world hello"] * 5), vocab_size=270, special_tokens=["hello"])
+    # Counted with it, the text around it is learned and the token keeps one id.
+    enc = train_from_counts(
+        WordCounts(["hello world hello"] * 5, special_tokens=["hello"]), vocab_size=270, special_tokens=["hello"]
+    )
+    assert enc.encode("hello", allowed_special="all") == [enc.n_vocab - 1]
+    assert b"hello" not in enc._mergeable_ranks

@@ -115,9 +115,10 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         "--on-error",
         choices=("fail", "skip"),
         default="fail",
-        help="a bad JSON line, a missing 'text' field, invalid UTF-8 or an unreadable file: stop "
-        "with an error naming the file and line (fail, the default), or skip it and report "
-        "how many were skipped (skip)",
+        help="a bad JSON line, a missing 'text' field, invalid UTF-8 (training reads .txt files "
+        "as bytes, so there it is counted, each bad byte a word of its own) or an "
+        "unreadable file: stop with an error naming the file and line (fail, the default), or "
+        "skip it and report how many were skipped (skip)",
     )
     p.add_argument("--field", default="text", help="the JSON field holding the text (default: text)")
     p.add_argument("--threads", type=_integer, default=None, metavar="N", help="threads (default: one per core)")
@@ -180,7 +181,7 @@ def _add_train(sub: Any) -> None:
         help="spill word counts to disk beyond this many bytes",
     )
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, parser=p)
 
 
 def _add_encode(sub: Any) -> None:
@@ -239,7 +240,7 @@ Exit status: 0 done, 1 an input error (named with file and line), 2 bad argument
     p.add_argument(
         "--no-resume", action="store_true", help="refuse to continue an earlier run in DIR (default: continue it)"
     )
-    p.set_defaults(func=_encode)
+    p.set_defaults(func=_encode, parser=p)
 
 
 def _add_count(sub: Any) -> None:
@@ -257,7 +258,7 @@ def _add_count(sub: Any) -> None:
         metavar="NAME",
         help="a built-in encoding name, or a directory written by 'bytepair train'",
     )
-    p.set_defaults(func=_count)
+    p.set_defaults(func=_count, parser=p)
 
 
 def _fail(command: str, e: BaseException) -> int:
@@ -268,22 +269,30 @@ def _fail(command: str, e: BaseException) -> int:
     return 1
 
 
-def _check_encoding(command: str, name: str) -> Any:
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    """Bad arguments: the command's usage and ``message``, as argparse reports its own errors;
+    returns the exit status 2."""
+    parser: argparse.ArgumentParser = args.parser
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_encoding(args: argparse.Namespace) -> Any:
     from bytepair import registry
     from bytepair.corpus import _encoding
 
+    name = args.encoding
     try:
         return _encoding(name)
     except (ValueError, KeyError, OSError) as e:
         if not os.path.exists(name):
             known = ", ".join(sorted(registry.list_encoding_names()))
-            print(
-                f"bytepair {command}: unknown encoding {name!r}; known: {known} "
-                "(or a directory written by 'bytepair train')",
-                file=sys.stderr,
+            _usage_error(
+                args, f"unknown encoding {name!r}; known: {known} (or a directory written by 'bytepair train')"
             )
         else:
-            print(f"bytepair {command}: cannot load encoding {name}: {e}", file=sys.stderr)
+            _usage_error(args, f"cannot load encoding {name}: {e}")
         return None
 
 
@@ -300,25 +309,46 @@ def _progress(args: argparse.Namespace) -> bool | None:
     return False if args.no_progress else None
 
 
-def _positive(command: str, **values: int | None) -> bool:
+def _positive(args: argparse.Namespace, **values: int | None) -> bool:
+    """Whether every value given is at least 1; if not, reports the first as a usage error."""
     for k, v in values.items():
         if v is not None and v < 1:
-            print(f"bytepair {command}: --{k.replace('_', '-')} must be at least 1", file=sys.stderr)
+            _usage_error(args, f"--{k.replace('_', '-')} must be at least 1")
             return False
     return True
+
+
+def _print_out(line: str) -> None:
+    """Prints ``line`` to stdout; a file name that is not UTF-8 (surrogates, from os.fsdecode)
+    is written as the bytes it was read from."""
+    try:
+        print(line)
+    except UnicodeEncodeError:
+        out = sys.stdout
+        buffer = getattr(out, "buffer", None)
+        if buffer is None:  # a text-only stream: escape what it cannot take
+            print(line.encode(out.encoding or "utf-8", "backslashreplace").decode(out.encoding or "utf-8"))
+            return
+        data = (line + "\n").encode(out.encoding or "utf-8", "surrogateescape")
+        out.flush()
+        buffer.write(data)
+        buffer.flush()
 
 
 def _encode(args: argparse.Namespace) -> int:
     from bytepair import corpus
 
-    if not _positive("encode", docs_per_shard=args.docs_per_shard, threads=args.threads):
+    if not _positive(args, docs_per_shard=args.docs_per_shard, threads=args.threads):
         return 2
     if not args.out:
-        print("bytepair encode: --out must name a directory", file=sys.stderr)
-        return 2
-    enc = _check_encoding("encode", args.encoding)
+        return _usage_error(args, "--out must name a directory")
+    enc = _check_encoding(args)
     if enc is None:
         return 2
+    try:
+        corpus._eot(enc, args.eot_token)
+    except ValueError as e:
+        return _usage_error(args, str(e))
     try:
         m = corpus.encode_to_shards(
             args.files,
@@ -354,9 +384,9 @@ def _encode(args: argparse.Namespace) -> int:
 def _count(args: argparse.Namespace) -> int:
     from bytepair import corpus
 
-    if not _positive("count", threads=args.threads):
+    if not _positive(args, threads=args.threads):
         return 2
-    enc = _check_encoding("count", args.encoding)
+    enc = _check_encoding(args)
     if enc is None:
         return 2
     errors: list[str] = []
@@ -373,7 +403,7 @@ def _count(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         return _fail("count", e)
     for path, n in counts.items():
-        print(f"{path}\t{n}")
+        _print_out(f"{path}\t{n}")
     print(f"total {sum(counts.values())}")
     _report_skipped("count", len(errors), errors)
     return 0
@@ -382,16 +412,35 @@ def _count(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import bytepair
     from bytepair.corpus import _expand
+    from bytepair.train import _check_train_call
 
     if not _positive(
-        "train",
-        vocab_size=args.vocab_size,
+        args,
         threads=args.threads,
         max_token_length=args.max_token_length,
         max_memory=args.max_memory,
     ):
         return 2
+    if not args.out:
+        return _usage_error(args, "--out must name a directory")
     name = args.name or (Path(args.out).resolve().name or "trained")
+    options = dict(
+        vocab_size=args.vocab_size,
+        pattern=args.pattern,
+        special_tokens=args.special_tokens,
+        min_frequency=args.min_frequency,
+        max_token_length=args.max_token_length,
+        num_threads=args.threads,
+        name=name,
+        max_memory=args.max_memory,
+        on_error=args.on_error,
+        field=args.field,
+    )
+    # Bad options are reported before any input is read; errors after that are the inputs'.
+    try:
+        _check_train_call(**options)
+    except (ValueError, TypeError) as e:
+        return _usage_error(args, str(e))
     try:
         files = _expand(args.files)
     except (ValueError, OSError) as e:
@@ -399,19 +448,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            enc = bytepair.train(
-                [Path(f) for f in files],
-                vocab_size=args.vocab_size,
-                pattern=args.pattern,
-                special_tokens=args.special_tokens,
-                min_frequency=args.min_frequency,
-                max_token_length=args.max_token_length,
-                num_threads=args.threads,
-                progress=_progress(args),
-                name=name,
-                max_memory=args.max_memory,
-                on_error=args.on_error,
-            )
+            enc = bytepair.train([Path(f) for f in files], progress=_progress(args), **options)
         for w in caught:
             print(f"bytepair train: {w.message}", file=sys.stderr)
         enc.save(args.out)

@@ -52,6 +52,7 @@ MANIFEST = "manifest.json"
 
 PathLike = Union[str, "os.PathLike[str]"]
 _SHARD_RE = re.compile(r"^shard_(\d{5,})\.npy(\.tmp)?$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ShardsError(ValueError):
@@ -101,7 +102,9 @@ def _expand(paths: PathLike | Iterable[PathLike]) -> list[str]:
     names = [os.fspath(p) for p in paths]
     if not names:
         raise ValueError("no input files given")
-    files = list(_native._expand_paths(names))
+    from bytepair.train import _expand_paths
+
+    files = _expand_paths(names)
     if not files:
         raise ValueError(f"no input files under {', '.join(names)}")
     return files
@@ -192,9 +195,12 @@ def _write_json(path: Path, obj: Any) -> None:
     """Writes ``path`` atomically: a temporary file, then a rename. Interrupted (Ctrl-C lands
     anywhere), the old file stays as it was and the temporary file is removed."""
     tmp = path.with_name(path.name + ".tmp")
+    # File names that are not UTF-8 hold lone surrogates (os.fsdecode): written as JSON escapes,
+    # they read back as the same strings.
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, indent=1, ensure_ascii=False))
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, ensure_ascii=False)
+            f.write(text)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -391,16 +397,17 @@ def count_files(
     errors: list[str] | None = None,
 ) -> dict[str, int]:
     """Token counts per file: for each file (after expanding directories and globs), the sum over
-    its documents of ``len(encoding.encode_ordinary(doc))``. Parquet files (``text`` column) are
-    read through pyarrow. With ``on_error="skip"``, bad inputs are skipped; pass a list as
-    ``errors`` to receive their messages.
+    its documents of ``len(encoding.encode_ordinary(doc))``. A file named more than once (twice,
+    or by a directory and by its own name) is counted once, under the name first seen. Parquet
+    files (``text`` column) are read through pyarrow. With ``on_error="skip"``, bad inputs are
+    skipped; pass a list as ``errors`` to receive their messages.
 
     >>> count_files(["a.txt", "b.jsonl"], encoding="cl100k_base")  # doctest: +SKIP
     {'a.txt': 1021, 'b.jsonl': 88410}
     """
     enc = _encoding(encoding)
     _on_error(on_error)
-    files = _expand(paths)
+    files = _unique(_expand(paths))
     native = [f for f in files if not _is_parquet(f)]
     bar = _Bar(progress, "counting")
     try:
@@ -417,34 +424,46 @@ def count_files(
     per = dict(zip(native, s["per_file"]))
     if errors is not None:
         errors.extend(s["errors"])
-    result: dict[str, int] = {}
+    return {f: per[f] if f in per else _count_parquet(enc, f, field, on_error, errors) for f in files}
+
+
+def _unique(files: list[str]) -> list[str]:
+    """``files`` without repeats (a file named twice, or a directory and a file in it), in the
+    order first seen; the same file is the same resolved path."""
+    seen: set[str] = set()
+    out = []
     for f in files:
-        if f in per:
-            n = per[f]
-        else:
-            n = _count_parquet(enc, f, field, on_error, errors)
-        result[f] = result.get(f, 0) + n
-    return result
+        key = os.path.realpath(f)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
 
 
 def _count_parquet(enc: Any, path: str, field: str, on_error: str, errors: list[str] | None) -> int:
-    from bytepair.train import _parquet_documents
+    from bytepair.train import _display, _parquet_documents
 
     n = 0
     batch: list[str] = []
+    skipped: list[str] = []
     try:
-        for doc in _parquet_documents([path], field):
+        for doc in _parquet_documents([path], field, on_error, skipped):
+            if isinstance(doc, bytes):
+                doc = doc.decode("utf-8")
             batch.append(doc)
             if len(batch) >= 4096:
                 n += sum(enc.count_batch(batch, disallowed_special=()))
                 batch.clear()
         if batch:
             n += sum(enc.count_batch(batch, disallowed_special=()))
-    except (OSError, ValueError) as e:
+    except UnicodeDecodeError as e:
+        msg = f"{_display(path)}: invalid UTF-8 in column {field!r}: {e.reason}"
         if on_error == "fail":
-            raise
+            raise ValueError(msg) from None
+        skipped.append(msg)
+    if skipped:
         if errors is not None:
-            errors.append(f"{path}: {e}")
+            errors.extend(skipped)
         return 0
     return n
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -96,47 +97,223 @@ def _is_parquet(path: str) -> bool:
     return p.endswith(".parquet")
 
 
-def _looks_like_path(s: str) -> bool:
-    if not s or len(s) > 4096 or "\n" in s or "\0" in s:
-        return False
-    if os.path.exists(s):
-        return True
-    if any(c in s for c in "*?["):
-        import glob
+def _display(path: str) -> str:
+    """``path`` for messages: bytes of a file name that are not UTF-8 as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
-        return bool(glob.glob(s, recursive=True))
-    return False
+
+def _maybe_path(s: str) -> bool:
+    return bool(s) and len(s) <= 4096 and "\n" not in s and "\0" not in s
+
+
+def _glob_matches(s: str) -> bool:
+    import glob
+
+    return glob.has_magic(s) and bool(glob.glob(s, recursive=True))
+
+
+def _looks_like_path(s: str) -> bool:
+    """Whether ``s`` names an existing file or directory, or is a glob that matches something."""
+    return _maybe_path(s) and (os.path.exists(s) or _glob_matches(s))
+
+
+# A corpus file name: what a path with a typo in it still looks like.
+_CORPUS_NAME = re.compile(r"\.(?:txt|jsonl|ndjson|parquet)(?:\.(?:gz|zst|zstd))?\Z", re.IGNORECASE)
+
+
+def _looks_like_file_name(s: str) -> bool:
+    """Whether ``s`` looks like the name of a corpus file: a known suffix (``.txt``, ``.jsonl``,
+    ``.parquet``, optionally ``.gz``/``.zst``) and no whitespace."""
+    return bool(_CORPUS_NAME.search(s)) and _maybe_path(s) and not any(c.isspace() for c in s)
 
 
 def _as_paths(data: Any) -> Optional[list[str]]:
     """The list of paths `data` names, or None when it is an iterable of documents.
 
-    A ``str`` or ``os.PathLike`` is a path. A list or tuple is a list of paths when its items are
-    all ``os.PathLike``, or all ``str`` naming existing files/directories or matching globs.
+    A ``str`` or ``os.PathLike`` is a path. A list or tuple whose items are all ``os.PathLike`` is
+    a list of paths. A list or tuple of ``str`` is a list of paths when every item names an
+    existing file or directory or is a glob that matches something. When only some do, or when
+    an item looks like a corpus file name (no whitespace, ending in ``.txt``, ``.jsonl`` or
+    ``.parquet``, optionally followed by ``.gz``/``.zst``), it is a list of paths with a mistake in
+    it: ``FileNotFoundError`` names the missing items. Otherwise its items are documents.
     """
     if isinstance(data, (str, PurePath)) or isinstance(data, os.PathLike):
         return [os.fspath(data)]
-    if isinstance(data, (list, tuple)) and data:
-        if all(isinstance(p, (PurePath, os.PathLike)) for p in data):
-            return [os.fspath(p) for p in data]
-        if all(isinstance(p, str) for p in data) and all(_looks_like_path(p) for p in data):
-            return list(data)
-    return None
+    if not isinstance(data, (list, tuple)) or not data:
+        return None
+    if all(isinstance(p, (PurePath, os.PathLike)) for p in data):
+        return [os.fspath(p) for p in data]
+    if not all(isinstance(p, str) for p in data):
+        return None
+    first_missing = next((i for i, p in enumerate(data) if not _looks_like_path(p)), None)
+    if first_missing is None:
+        return list(data)
+    if first_missing == 0 and not any(_looks_like_file_name(p) for p in data) and not _any_exists(data):
+        return None
+    missing = []
+    for p in data:
+        if not _looks_like_path(p) and p not in missing:
+            missing.append(p)
+            if len(missing) > 3:
+                break
+    shown = ", ".join(repr(_display(p)) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
+    raise FileNotFoundError(
+        f"no such file or directory: {shown} (a list of str where some items name files, or look "
+        "like file names, is read as a list of paths; to pass such strings as documents, pass an "
+        "iterator over them, e.g. iter(docs))"
+    )
 
 
-def _parquet_documents(files: Sequence[str], field: str) -> Iterator[str]:
+def _any_exists(items: Sequence[str]) -> bool:
+    """Whether some item names an existing file or directory, or is a glob (without whitespace:
+    a document with a "?" in it is not a glob) that matches something. Fast for long lists of
+    documents: it looks names up in directory listings, one listing per directory, instead of
+    making a system call per item."""
+    listings: dict[str, Optional[set[str]]] = {}
+    by_dir: dict[str, set[str]] = {}
+    here = by_dir[""] = set()
+    for p in items:
+        if _maybe_path(p):
+            if _SEP.search(p):
+                head, tail = os.path.split(p)
+                by_dir.setdefault(head, set()).add(tail)
+            else:
+                here.add(p)
+    for head, tails in by_dir.items():
+        names = _listing(head, listings)
+        if names is not None and (not tails.isdisjoint(names) or not tails.isdisjoint(("", ".", ".."))):
+            return True
+    return any(_MAGIC.search(p) and not _SPACE.search(p) and _glob_matches(p) for p in set(items) if _maybe_path(p))
+
+
+_MAGIC = re.compile(r"[*?\[]")
+_SPACE = re.compile(r"\s")
+_SEP = re.compile("[/\\\\]" if os.altsep else "/")
+
+
+def _listing(d: str, cache: dict[str, Optional[set[str]]]) -> Optional[set[str]]:
+    """The names in the directory ``d`` ("" is the current one), or None if there is none. A
+    directory is listed only when its parent's listing holds its name, so that words with a
+    slash in them ("and/or") cost no system call."""
+    chain = []
+    cur = d
+    while cur not in cache:
+        parent, name = os.path.split(cur)
+        chain.append((cur, parent, name))
+        if not name or parent == cur:
+            break
+        cur = parent
+    for cur, parent, name in reversed(chain):
+        if name and name not in (".", "..") and parent != cur:
+            up = cache.get(parent)
+            if up is None or name not in up:
+                cache[cur] = None
+                continue
+        try:
+            cache[cur] = set(os.listdir(cur or "."))
+        except OSError:
+            cache[cur] = None
+    return cache[d]
+
+
+def _expand_paths(paths: Sequence[Any]) -> list[str]:
+    """The files that ``paths`` (files, directories, globs) name, in order, as the native reader
+    expands them; names that are not UTF-8 come back as ``os.fsdecode`` gives them (undecodable
+    bytes as surrogates), so that they can be opened. (A glob does not match such names.)"""
+    return [os.fsdecode(f) for f in _native._expand_paths([os.fsdecode(p) for p in paths])]
+
+
+_STRING_TYPES = ("is_string", "is_large_string", "is_string_view", "is_binary", "is_large_binary", "is_null")
+
+
+def _text_type(pa: Any, t: Any) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return any(getattr(pa.types, f, lambda _: False)(t) for f in _STRING_TYPES)
+
+
+def _named_error(e: BaseException, path: str) -> Exception:
+    """``e`` with a message that names ``path``: the same class for an ``OSError``, else
+    ``ValueError`` (the file's data is bad)."""
+    msg = str(e) or type(e).__name__
+    shown = _display(path)
+    if shown not in msg and path not in msg:
+        msg = f"{shown}: {msg}"
+    if isinstance(e, OSError):
+        try:
+            return type(e)(msg)
+        except Exception:  # pragma: no cover - an OSError subclass with another constructor
+            return OSError(msg)
+    return ValueError(msg)
+
+
+def _parquet_documents(
+    files: Sequence[str], field: str, on_error: str = "fail", errors: Optional[list[str]] = None
+) -> Iterator[Union[str, bytes]]:
+    """The documents of the column ``field`` of parquet files (nulls left out). A file that cannot
+    be read, or whose column is missing or does not hold text, raises an error naming it
+    (``on_error="fail"``), or is skipped, its message added to ``errors``."""
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as e:
         raise ImportError("reading .parquet files needs pyarrow (pip install pyarrow)") from e
     for f in files:
-        pf = pq.ParquetFile(f)
-        if field not in pf.schema_arrow.names:
-            raise ValueError(f"{f}: no column {field!r} (columns: {pf.schema_arrow.names})")
-        for batch in pf.iter_batches(columns=[field], batch_size=8192):
-            for t in batch.column(0).to_pylist():
-                if t is not None:
-                    yield t
+        try:
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            if field not in names:
+                raise ValueError(f"{_display(f)}: no column {field!r} (columns: {names})")
+            t = pf.schema_arrow.field(field).type
+            if not _text_type(pa, t):
+                raise ValueError(f"{_display(f)}: column {field!r} holds {t}, not text")
+            for batch in pf.iter_batches(columns=[field], batch_size=8192):
+                for doc in batch.column(0).to_pylist():
+                    if doc is not None:
+                        yield doc
+        except (OSError, ValueError, TypeError, KeyError, IndexError, NotImplementedError, pa.ArrowException) as e:
+            err = _named_error(e, f)
+            if on_error == "fail":
+                raise err from e
+            if errors is not None:
+                errors.append(str(err))
+
+
+_U64 = 1 << 64  # the native side's integers are 64-bit
+
+
+def _check_int(name: str, value: Any, *, minimum: int, optional: bool = False) -> None:
+    """``value`` is an int from ``minimum`` to 2**64 - 1 (or None when ``optional``): else a
+    ``ValueError`` naming the parameter."""
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or not minimum <= value < _U64:
+        kind = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int of at least {minimum}")
+        raise ValueError(f"{name} must be {kind} below 2**64{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_pattern(pattern: Any) -> None:
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a str (an encoding name or a regex), not {type(pattern).__name__}")
+    if not pattern:
+        # As a regex, "" matches only empty pieces: training would learn nothing.
+        raise ValueError("pattern must not be empty: give a built-in encoding name or a regex")
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
+    if not name:
+        raise ValueError("name must not be empty")
+
+
+def _check_count_args(num_threads: Any, max_memory: Any, on_error: Any, field: Any) -> None:
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
+    _check_int("num_threads", num_threads, minimum=0, optional=True)
+    _check_int("max_memory", max_memory, minimum=1, optional=True)
+    if not isinstance(field, str):
+        raise TypeError(f"field must be a str, not {type(field).__name__}")
 
 
 def _specials(special_tokens: Any) -> list[str]:
@@ -171,6 +348,8 @@ class WordCounts(_native.WordCounts):
     ``special_tokens``, which are cut out of the text before splitting. Counts can be updated,
     merged (``a.merge(b)``, ``a + b``) — e.g. counted on many machines — saved, loaded and
     pickled (as a compact binary blob), and trained on with :func:`train_from_counts`.
+    ``data``, if given, is counted at once, as :meth:`update` counts it (the same rule tells
+    paths from documents).
 
     >>> wc = WordCounts(["the cat", "the hat"], pattern="cl100k_base", progress=False)
     >>> len(wc), wc.total(), wc["the"]
@@ -189,13 +368,17 @@ class WordCounts(_native.WordCounts):
         max_memory: Optional[int] = None,
         progress: Optional[bool] = None,
         on_error: str = "fail",
+        field: str = "text",
     ) -> None:
         if data is not None:
-            self.update(data, num_threads=num_threads, max_memory=max_memory, progress=progress, on_error=on_error)
+            self.update(
+                data, num_threads=num_threads, max_memory=max_memory, progress=progress, on_error=on_error, field=field
+            )
 
     def __new__(
         cls, data: Any = None, *, pattern: str = "cl100k_base", special_tokens: Optional[Sequence[str]] = None, **_: Any
     ) -> WordCounts:
+        _check_pattern(pattern)
         return super().__new__(cls, pattern=pattern, special_tokens=_specials(special_tokens))  # type: ignore[return-value]
 
     def update(
@@ -211,6 +394,16 @@ class WordCounts(_native.WordCounts):
         """Counts more data: an iterable of ``str``/``bytes`` documents, a path, or a list of paths
         (files, directories, globs; ``.txt`` = one document per file, ``.jsonl`` with a ``text``
         field, ``.parquet`` with a ``text`` column via pyarrow, ``.gz``/``.zst`` variants).
+        ``field`` names the JSON field / parquet column that holds the text.
+
+        Paths or documents: a ``str`` or ``os.PathLike`` is a path, and so is a list (or tuple)
+        of ``os.PathLike``. A list of ``str`` is a list of paths when every item names an
+        existing file or directory or is a glob that matches something. When only some items
+        do, or when an item looks like a corpus file name (no whitespace and a ``.txt``,
+        ``.jsonl`` or ``.parquet`` suffix, optionally followed by ``.gz``/``.zst``), it is taken
+        for a list of paths with a mistake in it: ``FileNotFoundError`` names the missing items.
+        Otherwise the items are documents. To count such strings as documents, pass an iterator
+        (``iter(docs)``).
 
         ``max_memory`` (bytes) bounds the counting table: beyond it, sorted runs are spilled to
         disk and merged exactly later. ``on_error="skip"`` skips bad JSON lines and unreadable
@@ -222,12 +415,7 @@ class WordCounts(_native.WordCounts):
         >>> wc["hello"]
         2
         """
-        if on_error not in ("fail", "skip"):
-            raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
-        if num_threads is not None and num_threads < 0:
-            raise ValueError("num_threads must be >= 0")
-        if max_memory is not None and max_memory <= 0:
-            raise ValueError("max_memory must be a positive number of bytes")
+        _check_count_args(num_threads, max_memory, on_error, field)
         self._configure(num_threads=num_threads, max_memory=max_memory)
         if isinstance(data, _native.WordCounts):
             return self.merge(data)
@@ -235,16 +423,22 @@ class WordCounts(_native.WordCounts):
         try:
             paths = _as_paths(data)
             if paths is not None:
-                files = _native._expand_paths(paths)
+                errors: list[str] = []
+                files = _expand_paths(paths)
                 parquet = [f for f in files if _is_parquet(f)]
                 rest = [f for f in files if not _is_parquet(f)]
+                skipped = len(errors)
                 if rest:
-                    skipped, errors = self._count_files(rest, on_error=on_error, field=field, callback=bars.callback)
-                    if skipped:
-                        shown = "; ".join(errors[:3])
-                        warnings.warn(f"skipped {skipped} bad input(s): {shown}", stacklevel=2)
+                    n, native_errors = self._count_files(rest, on_error=on_error, field=field, callback=bars.callback)
+                    skipped += n
+                    errors.extend(native_errors)
                 if parquet:
-                    self._count_iter(_parquet_documents(parquet, field), callback=bars.callback)
+                    before = len(errors)
+                    self._count_iter(_parquet_documents(parquet, field, on_error, errors), callback=bars.callback)
+                    skipped += len(errors) - before
+                if skipped:
+                    shown = "; ".join(errors[:3])
+                    warnings.warn(f"skipped {skipped} bad input(s): {shown}", stacklevel=2)
             elif isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError("data must be an iterable of documents or a path; wrap a single document in a list")
             elif isinstance(data, Iterable):
@@ -342,8 +536,8 @@ class WordCounts(_native.WordCounts):
         wc = cls(pattern=pattern, special_tokens=special_tokens)
         items = counts.items() if isinstance(counts, Mapping) else counts
         for w, c in items:
-            if not isinstance(c, int) or c < 0:
-                raise ValueError(f"counts must be non-negative ints, got {c!r} for {w!r}")
+            if not isinstance(c, int) or not 0 <= c < _U64:
+                raise ValueError(f"counts must be ints from 0 to 2**64 - 1, got {c!r} for {w!r}")
             wc._add(w, c)
         return wc
 
@@ -386,12 +580,20 @@ def train(
     name: str = "trained",
     max_memory: Optional[int] = None,
     on_error: str = "fail",
+    field: str = "text",
 ) -> Encoding:
     """Trains a byte-level BPE tokenizer and returns it as an ``Encoding``.
 
     ``data`` is an iterable of ``str``/``bytes`` documents, or a path / list of paths (files,
     directories, globs; ``.txt``, ``.jsonl`` with a ``text`` field, ``.parquet`` with a ``text``
-    column when pyarrow is installed; ``.gz``/``.zst`` variants). ``pattern`` is a built-in
+    column when pyarrow is installed; ``.gz``/``.zst`` variants; ``field`` names another JSON
+    field / parquet column). A list of ``str`` is a list of paths when every item names an
+    existing file or directory or is a glob that matches something; when only some do, or when
+    an item looks like a corpus file name (no whitespace and a ``.txt``, ``.jsonl`` or
+    ``.parquet`` suffix, optionally followed by ``.gz``/``.zst``), ``FileNotFoundError`` names
+    the missing items; otherwise the items are documents (pass ``iter(docs)`` to train on
+    strings that look like file names). ``on_error="skip"`` skips bad JSON lines and unreadable
+    files with a warning instead of raising an error that names them. ``pattern`` is a built-in
     encoding name whose split pattern to use, or a regex. ``special_tokens`` never take part in
     merges (they are cut out of the text) and get the ids after the last merge, in order.
     ``min_frequency`` stops training when the best pair occurs fewer times; ``max_token_length``
@@ -403,12 +605,24 @@ def train(
     >>> sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])[256:]
     [(b'lo', 256), (b'low', 257)]
     """
-    specials = _specials(special_tokens)
-    _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
     if isinstance(data, _native.WordCounts):
         raise TypeError("use train_from_counts() to train on WordCounts")
-    counts = WordCounts(pattern=pattern, special_tokens=specials)
-    counts.update(data, num_threads=num_threads, max_memory=max_memory, progress=progress, on_error=on_error)
+    counts = _check_train_call(
+        vocab_size=vocab_size,
+        pattern=pattern,
+        special_tokens=special_tokens,
+        min_frequency=min_frequency,
+        max_token_length=max_token_length,
+        num_threads=num_threads,
+        name=name,
+        max_memory=max_memory,
+        on_error=on_error,
+        field=field,
+    )
+    specials = list(counts.special_tokens)
+    counts.update(
+        data, num_threads=num_threads, max_memory=max_memory, progress=progress, on_error=on_error, field=field
+    )
     return _train_from_counts(
         counts,
         vocab_size=vocab_size,
@@ -422,6 +636,29 @@ def train(
     )
 
 
+def _check_train_call(
+    *,
+    vocab_size: Any,
+    pattern: Any,
+    special_tokens: Any,
+    min_frequency: Any,
+    max_token_length: Any,
+    num_threads: Any,
+    name: Any,
+    max_memory: Any,
+    on_error: Any,
+    field: Any,
+) -> WordCounts:
+    """Checks the arguments of :func:`train` (all but ``data``) before any work, and returns the
+    empty counts to fill. Bad arguments raise ``ValueError`` or ``TypeError`` naming the
+    parameter; the command line checks its options with this."""
+    specials = _specials(special_tokens)
+    _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
+    _check_name(name)
+    _check_count_args(num_threads, max_memory, on_error, field)
+    return WordCounts(pattern=pattern, special_tokens=specials)
+
+
 def _check_train_args(
     vocab_size: Any, specials: list[str], min_frequency: Any, max_token_length: Any, num_threads: Any
 ) -> int:
@@ -431,12 +668,17 @@ def _check_train_args(
         raise ValueError(
             f"vocab_size must be at least 256 + the number of special tokens ({256 + len(specials)}), got {vocab_size}"
         )
-    if not isinstance(min_frequency, int) or min_frequency < 0:
-        raise ValueError(f"min_frequency must be a non-negative int, got {min_frequency!r}")
-    if max_token_length is not None and (not isinstance(max_token_length, int) or max_token_length < 1):
-        raise ValueError(f"max_token_length must be a positive int or None, got {max_token_length!r}")
-    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 0):
-        raise ValueError(f"num_threads must be a non-negative int or None, got {num_threads!r}")
+    if vocab_size >= _U64:
+        raise ValueError(f"vocab_size must be below 2**64, got {vocab_size}")
+    _check_int("min_frequency", min_frequency, minimum=0)
+    _check_int("max_token_length", max_token_length, minimum=1, optional=True)
+    _check_int("num_threads", num_threads, minimum=0, optional=True)
+    for sp in specials:
+        if len(sp.encode("utf-8", "surrogatepass")) == 1:
+            raise ValueError(
+                f"special token {sp!r} is a single byte, which is always an ordinary token: "
+                "a special token needs two bytes or more"
+            )
     return int(_native._num_merges(vocab_size, len(specials)))
 
 
@@ -461,9 +703,11 @@ def train_from_counts(
     >>> enc.decode_single_token_bytes(256)
     b'ab'
     """
+    _check_name(name)
     consume = False
     if not isinstance(counts, _native.WordCounts):
-        counts = WordCounts.from_dict(counts, pattern=pattern or "cl100k_base", special_tokens=special_tokens)
+        pattern = "cl100k_base" if pattern is None else pattern
+        counts = WordCounts.from_dict(counts, pattern=pattern, special_tokens=special_tokens)
         consume = True
     elif pattern is not None and _native._resolve_pattern(pattern) != counts.pattern:
         raise ValueError("pattern differs from the pattern the counts were made with")
@@ -494,6 +738,7 @@ def _train_from_counts(
 ) -> Encoding:
     specials = _specials(special_tokens) if special_tokens is not None else list(counts.special_tokens)
     num_merges = _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
+    _check_name(name)
     bars = _Progress(progress)
     try:
         pairs, _ = _native._train_merges(
@@ -508,6 +753,14 @@ def _train_from_counts(
     finally:
         bars.close()
     ranks = _ranks_from_merges(pairs)
+    clash = [sp for sp in specials if sp.encode("utf-8", "surrogatepass") in ranks]
+    if clash:
+        # Text is counted with its special tokens cut out, so only counts made without them
+        # (or given by hand) can learn one: the two ids would then disagree between libraries.
+        raise ValueError(
+            f"special token(s) {', '.join(map(repr, clash))} were also learned as ordinary tokens: "
+            "count the text with these special_tokens, so that they are cut out of it"
+        )
     n = len(ranks)
     special_ids = {s: n + i for i, s in enumerate(specials)}
     return _make_encoding(name, counts.pattern, ranks, special_ids)

@@ -189,14 +189,14 @@ impl Stats {
 /// entries skipped), globs (`*`, `?`, `[...]`, `**`) sorted. Symbolic links are followed, but a
 /// link back to a directory above it is skipped. Missing paths and globs that match nothing are
 /// errors.
-pub fn expand<S: AsRef<str>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
+pub fn expand<S: AsRef<Path>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
-        let s = input.as_ref();
-        let p = Path::new(s);
+        let p = input.as_ref();
+        let s = p.to_string_lossy();
         if p.exists() {
             push_path(p, &mut out)?;
-        } else if s.contains(['*', '?', '[']) {
+        } else if let Some(s) = p.to_str().filter(|s| s.contains(['*', '?', '['])) {
             let mut matched = glob_paths(s)?;
             if matched.is_empty() {
                 return Err(Error::Io(io::Error::new(
@@ -447,7 +447,7 @@ impl Reader {
     }
 
     /// Expands `inputs` (files, directories, globs) and reads them.
-    pub fn from_inputs<S: AsRef<str>>(inputs: &[S], opts: InputOptions) -> Result<Self> {
+    pub fn from_inputs<S: AsRef<Path>>(inputs: &[S], opts: InputOptions) -> Result<Self> {
         Ok(Self::new(expand(inputs)?, opts))
     }
 
@@ -716,7 +716,15 @@ pub fn parse_json_field(line: &[u8], field: &str) -> std::result::Result<String,
         }
     }
     let mut de = serde_json::Deserializer::from_slice(line);
-    let v = de.deserialize_map(V(field)).map_err(|e| {
+    let v = de.deserialize_map(V(field));
+    if v.is_err() {
+        if let Some(fixed) = replace_lone_surrogates(line) {
+            // What Python's json.dumps writes for a str with lone surrogates: read them as
+            // U+FFFD, as a str document with them is read.
+            return parse_json_field(&fixed, field);
+        }
+    }
+    let v = v.map_err(|e| {
         if e.is_data() && e.to_string().contains("expected a JSON object") {
             "not a JSON object".to_string()
         } else {
@@ -729,6 +737,55 @@ pub fn parse_json_field(line: &[u8], field: &str) -> std::result::Result<String,
         Some(None) => Err(format!("field {field:?} is null")),
         None => Err(format!("missing field {field:?}")),
     }
+}
+
+/// `line` with every `\uD800`-`\uDFFF` escape that is not half of a surrogate pair written as
+/// `\uFFFD`, or `None` when it has none (serde_json refuses them).
+fn replace_lone_surrogates(line: &[u8]) -> Option<Vec<u8>> {
+    let hex = |at: usize| -> Option<u16> {
+        let h = line.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+    };
+    // The code unit of a `\uXXXX` escape at `at`, if there is one.
+    let unit = |at: usize| -> Option<u16> {
+        (line.get(at..at + 2)? == b"\\u")
+            .then(|| hex(at + 2))
+            .flatten()
+    };
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = memchr::memchr(b'\\', line)?;
+    let mut copied = 0;
+    while i < line.len() {
+        if line[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let Some(u) = unit(i) else {
+            i += 2; // another escape (`\\\\`, `\\n`, ...)
+            continue;
+        };
+        let lone = match u {
+            0xD800..=0xDBFF => match unit(i + 6) {
+                Some(0xDC00..=0xDFFF) => {
+                    i += 12; // a pair
+                    continue;
+                }
+                _ => true,
+            },
+            0xDC00..=0xDFFF => true,
+            _ => false,
+        };
+        if lone {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(line.len()));
+            o.extend_from_slice(&line[copied..i]);
+            o.extend_from_slice(b"\\uFFFD");
+            copied = i + 6;
+        }
+        i += 6;
+    }
+    let mut o = out?;
+    o.extend_from_slice(&line[copied..]);
+    Some(o)
 }
 
 #[cfg(test)]
@@ -801,6 +858,22 @@ mod tests {
             .contains("invalid JSON"));
         assert!(parse_json_field(b"[1]", "text").is_err());
         assert!(parse_json_field(b"{\"text\": \"\xff\"}", "text").is_err());
+        // Lone surrogates (as Python's json.dumps writes them) read as U+FFFD; pairs and other
+        // escapes as they are.
+        let cases: [(&[u8], &str); 5] = [
+            (br#"{"text": "ok \udc80 x"}"#, "ok \u{FFFD} x"),
+            (br#"{"text": "\ud83d\ude00\ud800"}"#, "\u{1F600}\u{FFFD}"),
+            (
+                br#"{"text": "\ud800\ud800\\udc00"}"#,
+                "\u{FFFD}\u{FFFD}\\udc00",
+            ),
+            (br#"{"x": "\udfff", "text": "a\\"}"#, "a\\"),
+            (br#"{"text": "\udbff"}"#, "\u{FFFD}"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse_json_field(line, "text").unwrap(), want);
+        }
+        assert!(parse_json_field(br#"{"text": "\ud800" x"#, "text").is_err());
     }
 
     #[test]

@@ -249,7 +249,7 @@ impl PyWordCounts {
     fn _count_files(
         &self,
         py: Python<'_>,
-        paths: Vec<String>,
+        paths: Vec<std::path::PathBuf>,
         on_error: &str,
         field: &str,
         callback: Option<Py<PyAny>>,
@@ -329,7 +329,7 @@ impl PyWordCounts {
     }
 
     /// The sum of all counts (the number of pieces counted).
-    fn total(&self) -> PyResult<u64> {
+    fn total(&self) -> PyResult<u128> {
         Ok(self.lock()?.sorted().map_err(to_py)?.total())
     }
 
@@ -450,11 +450,11 @@ fn _train_merges(
 /// Expands paths: files as given, directories recursively (sorted, hidden entries skipped),
 /// globs sorted. Raises `FileNotFoundError` for a missing path or a glob without matches.
 #[pyfunction]
-fn _expand_paths(py: Python<'_>, paths: Vec<String>) -> PyResult<Vec<String>> {
-    let v = py.detach(|| input::expand(&paths)).map_err(to_py)?;
-    Ok(v.into_iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect())
+fn _expand_paths(
+    py: Python<'_>,
+    paths: Vec<std::path::PathBuf>,
+) -> PyResult<Vec<std::path::PathBuf>> {
+    py.detach(|| input::expand(&paths)).map_err(to_py)
 }
 
 /// The regex of a built-in encoding name, or the pattern itself.

@@ -74,9 +74,9 @@ impl Sorted {
         self.counts[i]
     }
 
-    /// The sum of all counts (saturating).
-    pub fn total(&self) -> u64 {
-        self.counts.iter().fold(0u64, |a, &c| a.saturating_add(c))
+    /// The sum of all counts (exact: it may pass 2**64).
+    pub fn total(&self) -> u128 {
+        self.counts.iter().map(|&c| c as u128).sum()
     }
 
     /// The total length in bytes of the distinct words.
@@ -157,6 +157,25 @@ impl Sorted {
             out.push(b.word(k), b.counts[k]);
         }
         out
+    }
+
+    /// A word whose counts in `a` and `b` add up to more than 2**64 - 1, if any.
+    pub fn overflow_with(&self, b: &Sorted) -> Option<&[u8]> {
+        let (mut i, mut j) = (0, 0);
+        while i < self.len() && j < b.len() {
+            match self.word(i).cmp(b.word(j)) {
+                CmpOrdering::Less => i += 1,
+                CmpOrdering::Greater => j += 1,
+                CmpOrdering::Equal => {
+                    if self.counts[i].checked_add(b.counts[j]).is_none() {
+                        return Some(self.word(i));
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        None
     }
 
     /// From unsorted `(word, count)` pairs (duplicates add up).
@@ -489,9 +508,7 @@ impl Splitter {
                     .map_err(|e| Error::Value(format!("special tokens: {e}")))?,
             )
         };
-        let special_has_cut = nonempty
-            .iter()
-            .any(|s| (2..s.len()).any(|p| is_safe_boundary(s.as_bytes(), p)));
+        let special_has_cut = nonempty.iter().any(|s| special_may_be_cut(s.as_bytes()));
         Ok(Splitter {
             can_cut: pre.is_native() && !special_has_cut,
             pre,
@@ -534,6 +551,22 @@ impl Splitter {
         }
         Ok(())
     }
+}
+
+/// The error for a count of `word` beyond 64 bits.
+fn overflow(word: &[u8]) -> Error {
+    Error::Value(format!(
+        "the count of {:?} would pass 2**64 - 1",
+        String::from_utf8_lossy(word)
+    ))
+}
+
+/// Whether a text may be cut at a safe point strictly inside the special token `s`, wherever
+/// the token stands. A cut at 1 depends on the byte before the token, so that byte is taken to
+/// be a visible character (the case that allows the cut).
+fn special_may_be_cut(s: &[u8]) -> bool {
+    let padded = [b"!", s].concat();
+    (2..padded.len()).any(|p| is_safe_boundary(&padded, p))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -777,8 +810,14 @@ impl WordCounts {
         &self.splitter
     }
 
-    /// Adds `count` occurrences of one word.
+    /// Adds `count` occurrences of one word. A count that would pass 2**64 - 1 is an error.
     pub fn add(&mut self, word: &[u8], count: u64) -> Result<()> {
+        if count > u32::MAX as u64 {
+            // Only counts given by hand are this large: fold the table in and check exactly.
+            if self.sorted()?.get(word).checked_add(count).is_none() {
+                return Err(overflow(word));
+            }
+        }
         if count > 0 {
             self.table.add(word, count);
             self.maybe_spill()?;
@@ -920,6 +959,9 @@ impl WordCounts {
         self.check_compatible(other)?;
         self.sorted()?;
         let b = other.sorted()?;
+        if let Some(w) = self.sorted.overflow_with(b) {
+            return Err(overflow(w));
+        }
         self.sorted = Sorted::merged(&self.sorted, b);
         Ok(())
     }
@@ -1113,5 +1155,30 @@ mod tests {
         cut.options.unit_bytes = 1 << 12;
         cut.count_documents(&[&big]).unwrap();
         assert_eq!(counts_of(&mut whole), counts_of(&mut cut));
+    }
+
+    #[test]
+    fn special_tokens_are_never_cut() {
+        // A special token that starts with a newline and a letter may follow a visible character,
+        // which makes a safe cut point right inside it: such texts must not be cut.
+        for special in ["\nEND", "<x>\nEND", "a\nb"] {
+            let mut text = "word word, word.\n ".repeat(2000);
+            text.push_str(&format!("x{special} tail"));
+            text.push_str(&" more text here.\n".repeat(2000));
+            let count = |unit: usize| {
+                let mut c = WordCounts::new(CL100K_PATTERN, vec![special.into()]).unwrap();
+                c.options.unit_bytes = unit;
+                c.count_documents(&[&text]).unwrap();
+                counts_of(&mut c)
+            };
+            let whole = count(1 << 40);
+            assert!(
+                !whole.iter().any(|(w, _)| w == b"END" || w == b"b"),
+                "{special:?}"
+            );
+            for unit in [1 << 12, text.find(special).unwrap() - 4096 + 2] {
+                assert_eq!(count(unit), whole, "{special:?} cut from {unit}");
+            }
+        }
     }
 }
