@@ -1282,3 +1282,25 @@ def test_custom_patterns_handle_million_character_runs(tiktoken):
     for unit in ("a", "é", "中", "!"):
         text = unit * 1_000_000
         assert bp.encode_ordinary(text) == tt.encode_ordinary(text), unit
+
+
+def test_an_allowed_special_token_is_found_inside_a_longer_one():
+    """When a longer special token starts with an allowed one but is not allowed itself, the
+    allowed one is used (tiktoken's choice between overlapping tokens follows its hash order)."""
+    base = {bytes([i]): i for i in range(256)}
+    enc = bytepair.Encoding(
+        "ov", pat_str=r"\S+|\s+", mergeable_ranks=base, special_tokens={"<|im|>": 300, "<|im|>user": 301}
+    )
+    user = enc.encode_ordinary("user")
+    assert enc.encode("<|im|>user", allowed_special={"<|im|>"}, disallowed_special=()) == [300, *user]
+    assert enc.encode("x<|im|>user<|im|>", allowed_special={"<|im|>"}, disallowed_special=()) == [
+        *enc.encode_ordinary("x"),
+        300,
+        *user,
+        300,
+    ]
+    assert enc.encode("<|im|>user", allowed_special="all") == [301]
+    assert enc.encode("<|im|>user", allowed_special={"<|im|>user"}, disallowed_special=()) == [301]
+    assert enc.count("<|im|>user", allowed_special={"<|im|>"}, disallowed_special=()) == 1 + len(user)
+    with pytest.raises(ValueError, match="disallowed special token"):
+        enc.encode("<|im|>user", allowed_special={"<|im|>"})

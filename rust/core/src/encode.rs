@@ -397,9 +397,29 @@ impl CoreBpe {
             if allowed.contains(id) {
                 return Ok(Some((m.start(), m.end(), id)));
             }
+            if let Some(shorter) = self.allowed_prefix_special(text, m.start(), m.end(), allowed) {
+                return Ok(Some(shorter));
+            }
             pos = m.start() + 1;
         }
         Ok(None)
+    }
+
+    /// The longest `allowed` special token that starts at `start` and ends before `end` (where a
+    /// longer special token that is not allowed matched): a token the caller allowed is not
+    /// passed over because a longer one starts with it. Only for special tokens that overlap.
+    fn allowed_prefix_special(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        allowed: &SpecialSet,
+    ) -> Option<(usize, usize, usize)> {
+        let ov = self.overlapping_matcher()?;
+        ov.find_overlapping_iter(Input::new(text).range(start..end))
+            .filter(|m| m.start() == start && allowed.contains(m.pattern().as_usize()))
+            .max_by_key(|m| m.end())
+            .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
     }
 
     /// Encodes `text`, treating `allowed` special tokens as special and raising on `disallowed`
