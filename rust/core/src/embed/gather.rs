@@ -44,7 +44,7 @@ fn bag_bounds(bags: &Bags<'_>, n: usize) -> Result<Vec<usize>> {
                     bags as u128 * len as u128
                 )));
             }
-            let mut out = super::try_filled(bags.saturating_add(1), 0usize, "the bag bounds")?;
+            let mut out = super::try_zeroed::<usize>(bags.saturating_add(1), "the bag bounds")?;
             for (b, o) in out.iter_mut().enumerate() {
                 *o = b * len;
             }
@@ -230,7 +230,7 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
                 "an output of {out_rows} x {dim} values is too large"
             ))
         })?;
-        super::try_filled(size, 0f32, "the output")
+        super::try_zeroed::<f32>(size, "the output")
     };
     if let (Bags::Fixed { bags: b, len: 0 }, true) = (bags, ids.is_empty()) {
         // Every bag is empty (a [B, 0] id array, B as large as the caller likes): zero rows.

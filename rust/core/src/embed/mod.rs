@@ -25,23 +25,35 @@ pub use vnni::available as vnni_available;
 
 use crate::{Error, Result};
 
-/// A vector of `n` copies of `value`, or [`Error::TooLarge`] (Python `MemoryError`, as numpy
-/// raises for an array it cannot allocate) when the memory is not there: sizes come from the
-/// caller's shapes, and an abort is not an answer to a shape.
-pub(crate) fn try_filled<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
+/// Types whose all-zero bit pattern is the value zero.
+pub(crate) trait Zeroed: Copy {}
+impl Zeroed for f32 {}
+impl Zeroed for usize {}
+
+/// A vector of `n` zeros, or [`Error::TooLarge`] (Python `MemoryError`, as numpy raises for an
+/// array it cannot allocate) when the memory is not there: sizes come from the caller's shapes,
+/// and an abort is not an answer to a shape. Zeroed by the allocator (`calloc`: fresh pages come
+/// zeroed and are not written twice), as `vec![0; n]` is.
+pub(crate) fn try_zeroed<T: Zeroed>(n: usize, what: &str) -> Result<Vec<T>> {
     let too_large = || {
         Error::TooLarge(format!(
             "cannot allocate {what}: {n} values of {} bytes",
             std::mem::size_of::<T>()
         ))
     };
-    n.checked_mul(std::mem::size_of::<T>())
-        .filter(|&b| b <= isize::MAX as usize)
-        .ok_or_else(too_large)?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| too_large())?;
-    v.resize(n, value);
-    Ok(v)
+    let layout = std::alloc::Layout::array::<T>(n).map_err(|_| too_large())?;
+    if layout.size() == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the layout has a non-zero size; a non-null block of it, zeroed, holds `n` valid
+    // values of `T` (`Zeroed`), allocated by the global allocator as `Vec` expects.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut T;
+        if p.is_null() {
+            return Err(too_large());
+        }
+        Ok(Vec::from_raw_parts(p, n, n))
+    }
 }
 
 /// [`Error::TooLarge`] when `bytes` could not be allocated now (a block is reserved and given
