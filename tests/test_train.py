@@ -343,8 +343,15 @@ def test_a_list_of_paths_with_a_missing_one_is_not_taken_for_documents(tmp_path,
             train(data, vocab_size=300, progress=False)
         with pytest.raises(FileNotFoundError, match=re.escape(repr(missing))):
             WordCounts(data, progress=False)
-    # Documents stay documents: nothing exists and nothing looks like a file name.
-    for docs in (["hello world", "what now?"], ["file.txt is here", "a.txt b.txt"], ["x.md", "y"], ["and/or", "a/b"]):
+    # Documents stay documents: nothing looks like a file name, and fewer than half name
+    # something here (a word may: "sub").
+    for docs in (
+        ["hello world", "what now?"],
+        ["file.txt is here", "a.txt b.txt"],
+        ["x.md", "y"],
+        ["and/or", "a/b"],
+        ["the", "sub", "is", "here"],
+    ):
         assert counts_dict(WordCounts(docs, progress=False)) == dict(ref_train.count_words(docs, CL100K))
     # An iterator is always documents, and a list of existing paths always paths.
     assert counts_dict(WordCounts(iter(["notes.txt"]), progress=False)) == {b"notes": 1, b".txt": 1}

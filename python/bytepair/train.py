@@ -132,8 +132,8 @@ def _as_paths(data: Any) -> Optional[list[str]]:
 
     A ``str`` or ``os.PathLike`` is a path. A list or tuple whose items are all ``os.PathLike`` is
     a list of paths. A list or tuple of ``str`` is a list of paths when every item names an
-    existing file or directory or is a glob that matches something. When only some do, or when
-    an item looks like a corpus file name (no whitespace, ending in ``.txt``, ``.jsonl`` or
+    existing file or directory or is a glob that matches something. When at least half do (but
+    not all), or when an item looks like a corpus file name (no whitespace, ending in ``.txt``, ``.jsonl`` or
     ``.parquet``, optionally followed by ``.gz``/``.zst``), it is a list of paths with a mistake in
     it: ``FileNotFoundError`` names the missing items. Otherwise its items are documents.
     """
@@ -148,7 +148,9 @@ def _as_paths(data: Any) -> Optional[list[str]]:
     first_missing = next((i for i, p in enumerate(data) if not _looks_like_path(p)), None)
     if first_missing is None:
         return list(data)
-    if first_missing == 0 and not any(_looks_like_file_name(p) for p in data) and not _any_exists(data):
+    # Documents that happen to name something here ("data", "src") stay documents: a list of
+    # paths with a mistake in it names mostly things that exist.
+    if not any(_looks_like_file_name(p) for p in data) and 2 * _existing_count(data) < len(data):
         return None
     missing = []
     for p in data:
@@ -164,26 +166,25 @@ def _as_paths(data: Any) -> Optional[list[str]]:
     )
 
 
-def _any_exists(items: Sequence[str]) -> bool:
-    """Whether some item names an existing file or directory, or is a glob (without whitespace:
-    a document with a "?" in it is not a glob) that matches something. Fast for long lists of
+def _existing_count(items: Sequence[str]) -> int:
+    """How many items name an existing file or directory, or are a glob (without whitespace: a
+    document with a "?" in it is not a glob) that matches something. Fast for long lists of
     documents: it looks names up in directory listings, one listing per directory, instead of
     making a system call per item."""
     listings: dict[str, Optional[set[str]]] = {}
-    by_dir: dict[str, set[str]] = {}
-    here = by_dir[""] = set()
+    by_dir: dict[str, dict[str, int]] = {}
     for p in items:
         if _maybe_path(p):
-            if _SEP.search(p):
-                head, tail = os.path.split(p)
-                by_dir.setdefault(head, set()).add(tail)
-            else:
-                here.add(p)
+            head, tail = os.path.split(p) if _SEP.search(p) else ("", p)
+            tails = by_dir.setdefault(head, {})
+            tails[tail] = tails.get(tail, 0) + 1
+    n = 0
     for head, tails in by_dir.items():
         names = _listing(head, listings)
-        if names is not None and (not tails.isdisjoint(names) or not tails.isdisjoint(("", ".", ".."))):
-            return True
-    return any(_MAGIC.search(p) and not _SPACE.search(p) and _glob_matches(p) for p in set(items) if _maybe_path(p))
+        if names is not None:
+            n += sum(c for t, c in tails.items() if t in names or t in ("", ".", ".."))
+    globs = [p for p in items if _maybe_path(p) and _MAGIC.search(p) and not _SPACE.search(p)]
+    return n + sum(1 for p in globs if _glob_matches(p))
 
 
 _MAGIC = re.compile(r"[*?\[]")
@@ -398,8 +399,8 @@ class WordCounts(_native.WordCounts):
 
         Paths or documents: a ``str`` or ``os.PathLike`` is a path, and so is a list (or tuple)
         of ``os.PathLike``. A list of ``str`` is a list of paths when every item names an
-        existing file or directory or is a glob that matches something. When only some items
-        do, or when an item looks like a corpus file name (no whitespace and a ``.txt``,
+        existing file or directory or is a glob that matches something. When at least half of
+        them do (but not all), or when an item looks like a corpus file name (no whitespace and a ``.txt``,
         ``.jsonl`` or ``.parquet`` suffix, optionally followed by ``.gz``/``.zst``), it is taken
         for a list of paths with a mistake in it: ``FileNotFoundError`` names the missing items.
         Otherwise the items are documents. To count such strings as documents, pass an iterator
@@ -588,8 +589,8 @@ def train(
     directories, globs; ``.txt``, ``.jsonl`` with a ``text`` field, ``.parquet`` with a ``text``
     column when pyarrow is installed; ``.gz``/``.zst`` variants; ``field`` names another JSON
     field / parquet column). A list of ``str`` is a list of paths when every item names an
-    existing file or directory or is a glob that matches something; when only some do, or when
-    an item looks like a corpus file name (no whitespace and a ``.txt``, ``.jsonl`` or
+    existing file or directory or is a glob that matches something; when at least half do (but
+    not all), or when an item looks like a corpus file name (no whitespace and a ``.txt``, ``.jsonl`` or
     ``.parquet`` suffix, optionally followed by ``.gz``/``.zst``), ``FileNotFoundError`` names
     the missing items; otherwise the items are documents (pass ``iter(docs)`` to train on
     strings that look like file names). ``on_error="skip"`` skips bad JSON lines and unreadable
