@@ -133,9 +133,10 @@ def _as_paths(data: Any) -> Optional[list[str]]:
     A ``str`` or ``os.PathLike`` is a path. A list or tuple whose items are all ``os.PathLike`` is
     a list of paths. A list or tuple of ``str`` is a list of paths when every item names an
     existing file or directory or is a glob that matches something. When at least half do (but
-    not all), or when an item looks like a corpus file name (no whitespace, ending in ``.txt``, ``.jsonl`` or
-    ``.parquet``, optionally followed by ``.gz``/``.zst``), it is a list of paths with a mistake in
-    it: ``FileNotFoundError`` names the missing items. Otherwise its items are documents.
+    not all), or when an item looks like a corpus file name (no whitespace, ending in ``.txt``,
+    ``.jsonl`` or ``.parquet``, optionally followed by ``.gz``/``.zst``), it is a list of paths
+    with a mistake in it: ``FileNotFoundError`` names the missing items. Otherwise its items are
+    documents.
     """
     if isinstance(data, (str, PurePath)) or isinstance(data, os.PathLike):
         return [os.fspath(data)]
@@ -145,8 +146,7 @@ def _as_paths(data: Any) -> Optional[list[str]]:
         return [os.fspath(p) for p in data]
     if not all(isinstance(p, str) for p in data):
         return None
-    first_missing = next((i for i, p in enumerate(data) if not _looks_like_path(p)), None)
-    if first_missing is None:
+    if all(_looks_like_path(p) for p in data):
         return list(data)
     # Documents that happen to name something here ("data", "src") stay documents: a list of
     # paths with a mistake in it names mostly things that exist.
@@ -400,9 +400,10 @@ class WordCounts(_native.WordCounts):
         Paths or documents: a ``str`` or ``os.PathLike`` is a path, and so is a list (or tuple)
         of ``os.PathLike``. A list of ``str`` is a list of paths when every item names an
         existing file or directory or is a glob that matches something. When at least half of
-        them do (but not all), or when an item looks like a corpus file name (no whitespace and a ``.txt``,
-        ``.jsonl`` or ``.parquet`` suffix, optionally followed by ``.gz``/``.zst``), it is taken
-        for a list of paths with a mistake in it: ``FileNotFoundError`` names the missing items.
+        them do (but not all), or when an item looks like a corpus file name (no whitespace and
+        a ``.txt``, ``.jsonl`` or ``.parquet`` suffix, optionally followed by ``.gz``/``.zst``),
+        it is taken for a list of paths with a mistake in it: ``FileNotFoundError`` names the
+        missing items.
         Otherwise the items are documents. To count such strings as documents, pass an iterator
         (``iter(docs)``).
 
@@ -425,10 +426,10 @@ class WordCounts(_native.WordCounts):
             paths = _as_paths(data)
             if paths is not None:
                 errors: list[str] = []
+                skipped = 0
                 files = _expand_paths(paths)
                 parquet = [f for f in files if _is_parquet(f)]
                 rest = [f for f in files if not _is_parquet(f)]
-                skipped = len(errors)
                 if rest:
                     n, native_errors = self._count_files(rest, on_error=on_error, field=field, callback=bars.callback)
                     skipped += n
@@ -590,9 +591,9 @@ def train(
     column when pyarrow is installed; ``.gz``/``.zst`` variants; ``field`` names another JSON
     field / parquet column). A list of ``str`` is a list of paths when every item names an
     existing file or directory or is a glob that matches something; when at least half do (but
-    not all), or when an item looks like a corpus file name (no whitespace and a ``.txt``, ``.jsonl`` or
-    ``.parquet`` suffix, optionally followed by ``.gz``/``.zst``), ``FileNotFoundError`` names
-    the missing items; otherwise the items are documents (pass ``iter(docs)`` to train on
+    not all), or when an item looks like a corpus file name (no whitespace and a ``.txt``,
+    ``.jsonl`` or ``.parquet`` suffix, optionally followed by ``.gz``/``.zst``),
+    ``FileNotFoundError`` names the missing items; otherwise the items are documents (pass ``iter(docs)`` to train on
     strings that look like file names). ``on_error="skip"`` skips bad JSON lines and unreadable
     files with a warning instead of raising an error that names them. ``pattern`` is a built-in
     encoding name whose split pattern to use, or a regex. ``special_tokens`` never take part in
@@ -739,7 +740,6 @@ def _train_from_counts(
 ) -> Encoding:
     specials = _specials(special_tokens) if special_tokens is not None else list(counts.special_tokens)
     num_merges = _check_train_args(vocab_size, specials, min_frequency, max_token_length, num_threads)
-    _check_name(name)
     bars = _Progress(progress)
     try:
         pairs, _ = _native._train_merges(
