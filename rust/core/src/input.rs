@@ -222,56 +222,102 @@ pub fn expand<S: AsRef<Path>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The paths that the glob `s` matches, unsorted. A pattern with `**` is matched while walking
-/// the directory it starts from, following links but never round a loop, and gives files only
-/// (those under a matching directory included). The `glob` crate's own walk follows `ln -s .
-/// self` until the system refuses: 40 levels, or 2^40 paths with two such links.
+/// The paths that the glob `s` matches, unsorted: files only (those under a matching directory
+/// included). The pattern is matched while walking from the directory its wildcards start in,
+/// on the bytes of each name (so names that are not UTF-8 match too), following links but never
+/// round a loop; without `**` the walk goes no deeper than the pattern. (The `glob` crate
+/// matches UTF-8 names only, and its own walk follows `ln -s . self` until the system refuses:
+/// 40 levels, or 2^40 paths with two such links.)
 fn glob_paths(s: &str) -> Result<Vec<PathBuf>> {
-    let bad = |e: glob::PatternError| Error::Value(format!("bad glob {s:?}: {e}"));
-    let mut matched = Vec::new();
-    if !s.contains("**") {
-        for entry in glob::glob(s).map_err(bad)? {
-            matched.push(
-                entry.map_err(|e| Error::Io(io::Error::new(e.error().kind(), e.to_string())))?,
-            );
+    // Walk from the components before the first one with a wildcard; the rest is the pattern,
+    // matched against the path below that directory (so `./`, `//` and `a/./b` in the part
+    // before the wildcards need no care).
+    let (mut base, mut rest) = (PathBuf::new(), Vec::new());
+    for c in Path::new(s).components() {
+        let part = c.as_os_str().to_string_lossy();
+        if rest.is_empty() && !part.contains(['*', '?', '[']) {
+            base.push(c);
+        } else {
+            rest.push(part.into_owned());
         }
-        return Ok(matched);
     }
+    let pattern = literal_braces(&rest.join("/"));
+    let matcher = globset::GlobBuilder::new(&pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| Error::Value(format!("bad glob {s:?}: {e}")))?
+        .compile_matcher();
     let glob = Glob {
-        pattern: glob::Pattern::new(s).map_err(bad)?,
-        opts: glob::MatchOptions {
-            case_sensitive: true,
-            require_literal_separator: true,
-            require_literal_leading_dot: false,
+        matcher,
+        base: base.clone(),
+        depth: if pattern.contains("**") {
+            usize::MAX
+        } else {
+            rest.len()
         },
     };
-    // Walk from the components before the first one with a wildcard.
-    let mut base = PathBuf::new();
-    for c in Path::new(s).components() {
-        if c.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
-            break;
-        }
-        base.push(c);
-    }
+    let mut matched = Vec::new();
     if base.as_os_str().is_empty() || base.is_dir() {
-        walk(&base, Some(&glob), &mut Vec::new(), &mut matched)?;
+        walk(&base, Some(&glob), 1, &mut Vec::new(), &mut matched)?;
     }
     Ok(matched)
 }
 
+/// `pattern` with its braces outside `[...]` escaped: globs here are the shell's and Python's
+/// `glob` (`*`, `?`, `[...]`, `**`), in which `{a,b}` is literal text, not globset's alternation.
+fn literal_braces(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut class = false;
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+                continue;
+            }
+            '[' if !class => {
+                class = true;
+                out.push(c);
+                // A `]` first in a class (after an optional `!`) is a member, not its end.
+                if chars.peek() == Some(&'!') {
+                    out.push(chars.next().unwrap());
+                }
+                if chars.peek() == Some(&']') {
+                    out.push(chars.next().unwrap());
+                }
+                continue;
+            }
+            ']' if class => class = false,
+            '{' | '}' if !class => out.push('\\'),
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
 struct Glob {
-    pattern: glob::Pattern,
-    opts: glob::MatchOptions,
+    matcher: globset::GlobMatcher,
+    /// The directory the walk starts from; paths are matched below it.
+    base: PathBuf,
+    /// How many levels below `base` a path can match (`usize::MAX` with `**`).
+    depth: usize,
 }
 
 /// Adds the files under the directory `dir` ("" is the current directory, and the paths are then
 /// relative): those that `glob` matches, or, with no glob (a directory input, or a directory the
-/// glob matched), all of them but hidden ones. Links are followed, except one that leads back to
-/// a directory being walked, which is left out (`ln -s . self` would loop forever): `open` holds
-/// the canonical paths of those.
+/// glob matched), all of them but hidden ones. `level` is how deep below the glob's base the
+/// entries of `dir` are. Links are followed, except one that leads back to a directory being
+/// walked, which is left out (`ln -s . self` would loop forever): `open` holds the canonical
+/// paths of those.
 fn walk(
     dir: &Path,
     glob: Option<&Glob>,
+    level: usize,
     open: &mut Vec<PathBuf>,
     out: &mut Vec<PathBuf>,
 ) -> Result<()> {
@@ -292,16 +338,21 @@ fn walk(
             (Err(_), Some(_)) => false,
             (Err(e), None) => return Err(io_at(&p, e)),
         };
-        let hit = glob.is_none_or(|g| g.pattern.matches_path_with(&p, g.opts));
+        let hit = glob.is_none_or(|g| {
+            level <= g.depth && g.matcher.is_match(p.strip_prefix(&g.base).unwrap_or(&p))
+        });
         if !is_dir {
             if hit {
                 out.push(p);
             }
             continue;
         }
+        if !hit && glob.is_some_and(|g| level >= g.depth) {
+            continue; // nothing deeper can match
+        }
         let real = std::fs::canonicalize(&p).map_err(|e| io_at(&p, e))?;
         if !open.contains(&real) {
-            walk(&p, if hit { None } else { glob }, open, out)?;
+            walk(&p, if hit { None } else { glob }, level + 1, open, out)?;
         }
     }
     open.pop();
@@ -323,7 +374,7 @@ fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
 /// links followed but never round a loop: see [`walk`]).
 fn push_path(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     if std::fs::metadata(p).map_err(|e| io_at(p, e))?.is_dir() {
-        walk(p, None, &mut Vec::new(), out)
+        walk(p, None, 1, &mut Vec::new(), out)
     } else {
         out.push(p.to_path_buf());
         Ok(())
@@ -839,6 +890,49 @@ mod tests {
             names(expand(&[dotdot.as_str()]).unwrap()),
             ["sub/../sub/.hidden.txt", "sub/../sub/b.txt"]
         );
+    }
+
+    #[test]
+    fn globs_match_names_by_their_bytes() {
+        let d = tmpdir("globs");
+        std::fs::create_dir_all(d.join("sub/deeper")).unwrap();
+        for f in [
+            "a.txt",
+            "b.jsonl",
+            "{x,y}.txt",
+            "x.txt",
+            "sub/c.txt",
+            "sub/deeper/d.txt",
+        ] {
+            std::fs::write(d.join(f), "t").unwrap();
+        }
+        let names = |pattern: &str| -> Vec<String> {
+            let got = expand(&[d.join(pattern).to_str().unwrap()]).unwrap();
+            got.iter()
+                .map(|p| p.strip_prefix(&d).unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names("*.txt"), ["a.txt", "x.txt", "{x,y}.txt"]);
+        assert_eq!(names("*/*.txt"), ["sub/c.txt"]);
+        assert_eq!(names("**/*.txt").len(), 5);
+        assert_eq!(names("[!a]*.txt"), ["x.txt", "{x,y}.txt"]);
+        // Braces are literal, as in the shell's and Python's globs, in and out of classes.
+        assert_eq!(names("{x,y}*"), ["{x,y}.txt"]);
+        assert_eq!(names("[{]*"), ["{x,y}.txt"]);
+        assert!(expand(&[d.join("{a,b}.t?t").to_str().unwrap()]).is_err());
+        assert_eq!(literal_braces("[]{]{a}"), "[]{]\\{a\\}");
+        assert_eq!(literal_braces("\\{[!]}]"), "\\{[!]}]");
+        // A matching directory brings the files under it.
+        assert_eq!(names("su?"), ["sub/c.txt", "sub/deeper/d.txt"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let bad = std::ffi::OsStr::from_bytes(b"bad\xff.txt");
+            std::fs::write(d.join(bad), "t").unwrap();
+            let got = expand(&[d.join("b*.txt").to_str().unwrap()]).unwrap();
+            assert_eq!(got, [d.join(bad)]);
+            assert_eq!(names("**/*.txt").len(), 6);
+        }
     }
 
     #[test]
