@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import ref_train
+import bytepair
 from bytepair import _native
 from bytepair.train import WordCounts, _derive_merges, _save, _to_huggingface, load, train, train_from_counts
 from hypothesis import HealthCheck, given, settings
@@ -567,6 +568,47 @@ def test_huggingface_export_encodes_identically(tmp_path, pattern):
     for s in samples:
         assert hf.encode(s, add_special_tokens=False).ids == enc.encode(s, allowed_special="all"), s
     assert hf.get_vocab_size() == enc.n_vocab
+
+
+@pytest.mark.parametrize("name", ["cl100k_base", "o200k_harmony", "p50k_edit"])
+def test_huggingface_export_keeps_special_token_ids(tmp_path, name):
+    # Built-in encodings have gaps before and between their special ids (cl100k: 100256-100260,
+    # then 100276); `tokenizers` renumbers added tokens that its model's vocabulary lacks.
+    tokenizers = pytest.importorskip("tokenizers")
+    enc = bytepair.get_encoding(name)
+    if name == "o200k_harmony":
+        # Two of its special tokens share id 200018: the file keeps the one decode gives.
+        with pytest.warns(UserWarning, match="reserved_200018"):
+            path = _to_huggingface(enc, tmp_path)
+        assert enc.decode([200018]) == "<|endofprompt|>"
+    else:
+        path = _to_huggingface(enc, tmp_path)
+    hf = tokenizers.Tokenizer.from_file(str(path))
+    specials = [(s, i) for s, i in enc._special_tokens.items() if s != "<|reserved_200018|>"]
+    for s, i in sorted(specials, key=lambda kv: kv[1])[:50]:
+        assert hf.token_to_id(s) == i, s
+        text = f"hi {s} there"
+        assert hf.encode(text, add_special_tokens=False).ids == enc.encode(text, allowed_special="all"), s
+        assert hf.decode([i], skip_special_tokens=False) == s
+    text = "plain text, ünïcödé and 😀 emoji"
+    assert hf.encode(text, add_special_tokens=False).ids == enc.encode_ordinary(text)
+
+
+def test_huggingface_export_keeps_a_special_id_after_a_gap(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    t = train(["hello world"] * 20, vocab_size=260, progress=False)
+    enc = bytepair.Encoding(
+        "gap", pat_str=t._pat_str, mergeable_ranks=t._mergeable_ranks, special_tokens={"<|eot|>": 300}
+    )
+    hf = tokenizers.Tokenizer.from_file(str(_to_huggingface(enc, tmp_path)))
+    assert hf.encode("hello<|eot|>", add_special_tokens=False).ids == enc.encode("hello<|eot|>", allowed_special="all")
+    # A special token spelled like an ordinary token in the byte-level vocabulary cannot keep both ids.
+    clash = bytepair.Encoding(
+        "clash", pat_str=t._pat_str, mergeable_ranks=t._mergeable_ranks, special_tokens={"hel": 300}
+    )
+    assert b"hel" in t._mergeable_ranks
+    with pytest.raises(ValueError, match="special token 'hel'"):
+        _to_huggingface(clash, tmp_path / "clash")
 
 
 def test_derive_merges_recovers_training_merges():

@@ -511,7 +511,11 @@ class Encoding:
 
     def to_huggingface(self, path: str) -> None:
         """Writes a ``tokenizer.json`` that Hugging Face ``tokenizers`` loads and that encodes to
-        the same ids.
+        the same ids, special tokens included (``tokenizers`` matches them in any text, as
+        ``allowed_special="all"`` does). Where two special tokens share an id (o200k_harmony's
+        ``<|endofprompt|>`` and ``<|reserved_200018|>``) the file keeps the one ``decode`` gives,
+        with a warning; a special token spelled like an ordinary token of the byte-level
+        vocabulary raises ``ValueError``.
 
         >>> enc.to_huggingface("my-tokenizer")
         >>> from tokenizers import Tokenizer

@@ -905,6 +905,32 @@ def _to_huggingface(enc: Any, path: PathLike) -> Path:
 
     ranks = enc._mergeable_ranks
     vocab = {sym(t): r for t, r in sorted(ranks.items(), key=lambda kv: kv[1])}
+    # `tokenizers` keeps an added token's "id" only when the model's vocabulary maps its text to
+    # that id; otherwise it gives the token the next free id (cl100k's <|endoftext|> would become
+    # 100256's neighbour, and every special after a gap in the ids would move). So the special
+    # tokens go into the vocabulary too. No merge makes them, and `tokenizers` matches added
+    # tokens before the model sees the text.
+    # Where several special tokens share an id (o200k_harmony's <|endofprompt|> and
+    # <|reserved_200018|>), `tokenizers` keeps one text per id: the first, which `decode` gives.
+    specials: dict[str, int] = {}
+    for s, i in enc._special_tokens.items():
+        if i not in specials.values():
+            specials[s] = i
+    dropped = sorted(set(enc._special_tokens) - set(specials))
+    if dropped:
+        warnings.warn(
+            f"tokenizer.json holds one special token per id; left out {dropped} (same ids as "
+            f"{sorted(s for s, i in specials.items() if i in {enc._special_tokens[d] for d in dropped})})",
+            stacklevel=3,
+        )
+    for s, i in specials.items():
+        clash = vocab.get(s)
+        if clash is not None:
+            raise ValueError(
+                f"special token {s!r} (id {i}) has the text that Hugging Face's byte-level "
+                f"vocabulary uses for token {clash}; tokenizer.json cannot give both their ids"
+            )
+        vocab[s] = i
     merges = [f"{sym(a)} {sym(b)}" for a, b in _derive_merges(ranks)]
     added = [
         {
@@ -916,7 +942,7 @@ def _to_huggingface(enc: Any, path: PathLike) -> Path:
             "normalized": False,
             "special": True,
         }
-        for s, i in sorted(enc._special_tokens.items(), key=lambda kv: kv[1])
+        for s, i in sorted(specials.items(), key=lambda kv: kv[1])
     ]
     doc = {
         "version": "1.0",
