@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 
+import bytepair
 import bytepair.embed as embed
 import numpy as np
 import pytest
@@ -664,6 +665,11 @@ def test_zero_size_id_arrays_of_any_length_and_huge_outputs():
     # An output that cannot be allocated is a MemoryError, as numpy gives, not an abort.
     with pytest.raises(MemoryError):
         embed.gather(T, np.zeros((2**40, 0), np.int64))
+    # embed_texts too: 1024 texts x 2^40 dimensions (a table of no rows).
+    enc = bytepair.get_encoding("cl100k_base")
+    wide = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (0, 2**40), (4, 4))
+    with pytest.raises(MemoryError):
+        embed.embed_texts(enc, np.ascontiguousarray(wide), [""] * 1024)
 
 
 def test_very_large_k_is_a_value_error():

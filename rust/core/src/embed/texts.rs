@@ -32,7 +32,13 @@ pub fn embed_texts<E: Elem>(
         )));
     }
     let lv = simd::level();
-    let mut out = vec![0f32; texts.len() * dim];
+    let size = texts.len().checked_mul(dim).ok_or_else(|| {
+        Error::TooLarge(format!(
+            "an output of {} x {dim} values is too large",
+            texts.len()
+        ))
+    })?;
+    let mut out = super::try_zeroed::<f32>(size, "the output")?;
     if dim == 0 || texts.is_empty() {
         // Still tokenize, so that un-encodable input and out-of-range ids are reported the same
         // way.
@@ -154,6 +160,16 @@ mod tests {
             embed_texts(&bpe, &table, 10, 4, &["a"], Pool::None, true),
             Err(Error::Value(_))
         ));
+    }
+
+    #[test]
+    fn an_output_too_large_is_an_error() {
+        let bpe = cl100k();
+        let texts = vec![""; 1024];
+        for dim in [1usize << 40, usize::MAX / 2] {
+            let r = embed_texts::<f32>(&bpe, &[], 0, dim, &texts, Pool::Mean, true);
+            assert!(matches!(r, Err(Error::TooLarge(_))), "{dim}");
+        }
     }
 
     #[test]
