@@ -499,3 +499,61 @@ def test_train_field_option(tmp_path, capsys):
     assert bytepair.load(out)._mergeable_ranks == bytepair.train(docs, vocab_size=300, progress=False)._mergeable_ranks
     assert cli.main(argv) == 1
     assert 'missing field "text"' in capsys.readouterr().err
+
+
+def test_output_inside_the_input_directory_is_not_read_back(tmp_path, capsys):
+    d = tmp_path / "data"
+    d.mkdir()
+    docs = _texts(40, seed=5)
+    (d / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs), encoding="utf-8")
+    enc = bytepair.get_encoding(ENC)
+    want = [t for doc in docs for t in [*enc.encode_ordinary(doc), enc.eot_token]]
+    for _ in range(2):  # the second run finds its own complete output, not new inputs
+        assert cli.main(["encode", str(d), "--encoding", ENC, "-o", str(d / "shards")]) == 0
+        assert np.concatenate(_shards(d / "shards")).tolist() == want
+    assert "already holds this run, complete" in capsys.readouterr().err
+    m = corpus.encode_to_shards([d], encoding=ENC, out=d / "shards", overwrite=True, progress=False)
+    assert m["inputs"] == [str(d / "a.jsonl")] and m["documents"] == 40
+    # train: the saved tokenizer under -o is not trained on the next time.
+    ranks = []
+    for _ in range(2):
+        assert cli.main(["train", str(d), "--vocab-size", "400", "-o", str(d / "tok")]) == 0
+        ranks.append(bytepair.load(d / "tok")._mergeable_ranks)
+    assert ranks[0] == ranks[1]
+    # Only the output given: nothing left to read.
+    with pytest.raises(ValueError, match="inside the output directory"):
+        corpus.encode_to_shards([d / "shards"], encoding=ENC, out=d / "shards", overwrite=True, progress=False)
+
+
+def test_special_tokens_option_does_not_swallow_input_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("a.txt").write_text("hello world " * 50)
+    Path("b.txt").write_text("goodbye world " * 50)
+    for bad in ("b.txt", "missing.jsonl"):
+        code = cli.main(["train", "a.txt", "--special-tokens", "<|eot|>", bad, "--vocab-size", "300", "-o", "t"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "usage:" in err and f"--special-tokens took '{bad}'" in err
+    assert not Path("t").exists()
+    assert cli.main(["train", "a.txt", "b.txt", "--special-tokens", "<|eot|>", "--vocab-size", "300", "-o", "t"]) == 0
+    assert list(bytepair.load("t")._special_tokens) == ["<|eot|>"]
+
+
+def test_json_lines_read_as_pythons_json_reads_them(tmp_path):
+    # What Python's json.dumps writes: NaN and infinities in other fields, lone surrogates; a
+    # repeated key takes its last value; a byte order mark before the first line is ignored.
+    docs = ["first doc", "second \udc80 doc", "third doc"]
+    lines = [
+        json.dumps({"score": float("nan"), "text": docs[0], "w": [float("inf"), -float("inf")]}),
+        json.dumps({"text": docs[1]}),
+        '{"text": "ignored", "text": "third doc"}',
+    ]
+    assert all(json.loads(line)["text"] == d for line, d in zip(lines, docs))
+    p = tmp_path / "py.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode("utf-8", "surrogatepass") + b"\n")
+    enc = bytepair.get_encoding(ENC)
+    fixed = [d.replace("\udc80", "\ufffd") for d in docs]
+    assert corpus.count_files([p], encoding=ENC) == {str(p): sum(len(enc.encode_ordinary(d)) for d in fixed)}
+    corpus.encode_to_shards([p], encoding=ENC, out=tmp_path / "s", progress=False)
+    want = [t for d in fixed for t in [*enc.encode_ordinary(d), enc.eot_token]]
+    assert np.concatenate(_shards(tmp_path / "s")).tolist() == want

@@ -730,8 +730,52 @@ def test_index_files_errors_name_the_file(tmp_path):
         embed.Index(np.eye(2, dtype=np.float32), dtype=None)
 
 
+def test_a_failed_index_save_keeps_the_old_file(tmp_path):
+    p = tmp_path / "keep.index"
+    embed.Index(np.ones((100, 64), np.float32)).save(p)
+    before = p.read_bytes()
+    # A save that fails partway (here the file size limit; a full disk alike) leaves the old file.
+    code = f"""
+import resource, numpy as np, bytepair.embed as embed
+resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before) + 4096}, resource.RLIM_INFINITY))
+try:
+    embed.Index(np.ones((5000, 64), np.float32)).save({str(p)!r})
+except OSError as e:
+    print("OSError", e.errno)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stdout.startswith("OSError"), (proc.stdout, proc.stderr)
+    assert p.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["keep.index"]  # no temporary file left
+    assert len(embed.Index.load(p)) == 100
+    # A link is followed and kept; a directory is refused naming it.
+    os.symlink(p, tmp_path / "link.index")
+    embed.Index(np.ones((7, 64), np.float32)).save(tmp_path / "link.index")
+    assert os.path.islink(tmp_path / "link.index") and len(embed.Index.load(p)) == 7
+    with pytest.raises(IsADirectoryError) as e:
+        embed.Index(np.ones((7, 64), np.float32)).save(tmp_path)
+    assert e.value.filename == str(tmp_path)
+
+
 def test_byte_swapped_uint64_ids_report_their_value():
     T = np.ones((4, 2), np.float32)
     with pytest.raises(IndexError, match=str(2**63 + 5)):
         embed.gather(T, np.array([2**63 + 5], dtype=">u8"))
     assert embed.gather(T, np.array([3], dtype=">u8")).tolist() == [[1.0, 1.0]]
+
+
+def test_index_dtype_takes_numpy_spellings():
+    K = RNG.standard_normal((20, 8)).astype(np.float32)
+    for spelling, name in [
+        ("f4", "float32"),
+        ("half", "float16"),
+        ("<f2", "float16"),
+        ("i1", "int8"),
+        (np.int8, "int8"),
+    ]:
+        ix = embed.Index(K, dtype=spelling)
+        assert f"dtype={name!r}" in repr(ix)
+        assert ix.search(K[:2], 3)[1][:, 0].tolist() == [0, 1]
+    for bad in ("f8", "float", "bogus"):
+        with pytest.raises(ValueError, match="dtype must be one of"):
+            embed.Index(K, dtype=bad)

@@ -357,6 +357,12 @@ def test_a_list_of_paths_with_a_missing_one_is_not_taken_for_documents(tmp_path,
     # An iterator is always documents, and a list of existing paths always paths.
     assert counts_dict(WordCounts(iter(["notes.txt"]), progress=False)) == {b"notes": 1, b".txt": 1}
     assert WordCounts(["small.txt", "sub"], progress=False)["hello"] == 1
+    # A path object makes the whole list paths, str items included.
+    Path("other.txt").write_text("goodbye world")
+    mixed = WordCounts([Path("small.txt"), "other.txt"], progress=False)
+    assert mixed == WordCounts(["small.txt", "other.txt"], progress=False) and mixed["goodbye"] == 1
+    with pytest.raises(FileNotFoundError, match="nope"):
+        WordCounts([Path("small.txt"), "nope"], progress=False)
 
 
 def test_parquet_errors_name_the_file_and_skip_skips_it(tmp_path):
@@ -500,6 +506,24 @@ def test_ranks_encode_like_merges_in_tiktoken():
         assert tk._encode_single_piece(word) == ref_train.encode_word(word, merges), word
     assert tk.decode(tk.encode(text)) == text
     assert enc.encode(text) == tk.encode(text)
+
+
+def test_word_counts_save_keeps_devices_and_links(tmp_path):
+    import stat
+
+    wc = WordCounts(["hello world"], progress=False)
+    # A device is written to, not replaced by a file (renaming over /dev/null would, as root).
+    if os.path.exists("/dev/null") and stat.S_ISCHR(os.stat("/dev/null").st_mode):
+        wc.save("/dev/null")
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    target = tmp_path / "counts.bin"
+    os.symlink(target, tmp_path / "link.bin")
+    wc.save(tmp_path / "link.bin")
+    assert os.path.islink(tmp_path / "link.bin") and WordCounts.load(target) == wc
+    assert sorted(os.listdir(tmp_path)) == ["counts.bin", "link.bin"]
+    with pytest.raises(FileNotFoundError) as e:
+        wc.save(tmp_path / "missing" / "c.bin")
+    assert e.value.filename == str(tmp_path / "missing" / "c.bin")
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -764,3 +788,16 @@ def test_special_tokens_never_collide_with_ordinary_ones():
     )
     assert enc.encode("hello", allowed_special="all") == [enc.n_vocab - 1]
     assert b"hello" not in enc._mergeable_ranks
+
+
+def test_numpy_integers_are_taken_as_ints():
+    np = pytest.importorskip("numpy")
+    docs = ["hello world, hello there"] * 30
+    want = train(docs, vocab_size=262, max_token_length=6, progress=False)
+    got = train(docs, vocab_size=np.int64(262), max_token_length=np.uint8(6), min_frequency=np.int32(1), progress=False)
+    assert got._mergeable_ranks == want._mergeable_ranks
+    assert WordCounts.from_dict({"ab": np.uint64(2**63)}) == WordCounts.from_dict({"ab": 2**63})
+    with pytest.raises(ValueError, match="counts must be ints"):
+        WordCounts.from_dict({"ab": np.float64(3)})
+    with pytest.raises(TypeError, match="vocab_size"):
+        train(docs, vocab_size=np.float64(262), progress=False)

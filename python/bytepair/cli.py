@@ -156,7 +156,8 @@ def _add_train(sub: Any) -> None:
         nargs="*",
         default=None,
         metavar="TOKEN",
-        help="special tokens, given the ids after the last merge in this order (e.g. '<|endoftext|>')",
+        help="special tokens, given the ids after the last merge in this order (e.g. '<|endoftext|>'); "
+        "it takes every argument up to the next option, so put it after the input files",
     )
     p.add_argument(
         "--min-frequency",
@@ -180,7 +181,9 @@ def _add_train(sub: Any) -> None:
         metavar="BYTES",
         help="spill word counts to disk beyond this many bytes",
     )
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument(
+        "-o", "--out", required=True, metavar="DIR", help="output directory (files under it are never read as input)"
+    )
     p.set_defaults(func=_train, parser=p)
 
 
@@ -423,6 +426,17 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     if not args.out:
         return _usage_error(args, "--out must name a directory")
+    # `--special-tokens` takes every argument up to the next option: input files listed after it
+    # would silently become special tokens.
+    from bytepair.train import _looks_like_file_name
+
+    for tok in args.special_tokens or ():
+        if os.path.exists(tok) or _looks_like_file_name(tok):
+            return _usage_error(
+                args,
+                f"--special-tokens took {tok!r}, which looks like an input file; "
+                "put --special-tokens after the input files (or end its list with another option)",
+            )
     name = args.name or (Path(args.out).resolve().name or "trained")
     options = dict(
         vocab_size=args.vocab_size,
@@ -442,7 +456,7 @@ def _train(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         return _usage_error(args, str(e))
     try:
-        files = _expand(args.files)
+        files = _expand(args.files, output=args.out)
     except (ValueError, OSError) as e:
         return _fail("train", e)
     try:

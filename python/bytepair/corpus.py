@@ -96,7 +96,10 @@ def _is_parquet(path: str) -> bool:
     return f(path)
 
 
-def _expand(paths: PathLike | Iterable[PathLike]) -> list[str]:
+def _expand(paths: PathLike | Iterable[PathLike], output: PathLike | None = None) -> list[str]:
+    """The input files that ``paths`` name (directories and globs expanded), leaving out any
+    under ``output``, the directory the same run writes: ``encode data -o data/shards`` or
+    ``train data -o data/tok`` run twice must not read their own output as input."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     names = [os.fspath(p) for p in paths]
@@ -105,9 +108,31 @@ def _expand(paths: PathLike | Iterable[PathLike]) -> list[str]:
     from bytepair.train import _expand_paths
 
     files = _expand_paths(names)
+    if output is not None and files:
+        kept = _outside(files, output)
+        if files and not kept:
+            raise ValueError(f"every input file is inside the output directory {os.fspath(output)}")
+        files = kept
     if not files:
         raise ValueError(f"no input files under {', '.join(names)}")
     return files
+
+
+def _outside(files: list[str], directory: PathLike) -> list[str]:
+    """``files`` without those inside ``directory`` (compared with links resolved, one
+    ``realpath`` per distinct parent directory)."""
+    if not os.path.isdir(directory):
+        return files
+    inside = os.path.join(os.path.realpath(directory), "")
+    real_dirs: dict[str, str] = {}
+
+    def real_dir(f: str) -> str:
+        d = os.path.dirname(os.path.abspath(f))
+        if d not in real_dirs:
+            real_dirs[d] = os.path.join(os.path.realpath(d), "")
+        return real_dirs[d]
+
+    return [f for f in files if not real_dir(f).startswith(inside)]
 
 
 def _on_error(on_error: str) -> str:
@@ -320,8 +345,9 @@ def encode_to_shards(
     ``out/manifest.json``).
 
     ``paths``: files, directories, globs (``.txt`` = one document per file, ``.jsonl`` with a
-    ``text`` field, ``.gz``/``.zst`` variants). ``encoding``: a built-in name, a directory
-    written by ``Encoding.save``, or an ``Encoding``. Each document's tokens
+    ``text`` field, ``.gz``/``.zst`` variants); files under ``out`` are never inputs, so
+    ``encode_to_shards(["data"], out="data/shards")`` can run again. ``encoding``: a built-in
+    name, a directory written by ``Encoding.save``, or an ``Encoding``. Each document's tokens
     (``encode_ordinary``) are followed by ``eot_token`` (default: the encoding's
     ``<|endoftext|>``). Shard ``k`` holds documents ``k*docs_per_shard`` onwards.
 
@@ -339,7 +365,7 @@ def encode_to_shards(
     _on_error(on_error)
     if not isinstance(docs_per_shard, int) or docs_per_shard < 1:
         raise ValueError(f"docs_per_shard must be a positive int, got {docs_per_shard!r}")
-    files = _expand(paths)
+    files = _expand(paths, output=out)
     parquet = [f for f in files if _is_parquet(f)]
     if parquet:
         raise ValueError(f"{parquet[0]}: parquet input is not supported by encode yet; convert it to .jsonl")

@@ -371,7 +371,7 @@ def encode_to_shards(
     enc = corpus._encoding(encoding)
     eot = corpus._eot(enc, eot_token)
     corpus._on_error(on_error)
-    files = corpus._expand(paths)
+    files = corpus._expand(paths, output=out)
     parquet = [f for f in files if corpus._is_parquet(f)]
     if parquet:
         raise ValueError(f"{parquet[0]}: parquet input is not supported by encode yet; convert it to .jsonl")

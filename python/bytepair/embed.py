@@ -40,6 +40,7 @@ from typing import Any, Iterable, Tuple, Union
 import numpy as np
 
 from bytepair import _native
+from bytepair._files import write_atomically
 
 __all__ = ["gather", "topk", "Index", "embed_texts", "simd_level"]
 
@@ -196,7 +197,12 @@ def topk(queries: Any, keys: Any, k: int, *, metric: str = "cosine") -> Tuple[np
 
 def _dtype_name(dtype: Any) -> str:
     if isinstance(dtype, str):
-        return _choice(dtype, _INDEX_DTYPES, "dtype")
+        if dtype in _INDEX_DTYPES:
+            return dtype
+        try:  # numpy's other spellings: "f4", "half", "i1", "<f2"
+            return _choice(np.dtype(dtype).name, _INDEX_DTYPES, "dtype")
+        except TypeError:
+            return _choice(dtype, _INDEX_DTYPES, "dtype")
     if dtype is None:  # numpy reads None as float64; here it is a mistake
         raise TypeError(f"dtype must be one of {', '.join(_INDEX_DTYPES)}, not None")
     try:
@@ -331,7 +337,9 @@ class Index:
 
     def save(self, path: PathLike) -> None:
         """Write the index to ``path`` (a versioned little-endian binary file that ends with a
-        CRC-32 of its contents, checked by :meth:`load`).
+        CRC-32 of its contents, checked by :meth:`load`). The file is written under a temporary
+        name and renamed when complete, so a save that fails (a full disk) or is interrupted
+        leaves the file that was there before.
 
         >>> import tempfile
         >>> path = os.path.join(tempfile.mkdtemp(), "keys.index")
@@ -340,10 +348,7 @@ class Index:
         >>> len(Index.load(path))
         4
         """
-        path = os.fsdecode(path)
-        with open(path, "wb"):  # what cannot be written fails here as open() reports it
-            pass
-        self._inner.save(path)
+        write_atomically(path, self._inner.save)
 
     @classmethod
     def load(cls, path: PathLike) -> "Index":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import operator
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path, PurePath
 from typing import Any, Callable, Optional, Union
 
 from bytepair import _native
+from bytepair._files import write_atomically
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -130,8 +132,8 @@ def _looks_like_file_name(s: str) -> bool:
 def _as_paths(data: Any) -> Optional[list[str]]:
     """The list of paths `data` names, or None when it is an iterable of documents.
 
-    A ``str`` or ``os.PathLike`` is a path. A list or tuple whose items are all ``os.PathLike`` is
-    a list of paths. A list or tuple of ``str`` is a list of paths when every item names an
+    A ``str`` or ``os.PathLike`` is a path. A list or tuple of ``os.PathLike`` items (``str``
+    ones among them or not) is a list of paths. A list or tuple of ``str`` is a list of paths when every item names an
     existing file or directory or is a glob that matches something. When at least half do (but
     not all), or when an item looks like a corpus file name (no whitespace, ending in ``.txt``,
     ``.jsonl`` or ``.parquet``, optionally followed by ``.gz``/``.zst``), it is a list of paths
@@ -142,8 +144,8 @@ def _as_paths(data: Any) -> Optional[list[str]]:
         return [os.fspath(data)]
     if not isinstance(data, (list, tuple)) or not data:
         return None
-    if all(isinstance(p, (PurePath, os.PathLike)) for p in data):
-        return [os.fspath(p) for p in data]
+    if all(isinstance(p, (str, PurePath, os.PathLike)) for p in data) and not all(isinstance(p, str) for p in data):
+        return [os.fspath(p) for p in data]  # a path object is never a document: all are paths
     if not all(isinstance(p, str) for p in data):
         return None
     if all(_looks_like_path(p) for p in data):
@@ -283,11 +285,23 @@ def _parquet_documents(
 _U64 = 1 << 64  # the native side's integers are 64-bit
 
 
+def _index(value: Any) -> Any:
+    """``value`` as an ``int`` when it is an integer of another type (``np.int64``, anything with
+    ``__index__``, as ``range`` and numpy take them); bools and everything else unchanged."""
+    if isinstance(value, bool) or isinstance(value, int) or not hasattr(type(value), "__index__"):
+        return value
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value
+
+
 def _check_int(name: str, value: Any, *, minimum: int, optional: bool = False) -> None:
     """``value`` is an int from ``minimum`` to 2**64 - 1 (or None when ``optional``): else a
     ``ValueError`` naming the parameter."""
     if value is None and optional:
         return
+    value = _index(value)
     if not isinstance(value, int) or not minimum <= value < _U64:
         kind = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int of at least {minimum}")
         raise ValueError(f"{name} must be {kind} below 2**64{' or None' if optional else ''}, got {value!r}")
@@ -496,14 +510,13 @@ class WordCounts(_native.WordCounts):
         >>> WordCounts.load("counts.bin") == wc
         True
         """
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        try:
-            tmp.write_bytes(self.to_bytes())
-            os.replace(tmp, p)
-        except BaseException:  # Ctrl-C included: no temporary file is left behind
-            tmp.unlink(missing_ok=True)
-            raise
+        data = self.to_bytes()
+
+        def write(name: str) -> None:
+            with open(name, "wb") as f:
+                f.write(data)
+
+        write_atomically(path, write)
 
     @classmethod
     def load(cls, path: PathLike) -> WordCounts:
@@ -538,6 +551,7 @@ class WordCounts(_native.WordCounts):
         wc = cls(pattern=pattern, special_tokens=special_tokens)
         items = counts.items() if isinstance(counts, Mapping) else counts
         for w, c in items:
+            c = _index(c)
             if not isinstance(c, int) or not 0 <= c < _U64:
                 raise ValueError(f"counts must be ints from 0 to 2**64 - 1, got {c!r} for {w!r}")
             wc._add(w, c)
@@ -664,6 +678,7 @@ def _check_train_call(
 def _check_train_args(
     vocab_size: Any, specials: list[str], min_frequency: Any, max_token_length: Any, num_threads: Any
 ) -> int:
+    vocab_size = _index(vocab_size)
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
         raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
     if vocab_size < 256 + len(specials):

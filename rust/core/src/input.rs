@@ -743,11 +743,38 @@ impl Iterator for Reader {
 }
 
 /// Reads the string `field` of a JSON object, skipping the other values without building them.
+///
+/// Lines as Python's `json.dumps` writes them read as Python's `json.loads` reads them: a field
+/// given twice takes its last value, `NaN` and `Infinity` (in other fields) are numbers, and lone
+/// surrogates in strings become U+FFFD (as a `str` document with them is read). A UTF-8 byte
+/// order mark before the object is ignored.
 pub fn parse_json_field(line: &[u8], field: &str) -> std::result::Result<String, String> {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    match parse_json_field_strict(line, field) {
+        Err(e) if e.starts_with("invalid JSON") => {
+            // Retry with what serde_json refuses but Python writes, when the line has any.
+            let fixed = replace_lone_surrogates(line);
+            let fixed = match replace_non_finite(fixed.as_deref().unwrap_or(line)) {
+                Some(f) => Some(f),
+                None => fixed,
+            };
+            match fixed {
+                Some(f) => match parse_json_field_strict(&f, field) {
+                    Err(again) if again.starts_with("invalid JSON") => Err(e),
+                    r => r,
+                },
+                None => Err(e),
+            }
+        }
+        r => r,
+    }
+}
+
+fn parse_json_field_strict(line: &[u8], field: &str) -> std::result::Result<String, String> {
     use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
     struct V<'f>(&'f str);
     impl<'de> Visitor<'de> for V<'_> {
-        type Value = Option<Option<String>>;
+        type Value = Option<serde_json::Value>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON object")
         }
@@ -757,8 +784,8 @@ pub fn parse_json_field(line: &[u8], field: &str) -> std::result::Result<String,
         ) -> std::result::Result<Self::Value, A::Error> {
             let mut found = None;
             while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if k == self.0 && found.is_none() {
-                    found = Some(map.next_value::<Option<String>>()?);
+                if k == self.0 {
+                    found = Some(map.next_value::<serde_json::Value>()?); // the last one wins
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -767,15 +794,7 @@ pub fn parse_json_field(line: &[u8], field: &str) -> std::result::Result<String,
         }
     }
     let mut de = serde_json::Deserializer::from_slice(line);
-    let v = de.deserialize_map(V(field));
-    if v.is_err() {
-        if let Some(fixed) = replace_lone_surrogates(line) {
-            // What Python's json.dumps writes for a str with lone surrogates: read them as
-            // U+FFFD, as a str document with them is read.
-            return parse_json_field(&fixed, field);
-        }
-    }
-    let v = v.map_err(|e| {
+    let v = de.deserialize_map(V(field)).map_err(|e| {
         if e.is_data() && e.to_string().contains("expected a JSON object") {
             "not a JSON object".to_string()
         } else {
@@ -784,10 +803,57 @@ pub fn parse_json_field(line: &[u8], field: &str) -> std::result::Result<String,
     })?;
     de.end().map_err(|e| format!("invalid JSON: {e}"))?;
     match v {
-        Some(Some(s)) => Ok(s),
-        Some(None) => Err(format!("field {field:?} is null")),
+        Some(serde_json::Value::String(s)) => Ok(s),
+        Some(serde_json::Value::Null) => Err(format!("field {field:?} is null")),
+        Some(other) => Err(format!(
+            "invalid value of field {field:?}: expected a string, got {}",
+            match other {
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Array(_) => "an array",
+                _ => "an object",
+            }
+        )),
         None => Err(format!("missing field {field:?}")),
     }
+}
+
+/// `line` with the bare `NaN`, `Infinity` and `-Infinity` outside strings (which Python's
+/// `json.dumps` writes for float values) written as the number `0`, or `None` when it has none.
+fn replace_non_finite(line: &[u8]) -> Option<Vec<u8>> {
+    let (mut out, mut copied, mut i, mut in_string) = (None::<Vec<u8>>, 0, 0, false);
+    while i < line.len() {
+        let b = line[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1, // the escaped byte is skipped too
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        let word = [&b"-Infinity"[..], b"Infinity", b"NaN"]
+            .into_iter()
+            .find(|w| line[i..].starts_with(w));
+        if let Some(w) = word {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(line.len()));
+            o.extend_from_slice(&line[copied..i]);
+            o.push(b'0');
+            i += w.len();
+            copied = i;
+            continue;
+        }
+        i += 1;
+    }
+    let mut o = out?;
+    o.extend_from_slice(&line[copied..]);
+    Some(o)
 }
 
 /// `line` with every `\uD800`-`\uDFFF` escape that is not half of a surrogate pair written as
@@ -968,6 +1034,34 @@ mod tests {
             assert_eq!(parse_json_field(line, "text").unwrap(), want);
         }
         assert!(parse_json_field(br#"{"text": "\ud800" x"#, "text").is_err());
+        // As Python's json.loads: the last of a repeated field, NaN and infinities as values
+        // (not inside strings), and a byte order mark first.
+        let python: [(&[u8], &str); 6] = [
+            (br#"{"text": 1, "text": "last"}"#, "last"),
+            (br#"{"text": "first", "text": "last"}"#, "last"),
+            (
+                br#"{"s": NaN, "t": [Infinity, -Infinity], "text": "NaN \"Infinity\""}"#,
+                "NaN \"Infinity\"",
+            ),
+            (br#"{"s": NaN, "text": "\udc80 \\"}"#, "\u{FFFD} \\"),
+            (b"\xEF\xBB\xBF{\"text\": \"bom\"}", "bom"),
+            (br#"{"text": "a\"NaN"}"#, "a\"NaN"),
+        ];
+        for (line, want) in python {
+            assert_eq!(parse_json_field(line, "text").unwrap(), want);
+        }
+        for (line, err) in [
+            (
+                &br#"{"text": "x", "text": 2}"#[..],
+                "expected a string, got a number",
+            ),
+            (br#"{"text": NaN}"#, "expected a string, got a number"),
+            (br#"{"text": Nan}"#, "invalid JSON"),
+            (br#"{"text": "x"} NaN"#, "invalid JSON"),
+        ] {
+            let got = parse_json_field(line, "text").unwrap_err();
+            assert!(got.contains(err), "{got}");
+        }
     }
 
     #[test]
