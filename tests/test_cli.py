@@ -248,7 +248,11 @@ def test_bench_turn_docs_is_recorded_and_validated(tmp_path: Path, capsys: pytes
 
 def test_bench_rejects_unknown_encoding(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "--encodings", "nope_base"]) == 2
-    assert "unknown encoding" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown encoding" in err and err.startswith("usage: ")
+    assert cli.main(["bench", "--only", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown workload(s) nope" in err and err.startswith("usage: ")
 
 
 def test_bench_reports_bad_corpus_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

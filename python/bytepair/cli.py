@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress display (off anyway when not a terminal)",
     )
-    bench.set_defaults(func=_bench)
+    bench.set_defaults(func=_bench, parser=bench)
 
     _add_train(sub)
     _add_encode(sub)
@@ -490,23 +490,17 @@ def _bench(args: argparse.Namespace) -> int:
     known = set(registry.list_encoding_names())
     unknown = [e for e in args.encodings if e not in known]
     if unknown:
-        print(
-            f"bytepair bench: unknown encoding(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
-            file=sys.stderr,
-        )
-        return 2
+        return _usage_error(args, f"unknown encoding(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if args.turn_docs < 1:
-        print(f"bytepair bench: --turn-docs must be at least 1, got {args.turn_docs}", file=sys.stderr)
-        return 2
+        return _usage_error(args, f"--turn-docs must be at least 1, got {args.turn_docs}")
     if args.only:
         missing = [w for w in bench.expand_workloads(args.only) if w not in bench.workloads()]
         if missing:
-            print(
-                f"bytepair bench: unknown workload(s) {', '.join(missing)}; known: "
+            return _usage_error(
+                args,
+                f"unknown workload(s) {', '.join(missing)}; known: "
                 f"{', '.join([*bench.workloads(), *bench.WORKLOAD_GROUPS])}",
-                file=sys.stderr,
             )
-            return 2
     try:
         return bench.run(
             corpus_paths=args.corpus,
@@ -518,8 +512,7 @@ def _bench(args: argparse.Namespace) -> int:
             turn_docs=args.turn_docs,
         )
     except bench.CorpusError as e:
-        print(f"bytepair bench: {e}", file=sys.stderr)
-        return 2
+        return _usage_error(args, str(e))
     except ImportError as e:
         print(
             f"bytepair bench: {e}; install the bench extra: pip install 'bytepair[bench]'",

@@ -602,8 +602,9 @@ def train(
 
     ``data`` is an iterable of ``str``/``bytes`` documents, or a path / list of paths (files,
     directories, globs; ``.txt``, ``.jsonl`` with a ``text`` field, ``.parquet`` with a ``text``
-    column when pyarrow is installed; ``.gz``/``.zst`` variants; ``field`` names another JSON
-    field / parquet column). A list of ``str`` is a list of paths when every item names an
+    column when pyarrow is installed, rows where it is null skipped; ``.gz``/``.zst`` variants;
+    ``field`` names another JSON field / parquet column). A list holding a ``pathlib.Path`` is a
+    list of paths. A list of ``str`` is a list of paths when every item names an
     existing file or directory or is a glob that matches something; when at least half do (but
     not all), or when an item looks like a corpus file name (no whitespace and a ``.txt``,
     ``.jsonl`` or ``.parquet`` suffix, optionally followed by ``.gz``/``.zst``),
@@ -613,7 +614,8 @@ def train(
     encoding name whose split pattern to use, or a regex. ``special_tokens`` never take part in
     merges (they are cut out of the text) and get the ids after the last merge, in order.
     ``min_frequency`` stops training when the best pair occurs fewer times; ``max_token_length``
-    (bytes) bounds token length. ``num_threads`` defaults to one per core, and more than that is
+    (bytes) bounds token length. Training also stops when no pair is left to merge, so the
+    result can have fewer than ``vocab_size`` tokens (``n_vocab`` says how many). ``num_threads`` defaults to one per core, and more than that is
     capped to it; ``progress`` shows bars (default: when stderr is a terminal); ``max_memory``
     (bytes) spills counts to disk.
 
