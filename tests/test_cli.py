@@ -278,3 +278,15 @@ def test_prepared_tiktoken_cache_matches_official_hashes(tmp_path: Path, monkeyp
     assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path)
     (f,) = d.iterdir()
     assert hashlib.sha256(f.read_bytes()).hexdigest() == bench.RANK_SHA256["cl100k_base"]
+
+
+def test_unknown_options_show_the_commands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, usage in (
+        (["encode", "x", "--encoding", "gpt2", "-o", "y"], "usage: bytepair encode"),
+        ([], "usage: bytepair "),
+    ):
+        with pytest.raises(SystemExit) as e:
+            cli.main([*command, "--bogus"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(usage) and "unrecognized arguments: --bogus" in err
