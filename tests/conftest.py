@@ -136,6 +136,8 @@ def tiktoken_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiktoken(tiktoken_cache_dir: Path):
     """The reference tiktoken module, made to run offline from ``../shared/vocab``."""
     tk = pytest.importorskip("tiktoken")
+    import tiktoken.load  # noqa: F401  (tests call tiktoken.load.*, whatever ran before them)
+
     os.environ["TIKTOKEN_CACHE_DIR"] = str(tiktoken_cache_dir)
     return tk
 

@@ -385,6 +385,20 @@ def test_disallowed_special_other_string(bp_encodings, tt_encodings):
         )
 
 
+def test_batch_disallowed_special_from_an_iterator(bp_encodings, tt_encodings):
+    # tiktoken takes the iterator once for the whole batch; it must not be used up by the
+    # check of the first text (which left the later checks with nothing to find).
+    bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
+    texts = ["<|endoftext|> x", "hello world", "a <|endoftext|>"]
+    for names in (["<|endoftext|>", "x"], ["hello"], ["<|endoftext|>"], []):
+        for method in ("encode_batch", "count_batch"):
+            got = outcome(getattr(bp, method), texts, disallowed_special=iter(names))
+            want = outcome(tt.encode_batch, texts, disallowed_special=iter(names))
+            if method == "count_batch" and want[0] == "ok":
+                want = ("ok", [len(t) for t in want[1]])
+            assert got == want, (method, names)
+
+
 def test_encode_ordinary_batch_of_a_str(bp_encodings, tt_encodings):
     bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
     assert outcome(bp.encode_ordinary_batch, "abc") == outcome(tt.encode_ordinary_batch, "abc")
@@ -780,6 +794,19 @@ def test_bad_rank_file_names_the_line(tmp_path, content, bad_line, monkeypatch, 
     exp = outcome(tiktoken.load.load_tiktoken_bpe, str(path))
     if exp[0] == "raise":
         assert exp[1] is ValueError
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xef\xbb\xbfYQ== 0\nYg== 1\n", b"YWJj* 0\n", b"YQ=== 0\n", b"YQ==YQ== 0\n", b"= 0\n", b"YQ 0\n"],
+)
+def test_rank_files_read_as_tiktoken_reads_them(tmp_path, content, monkeypatch, tiktoken):
+    # tiktoken decodes base64 without validating it (a byte order mark, stray characters and
+    # extra padding are skipped), so such files load there and must load here alike.
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    path = tmp_path / "odd.tiktoken"
+    path.write_bytes(content)
+    assert outcome(bytepair.load_tiktoken_bpe, str(path)) == outcome(tiktoken.load.load_tiktoken_bpe, str(path))
 
 
 def test_local_hash_mismatch(tmp_path, monkeypatch):

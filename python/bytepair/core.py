@@ -7,6 +7,7 @@ interpreter is released.
 
 from __future__ import annotations
 
+import collections.abc
 import math
 
 from bytepair import _native
@@ -259,6 +260,10 @@ class Encoding:
             return method(fixed, *args)
 
     def _batch_special_args(self, texts, allowed_special, disallowed_special):  # type: ignore[no-untyped-def]
+        if isinstance(disallowed_special, collections.abc.Iterator):
+            # One pass only: taken once for the whole batch, as tiktoken's frozenset() does,
+            # not used up by the first text's check.
+            disallowed_special = frozenset(disallowed_special)
         if allowed_special != "all" and not _is_str_set(allowed_special):
             # tiktoken encodes text by text, so the first text decides between its ValueError
             # (a disallowed token in it) and its TypeError (the non-set allowed_special).
