@@ -1298,6 +1298,25 @@ def test_package_type_checks(tmp_path):
     _run_mypy(tmp_path, "mypy", "--ignore-missing-imports", str(src))
 
 
+@pytest.mark.parametrize(
+    ("pat", "text"),
+    [
+        (r"(a(?i)b)c|\S|\s", "aBC"),  # an inline flag inside a group
+        (r"(?=x|(x))\1x|\S+|\s+", "xxx"),  # a lookahead that captures
+        (r"(a)?(?(1)(?:b|c))|\S|\s", "ac"),  # a conditional
+        (r"(b*)(?<!\1)c|\S", "bbc"),  # a backreference in a lookbehind
+    ],
+)
+def test_custom_patterns_split_as_tiktokens_regex_engine(pat, text, tiktoken):
+    # The same regex engine version as tiktoken 0.14: later ones split these differently.
+    ranks = bytepair.get_encoding("cl100k_base")._mergeable_ranks
+
+    def run(lib):
+        return outcome(lambda: lib.Encoding("p", pat_str=pat, mergeable_ranks=ranks, special_tokens={}).encode(text))
+
+    assert run(bytepair) == run(tiktoken)
+
+
 def test_custom_patterns_handle_million_character_runs(tiktoken):
     """A custom (regex) pattern on one piece of a million characters: tiktoken's regex engine
     does it, and so must bytepair's generic path (an older engine ran out of backtracking
