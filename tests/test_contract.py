@@ -399,6 +399,27 @@ def test_batch_disallowed_special_from_an_iterator(bp_encodings, tt_encodings):
             assert got == want, (method, names)
 
 
+@pytest.mark.parametrize(
+    ("special", "text"),
+    [("\U0001f642", "x \ud83d\ude42 y"), ("<\ufffd>", "<\ud800>"), ("\U0001f642", "\U0001f642 \udc00")],
+)
+def test_disallowed_specials_are_looked_for_before_surrogates_are_replaced(special, text, tiktoken):
+    # tiktoken searches the text as given (where a pair of lone surrogates is not yet the
+    # character it spells), then replaces lone surrogates and encodes.
+    base = {bytes([i]): i for i in range(256)}
+    bp, tt = (
+        lib.Encoding("s", pat_str=r"\S+|\s+", mergeable_ranks=base, special_tokens={special: 300})
+        for lib in (bytepair, tiktoken)
+    )
+    for kwargs in ({}, {"disallowed_special": {special}}, {"allowed_special": {special}}, {"disallowed_special": ()}):
+        want = outcome(tt.encode, text, **kwargs)
+        assert outcome(bp.encode, text, **kwargs) == want, kwargs
+        assert outcome(bp.encode_batch, [text, text], **kwargs) == outcome(tt.encode_batch, [text, text], **kwargs)
+        if want[0] == "ok":
+            assert bp.count(text, **kwargs) == len(want[1])
+            assert bp.encode_to_numpy(text, **kwargs).tolist() == want[1]
+
+
 def test_encode_ordinary_batch_of_a_str(bp_encodings, tt_encodings):
     bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
     assert outcome(bp.encode_ordinary_batch, "abc") == outcome(tt.encode_ordinary_batch, "abc")

@@ -207,7 +207,7 @@ class Encoding:
         try:
             return self._core_bpe.encode(text, a, d)
         except UnicodeEncodeError:
-            return self._core_bpe.encode(_fix_surrogates(text), a, d)
+            return self._core_bpe.encode(self._fixed(text, a, d), a, ())
 
     def encode_to_numpy(
         self,
@@ -230,7 +230,7 @@ class Encoding:
         try:
             return self._core_bpe.encode_to_numpy(text, a, d)
         except UnicodeEncodeError:
-            return self._core_bpe.encode_to_numpy(_fix_surrogates(text), a, d)
+            return self._core_bpe.encode_to_numpy(self._fixed(text, a, d), a, ())
 
     def count(
         self,
@@ -248,7 +248,7 @@ class Encoding:
         try:
             return self._core_bpe.count(text, a, d)
         except UnicodeEncodeError:
-            return self._core_bpe.count(_fix_surrogates(text), a, d)
+            return self._core_bpe.count(self._fixed(text, a, d), a, ())
 
     def _batch(self, method, texts, *args):  # type: ignore[no-untyped-def]
         args = (*args[:-1], _check_threads(args[-1]))
@@ -256,8 +256,21 @@ class Encoding:
         try:
             return method(texts, *args)
         except UnicodeEncodeError:
-            fixed = [_fix_surrogates(t) if isinstance(t, str) else t for t in texts]
-            return method(fixed, *args)
+            if len(args) == 3:  # (allowed, disallowed, threads): check every text as given first
+                a, d, threads = args
+                fixed = [self._fixed(t, a, d) if isinstance(t, str) else t for t in texts]
+                return method(fixed, a, (), threads)
+            return method([_fix_surrogates(t) if isinstance(t, str) else t for t in texts], *args)
+
+    def _fixed(self, text: str, a: _Specials, d: _Specials) -> str:
+        """``text`` with its lone surrogates replaced, for the native encoder (which takes valid
+        UTF-8 only), after looking for disallowed special tokens in ``text`` as given: tiktoken
+        looks first, and a pair of lone surrogates only spells its character once replaced."""
+        if d:
+            names = self.special_tokens_set - (self.special_tokens_set if a == "all" else set(a)) if d == "all" else d
+            if names and (match := _special_token_regex(frozenset(names)).search(text)):
+                raise_disallowed_special_token(match.group())
+        return _fix_surrogates(text)
 
     def _batch_special_args(self, texts, allowed_special, disallowed_special):  # type: ignore[no-untyped-def]
         if isinstance(disallowed_special, collections.abc.Iterator):
@@ -345,7 +358,7 @@ class Encoding:
         try:
             return self._core_bpe.encode_with_unstable(text, a, d)
         except UnicodeEncodeError:
-            return self._core_bpe.encode_with_unstable(_fix_surrogates(text), a, d)
+            return self._core_bpe.encode_with_unstable(self._fixed(text, a, d), a, ())
 
     def encode_single_token(self, text_or_bytes: str | bytes) -> int:
         """The id of text (or bytes) that is exactly one token, special tokens included.
