@@ -97,6 +97,36 @@ pub struct CoreBpe {
 /// at 0.3 tokens a byte, code at about 0.33) so that documents are not copied while they grow;
 /// large texts reserve less up front and grow instead.
 #[inline]
+/// A place in `text[from..to]` where the built-in patterns end a piece, for cutting a large text
+/// into chunks encoded in parallel: just after a newline that precedes non-whitespace, or else
+/// before a space that follows an ASCII letter or digit (no piece holds both: runs of letters,
+/// of digits and contractions end there). The chunks are checked to end exactly on their cuts
+/// anyway (see `encode_ordinary_parallel`).
+fn find_cut(text: &str, from: usize, to: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let to = to.min(b.len());
+    let mut pos = from;
+    while pos < to {
+        let Some(off) = memchr::memchr(b'\n', &b[pos..to]) else {
+            break;
+        };
+        let q = pos + off + 1;
+        if q < b.len() && !text[q..].starts_with(char::is_whitespace) {
+            return Some(q);
+        }
+        pos = q;
+    }
+    let mut pos = from.max(1);
+    while pos < to {
+        let q = pos + memchr::memchr(b' ', &b[pos..to])?;
+        if b[q - 1].is_ascii_alphanumeric() {
+            return Some(q);
+        }
+        pos = q + 1;
+    }
+    None
+}
+
 fn token_capacity(text: &str) -> usize {
     if text.len() <= 1 << 20 {
         text.len() / 2 + 8
@@ -220,8 +250,11 @@ impl CoreBpe {
     /// identical output. The calling thread works too, and runs the Ctrl-C poll installed on it
     /// (if any) between chunks ([`Error::Interrupted`]).
     ///
-    /// The text is cut just after a newline that precedes non-whitespace (where the built-in
-    /// patterns always end a piece). Each chunk is lexed over the whole text from its start and
+    /// The text is cut just after a newline that precedes non-whitespace, or (in a long line)
+    /// before a space after an ASCII letter or digit: where the built-in patterns always end a
+    /// piece. A text with no such place is encoded in one pass.
+    /// Each cut is looked for between its target position and the next, so finding them reads
+    /// the text at most once. Each chunk is lexed over the whole text from its start and
     /// stops at the first piece starting at or past its end, so a chunk whose last piece does not
     /// end exactly on the cut proves the cut was not a boundary; then the text is encoded in one
     /// pass instead. Texts under `min_chunk` bytes per thread, and regex patterns, run in one pass.
@@ -231,9 +264,29 @@ impl CoreBpe {
         pool: &rayon::ThreadPool,
         min_chunk: usize,
     ) -> Result<Vec<Rank>> {
+        let mut parts = self.encode_ordinary_parallel_parts(text, pool, min_chunk)?;
+        if parts.len() == 1 {
+            return Ok(parts.pop().unwrap_or_default());
+        }
+        let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out)
+    }
+
+    /// [`encode_ordinary_parallel`](Self::encode_ordinary_parallel) as consecutive parts (one
+    /// per chunk; their concatenation is the encoding), for callers that build something else
+    /// from the tokens (a Python list) and need not copy them into one vector first.
+    pub fn encode_ordinary_parallel_parts(
+        &self,
+        text: &str,
+        pool: &rayon::ThreadPool,
+        min_chunk: usize,
+    ) -> Result<Vec<Vec<Rank>>> {
         let threads = pool.current_num_threads();
         if threads <= 1 || !self.pre.is_native() || text.len() < 2 * min_chunk.max(1) {
-            return self.encode_ordinary(text);
+            return Ok(vec![self.encode_ordinary(text)?]);
         }
         let b = text.as_bytes();
         // Four chunks a thread at least, so that a late thread still gets a share, and none over
@@ -244,30 +297,34 @@ impl CoreBpe {
             .max(2);
         let mut cuts = vec![0usize];
         for c in 1..n_chunks {
+            // Each cut is looked for between its target and the next one, so the search reads
+            // the text once however few cut points it has (one long line, say).
             let target = (text.len() * c / n_chunks).max(cuts[cuts.len() - 1] + 1);
-            let mut pos = target;
-            while let Some(off) = memchr::memchr(b'\n', &b[pos.min(b.len())..]) {
-                let q = pos + off + 1;
-                if q < b.len() && !text[q..].starts_with(char::is_whitespace) {
-                    cuts.push(q);
-                    break;
-                }
-                pos = q;
+            let limit = text.len() * (c + 1) / n_chunks;
+            if let Some(q) = find_cut(text, target, limit) {
+                cuts.push(q);
             }
         }
         cuts.push(text.len());
         cuts.dedup();
+        if cuts.len() <= 2 {
+            return Ok(vec![self.encode_ordinary(text)?]); // nowhere to cut
+        }
         let v = &self.vocab;
         // Chunk i: its tokens, and where its last piece ended.
         let mut parts: Vec<(Vec<Rank>, Option<usize>)> =
             (1..cuts.len()).map(|_| (Vec::new(), None)).collect();
         let done = crate::parallel::for_each_mut(pool, &mut parts, 1, |i, (out, end)| {
             let (from, to) = (cuts[i], cuts[i + 1]);
-            out.reserve((to - from) / 4 + 4);
+            // Tokens go to a vector of this thread's own: pushing onto `out` in place would write
+            // its length next to the neighbouring chunk's, which another thread is pushing onto
+            // (one cache line bouncing between the cores on every token: 1.7x slower each).
+            let mut tokens = Vec::with_capacity((to - from) / 4 + 4);
             let mut recent = bpe::Recent::new();
             *end = self.pre.split_range(text, from, to, |s, e| {
-                bpe::encode_piece_recent(v, b, s, e, out, &mut recent)
+                bpe::encode_piece_recent(v, b, s, e, &mut tokens, &mut recent)
             });
+            *out = tokens;
         });
         if !done {
             return Err(Error::Interrupted);
@@ -277,14 +334,20 @@ impl CoreBpe {
             .zip(cuts.windows(2))
             .any(|((_, end), w)| *end != Some(w[1]))
         {
-            return self.encode_ordinary(text);
+            return Ok(vec![self.encode_ordinary(text)?]);
         }
-        let mut out = Vec::with_capacity(parts.iter().map(|p| p.0.len()).sum());
-        for (p, _) in parts {
-            out.extend_from_slice(&p);
+        let parts: Vec<Vec<Rank>> = parts.into_iter().map(|(p, _)| p).collect();
+        let mut before = 0;
+        for p in &parts {
+            self.check_encodable(p, 0).map_err(|_| {
+                let at = before + p.iter().position(|&r| r == NO_ENTRY).unwrap_or(0);
+                Error::Value(format!(
+                    "cannot encode: token {at} of the output is a byte that is not in the vocabulary"
+                ))
+            })?;
+            before += p.len();
         }
-        self.check_encodable(&out, 0)?;
-        Ok(out)
+        Ok(parts)
     }
 
     /// [`encode_ordinary`](Self::encode_ordinary), taking the merges of long pieces from (and
@@ -835,6 +898,54 @@ mod tests {
             let want = e.encode_ordinary(t).unwrap();
             assert_eq!(e.encode_ordinary_parallel(t, &pool, 64).unwrap(), want);
         }
+        // One long line, cut between words: every built-in pattern, and words next to
+        // contractions, capitals, digits, punctuation, runs of spaces and other scripts.
+        let line =
+            "It's a Test of words don't BREAK 42 x  y ab\tcd A B c'S dé çà 中 文 ok! ".repeat(400);
+        for (name, rank_file) in [
+            ("cl100k_base", "cl100k_base"),
+            ("o200k_base", "o200k_base"),
+            ("r50k_base", "r50k_base"),
+        ] {
+            let e = CoreBpe::new(
+                crate::vocab::bundled(rank_file).unwrap(),
+                crate::pretokenize::builtin_pattern(name).unwrap(),
+                vec![],
+            )
+            .unwrap();
+            let want = e.encode_ordinary(&line).unwrap();
+            assert_eq!(
+                e.encode_ordinary_parallel(&line, &pool, 64).unwrap(),
+                want,
+                "{name}"
+            );
+            // The cuts are piece boundaries (so the parallel path did not fall back).
+            let mut prev = 0;
+            for k in 1..64 {
+                let (from, to) = (line.len() * k / 64, line.len() * (k + 1) / 64);
+                let cut = find_cut(&line, from.max(prev + 1), to).unwrap();
+                assert_eq!(
+                    e.pre.split_range(&line, prev, cut, |_, _| {}),
+                    Some(cut),
+                    "{name} {cut}"
+                );
+                prev = cut;
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_are_found_in_one_pass_and_between_words() {
+        let t = "alpha beta\n gamma\ndelta epsilon";
+        // After a newline before non-whitespace first; else before a space between letters.
+        assert_eq!(find_cut(t, 0, t.len()), Some(t.find("delta").unwrap()));
+        assert_eq!(find_cut(t, 0, 8), Some(5));
+        assert_eq!(find_cut("a1 2b  c", 0, 8), Some(2));
+        assert_eq!(find_cut("!! .. 中 文", 0, 14), None);
+        // A window is searched only up to its end.
+        let long = "word ".repeat(1000);
+        assert_eq!(find_cut(&long, 100, 103), None);
+        assert_eq!(find_cut(&long, 100, 110), Some(104));
     }
 
     #[test]

@@ -104,6 +104,11 @@ fn batch<T: Send>(
 /// one in order is not ready. The error of the earliest failing document is raised; Ctrl-C is
 /// checked between documents and, inside a long document the caller encodes, about every 20 ms;
 /// the pool threads then stop within their current document.
+/// How long the caller of a batch waits for a pool thread between looks for Ctrl-C.
+const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long it yields (rather than sleeps) while waiting: most waits are shorter.
+const SPIN_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
 fn batch_lists<'py>(
     py: Python<'py>,
     ints: &IntCache,
@@ -152,6 +157,7 @@ fn batch_lists<'py>(
         // Ok(None): done; Ok(Some(i)): document i failed (its error is taken out below).
         let result = (|| -> PyResult<Option<usize>> {
             for i in 0..n {
+                let waited = std::time::Instant::now();
                 let r = loop {
                     if let Some(r) = slots[i].get() {
                         break r;
@@ -165,12 +171,26 @@ fn batch_lists<'py>(
                         })?;
                     } else {
                         // Every document is taken: wait for document i's thread, detached so
-                        // that other Python threads run meanwhile.
-                        py.detach(|| {
+                        // that other Python threads run meanwhile, and back every 10 ms to look
+                        // for Ctrl-C (a long document may take seconds). Yielding for the first
+                        // millisecond, then sleeping, so a long wait does not hold a core.
+                        let done = py.detach(|| {
+                            let until = std::time::Instant::now() + WAIT_SLICE;
                             while slots[i].get().is_none() {
-                                std::thread::yield_now();
+                                if std::time::Instant::now() >= until {
+                                    return false;
+                                }
+                                if waited.elapsed() < SPIN_WAIT {
+                                    std::thread::yield_now();
+                                } else {
+                                    std::thread::sleep(std::time::Duration::from_micros(50));
+                                }
                             }
+                            true
                         });
+                        if !done {
+                            py.check_signals()?;
+                        }
                     }
                 };
                 let Ok(v) = r else { return Ok(Some(i)) };
@@ -302,10 +322,11 @@ impl PyCoreBpe {
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyList>> {
         let pool = parallel::pool_for(num_threads);
-        let v = run(py, text.len().max(DETACH_BYTES), || {
-            self.inner.encode_ordinary_parallel(&text, &pool, 1 << 20)
+        let parts = run(py, text.len().max(DETACH_BYTES), || {
+            self.inner
+                .encode_ordinary_parallel_parts(&text, &pool, 1 << 20)
         })?;
-        self.ints.list(py, &v)
+        self.ints.list_parts(py, &parts)
     }
 
     fn encode_ordinary<'py>(&self, py: Python<'py>, text: Text) -> PyResult<Bound<'py, PyList>> {

@@ -151,15 +151,36 @@ impl IntCache {
         }
     }
 
+    /// The concatenation of `parts` as one list of Python ints.
+    pub fn list_parts<'py>(
+        &self,
+        py: Python<'py>,
+        parts: &[Vec<u32>],
+    ) -> PyResult<Bound<'py, PyList>> {
+        let n = parts.iter().map(Vec::len).sum();
+        self.list_of(py, n, parts.iter().flatten().copied())
+    }
+
     /// `list(tokens)` as Python ints.
     pub fn list<'py>(&self, py: Python<'py>, tokens: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        self.list_of(py, tokens.len(), tokens.iter().copied())
+    }
+
+    /// A list of the `n` ints of `tokens`.
+    #[inline(always)]
+    fn list_of<'py>(
+        &self,
+        py: Python<'py>,
+        n: usize,
+        tokens: impl Iterator<Item = u32>,
+    ) -> PyResult<Bound<'py, PyList>> {
         unsafe {
-            let list = ffi::PyList_New(tokens.len() as ffi::Py_ssize_t);
+            let list = ffi::PyList_New(n as ffi::Py_ssize_t);
             if list.is_null() {
                 return Err(PyErr::fetch(py));
             }
             let list = Bound::from_owned_ptr(py, list);
-            for (i, &t) in tokens.iter().enumerate() {
+            for (i, t) in tokens.take(n).enumerate() {
                 let o = self.get(t);
                 if o.is_null() {
                     return Err(PyErr::fetch(py));
