@@ -1374,3 +1374,21 @@ def test_an_allowed_special_token_is_found_inside_a_longer_one():
     assert enc.count("<|im|>user", allowed_special={"<|im|>"}, disallowed_special=()) == 1 + len(user)
     with pytest.raises(ValueError, match="disallowed special token"):
         enc.encode("<|im|>user", allowed_special={"<|im|>"})
+
+
+def test_encoding_constructors_hold_the_built_in_encodings(tiktoken):
+    # As in tiktoken, once the encodings are listed, ENCODING_CONSTRUCTORS maps every name to a
+    # function returning Encoding's keyword arguments (gpt2 needs other files in tiktoken).
+    bytepair.list_encoding_names()
+    tiktoken.list_encoding_names()
+    ours, theirs = bytepair.registry.ENCODING_CONSTRUCTORS, tiktoken.registry.ENCODING_CONSTRUCTORS
+    assert list(ours)[: len(theirs)] == list(theirs)
+    for name in ("r50k_base", "p50k_edit", "cl100k_base", "o200k_harmony"):
+        a, b = ours[name](), theirs[name]()
+        assert {k: v for k, v in a.items() if k != "mergeable_ranks"} == {
+            k: v for k, v in b.items() if k != "mergeable_ranks"
+        }
+        assert len(a["mergeable_ranks"]) == len(b["mergeable_ranks"])
+    r50k = ours["r50k_base"]()
+    assert r50k["mergeable_ranks"] == theirs["r50k_base"]()["mergeable_ranks"]
+    assert bytepair.Encoding(**r50k).encode("hello world") == [31373, 995]

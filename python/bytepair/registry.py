@@ -81,6 +81,26 @@ def _builtin(name: str) -> Encoding:
     return Encoding._from_core(name, core, special_tokens, n_vocab)
 
 
+def _builtin_constructor(name: str) -> Callable[[], dict[str, Any]]:
+    """A constructor for ``ENCODING_CONSTRUCTORS`` as tiktoken's ``openai_public`` has: the
+    keyword arguments of ``Encoding`` (the ranks as a dict, made when called)."""
+
+    def constructor() -> dict[str, Any]:
+        enc = get_encoding(name)
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "pat_str": enc._pat_str,
+            "mergeable_ranks": enc._mergeable_ranks,
+            "special_tokens": dict(enc._special_tokens),
+        }
+        if _BUILTINS[name][3] is not None:
+            kwargs["explicit_n_vocab"] = _BUILTINS[name][3]
+        return kwargs
+
+    constructor.__name__ = constructor.__qualname__ = name
+    return constructor
+
+
 _plugin_modules: list[str] | None = None
 
 
@@ -111,7 +131,9 @@ def _find_constructors() -> None:
             return
         import importlib
 
-        found: dict[str, Callable[[], dict[str, Any]]] = {}
+        # The built-in encodings first, as tiktoken lists openai_public's (get_encoding builds
+        # them from the bundled files without calling these).
+        found: dict[str, Callable[[], dict[str, Any]]] = {name: _builtin_constructor(name) for name in _BUILTINS}
         for mod_name in _available_plugin_modules():
             mod = importlib.import_module(mod_name)
             try:
@@ -119,10 +141,11 @@ def _find_constructors() -> None:
             except AttributeError as e:
                 raise ValueError(f"plugin {mod_name} does not define ENCODING_CONSTRUCTORS") from e
             for enc_name, constructor in constructors.items():
+                if enc_name in _BUILTINS:
+                    continue  # a plugin never replaces a built-in encoding
                 if enc_name in found:
                     raise ValueError(f"Duplicate encoding name {enc_name} in plugin {mod_name}")
-                if enc_name not in _BUILTINS:
-                    found[enc_name] = constructor
+                found[enc_name] = constructor
         ENCODING_CONSTRUCTORS = found
 
 
@@ -165,4 +188,4 @@ def list_encoding_names() -> list[str]:
     """
     _find_constructors()
     assert ENCODING_CONSTRUCTORS is not None
-    return list(_BUILTINS) + list(ENCODING_CONSTRUCTORS)
+    return list(ENCODING_CONSTRUCTORS)
