@@ -390,7 +390,10 @@ def test_batch_disallowed_special_from_an_iterator(bp_encodings, tt_encodings):
     # check of the first text (which left the later checks with nothing to find).
     bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
     texts = ["<|endoftext|> x", "hello world", "a <|endoftext|>"]
-    for names in (["<|endoftext|>", "x"], ["hello"], ["<|endoftext|>"], []):
+    for bad in (None, 0, 1.5):  # tiktoken makes a frozenset of it for the batch
+        assert outcome(bp.encode_batch, texts, disallowed_special=bad) == ("raise", TypeError)
+        assert outcome(tt.encode_batch, texts, disallowed_special=bad) == ("raise", TypeError)
+    for names in (["<|endoftext|>", "x"], ["hello"], ["<|endoftext|>"], [], "none", ()):
         for method in ("encode_batch", "count_batch"):
             got = outcome(getattr(bp, method), texts, disallowed_special=iter(names))
             want = outcome(tt.encode_batch, texts, disallowed_special=iter(names))

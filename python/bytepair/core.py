@@ -7,7 +7,6 @@ interpreter is released.
 
 from __future__ import annotations
 
-import collections.abc
 import math
 
 from bytepair import _native
@@ -273,9 +272,9 @@ class Encoding:
         return _fix_surrogates(text)
 
     def _batch_special_args(self, texts, allowed_special, disallowed_special):  # type: ignore[no-untyped-def]
-        if isinstance(disallowed_special, collections.abc.Iterator):
-            # One pass only: taken once for the whole batch, as tiktoken's frozenset() does,
-            # not used up by the first text's check.
+        if disallowed_special != "all" and not isinstance(disallowed_special, frozenset):
+            # Taken once for the whole batch, as tiktoken's frozenset() does: an iterator is not
+            # used up by the first text's check, and None or a number is a TypeError.
             disallowed_special = frozenset(disallowed_special)
         if allowed_special != "all" and not _is_str_set(allowed_special):
             # tiktoken encodes text by text, so the first text decides between its ValueError
