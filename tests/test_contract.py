@@ -1395,3 +1395,24 @@ def test_encoding_constructors_hold_the_built_in_encodings(tiktoken):
     r50k = ours["r50k_base"]()
     assert r50k["mergeable_ranks"] == theirs["r50k_base"]()["mergeable_ranks"]
     assert bytepair.Encoding(**r50k).encode("hello world") == [31373, 995]
+
+
+@pytest.mark.parametrize(("pat", "text"), [(r"a*|\S|\s", "bab"), (r"a*|\S|\s", "aab <s>b<s>"), (r"\s*|\S+", "x  y ")])
+def test_empty_matches_of_a_custom_pattern_encode_as_the_empty_token(pat, text, tiktoken):
+    # tiktoken encodes every match, an empty one as the empty token (when the ranks have one:
+    # without it tiktoken panics; bytepair then has nothing to add for it), also in the empty
+    # text before, between and after special tokens.
+    ranks = {bytes([i]): i for i in range(256)} | {b"": 256}
+    bp, tt = (
+        lib.Encoding("e", pat_str=pat, mergeable_ranks=ranks, special_tokens={"<s>": 300})
+        for lib in (bytepair, tiktoken)
+    )
+    for t in (text, "<s>" + text + "<s>", ""):
+        want = tt.encode(t, allowed_special="all")
+        assert 256 in want or t == ""
+        assert bp.encode(t, allowed_special="all") == want
+        assert bp.count(t, allowed_special="all") == len(want)
+        assert bp.encode_ordinary(t.replace("<s>", "")) == tt.encode_ordinary(t.replace("<s>", ""))
+    # Training on such a pattern counts no empty words.
+    counts = bytepair.WordCounts(["bab aab"], pattern=r"a*|\S|\s", progress=False)
+    assert b"" not in dict(counts.most_common(100))

@@ -504,9 +504,9 @@ impl CoreBpe {
         loop {
             let next = self.next_special(text, start, allowed, disallowed)?;
             let end = next.map_or(text.len(), |(s, _, _)| s);
-            if end > start {
-                last = self.encode_ordinary_into(&text[start..end], out)?;
-            }
+            // Empty text between specials too: a custom pattern may match the empty string
+            // there, and tiktoken encodes that match.
+            last = self.encode_ordinary_into(&text[start..end], out)?;
             match next {
                 Some((_, e, id)) => {
                     out.push(self.specials[id].1);
@@ -546,9 +546,7 @@ impl CoreBpe {
         loop {
             let next = self.next_special(text, start, allowed, disallowed)?;
             let end = next.map_or(text.len(), |(s, _, _)| s);
-            if end > start {
-                n += self.count_ordinary(&text[start..end])?;
-            }
+            n += self.count_ordinary(&text[start..end])?; // empty text too, as in encode_into
             match next {
                 Some((_, e, _)) => {
                     n += 1;

@@ -90,7 +90,8 @@ impl Pretokenizer {
         matches!(self, Pretokenizer::Native(_))
     }
 
-    /// Calls `f(start, end)` with the byte range of each piece of `text`, in order.
+    /// Calls `f(start, end)` with the byte range of each piece of `text`, in order (a custom
+    /// pattern's empty matches included, as tiktoken takes them).
     ///
     /// Every [`POLL_BYTES`] of text it runs the Ctrl-C poll installed on this thread, if any
     /// ([`crate::parallel::interrupt`]), and returns [`Error::Interrupted`] when that asks to
@@ -117,9 +118,9 @@ impl Pretokenizer {
                 for m in re.find_iter(text) {
                     let m =
                         m.map_err(|e| Error::Value(format!("pattern failed on this text: {e}")))?;
-                    if m.end() > m.start() {
-                        f(m.start(), m.end());
-                    }
+                    // Empty matches too (a pattern such as `a*|...` has them): tiktoken encodes
+                    // each as the empty token where the vocabulary has one.
+                    f(m.start(), m.end());
                     if m.end() >= poll_at {
                         poll_at = m.end() + POLL_BYTES;
                         if interrupted() {

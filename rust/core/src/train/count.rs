@@ -539,12 +539,21 @@ impl Splitter {
     }
 
     fn split_plain<'t>(&self, text: &'t [u8], f: &mut impl FnMut(&'t [u8])) -> Result<()> {
+        // Empty matches of a custom pattern are no words.
         if let Ok(s) = std::str::from_utf8(text) {
-            return self.pre.split(s, |a, b| f(&text[a..b]));
+            return self.pre.split(s, |a, b| {
+                if b > a {
+                    f(&text[a..b])
+                }
+            });
         }
         for chunk in text.utf8_chunks() {
             let v = chunk.valid();
-            self.pre.split(v, |a, b| f(&v.as_bytes()[a..b]))?;
+            self.pre.split(v, |a, b| {
+                if b > a {
+                    f(&v.as_bytes()[a..b])
+                }
+            })?;
             if !chunk.invalid().is_empty() {
                 f(chunk.invalid());
             }
