@@ -500,23 +500,20 @@ impl CoreBpe {
         }
         self.check_overlapping_disallowed(text, allowed, disallowed)?;
         let mut start = 0;
-        let mut last = 0;
         loop {
             let next = self.next_special(text, start, allowed, disallowed)?;
             let end = next.map_or(text.len(), |(s, _, _)| s);
             // Empty text between specials too: a custom pattern may match the empty string
             // there, and tiktoken encodes that match.
-            last = self.encode_ordinary_into(&text[start..end], out)?;
+            let last = self.encode_ordinary_into(&text[start..end], out)?;
             match next {
                 Some((_, e, id)) => {
                     out.push(self.specials[id].1);
                     start = e;
-                    last = 0;
                 }
-                None => break,
+                None => return Ok(last),
             }
         }
-        Ok(last)
     }
 
     pub fn encode(
