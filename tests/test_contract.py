@@ -1416,3 +1416,27 @@ def test_empty_matches_of_a_custom_pattern_encode_as_the_empty_token(pat, text, 
     # Training on such a pattern counts no empty words.
     counts = bytepair.WordCounts(["bab aab"], pattern=r"a*|\S|\s", progress=False)
     assert b"" not in dict(counts.most_common(100))
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs"),
+    [
+        ("encode_batch", (["<|endoftext|>", None],), {}),
+        ("count_batch", (["<|endoftext|>", None],), {}),
+        ("encode_batch", (["hi"],), {"allowed_special": {1}, "num_threads": 0}),
+        ("encode_batch", (["hi", "<|endoftext|>"],), {"allowed_special": ["x"]}),
+        ("decode_batch", ([[10**7], [-1]],), {}),
+        ("decode_batch", ([[9468], [-1]],), {"errors": "strict"}),
+        ("decode_bytes_batch", ([[10**7], [-1]],), {}),
+        ("decode_tokens_bytes", ([10**7, -1],), {}),
+        ("decode_tokens_bytes", ([100256, 1.5],), {}),
+        ("decode_with_offsets", ([10**7, -1],), {}),
+    ],
+)
+def test_the_first_bad_item_decides_the_exception(method, args, kwargs, bp_encodings, tt_encodings):
+    # tiktoken handles the items in order; bytepair converts them all at once, then finds the
+    # first failing item when the call fails.
+    bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
+    want = outcome(getattr(tt, "encode_batch" if method == "count_batch" else method), *args, **kwargs)
+    assert want[0] == "raise"
+    assert outcome(getattr(bp, method), *args, **kwargs) == want

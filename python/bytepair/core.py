@@ -13,7 +13,7 @@ from bytepair import _native
 
 TYPE_CHECKING = False  # typing is not imported at run time: it keeps `import bytepair` fast
 if TYPE_CHECKING:
-    from typing import AbstractSet, Callable, Collection, Iterable, Literal, NoReturn, Sequence, Union
+    from typing import AbstractSet, Any, Callable, Collection, Iterable, Literal, NoReturn, Sequence, Union
 
     _Specials = Union[Literal["all"], Iterable[str]]
 
@@ -21,6 +21,18 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 __all__ = ["Encoding"]
+
+
+def _first_error(one: Callable[[Any], object], items: Sequence[Any], error: Exception) -> NoReturn:
+    """Raises the error that ``one`` gives on the first item that fails, else ``error``.
+
+    Why: a batch call converts and checks all its items at once, where tiktoken handles them in
+    order, so when two items are bad in different ways (a disallowed special in the first, a
+    non-str second), tiktoken's exception is the first item's. Only failed calls pay this.
+    """
+    for item in items:
+        one(item)
+    raise error
 
 
 def _fix_surrogates(text: str) -> str:
@@ -271,16 +283,19 @@ class Encoding:
                 raise_disallowed_special_token(match.group())
         return _fix_surrogates(text)
 
-    def _batch_special_args(self, texts, allowed_special, disallowed_special):  # type: ignore[no-untyped-def]
+    def _batch_special_args(self, texts, allowed_special, disallowed_special, num_threads):  # type: ignore[no-untyped-def]
+        # tiktoken's order: the "all" set first, then the frozenset of the disallowed ones, then the
+        # thread pool (num_threads), then each text.
+        if disallowed_special == "all" and allowed_special != "all":
+            self.special_tokens_set - allowed_special  # type: ignore[operator]  # TypeError unless a set
         if disallowed_special != "all" and not isinstance(disallowed_special, frozenset):
             # Taken once for the whole batch, as tiktoken's frozenset() does: an iterator is not
             # used up by the first text's check, and None or a number is a TypeError.
             disallowed_special = frozenset(disallowed_special)
+        _check_threads(num_threads)
         if allowed_special != "all" and not _is_str_set(allowed_special):
             # tiktoken encodes text by text, so the first text decides between its ValueError
             # (a disallowed token in it) and its TypeError (the non-set allowed_special).
-            if disallowed_special == "all":
-                self.special_tokens_set - allowed_special  # type: ignore[operator]
             for t in texts:
                 self._special_args(t, allowed_special, disallowed_special)
             return set(), ()  # only reached for an empty batch
@@ -318,8 +333,11 @@ class Encoding:
         [[15339, 1917], [19045, 29474, 1917]]
         """
         texts = list(text)
-        a, d = self._batch_special_args(texts, allowed_special, disallowed_special)
-        return self._batch(self._core_bpe.encode_batch, texts, a, d, num_threads)
+        a, d = self._batch_special_args(texts, allowed_special, disallowed_special, num_threads)
+        try:
+            return self._batch(self._core_bpe.encode_batch, texts, a, d, num_threads)
+        except Exception as e:
+            _first_error(lambda t: self.encode(t, allowed_special=a, disallowed_special=d), texts, e)
 
     def count_batch(
         self,
@@ -337,8 +355,11 @@ class Encoding:
         [2, 3]
         """
         texts = list(text)
-        a, d = self._batch_special_args(texts, allowed_special, disallowed_special)
-        return self._batch(self._core_bpe.count_batch, texts, a, d, num_threads)
+        a, d = self._batch_special_args(texts, allowed_special, disallowed_special, num_threads)
+        try:
+            return self._batch(self._core_bpe.count_batch, texts, a, d, num_threads)
+        except Exception as e:
+            _first_error(lambda t: self.count(t, allowed_special=a, disallowed_special=d), texts, e)
 
     def encode_with_unstable(
         self,
@@ -407,7 +428,10 @@ class Encoding:
         """
         if not isinstance(tokens, (list, tuple)):
             tokens = list(tokens)  # tiktoken accepts any iterable of ids here
-        return self._core_bpe.decode_tokens_bytes(tokens)
+        try:
+            return self._core_bpe.decode_tokens_bytes(tokens)
+        except Exception as e:
+            _first_error(self.decode_single_token_bytes, tokens, e)
 
     def decode_with_offsets(self, tokens: Sequence[int]) -> tuple[str, list[int]]:
         """Decodes tokens into a string and the character offset where each token starts.
@@ -435,7 +459,11 @@ class Encoding:
         >>> enc.decode_batch([[15339], [1917]])
         ['hello', ' world']
         """
-        return [b.decode("utf-8", errors=errors) for b in self.decode_bytes_batch(batch, num_threads=num_threads)]
+        batch = list(batch)
+        try:
+            return [b.decode("utf-8", errors=errors) for b in self.decode_bytes_batch(batch, num_threads=num_threads)]
+        except Exception as e:
+            _first_error(lambda tokens: self.decode(tokens, errors=errors), batch, e)
 
     def decode_bytes_batch(self, batch: Sequence[Sequence[int]], *, num_threads: int = 8) -> list[bytes]:
         """Decodes many token lists into bytes, in parallel.
@@ -443,7 +471,12 @@ class Encoding:
         >>> enc.decode_bytes_batch([[15339], [1917]])
         [b'hello', b' world']
         """
-        return self._core_bpe.decode_bytes_batch(list(batch), _check_threads(num_threads))
+        batch = list(batch)
+        threads = _check_threads(num_threads)
+        try:
+            return self._core_bpe.decode_bytes_batch(batch, threads)
+        except Exception as e:
+            _first_error(self.decode_bytes, batch, e)
 
     # ------------------------------------------------------------------ misc
 
