@@ -1440,3 +1440,15 @@ def test_the_first_bad_item_decides_the_exception(method, args, kwargs, bp_encod
     want = outcome(getattr(tt, "encode_batch" if method == "count_batch" else method), *args, **kwargs)
     assert want[0] == "raise"
     assert outcome(getattr(bp, method), *args, **kwargs) == want
+
+
+def test_a_memory_error_is_not_retried_item_by_item():
+    from bytepair.core import _first_error
+
+    calls = []
+    with pytest.raises(MemoryError):
+        _first_error(calls.append, [1, 2, 3], MemoryError("too big"))
+    assert calls == []
+    with pytest.raises(OverflowError):
+        _first_error(calls.append, [1, 2, 3], OverflowError("original"))
+    assert calls == [1, 2, 3]

@@ -28,8 +28,11 @@ def _first_error(one: Callable[[Any], object], items: Sequence[Any], error: Exce
 
     Why: a batch call converts and checks all its items at once, where tiktoken handles them in
     order, so when two items are bad in different ways (a disallowed special in the first, a
-    non-str second), tiktoken's exception is the first item's. Only failed calls pay this.
+    non-str second), tiktoken's exception is the first item's. Only failed calls pay this, and
+    not for ``MemoryError``, which the items would only hit again one by one.
     """
+    if isinstance(error, MemoryError):
+        raise error
     for item in items:
         one(item)
     raise error
