@@ -264,17 +264,18 @@ class Encoding:
         except UnicodeEncodeError:
             return self._core_bpe.count(self._fixed(text, a, d), a, ())
 
-    def _batch(self, method, texts, *args):  # type: ignore[no-untyped-def]
-        args = (*args[:-1], _check_threads(args[-1]))
+    def _batch(self, method, texts, num_threads, specials=None):  # type: ignore[no-untyped-def]
+        """``method(texts, [allowed, disallowed,] threads)``; texts with lone surrogates are
+        repaired and encoded again (looking for disallowed specials in them as given first)."""
+        threads = _check_threads(num_threads)
         texts = list(texts)  # as in tiktoken, a str is a sequence of one-character texts
         try:
-            return method(texts, *args)
+            return method(texts, *(specials or ()), threads)
         except UnicodeEncodeError:
-            if len(args) == 3:  # (allowed, disallowed, threads): check every text as given first
-                a, d, threads = args
-                fixed = [self._fixed(t, a, d) if isinstance(t, str) else t for t in texts]
-                return method(fixed, a, (), threads)
-            return method([_fix_surrogates(t) if isinstance(t, str) else t for t in texts], *args)
+            if specials is None:
+                return method([_fix_surrogates(t) if isinstance(t, str) else t for t in texts], threads)
+            a, d = specials
+            return method([self._fixed(t, a, d) if isinstance(t, str) else t for t in texts], a, (), threads)
 
     def _fixed(self, text: str, a: _Specials, d: _Specials) -> str:
         """``text`` with its lone surrogates replaced, for the native encoder (which takes valid
@@ -338,7 +339,7 @@ class Encoding:
         texts = list(text)
         a, d = self._batch_special_args(texts, allowed_special, disallowed_special, num_threads)
         try:
-            return self._batch(self._core_bpe.encode_batch, texts, a, d, num_threads)
+            return self._batch(self._core_bpe.encode_batch, texts, num_threads, (a, d))
         except Exception as e:
             _first_error(lambda t: self.encode(t, allowed_special=a, disallowed_special=d), texts, e)
 
@@ -360,7 +361,7 @@ class Encoding:
         texts = list(text)
         a, d = self._batch_special_args(texts, allowed_special, disallowed_special, num_threads)
         try:
-            return self._batch(self._core_bpe.count_batch, texts, a, d, num_threads)
+            return self._batch(self._core_bpe.count_batch, texts, num_threads, (a, d))
         except Exception as e:
             _first_error(lambda t: self.count(t, allowed_special=a, disallowed_special=d), texts, e)
 

@@ -110,7 +110,7 @@ def _expand(paths: PathLike | Iterable[PathLike], output: PathLike | None = None
     files = _expand_paths(names)
     if output is not None and files:
         kept = _outside(files, output)
-        if files and not kept:
+        if not kept:
             raise ValueError(f"every input file is inside the output directory {os.fspath(output)}")
         files = kept
     if not files:

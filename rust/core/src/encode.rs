@@ -97,6 +97,14 @@ pub struct CoreBpe {
 /// at 0.3 tokens a byte, code at about 0.33) so that documents are not copied while they grow;
 /// large texts reserve less up front and grow instead.
 #[inline]
+fn token_capacity(text: &str) -> usize {
+    if text.len() <= 1 << 20 {
+        text.len() / 2 + 8
+    } else {
+        text.len() / 4
+    }
+}
+
 /// A place in `text[from..to]` where the built-in patterns end a piece, for cutting a large text
 /// into chunks encoded in parallel: just after a newline that precedes non-whitespace, or else
 /// before a space that follows an ASCII letter or digit (no piece holds both: runs of letters,
@@ -125,14 +133,6 @@ fn find_cut(text: &str, from: usize, to: usize) -> Option<usize> {
         pos = q + 1;
     }
     None
-}
-
-fn token_capacity(text: &str) -> usize {
-    if text.len() <= 1 << 20 {
-        text.len() / 2 + 8
-    } else {
-        text.len() / 4
-    }
 }
 
 impl CoreBpe {
@@ -218,11 +218,17 @@ impl CoreBpe {
     }
 
     fn check_encodable(&self, out: &[Rank], from: usize) -> Result<()> {
+        self.check_encodable_at(&out[from..], 0)
+    }
+
+    /// [`check_encodable`](Self::check_encodable) for `tokens`, the output from its token
+    /// `offset` on (as in the parts of a parallel encode), reporting positions in the output.
+    fn check_encodable_at(&self, tokens: &[Rank], offset: usize) -> Result<()> {
         if !self.vocab.has_all_bytes() {
-            if let Some(p) = out[from..].iter().position(|&r| r == NO_ENTRY) {
+            if let Some(p) = tokens.iter().position(|&r| r == NO_ENTRY) {
                 return Err(Error::Value(format!(
                     "cannot encode: token {} of the output is a byte that is not in the vocabulary",
-                    p
+                    offset + p
                 )));
             }
         }
@@ -339,12 +345,7 @@ impl CoreBpe {
         let parts: Vec<Vec<Rank>> = parts.into_iter().map(|(p, _)| p).collect();
         let mut before = 0;
         for p in &parts {
-            self.check_encodable(p, 0).map_err(|_| {
-                let at = before + p.iter().position(|&r| r == NO_ENTRY).unwrap_or(0);
-                Error::Value(format!(
-                    "cannot encode: token {at} of the output is a byte that is not in the vocabulary"
-                ))
-            })?;
+            self.check_encodable_at(p, before)?;
             before += p.len();
         }
         Ok(parts)

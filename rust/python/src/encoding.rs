@@ -95,6 +95,11 @@ fn batch<T: Send>(
     Ok(out)
 }
 
+/// How long the caller of a batch waits for a pool thread between looks for Ctrl-C.
+const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long it yields (rather than sleeps) while waiting: most waits are shorter.
+const SPIN_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Token lists for a batch, with list building overlapped with encoding.
 ///
 /// Why: turning token ids into Python lists needs the interpreter, so it is serial; done after
@@ -104,11 +109,6 @@ fn batch<T: Send>(
 /// one in order is not ready. The error of the earliest failing document is raised; Ctrl-C is
 /// checked between documents and, inside a long document the caller encodes, about every 20 ms;
 /// the pool threads then stop within their current document.
-/// How long the caller of a batch waits for a pool thread between looks for Ctrl-C.
-const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
-/// How long it yields (rather than sleeps) while waiting: most waits are shorter.
-const SPIN_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
-
 fn batch_lists<'py>(
     py: Python<'py>,
     ints: &IntCache,
