@@ -663,6 +663,54 @@ def test_sigint_stops_a_long_encode(name, bp_encodings):
     assert after in ([15339, 1917], 2, [[15339, 1917]] * 2, [2, 2], [[], [15339, 1917]])
 
 
+_LONG_DECODE_CALLS = {
+    # name: (call, most tokens)
+    "decode": (lambda enc, t: enc.decode(t), 120_000_000),
+    "decode_bytes": (lambda enc, t: enc.decode_bytes(t), 120_000_000),
+    "decode_tokens_bytes": (lambda enc, t: enc.decode_tokens_bytes(t), 30_000_000),
+    "decode_batch": (lambda enc, t: enc.decode_batch([t, t]), 60_000_000),
+    "decode_bytes numpy": (lambda enc, t: enc.decode_bytes(t), 120_000_000),
+}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("name", list(_LONG_DECODE_CALLS))
+def test_sigint_stops_a_long_decode(name, bp_encodings):
+    """Reading and decoding a long token list looks for Ctrl-C as it goes: a SIGINT raises
+    KeyboardInterrupt long before the call would have finished; the next call works.
+
+    The signal comes from another process, as Ctrl-C does: parts of these calls hold the
+    interpreter, so a Python timer thread could not run to send it.
+    """
+    enc = bp_encodings["cl100k_base"]
+    call, most = _LONG_DECODE_CALLS[name]
+    as_array = name.endswith("numpy")
+    unit = enc.encode_ordinary("hello world, and a few words more: 12345 \u00e9t\u00e9 \u4e2d\u6587\n") * 5000
+    tokens = unit * 20
+    tokens = np.asarray(tokens, dtype=np.int64) if as_array else tokens
+    t0 = time.perf_counter()
+    call(enc, tokens)
+    per_token = (time.perf_counter() - t0) / len(tokens)
+    # About 4 s of work, within `most` tokens.
+    tokens = unit * max(20, min(int(4.0 / max(per_token, 1e-9)), most) // len(unit))
+    tokens = np.asarray(tokens, dtype=np.int64) if as_array else tokens
+    expected = len(tokens) * per_token
+    killer = subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -INT {os.getpid()}"])
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call(enc, tokens)
+            time.sleep(5)  # the signal came after the call: the handler runs here
+    finally:
+        killer.kill()
+        killer.wait()
+    elapsed = time.perf_counter() - t0
+    del tokens
+    if expected > 1.5:
+        assert elapsed < 1.2, f"{name}: KeyboardInterrupt after {elapsed:.2f} s (about {expected:.1f} s of work)"
+    assert enc.decode([15339, 1917]) == "hello world"
+
+
 # ============================================================================ pickling
 
 

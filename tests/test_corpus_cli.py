@@ -428,6 +428,64 @@ def test_count_parquet(tmp_path):
     assert list(got.values()) == [sum(len(enc.encode_ordinary(t)) for t in texts)]
 
 
+def test_encode_parquet_among_other_inputs(tmp_path):
+    """Parquet files are documents in input order among the others (nulls left out), through
+    the CLI and after a resume; the temporary copies are gone afterwards."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    enc = bytepair.get_encoding(ENC)
+    data = tmp_path / "data"
+    data.mkdir()
+    a, b = _texts(7, seed=4), _texts(9, seed=5)
+    (data / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in a), encoding="utf-8")
+    pq.write_table(pa.table({"text": b[:4] + [None] + b[4:]}), data / "b.parquet")
+    (data / "c.txt").write_text("the last document", encoding="utf-8")
+    docs = a + b + ["the last document"]
+    out = tmp_path / "shards"
+    proc = _run("encode", str(data), "--encoding", ENC, "-o", str(out), "--docs-per-shard", "5")
+    assert proc.returncode == 0, proc.stderr
+    tokens = np.concatenate(corpus.read_shards(out)).tolist()
+    expected = [t for d in docs for t in enc.encode_ordinary(d) + [enc.eot_token]]
+    assert tokens == expected
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + [f"shard_{i:05d}.npy" for i in range(4)]
+    # Called again, the finished run is kept; an interrupted one resumes to the same bytes.
+    (out / "shard_00003.npy").unlink()
+    m = json.loads((out / "manifest.json").read_text())
+    m["shards"], m["complete"] = m["shards"][:3], False
+    (out / "manifest.json").write_text(json.dumps(m))
+    corpus.encode_to_shards([data], encoding=ENC, out=out, progress=False, docs_per_shard=5)
+    assert np.concatenate(corpus.read_shards(out)).tolist() == expected
+    # A column without text: an error naming the file, or skipped with a message.
+    pq.write_table(pa.table({"text": [1, 2]}), data / "d.parquet")
+    with pytest.raises(ValueError, match="d.parquet"):
+        corpus.encode_to_shards([data], encoding=ENC, out=tmp_path / "o2", progress=False)
+    m = corpus.encode_to_shards([data], encoding=ENC, out=tmp_path / "o3", progress=False, on_error="skip")
+    assert m["skipped"] == 1 and "d.parquet" in m["errors"][0]
+    assert np.concatenate(corpus.read_shards(tmp_path / "o3")).tolist() == expected
+    assert not [p for p in (tmp_path / "o3").iterdir() if p.name.startswith(".")]
+
+
+def test_directory_walks_leave_out_shard_folders(tmp_path):
+    """`encode data -o data/shards`, then `count data` and `train data`: the shards (binary) and
+    their manifest are not read as text."""
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = _texts(20, seed=6)
+    (data / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    proc = _run("encode", str(data), "--encoding", ENC, "-o", str(data / "shards"))
+    assert proc.returncode == 0, proc.stderr
+    enc = bytepair.get_encoding(ENC)
+    proc = _run("count", str(data), "--encoding", ENC)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"total {sum(len(enc.encode_ordinary(t)) for t in texts)}"
+    proc = _run("train", str(data), "--vocab-size", "300", "-o", str(tmp_path / "tok"))
+    assert proc.returncode == 0, proc.stderr
+    # Named as files, shards are still inputs (and not text).
+    proc = _run("count", str(data / "shards" / "shard_00000.npy"), "--encoding", ENC)
+    assert proc.returncode == 1 and "invalid UTF-8" in proc.stderr
+
+
 # ------------------------------------------------------------------------------------------------
 # train
 

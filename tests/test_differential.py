@@ -15,6 +15,7 @@ import sys
 import unicodedata
 from collections import Counter
 
+import numpy as np
 import pytest
 from conftest import ENCODING_NAMES, FULL
 from hypothesis import given, settings
@@ -814,6 +815,58 @@ def test_every_token_decodes_the_same(pair):
     for i in holes:
         assert _outcome(bp.decode_single_token_bytes, i) == ("raise", KeyError), i
         assert _outcome(bp.decode_bytes, [i]) == _outcome(tt.decode_bytes, [i]), i
+
+
+def test_long_token_lists_decode_the_same(pair):
+    """Long lists take other paths than short ones (a slot per token; the text made into a
+    `str` natively, in chunks): every container, every `errors` mode, valid and invalid UTF-8,
+    each kind of string storage, specials and tokens of 16 bytes or more."""
+    bp, tt = pair
+    rng = random.Random(7)
+    ids = [i for i in range(tt.n_vocab) if _outcome(tt.decode_single_token_bytes, i)[0] == "ok"]
+    texts = {
+        "ascii": "plain words and code() {}\n" * 4000,
+        "latin1": "caf\u00e9 d\u00e9j\u00e0 vu \u00ff\n" * 4000,
+        "ucs2": "\u041f\u0440\u0438\u0432\u0435\u0442 \u4e2d\u6587 caf\u00e9\n" * 4000,
+        "ucs4": "emoji \U0001f600 and \U00021d53 text\n" * 4000,
+    }
+    lists = {name: tt.encode(text) for name, text in texts.items()}
+    lists["random ids"] = [rng.choice(ids) for _ in range(50_000)]
+    lists["long tokens"] = ([i for i in ids if len(tt.decode_single_token_bytes(i)) >= 15][:5000] * 60)[:15000]
+    lists["specials"] = (tt.encode("x") + sorted(tt._special_tokens.values())) * 3000
+    for name, tokens in lists.items():
+        assert len(tokens) >= 4096, name
+        want = tt.decode_bytes(tokens)
+        assert bp.decode_bytes(tokens) == want, name
+        for make in (tuple, lambda t: np.asarray(t, dtype=np.uint32), lambda t: np.asarray(t, dtype=np.int64)):
+            assert bp.decode_bytes(make(tokens)) == want, name
+        for errors in ("replace", "strict", "ignore", "surrogateescape"):
+            assert _outcome(bp.decode, tokens, errors=errors) == _outcome(tt.decode, tokens, errors=errors), name
+        if name in texts:
+            got = bp.decode(tokens)
+            # The same storage as CPython's own decoding (an ASCII string must be marked so).
+            assert got == texts[name] and sys.getsizeof(got) == sys.getsizeof(want.decode()), name
+        batch = [tokens, tokens[:100], tokens[1:]]
+        assert _outcome(bp.decode_batch, batch) == _outcome(tt.decode_batch, batch), name
+        assert _outcome(bp.decode_batch, batch, errors="strict") == _outcome(tt.decode_batch, batch, errors="strict")
+    bad = lists["ascii"] + [10**7]
+    assert _outcome(bp.decode, bad) == _outcome(tt.decode, bad) == ("raise", KeyError)
+
+
+def test_a_token_list_changed_while_it_is_read(pair):
+    """An id whose `__index__` empties the list being read: no crash, the same as tiktoken."""
+    bp, tt = pair
+
+    class Shrinks(int):
+        def __index__(self):
+            victim.clear()
+            return 5
+
+    results = []
+    for enc in (bp, tt):
+        victim = [1, 2, Shrinks(3)] + [4] * 10_000
+        results.append(_outcome(enc.decode_bytes, victim))
+    assert results[0] == results[1]
 
 
 def test_token_byte_values(pair):

@@ -18,6 +18,7 @@ MODULES = [
     "bytepair.model",
     "bytepair.train",
     "bytepair.embed",
+    "bytepair.corpus",
 ]
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "__version__",
     "core",
     "dump_tiktoken_bpe",
+    "embed",
     "encoding_for_model",
     "encoding_name_for_model",
     "get_encoding",
@@ -59,3 +60,8 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
 
         return embed_module
     raise AttributeError(f"module 'bytepair' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The names loaded on first use (`__getattr__`) are listed before that too.
+    return sorted(set(globals()) | set(__all__))

@@ -108,8 +108,9 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         "files",
         nargs="+",
         metavar="FILES",
-        help="files, directories (every file under them, sorted) or globs: .txt (one document "
-        "per file), .jsonl (one document per line, in the 'text' field), .gz/.zst variants",
+        help="files, directories (every file under them, sorted, folders of token shards left out) "
+        "or globs: .txt (one document per file), .jsonl (one document per line, in the 'text' "
+        "field), .parquet ('text' column, needs pyarrow), .gz/.zst variants",
     )
     p.add_argument(
         "--on-error",

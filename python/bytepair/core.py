@@ -7,12 +7,14 @@ interpreter is released.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from bytepair import _native
 
 TYPE_CHECKING = False  # typing is not imported at run time: it keeps `import bytepair` fast
 if TYPE_CHECKING:
+    import os
     from typing import AbstractSet, Any, Callable, Collection, Iterable, Literal, NoReturn, Sequence, Union
 
     _Specials = Union[Literal["all"], Iterable[str]]
@@ -345,7 +347,7 @@ class Encoding:
 
     def count_batch(
         self,
-        text: Sequence[str],
+        texts: Sequence[str],
         *,
         num_threads: int = 8,
         allowed_special: Literal["all"] | AbstractSet[str] = set(),  # noqa: B006
@@ -358,7 +360,7 @@ class Encoding:
         >>> enc.count_batch(["hello world", "goodbye world"])
         [2, 3]
         """
-        texts = list(text)
+        texts = list(texts)
         a, d = self._batch_special_args(texts, allowed_special, disallowed_special, num_threads)
         try:
             return self._batch(self._core_bpe.count_batch, texts, num_threads, (a, d))
@@ -414,7 +416,8 @@ class Encoding:
         >>> enc.decode([15339, 1917])
         'hello world'
         """
-        return self._core_bpe.decode_bytes(tokens).decode("utf-8", errors=errors)
+        text = self._core_bpe.decode(tokens)
+        return text if isinstance(text, str) else text.decode("utf-8", errors=errors)
 
     def decode_single_token_bytes(self, token: int) -> bytes:
         """The bytes of one token (special tokens included); ``KeyError`` if there is none.
@@ -464,8 +467,10 @@ class Encoding:
         ['hello', ' world']
         """
         batch = list(batch)
+        threads = _check_threads(num_threads)
         try:
-            return [b.decode("utf-8", errors=errors) for b in self.decode_bytes_batch(batch, num_threads=num_threads)]
+            texts = self._core_bpe.decode_batch(batch, threads)
+            return [t if isinstance(t, str) else t.decode("utf-8", errors=errors) for t in texts]
         except Exception as e:
             _first_error(lambda tokens: self.decode(tokens, errors=errors), batch, e)
 
@@ -497,13 +502,10 @@ class Encoding:
         """The id of ``<|endoftext|>`` (``KeyError`` if the encoding has none)."""
         return self._special_tokens["<|endoftext|>"]
 
-    @property
+    @functools.cached_property
     def special_tokens_set(self) -> set[str]:
-        """The names of the special tokens."""
-        cached = self.__dict__.get("_special_tokens_set")
-        if cached is None:
-            cached = self.__dict__["_special_tokens_set"] = set(self._special_tokens.keys())
-        return cached
+        """The names of the special tokens (computed once; assignable, as in tiktoken)."""
+        return set(self._special_tokens.keys())
 
     def is_special_token(self, token: int) -> bool:
         """Whether ``token`` is the id of a special token.
@@ -550,10 +552,11 @@ class Encoding:
 
     # ------------------------------------------------------------------ saving
 
-    def save(self, path: str) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Writes ``<path>/<name>.tiktoken`` and a JSON file; read it back with
         :func:`bytepair.load`.
 
+        >>> import bytepair
         >>> enc = bytepair.train(["hello world"] * 20, vocab_size=260, progress=False)
         >>> enc.save("my-tokenizer")
         >>> bytepair.load("my-tokenizer").encode("hello world") == enc.encode("hello world")
@@ -563,7 +566,7 @@ class Encoding:
 
         _save(self, path)
 
-    def to_huggingface(self, path: str) -> None:
+    def to_huggingface(self, path: str | os.PathLike[str]) -> None:
         """Writes a ``tokenizer.json`` that Hugging Face ``tokenizers`` loads and that encodes to
         the same ids, special tokens included (``tokenizers`` matches them in any text, as
         ``allowed_special="all"`` does). Where two special tokens share an id (o200k_harmony's

@@ -22,21 +22,22 @@ A *document* is a ``.txt`` file (read whole) or a non-blank line of a ``.jsonl``
 unreadable files and files that are not UTF-8 are skipped (and reported); with ``"fail"`` the
 first one raises ``ValueError``/``OSError`` naming the file and line.
 
->>> import bytepair.corpus as corpus                           # doctest: +SKIP
->>> corpus.encode_to_shards(["data/"], encoding="cl100k_base", out="shards")["documents"]
+>>> import bytepair.corpus as corpus
+>>> corpus.encode_to_shards(["data/"], encoding="cl100k_base", out="shards")["documents"]  # doctest: +SKIP
 1200
->>> corpus.count_files(["data/a.jsonl"], encoding="cl100k_base")
+>>> corpus.count_files(["data/a.jsonl"], encoding="cl100k_base")  # doctest: +SKIP
 {'data/a.jsonl': 51234}
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import operator
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -345,7 +346,8 @@ def encode_to_shards(
     ``out/manifest.json``).
 
     ``paths``: files, directories, globs (``.txt`` = one document per file, ``.jsonl`` with a
-    ``text`` field, ``.gz``/``.zst`` variants); files under ``out`` are never inputs, so
+    ``text`` field, ``.parquet`` with a ``text`` column through pyarrow, nulls left out,
+    ``.gz``/``.zst`` variants); files under ``out`` are never inputs, so
     ``encode_to_shards(["data"], out="data/shards")`` can run again. ``encoding``: a built-in
     name, a directory written by ``Encoding.save``, or an ``Encoding``. Each document's tokens
     (``encode_ordinary``) are followed by ``eot_token`` (default: the encoding's
@@ -366,15 +368,31 @@ def encode_to_shards(
     if not isinstance(docs_per_shard, int) or docs_per_shard < 1:
         raise ValueError(f"docs_per_shard must be a positive int, got {docs_per_shard!r}")
     files = _expand(paths, output=out)
-    parquet = [f for f in files if _is_parquet(f)]
-    if parquet:
-        raise ValueError(f"{parquet[0]}: parquet input is not supported by encode yet; convert it to .jsonl")
     out = Path(out)
     settings = _settings(enc, eot, files, docs_per_shard, on_error, field)
     manifest = _prepare(out, settings, overwrite, resume)
     if manifest.get("complete"):
         return manifest
     _write_json(out / MANIFEST, manifest)
+    with _parquet_as_jsonl(files, field, on_error, out) as (inputs, parquet_errors):
+        return _encode_prepared(
+            enc, inputs, out, manifest, eot, docs_per_shard, on_error, field, num_threads, progress, parquet_errors
+        )
+
+
+def _encode_prepared(
+    enc: Any,
+    inputs: list[str],
+    out: Path,
+    manifest: dict[str, Any],
+    eot: int,
+    docs_per_shard: int,
+    on_error: str,
+    field: str,
+    num_threads: int | None,
+    progress: bool | None,
+    parquet_errors: list[str],
+) -> dict[str, Any]:
     committed = manifest["shards"]
     bar = _Bar(progress, "encoding")
 
@@ -391,7 +409,7 @@ def encode_to_shards(
     try:
         summary = _native._encode_shards(
             enc._core_bpe,
-            files,
+            inputs,
             str(out),
             eot=eot,
             docs_per_shard=docs_per_shard,
@@ -407,9 +425,51 @@ def encode_to_shards(
     _finish_manifest(manifest)
     _write_json(out / MANIFEST, manifest)
     manifest = dict(manifest)
-    manifest["skipped"] = summary["skipped"]
-    manifest["errors"] = summary["errors"]
+    manifest["skipped"] = summary["skipped"] + len(parquet_errors)
+    manifest["errors"] = parquet_errors + summary["errors"]
     return manifest
+
+
+@contextlib.contextmanager
+def _parquet_as_jsonl(files: list[str], field: str, on_error: str, out: Path) -> Iterator[tuple[list[str], list[str]]]:
+    """``files`` with each parquet file replaced by a temporary JSON-lines copy of its ``field``
+    column (nulls left out, as :func:`bytepair.train` does), for the native reader, which reads
+    text, JSON lines and their compressed forms only; and the messages of the files skipped
+    (``on_error="skip"``: one that cannot be read, lacks the column or holds invalid UTF-8 gives
+    no documents). The copies live in a hidden folder of ``out`` and are removed afterwards."""
+    parquet = [i for i, f in enumerate(files) if _is_parquet(f)]
+    if not parquet:
+        yield files, []
+        return
+    import shutil
+    import tempfile
+
+    from bytepair.train import _display, _parquet_documents
+
+    tmp = tempfile.mkdtemp(prefix=".parquet-", dir=out)
+    try:
+        inputs, errors = list(files), []
+        for i in parquet:
+            inputs[i] = path = os.path.join(tmp, f"{i}.jsonl")
+            skipped: list[str] = []
+            with open(path, "w", encoding="utf-8") as w:
+                try:
+                    for doc in _parquet_documents([files[i]], field, on_error, skipped):
+                        text = doc.decode("utf-8") if isinstance(doc, bytes) else doc
+                        w.write(json.dumps({field: text}, ensure_ascii=False))
+                        w.write("\n")
+                except UnicodeDecodeError as e:
+                    msg = f"{_display(files[i])}: invalid UTF-8 in column {field!r}: {e.reason}"
+                    if on_error == "fail":
+                        raise ValueError(msg) from None
+                    skipped.append(msg)
+                if skipped:
+                    w.seek(0)
+                    w.truncate()
+            errors.extend(skipped)
+        yield inputs, errors
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def count_files(

@@ -374,7 +374,10 @@ def encode_to_shards(
     files = corpus._expand(paths, output=out)
     parquet = [f for f in files if corpus._is_parquet(f)]
     if parquet:
-        raise ValueError(f"{parquet[0]}: parquet input is not supported by encode yet; convert it to .jsonl")
+        raise ValueError(
+            f"{parquet[0]}: the Dask encoder does not read parquet yet (`bytepair encode` and "
+            "bytepair.corpus.encode_to_shards do); convert it to .jsonl"
+        )
     outp = Path(out)
     settings = corpus._settings(enc, eot, files, docs_per_shard, on_error, field)
     manifest = corpus._prepare(outp, settings, overwrite, resume=True)

@@ -827,6 +827,7 @@ def load(path: PathLike) -> Encoding:
     """Loads an ``Encoding`` saved with ``Encoding.save(path)`` (a directory, or its
     ``bytepair.json``).
 
+    >>> import bytepair
     >>> enc = bytepair.train(["hello world"] * 20, vocab_size=260, progress=False)
     >>> enc.save("my-tokenizer")
     >>> load("my-tokenizer").encode("hello world") == enc.encode("hello world")

@@ -351,12 +351,25 @@ fn walk(
             continue; // nothing deeper can match
         }
         let real = std::fs::canonicalize(&p).map_err(|e| io_at(&p, e))?;
-        if !open.contains(&real) {
+        if !open.contains(&real) && !is_shards_dir(&p) {
             walk(&p, if hit { None } else { glob }, level + 1, open, out)?;
         }
     }
     open.pop();
     Ok(())
+}
+
+/// Whether `dir` holds token shards written by `bytepair encode` (its `manifest.json` says so):
+/// walks leave those out, so that `bytepair encode data -o data/shards` followed by
+/// `bytepair count data` or `bytepair train data` reads the text only. Named as a file, or as
+/// the directory (or glob base) itself, a shard is still read.
+fn is_shards_dir(dir: &Path) -> bool {
+    let mut head = [0u8; 256];
+    let Ok(mut f) = std::fs::File::open(dir.join("manifest.json")) else {
+        return false;
+    };
+    let n = f.read(&mut head).unwrap_or(0);
+    memchr::memmem::find(&head[..n], br#""format": "bytepair-shards""#).is_some()
 }
 
 /// The names of the entries of the directory `dir`, sorted.
@@ -915,6 +928,40 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn walks_leave_out_token_shard_directories() {
+        let d = tmpdir("shards");
+        let shards = d.join("shards");
+        let other = d.join("other");
+        std::fs::create_dir_all(&shards).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(d.join("a.txt"), "a").unwrap();
+        std::fs::write(shards.join("shard_00000.npy"), b"\x93NUMPY").unwrap();
+        let manifest = "{\n \"format\": \"bytepair-shards\",\n \"version\": 1\n}\n";
+        std::fs::write(shards.join("manifest.json"), manifest).unwrap();
+        // A manifest.json of something else is an ordinary input.
+        std::fs::write(other.join("manifest.json"), "{\"format\": \"other\"}").unwrap();
+        let names = |v: Vec<PathBuf>| -> Vec<String> {
+            v.iter()
+                .map(|p| p.strip_prefix(&d).unwrap().display().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(expand(&[d.to_str().unwrap()]).unwrap()),
+            ["a.txt", "other/manifest.json"]
+        );
+        assert_eq!(
+            names(expand(&[d.join("**/*").to_str().unwrap()]).unwrap()),
+            ["a.txt", "other/manifest.json"]
+        );
+        // Named as files, or as the directory itself, shards are still read.
+        let named = shards.join("shard_00000.npy");
+        assert_eq!(expand(&[&named]).unwrap(), std::slice::from_ref(&named));
+        assert_eq!(expand(&[&shards]).unwrap().len(), 2);
+        assert_eq!(expand(&[shards.join("*.npy")]).unwrap(), std::slice::from_ref(&named));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[cfg(unix)]

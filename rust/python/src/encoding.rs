@@ -2,6 +2,7 @@
 use crate::errors::{run, to_py, DETACH_BYTES, POLL_BYTES};
 use crate::ints::IntCache;
 use crate::text::Text;
+use crate::tokens::Tokens;
 use bytepair_core::pretokenize::Pretokenizer;
 use bytepair_core::{parallel, CoreBpe, Error, Rank, SpecialSet, Vocab};
 use numpy::{IntoPyArray, PyArray1};
@@ -440,33 +441,45 @@ impl PyCoreBpe {
         run(py, data.len(), || self.inner.encode_bytes(&data))
     }
 
-    fn decode_bytes<'py>(
-        &self,
-        py: Python<'py>,
-        tokens: Vec<Rank>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
+    fn decode_bytes<'py>(&self, py: Python<'py>, tokens: Tokens) -> PyResult<Bound<'py, PyBytes>> {
+        let tokens = tokens.0;
         let b = run(py, tokens.len() * 4, || self.inner.decode_bytes(&tokens))?;
         Ok(PyBytes::new(py, &b))
+    }
+
+    /// The decoded text as a `str` when it is valid UTF-8 (the `errors` of `decode` cannot
+    /// matter then), else as `bytes`, for the caller to decode with its `errors`.
+    fn decode<'py>(&self, py: Python<'py>, tokens: Tokens) -> PyResult<Bound<'py, PyAny>> {
+        let tokens = tokens.0;
+        let (b, valid) = run(py, tokens.len() * 4, || {
+            let b = self.inner.decode_bytes(&tokens)?;
+            let valid = std::str::from_utf8(&b).is_ok();
+            Ok((b, valid))
+        })?;
+        text_or_bytes(py, &b, valid)
     }
 
     fn decode_bytes_batch<'py>(
         &self,
         py: Python<'py>,
-        batch: Vec<Vec<Rank>>,
+        batch: Vec<Tokens>,
         num_threads: usize,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let pool = parallel::pool_for(num_threads);
-        let out: Vec<Vec<u8>> = py
-            .detach(|| {
-                pool.install(|| {
-                    batch
-                        .par_iter()
-                        .map(|t| self.inner.decode_bytes(t))
-                        .collect::<bytepair_core::Result<Vec<_>>>()
-                })
-            })
-            .map_err(to_py)?;
-        Ok(out.iter().map(|b| PyBytes::new(py, b)).collect())
+        let out = self.decode_all(py, &batch, num_threads, false)?;
+        Ok(out.iter().map(|(b, _)| PyBytes::new(py, b)).collect())
+    }
+
+    /// `decode` for each token list, in parallel.
+    fn decode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch: Vec<Tokens>,
+        num_threads: usize,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let out = self.decode_all(py, &batch, num_threads, true)?;
+        out.iter()
+            .map(|(b, valid)| text_or_bytes(py, b, *valid))
+            .collect()
     }
 
     fn decode_single_token_bytes<'py>(
@@ -483,13 +496,16 @@ impl PyCoreBpe {
     fn decode_tokens_bytes<'py>(
         &self,
         py: Python<'py>,
-        tokens: Vec<Rank>,
+        tokens: Tokens,
     ) -> PyResult<Bound<'py, PyList>> {
-        let mut items = Vec::with_capacity(tokens.len());
-        for t in tokens {
+        let mut items = Vec::with_capacity(tokens.0.len());
+        for (i, &t) in tokens.0.iter().enumerate() {
             match self.inner.token_bytes(t) {
                 Some(b) => items.push(PyBytes::new(py, b)),
                 None => return Err(PyKeyError::new_err(t.to_string())),
+            }
+            if i % (1 << 16) == 0xffff {
+                py.check_signals()?;
             }
         }
         PyList::new(py, items)
@@ -565,4 +581,41 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         bytepair_core::vocab::BUNDLED_RANK_FILES.to_vec(),
     )?;
     Ok(())
+}
+
+impl PyCoreBpe {
+    /// Each token list's bytes (and, if `check`, whether they are UTF-8), in parallel.
+    fn decode_all(
+        &self,
+        py: Python<'_>,
+        batch: &[Tokens],
+        num_threads: usize,
+        check: bool,
+    ) -> PyResult<Vec<(Vec<u8>, bool)>> {
+        let pool = parallel::pool_for(num_threads);
+        py.detach(|| {
+            pool.install(|| {
+                batch
+                    .par_iter()
+                    .map(|t| {
+                        let b = self.inner.decode_bytes(&t.0)?;
+                        let valid = check && std::str::from_utf8(&b).is_ok();
+                        Ok((b, valid))
+                    })
+                    .collect::<bytepair_core::Result<Vec<_>>>()
+            })
+        })
+        .map_err(to_py)
+    }
+}
+
+/// `b` as a `str` if it is valid UTF-8 (`valid`), else as `bytes`.
+fn text_or_bytes<'py>(py: Python<'py>, b: &[u8], valid: bool) -> PyResult<Bound<'py, PyAny>> {
+    if valid {
+        // SAFETY: the caller checked that `b` is UTF-8.
+        let s = unsafe { std::str::from_utf8_unchecked(b) };
+        Ok(crate::text::str_from_utf8(py, s)?.into_any())
+    } else {
+        Ok(PyBytes::new(py, b).into_any())
+    }
 }

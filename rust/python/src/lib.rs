@@ -8,6 +8,7 @@ mod encoding;
 mod errors;
 mod ints;
 mod text;
+mod tokens;
 mod train;
 
 #[pymodule(gil_used = false)]
