@@ -670,6 +670,7 @@ _LONG_DECODE_CALLS = {
     "decode_tokens_bytes": (lambda enc, t: enc.decode_tokens_bytes(t), 30_000_000),
     "decode_batch": (lambda enc, t: enc.decode_batch([t, t]), 60_000_000),
     "decode_bytes numpy": (lambda enc, t: enc.decode_bytes(t), 120_000_000),
+    "decode_batch numpy": (lambda enc, t: enc.decode_batch([t] * 8), 30_000_000),
 }
 
 
@@ -709,6 +710,38 @@ def test_sigint_stops_a_long_decode(name, bp_encodings):
     if expected > 1.5:
         assert elapsed < 1.2, f"{name}: KeyboardInterrupt after {elapsed:.2f} s (about {expected:.1f} s of work)"
     assert enc.decode([15339, 1917]) == "hello world"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX timers")
+def test_a_signal_handlers_exception_in_a_batch_is_raised_at_once(bp_encodings):
+    """An exception from a signal handler (a deadline) stops a batch and is raised as it is: it
+    once made the batch redo every item one by one, to find which item failed."""
+    import signal as signal_module
+
+    class Deadline(Exception):
+        pass
+
+    def handler(*_):
+        raise Deadline
+
+    enc = bp_encodings["cl100k_base"]
+    docs = [f"document {i}: " + "hello world, naive cafe 12345 " * 150 for i in range(4000)]
+    t0 = time.perf_counter()
+    enc.count_batch(docs)
+    whole = time.perf_counter() - t0
+    docs = docs * max(1, int(3.0 / max(whole, 1e-3)))
+    old = signal_module.signal(signal_module.SIGALRM, handler)
+    try:
+        signal_module.setitimer(signal_module.ITIMER_REAL, 0.2)
+        t0 = time.perf_counter()
+        with pytest.raises(Deadline):
+            enc.count_batch(docs)
+            time.sleep(5)
+        elapsed = time.perf_counter() - t0
+    finally:
+        signal_module.setitimer(signal_module.ITIMER_REAL, 0)
+        signal_module.signal(signal_module.SIGALRM, old)
+    assert elapsed < 1.0, f"Deadline after {elapsed:.2f} s"
 
 
 # ============================================================================ pickling

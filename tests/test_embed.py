@@ -620,10 +620,29 @@ def _interruptible_calls():
         docs = [text] * (16 * scale)
         return lambda: embed.embed_texts(enc, small_table, docs)
 
-    return {"topk": topk, "search": search, "gather": gather, "embed_texts": texts}
+    def topk_large_k(scale):
+        # One query block, keys growing with `scale`, k half of them: a few long tasks (large
+        # chunks), each of which once ran to its end before looking for Ctrl-C.
+        many = rng.standard_normal((100_000 * scale, 16), dtype=np.float32)
+        q = rng.standard_normal((8, 16), dtype=np.float32)
+        return lambda: embed.topk(q, many, len(many) // 2)
+
+    def search_large_k(scale):
+        ix = embed.Index(rng.standard_normal((100_000 * scale, 16), dtype=np.float32))
+        q = rng.standard_normal((8, 16), dtype=np.float32)
+        return lambda: ix.search(q, len(ix) // 2)
+
+    return {
+        "topk": topk,
+        "search": search,
+        "gather": gather,
+        "embed_texts": texts,
+        "topk large k": topk_large_k,
+        "search large k": search_large_k,
+    }
 
 
-@pytest.mark.parametrize("name", ["topk", "search", "gather", "embed_texts"])
+@pytest.mark.parametrize("name", ["topk", "search", "gather", "embed_texts", "topk large k", "search large k"])
 def test_sigint_stops_long_native_work(name):
     """A real SIGINT while a kernel runs detached from the interpreter raises KeyboardInterrupt
     long before the call would have finished, and the next call works."""
@@ -641,6 +660,8 @@ def test_sigint_stops_long_native_work(name):
     scale = max(4, int(4.0 / max(per_scale, 1e-6)))  # about 4 s of work
     if scale * 4 > 1 << 16:  # guard against a mis-measured tiny call eating the memory
         scale = 1 << 14
+    if "large k" in name:
+        scale = min(scale, 160)  # 16M keys of 16 floats at most (1 GB)
     full = make(scale)
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
     t0 = time.perf_counter()
@@ -779,3 +800,57 @@ def test_index_dtype_takes_numpy_spellings():
     for bad in ("f8", "float", "bogus"):
         with pytest.raises(ValueError, match="dtype must be one of"):
             embed.Index(K, dtype=bad)
+
+
+def test_index_readers_writers_and_searches_at_once_do_not_deadlock():
+    """A search holds the index's read lock while it re-attaches to the interpreter to look for
+    Ctrl-C; `add` (waiting for the write lock) and `len` from other threads once deadlocked it
+    for good (`len` waited for the lock while holding the interpreter). Run in a subprocess, so a
+    hang fails the test instead of stopping the suite."""
+    code = """
+import threading, numpy as np
+from bytepair import embed
+rng = np.random.default_rng(0)
+ix = embed.Index(rng.standard_normal((100_000, 128)).astype(np.float32))
+Q = rng.standard_normal((256, 128)).astype(np.float32); one = Q[:1].copy()
+stop = False
+def adder():
+    while not stop: ix.add(one)
+def reader():
+    while not stop: len(ix); ix.dim; ix.nbytes
+for f in (adder, reader, reader):
+    threading.Thread(target=f, daemon=True).start()
+for i in range(5):
+    s, idx = ix.search(Q, 10)
+    assert idx.shape == (256, 10)
+stop = True
+print("done", len(ix) > 100_000)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and proc.stdout.split() == ["done", "True"], proc.stderr
+
+
+def test_ids_written_by_another_thread_during_a_gather_never_panic():
+    """numpy lets another thread write to an array a gather is reading; an id changed after the
+    check to one out of range once indexed past the table (a Rust panic). The result is then
+    unspecified, but the call must return."""
+    code = """
+import threading, numpy as np
+from bytepair import embed
+T = np.zeros((1000, 64), np.float32); ids = np.zeros(2_000_000, np.int64)
+stop = False
+def writer():
+    while not stop:
+        ids[-1] = 10**6; ids[-1] = 0; ids[1000] = -5; ids[1000] = 0
+threading.Thread(target=writer, daemon=True).start()
+raised = 0
+for _ in range(100):
+    try:
+        embed.gather(T, ids, pool="sum"); embed.gather(T, ids.reshape(1000, 2000), pool="max")
+    except IndexError:
+        raised += 1  # the check saw the bad id: fine
+stop = True
+print("ok", raised)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr[-2000:]

@@ -62,6 +62,11 @@ def test_batch_error_is_the_earliest_failing_document(threads: int) -> None:
     assert enc.encode_batch(texts, num_threads=threads, allowed_special="all")[40][-1] == 100257
 
 
+def _letters(i: int) -> str:
+    """A distinct word of four letters per ``i`` below 26**4."""
+    return "".join(chr(97 + i // 26**k % 26) for k in range(4))
+
+
 def _parallel_work() -> list:
     """Every kind of parallel native call: batch encoding, one big document on two threads,
     count_batch, gather, topk, an Index (built and searched), embed_texts and training."""
@@ -84,6 +89,9 @@ def _parallel_work() -> list:
         embed.Index(keys).search(keys[:5], 3)[1][:, 0].tolist(),
         embed.embed_texts(enc, rng.standard_normal((enc.n_vocab, 8), dtype=np.float32), docs).shape,
         bytepair.train(docs * 20, vocab_size=300, num_threads=2, progress=False).n_vocab,
+        # Enough distinct words that sorting them runs in parallel (it once ran on rayon's
+        # global pool, whose threads a forked child lacks: the child hung).
+        len(bytepair.WordCounts([" ".join(_letters(i) for i in range(100_000))], progress=False)),
     ]
 
 

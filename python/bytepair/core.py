@@ -25,15 +25,21 @@ if TYPE_CHECKING:
 __all__ = ["Encoding"]
 
 
+# What one item of a batch can raise (the native side raises exactly these types).
+_ITEM_ERRORS = (TypeError, ValueError, KeyError, OverflowError, UnicodeEncodeError, UnicodeDecodeError)
+
+
 def _first_error(one: Callable[[Any], object], items: Sequence[Any], error: Exception) -> NoReturn:
     """Raises the error that ``one`` gives on the first item that fails, else ``error``.
 
     Why: a batch call converts and checks all its items at once, where tiktoken handles them in
     order, so when two items are bad in different ways (a disallowed special in the first, a
     non-str second), tiktoken's exception is the first item's. Only failed calls pay this, and
-    not for ``MemoryError``, which the items would only hit again one by one.
+    not for ``MemoryError``, which the items would only hit again one by one, nor for any
+    exception an item cannot raise (one from a signal handler, such as a deadline's): those are
+    raised at once rather than after redoing the batch item by item.
     """
-    if isinstance(error, MemoryError):
+    if type(error) not in _ITEM_ERRORS:
         raise error
     for item in items:
         one(item)

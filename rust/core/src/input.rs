@@ -960,7 +960,10 @@ mod tests {
         let named = shards.join("shard_00000.npy");
         assert_eq!(expand(&[&named]).unwrap(), std::slice::from_ref(&named));
         assert_eq!(expand(&[&shards]).unwrap().len(), 2);
-        assert_eq!(expand(&[shards.join("*.npy")]).unwrap(), std::slice::from_ref(&named));
+        assert_eq!(
+            expand(&[shards.join("*.npy")]).unwrap(),
+            std::slice::from_ref(&named)
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

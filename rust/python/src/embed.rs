@@ -199,6 +199,12 @@ impl PyEmbedIndex {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
+    /// `f` of the index, read without the interpreter: a thread must never wait for the lock
+    /// while attached, since a search holds it while it re-attaches to look for Ctrl-C (and a
+    /// waiting `add` makes new readers wait too), which would deadlock.
+    fn with_read<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Index) -> T + Send) -> T {
+        py.detach(|| f(&self.read()))
+    }
 }
 
 #[pymethods]
@@ -216,8 +222,8 @@ impl PyEmbedIndex {
 
     /// Whether searches scan an int8 sketch of the float keys first (same results, faster).
     #[getter]
-    fn sketch(&self) -> bool {
-        self.read().has_sketch()
+    fn sketch(&self, py: Python<'_>) -> bool {
+        self.with_read(py, Index::has_sketch)
     }
     #[setter]
     fn set_sketch(&self, py: Python<'_>, on: bool) {
@@ -263,25 +269,25 @@ impl PyEmbedIndex {
         topk_out(py, r, nq)
     }
 
-    fn __len__(&self) -> usize {
-        self.read().len()
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.with_read(py, Index::len)
     }
     #[getter]
-    fn dim(&self) -> usize {
-        self.read().dim()
+    fn dim(&self, py: Python<'_>) -> usize {
+        self.with_read(py, Index::dim)
     }
     #[getter]
-    fn metric(&self) -> &'static str {
-        self.read().metric().name()
+    fn metric(&self, py: Python<'_>) -> &'static str {
+        self.with_read(py, |ix| ix.metric().name())
     }
     #[getter]
-    fn dtype(&self) -> &'static str {
-        self.read().dtype().name()
+    fn dtype(&self, py: Python<'_>) -> &'static str {
+        self.with_read(py, |ix| ix.dtype().name())
     }
     /// Bytes held by the stored keys and the sketch.
     #[getter]
-    fn nbytes(&self) -> usize {
-        self.read().nbytes()
+    fn nbytes(&self, py: Python<'_>) -> usize {
+        self.with_read(py, Index::nbytes)
     }
 
     /// Writes the index to `path`.

@@ -10,7 +10,6 @@ use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
-use rayon::prelude::*;
 use std::sync::Arc;
 
 /// The native encoder behind `bytepair.Encoding`. Immutable and safe to share across threads.
@@ -593,19 +592,24 @@ impl PyCoreBpe {
         check: bool,
     ) -> PyResult<Vec<(Vec<u8>, bool)>> {
         let pool = parallel::pool_for(num_threads);
-        py.detach(|| {
-            pool.install(|| {
-                batch
-                    .par_iter()
-                    .map(|t| {
-                        let b = self.inner.decode_bytes(&t.0)?;
-                        let valid = check && std::str::from_utf8(&b).is_ok();
-                        Ok((b, valid))
-                    })
-                    .collect::<bytepair_core::Result<Vec<_>>>()
-            })
+        let bytes: usize = batch.iter().map(|t| t.0.len() * 4).sum();
+        // One list at a time per thread, Ctrl-C looked for between lists and inside long ones.
+        run(py, bytes, || {
+            type Decoded = bytepair_core::Result<(Vec<u8>, bool)>;
+            let mut out: Vec<Option<Decoded>> = (0..batch.len()).map(|_| None).collect();
+            let done = parallel::for_each_mut(&pool, &mut out, 1, |i, slot| {
+                *slot = Some(self.inner.decode_bytes(&batch[i].0).map(|b| {
+                    let valid = check && std::str::from_utf8(&b).is_ok();
+                    (b, valid)
+                }));
+            });
+            if !done {
+                return Err(Error::Interrupted);
+            }
+            out.into_iter()
+                .map(|r| r.unwrap_or(Err(Error::Interrupted)))
+                .collect()
         })
-        .map_err(to_py)
     }
 }
 

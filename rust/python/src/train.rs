@@ -220,7 +220,9 @@ impl PyWordCounts {
                     }
                     bytes += size as u64;
                     docs += batch.len() as u64;
-                    if tx.send(batch).is_err() {
+                    // Waiting for the worker (one batch may be queued) without the interpreter,
+                    // so that other Python threads (and their signal handlers) run meanwhile.
+                    if py.detach(|| tx.send(batch)).is_err() {
                         return Ok(()); // the worker failed; its error is reported below
                     }
                     reporter.report_attached(

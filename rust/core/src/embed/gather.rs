@@ -82,9 +82,14 @@ fn bag_bounds(bags: &Bags<'_>, n: usize) -> Result<Vec<usize>> {
 }
 
 /// Row `id` of a row-major table of `dim` values a row (`id` checked by [`check_ids`]).
+///
+/// The ids were checked ([`check_ids`]), but they live in a caller's array, which another
+/// thread may write to meanwhile (numpy does not stop it): an id out of range then reads row 0
+/// instead of panicking. `rows` is the table's row count.
 #[inline(always)]
-fn table_row<E, I: Id>(table: &[E], dim: usize, id: I) -> &[E] {
-    let id = id.as_i64() as usize;
+fn table_row<E, I: Id>(table: &[E], dim: usize, rows: usize, id: I) -> &[E] {
+    let id = id.as_i64() as u64;
+    let id = if id < rows as u64 { id as usize } else { 0 };
     &table[id * dim..id * dim + dim]
 }
 
@@ -104,7 +109,8 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
         out.fill(0.0);
         return;
     }
-    let row = |j: usize| table_row(table, dim, ids[j]);
+    let rows = table.len() / dim.max(1);
+    let row = |j: usize| table_row(table, dim, rows, ids[j]);
     let fold = if pool == Pool::Max {
         RowOp::Max
     } else {
@@ -252,7 +258,8 @@ pub(crate) fn gather_at<E: Elem, I: Id>(
         // Every id is its own output row: gather (and weight / normalise) in chunks of rows,
         // with the starts of the rows a group ahead requested (as in `pool_bag`).
         const CHUNK: usize = 64;
-        let row = |j: usize| table_row(table, dim, ids[j]);
+        let rows = table.len() / dim.max(1);
+        let row = |j: usize| table_row(table, dim, rows, ids[j]);
         let work = |c: usize, chunk: &mut &mut [f32]| {
             let first = c * CHUNK;
             for j in first..(first + GROUP).min(ids.len()) {

@@ -916,22 +916,44 @@ pub(crate) fn drive_parts(
     let chunk = n.div_ceil(want_chunks).max(min_chunk).min(n);
     let kchunks = n.div_ceil(chunk);
     let work = nq * n * d;
+    // A large `k` makes chunks (and tasks) large: a task scans its keys in steps, looking for
+    // Ctrl-C between them (on the calling thread; elsewhere the poll is a cheap no).
+    const STEP: usize = 1 << 14;
+    let interrupted = std::sync::atomic::AtomicBool::new(false);
     let task = |t: usize| -> Vec<TopK> {
         let (qb, kc) = (t / kchunks, t % kchunks);
         let q0 = qb * QB;
         let qn = QB.min(nq - q0);
         let r = kc * chunk..(kc * chunk + chunk).min(n);
         let mut heaps: Vec<TopK> = (q0..q0 + qn).map(heap).collect();
-        scan_block(q0, qn, r, &mut heaps);
+        let mut start = r.start;
+        while start < r.end {
+            let end = (start + STEP).min(r.end);
+            scan_block(q0, qn, start..end, &mut heaps);
+            start = end;
+            if start < r.end && crate::parallel::interrupt::poll() {
+                interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+                break;
+            }
+        }
         heaps
     };
     let tasks = qblocks * kchunks;
     let parts: Vec<Vec<TopK>> = if work < (1 << 18) || tasks == 1 {
-        (0..tasks).map(task).collect()
+        let mut parts = Vec::with_capacity(tasks);
+        for t in 0..tasks {
+            parts.push(task(t));
+            if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+        }
+        parts
     } else {
         // The calling thread scans too and never waits for a pool thread that has not started.
         let mut slots: Vec<Vec<TopK>> = vec![Vec::new(); tasks];
-        if !crate::parallel::for_each_mut(&pool, &mut slots, 1, |t, slot| *slot = task(t)) {
+        if !crate::parallel::for_each_mut(&pool, &mut slots, 1, |t, slot| *slot = task(t))
+            || interrupted.load(std::sync::atomic::Ordering::Relaxed)
+        {
             return None;
         }
         slots

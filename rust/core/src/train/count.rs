@@ -180,12 +180,14 @@ impl Sorted {
 
     /// From unsorted `(word, count)` pairs (duplicates add up).
     pub fn from_pairs(mut v: Vec<(&[u8], u64)>) -> Sorted {
-        Self::from_pairs_in_place(&mut v)
+        Self::from_pairs_in_place(&mut v, &crate::parallel::pool_for(0))
     }
 
-    /// From unsorted `(word, count)` pairs (duplicates add up), sorting them in place.
-    fn from_pairs_in_place(v: &mut [(&[u8], u64)]) -> Sorted {
-        v.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
+    /// From unsorted `(word, count)` pairs (duplicates add up), sorting them in place on
+    /// `pool` (never rayon's global pool, which a forked child could not use: see
+    /// `parallel::after_fork_in_child`).
+    fn from_pairs_in_place(v: &mut [(&[u8], u64)], pool: &rayon::ThreadPool) -> Sorted {
+        pool.install(|| v.par_sort_unstable_by(|a, b| a.0.cmp(b.0)));
         let mut out = Sorted::default();
         out.bytes.reserve(v.iter().map(|p| p.0.len()).sum());
         out.ends.reserve(v.len());
@@ -359,6 +361,16 @@ impl Shard {
         );
     }
 
+    fn get(&self, word: &[u8], h: u64) -> u64 {
+        let arena = &self.arena;
+        self.table
+            .find(h, |s| {
+                s.len as usize == word.len()
+                    && &arena[s.off as usize..s.off as usize + word.len()] == word
+            })
+            .map_or(0, |s| s.count)
+    }
+
     fn mem_bytes(&self) -> usize {
         self.table.capacity() * (std::mem::size_of::<Slot>() + 1) + self.arena.capacity()
     }
@@ -414,6 +426,12 @@ impl WordTable {
         self.shards.iter().map(Shard::mem_bytes).sum()
     }
 
+    /// The count of `word` in the table.
+    pub fn get(&self, word: &[u8]) -> u64 {
+        let h = hash_word(word);
+        self.shards[shard_of(h)].get(word, h)
+    }
+
     /// Adds `count` to `word`.
     pub fn add(&mut self, word: &[u8], count: u64) {
         let h = hash_word(word);
@@ -463,8 +481,8 @@ impl WordTable {
             });
     }
 
-    /// Empties the table into sorted form.
-    pub fn drain_sorted(&mut self) -> Sorted {
+    /// Empties the table into sorted form (sorting on `pool`).
+    pub fn drain_sorted(&mut self, pool: &rayon::ThreadPool) -> Sorted {
         let mut v: BigVec<(&[u8], u64), Big> = BigVec::with_capacity_in(self.len(), Big);
         for s in &self.shards {
             for slot in s.table.iter() {
@@ -474,7 +492,7 @@ impl WordTable {
                 ));
             }
         }
-        let out = Sorted::from_pairs_in_place(&mut v);
+        let out = Sorted::from_pairs_in_place(&mut v, pool);
         drop(v);
         for s in &mut self.shards {
             *s = Shard::default();
@@ -820,12 +838,17 @@ impl WordCounts {
     }
 
     /// Adds `count` occurrences of one word. A count that would pass 2**64 - 1 is an error.
+    ///
+    /// The check is exact from the settled counts and the table (a lookup in each). Counts
+    /// spilled to disk (`max_memory`) are folded in first only for a count above 2**32, the only
+    /// kind that can overflow there (the others would need 2**32 adds of one word).
     pub fn add(&mut self, word: &[u8], count: u64) -> Result<()> {
-        if count > u32::MAX as u64 {
-            // Only counts given by hand are this large: fold the table in and check exactly.
-            if self.sorted()?.get(word).checked_add(count).is_none() {
-                return Err(overflow(word));
-            }
+        if count > u32::MAX as u64 && !self.runs.is_empty() {
+            self.sorted()?;
+        }
+        let now = self.sorted.get(word).checked_add(self.table.get(word));
+        if now.and_then(|n| n.checked_add(count)).is_none() {
+            return Err(overflow(word));
         }
         if count > 0 {
             self.table.add(word, count);
@@ -897,6 +920,11 @@ impl WordCounts {
         self.maybe_spill()
     }
 
+    /// The thread pool of these counts' `num_threads`.
+    fn pool(&self) -> std::sync::Arc<rayon::ThreadPool> {
+        crate::parallel::pool_for(self.options.num_threads)
+    }
+
     fn maybe_spill(&mut self) -> Result<()> {
         let Some(limit) = self.options.max_memory else {
             return Ok(());
@@ -913,7 +941,7 @@ impl WordCounts {
             .spill_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        let mut s = self.table.drain_sorted();
+        let mut s = self.table.drain_sorted(&self.pool());
         if !self.sorted.is_empty() {
             s = Sorted::merged(&std::mem::take(&mut self.sorted), &s);
         }
@@ -932,7 +960,7 @@ impl WordCounts {
     /// Settles everything counted so far and returns the sorted counts.
     pub fn sorted(&mut self) -> Result<&Sorted> {
         if !self.table.is_empty() || !self.runs.is_empty() {
-            let fresh = self.table.drain_sorted();
+            let fresh = self.table.drain_sorted(&self.pool());
             let base = std::mem::take(&mut self.sorted);
             let mut s = if base.is_empty() {
                 fresh
