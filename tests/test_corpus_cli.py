@@ -464,6 +464,23 @@ def test_encode_parquet_among_other_inputs(tmp_path):
     assert m["skipped"] == 1 and "d.parquet" in m["errors"][0]
     assert np.concatenate(corpus.read_shards(tmp_path / "o3")).tolist() == expected
     assert not [p for p in (tmp_path / "o3").iterdir() if p.name.startswith(".")]
+    # Messages come in input order, the parquet files' among the others.
+    (data / "b2.jsonl").write_text('{"text": "x"}\nnot json\n', encoding="utf-8")
+    m = corpus.encode_to_shards([data], encoding=ENC, out=tmp_path / "o4", progress=False, on_error="skip")
+    assert [e.split(":")[0].rsplit("/", 1)[-1] for e in m["errors"]] == ["b2.jsonl", "d.parquet"]
+    # A killed run leaves its parquet copies behind; the next run removes them.
+    (data / "b2.jsonl").unlink()
+    (data / "d.parquet").unlink()
+    code = (
+        "import bytepair.corpus as c; "
+        f"c.encode_to_shards([{str(data)!r}], encoding={ENC!r}, out={str(tmp_path / 'o5')!r}, docs_per_shard=5, progress=False)"
+    )
+    env = dict(os.environ, _BYTEPAIR_TEST_KILL="2:recorded")
+    subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120, check=False)
+    assert (tmp_path / "o5" / corpus.PARQUET_COPIES).is_dir()
+    subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=True)
+    assert not (tmp_path / "o5" / corpus.PARQUET_COPIES).exists()
+    assert np.concatenate(corpus.read_shards(tmp_path / "o5")).tolist() == expected
 
 
 def test_directory_walks_leave_out_shard_folders(tmp_path):

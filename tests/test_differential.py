@@ -853,6 +853,44 @@ def test_long_token_lists_decode_the_same(pair):
     assert _outcome(bp.decode, bad) == _outcome(tt.decode, bad) == ("raise", KeyError)
 
 
+def test_decode_checks_errors_and_follows_subclasses_as_tiktoken(pair):
+    """A text made natively still has its `errors` argument checked as `bytes.decode` checks
+    it; subclasses of list, tuple and ndarray (masked arrays) are iterated, not read from their
+    storage."""
+    import numpy.ma as ma
+
+    bp, tt = pair
+
+    class Li(list):
+        def __iter__(self):
+            return iter([1, 2])
+
+    class Tu(tuple):
+        def __iter__(self):
+            return iter([3])
+
+    class Arr(np.ndarray):
+        def __iter__(self):
+            return iter([4, 5])
+
+    long = tt.encode("plain words " * 20_000)
+    calls = [
+        lambda e: e.decode([15], errors=1),
+        lambda e: e.decode(long, errors=None),
+        lambda e: e.decode_batch([[15], long], errors=b"strict"),
+        lambda e: e.decode_batch([], errors=1),
+        lambda e: e.decode([15], errors="bogus"),
+        lambda e: e.decode(ma.array([15, 16], mask=[False, True])),
+        lambda e: e.decode_bytes(Li([7, 8, 9])),
+        lambda e: e.decode_tokens_bytes(Tu((7, 8))),
+        lambda e: e.decode_bytes(np.array([7, 8, 9]).view(Arr)),
+        lambda e: e.decode_batch([Li([7]), Tu((8,))]),
+        lambda e: e.decode_with_offsets(Li([7, 8, 9])),
+    ]
+    for i, call in enumerate(calls):
+        assert _outcome(call, bp) == _outcome(call, tt), i
+
+
 def test_a_token_list_changed_while_it_is_read(pair):
     """An id whose `__index__` empties the list being read: no crash, the same as tiktoken."""
     bp, tt = pair

@@ -448,6 +448,12 @@ def test_counts_that_overflow_when_merged_are_refused():
         with pytest.raises(ValueError, match="would pass 2"):
             WordCounts.from_dict(pairs)
     assert WordCounts.from_dict([("ab", 2**64 - 2), ("ab", 1)])["ab"] == 2**64 - 1
+    # Also when the large count has been spilled to disk.
+    spilled = WordCounts.from_dict({"ab": 2**64 - 1})
+    spilled.update([" hello world"] * 50, max_memory=1)
+    with pytest.raises(ValueError, match="would pass 2"):
+        spilled._add("ab", 5)
+    assert spilled["ab"] == 2**64 - 1
     # Totals are exact past 2**64.
     assert (a + WordCounts.from_dict({"cd": 2**64 - 2})).total() == 2**65 - 2
 

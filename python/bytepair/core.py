@@ -46,6 +46,13 @@ def _first_error(one: Callable[[Any], object], items: Sequence[Any], error: Exce
     raise error
 
 
+def _check_errors(errors: str) -> None:
+    """What ``bytes.decode`` checks of ``errors`` even when the bytes are valid UTF-8 (its type;
+    in development mode, ``-X dev``, the handler's name): a text made natively must not skip it."""
+    if errors != "replace" or type(errors) is not str:
+        b"".decode("utf-8", errors)
+
+
 def _fix_surrogates(text: str) -> str:
     # tiktoken's rule: paired surrogates become their code point, lone ones U+FFFD.
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
@@ -423,7 +430,10 @@ class Encoding:
         'hello world'
         """
         text = self._core_bpe.decode(tokens)
-        return text if isinstance(text, str) else text.decode("utf-8", errors=errors)
+        if isinstance(text, str):
+            _check_errors(errors)
+            return text
+        return text.decode("utf-8", errors=errors)
 
     def decode_single_token_bytes(self, token: int) -> bytes:
         """The bytes of one token (special tokens included); ``KeyError`` if there is none.
@@ -476,6 +486,8 @@ class Encoding:
         threads = _check_threads(num_threads)
         try:
             texts = self._core_bpe.decode_batch(batch, threads)
+            if texts:
+                _check_errors(errors)
             return [t if isinstance(t, str) else t.decode("utf-8", errors=errors) for t in texts]
         except Exception as e:
             _first_error(lambda tokens: self.decode(tokens, errors=errors), batch, e)

@@ -376,12 +376,24 @@ def encode_to_shards(
     _write_json(out / MANIFEST, manifest)
     with _parquet_as_jsonl(files, field, on_error, out) as (inputs, parquet_errors):
         return _encode_prepared(
-            enc, inputs, out, manifest, eot, docs_per_shard, on_error, field, num_threads, progress, parquet_errors
+            enc,
+            files,
+            inputs,
+            out,
+            manifest,
+            eot,
+            docs_per_shard,
+            on_error,
+            field,
+            num_threads,
+            progress,
+            parquet_errors,
         )
 
 
 def _encode_prepared(
     enc: Any,
+    files: list[str],
     inputs: list[str],
     out: Path,
     manifest: dict[str, Any],
@@ -426,8 +438,25 @@ def _encode_prepared(
     _write_json(out / MANIFEST, manifest)
     manifest = dict(manifest)
     manifest["skipped"] = summary["skipped"] + len(parquet_errors)
-    manifest["errors"] = parquet_errors + summary["errors"]
+    manifest["errors"] = _in_file_order(parquet_errors + summary["errors"], files)
     return manifest
+
+
+PARQUET_COPIES = ".parquet-text"
+
+
+def _in_file_order(errors: list[str], files: list[str]) -> list[str]:
+    """``errors`` ordered by the input file each names (the parquet ones are found first, while
+    their copies are made; a message naming no input stays last, in its order)."""
+    from bytepair.train import _display
+
+    names = [(_display(f), i) for i, f in enumerate(files)]
+
+    def position(msg: str) -> int:
+        hits = [(len(name), i) for name, i in names if msg.startswith(name + ":")]
+        return max(hits)[1] if hits else len(files)
+
+    return sorted(errors, key=position)
 
 
 @contextlib.contextmanager
@@ -436,21 +465,23 @@ def _parquet_as_jsonl(files: list[str], field: str, on_error: str, out: Path) ->
     column (nulls left out, as :func:`bytepair.train` does), for the native reader, which reads
     text, JSON lines and their compressed forms only; and the messages of the files skipped
     (``on_error="skip"``: one that cannot be read, lacks the column or holds invalid UTF-8 gives
-    no documents). The copies live in a hidden folder of ``out`` and are removed afterwards."""
+    no documents). The copies live in the hidden folder ``out/.parquet-text`` and are removed
+    afterwards, and by the next run when a killed one left them."""
+    import shutil
+
+    tmp = out / PARQUET_COPIES
+    shutil.rmtree(tmp, ignore_errors=True)
     parquet = [i for i, f in enumerate(files) if _is_parquet(f)]
     if not parquet:
         yield files, []
         return
-    import shutil
-    import tempfile
-
     from bytepair.train import _display, _parquet_documents
 
-    tmp = tempfile.mkdtemp(prefix=".parquet-", dir=out)
+    tmp.mkdir()
     try:
         inputs, errors = list(files), []
         for i in parquet:
-            inputs[i] = path = os.path.join(tmp, f"{i}.jsonl")
+            inputs[i] = path = str(tmp / f"{i}.jsonl")
             skipped: list[str] = []
             with open(path, "w", encoding="utf-8") as w:
                 try:

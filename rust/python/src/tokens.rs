@@ -42,8 +42,9 @@ fn one(item: &Bound<'_, PyAny>) -> PyResult<Rank> {
 fn from_sequence(obj: &Borrowed<'_, '_, PyAny>) -> PyResult<Option<Vec<Rank>>> {
     use pyo3::ffi;
     let py = obj.py();
-    let is_list = obj.is_instance_of::<PyList>();
-    if !is_list && !obj.is_instance_of::<PyTuple>() {
+    // Exact types only: a subclass may define its own iteration, which PyO3's path follows.
+    let is_list = obj.is_exact_instance_of::<PyList>();
+    if !is_list && !obj.is_exact_instance_of::<PyTuple>() {
         return Ok(None);
     }
     let p = obj.as_ptr();
@@ -98,7 +99,8 @@ fn from_sequence(_obj: &Borrowed<'_, '_, PyAny>) -> PyResult<Option<Vec<Rank>>> 
     Ok(None)
 }
 
-/// A 1-D C-contiguous numpy integer array read from its buffer; `None` for anything else, and
+/// A 1-D C-contiguous numpy integer array (exactly `ndarray`) read from its buffer; `None` for
+/// anything else, and
 /// for an array holding an id out of range (PyO3's extraction then raises the usual error).
 fn from_array(obj: &Borrowed<'_, '_, PyAny>) -> PyResult<Option<Vec<Rank>>> {
     macro_rules! try_dtype {
@@ -110,7 +112,8 @@ fn from_array(obj: &Borrowed<'_, '_, PyAny>) -> PyResult<Option<Vec<Rank>>> {
             }
         )*};
     }
-    if !obj.is_instance_of::<numpy::PyUntypedArray>() {
+    // A plain ndarray only: subclasses (masked arrays, ...) iterate in their own way.
+    if !obj.is_exact_instance_of::<numpy::PyUntypedArray>() {
         return Ok(None);
     }
     try_dtype!(u32, i64, i32, u64, u16, i16, u8, i8);

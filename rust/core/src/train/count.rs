@@ -796,6 +796,8 @@ pub struct WordCounts {
     table: WordTable,
     runs: Vec<Run>,
     spill_seq: usize,
+    /// The largest count in `runs` (0 without runs): what a word's spilled part can add.
+    spilled_max: u64,
     pub options: CountOptions,
 }
 
@@ -821,6 +823,7 @@ impl WordCounts {
             table: WordTable::new(),
             runs: Vec::new(),
             spill_seq: 0,
+            spilled_max: 0,
             options: CountOptions::default(),
         })
     }
@@ -840,13 +843,17 @@ impl WordCounts {
     /// Adds `count` occurrences of one word. A count that would pass 2**64 - 1 is an error.
     ///
     /// The check is exact from the settled counts and the table (a lookup in each). Counts
-    /// spilled to disk (`max_memory`) are folded in first only for a count above 2**32, the only
-    /// kind that can overflow there (the others would need 2**32 adds of one word).
+    /// spilled to disk (`max_memory`) are folded in first only when the largest spilled count
+    /// could make this one overflow.
     pub fn add(&mut self, word: &[u8], count: u64) -> Result<()> {
-        if count > u32::MAX as u64 && !self.runs.is_empty() {
+        let here = |wc: &Self| wc.sorted.get(word).checked_add(wc.table.get(word));
+        let worst = here(self)
+            .and_then(|n| n.checked_add(self.spilled_max))
+            .and_then(|n| n.checked_add(count));
+        if worst.is_none() && !self.runs.is_empty() {
             self.sorted()?;
         }
-        let now = self.sorted.get(word).checked_add(self.table.get(word));
+        let now = here(self);
         if now.and_then(|n| n.checked_add(count)).is_none() {
             return Err(overflow(word));
         }
@@ -947,6 +954,7 @@ impl WordCounts {
         }
         super::release_memory();
         self.spill_seq += 1;
+        self.spilled_max = (s.counts.iter().copied().max().unwrap_or(0)).max(self.spilled_max);
         let run = write_run(&dir, self.spill_seq, &s)?;
         self.runs.push(run);
         Ok(())
@@ -969,6 +977,7 @@ impl WordCounts {
             };
             if !self.runs.is_empty() {
                 s = merge_runs(s, std::mem::take(&mut self.runs))?;
+                self.spilled_max = 0;
             }
             self.sorted = s.without_zeros();
             super::release_memory();
