@@ -1,6 +1,6 @@
 """Decoding benchmarks: bytepair side by side with tiktoken on long token lists.
 
-``decode`` and ``decode_bytes`` of the tokens of the last 4 MB of each shared corpus file (a part
+``decode``, ``decode_bytes`` and ``decode_tokens_bytes`` of the tokens of the last 4 MB of each shared corpus file (a part
 the encoding benchmarks never read; 256 KB in the smoke run), for cl100k_base and o200k_base,
 given as a Python list and as a numpy ``uint32`` array. Decoding keeps no results between calls,
 so every round decodes the same list; the outputs are checked against tiktoken's.
@@ -30,7 +30,7 @@ def _tail(name: str, nbytes: int) -> str:
 
 
 @pytest.mark.parametrize("container", ["list", "numpy"])
-@pytest.mark.parametrize("method", ["decode", "decode_bytes"])
+@pytest.mark.parametrize("method", ["decode", "decode_bytes", "decode_tokens_bytes"])
 @pytest.mark.parametrize("category", ["en", "multi"])
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_decode(benchmark, bench_settings, impl_module, impl, encoding, category, method, container):
@@ -44,6 +44,8 @@ def test_decode(benchmark, bench_settings, impl_module, impl, encoding, category
     fn = getattr(enc, method)
     benchmark.group = f"{method} {container} {encoding} {category}"
     out = benchmark.pedantic(fn, args=(arg,), rounds=bench_settings.rounds, iterations=1, warmup_rounds=0)
-    expected = text if method == "decode" else text.encode("utf-8")
+    expected = {"decode": text, "decode_bytes": text.encode("utf-8")}.get(method) or reference.decode_tokens_bytes(
+        tokens
+    )
     benchmark.extra_info.update({"impl": impl, "tokens": len(tokens), "agree_with_tiktoken": out == expected})
     assert out == expected

@@ -838,6 +838,9 @@ def test_long_token_lists_decode_the_same(pair):
         assert len(tokens) >= 4096, name
         want = tt.decode_bytes(tokens)
         assert bp.decode_bytes(tokens) == want, name
+        # Shared `bytes` objects per id: the same values, the first time and from the cache.
+        pieces = tt.decode_tokens_bytes(tokens)
+        assert bp.decode_tokens_bytes(tokens) == pieces == bp.decode_tokens_bytes(tokens), name
         for make in (tuple, lambda t: np.asarray(t, dtype=np.uint32), lambda t: np.asarray(t, dtype=np.int64)):
             assert bp.decode_bytes(make(tokens)) == want, name
         for errors in ("replace", "strict", "ignore", "surrogateescape"):

@@ -449,8 +449,11 @@ class Encoding:
         >>> enc.decode_tokens_bytes([15339, 1917])
         [b'hello', b' world']
         """
-        if not isinstance(tokens, (list, tuple)):
-            tokens = list(tokens)  # tiktoken accepts any iterable of ids here
+        if (
+            not isinstance(tokens, (list, tuple))
+            and type(tokens).__module__ + "." + type(tokens).__name__ != "numpy.ndarray"
+        ):
+            tokens = list(tokens)  # tiktoken accepts any iterable of ids here (a numpy array is read natively)
         try:
             return self._core_bpe.decode_tokens_bytes(tokens)
         except Exception as e:
