@@ -292,6 +292,17 @@ class Encoding:
             a, d = specials
             return method([self._fixed(t, a, d) if isinstance(t, str) else t for t in texts], a, (), threads)
 
+    def _special_batch(self, native, one, texts, allowed_special, disallowed_special, num_threads):  # type: ignore[no-untyped-def]
+        """``native`` (a batch method of the core) over ``texts`` with the special-token
+        arguments checked as tiktoken does; on failure, the first failing text's exception
+        (``one`` is the single-text method)."""
+        texts = list(texts)
+        a, d = self._batch_special_args(texts, allowed_special, disallowed_special, num_threads)
+        try:
+            return self._batch(native, texts, num_threads, (a, d))
+        except Exception as e:
+            _first_error(lambda t: one(t, allowed_special=a, disallowed_special=d), texts, e)
+
     def _fixed(self, text: str, a: _Specials, d: _Specials) -> str:
         """``text`` with its lone surrogates replaced, for the native encoder (which takes valid
         UTF-8 only), after looking for disallowed special tokens in ``text`` as given: tiktoken
@@ -351,12 +362,9 @@ class Encoding:
         >>> enc.encode_batch(["hello world", "goodbye world"])
         [[15339, 1917], [19045, 29474, 1917]]
         """
-        texts = list(text)
-        a, d = self._batch_special_args(texts, allowed_special, disallowed_special, num_threads)
-        try:
-            return self._batch(self._core_bpe.encode_batch, texts, num_threads, (a, d))
-        except Exception as e:
-            _first_error(lambda t: self.encode(t, allowed_special=a, disallowed_special=d), texts, e)
+        return self._special_batch(
+            self._core_bpe.encode_batch, self.encode, text, allowed_special, disallowed_special, num_threads
+        )
 
     def count_batch(
         self,
@@ -373,12 +381,9 @@ class Encoding:
         >>> enc.count_batch(["hello world", "goodbye world"])
         [2, 3]
         """
-        texts = list(texts)
-        a, d = self._batch_special_args(texts, allowed_special, disallowed_special, num_threads)
-        try:
-            return self._batch(self._core_bpe.count_batch, texts, num_threads, (a, d))
-        except Exception as e:
-            _first_error(lambda t: self.count(t, allowed_special=a, disallowed_special=d), texts, e)
+        return self._special_batch(
+            self._core_bpe.count_batch, self.count, texts, allowed_special, disallowed_special, num_threads
+        )
 
     def encode_with_unstable(
         self,

@@ -375,71 +375,41 @@ def encode_to_shards(
         return manifest
     _write_json(out / MANIFEST, manifest)
     with _parquet_as_jsonl(files, field, on_error, out) as (inputs, parquet_errors):
-        return _encode_prepared(
-            enc,
-            files,
-            inputs,
-            out,
-            manifest,
-            eot,
-            docs_per_shard,
-            on_error,
-            field,
-            num_threads,
-            progress,
-            parquet_errors,
-        )
+        committed = manifest["shards"]
+        bar = _Bar(progress, "encoding")
 
+        def callback(kind: str, *a: Any) -> None:
+            if kind == "progress":
+                bar.update(*a)
+            else:
+                _index, name, docs, tokens = a
+                _test_hook(len(committed) + 1, "renamed")
+                committed.append({"file": name, "documents": docs, "tokens": tokens})
+                _write_json(out / MANIFEST, manifest)
+                _test_hook(len(committed), "recorded")
 
-def _encode_prepared(
-    enc: Any,
-    files: list[str],
-    inputs: list[str],
-    out: Path,
-    manifest: dict[str, Any],
-    eot: int,
-    docs_per_shard: int,
-    on_error: str,
-    field: str,
-    num_threads: int | None,
-    progress: bool | None,
-    parquet_errors: list[str],
-) -> dict[str, Any]:
-    committed = manifest["shards"]
-    bar = _Bar(progress, "encoding")
-
-    def callback(kind: str, *a: Any) -> None:
-        if kind == "progress":
-            bar.update(*a)
-        else:
-            _index, name, docs, tokens = a
-            _test_hook(len(committed) + 1, "renamed")
-            committed.append({"file": name, "documents": docs, "tokens": tokens})
-            _write_json(out / MANIFEST, manifest)
-            _test_hook(len(committed), "recorded")
-
-    try:
-        summary = _native._encode_shards(
-            enc._core_bpe,
-            inputs,
-            str(out),
-            eot=eot,
-            docs_per_shard=docs_per_shard,
-            skip_docs=len(committed) * docs_per_shard,
-            first_shard=len(committed),
-            on_error=on_error,
-            field=field,
-            num_threads=num_threads,
-            callback=callback,
-        )
-    finally:
-        bar.close()
-    _finish_manifest(manifest)
-    _write_json(out / MANIFEST, manifest)
-    manifest = dict(manifest)
-    manifest["skipped"] = summary["skipped"] + len(parquet_errors)
-    manifest["errors"] = _in_file_order(parquet_errors + summary["errors"], files)
-    return manifest
+        try:
+            summary = _native._encode_shards(
+                enc._core_bpe,
+                inputs,
+                str(out),
+                eot=eot,
+                docs_per_shard=docs_per_shard,
+                skip_docs=len(committed) * docs_per_shard,
+                first_shard=len(committed),
+                on_error=on_error,
+                field=field,
+                num_threads=num_threads,
+                callback=callback,
+            )
+        finally:
+            bar.close()
+        _finish_manifest(manifest)
+        _write_json(out / MANIFEST, manifest)
+        manifest = dict(manifest)
+        manifest["skipped"] = summary["skipped"] + len(parquet_errors)
+        manifest["errors"] = _in_file_order(parquet_errors + summary["errors"], files)
+        return manifest
 
 
 PARQUET_COPIES = ".parquet-text"
@@ -475,8 +445,6 @@ def _parquet_as_jsonl(files: list[str], field: str, on_error: str, out: Path) ->
     if not parquet:
         yield files, []
         return
-    from bytepair.train import _display, _parquet_documents
-
     tmp.mkdir()
     try:
         inputs, errors = list(files), []
@@ -484,16 +452,9 @@ def _parquet_as_jsonl(files: list[str], field: str, on_error: str, out: Path) ->
             inputs[i] = path = str(tmp / f"{i}.jsonl")
             skipped: list[str] = []
             with open(path, "w", encoding="utf-8") as w:
-                try:
-                    for doc in _parquet_documents([files[i]], field, on_error, skipped):
-                        text = doc.decode("utf-8") if isinstance(doc, bytes) else doc
-                        w.write(json.dumps({field: text}, ensure_ascii=False))
-                        w.write("\n")
-                except UnicodeDecodeError as e:
-                    msg = f"{_display(files[i])}: invalid UTF-8 in column {field!r}: {e.reason}"
-                    if on_error == "fail":
-                        raise ValueError(msg) from None
-                    skipped.append(msg)
+                for text in _parquet_texts(files[i], field, on_error, skipped):
+                    w.write(json.dumps({field: text}, ensure_ascii=False))
+                    w.write("\n")
                 if skipped:
                     w.seek(0)
                     w.truncate()
@@ -557,27 +518,34 @@ def _unique(files: list[str]) -> list[str]:
     return out
 
 
-def _count_parquet(enc: Any, path: str, field: str, on_error: str, errors: list[str] | None) -> int:
+def _parquet_texts(path: str, field: str, on_error: str, skipped: list[str]) -> Iterator[str]:
+    """The documents of the parquet file ``path`` as ``str`` (a binary column decoded as UTF-8).
+    A file that cannot be read, or holds invalid UTF-8, raises ``ValueError``/``OSError``
+    (``on_error="fail"``) or ends early with its message added to ``skipped``: the caller then
+    drops what it got from the file."""
     from bytepair.train import _display, _parquet_documents
 
-    n = 0
-    batch: list[str] = []
-    skipped: list[str] = []
     try:
         for doc in _parquet_documents([path], field, on_error, skipped):
-            if isinstance(doc, bytes):
-                doc = doc.decode("utf-8")
-            batch.append(doc)
-            if len(batch) >= 4096:
-                n += sum(enc.count_batch(batch, disallowed_special=()))
-                batch.clear()
-        if batch:
-            n += sum(enc.count_batch(batch, disallowed_special=()))
+            yield doc.decode("utf-8") if isinstance(doc, bytes) else doc
     except UnicodeDecodeError as e:
         msg = f"{_display(path)}: invalid UTF-8 in column {field!r}: {e.reason}"
         if on_error == "fail":
             raise ValueError(msg) from None
         skipped.append(msg)
+
+
+def _count_parquet(enc: Any, path: str, field: str, on_error: str, errors: list[str] | None) -> int:
+    n = 0
+    batch: list[str] = []
+    skipped: list[str] = []
+    for doc in _parquet_texts(path, field, on_error, skipped):
+        batch.append(doc)
+        if len(batch) >= 4096:
+            n += sum(enc.count_batch(batch, disallowed_special=()))
+            batch.clear()
+    if batch:
+        n += sum(enc.count_batch(batch, disallowed_special=()))
     if skipped:
         if errors is not None:
             errors.extend(skipped)

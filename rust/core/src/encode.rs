@@ -655,10 +655,7 @@ impl CoreBpe {
 
     fn decode_slots(&self) -> &[DecodeSlot] {
         self.decode_slots.get_or_init(|| {
-            let top = (self.vocab.iter().map(|(_, r)| r))
-                .chain(self.specials.iter().map(|&(_, r)| r))
-                .max()
-                .map_or(0, |r| r as usize + 1);
+            let top = self.max_token().map_or(0, |r| r as usize + 1);
             let mut slots = vec![[0u8; 16]; top.min(MAX_SLOTS)];
             for (r, slot) in slots.iter_mut().enumerate() {
                 match self.token_bytes(r as Rank) {

@@ -468,12 +468,10 @@ impl PyCoreBpe {
     /// matter then), else as `bytes`, for the caller to decode with its `errors`.
     fn decode<'py>(&self, py: Python<'py>, tokens: Tokens) -> PyResult<Bound<'py, PyAny>> {
         let tokens = tokens.0;
-        let (b, valid) = run(py, tokens.len() * 4, || {
-            let b = self.inner.decode_bytes(&tokens)?;
-            let valid = std::str::from_utf8(&b).is_ok();
-            Ok((b, valid))
+        let text = run(py, tokens.len() * 4, || {
+            self.inner.decode_bytes(&tokens).map(String::from_utf8)
         })?;
-        text_or_bytes(py, &b, valid)
+        text_or_bytes(py, text)
     }
 
     fn decode_bytes_batch<'py>(
@@ -482,8 +480,8 @@ impl PyCoreBpe {
         batch: Vec<Tokens>,
         num_threads: usize,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let out = self.decode_all(py, &batch, num_threads, false)?;
-        Ok(out.iter().map(|(b, _)| PyBytes::new(py, b)).collect())
+        let out = self.decode_all(py, &batch, num_threads, |b| b)?;
+        Ok(out.iter().map(|b| PyBytes::new(py, b)).collect())
     }
 
     /// `decode` for each token list, in parallel.
@@ -493,10 +491,8 @@ impl PyCoreBpe {
         batch: Vec<Tokens>,
         num_threads: usize,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let out = self.decode_all(py, &batch, num_threads, true)?;
-        out.iter()
-            .map(|(b, valid)| text_or_bytes(py, b, *valid))
-            .collect()
+        let out = self.decode_all(py, &batch, num_threads, String::from_utf8)?;
+        out.into_iter().map(|t| text_or_bytes(py, t)).collect()
     }
 
     fn decode_single_token_bytes<'py>(
@@ -524,21 +520,20 @@ impl PyCoreBpe {
         };
         let mut items = Vec::with_capacity(tokens.0.len());
         for (i, &t) in tokens.0.iter().enumerate() {
-            let Some(b) = self.inner.token_bytes(t) else {
-                return Err(PyKeyError::new_err(t.to_string()));
-            };
-            match shared.get(t as usize) {
-                // Not `get_or_init`: making the object runs the allocator (no Python code
-                // that could re-enter here, but a racing thread's object is then simply kept).
-                Some(slot) => items.push(match slot.get() {
-                    Some(obj) => obj.bind(py).clone(),
-                    None => {
-                        let obj = PyBytes::new(py, b);
-                        let _ = slot.set(obj.clone().unbind());
-                        obj
-                    }
-                }),
-                None => items.push(PyBytes::new(py, b)),
+            let slot = shared.get(t as usize);
+            if let Some(obj) = slot.and_then(OnceLock::get) {
+                items.push(obj.bind(py).clone());
+            } else {
+                let Some(b) = self.inner.token_bytes(t) else {
+                    return Err(PyKeyError::new_err(t.to_string()));
+                };
+                let obj = PyBytes::new(py, b);
+                // Not `get_or_init`, which would hold the slot while the allocator runs; a
+                // racing thread's object is simply kept instead.
+                if let Some(slot) = slot {
+                    let _ = slot.set(obj.clone().unbind());
+                }
+                items.push(obj);
             }
             if i % (1 << 16) == 0xffff {
                 py.check_signals()?;
@@ -620,25 +615,22 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 impl PyCoreBpe {
-    /// Each token list's bytes (and, if `check`, whether they are UTF-8), in parallel.
-    fn decode_all(
+    /// `then` of each token list's bytes, decoded in parallel (and `then` run there too).
+    fn decode_all<T: Send>(
         &self,
         py: Python<'_>,
         batch: &[Tokens],
         num_threads: usize,
-        check: bool,
-    ) -> PyResult<Vec<(Vec<u8>, bool)>> {
+        then: impl Fn(Vec<u8>) -> T + Sync,
+    ) -> PyResult<Vec<T>> {
         let pool = parallel::pool_for(num_threads);
         let bytes: usize = batch.iter().map(|t| t.0.len() * 4).sum();
         // One list at a time per thread, Ctrl-C looked for between lists and inside long ones.
         run(py, bytes, || {
-            type Decoded = bytepair_core::Result<(Vec<u8>, bool)>;
-            let mut out: Vec<Option<Decoded>> = (0..batch.len()).map(|_| None).collect();
+            let mut out: Vec<Option<bytepair_core::Result<T>>> =
+                (0..batch.len()).map(|_| None).collect();
             let done = parallel::for_each_mut(&pool, &mut out, 1, |i, slot| {
-                *slot = Some(self.inner.decode_bytes(&batch[i].0).map(|b| {
-                    let valid = check && std::str::from_utf8(&b).is_ok();
-                    (b, valid)
-                }));
+                *slot = Some(self.inner.decode_bytes(&batch[i].0).map(&then));
             });
             if !done {
                 return Err(Error::Interrupted);
@@ -650,13 +642,13 @@ impl PyCoreBpe {
     }
 }
 
-/// `b` as a `str` if it is valid UTF-8 (`valid`), else as `bytes`.
-fn text_or_bytes<'py>(py: Python<'py>, b: &[u8], valid: bool) -> PyResult<Bound<'py, PyAny>> {
-    if valid {
-        // SAFETY: the caller checked that `b` is UTF-8.
-        let s = unsafe { std::str::from_utf8_unchecked(b) };
-        Ok(crate::text::str_from_utf8(py, s)?.into_any())
-    } else {
-        Ok(PyBytes::new(py, b).into_any())
+/// Decoded text as a `str` if it is valid UTF-8, else as `bytes`.
+fn text_or_bytes(
+    py: Python<'_>,
+    text: Result<String, std::string::FromUtf8Error>,
+) -> PyResult<Bound<'_, PyAny>> {
+    match text {
+        Ok(s) => Ok(crate::text::str_from_utf8(py, &s)?.into_any()),
+        Err(e) => Ok(PyBytes::new(py, e.as_bytes()).into_any()),
     }
 }

@@ -31,11 +31,6 @@ impl FromPyObject<'_, '_> for Tokens {
     }
 }
 
-/// One id as PyO3 converts it (same value or same exception).
-fn one(item: &Bound<'_, PyAny>) -> PyResult<Rank> {
-    item.extract::<Rank>()
-}
-
 /// A list or tuple read item by item; `None` for other types (or where the layout is not
 /// readable: the stable ABI, free-threaded builds, PyPy, GraalPy).
 #[cfg(not(any(Py_LIMITED_API, Py_GIL_DISABLED, PyPy, GraalPy)))]
@@ -84,7 +79,8 @@ fn from_sequence(obj: &Borrowed<'_, '_, PyAny>) -> PyResult<Option<Vec<Rank>>> {
         };
         match fast {
             Some(v) => out.push(v),
-            None => out.push(one(&unsafe { Bound::from_borrowed_ptr(py, item) })?),
+            // As PyO3 converts it: the same value or the same exception.
+            None => out.push(unsafe { Bound::from_borrowed_ptr(py, item) }.extract::<Rank>()?),
         }
         i += 1;
         if i % SIGNAL_EVERY == 0 {
@@ -100,8 +96,8 @@ fn from_sequence(_obj: &Borrowed<'_, '_, PyAny>) -> PyResult<Option<Vec<Rank>>> 
 }
 
 /// A 1-D C-contiguous numpy integer array (exactly `ndarray`) read from its buffer; `None` for
-/// anything else, and
-/// for an array holding an id out of range (PyO3's extraction then raises the usual error).
+/// anything else, and for an array holding an id out of range (PyO3's extraction then raises
+/// the usual error).
 fn from_array(obj: &Borrowed<'_, '_, PyAny>) -> PyResult<Option<Vec<Rank>>> {
     macro_rules! try_dtype {
         ($($t:ty),*) => {$(

@@ -81,11 +81,11 @@ fn bag_bounds(bags: &Bags<'_>, n: usize) -> Result<Vec<usize>> {
     }
 }
 
-/// Row `id` of a row-major table of `dim` values a row (`id` checked by [`check_ids`]).
+/// Row `id` of a row-major table of `rows` rows of `dim` values.
 ///
 /// The ids were checked ([`check_ids`]), but they live in a caller's array, which another
 /// thread may write to meanwhile (numpy does not stop it): an id out of range then reads row 0
-/// instead of panicking. `rows` is the table's row count.
+/// instead of panicking.
 #[inline(always)]
 fn table_row<E, I: Id>(table: &[E], dim: usize, rows: usize, id: I) -> &[E] {
     let id = id.as_i64() as u64;

@@ -335,15 +335,19 @@ impl Default for Shard {
     }
 }
 
+/// Whether a slot holds `word` (its bytes in `arena`).
+#[inline]
+fn holds<'a>(arena: &'a [u8], word: &'a [u8]) -> impl Fn(&Slot) -> bool + 'a {
+    move |s| {
+        s.len as usize == word.len() && &arena[s.off as usize..s.off as usize + word.len()] == word
+    }
+}
+
 impl Shard {
     #[inline]
     fn add(&mut self, word: &[u8], h: u64, count: u64) {
         let Shard { table, arena } = self;
-        let eq = |s: &Slot| {
-            s.len as usize == word.len()
-                && &arena[s.off as usize..s.off as usize + word.len()] == word
-        };
-        if let Some(s) = table.find_mut(h, eq) {
+        if let Some(s) = table.find_mut(h, holds(arena, word)) {
             s.count = s.count.saturating_add(count);
             return;
         }
@@ -362,12 +366,8 @@ impl Shard {
     }
 
     fn get(&self, word: &[u8], h: u64) -> u64 {
-        let arena = &self.arena;
         self.table
-            .find(h, |s| {
-                s.len as usize == word.len()
-                    && &arena[s.off as usize..s.off as usize + word.len()] == word
-            })
+            .find(h, holds(&self.arena, word))
             .map_or(0, |s| s.count)
     }
 
@@ -847,14 +847,17 @@ impl WordCounts {
     /// could make this one overflow.
     pub fn add(&mut self, word: &[u8], count: u64) -> Result<()> {
         let here = |wc: &Self| wc.sorted.get(word).checked_add(wc.table.get(word));
-        let worst = here(self)
-            .and_then(|n| n.checked_add(self.spilled_max))
-            .and_then(|n| n.checked_add(count));
-        if worst.is_none() && !self.runs.is_empty() {
+        let fits = |now: Option<u64>, more: u64| {
+            now.and_then(|n| n.checked_add(more))
+                .and_then(|n| n.checked_add(count))
+                .is_some()
+        };
+        let mut now = here(self);
+        if !self.runs.is_empty() && !fits(now, self.spilled_max) {
             self.sorted()?;
+            now = here(self);
         }
-        let now = here(self);
-        if now.and_then(|n| n.checked_add(count)).is_none() {
+        if !fits(now, 0) {
             return Err(overflow(word));
         }
         if count > 0 {
