@@ -1,7 +1,8 @@
 """Encoding benchmarks: bytepair side by side with tiktoken (and bpe-openai when installed).
 
-Workloads: ``encode_ordinary``, ``encode`` with special tokens allowed, ``count`` and batch
-encoding (2 threads, and 1 thread: their MB/s ratio is the 2-thread scaling), for cl100k_base and
+Workloads: ``encode_ordinary``, ``encode`` with special tokens allowed, ``count``, batch
+encoding (2 threads, and 1 thread: their MB/s ratio is the 2-thread scaling) and small batches as
+serving code sends them (8 texts of 500 characters, default threads), for cl100k_base and
 o200k_base on the shared corpora (en, code, multi).
 Every implementation encodes the same documents, each document once per process (a fresh slice
 per round); results are grouped per workload so pytest-benchmark prints them side by side, and
@@ -38,12 +39,16 @@ def _work(impl: str, enc: Any, workload: str) -> Callable[[list[str]], list[Any]
         return lambda docs: enc.encode_ordinary_batch(docs, num_threads=BATCH_THREADS)
     if workload == "batch_1thread":
         return lambda docs: enc.encode_ordinary_batch(docs, num_threads=1)
+    if workload == "batch_small":
+        return lambda docs: enc.encode_ordinary_batch(docs)
     raise ValueError(workload)
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
-@pytest.mark.parametrize("workload", ["encode_ordinary", "encode_special", "count", "batch", "batch_1thread"])
+@pytest.mark.parametrize(
+    "workload", ["encode_ordinary", "encode_special", "count", "batch", "batch_1thread", "batch_small"]
+)
 def test_encode(benchmark, bench_settings, impl_module, fresh_docs, workload, encoding, category, impl):
     """One implementation on one workload; ``impl`` is parametrized by ``conftest.py``."""
     enc = impl_module(impl).get_encoding(encoding)
@@ -59,6 +64,8 @@ def test_encode(benchmark, bench_settings, impl_module, fresh_docs, workload, en
         docs = stream.next(n)
         if workload == "encode_special":
             docs = _with_specials(docs, specials)
+        if workload == "batch_small":
+            docs = [d[:500] for d in docs]
         return (docs,), {}
 
     def target(docs):

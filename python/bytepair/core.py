@@ -65,6 +65,8 @@ def _check_threads(num_threads: int | float | None) -> int:
     floats and any large int, and refuses a count below 1 with ValueError; so does bytepair.
     The native side never starts more threads than the cores this process may use.
     """
+    if num_threads.__class__ is int and 0 < num_threads <= 1 << 16:  # type: ignore[operator]
+        return num_threads  # the common case, without the calls below (this runs on every encode)
     if num_threads is None:
         return 0
     if num_threads <= 0:  # TypeError for what cannot be compared, as in tiktoken
@@ -170,6 +172,8 @@ class Encoding:
         Disallowed strings that are not special tokens are checked here, exactly as tiktoken does;
         the native encoder checks special tokens in the same pass that encodes.
         """
+        if allowed_special.__class__ is set and not allowed_special and disallowed_special == "all":
+            return allowed_special, "all"  # the defaults, without the general checks below
         if allowed_special != "all" and not _is_str_set(allowed_special):
             # tiktoken's native layer takes only a set of str (or "all"), and it looks for
             # disallowed tokens first; keep both the order and the exception types.
@@ -202,11 +206,12 @@ class Encoding:
         >>> enc.encode_ordinary("hello world")
         [15339, 1917]
         """
-        method: Callable[[str], list[int]] = self._core_bpe.encode_ordinary
-        num_threads = _check_threads(num_threads)
-        if num_threads != 1:
-            core = self._core_bpe
-            method = lambda t: core.encode_ordinary_parallel(t, num_threads)  # noqa: E731
+        core = self._core_bpe
+        method: Callable[[str], list[int]] = core.encode_ordinary
+        if num_threads.__class__ is not int or num_threads != 1:
+            num_threads = _check_threads(num_threads)
+            if num_threads != 1:
+                method = lambda t: core.encode_ordinary_parallel(t, num_threads)  # noqa: E731
         try:
             return method(text)
         except UnicodeEncodeError:
@@ -316,6 +321,9 @@ class Encoding:
     def _batch_special_args(self, texts, allowed_special, disallowed_special, num_threads):  # type: ignore[no-untyped-def]
         # tiktoken's order: the "all" set first, then the frozenset of the disallowed ones, then the
         # thread pool (num_threads), then each text.
+        if allowed_special.__class__ is set and not allowed_special and disallowed_special == "all":
+            _check_threads(num_threads)
+            return allowed_special, "all"  # the defaults, without the general checks below
         if disallowed_special == "all" and allowed_special != "all":
             self.special_tokens_set - allowed_special  # type: ignore[operator]  # TypeError unless a set
         if disallowed_special != "all" and not isinstance(disallowed_special, frozenset):
