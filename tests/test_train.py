@@ -828,3 +828,65 @@ def test_numpy_integers_are_taken_as_ints():
         WordCounts.from_dict({"ab": np.float64(3)})
     with pytest.raises(TypeError, match="vocab_size"):
         train(docs, vocab_size=np.float64(262), progress=False)
+
+
+_CUSTOM = r"\S+|\s+"
+
+# Each case starts work on one document of about 160 MB under a custom pattern (which cannot be
+# cut into blocks the way the built-in patterns are), prints "go" and works for several seconds.
+_LONG_CUSTOM_WORK = {
+    "train from an iterable": "bytepair.train(iter([text]), vocab_size=300, pattern=PAT, progress=False)",
+    "train from a file": "bytepair.train(PATH, vocab_size=300, pattern=PAT, progress=False, num_threads=1)",
+    "WordCounts from a file, 2 threads": "bytepair.WordCounts(PATH, pattern=PAT, num_threads=2)",
+    "WordCounts from an iterable, 2 threads": "bytepair.WordCounts(iter([text]), pattern=PAT, num_threads=2)",
+    "cli count": ["count", "PATH", "--encoding", "ENC"],
+    "cli encode": ["encode", "PATH", "--encoding", "ENC", "-o", "OUT"],
+}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("case", list(_LONG_CUSTOM_WORK))
+def test_sigint_stops_work_on_one_long_document_under_a_custom_pattern(case, tmp_path):
+    """Ctrl-C stops counting or encoding within a document, on every thread, also when a worker
+    thread (not the one that got the signal) has the document."""
+    path = tmp_path / "long.txt"
+    text = " ".join(f"w{i % 50000}" for i in range(24_000_000))
+    path.write_text(text)
+    del text
+    enc = tmp_path / "enc"
+    train(["w1 w2 w3"] * 10, vocab_size=260, pattern=_CUSTOM, special_tokens=["<|endoftext|>"], progress=False).save(
+        enc
+    )
+    work = _LONG_CUSTOM_WORK[case]
+    if isinstance(work, list):
+        subs = {"PATH": str(path), "ENC": str(enc), "OUT": str(tmp_path / "out")}
+        argv = [
+            sys.executable,
+            "-c",
+            "print('go', flush=True); from bytepair.cli import main; raise SystemExit(main())",
+        ]
+        argv += [subs.get(a, a) for a in work]
+    else:
+        code = f"import bytepair; PAT = {_CUSTOM!r}; PATH = {str(path)!r}; text = open(PATH).read(); print('go', flush=True); {work}"
+        argv = [sys.executable, "-c", code]
+    p = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert p.stdout.readline().strip() == "go"
+        time.sleep(1.0)
+        t0 = time.perf_counter()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+        elapsed = time.perf_counter() - t0
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode in (-signal.SIGINT, 130), err
+    assert "KeyboardInterrupt" in err or "interrupted" in err, err
+    assert elapsed < 2.0, f"{case}: stopped {elapsed:.2f} s after Ctrl-C"
+    assert not list((tmp_path / "out").glob("shard_*")), "no shard from the interrupted document"

@@ -71,6 +71,45 @@ pub fn usable_cores() -> usize {
     n
 }
 
+/// Sends `item` on `tx`, waiting up to `wait` while the channel is full: `Ok` once sent,
+/// `Err(Full(item))` when still full after `wait` (the caller looks for Ctrl-C and tries
+/// again), `Err(Disconnected(item))` when the receiver is gone.
+///
+/// Why not `send`: a producer blocked in `send` behind a consumer busy with one long document
+/// could not notice Ctrl-C until that document was done.
+pub fn send_within<T>(
+    tx: &std::sync::mpsc::SyncSender<T>,
+    mut item: T,
+    wait: std::time::Duration,
+) -> std::result::Result<(), std::sync::mpsc::TrySendError<T>> {
+    use std::sync::mpsc::TrySendError;
+    let until = std::time::Instant::now() + wait;
+    loop {
+        match tx.try_send(item) {
+            Err(TrySendError::Full(back)) if std::time::Instant::now() < until => item = back,
+            r => return r,
+        }
+        // The consumer takes a batch in tens of milliseconds; a free slot is filled well before
+        // it needs the next one.
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
+/// Waits up to `wait` for `thread` to finish; whether it has.
+pub fn finished_within<T>(
+    thread: &std::thread::ScopedJoinHandle<'_, T>,
+    wait: std::time::Duration,
+) -> bool {
+    let until = std::time::Instant::now() + wait;
+    while !thread.is_finished() {
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    true
+}
+
 /// A pool with `n` threads (`n == 0` means one per core).
 ///
 /// After `fork` (Python's `multiprocessing` and data-loader workers on Linux) the child has only
@@ -339,6 +378,8 @@ pub fn with_helpers_then<R>(
         state: Mutex<State>,
         idle: Condvar,
         work: *const (dyn Fn() + Sync + 'static),
+        /// Set when the caller's interrupt poll asks to stop; the helpers' polls read it.
+        abort: std::sync::atomic::AtomicBool,
     }
     // SAFETY: `work` is `Sync`; it is only called by helpers registered in `state` before
     // `closed` is set, and the caller does not return before they have all finished.
@@ -350,13 +391,31 @@ pub fn with_helpers_then<R>(
         }
     }
     /// Closes the door to late helpers and waits for the running ones, also while unwinding.
+    /// While it waits it runs the caller's interrupt poll, and passes a stop on to the helpers:
+    /// a helper deep in one long item (a document of hundreds of MB) stops too.
     struct Close<'a>(&'a Shared);
     impl Drop for Close<'_> {
         fn drop(&mut self) {
+            let abort = || self.0.abort.store(true, Ordering::Relaxed);
+            if interrupt::stopped() {
+                abort();
+            }
             let mut st = self.0.lock();
             st.closed = true;
             while st.running > 0 {
-                st = self.0.idle.wait(st).unwrap_or_else(|e| e.into_inner());
+                let (g, _) = self
+                    .0
+                    .idle
+                    .wait_timeout(st, interrupt::INTERVAL)
+                    .unwrap_or_else(|e| e.into_inner());
+                if g.running == 0 {
+                    break;
+                }
+                drop(g);
+                if interrupt::poll() {
+                    abort();
+                }
+                st = self.0.lock();
             }
         }
     }
@@ -370,6 +429,7 @@ pub fn with_helpers_then<R>(
         state: Mutex::new(State::default()),
         idle: Condvar::new(),
         work: erased,
+        abort: std::sync::atomic::AtomicBool::new(false),
     });
     for _ in 0..helpers {
         let s = Arc::clone(&shared);
@@ -386,7 +446,10 @@ pub fn with_helpers_then<R>(
                 st.running += 1;
             }
             // SAFETY: registered while open, so the caller is still waiting for us.
-            let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*s.work)() }));
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                let stop = || s.abort.load(Ordering::Relaxed);
+                interrupt::with_poll(&stop, || unsafe { (*s.work)() })
+            }));
             let mut st = s.lock();
             if let Err(p) = r {
                 st.panic.get_or_insert(p);

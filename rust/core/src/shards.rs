@@ -25,8 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use crate::encode::{CoreBpe, SpecialSet};
 use crate::error::{Error, Result};
 use crate::input::{io_at, InputOptions, OnError, Reader, Stats};
@@ -456,15 +454,25 @@ impl Drop for ShardWriter {
 }
 
 fn encode_batch(bpe: &CoreBpe, pool: &rayon::ThreadPool, docs: &[Doc]) -> Vec<Result<Vec<Rank>>> {
+    per_document(pool, docs, |d| bpe.encode_ordinary(&d.text))
+}
+
+/// `f` of each document, in order, on the calling thread and the pool (see
+/// [`parallel::map_ordered`]: the caller works too and passes a Ctrl-C on to the pool's threads,
+/// so a long document on any thread stops soon after it). Errors name the document; an
+/// interruption stays [`Error::Interrupted`].
+fn per_document<T: Send>(
+    pool: &rayon::ThreadPool,
+    docs: &[Doc],
+    f: impl Fn(&Doc) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
     let one = |d: &Doc| {
-        bpe.encode_ordinary(&d.text)
-            .map_err(|e| Error::Value(format!("{}: {e}", d.location.show())))
+        Ok(f(d).map_err(|e| match e {
+            Error::Interrupted => e,
+            e => Error::Value(format!("{}: {e}", d.location.show())),
+        }))
     };
-    if pool.current_num_threads() <= 1 || docs.len() == 1 {
-        docs.iter().map(one).collect()
-    } else {
-        pool.install(|| docs.par_iter().map(one).collect())
-    }
+    parallel::map_ordered(pool, docs, one).expect("every item is Ok")
 }
 
 /// Encodes the documents of `files` (in order, each followed by `eot`) into shards of
@@ -548,15 +556,7 @@ pub fn count_tokens(
     };
     let none = SpecialSet::None;
     let (skipped, errors) = pipeline(files, opts, 0, None, &mut |docs, stats| {
-        let one = |d: &Doc| {
-            bpe.count(&d.text, &none, &none)
-                .map_err(|e| Error::Value(format!("{}: {e}", d.location.show())))
-        };
-        let counts: Vec<Result<usize>> = if pool.current_num_threads() <= 1 || docs.len() == 1 {
-            docs.iter().map(one).collect()
-        } else {
-            pool.install(|| docs.par_iter().map(one).collect())
-        };
+        let counts = per_document(&pool, &docs, |d| bpe.count(&d.text, &none, &none));
         for (d, n) in docs.iter().zip(counts) {
             let n = n? as u64;
             summary.per_file[d.file] += n;

@@ -104,12 +104,30 @@ fn run_job(
         + Send,
 ) -> PyResult<Summary> {
     let kept = Mutex::new(None);
+    // Ctrl-C is also looked for within a batch (a document that cannot be cut, under a custom
+    // pattern, may take seconds): only on the main thread, which alone runs signal handlers.
+    let main = crate::errors::on_main_thread(py)?;
     py.detach(|| {
         let ev = Events {
             callback,
             error: &kept,
         };
-        no_panic(|| job(&mut |e| ev.send(e)))
+        let poll = || {
+            main && Python::attach(|py| match py.check_signals() {
+                Ok(()) => false,
+                Err(e) => {
+                    *kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    true
+                }
+            })
+        };
+        let (r, hit) = bytepair_core::parallel::interrupt::with_poll(&poll, || {
+            no_panic(|| job(&mut |e| ev.send(e)))
+        });
+        if hit {
+            return Err(Error::Interrupted); // the handler's exception, kept above
+        }
+        r
     })
     .map_err(|e| convert(e, &kept))
 }

@@ -64,7 +64,7 @@ pub fn run<T: Send>(
 /// Whether this is the interpreter's main thread, the only one that runs signal handlers
 /// (remembered per thread). The first call on a thread asks `threading`, which runs Python code:
 /// a handler that raises then (Ctrl-C) is reported, not swallowed.
-fn on_main_thread(py: Python<'_>) -> PyResult<bool> {
+pub(crate) fn on_main_thread(py: Python<'_>) -> PyResult<bool> {
     thread_local! {
         static MAIN: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
     }

@@ -193,13 +193,20 @@ impl PyWordCounts {
         let mut guard = self.lock()?;
         let wc: &mut WordCounts = &mut guard;
         let (mut bytes, mut docs) = (0u64, 0u64);
+        let stop = std::sync::atomic::AtomicBool::new(false);
         let result: PyResult<()> = std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(1);
+            let stop = &stop;
+            // The worker stops within a document once the Python side fails (Ctrl-C, an error).
             let worker = s.spawn(move || -> bytepair_core::Result<()> {
-                for batch in rx {
-                    wc.count_documents(&batch)?;
-                }
-                Ok(())
+                let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+                bytepair_core::parallel::interrupt::with_poll(&stopped, || {
+                    for batch in rx {
+                        wc.count_documents(&batch)?;
+                    }
+                    Ok(())
+                })
+                .0
             });
             let pull = || -> PyResult<()> {
                 let mut it = it;
@@ -221,9 +228,19 @@ impl PyWordCounts {
                     bytes += size as u64;
                     docs += batch.len() as u64;
                     // Waiting for the worker (one batch may be queued) without the interpreter,
-                    // so that other Python threads (and their signal handlers) run meanwhile.
-                    if py.detach(|| tx.send(batch)).is_err() {
-                        return Ok(()); // the worker failed; its error is reported below
+                    // so that other Python threads (and their signal handlers) run meanwhile,
+                    // and back every 20 ms to look for Ctrl-C.
+                    let mut batch = batch;
+                    loop {
+                        use std::sync::mpsc::TrySendError;
+                        let wait = bytepair_core::parallel::interrupt::INTERVAL;
+                        match py.detach(|| bytepair_core::parallel::send_within(&tx, batch, wait)) {
+                            Ok(()) => break,
+                            // The worker failed; its error is reported below.
+                            Err(TrySendError::Disconnected(_)) => return Ok(()),
+                            Err(TrySendError::Full(back)) => batch = back,
+                        }
+                        py.check_signals()?;
                     }
                     reporter.report_attached(
                         py,
@@ -235,8 +252,18 @@ impl PyWordCounts {
                     )?;
                 }
             };
-            let pulled = pull();
+            let mut pulled = pull();
             drop(tx);
+            // The last batches may hold a long document: keep looking for Ctrl-C meanwhile.
+            let wait = bytepair_core::parallel::interrupt::INTERVAL;
+            while pulled.is_ok()
+                && !py.detach(|| bytepair_core::parallel::finished_within(&worker, wait))
+            {
+                pulled = py.check_signals();
+            }
+            if pulled.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let counted = py.detach(|| worker.join());
             let counted = counted.unwrap_or_else(|p| std::panic::resume_unwind(p));
             pulled?;

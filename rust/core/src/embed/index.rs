@@ -385,6 +385,10 @@ impl Sketch {
     }
 }
 
+/// The most dimensions a key may have: far beyond any embedding, and low enough that sizes
+/// computed from it (blocks of keys, sketches) cannot overflow.
+pub const MAX_DIM: usize = u32::MAX as usize;
+
 impl Index {
     /// An empty index.
     pub fn new(dim: usize, metric: Metric, dtype: KeyType) -> Result<Index> {
@@ -392,6 +396,11 @@ impl Index {
             return Err(Error::Value(
                 "vectors must have at least one dimension".into(),
             ));
+        }
+        if dim > MAX_DIM {
+            return Err(Error::Value(format!(
+                "vectors of {dim} dimensions are more than an index takes ({MAX_DIM})"
+            )));
         }
         let store = match dtype {
             KeyType::F32 => Store::F32(vec![]),
@@ -977,6 +986,11 @@ impl Index {
         }
         .ok_or_else(|| bad("size overflow"))?;
         let trailer = if head[14] & FLAG_CRC != 0 { 4 } else { 0 };
+        if dim > MAX_DIM as u64 {
+            return Err(bad(&format!(
+                "dimension {dim} is above the limit of {MAX_DIM}"
+            )));
+        }
         if dim == 0 || len > u32::MAX as u64 || Some(size) != payload.checked_add(32 + trailer) {
             return Err(bad(&format!(
                 "size {size} does not match {len} keys of dimension {dim}"

@@ -912,15 +912,10 @@ impl WordCounts {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(r.map(|_| local));
         };
-        if threads == 1 {
-            work();
-        } else {
-            pool.scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|_| work());
-                }
-            });
-        }
+        // The calling thread counts too, with its interrupt poll (Ctrl-C, or a stop passed down
+        // from a pipeline); the helpers get a stop from it, so one long document that cannot be
+        // cut (a custom pattern) does not hold up an interrupt.
+        crate::parallel::with_helpers(&pool, threads - 1, &work);
         let locals = results
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
