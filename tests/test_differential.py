@@ -1587,3 +1587,36 @@ def test_million_char_runs(unit, all_pairs):
             if exp is None:
                 exp = tt._encode_only_native_bpe(text)
             assert_same_tokens(got, exp, text=text, bp=bp, what="encode_ordinary")
+
+
+@pytest.mark.parametrize("change", ["assign", "discard", "add", "read only"])
+def test_all_means_special_tokens_set_as_changed_by_the_user(change, tiktoken):
+    """tiktoken spells "all" from ``special_tokens_set``, so assigning or mutating that set
+    changes what ``encode(..., allowed_special="all")`` and the default disallowed set cover."""
+    import bytepair
+
+    results = []
+    for lib in (bytepair, tiktoken):
+        base = lib.get_encoding("cl100k_base")
+        enc = lib.Encoding(
+            "changed", pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks, special_tokens=base._special_tokens
+        )
+        if change == "assign":
+            enc.special_tokens_set = {"<|endoftext|>"}
+        elif change == "discard":
+            enc.special_tokens_set.discard("<|fim_prefix|>")
+        elif change == "add":
+            enc.special_tokens_set.add("foo")
+        else:
+            assert "<|endoftext|>" in enc.special_tokens_set
+        got = []
+        for text in ["<|fim_prefix|>x<|endoftext|>", "foo <|endoftext|>", "plain"]:
+            for allowed, disallowed in [("all", "all"), (set(), "all"), ({"<|endoftext|>"}, "all"), (set(), ())]:
+                kw = {"allowed_special": allowed, "disallowed_special": disallowed}
+                for method, arg in ((enc.encode, text), (enc.encode_batch, [text])):
+                    try:
+                        got.append(method(arg, **kw))
+                    except ValueError as e:
+                        got.append(("ValueError", str(e)[:40]))
+        results.append(got)
+    assert results[0] == results[1]

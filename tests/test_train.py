@@ -890,3 +890,90 @@ def test_sigint_stops_work_on_one_long_document_under_a_custom_pattern(case, tmp
     assert "KeyboardInterrupt" in err or "interrupted" in err, err
     assert elapsed < 2.0, f"{case}: stopped {elapsed:.2f} s after Ctrl-C"
     assert not list((tmp_path / "out").glob("shard_*")), "no shard from the interrupted document"
+
+
+def test_a_failed_save_leaves_the_earlier_save_whole(tmp_path, monkeypatch):
+    """Both files of a save are written in full before either replaces the old one: a save that
+    fails (a full disk) leaves the earlier encoding loadable and unchanged, with no debris."""
+    small = train(["hello world"] * 20, vocab_size=270, special_tokens=["<|endoftext|>"], progress=False)
+    big = train([_corpus_text(20_000)], vocab_size=400, special_tokens=["<|endoftext|>"], progress=False)
+    small.save(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    real = Path.open
+    calls = []
+
+    def full_disk(self, mode="r", *args, **kwargs):
+        if "w" in mode:
+            calls.append(self.name)
+            if len(calls) == 2:  # the second file of the save
+                raise OSError(28, "No space left on device")
+        return real(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        big.save(tmp_path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    back = load(tmp_path)
+    assert back._mergeable_ranks == small._mergeable_ranks and back._special_tokens == small._special_tokens
+    big.save(tmp_path)
+    assert load(tmp_path)._mergeable_ranks == big._mergeable_ranks
+
+
+def test_load_refuses_files_that_do_not_belong_together(tmp_path):
+    enc = train(["hello world"] * 20, vocab_size=270, special_tokens=["<|endoftext|>"], progress=False)
+    enc.save(tmp_path)
+    meta_path = tmp_path / "bytepair.json"
+    meta = json.loads(meta_path.read_text())
+    ranks_path = tmp_path / meta["ranks_file"]
+    good_ranks = ranks_path.read_bytes()
+
+    def with_meta(**changes):
+        meta_path.write_text(json.dumps({**meta, **changes}))
+
+    with_meta(special_tokens={"<|endoftext|>": 3})
+    with pytest.raises(ValueError, match="gives a token"):
+        load(tmp_path)
+    with_meta(special_tokens={"<|endoftext|>": -1})
+    with pytest.raises(ValueError, match="not in 0..2"):
+        load(tmp_path)
+    with_meta(n_vocab=meta["n_vocab"] + 5)
+    with pytest.raises(ValueError, match="different saves"):
+        load(tmp_path)
+    with_meta(ranks_file="../" + meta["ranks_file"])
+    with pytest.raises(ValueError, match="next to it"):
+        load(tmp_path)
+    with_meta()
+    for bad, message in [(b"", "no ranks"), (b"YQ== -5\n", "not in 0..2"), (b"YQ== 4294967296\n", "not in 0..2")]:
+        ranks_path.write_bytes(bad)
+        with pytest.raises(ValueError, match=message):
+            load(tmp_path)
+    ranks_path.write_bytes(good_ranks)
+    meta_path.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load(tmp_path)
+    with_meta()
+    assert load(tmp_path).encode("hello world") == enc.encode("hello world")
+
+
+def test_training_on_a_folder_with_no_files_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no input files"):
+        train(tmp_path / "empty", vocab_size=300, progress=False)
+    with pytest.raises(FileNotFoundError, match="no input files"):
+        WordCounts(str(tmp_path / "empty"))
+
+
+def test_bad_count_arguments_are_clear_errors():
+    wc = WordCounts.from_dict({"a": 3, "b": 2, "c": 1})
+    # As collections.Counter: a negative n gives nothing, a huge one everything.
+    assert wc.most_common(-1) == [] and wc.most_common(-(2**70)) == []
+    assert [w for w, _ in wc.most_common(2**70)] == [b"a", b"b", b"c"]
+    with pytest.raises(TypeError):
+        wc.most_common(1.5)
+    with pytest.raises(TypeError, match="counts must map words"):
+        train_from_counts("hello", vocab_size=300)
+    with pytest.raises(TypeError, match=r"\(word, count\) pairs"):
+        train_from_counts([("a", 1), "b"], vocab_size=300)
+    with pytest.raises(ValueError, match="lone surrogate"):
+        train(["hello"], vocab_size=300, special_tokens=["<|\ud800|>"], progress=False)

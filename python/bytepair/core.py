@@ -161,6 +161,19 @@ class Encoding:
 
     # ------------------------------------------------------------------ encoding
 
+    def _spelled_out(self, allowed_special, disallowed_special):  # type: ignore[no-untyped-def]
+        """tiktoken reads ``"all"`` from ``special_tokens_set``: once that set has been read, and
+        so may have been changed (assigned, or mutated in place), ``"all"`` is spelled out from it
+        whenever it differs from the encoding's own special tokens."""
+        names = self.__dict__["special_tokens_set"]
+        if names == self._special_tokens.keys():
+            return allowed_special, disallowed_special
+        if allowed_special == "all":
+            allowed_special = names
+        if disallowed_special == "all":
+            disallowed_special = names - allowed_special
+        return allowed_special, disallowed_special
+
     def _special_args(
         self,
         text: str | None,
@@ -172,6 +185,8 @@ class Encoding:
         Disallowed strings that are not special tokens are checked here, exactly as tiktoken does;
         the native encoder checks special tokens in the same pass that encodes.
         """
+        if "special_tokens_set" in self.__dict__:
+            allowed_special, disallowed_special = self._spelled_out(allowed_special, disallowed_special)
         if allowed_special.__class__ is set and not allowed_special and disallowed_special == "all":
             return allowed_special, "all"  # the defaults, without the general checks below
         if allowed_special != "all" and not _is_str_set(allowed_special):
@@ -321,6 +336,8 @@ class Encoding:
     def _batch_special_args(self, texts, allowed_special, disallowed_special, num_threads):  # type: ignore[no-untyped-def]
         # tiktoken's order: the "all" set first, then the frozenset of the disallowed ones, then the
         # thread pool (num_threads), then each text.
+        if "special_tokens_set" in self.__dict__:
+            allowed_special, disallowed_special = self._spelled_out(allowed_special, disallowed_special)
         if allowed_special.__class__ is set and not allowed_special and disallowed_special == "all":
             _check_threads(num_threads)
             return allowed_special, "all"  # the defaults, without the general checks below
@@ -538,7 +555,9 @@ class Encoding:
 
     @functools.cached_property
     def special_tokens_set(self) -> set[str]:
-        """The names of the special tokens (computed once; assignable, as in tiktoken)."""
+        """The names of the special tokens (computed once). As in tiktoken, ``"all"`` in the
+        arguments of ``encode`` and its kin means this set: assigning another set, or changing
+        this one in place, changes what ``"all"`` allows or disallows."""
         return set(self._special_tokens.keys())
 
     def is_special_token(self, token: int) -> bool:

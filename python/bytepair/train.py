@@ -20,6 +20,7 @@ import operator
 import os
 import re
 import sys
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
@@ -342,6 +343,10 @@ def _specials(special_tokens: Any) -> list[str]:
             raise ValueError(f"special tokens must be non-empty strings, got {s!r}")
         if s in out:
             raise ValueError(f"duplicate special token {s!r}")
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"special token {s!r} is not valid text (it holds a lone surrogate)") from None
         out.append(s)
     return out
 
@@ -442,6 +447,11 @@ class WordCounts(_native.WordCounts):
                 errors: list[str] = []
                 skipped = 0
                 files = _expand_paths(paths)
+                if not files:
+                    # A glob that matches nothing is a FileNotFoundError already; so is a folder
+                    # with no file in it (training on nothing is a mistake, not 256 tokens).
+                    shown = ", ".join(os.fsdecode(p) for p in list(paths)[:3])
+                    raise FileNotFoundError(f"no input files under {shown}")
                 parquet = [f for f in files if _is_parquet(f)]
                 rest = [f for f in files if not _is_parquet(f)]
                 if rest:
@@ -548,9 +558,15 @@ class WordCounts(_native.WordCounts):
         >>> WordCounts.from_dict({"ab": 2**40, b"cd": 1}).total()
         1099511627777
         """
+        if isinstance(counts, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"counts must map words to counts (or be (word, count) pairs), not {type(counts).__name__}")
         wc = cls(pattern=pattern, special_tokens=special_tokens)
         items = counts.items() if isinstance(counts, Mapping) else counts
-        for w, c in items:
+        for item in items:
+            try:
+                w, c = item
+            except (TypeError, ValueError):
+                raise TypeError(f"counts must be (word, count) pairs, got {item!r:.80}") from None
             c = _index(c)
             if not isinstance(c, int) or not 0 <= c < _U64:
                 raise ValueError(f"counts must be ints from 0 to 2**64 - 1, got {c!r} for {w!r}")
@@ -810,7 +826,6 @@ def _save(enc: Any, path: PathLike) -> None:
         base64.b64encode(t) + b" " + str(r).encode()
         for t, r in sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])
     ]
-    (d / ranks_file).write_bytes(b"\n".join(lines) + b"\n")
     meta = {
         "format": "bytepair-encoding",
         "version": 1,
@@ -820,7 +835,25 @@ def _save(enc: Any, path: PathLike) -> None:
         "ranks_file": ranks_file,
         "n_vocab": enc.n_vocab,
     }
-    (d / _META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    # Both files are written in full next to their final names before either is renamed into
+    # place: a failed save (a full disk, Ctrl-C) leaves an earlier save in the directory as it
+    # was, never the ranks of one encoding with the special tokens of another.
+    payloads = [
+        (d / ranks_file, b"\n".join(lines) + b"\n"),
+        (d / _META_FILE, (json.dumps(meta, ensure_ascii=False, indent=2) + "\n").encode("utf-8")),
+    ]
+    done: list[tuple[Path, Path]] = []
+    try:
+        for final, data in payloads:
+            tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.tmp")
+            done.append((tmp, final))
+            tmp.write_bytes(data)
+        for tmp, final in done:
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp, _ in done:
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def load(path: PathLike) -> Encoding:
@@ -841,6 +874,8 @@ def load(path: PathLike) -> Encoding:
         raise FileNotFoundError(f"{meta_path}: not a saved bytepair encoding (no {_META_FILE})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{meta_path}: invalid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{meta_path}: not UTF-8 text: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != "bytepair-encoding":
         raise ValueError(f"{meta_path}: not a bytepair encoding description")
     for key in ("ranks_file", "name", "pattern"):
@@ -849,6 +884,8 @@ def load(path: PathLike) -> Encoding:
     special = meta.get("special_tokens", {})
     if not isinstance(special, dict) or not all(isinstance(v, int) for v in special.values()):
         raise ValueError(f"{meta_path}: 'special_tokens' must map strings to ints")
+    if Path(meta["ranks_file"]).name != meta["ranks_file"]:
+        raise ValueError(f"{meta_path}: 'ranks_file' must name a file next to it, not {meta['ranks_file']!r}")
     ranks_path = meta_path.parent / meta["ranks_file"]
     ranks: dict[bytes, int] = {}
     for i, line in enumerate(ranks_path.read_bytes().splitlines(), 1):
@@ -856,11 +893,29 @@ def load(path: PathLike) -> Encoding:
             continue
         try:
             tok, rank = line.split()
-            ranks[base64.b64decode(tok, validate=True)] = int(rank)
+            r = int(rank)
+            if not 0 <= r < 2**32:
+                raise ValueError(f"rank {r} is not in 0..2**32-1")
+            ranks[base64.b64decode(tok, validate=True)] = r
         except ValueError as e:
             raise ValueError(f"{ranks_path}, line {i}: invalid rank line: {e}") from None
+    if not ranks:
+        raise ValueError(f"{ranks_path}: no ranks")
     specials = {str(k): int(v) for k, v in special.items()}
-    return _make_encoding(meta["name"], meta["pattern"], ranks, specials)
+    taken = set(ranks.values())
+    for name, v in specials.items():
+        if not 0 <= v < 2**32:
+            raise ValueError(f"{meta_path}: special token {name!r} has id {v}, not in 0..2**32-1")
+        if v in taken:
+            raise ValueError(f"{meta_path}: special token {name!r} has id {v}, which {ranks_path.name} gives a token")
+    enc = _make_encoding(meta["name"], meta["pattern"], ranks, specials)
+    n_vocab = meta.get("n_vocab")
+    if isinstance(n_vocab, int) and n_vocab != enc.n_vocab:
+        raise ValueError(
+            f"{meta_path}: n_vocab {n_vocab} does not match {ranks_path.name} and the special tokens "
+            f"({enc.n_vocab}); the two files are from different saves"
+        )
+    return enc
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -363,13 +363,24 @@ impl PyWordCounts {
     }
 
     /// The `n` most common words (all if `n` is None) as `(bytes, count)`, most common first,
-    /// ties in byte order.
+    /// ties in byte order. As in `collections.Counter`, a negative `n` gives none.
     #[pyo3(signature = (n = None))]
     fn most_common<'py>(
         &self,
         py: Python<'py>,
-        n: Option<usize>,
+        n: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Vec<(Bound<'py, PyBytes>, u64)>> {
+        let n = match n {
+            None => None,
+            Some(o) => match o.extract::<i64>() {
+                Ok(v) => Some(v.max(0) as usize),
+                // An int beyond 64 bits: all words, or none.
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => {
+                    (!o.gt(0)?).then_some(0)
+                }
+                Err(e) => return Err(e),
+            },
+        };
         let mut g = self.lock()?;
         let s = g.sorted().map_err(to_py)?;
         let mut idx: Vec<u32> = (0..s.len() as u32).collect();
