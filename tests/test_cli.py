@@ -290,3 +290,29 @@ def test_unknown_options_show_the_commands_usage(capsys: pytest.CaptureFixture[s
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith(usage) and "unrecognized arguments: --bogus" in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGPIPE semantics")
+def test_output_closed_early_exits_quietly(tmp_path: Path) -> None:
+    # `bytepair count many | head -1`: more output than a pipe holds, its reader gone after a line.
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(2000):
+        (many / f"{'document-with-a-long-name-' * 4}{i:05d}.txt").write_text("hi")
+    argv = [sys.executable, "-m", "bytepair", "count", str(many), "--encoding", "r50k_base"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err  # 128 + SIGPIPE, as a tool killed by the signal
+    assert first.decode().startswith(str(many)) and err == ""
+    # The reader gone before anything was written: the output left in the buffer at exit.
+    (tmp_path / "one.txt").write_text("hello")
+    proc = subprocess.Popen(
+        [*argv[:4], str(tmp_path / "one.txt"), *argv[5:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == "", err

@@ -236,6 +236,47 @@ def test_encode_errors_name_file_and_line(tmp_path, bad_files):
         corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "out3", progress=False)
 
 
+def test_encode_reuses_a_directory_left_by_a_failed_run_that_wrote_no_shards(tmp_path, bad_files):
+    files, docs = bad_files
+    enc = bytepair.get_encoding(ENC)
+    out = tmp_path / "out"
+    proc = _run("encode", *files, "--encoding", ENC, "-o", str(out))
+    assert proc.returncode == 1 and "a.jsonl:2" in proc.stderr, proc.stderr
+    assert json.loads((out / corpus.MANIFEST).read_text())["shards"] == []
+    # Another run (here on_error differs) may use the directory: the failed one left no shards.
+    proc = _run("encode", *files, "--encoding", ENC, "-o", str(out), "--on-error", "skip", "--docs-per-shard", "3")
+    assert proc.returncode == 0, proc.stderr
+    stream = np.concatenate(_shards(out)).tolist()
+    assert [enc.decode(t) for t in _split_on_eot(stream, enc.eot_token)] == docs
+    # Now it holds shards: a different run is refused, and they are kept.
+    before = _dir_bytes(out)
+    proc = _run("encode", *files, "--encoding", ENC, "-o", str(out), "--docs-per-shard", "3")
+    assert proc.returncode == 2 and "different run (on_error differ)" in proc.stderr, proc.stderr
+    assert _dir_bytes(out) == before
+    # The input fixed after a failure (input_bytes differ), with --no-resume too.
+    out2 = tmp_path / "out2"
+    assert _run("encode", files[0], "--encoding", ENC, "-o", str(out2)).returncode == 1
+    Path(files[0]).write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8")
+    proc = _run("encode", files[0], "--encoding", ENC, "-o", str(out2), "--no-resume")
+    assert proc.returncode == 0, proc.stderr
+    assert [enc.decode(t) for t in _split_on_eot(_shards(out2)[0].tolist(), enc.eot_token)] == ["one", "two"]
+
+
+def test_encode_other_run_after_a_kill_before_the_first_shard_was_recorded(tmp_path, corpus_files):
+    files, _ = corpus_files
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    args = [*files, "--encoding", ENC, "--docs-per-shard", "40"]
+    assert _run("encode", *args, "-o", str(ref)).returncode == 0
+    # Killed after shard 0 was renamed but before the manifest listed it: an uncommitted shard.
+    proc = _run("encode", *files, "--encoding", ENC, "-o", str(out), env={"_BYTEPAIR_TEST_KILL": "1:renamed"})
+    assert proc.returncode == -signal.SIGKILL
+    assert (out / "shard_00000.npy").exists()
+    assert json.loads((out / corpus.MANIFEST).read_text())["shards"] == []
+    proc = _run("encode", *args, "-o", str(out))  # docs_per_shard differs
+    assert proc.returncode == 0, proc.stderr
+    assert _dir_bytes(out) == _dir_bytes(ref)
+
+
 def test_encode_skip_drops_bad_inputs_and_reports_them(tmp_path, bad_files):
     files, docs = bad_files
     enc = bytepair.get_encoding(ENC)
@@ -563,6 +604,63 @@ def test_train_bad_arguments_exit_2_with_the_usage(tmp_path, monkeypatch, capsys
     (tmp_path / "bad.jsonl").write_text('{"text": 1}\n')
     assert cli.main(["train", "bad.jsonl", "--vocab-size", "300", "-o", "out", "--no-progress"]) == 1
     assert "usage:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "encode"])
+def test_out_that_cannot_be_a_directory_is_refused_before_any_work(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(tmp_path)
+    Path("small.txt").write_text("hello world " * 100)
+    Path("afile").write_text("not a directory")
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("started working")
+
+    monkeypatch.setattr(bytepair, "train", no_work)
+    monkeypatch.setattr(corpus, "encode_to_shards", no_work)
+    extra = ["--vocab-size", "300"] if command == "train" else ["--encoding", ENC]
+    bad = [("afile", "--out afile is not a directory"), ("afile/sub", "--out afile/sub: afile is not a directory")]
+    if sys.platform == "linux" and os.path.isdir("/proc/self"):
+        bad.append(("/proc/nope", "cannot create the output directory /proc/nope"))
+    for out, message in bad:
+        assert cli.main([command, "small.txt", *extra, "-o", out, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"usage: bytepair {command}") and f"error: {message}" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "small.txt"]
+    assert Path("afile").read_text() == "not a directory"
+
+
+def test_train_creates_the_output_directory_and_removes_it_again_on_failure(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("bad.jsonl").write_text('{"text": 1}\n')
+    Path("good.txt").write_text("hello world " * 100)
+    assert cli.main(["train", "bad.jsonl", "--vocab-size", "300", "-o", "new/tok", "--no-progress"]) == 1
+    assert "bad.jsonl:1" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "good.txt"]  # nothing left behind
+    assert cli.main(["train", "good.txt", "--vocab-size", "300", "-o", "new/tok", "--no-progress"]) == 0
+    assert bytepair.load("new/tok").name == "tok"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs RLIMIT_FSIZE")
+def test_train_save_failure_names_the_output_directory(tmp_path):
+    import resource
+
+    (tmp_path / "a.txt").write_text(" ".join(_texts(200, seed=3)), encoding="utf-8")
+    out = tmp_path / "tok"
+
+    def small_files() -> None:  # a full disk, for the files written after training
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bytepair", "train", str(tmp_path / "a.txt"), "--vocab-size", "400", "-o", str(out)],
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"bytepair train: cannot save the encoding to {out}: "), proc.stderr
+    assert "File too large" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_train_field_option(tmp_path, capsys):

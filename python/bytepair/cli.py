@@ -209,7 +209,8 @@ interrupted (Ctrl-C, kill, crash), run the same command again: it continues auto
 the last completed shard, skipping (reading, not encoding) the documents already written, and
 the shards end up byte for byte those of an uninterrupted run; a finished run is not redone.
 A DIR holding shards of a different run (other files, encoding or settings) is refused unless
---overwrite is given.
+--overwrite is given; one whose manifest lists no shard (a run that failed, or was stopped,
+before its first shard was complete) counts as empty and is used by any run.
 
 Work: one thread reads and parses, the others encode batches of documents in parallel;
 memory stays bounded by a few batches plus the largest single document.
@@ -322,6 +323,51 @@ def _positive(args: argparse.Namespace, **values: int | None) -> bool:
     return True
 
 
+def _output_dir(args: argparse.Namespace) -> list[str] | None:
+    """Makes sure ``--out`` can hold the output before any work: an existing directory, or one
+    created here (with its missing parents). Returns the directories created, deepest first
+    (:func:`_remove_created` takes them away again if the command fails), or ``None`` after
+    reporting a bad ``--out`` as a usage error."""
+    out = args.out
+    missing: list[str] = []
+    p = out.rstrip(os.sep + (os.altsep or "")) or out  # "new/" is "new"
+    while not os.path.lexists(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if not parent or parent == p:
+            p = ""
+            break
+        p = parent
+    if p and not os.path.isdir(p):
+        what = f"--out {out}: {p}" if missing else f"--out {out}"
+        _usage_error(args, f"{what} is not a directory")
+        return None
+    created: list[str] = []
+    try:
+        for d in reversed(missing):
+            if not os.path.isdir(d):  # made in the meantime, by another command
+                os.mkdir(d)
+                created.insert(0, d)
+    except OSError as e:
+        _remove_created(created)
+        _usage_error(args, f"cannot create the output directory {out}: {e.strerror or e}")
+        return None
+    if not os.access(out, os.W_OK | os.X_OK):
+        _usage_error(args, f"--out {out}: the directory is not writable")
+        return None
+    return created
+
+
+def _remove_created(created: Sequence[str]) -> None:
+    """Removes the directories :func:`_output_dir` created, deepest first, as long as they are
+    empty (a failed command leaves no empty output directory behind)."""
+    for d in created:
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
+
+
 def _print_out(line: str) -> None:
     """Prints ``line`` to stdout; a file name that is not UTF-8 (surrogates, from os.fsdecode)
     is written as the bytes it was read from."""
@@ -353,6 +399,21 @@ def _encode(args: argparse.Namespace) -> int:
         corpus._eot(enc, args.eot_token)
     except ValueError as e:
         return _usage_error(args, str(e))
+    created = _output_dir(args)
+    if created is None:
+        return 2
+    status = 1
+    try:
+        status = _encode_into(args, enc)
+    finally:
+        if status != 0:
+            _remove_created(created)
+    return status
+
+
+def _encode_into(args: argparse.Namespace, enc: Any) -> int:
+    from bytepair import corpus
+
     try:
         m = corpus.encode_to_shards(
             args.files,
@@ -414,8 +475,6 @@ def _count(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import bytepair
-    from bytepair.corpus import _expand
     from bytepair.train import _check_train_call
 
     if not _positive(
@@ -456,6 +515,23 @@ def _train(args: argparse.Namespace) -> int:
         _check_train_call(**options)
     except (ValueError, TypeError) as e:
         return _usage_error(args, str(e))
+    # The output directory is checked (and made) before the training, which may take hours.
+    created = _output_dir(args)
+    if created is None:
+        return 2
+    status = 1
+    try:
+        status = _train_into(args, options)
+    finally:
+        if status != 0:
+            _remove_created(created)
+    return status
+
+
+def _train_into(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    import bytepair
+    from bytepair.corpus import _expand
+
     try:
         files = _expand(args.files, output=args.out)
     except (ValueError, OSError) as e:
@@ -466,12 +542,20 @@ def _train(args: argparse.Namespace) -> int:
             enc = bytepair.train([Path(f) for f in files], progress=_progress(args), **options)
         for w in caught:
             print(f"bytepair train: {w.message}", file=sys.stderr)
-        enc.save(args.out)
     except (ValueError, TypeError) as e:
         print(f"bytepair train: {e}", file=sys.stderr)
         return 1
     except (OSError, ImportError) as e:
         return _fail("train", e)
+    try:
+        enc.save(args.out)
+    except (OSError, ValueError) as e:
+        # A write error (a full disk) names no file: the message names the directory.
+        msg = str(e)
+        if isinstance(e, OSError) and e.strerror:
+            msg = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+        print(f"bytepair train: cannot save the encoding to {args.out}: {msg}", file=sys.stderr)
+        return 1
     print(
         f"trained {enc.name!r}: {enc.n_vocab} tokens ({len(enc._special_tokens)} special), saved to {args.out}",
         file=sys.stderr,
@@ -523,7 +607,38 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the ``bytepair`` command; returns the exit status."""
+    """Runs the ``bytepair`` command; returns the exit status. Output cut short by its reader
+    (``bytepair count ... | head``) ends the command quietly with 141 (128 + SIGPIPE, the status
+    of a Unix tool the signal ends)."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Output still buffered is written now, so a reader gone early is found here and not
+            # reported by the interpreter at exit.
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 141
+
+
+def _stdout_to_devnull() -> None:
+    """Points stdout (the file descriptor) at the null device: what is left in its buffer, flushed
+    at exit, then goes nowhere instead of raising BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a replaced sys.stdout)
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -270,6 +270,13 @@ def _prepare(out: Path, settings: dict[str, Any], overwrite: bool, resume: bool)
     unfinished and uncommitted shard files."""
     out.mkdir(parents=True, exist_ok=True)
     old = None if overwrite else _read_manifest(out)
+    unrecorded = False  # shard files there belong to the run of a manifest that lists none
+    if old is not None and not old.get("shards"):
+        # A run that recorded no shard (it failed on its input, or was stopped, before the first
+        # one was complete) left nothing to keep: the directory counts as empty, for any run.
+        # Only the same run, resuming, goes on from it (one that finished stays finished).
+        if not resume or any(old.get(k) != settings[k] for k in _SETTING_KEYS):
+            old, unrecorded = None, True
     if old is not None:
         differs = [k for k in _SETTING_KEYS if old.get(k) != settings[k]]
         if differs:
@@ -291,7 +298,7 @@ def _prepare(out: Path, settings: dict[str, Any], overwrite: bool, resume: bool)
         manifest = old
     else:
         existing = [p for _, p in _shard_files(out)]
-        if existing and not overwrite:
+        if existing and not overwrite and not unrecorded:
             raise ShardsError(
                 f"{out} already holds shard files but no {MANIFEST}; use another output directory or overwrite"
             )
@@ -356,7 +363,8 @@ def encode_to_shards(
     A run interrupted (Ctrl-C, a crash, a killed job) resumes when called again with the same
     arguments (``resume=True``, the default): complete shards are kept, the rest is redone, and
     the result is byte for byte that of an uninterrupted run. An ``out`` that holds shards of a
-    different run is an error unless ``overwrite=True`` (which deletes them).
+    different run is an error unless ``overwrite=True`` (which deletes them); one whose manifest
+    lists no shard (a run that failed before its first shard was complete) counts as empty.
 
     >>> m = encode_to_shards(["corpus.jsonl"], encoding="cl100k_base", out="shards")  # doctest: +SKIP
     >>> import numpy as np; np.load("shards/shard_00000.npy")[:3]                      # doctest: +SKIP
