@@ -977,3 +977,44 @@ def test_bad_count_arguments_are_clear_errors():
         train_from_counts([("a", 1), "b"], vocab_size=300)
     with pytest.raises(ValueError, match="lone surrogate"):
         train(["hello"], vocab_size=300, special_tokens=["<|\ud800|>"], progress=False)
+
+
+@pytest.mark.parametrize(
+    "pattern, exported",
+    [
+        (r"\pL+|\s|.", True),  # \pL is \p{L}, which Oniguruma spells with braces only
+        (r"^\s+|\S+|\s+", True),  # ^ is the start of the text, not of each line
+        (r"\S+|\w+$|\s+", True),  # $ likewise the end of the text
+        (r"(?i:hello)|\w+|\s+|[^\w\s]+", True),
+        (r"\w+|\s", False),  # leaves punctuation unmatched: tiktoken drops it, tokenizers keeps it
+        (r"\S+", False),
+        (r"(?s).", False),  # a flag Oniguruma does not know
+        (r"[\w--\d]+|\d|\s|[^\w\s]", False),  # class subtraction, likewise
+    ],
+)
+def test_hugging_face_export_of_custom_patterns_is_faithful_or_refused(pattern, exported, tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from bytepair.train import _HF_PROBE
+
+    enc = train([_HF_PROBE * 3, "foo\nfoo bar\n"], vocab_size=300, pattern=pattern, progress=False)
+    out = tmp_path / "hf"
+    if not exported:
+        with pytest.raises(ValueError, match="no equivalent for Hugging Face"):
+            enc.to_huggingface(out)
+        assert not (out / "tokenizer.json").exists()
+        return
+    enc.to_huggingface(out)
+    hf = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
+    for text in ["foo\nfoo", "  déjà vu\n\nLLL ppp !!", _corpus_text(3000), "Привет, мир 123"]:
+        assert hf.encode(text).ids == enc.encode(text), text[:40]
+
+
+def test_a_special_token_in_byte_level_letters_is_refused_by_the_export(tmp_path):
+    """``ĀĀ`` is how tokenizers' byte-level model spells the bytes 00 00, so its vocabulary entry
+    would also be found for that text."""
+    pytest.importorskip("tokenizers")
+    enc = train(["hello world"] * 20, vocab_size=270, special_tokens=["ĀĀ", "<|endoftext|>"], progress=False)
+    with pytest.raises(ValueError, match="byte-level letters"):
+        enc.to_huggingface(tmp_path / "hf")
+    fine = train(["hello world"] * 20, vocab_size=270, special_tokens=["<|endoftext|>", "<|é|>"], progress=False)
+    fine.to_huggingface(tmp_path / "ok")

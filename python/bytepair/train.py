@@ -953,12 +953,82 @@ def _derive_merges(ranks: Mapping[bytes, int]) -> list[tuple[bytes, bytes]]:
 
 
 def _hf_regex(pattern: str) -> str:
-    r"""The pattern for Oniguruma (Hugging Face): there ``{n,m}+`` is not possessive but means
-    ``({n,m})+``. A bounded repeat at the end of an alternative (as in cl100k's ``\p{N}{1,3}+``)
-    matches the same greedy as possessive, so the ``+`` is dropped."""
+    r"""The pattern for Oniguruma (Hugging Face), which reads some syntax otherwise:
+
+    - ``{n,m}+`` is not possessive there but means ``({n,m})+``. A bounded repeat at the end of
+      an alternative (as in cl100k's ``\p{N}{1,3}+``) matches the same greedy as possessive, so
+      the ``+`` is dropped.
+    - ``\pL`` (a one-letter class name without braces) is spelled ``\p{L}``.
+    - Outside ``(?m)`` patterns, ``^`` and ``$`` mean the start and end of the text (Rust), not of
+      a line (Oniguruma): they become ``\A`` and ``\z``.
+
+    Other differences are caught by :func:`_check_hf_export`."""
     import re
 
-    return re.sub(r"(\{\d+(?:,\d*)?\})\+", r"\1", pattern)
+    pattern = re.sub(r"(\{\d+(?:,\d*)?\})\+", r"\1", pattern)
+    multiline = re.search(r"\(\?[a-zA-Z]*m", pattern) is not None
+    out: list[str] = []
+    i, depth = 0, 0  # depth: nesting of character classes
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            if nxt in "pP" and i + 2 < len(pattern) and pattern[i + 2] not in "{":
+                out.append(f"\\{nxt}{{{pattern[i + 2]}}}")
+                i += 3
+                continue
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if c == "[":
+            depth += 1
+        elif c == "]" and depth:
+            depth -= 1
+        elif depth == 0 and not multiline and c in "^$":
+            out.append("\\A" if c == "^" else "\\z")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+# Text that runs most constructs of a split pattern: cases, contractions, digits, punctuation,
+# runs of spaces, tabs and newlines (CRLF, blank lines, trailing spaces), Latin, Cyrillic, Greek,
+# CJK, Arabic, combining marks and emoji.
+_HF_PROBE = (
+    "Hello World! It's THE day; we'LL see: 12345 apples & 7 oranges... \"quoted\" (x+y)*2\n"
+    "  indented\tline\r\nnext line  \n\n\nafter blanks \u00a0nbsp déjà Ünïcödé naïve café\n"
+    "Привет, мир! Ελληνικά 中文字符和标点。 日本語のテキスト 한국어 العربية e\u0301 \U0001f600\U0001f44d "
+    "CamelCaseWord HTTPServer x1y2z3 __init__ a.b,c;d:e-f_g/h\\i 1,000,000.50 $9.99 100% #tag @user\n"
+    "\t\t  \n   trailing   "
+)
+
+
+def _check_hf_export(enc: Any, path: Path) -> None:
+    """Loads the exported file with ``tokenizers`` (when installed) and checks that it gives
+    ``enc``'s ids on a probe text; a pattern that Oniguruma reads otherwise (or a pattern that
+    leaves text unmatched, which tiktoken drops and ``tokenizers`` keeps) is a ``ValueError``
+    and the file is removed."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return
+    probe = _HF_PROBE + "".join(sorted(enc._special_tokens)[:8])
+    ids = enc.encode(probe, allowed_special="all")
+    try:
+        got = Tokenizer.from_file(str(path)).encode(probe).ids
+        problem = None if got == ids else "gives other ids on a test text"
+    except Exception as e:  # the file does not load: a pattern Oniguruma cannot parse
+        problem = f"cannot be read by tokenizers ({str(e)[:200]})"
+    if problem is not None and enc.decode(ids) != probe:
+        problem += " (the pattern leaves some text unmatched, which tiktoken drops and tokenizers keeps)"
+    if problem is not None:
+        path.unlink(missing_ok=True)
+        raise ValueError(
+            f"the split pattern {enc._pat_str!r} has no equivalent for Hugging Face tokenizers: the "
+            f"exported tokenizer.json {problem}; nothing was written"
+        )
 
 
 def _to_huggingface(enc: Any, path: PathLike) -> Path:
@@ -996,6 +1066,7 @@ def _to_huggingface(enc: Any, path: PathLike) -> Path:
             f"{sorted(s for s, i in specials.items() if i in {enc._special_tokens[d] for d in dropped})})",
             stacklevel=3,
         )
+    u2b = {c: b for b, c in b2u.items()}
     for s, i in specials.items():
         clash = vocab.get(s)
         if clash is not None:
@@ -1003,6 +1074,20 @@ def _to_huggingface(enc: Any, path: PathLike) -> Path:
                 f"special token {s!r} (id {i}) has the text that Hugging Face's byte-level "
                 f"vocabulary uses for token {clash}; tokenizer.json cannot give both their ids"
             )
+        # The model looks a whole piece up in its vocabulary first, in byte-level letters: a
+        # special token spelled in those letters would be what other text maps to (ĀĀ is the
+        # bytes 00 00), and tokenizers would give its id for that text.
+        if all(c in u2b for c in s):
+            spelled = bytes(u2b[c] for c in s)
+            try:
+                other = spelled.decode("utf-8")  # bytes that are not UTF-8 are no text's
+            except UnicodeDecodeError:
+                other = s
+            if other != s:
+                raise ValueError(
+                    f"special token {s!r} (id {i}) is spelled in Hugging Face's byte-level "
+                    f"letters: tokenizers would also give its id for the text {other!r}"
+                )
         vocab[s] = i
     merges = [f"{sym(a)} {sym(b)}" for a, b in _derive_merges(ranks)]
     added = [
@@ -1051,6 +1136,9 @@ def _to_huggingface(enc: Any, path: PathLike) -> Path:
         },
     }
     p.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    builtin = {_native.builtin_pattern(n) for n in ("r50k_base", "cl100k_base", "o200k_base")}
+    if enc._pat_str not in builtin:  # the built-in ones are tested against tokenizers
+        _check_hf_export(enc, p)
     return p
 
 

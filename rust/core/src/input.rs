@@ -334,6 +334,9 @@ fn walk(
         let p = dir.join(name);
         // A broken link fails a directory input at once; a glob lets the read report it.
         let is_dir = match (std::fs::metadata(&p), glob) {
+            // A FIFO, socket or device found by a walk is not a document (reading a FIFO would
+            // wait for a writer forever); named as an input itself, it is still read.
+            (Ok(m), _) if !m.is_dir() && !m.is_file() => continue,
             (Ok(m), _) => m.is_dir(),
             (Err(_), Some(_)) => false,
             (Err(e), None) => return Err(io_at(&p, e)),
@@ -964,6 +967,24 @@ mod tests {
             expand(&[shards.join("*.npy")]).unwrap(),
             std::slice::from_ref(&named)
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn walks_leave_out_fifos_and_other_special_files() {
+        let d = tmpdir("fifo");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("a.txt"), "a").unwrap();
+        let fifo = d.join("pipe.txt");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; mkfifo only creates the file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Reading the FIFO would wait for a writer forever: a walk leaves it out.
+        assert_eq!(expand(&[&d]).unwrap(), [d.join("a.txt")]);
+        assert_eq!(expand(&[d.join("*.txt")]).unwrap(), [d.join("a.txt")]);
+        // Named itself (`<(zcat x.gz)`, say), it is an input.
+        assert_eq!(expand(&[&fifo]).unwrap(), [fifo.clone()]);
         let _ = std::fs::remove_dir_all(&d);
     }
 
