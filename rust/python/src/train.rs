@@ -230,7 +230,6 @@ impl PyWordCounts {
                     // Waiting for the worker (one batch may be queued) without the interpreter,
                     // so that other Python threads (and their signal handlers) run meanwhile,
                     // and back every 20 ms to look for Ctrl-C.
-                    let mut batch = batch;
                     loop {
                         use std::sync::mpsc::TrySendError;
                         let wait = bytepair_core::parallel::interrupt::INTERVAL;
