@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -399,12 +399,18 @@ def _encode(args: argparse.Namespace) -> int:
         corpus._eot(enc, args.eot_token)
     except ValueError as e:
         return _usage_error(args, str(e))
+    return _with_output_dir(args, lambda: _encode_into(args, enc))
+
+
+def _with_output_dir(args: argparse.Namespace, run: Callable[[], int]) -> int:
+    """Checks (and makes) ``--out`` before ``run`` does any work; a directory made here is
+    removed again when ``run`` fails and leaves it empty."""
     created = _output_dir(args)
     if created is None:
         return 2
     status = 1
     try:
-        status = _encode_into(args, enc)
+        status = run()
     finally:
         if status != 0:
             _remove_created(created)
@@ -516,16 +522,7 @@ def _train(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         return _usage_error(args, str(e))
     # The output directory is checked (and made) before the training, which may take hours.
-    created = _output_dir(args)
-    if created is None:
-        return 2
-    status = 1
-    try:
-        status = _train_into(args, options)
-    finally:
-        if status != 0:
-            _remove_created(created)
-    return status
+    return _with_output_dir(args, lambda: _train_into(args, options))
 
 
 def _train_into(args: argparse.Namespace, options: dict[str, Any]) -> int:
