@@ -844,19 +844,24 @@ _LONG_CUSTOM_WORK = {
 }
 
 
+@pytest.fixture(scope="module")
+def long_custom_corpus(tmp_path_factory):
+    """A 160 MB one-line document, and an encoding with the custom pattern."""
+    d = tmp_path_factory.mktemp("long-custom")
+    path = d / "long.txt"
+    path.write_text(" ".join(f"w{i % 50000}" for i in range(24_000_000)))
+    enc = d / "enc"
+    specials = ["<|endoftext|>"]
+    train(["w1 w2 w3"] * 10, vocab_size=260, pattern=_CUSTOM, special_tokens=specials, progress=False).save(enc)
+    return path, enc
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("case", list(_LONG_CUSTOM_WORK))
-def test_sigint_stops_work_on_one_long_document_under_a_custom_pattern(case, tmp_path):
+def test_sigint_stops_work_on_one_long_document_under_a_custom_pattern(case, tmp_path, long_custom_corpus):
     """Ctrl-C stops counting or encoding within a document, on every thread, also when a worker
     thread (not the one that got the signal) has the document."""
-    path = tmp_path / "long.txt"
-    text = " ".join(f"w{i % 50000}" for i in range(24_000_000))
-    path.write_text(text)
-    del text
-    enc = tmp_path / "enc"
-    train(["w1 w2 w3"] * 10, vocab_size=260, pattern=_CUSTOM, special_tokens=["<|endoftext|>"], progress=False).save(
-        enc
-    )
+    path, enc = long_custom_corpus
     work = _LONG_CUSTOM_WORK[case]
     if isinstance(work, list):
         subs = {"PATH": str(path), "ENC": str(enc), "OUT": str(tmp_path / "out")}
