@@ -879,3 +879,37 @@ def test_a_header_with_an_absurd_dimension_is_a_value_error(tmp_path):
     # Keys that wide cannot be given to the constructor either.
     with pytest.raises(ValueError, match="dimensions"):
         embed.Index(np.zeros((0, 2**32), np.float32))
+
+
+@pytest.mark.parametrize("nq", [1, 7, 40])
+def test_cosine_of_keys_of_tiny_norm_is_by_direction(nq):
+    """Keys of subnormal values still score by their direction (numpy normalises them to unit
+    vectors): their factor 1/|k| is beyond float32, so they are scored in f64."""
+    K = np.array([[1e-39, 0], [0.6, 0.8], [0, 3e-39], [1e-36, 1e-36]], np.float32)
+    Q = np.tile(np.array([[1, 0]], np.float32), (nq, 1))
+    scores, idx = embed.topk(Q, K, 4)
+    unit = K.astype(np.float64) / np.linalg.norm(K.astype(np.float64), axis=1, keepdims=True)
+    want = unit @ np.array([1.0, 0.0])
+    for s, i in zip(scores, idx):
+        assert i.tolist() == [0, 3, 1, 2]
+        np.testing.assert_allclose(s, want[[0, 3, 1, 2]], rtol=1e-6, atol=1e-7)
+    ix_scores, ix_idx = embed.Index(K).search(Q, 4)
+    assert ix_idx.tolist() == idx.tolist()
+    np.testing.assert_allclose(ix_scores, scores, rtol=1e-6, atol=1e-7)
+
+
+def test_int8_dot_index_scores_near_the_float_range_do_not_overflow():
+    K = np.array([[1, 0], [0, 1]], np.float32)
+    Q = np.array([[1e37, 2e37], [3e38, -3e38], [1, 2]], np.float32)
+    scores, idx = embed.Index(K, metric="dot", dtype="int8").search(Q, 2)
+    exact_scores, exact_idx = embed.Index(K, metric="dot", dtype="float32").search(Q, 2)
+    assert np.isfinite(scores).all()
+    assert idx.tolist() == exact_idx.tolist()
+    np.testing.assert_allclose(scores, exact_scores, rtol=1e-5)
+
+
+def test_weighted_mean_with_weights_summing_to_a_subnormal_value():
+    out = embed.gather(np.ones((1, 4), np.float32), [0, 0], pool="mean", weights=[1e-39, 1e-39])
+    np.testing.assert_allclose(out, [[1, 1, 1, 1]], rtol=1e-5)
+    out = embed.gather(np.full((1, 2), 1e30, np.float32), [0], pool="mean", weights=[1e-39])
+    np.testing.assert_allclose(out, [[1e30, 1e30]], rtol=1e-5)

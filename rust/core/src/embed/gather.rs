@@ -163,8 +163,11 @@ pub(crate) fn pool_bag<E: Elem, I: Id>(
         };
         if den == 0.0 {
             out.fill(0.0);
-        } else {
+        } else if (1.0 / den).is_finite() {
             simd::scale(out, 1.0 / den);
+        } else {
+            // Weights summing to a subnormal value: the reciprocal would overflow.
+            out.iter_mut().for_each(|v| *v /= den);
         }
     }
     if normalize {

@@ -385,6 +385,32 @@ impl Sketch {
     }
 }
 
+/// Queries whose largest value is above this are scaled down for int8 scans (see
+/// [`scale_down_huge`]).
+const HUGE_QUERY: f32 = 1e30;
+
+/// Scales each query of `q` whose largest absolute value is above [`HUGE_QUERY`] by a power of
+/// two that brings it to about 2**60 (exact: only the exponent changes); returns the factor to
+/// multiply each query's scores by afterwards, or `None` when no query needed it.
+fn scale_down_huge(q: &mut [f32], d: usize) -> Option<Vec<f32>> {
+    let mut back: Option<Vec<f32>> = None;
+    let nq = q.len() / d.max(1);
+    for (i, row) in q.chunks_exact_mut(d.max(1)).enumerate() {
+        let m = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if !(m > HUGE_QUERY && m.is_finite()) {
+            continue;
+        }
+        // 2**e with m * 2**-e near 2**60.
+        let e = (m.log2().floor() as i32) - 60;
+        let down = 2f32.powi(-e);
+        for v in row.iter_mut() {
+            *v *= down;
+        }
+        back.get_or_insert_with(|| vec![1.0; nq])[i] = 2f32.powi(e);
+    }
+    back
+}
+
 /// The most dimensions a key may have: far beyond any embedding, and low enough that sizes
 /// computed from it (blocks of keys, sketches) cannot overflow.
 pub const MAX_DIM: usize = u32::MAX as usize;
@@ -641,9 +667,16 @@ impl Index {
         if nq == 0 || k == 0 {
             return Ok(TopKResult::from_lists(vec![vec![]; nq], k));
         }
-        let q = topk::prepare_queries(lv, queries, d, self.metric);
+        let mut q = topk::prepare_queries(lv, queries, d, self.metric);
+        // int8 keys are scanned as codes of up to 127 against the query: a query near the float
+        // range (dot metric) would overflow there though its true scores do not. Such a query
+        // is scanned scaled down by a power of two (exact), and its scores scaled back.
+        let back = match (&self.store, self.metric) {
+            (Store::I8 { .. }, Metric::Dot) => scale_down_huge(&mut q, d),
+            _ => None,
+        };
         let n = self.len;
-        let lists = match &self.store {
+        let mut lists = match &self.store {
             Store::F32(v) => self
                 .sketch_search(lv, vnni, v, &q, nq, k)
                 .unwrap_or_else(|| topk::search(lv, &q, nq, v, n, d, k, KeyFactor::One)),
@@ -742,6 +775,13 @@ impl Index {
                 }
             }
         };
+        if let Some(back) = back {
+            for (l, f) in lists.iter_mut().zip(back) {
+                for (score, _) in l.iter_mut() {
+                    *score *= f;
+                }
+            }
+        }
         Ok(TopKResult::from_lists(lists, k))
     }
 

@@ -820,8 +820,9 @@ const SS_MIN: f32 = 1e-30;
 
 /// [`inv_norm`] of `row`, given its squared norm `ss` as summed in f32: when that underflowed or
 /// overflowed (a row of values below about 1e-19 or above 1e19), the norm is summed again in f64,
-/// so that such rows still score and normalise by their direction. The factor is capped at
-/// `f32::MAX` (for rows of subnormal values).
+/// so that such rows still score and normalise by their direction. A row of norm below 1e-30
+/// gives infinity: its products with a query would be subnormal in f32 (and its factor may be
+/// beyond f32), so the caller scores it with [`cosine_f64`] instead.
 #[inline]
 pub fn inv_norm_of<E: Elem>(ss: f32, row: &[E]) -> f32 {
     if (SS_MIN..f32::INFINITY).contains(&ss) {
@@ -830,7 +831,24 @@ pub fn inv_norm_of<E: Elem>(ss: f32, row: &[E]) -> f32 {
     if ss.is_nan() {
         return f32::NAN;
     }
-    inv_norm_f64(row).min(f32::MAX as f64) as f32
+    let inv = inv_norm_f64(row);
+    if inv > 1e30 {
+        f32::INFINITY
+    } else {
+        inv as f32
+    }
+}
+
+/// The cosine score of the normalised query `q` and `row`, summed in f64: for the rows of tiny
+/// norm that [`inv_norm_of`] marks with infinity.
+#[cold]
+pub fn cosine_f64<E: Elem>(q: &[f32], row: &[E]) -> f32 {
+    let dot: f64 = q
+        .iter()
+        .zip(row)
+        .map(|(&a, &b)| a as f64 * b.to_f32() as f64)
+        .sum();
+    (dot * inv_norm_f64(row)) as f32
 }
 
 /// `1 / |row|` in f64 (0 for a zero row; NaN and infinity propagate).

@@ -449,14 +449,48 @@ fn scan1<E: Elem>(
             }
         };
         for (j, &s) in out[..nk].iter().enumerate() {
-            let f = match factor {
-                KeyFactor::PerKey(f) => f[t + j],
-                KeyFactor::InvNorm => simd::inv_norm_of(nrm[j], &kt[j * d..(j + 1) * d]),
-                KeyFactor::One => 1.0,
+            let v = match factor {
+                KeyFactor::PerKey(f) => s * f[t + j],
+                KeyFactor::InvNorm => {
+                    let row = &kt[j * d..(j + 1) * d];
+                    match simd::inv_norm_of(nrm[j], row) {
+                        f32::INFINITY => simd::cosine_f64(q, row), // a key of tiny norm
+                        f => s * f,
+                    }
+                }
+                KeyFactor::One => s,
             };
-            heap.offer(s * f, (t + j) as u32);
+            heap.offer(v, (t + j) as u32);
         }
         t += nk;
+    }
+}
+
+/// The offers of one tile where a key has a tiny norm (`f[j]` infinite, see
+/// [`simd::inv_norm_of`]): that key is scored in f64, the others as usual. Kept out of line, so
+/// the usual loop stays as it was.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn offer_with_tiny_keys<E: Elem>(
+    s: &[[f32; NK]],
+    f: &[f32; NK],
+    nk: usize,
+    t: usize,
+    qq: &[f32],
+    kt: &[E],
+    d: usize,
+    heaps: &mut [TopK],
+) {
+    for (mm, h) in heaps.iter_mut().enumerate() {
+        for j in 0..nk {
+            let v = if f[j] == f32::INFINITY {
+                simd::cosine_f64(&qq[mm * d..(mm + 1) * d], &kt[j * d..(j + 1) * d])
+            } else {
+                s[mm][j] * f[j]
+            };
+            h.offer(v, (t + j) as u32);
+        }
     }
 }
 
@@ -796,6 +830,7 @@ pub(crate) fn scan<E: Elem>(
         }
         let mut f = [1f32; NK];
         let mut need_norm = false;
+        let mut tiny = false; // a key of this tile is scored in f64
         match factor {
             KeyFactor::One => {}
             KeyFactor::PerKey(s) => f[..nk].copy_from_slice(&s[t..t + nk]),
@@ -818,12 +853,17 @@ pub(crate) fn scan<E: Elem>(
                     if want {
                         for j in 0..nk {
                             f[j] = simd::inv_norm_of(ss[j], &kt[j * d..(j + 1) * d]);
+                            tiny |= f[j] == f32::INFINITY;
                         }
                     }
-                    for mm in 0..$m {
-                        let h = &mut heaps[qi + mm];
-                        for j in 0..nk {
-                            h.offer(s[mm][j] * f[j], (t + j) as u32);
+                    if tiny {
+                        offer_with_tiny_keys(&s, &f, nk, t, qq, kt, d, &mut heaps[qi..qi + $m]);
+                    } else {
+                        for mm in 0..$m {
+                            let h = &mut heaps[qi + mm];
+                            for j in 0..nk {
+                                h.offer(s[mm][j] * f[j], (t + j) as u32);
+                            }
                         }
                     }
                 }};
