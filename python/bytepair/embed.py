@@ -16,9 +16,10 @@ Conventions shared by all functions:
   ``"mean"``; ``"max"`` ignores it like ``np.fmax``. In ``topk`` and ``Index.search``, a NaN value
   gives NaN scores, which rank below every number (so they come last, and only when fewer than
   ``k`` keys score a number); with ``metric="cosine"`` so does an infinite value. With
-  ``metric="dot"``, infinite values follow IEEE arithmetic in float32 and float16 (a score of
-  ``inf`` ranks first, ``inf - inf`` is NaN), while an int8 index, which cannot hold them, scores
-  such a key NaN. Cosine gives zero vectors a score of 0.
+  ``metric="dot"``, infinite values follow IEEE arithmetic in ``topk`` and in float32 indexes
+  (a score of ``inf`` ranks first, ``inf - inf`` is NaN); a float16 index refuses keys beyond
+  float16's range (``ValueError``), and an int8 index, which cannot hold them, scores such a key
+  NaN. Cosine gives zero vectors a score of 0.
 - Ties go to the lower key index; results are the same whatever the thread count.
 - Errors: a wrong dtype is a ``TypeError``; a wrong rank, mismatched dimension, bad offsets or
   ``k`` larger than the number of keys is a ``ValueError``; an id outside the table is an
@@ -220,7 +221,8 @@ class Index:
     - ``"float32"``: exact scores.
     - ``"float16"``: half the memory and half the bytes a search reads; scores move by about
       1e-5 (cosine), and the search ranks by them directly. With ``metric="dot"`` keys must
-      fit float16 (``|x| <= 65504``), else ``ValueError``.
+      fit float16 (``|x| <= 65504``), else ``ValueError``; values below float16's smallest
+      (about 6e-8) become 0, so keys that small belong in a float32 index.
     - ``"int8"``: one scale per key; a search scans 1 byte a value, keeps as candidates every
       key whose int8 score is within 10 standard deviations of the int8 rounding error below
       the k-th best (at most an eighth of the keys, else the best ``max(4k, k + 64)``), and
@@ -237,7 +239,8 @@ class Index:
       bit, while reading a quarter (float16: half) of the bytes. Where the bound cannot settle it
       (NaN or infinite values, ``k`` above ``len / 16``, keys so alike that more than an eighth
       are candidates, a processor without AVX2) the search scans the keys.
-    - int8 keys: 4 bits, half a byte a value plus 4 bytes a key (+25%), scanned by single
+    - int8 keys: 4 bits, half a byte a value (rows padded to a multiple of 128 values) plus 4
+      bytes a key (+25% at 768 dimensions), scanned by single
       queries on processors with AVX-512 VNNI. Keys within 7 standard deviations of the 4-bit
       rounding error below the k-th best go on to the int8 codes; in our tests the results
       equal the int8 scan's.
