@@ -84,14 +84,31 @@ pub fn send_within<T>(
 ) -> std::result::Result<(), std::sync::mpsc::TrySendError<T>> {
     use std::sync::mpsc::TrySendError;
     let until = std::time::Instant::now() + wait;
+    let mut nap = Backoff::new();
     loop {
         match tx.try_send(item) {
             Err(TrySendError::Full(back)) if std::time::Instant::now() < until => item = back,
             r => return r,
         }
-        // The consumer takes a batch in tens of milliseconds; a free slot is filled well before
-        // it needs the next one.
-        std::thread::sleep(std::time::Duration::from_micros(200));
+        // The consumer takes a batch in tens of milliseconds, and the queue holds the next one
+        // meanwhile: a slot filled a few milliseconds late costs nothing, while waking up every
+        // few microseconds takes a core's time slices from the threads doing the work.
+        nap.sleep(until);
+    }
+}
+
+/// Sleeps growing from 50 us to 2 ms (never past a deadline), for the waits that poll.
+struct Backoff(std::time::Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(std::time::Duration::from_micros(50))
+    }
+
+    fn sleep(&mut self, until: std::time::Instant) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        std::thread::sleep(self.0.min(left));
+        self.0 = (self.0 * 2).min(std::time::Duration::from_millis(2));
     }
 }
 
@@ -101,11 +118,12 @@ pub fn finished_within<T>(
     wait: std::time::Duration,
 ) -> bool {
     let until = std::time::Instant::now() + wait;
+    let mut nap = Backoff::new();
     while !thread.is_finished() {
         if std::time::Instant::now() >= until {
             return false;
         }
-        std::thread::sleep(std::time::Duration::from_micros(200));
+        nap.sleep(until);
     }
     true
 }
