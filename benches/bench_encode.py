@@ -2,7 +2,9 @@
 
 Workloads: ``encode_ordinary``, ``encode`` with special tokens allowed, ``count``, batch
 encoding (2 threads, and 1 thread: their MB/s ratio is the 2-thread scaling) and small batches as
-serving code sends them (8 texts of 500 characters, default threads), for cl100k_base and
+serving code sends them (8 texts of 500 characters, default threads), and ``encode`` with its
+default arguments on short texts (64 characters: chat messages, titles), where the cost of a
+call is most of the time, for cl100k_base and
 o200k_base on the shared corpora (en, code, multi).
 Every implementation encodes the same documents, each document once per process (a fresh slice
 per round); results are grouped per workload so pytest-benchmark prints them side by side, and
@@ -41,13 +43,15 @@ def _work(impl: str, enc: Any, workload: str) -> Callable[[list[str]], list[Any]
         return lambda docs: enc.encode_ordinary_batch(docs, num_threads=1)
     if workload == "batch_small":
         return lambda docs: enc.encode_ordinary_batch(docs)
+    if workload == "short":
+        return lambda docs: [enc.encode(d) for d in docs]
     raise ValueError(workload)
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
 @pytest.mark.parametrize("encoding", ENCODINGS)
 @pytest.mark.parametrize(
-    "workload", ["encode_ordinary", "encode_special", "count", "batch", "batch_1thread", "batch_small"]
+    "workload", ["encode_ordinary", "encode_special", "count", "batch", "batch_1thread", "batch_small", "short"]
 )
 def test_encode(benchmark, bench_settings, impl_module, fresh_docs, workload, encoding, category, impl):
     """One implementation on one workload; ``impl`` is parametrized by ``conftest.py``."""
@@ -66,6 +70,8 @@ def test_encode(benchmark, bench_settings, impl_module, fresh_docs, workload, en
             docs = _with_specials(docs, specials)
         if workload == "batch_small":
             docs = [d[:500] for d in docs]
+        if workload == "short":
+            docs = [d[:64] for d in docs]
         return (docs,), {}
 
     def target(docs):

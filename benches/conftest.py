@@ -28,14 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS_DIR = Path(os.environ.get("BYTEPAIR_BENCH_CORPUS", ROOT.parent / "shared" / "corpus"))
 CATEGORIES = {"en": "en.txt", "code": "code.txt", "multi": "multi.txt"}
 ENCODINGS = ["cl100k_base", "o200k_base"]
-WORKLOADS = ["encode_ordinary", "encode_special", "count", "batch", "batch_1thread", "batch_small"]
+WORKLOADS = ["encode_ordinary", "encode_special", "count", "batch", "batch_1thread", "batch_small", "short"]
 
 # Workloads whose figures are compared with each other (the batch's 2-thread / 1-thread scaling):
 # they read alternate slices of one block, so that both see the same mix of text.
 PAIRED = {"batch": "batch_1thread"}
 
 # Per round: documents handed to the timed function, and rounds when measuring.
-DOCS_PER_ROUND = {"batch": 64, "batch_1thread": 64, "batch_small": 8}
+DOCS_PER_ROUND = {"batch": 64, "batch_1thread": 64, "batch_small": 8, "short": 64}
 DEFAULT_DOCS_PER_ROUND = 16
 MEASURE_ROUNDS = 20
 SMOKE_DOCS = 64  # per category and workload, when benchmarks are disabled
