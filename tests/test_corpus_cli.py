@@ -576,6 +576,39 @@ def test_train_cli_errors(tmp_path, bad_files, capsys):
     assert cli.main(["train", *files, "--vocab-size", "300", "--pattern", "(", "-o", out, "--no-progress"]) == 2
 
 
+def test_train_with_every_input_skipped_fails(tmp_path, capsys):
+    """on_error=skip over inputs that are all bad: no 256-token vocabulary, exit 1, the skipped
+    inputs named, no output directory left behind; one good line is enough to train."""
+    bad = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    bad[0].write_text("{bad\n")
+    bad[1].write_text("not json\n")
+    out = tmp_path / "tok"
+    argv = ["train", *map(str, bad), "--vocab-size", "300", "-o", str(out), "--no-progress", "--on-error", "skip"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "nothing to train on: every input was skipped (2 bad input(s))" in err, err
+    assert "a.jsonl:1" in err and "b.jsonl:1" in err, err
+    assert not out.exists()
+    with pytest.warns(UserWarning, match="skipped 2"), pytest.raises(ValueError, match="every input was skipped"):
+        bytepair.train(bad, vocab_size=300, on_error="skip", progress=False)
+    good = tmp_path / "c.jsonl"
+    good.write_text('{"text": "hello world"}\n{bad\n')
+    argv = [
+        "train",
+        str(bad[0]),
+        str(good),
+        "--vocab-size",
+        "258",
+        "-o",
+        str(out),
+        "--no-progress",
+        "--on-error",
+        "skip",
+    ]
+    assert cli.main(argv) == 0
+    assert bytepair.load(out).n_vocab == 258
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

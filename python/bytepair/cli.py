@@ -533,12 +533,16 @@ def _train_into(args: argparse.Namespace, options: dict[str, Any]) -> int:
         files = _expand(args.files, output=args.out)
     except (ValueError, OSError) as e:
         return _fail("train", e)
+    caught: list[warnings.WarningMessage] = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught:  # type: ignore[assignment]
             warnings.simplefilter("always")
-            enc = bytepair.train([Path(f) for f in files], progress=_progress(args), **options)
-        for w in caught:
-            print(f"bytepair train: {w.message}", file=sys.stderr)
+            try:
+                enc = bytepair.train([Path(f) for f in files], progress=_progress(args), **options)
+            finally:
+                # The skipped inputs are named also when nothing was left to train on.
+                for w in caught:
+                    print(f"bytepair train: {w.message}", file=sys.stderr)
     except (ValueError, TypeError) as e:
         print(f"bytepair train: {e}", file=sys.stderr)
         return 1

@@ -436,16 +436,33 @@ class WordCounts(_native.WordCounts):
         >>> wc["hello"]
         2
         """
+        self._update(
+            data, num_threads=num_threads, max_memory=max_memory, progress=progress, on_error=on_error, field=field
+        )
+        return self
+
+    def _update(
+        self,
+        data: Any,
+        *,
+        num_threads: Optional[int],
+        max_memory: Optional[int],
+        progress: Optional[bool],
+        on_error: str,
+        field: str,
+    ) -> int:
+        """:meth:`update`; returns how many bad inputs were skipped."""
         _check_count_args(num_threads, max_memory, on_error, field)
         self._configure(num_threads=num_threads, max_memory=max_memory)
         if isinstance(data, _native.WordCounts):
-            return self.merge(data)
+            self.merge(data)
+            return 0
         bars = _Progress(progress)
+        skipped = 0
         try:
             paths = _as_paths(data)
             if paths is not None:
                 errors: list[str] = []
-                skipped = 0
                 files = _expand_paths(paths)
                 if not files:
                     # A glob that matches nothing is a FileNotFoundError already; so is a folder
@@ -464,7 +481,7 @@ class WordCounts(_native.WordCounts):
                     skipped += len(errors) - before
                 if skipped:
                     shown = "; ".join(errors[:3])
-                    warnings.warn(f"skipped {skipped} bad input(s): {shown}", stacklevel=2)
+                    warnings.warn(f"skipped {skipped} bad input(s): {shown}", stacklevel=3)
             elif isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError("data must be an iterable of documents or a path; wrap a single document in a list")
             elif isinstance(data, Iterable):
@@ -476,7 +493,7 @@ class WordCounts(_native.WordCounts):
                 )
         finally:
             bars.close()
-        return self
+        return skipped
 
     def merge(self, other: _native.WordCounts) -> WordCounts:
         """Adds the counts of ``other`` (same pattern and special tokens) in place; returns self.
@@ -626,7 +643,8 @@ def train(
     ``.jsonl`` or ``.parquet`` suffix, optionally followed by ``.gz``/``.zst``),
     ``FileNotFoundError`` names the missing items; otherwise the items are documents (pass ``iter(docs)`` to train on
     strings that look like file names). ``on_error="skip"`` skips bad JSON lines and unreadable
-    files with a warning instead of raising an error that names them. ``pattern`` is a built-in
+    files with a warning instead of raising an error that names them (``ValueError`` when every
+    input was skipped and nothing is left to train on). ``pattern`` is a built-in
     encoding name whose split pattern to use, or a regex. ``special_tokens`` never take part in
     merges (they are cut out of the text) and get the ids after the last merge, in order.
     ``min_frequency`` stops training when the best pair occurs fewer times; ``max_token_length``
@@ -654,9 +672,12 @@ def train(
         field=field,
     )
     specials = list(counts.special_tokens)
-    counts.update(
+    skipped = counts._update(
         data, num_threads=num_threads, max_memory=max_memory, progress=progress, on_error=on_error, field=field
     )
+    if skipped and not len(counts):
+        # Every input was bad: a vocabulary of the 256 bytes would hide that.
+        raise ValueError(f"nothing to train on: every input was skipped ({skipped} bad input(s))")
     return _train_from_counts(
         counts,
         vocab_size=vocab_size,
