@@ -763,3 +763,25 @@ def test_json_lines_read_as_pythons_json_reads_them(tmp_path):
     corpus.encode_to_shards([p], encoding=ENC, out=tmp_path / "s", progress=False)
     want = [t for d in fixed for t in [*enc.encode_ordinary(d), enc.eot_token]]
     assert np.concatenate(_shards(tmp_path / "s")).tolist() == want
+
+
+def test_train_and_encode_say_which_files_are_named_twice(tmp_path, capsys):
+    """A folder and a file in it: the file is read twice (as named), and the command says so."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("hello world")
+    (data / "b.txt").write_text("bye now")
+    out = tmp_path / "tok"
+    argv = ["train", str(data), str(data / "a.txt"), "--vocab-size", "258", "-o", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"files named more than once are read each time: {data / 'a.txt'} (2 times)" in err, err
+    assert "b.txt" not in err
+    shards = tmp_path / "shards"
+    argv = ["encode", str(data), str(data / "b.txt"), "--encoding", ENC, "-o", str(shards), "--no-progress"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"{data / 'b.txt'} (2 times)" in err and "a.txt" not in err, err
+    assert "3 documents" in err, err
+    assert cli.main(["train", str(data), "--vocab-size", "258", "-o", str(tmp_path / "t2"), "--no-progress"]) == 0
+    assert "more than once" not in capsys.readouterr().err

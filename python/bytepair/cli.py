@@ -417,9 +417,30 @@ def _with_output_dir(args: argparse.Namespace, run: Callable[[], int]) -> int:
     return status
 
 
+def _warn_repeated(command: str, files: Sequence[str]) -> None:
+    """Says which input files the arguments name more than once (a folder and a file in it, two
+    globs): they are read as often as they are named."""
+    from bytepair.corpus import _unique
+
+    if len(_unique(list(files))) == len(files):
+        return
+    times: dict[str, tuple[str, int]] = {}
+    for f in files:
+        key = os.path.realpath(f)
+        name, n = times.get(key, (f, 0))
+        times[key] = (name, n + 1)
+    repeated = [f"{name} ({n} times)" for name, n in times.values() if n > 1]
+    shown = ", ".join(repeated[:5]) + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else "")
+    print(f"bytepair {command}: note: files named more than once are read each time: {shown}", file=sys.stderr)
+
+
 def _encode_into(args: argparse.Namespace, enc: Any) -> int:
     from bytepair import corpus
 
+    try:
+        _warn_repeated("encode", corpus._expand(args.files, output=args.out))
+    except (ValueError, OSError):
+        pass  # encode_to_shards reports it
     try:
         m = corpus.encode_to_shards(
             args.files,
@@ -533,6 +554,7 @@ def _train_into(args: argparse.Namespace, options: dict[str, Any]) -> int:
         files = _expand(args.files, output=args.out)
     except (ValueError, OSError) as e:
         return _fail("train", e)
+    _warn_repeated("train", files)
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:  # type: ignore[assignment]
