@@ -420,16 +420,14 @@ def _with_output_dir(args: argparse.Namespace, run: Callable[[], int]) -> int:
 def _warn_repeated(command: str, files: Sequence[str]) -> None:
     """Says which input files the arguments name more than once (a folder and a file in it, two
     globs): they are read as often as they are named."""
-    from bytepair.corpus import _unique
-
-    if len(_unique(list(files))) == len(files):
-        return
     times: dict[str, tuple[str, int]] = {}
     for f in files:
         key = os.path.realpath(f)
         name, n = times.get(key, (f, 0))
         times[key] = (name, n + 1)
     repeated = [f"{name} ({n} times)" for name, n in times.values() if n > 1]
+    if not repeated:
+        return
     shown = ", ".join(repeated[:5]) + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else "")
     print(f"bytepair {command}: note: files named more than once are read each time: {shown}", file=sys.stderr)
 
@@ -555,15 +553,14 @@ def _train_into(args: argparse.Namespace, options: dict[str, Any]) -> int:
     except (ValueError, OSError) as e:
         return _fail("train", e)
     _warn_repeated("train", files)
-    caught: list[warnings.WarningMessage] = []
     try:
-        with warnings.catch_warnings(record=True) as caught:  # type: ignore[assignment]
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 enc = bytepair.train([Path(f) for f in files], progress=_progress(args), **options)
             finally:
                 # The skipped inputs are named also when nothing was left to train on.
-                for w in caught:
+                for w in caught or ():
                     print(f"bytepair train: {w.message}", file=sys.stderr)
     except (ValueError, TypeError) as e:
         print(f"bytepair train: {e}", file=sys.stderr)
