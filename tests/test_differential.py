@@ -1620,3 +1620,92 @@ def test_all_means_special_tokens_set_as_changed_by_the_user(change, tiktoken):
                         got.append(("ValueError", str(e)[:40]))
         results.append(got)
     assert results[0] == results[1]
+
+
+def _lowering_methods(cls, calls):  # type: ignore[no-untyped-def]
+    """Replacements for ``cls``'s single-item methods: text lower-cased before encoding, decoded
+    text upper-cased; ``encode`` records the disallowed set it was given."""
+
+    def encode(self, text, **kw):  # type: ignore[no-untyped-def]
+        calls.append(("encode", tuple(sorted(kw["disallowed_special"]))[:2]))
+        return cls.encode(self, text.lower(), **kw)
+
+    def encode_ordinary(self, text):  # type: ignore[no-untyped-def]
+        return cls.encode_ordinary(self, text.lower())
+
+    def decode(self, tokens, errors="replace"):  # type: ignore[no-untyped-def]
+        return cls.decode(self, tokens, errors).upper()
+
+    def decode_bytes(self, tokens):  # type: ignore[no-untyped-def]
+        return cls.decode_bytes(self, tokens).upper()
+
+    def decode_single_token_bytes(self, token):  # type: ignore[no-untyped-def]
+        return cls.decode_single_token_bytes(self, token).upper()
+
+    return {
+        "encode": encode,
+        "encode_ordinary": encode_ordinary,
+        "decode": decode,
+        "decode_bytes": decode_bytes,
+        "decode_single_token_bytes": decode_single_token_bytes,
+    }
+
+
+@pytest.mark.parametrize("where", ["subclass", "instance"])
+def test_replaced_single_item_methods_decide_batches_as_in_tiktoken(where, tiktoken):
+    """tiktoken's batch methods call ``self.encode``/``encode_ordinary``/``decode``/
+    ``decode_bytes``, and ``decode_tokens_bytes`` (so ``decode_with_offsets``) calls
+    ``self.decode_single_token_bytes``: replacing one of those, in a subclass or on an instance,
+    changes the others' results too."""
+    import bytepair
+
+    seen: list[list[object]] = []
+    for lib in (bytepair, tiktoken):
+        base = lib.get_encoding("cl100k_base")
+        calls: list[tuple[str, object]] = []
+        methods = _lowering_methods(lib.Encoding, calls)
+        args = dict(pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks, special_tokens=base._special_tokens)
+        if where == "subclass":
+            enc = type("Lower", (lib.Encoding,), methods)("lower", **args)
+        else:
+            enc = lib.Encoding("lower", **args)
+            for name, f in methods.items():
+                setattr(enc, name, f.__get__(enc))
+        texts = ["HELLO World", "ÉTÉ <|endoftext|>"]
+        ids = [enc.encode_ordinary(t) for t in texts]
+        got: list[object] = [
+            enc.encode_batch(texts, allowed_special="all"),
+            enc.encode_batch(texts[:1]),
+            enc.encode_ordinary_batch(texts),
+            enc.decode_batch(ids),
+            enc.decode_bytes_batch(ids),
+            enc.decode_tokens_bytes(ids[0]),
+            enc.decode_with_offsets(ids[0]),
+            calls,
+        ]
+        with pytest.raises(ValueError):
+            enc.encode_batch(texts[1:])  # the disallowed special, through the replaced encode
+        seen.append(got)
+    assert seen[0] == seen[1]
+    # The replacements took effect (not two libraries agreeing on ignoring them).
+    plain = tiktoken.get_encoding("cl100k_base")
+    assert seen[0][2] == [plain.encode_ordinary(t.lower()) for t in texts]
+    assert seen[0][3] == [t.lower().upper() for t in texts]
+
+
+def test_count_batch_follows_a_replaced_count():
+    """bytepair's own ``count_batch`` calls a replaced ``count`` as the batches above do."""
+    import bytepair
+
+    base = bytepair.get_encoding("cl100k_base")
+
+    class Doubled(bytepair.Encoding):
+        def count(self, text, **kw):  # type: ignore[no-untyped-def,override]
+            return 2 * super().count(text, **kw)
+
+    enc = Doubled(
+        "d", pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks, special_tokens=base._special_tokens
+    )
+    texts = ["hello world", "a <|endoftext|>"]
+    assert enc.count_batch(texts, allowed_special="all") == [2 * base.count(t, allowed_special="all") for t in texts]
+    assert base.count_batch(texts, allowed_special="all") == [len(base.encode(t, allowed_special="all")) for t in texts]

@@ -323,6 +323,17 @@ class Encoding:
         except Exception as e:
             _first_error(lambda t: one(t, allowed_special=a, disallowed_special=d), texts, e)
 
+    def _replaced(self, name: str) -> bool:
+        """Whether the method ``name`` is replaced, in a subclass or on this instance. tiktoken's
+        batch and derived methods call the single-item method on ``self``, so a replacement
+        decides their results too; bytepair then calls it the same way instead of the core.
+        (Callers test ``self.__class__ is not Encoding or name in self.__dict__`` first: inline,
+        that costs a third of this call.)"""
+        if name in self.__dict__:
+            return True
+        cls = self.__class__
+        return cls is not Encoding and getattr(cls, name) is not Encoding.__dict__[name]
+
     def _fixed(self, text: str, a: _Specials, d: _Specials) -> str:
         """``text`` with its lone surrogates replaced, for the native encoder (which takes valid
         UTF-8 only), after looking for disallowed special tokens in ``text`` as given: tiktoken
@@ -370,6 +381,9 @@ class Encoding:
         >>> enc.encode_ordinary_batch(["hello world", "goodbye world"])
         [[15339, 1917], [19045, 29474, 1917]]
         """
+        if (self.__class__ is not Encoding or "encode_ordinary" in self.__dict__) and self._replaced("encode_ordinary"):
+            _check_threads(num_threads)
+            return [self.encode_ordinary(t) for t in text]
         return self._batch(self._core_bpe.encode_ordinary_batch, text, num_threads)
 
     def encode_batch(
@@ -387,6 +401,18 @@ class Encoding:
         >>> enc.encode_batch(["hello world", "goodbye world"])
         [[15339, 1917], [19045, 29474, 1917]]
         """
+        if (self.__class__ is not Encoding or "encode" in self.__dict__) and self._replaced("encode"):
+            # tiktoken's arguments to each call: "all" spelled out, the disallowed ones a frozenset.
+            if allowed_special == "all":
+                allowed_special = self.special_tokens_set
+            if disallowed_special == "all":
+                disallowed_special = self.special_tokens_set - allowed_special  # type: ignore[operator]
+            if not isinstance(disallowed_special, frozenset):
+                disallowed_special = frozenset(disallowed_special)
+            _check_threads(num_threads)
+            return [
+                self.encode(t, allowed_special=allowed_special, disallowed_special=disallowed_special) for t in text
+            ]
         return self._special_batch(
             self._core_bpe.encode_batch, self.encode, text, allowed_special, disallowed_special, num_threads
         )
@@ -406,6 +432,11 @@ class Encoding:
         >>> enc.count_batch(["hello world", "goodbye world"])
         [2, 3]
         """
+        if (self.__class__ is not Encoding or "count" in self.__dict__) and self._replaced("count"):
+            _check_threads(num_threads)
+            return [
+                self.count(t, allowed_special=allowed_special, disallowed_special=disallowed_special) for t in texts
+            ]
         return self._special_batch(
             self._core_bpe.count_batch, self.count, texts, allowed_special, disallowed_special, num_threads
         )
@@ -479,6 +510,10 @@ class Encoding:
         >>> enc.decode_tokens_bytes([15339, 1917])
         [b'hello', b' world']
         """
+        if (self.__class__ is not Encoding or "decode_single_token_bytes" in self.__dict__) and self._replaced(
+            "decode_single_token_bytes"
+        ):
+            return [self.decode_single_token_bytes(t) for t in tokens]
         if (
             not isinstance(tokens, (list, tuple))
             and type(tokens).__module__ + "." + type(tokens).__name__ != "numpy.ndarray"
@@ -517,6 +552,8 @@ class Encoding:
         """
         batch = list(batch)
         threads = _check_threads(num_threads)
+        if (self.__class__ is not Encoding or "decode" in self.__dict__) and self._replaced("decode"):
+            return [self.decode(tokens, errors=errors) for tokens in batch]
         try:
             texts = self._core_bpe.decode_batch(batch, threads)
             if texts:
@@ -533,6 +570,8 @@ class Encoding:
         """
         batch = list(batch)
         threads = _check_threads(num_threads)
+        if (self.__class__ is not Encoding or "decode_bytes" in self.__dict__) and self._replaced("decode_bytes"):
+            return [self.decode_bytes(tokens) for tokens in batch]
         try:
             return self._core_bpe.decode_bytes_batch(batch, threads)
         except Exception as e:
