@@ -435,13 +435,15 @@ def _warn_repeated(command: str, files: Sequence[str]) -> None:
 def _encode_into(args: argparse.Namespace, enc: Any) -> int:
     from bytepair import corpus
 
+    # Expanded once: the files (each names itself) go to encode_to_shards as they are.
     try:
-        _warn_repeated("encode", corpus._expand(args.files, output=args.out))
-    except (ValueError, OSError):
-        pass  # encode_to_shards reports it
+        files = corpus._expand(args.files, output=args.out)
+    except (ValueError, OSError) as e:
+        return _fail("encode", e)
+    _warn_repeated("encode", files)
     try:
         m = corpus.encode_to_shards(
-            args.files,
+            files,
             encoding=enc,
             out=args.out,
             docs_per_shard=args.docs_per_shard,

@@ -20,7 +20,6 @@ import operator
 import os
 import re
 import sys
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
@@ -859,22 +858,17 @@ def _save(enc: Any, path: PathLike) -> None:
     # Both files are written in full next to their final names before either is renamed into
     # place: a failed save (a full disk, Ctrl-C) leaves an earlier save in the directory as it
     # was, never the ranks of one encoding with the special tokens of another.
-    payloads = [
-        (d / ranks_file, b"\n".join(lines) + b"\n"),
-        (d / _META_FILE, (json.dumps(meta, ensure_ascii=False, indent=2) + "\n").encode("utf-8")),
-    ]
-    done: list[tuple[Path, Path]] = []
-    try:
-        for final, data in payloads:
-            tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.tmp")
-            done.append((tmp, final))
-            tmp.write_bytes(data)
-        for tmp, final in done:
-            os.replace(tmp, final)
-    except BaseException:
-        for tmp, _ in done:
-            tmp.unlink(missing_ok=True)
-        raise
+    ranks_data = b"\n".join(lines) + b"\n"
+    meta_data = (json.dumps(meta, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+    def write_ranks(tmp: str) -> None:
+        Path(tmp).write_bytes(ranks_data)
+
+    def write_meta_then_ranks(tmp: str) -> None:
+        Path(tmp).write_bytes(meta_data)
+        write_atomically(d / ranks_file, write_ranks)
+
+    write_atomically(d / _META_FILE, write_meta_then_ranks)
 
 
 def load(path: PathLike) -> Encoding:
