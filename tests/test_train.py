@@ -961,6 +961,34 @@ def test_load_refuses_files_that_do_not_belong_together(tmp_path):
     assert load(tmp_path).encode("hello world") == enc.encode("hello world")
 
 
+def test_an_input_error_behind_a_busy_counter_is_that_error(tmp_path):
+    """The reader fails while the counter is still busy with the batches before: the stop this
+    sends the counter must not turn the reader's error into a KeyboardInterrupt."""
+    line = " ".join(f"w{i}" for i in range(1000)) + "\n"
+    (tmp_path / "a.txt").write_text(line * 2400)  # 12 MB: three batches of counting
+    (tmp_path / "b.txt.gz").write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes(range(256)) * 8)
+    paths = [tmp_path / "a.txt", tmp_path / "b.txt.gz"]
+    with pytest.raises(OSError, match=r"b\.txt\.gz"):
+        WordCounts(paths, progress=False)
+    with pytest.raises(OSError, match=r"b\.txt\.gz"):
+        train(paths, vocab_size=300, progress=False)
+
+    def failing():
+        for _ in range(3):
+            yield line * 800
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError, match="the source broke"):
+        WordCounts(failing(), progress=False)
+    cli = subprocess.run(
+        [sys.executable, "-m", "bytepair", "train", *map(str, paths), "--vocab-size", "300", "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 1 and "b.txt.gz" in cli.stderr, (cli.returncode, cli.stderr)
+    assert not (tmp_path / "o").exists()
+
+
 def test_training_on_a_folder_with_no_files_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no input files"):

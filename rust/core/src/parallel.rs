@@ -77,7 +77,7 @@ pub fn usable_cores() -> usize {
 ///
 /// Why not `send`: a producer blocked in `send` behind a consumer busy with one long document
 /// could not notice Ctrl-C until that document was done.
-pub fn send_within<T>(
+fn send_within<T>(
     tx: &std::sync::mpsc::SyncSender<T>,
     mut item: T,
     wait: std::time::Duration,
@@ -113,7 +113,7 @@ impl Backoff {
 }
 
 /// Waits up to `wait` for `thread` to finish; whether it has.
-pub fn finished_within<T>(
+fn finished_within<T>(
     thread: &std::thread::ScopedJoinHandle<'_, T>,
     wait: std::time::Duration,
 ) -> bool {
@@ -126,6 +126,97 @@ pub fn finished_within<T>(
         nap.sleep(until);
     }
     true
+}
+
+/// Runs a bounded wait: directly, or (in the Python bindings) with the interpreter detached so
+/// that other Python threads run meanwhile.
+pub type Wait<'a> = &'a dyn Fn(&mut (dyn FnMut() + Send));
+
+/// The producing side of [`pipeline`].
+pub struct Feed<'a, T, E> {
+    tx: std::sync::mpsc::SyncSender<T>,
+    check: &'a mut dyn FnMut() -> std::result::Result<(), E>,
+    wait: Wait<'a>,
+}
+
+impl<T: Send, E> Feed<'_, T, E> {
+    /// Queues `item` for the consumer (which holds at most one more). While the queue stays full
+    /// it runs the pipeline's `check` every [`interrupt::INTERVAL`], so that Ctrl-C is seen during
+    /// a long document. `Ok(false)`: the consumer has stopped on an error, which [`pipeline`]
+    /// returns; stop producing.
+    pub fn send(&mut self, item: T) -> std::result::Result<bool, E> {
+        use std::sync::mpsc::TrySendError;
+        let mut slot = Some(item);
+        loop {
+            let mut sent = None;
+            let tx = &self.tx;
+            let item = &mut slot;
+            (self.wait)(&mut || {
+                let item = item.take().expect("an item to send");
+                sent = Some(send_within(tx, item, interrupt::INTERVAL));
+            });
+            match sent.expect("the wait ran its closure") {
+                Ok(()) => return Ok(true),
+                Err(TrySendError::Disconnected(_)) => return Ok(false),
+                Err(TrySendError::Full(back)) => slot = Some(back),
+            }
+            (self.check)()?;
+        }
+    }
+
+    /// Runs the pipeline's `check` (progress, Ctrl-C) from the producer.
+    pub fn check(&mut self) -> std::result::Result<(), E> {
+        (self.check)()
+    }
+}
+
+/// A producer on this thread feeding `consume` on a helper thread through a queue of one item,
+/// so that reading the next batch overlaps counting the last one.
+///
+/// `check` looks for Ctrl-C (and may report progress): [`Feed::send`] runs it while the queue is
+/// full, and the end runs it while the consumer finishes its last items. When the producer or
+/// `check` fails, the consumer is stopped within its current work (through its
+/// [`interrupt`] poll) and its result is dropped: `Err` is the producer's error, which wins over
+/// the `Interrupted` it caused. Otherwise `Ok` holds the consumer's result. A panic in the
+/// consumer resumes on this thread.
+pub fn pipeline<T: Send, E>(
+    consume: impl FnOnce(std::sync::mpsc::Receiver<T>) -> crate::Result<()> + Send,
+    produce: impl FnOnce(&mut Feed<'_, T, E>) -> std::result::Result<(), E>,
+    check: &mut dyn FnMut() -> std::result::Result<(), E>,
+    wait: Wait<'_>,
+) -> std::result::Result<crate::Result<()>, E> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<T>(1);
+        let stop = &stop;
+        let consumer = s.spawn(move || {
+            let stopped = || stop.load(Ordering::Relaxed);
+            interrupt::with_poll(&stopped, || consume(rx)).0
+        });
+        let mut feed = Feed { tx, check, wait };
+        let mut produced = produce(&mut feed);
+        let Feed { tx, check, wait } = feed;
+        drop(tx);
+        // The last items may hold a long document: keep looking for Ctrl-C meanwhile.
+        while produced.is_ok() {
+            let mut finished = false;
+            wait(&mut || finished = finished_within(&consumer, interrupt::INTERVAL));
+            if finished {
+                break;
+            }
+            produced = check();
+        }
+        if produced.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let mut handle = Some(consumer);
+        let mut joined = None;
+        wait(&mut || joined = handle.take().map(|h| h.join()));
+        let consumed = joined
+            .expect("the wait ran its closure")
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        produced.map(|()| consumed)
+    })
 }
 
 /// A pool with `n` threads (`n == 0` means one per core).
@@ -564,6 +655,106 @@ fn linger_for(spin: std::time::Duration, give_way: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pipeline: every item reaches the consumer; the consumer's error comes back in `Ok`; a
+    /// producer's error wins over the `Interrupted` its stop causes in a busy consumer, which
+    /// stops within its work instead of finishing it.
+    #[test]
+    fn pipeline_results() {
+        use crate::error::Error;
+        use std::time::{Duration, Instant};
+        let direct: Wait<'_> = &|f| f();
+        let mut fine = || Ok::<(), String>(());
+        let mut got = Vec::new();
+        let r = pipeline(
+            |rx| {
+                got.extend(rx);
+                Ok(())
+            },
+            |feed| {
+                for i in 0..100 {
+                    assert!(feed.send(i)?);
+                }
+                Ok(())
+            },
+            &mut fine,
+            direct,
+        );
+        assert!(matches!(r, Ok(Ok(()))));
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+
+        let r = pipeline(
+            |rx| match rx.recv() {
+                Ok(_) => Err(Error::Value("bad item".into())),
+                Err(_) => Ok(()),
+            },
+            |feed| {
+                let mut sent = 0;
+                while feed.send(sent)? {
+                    sent += 1;
+                }
+                Ok(())
+            },
+            &mut fine,
+            direct,
+        );
+        assert!(matches!(r, Ok(Err(Error::Value(_)))));
+
+        // A consumer that works for 10 s in steps, looking at its interrupt poll.
+        let t0 = Instant::now();
+        let r = pipeline(
+            |rx| {
+                for _ in rx {
+                    while t0.elapsed() < Duration::from_secs(10) {
+                        if interrupt::poll() {
+                            return Err(Error::Interrupted);
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                Ok(())
+            },
+            |feed| {
+                feed.send(1)?;
+                Err("the source broke".to_string())
+            },
+            &mut fine,
+            direct,
+        );
+        assert_eq!(r.unwrap_err(), "the source broke");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+        // A check that fails while the consumer is busy (Ctrl-C) stops it the same way.
+        let t0 = Instant::now();
+        let mut calls = 0;
+        let mut ctrl_c = || {
+            calls += 1;
+            if calls < 3 {
+                Ok(())
+            } else {
+                Err("ctrl-c".to_string())
+            }
+        };
+        let r = pipeline(
+            |rx| {
+                let _first = rx.recv();
+                while !interrupt::poll() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(Error::Interrupted)
+            },
+            |feed| {
+                feed.send(1)?;
+                feed.send(2)?;
+                feed.send(3)?; // the queue is full: waits, checking
+                Ok(())
+            },
+            &mut ctrl_c,
+            direct,
+        );
+        assert_eq!(r.unwrap_err(), "ctrl-c");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    }
 
     /// A lingering pool thread runs whatever reaches the pool: a job that needs every thread of
     /// the pool at once (a two-party barrier in a `join`) finishes while the other thread has

@@ -193,82 +193,51 @@ impl PyWordCounts {
         let mut guard = self.lock()?;
         let wc: &mut WordCounts = &mut guard;
         let (mut bytes, mut docs) = (0u64, 0u64);
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let result: PyResult<()> = std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(1);
-            let stop = &stop;
-            // The worker stops within a document once the Python side fails (Ctrl-C, an error).
-            let worker = s.spawn(move || -> bytepair_core::Result<()> {
-                let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
-                bytepair_core::parallel::interrupt::with_poll(&stopped, || {
-                    for batch in rx {
-                        wc.count_documents(&batch)?;
-                    }
-                    Ok(())
-                })
-                .0
-            });
-            let pull = || -> PyResult<()> {
-                let mut it = it;
-                loop {
-                    let mut batch: Vec<Vec<u8>> = Vec::new();
-                    let mut size = 0;
-                    while size < batch_bytes {
-                        let Some(doc) = it.next() else { break };
-                        let b = word_bytes(&doc?)?.into_owned();
-                        size += b.len();
-                        batch.push(b);
-                        if batch.len().is_multiple_of(1024) {
-                            py.check_signals()?;
-                        }
-                    }
-                    if batch.is_empty() {
-                        return Ok(());
-                    }
-                    bytes += size as u64;
-                    docs += batch.len() as u64;
-                    // Waiting for the worker (one batch may be queued) without the interpreter,
-                    // so that other Python threads (and their signal handlers) run meanwhile,
-                    // and back every 20 ms to look for Ctrl-C.
-                    loop {
-                        use std::sync::mpsc::TrySendError;
-                        let wait = bytepair_core::parallel::interrupt::INTERVAL;
-                        match py.detach(|| bytepair_core::parallel::send_within(&tx, batch, wait)) {
-                            Ok(()) => break,
-                            // The worker failed; its error is reported below.
-                            Err(TrySendError::Disconnected(_)) => return Ok(()),
-                            Err(TrySendError::Full(back)) => batch = back,
-                        }
+        // The waits run without the interpreter, so that other Python threads (and their signal
+        // handlers) run meanwhile; `check_signals` looks for Ctrl-C between them.
+        let wait = |f: &mut (dyn FnMut() + Send)| py.detach(f);
+        let produce = |feed: &mut bytepair_core::parallel::Feed<'_, Vec<Vec<u8>>, PyErr>| {
+            let mut it = it;
+            loop {
+                let mut batch: Vec<Vec<u8>> = Vec::new();
+                let mut size = 0;
+                while size < batch_bytes {
+                    let Some(doc) = it.next() else { break };
+                    let b = word_bytes(&doc?)?.into_owned();
+                    size += b.len();
+                    batch.push(b);
+                    if batch.len().is_multiple_of(1024) {
                         py.check_signals()?;
                     }
-                    reporter.report_attached(
-                        py,
-                        Progress::Read {
-                            bytes,
-                            total: None,
-                            documents: docs,
-                        },
-                    )?;
                 }
-            };
-            let mut pulled = pull();
-            drop(tx);
-            // The last batches may hold a long document: keep looking for Ctrl-C meanwhile.
-            let wait = bytepair_core::parallel::interrupt::INTERVAL;
-            while pulled.is_ok()
-                && !py.detach(|| bytepair_core::parallel::finished_within(&worker, wait))
-            {
-                pulled = py.check_signals();
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                bytes += size as u64;
+                docs += batch.len() as u64;
+                if !feed.send(batch)? {
+                    return Ok(()); // the counter failed: its error is returned
+                }
+                let read = Progress::Read {
+                    bytes,
+                    total: None,
+                    documents: docs,
+                };
+                reporter.report_attached(py, read)?;
             }
-            if pulled.is_err() {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            let counted = py.detach(|| worker.join());
-            let counted = counted.unwrap_or_else(|p| std::panic::resume_unwind(p));
-            pulled?;
-            counted.map_err(to_py)
-        });
-        result
+        };
+        let counted = bytepair_core::parallel::pipeline(
+            |rx| {
+                for batch in rx {
+                    wc.count_documents(&batch)?;
+                }
+                Ok(())
+            },
+            produce,
+            &mut || py.check_signals(),
+            &wait,
+        )?;
+        counted.map_err(to_py)
     }
 
     /// Counts files, directories and globs, read in Rust (see `bytepair_core::input`).

@@ -104,58 +104,28 @@ pub fn count_reader(
         })
     };
     report()?;
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Document>>(1);
-        let stop = &stop;
-        // The counter stops within a document when the reading side fails (Ctrl-C, an error).
-        let counter = s.spawn(move || -> Result<()> {
-            let stopped = || stop.load(Ordering::Relaxed);
-            crate::parallel::interrupt::with_poll(&stopped, || {
-                for batch in rx {
-                    let docs: Vec<&[u8]> = batch.iter().map(|d| &d.text[..]).collect();
-                    counts.count_documents(&docs)?;
-                }
-                Ok(())
-            })
-            .0
-        });
-        let read = (|| -> Result<()> {
-            while let Some(mut batch) = reader.next_batch(BATCH_BYTES, 1 << 16)? {
-                loop {
-                    use std::sync::mpsc::TrySendError;
-                    match crate::parallel::send_within(
-                        &tx,
-                        batch,
-                        crate::parallel::interrupt::INTERVAL,
-                    ) {
-                        Ok(()) => break,
-                        // The counter failed: its error is returned below.
-                        Err(TrySendError::Disconnected(_)) => return Ok(()),
-                        Err(TrySendError::Full(back)) => batch = back,
-                    }
-                    report()?; // looks for Ctrl-C while the counter is busy
-                }
-                report()?;
+    // The reader's error (or Ctrl-C seen by `report`) wins over the `Interrupted` it causes in
+    // the counter.
+    crate::parallel::pipeline(
+        |rx: std::sync::mpsc::Receiver<Vec<Document>>| {
+            for batch in rx {
+                let docs: Vec<&[u8]> = batch.iter().map(|d| &d.text[..]).collect();
+                counts.count_documents(&docs)?;
             }
             Ok(())
-        })();
-        drop(tx);
-        // The last batches may hold a long document: keep looking for Ctrl-C meanwhile.
-        let mut read = read;
-        while read.is_ok()
-            && !crate::parallel::finished_within(&counter, crate::parallel::interrupt::INTERVAL)
-        {
-            read = report();
-        }
-        if read.is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        let counted = counter
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        counted.and(read)
-    })
+        },
+        |feed| {
+            while let Some(batch) = reader.next_batch(BATCH_BYTES, 1 << 16)? {
+                if !feed.send(batch)? {
+                    break; // the counter failed: its error is returned
+                }
+                feed.check()?;
+            }
+            Ok(())
+        },
+        &mut report,
+        &|f| f(),
+    )?
 }
 
 #[cfg(test)]
