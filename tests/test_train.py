@@ -1021,7 +1021,10 @@ def test_bad_count_arguments_are_clear_errors():
         (r"(?i:hello)|\w+|\s+|[^\w\s]+", True),
         (r"\w+|\s", False),  # leaves punctuation unmatched: tiktoken drops it, tokenizers keeps it
         (r"\S+", False),
-        (r"(?s).", False),  # a flag Oniguruma does not know
+        (r"(?s)\w+.|\s+|.", True),  # Rust's s flag (. matches \n) is Oniguruma's m
+        (r"(?m)^.+$|\s|.", True),  # Rust's m flag (^ and $ at lines) is Oniguruma's default
+        (r"(?i)(?sm:\w+.)|(?-s:\s.)|\s|.", True),
+        (r"(?U)\w+|\s|.", False),  # a flag Oniguruma does not know
         (r"[\w--\d]+|\d|\s|[^\w\s]", False),  # class subtraction, likewise
     ],
 )

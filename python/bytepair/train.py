@@ -976,6 +976,9 @@ def _hf_regex(pattern: str) -> str:
     - ``\pL`` (a one-letter class name without braces) is spelled ``\p{L}``.
     - Outside ``(?m)`` patterns, ``^`` and ``$`` mean the start and end of the text (Rust), not of
       a line (Oniguruma): they become ``\A`` and ``\z``.
+    - Inline flags: Rust's ``s`` (``.`` matches a newline) is Oniguruma's ``m``, and Rust's ``m``
+      (``^`` and ``$`` at lines) is Oniguruma's default, so ``(?s)`` becomes ``(?m)`` and ``(?m)``
+      is dropped (``(?sm:`` becomes ``(?m:``).
 
     Other differences are caught by :func:`_check_hf_export`."""
     import re
@@ -995,6 +998,16 @@ def _hf_regex(pattern: str) -> str:
             out.append(pattern[i : i + 2])
             i += 2
             continue
+        if c == "(" and depth == 0 and pattern.startswith("(?", i):
+            flags = re.match(r"\(\?([a-zA-Z]*(?:-[a-zA-Z]*)?)([:)])", pattern[i:])
+            if flags is not None:
+                on, _, off = flags.group(1).partition("-")
+                on, off = (f.replace("m", "").replace("s", "m") for f in (on, off))
+                group = f"(?{on}-{off}" if off else f"(?{on}"
+                if flags.group(2) == ":" or group != "(?":  # an empty "(?)" is left out
+                    out.append(group + flags.group(2))
+                i += flags.end()
+                continue
         if c == "[":
             depth += 1
         elif c == "]" and depth:
