@@ -989,6 +989,44 @@ def test_an_input_error_behind_a_busy_counter_is_that_error(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_spilling_that_fails_loses_no_counts(tmp_path):
+    """A spill that cannot be written (missing directory, full disk) or read back (a file
+    removed or cut by a temp cleaner) is an OSError naming the file; the counts from before stay,
+    and a second look gives the same error, not an empty object."""
+    docs = gen_corpus(3, 400)
+    want = counts_dict(WordCounts(["hello world"] + docs, progress=False))
+    wc = WordCounts(["hello world"], progress=False)
+    wc._configure(max_memory=1, spill_dir=str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        wc._count_iter(docs, batch_bytes=5000)
+    assert wc["hello"] == 1 and len(wc) > 2
+
+    wc = WordCounts(["hello world"], progress=False)
+    wc._configure(max_memory=1, spill_dir=str(tmp_path))
+    wc._count_iter(docs, batch_bytes=5000)
+    runs = sorted(tmp_path.iterdir())
+    assert runs
+    runs[-1].write_bytes(runs[-1].read_bytes()[:-3])
+    for _ in range(2):
+        with pytest.raises(OSError, match="spilled word counts damaged"):
+            len(wc)
+    runs[-1].unlink()
+    for _ in range(2):
+        with pytest.raises(FileNotFoundError, match=re.escape(runs[-1].name)):
+            wc.total()
+
+    # Many spills: the waiting runs are merged on disk before they pass 64 files.
+    wc = WordCounts(["hello world"], progress=False)
+    wc._configure(max_memory=1, spill_dir=str(tmp_path))
+    most = 0
+    for d in docs:
+        wc._count_iter([d])
+        most = max(most, len(list(tmp_path.glob("bytepair-spill-*"))))
+    assert 2 <= most <= 64
+    assert counts_dict(wc) == want
+    assert not list(tmp_path.glob("bytepair-spill-*"))
+
+
 def test_training_on_a_folder_with_no_files_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no input files"):

@@ -600,6 +600,10 @@ fn special_may_be_cut(s: &[u8]) -> bool {
 // Spilled runs.
 
 /// A sorted run on disk, removed when dropped.
+///
+/// Layout: the number of entries (8 bytes, little-endian), then for each entry, in increasing
+/// byte order of the words: the length of the prefix shared with the previous word, the length
+/// of the rest, the rest, and the count (varints).
 struct Run {
     path: PathBuf,
 }
@@ -610,14 +614,38 @@ impl Drop for Run {
     }
 }
 
-struct RunReader {
+/// At most this many runs wait on disk: one more spill first merges them into one run, so that
+/// settling never opens more files at once than this (the usual limit is 1024 per process).
+const MAX_RUNS: usize = 64;
+
+/// A read error of the spill file `path`, naming it; one that ends early is damage.
+fn run_read_error(path: &Path, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => damaged(path, "it ends early"),
+        std::io::ErrorKind::InvalidData => damaged(path, &e.to_string()),
+        _ => crate::input::io_at(path, e),
+    }
+}
+
+/// The error for a spill file that does not read back as written.
+fn damaged(path: &Path, what: &str) -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "{}: spilled word counts damaged ({what}); were the files in the spill directory changed?",
+            path.display()
+        ),
+    ))
+}
+
+struct RunReader<'a> {
     r: BufReader<File>,
+    run: &'a Run,
     left: u64,
     word: Vec<u8>,
     count: u64,
     /// Whether `word`/`count` hold an entry.
     has: bool,
-    _run: Run,
 }
 
 fn read_varint(r: &mut impl Read) -> std::io::Result<u64> {
@@ -634,26 +662,25 @@ fn read_varint(r: &mut impl Read) -> std::io::Result<u64> {
         if shift >= 64 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                "bad varint in spill file",
+                "bad varint",
             ));
         }
     }
 }
 
-impl RunReader {
-    fn open(run: Run) -> Result<Self> {
-        let mut r = BufReader::with_capacity(
-            1 << 16,
-            File::open(&run.path).map_err(|e| crate::input::io_at(&run.path, e))?,
-        );
-        let left = read_varint(&mut r)?;
+impl<'a> RunReader<'a> {
+    fn open(run: &'a Run) -> Result<Self> {
+        let at = |e| run_read_error(&run.path, e);
+        let mut r = BufReader::with_capacity(1 << 16, File::open(&run.path).map_err(at)?);
+        let mut n = [0u8; 8];
+        r.read_exact(&mut n).map_err(at)?;
         let mut rr = RunReader {
             r,
-            left,
+            run,
+            left: u64::from_le_bytes(n),
             word: Vec::new(),
             count: 0,
             has: false,
-            _run: run,
         };
         rr.advance()?;
         Ok(rr)
@@ -665,51 +692,141 @@ impl RunReader {
             self.has = false;
             return Ok(false);
         }
+        let first = !self.has;
         self.has = true;
         self.left -= 1;
-        let shared = read_varint(&mut self.r)? as usize;
-        let len = read_varint(&mut self.r)? as usize;
+        let path = &self.run.path;
+        let at = |e| run_read_error(path, e);
+        let shared = read_varint(&mut self.r).map_err(at)? as usize;
+        let len = read_varint(&mut self.r).map_err(at)?;
+        if shared > self.word.len() {
+            return Err(damaged(path, "a shared prefix longer than the word before"));
+        }
+        let before = self.word.get(shared).copied();
         self.word.truncate(shared);
-        let start = self.word.len();
-        self.word.resize(start + len, 0);
-        self.r.read_exact(&mut self.word[start..])?;
-        self.count = read_varint(&mut self.r)?;
+        // Read as it comes (not into a buffer of the stated length, which a damaged file could
+        // make huge).
+        let got = (&mut self.r)
+            .take(len)
+            .read_to_end(&mut self.word)
+            .map_err(at)?;
+        if got as u64 != len {
+            return Err(damaged(path, "it ends early"));
+        }
+        let increasing = match (before, self.word.get(shared)) {
+            (Some(b), Some(&a)) => a > b,
+            (None, Some(_)) => true,
+            (_, None) => first,
+        };
+        if !increasing {
+            return Err(damaged(path, "words out of order"));
+        }
+        self.count = read_varint(&mut self.r).map_err(at)?;
         Ok(true)
     }
 }
 
-fn write_run(dir: &Path, seq: usize, sorted: &Sorted) -> Result<Run> {
-    static UNIQUE: AtomicUsize = AtomicUsize::new(0);
-    let u = UNIQUE.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!(
-        "bytepair-spill-{}-{u}-{seq}.run",
-        std::process::id()
-    ));
-    let run = Run { path };
-    let f = File::create(&run.path).map_err(|e| crate::input::io_at(&run.path, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
-    let mut buf = Vec::with_capacity(1 << 20);
-    put_varint(&mut buf, sorted.len() as u64);
-    let mut prev: &[u8] = &[];
-    for (word, c) in sorted.iter() {
-        let shared = prev.iter().zip(word).take_while(|(a, b)| a == b).count();
-        put_varint(&mut buf, shared as u64);
-        put_varint(&mut buf, (word.len() - shared) as u64);
-        buf.extend_from_slice(&word[shared..]);
-        put_varint(&mut buf, c);
-        prev = word;
-        if buf.len() > (1 << 20) {
-            w.write_all(&buf)?;
-            buf.clear();
-        }
-    }
-    w.write_all(&buf)?;
-    w.flush()?;
-    Ok(run)
+/// Writes a run entry by entry, adding up the counts of a word given twice in a row.
+struct RunWriter {
+    run: Run,
+    w: BufWriter<File>,
+    buf: Vec<u8>,
+    /// The last word given and its count so far (written when the next word comes).
+    word: Vec<u8>,
+    count: Option<u64>,
+    /// The word written last, for the shared prefix.
+    prev: Vec<u8>,
+    entries: u64,
 }
 
-/// Merges sorted runs and one in-memory sorted set into one sorted set.
-fn merge_runs(mem: Sorted, runs: Vec<Run>) -> Result<Sorted> {
+impl RunWriter {
+    fn create(dir: &Path, seq: usize) -> Result<Self> {
+        static UNIQUE: AtomicUsize = AtomicUsize::new(0);
+        let u = UNIQUE.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(
+            "bytepair-spill-{}-{u}-{seq}.run",
+            std::process::id()
+        ));
+        let f = File::create(&path).map_err(|e| crate::input::io_at(&path, e))?;
+        Ok(RunWriter {
+            run: Run { path },
+            w: BufWriter::with_capacity(1 << 20, f),
+            buf: vec![0; 8], // the entry count, filled in by `finish`
+            word: Vec::new(),
+            count: None,
+            prev: Vec::new(),
+            entries: 0,
+        })
+    }
+
+    fn push(&mut self, word: &[u8], count: u64) -> Result<()> {
+        if let Some(c) = self.count {
+            if word == &self.word[..] {
+                self.count = Some(c.saturating_add(count));
+                return Ok(());
+            }
+            self.write_pending()?;
+        }
+        self.word.clear();
+        self.word.extend_from_slice(word);
+        self.count = Some(count);
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<()> {
+        let Some(c) = self.count.take() else {
+            return Ok(());
+        };
+        let (prev, word) = (&self.prev, &self.word);
+        let shared = prev.iter().zip(word).take_while(|(a, b)| a == b).count();
+        put_varint(&mut self.buf, shared as u64);
+        put_varint(&mut self.buf, (word.len() - shared) as u64);
+        self.buf.extend_from_slice(&word[shared..]);
+        put_varint(&mut self.buf, c);
+        std::mem::swap(&mut self.prev, &mut self.word);
+        self.entries += 1;
+        if self.buf.len() > (1 << 20) {
+            self.w
+                .write_all(&self.buf)
+                .map_err(|e| crate::input::io_at(&self.run.path, e))?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and the entry count. On any error the file is removed.
+    fn finish(mut self) -> Result<Run> {
+        use std::io::{Seek, SeekFrom};
+        self.write_pending()?;
+        let at = |e| crate::input::io_at(&self.run.path, e);
+        if self.w.stream_position().map_err(at)? == 0 {
+            self.buf[..8].copy_from_slice(&self.entries.to_le_bytes());
+            self.w.write_all(&self.buf).map_err(at)?;
+        } else {
+            self.w.write_all(&self.buf).map_err(at)?;
+            self.w.seek(SeekFrom::Start(0)).map_err(at)?;
+            self.w.write_all(&self.entries.to_le_bytes()).map_err(at)?;
+        }
+        self.w.flush().map_err(at)?;
+        Ok(self.run)
+    }
+}
+
+fn write_run(dir: &Path, seq: usize, sorted: &Sorted) -> Result<Run> {
+    let mut w = RunWriter::create(dir, seq)?;
+    for (word, c) in sorted.iter() {
+        w.push(word, c)?;
+    }
+    w.finish()
+}
+
+/// Merges sorted runs and one in-memory sorted set, in word order, into `out` (equal words come
+/// out one after another).
+fn merge_runs(
+    mem: &Sorted,
+    runs: &[Run],
+    out: &mut dyn FnMut(&[u8], u64) -> Result<()>,
+) -> Result<()> {
     #[derive(PartialEq, Eq)]
     struct Head(Vec<u8>, usize);
     impl Ord for Head {
@@ -722,7 +839,7 @@ fn merge_runs(mem: Sorted, runs: Vec<Run>) -> Result<Sorted> {
             Some(self.cmp(o))
         }
     }
-    let mut readers: Vec<RunReader> = Vec::with_capacity(runs.len());
+    let mut readers: Vec<RunReader<'_>> = Vec::with_capacity(runs.len());
     for r in runs {
         readers.push(RunReader::open(r)?);
     }
@@ -732,7 +849,6 @@ fn merge_runs(mem: Sorted, runs: Vec<Run>) -> Result<Sorted> {
             heap.push(Head(r.word.clone(), i));
         }
     }
-    let mut out = Sorted::default();
     let mut mi = 0;
     loop {
         // The smaller of the in-memory head and the heap head goes next.
@@ -743,17 +859,17 @@ fn merge_runs(mem: Sorted, runs: Vec<Run>) -> Result<Sorted> {
             (true, Some(h)) => mem.word(mi) <= &h.0[..],
         };
         if take_mem {
-            out.push(mem.word(mi), mem.count(mi));
+            out(mem.word(mi), mem.count(mi))?;
             mi += 1;
         } else {
             let Head(w, i) = heap.pop().expect("peeked");
-            out.push(&w, readers[i].count);
+            out(&w, readers[i].count)?;
             if readers[i].advance()? {
                 heap.push(Head(readers[i].word.clone(), i));
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -951,11 +1067,36 @@ impl WordCounts {
             s = Sorted::merged(&std::mem::take(&mut self.sorted), &s);
         }
         super::release_memory();
+        // On a failure to write (a full disk, a missing directory) the counts stay in memory, as
+        // they were: nothing counted is lost.
+        if self.runs.len() >= MAX_RUNS {
+            self.spill_seq += 1;
+            let merged = (|| {
+                let mut w = RunWriter::create(&dir, self.spill_seq)?;
+                merge_runs(&Sorted::default(), &self.runs, &mut |word, c| w.push(word, c))?;
+                w.finish()
+            })();
+            match merged {
+                Ok(run) => self.runs = vec![run],
+                Err(e) => {
+                    self.sorted = s;
+                    return Err(e);
+                }
+            }
+        }
         self.spill_seq += 1;
-        self.spilled_max = (s.counts.iter().copied().max().unwrap_or(0)).max(self.spilled_max);
-        let run = write_run(&dir, self.spill_seq, &s)?;
-        self.runs.push(run);
-        Ok(())
+        match write_run(&dir, self.spill_seq, &s) {
+            Ok(run) => {
+                let max = s.counts.iter().copied().max().unwrap_or(0);
+                self.spilled_max = self.spilled_max.saturating_add(max);
+                self.runs.push(run);
+                Ok(())
+            }
+            Err(e) => {
+                self.sorted = s;
+                Err(e)
+            }
+        }
     }
 
     /// Number of spilled runs waiting to be merged.
@@ -974,7 +1115,19 @@ impl WordCounts {
                 Sorted::merged(&base, &fresh)
             };
             if !self.runs.is_empty() {
-                s = merge_runs(s, std::mem::take(&mut self.runs))?;
+                let mut all = Sorted::default();
+                let merged = merge_runs(&s, &self.runs, &mut |word, c| {
+                    all.push(word, c);
+                    Ok(())
+                });
+                if let Err(e) = merged {
+                    // The runs stay, and the rest is settled in memory: nothing is lost, and
+                    // the next call meets the same error.
+                    self.sorted = s;
+                    return Err(e);
+                }
+                s = all;
+                self.runs.clear();
                 self.spilled_max = 0;
             }
             self.sorted = s.without_zeros();
