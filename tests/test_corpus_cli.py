@@ -785,3 +785,102 @@ def test_train_and_encode_say_which_files_are_named_twice(tmp_path, capsys):
     assert "3 documents" in err, err
     assert cli.main(["train", str(data), "--vocab-size", "258", "-o", str(tmp_path / "t2"), "--no-progress"]) == 0
     assert "more than once" not in capsys.readouterr().err
+
+
+def test_compressed_parquet_files_are_read(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    texts = _texts(30, seed=4)
+    pq.write_table(pa.table({"text": texts}), tmp_path / "p.parquet")
+    raw = (tmp_path / "p.parquet").read_bytes()
+    (tmp_path / "p.parquet.gz").write_bytes(gzip.compress(raw))
+    with pa.output_stream(str(tmp_path / "p.parquet.zst"), compression="zstd") as f:
+        f.write(raw)
+    enc = bytepair.get_encoding(ENC)
+    want = sum(len(enc.encode_ordinary(t)) for t in texts)
+    for name in ("p.parquet.gz", "p.parquet.zst"):
+        assert list(corpus.count_files([tmp_path / name], encoding=ENC).values()) == [want]
+        assert bytepair.WordCounts([tmp_path / name], progress=False) == bytepair.WordCounts(texts, progress=False)
+    m = corpus.encode_to_shards([tmp_path / "p.parquet.gz"], encoding=ENC, out=tmp_path / "o", progress=False)
+    assert m["documents"] == len(texts)
+    (tmp_path / "bad.parquet.gz").write_bytes(gzip.compress(raw)[:-20])
+    with pytest.raises(OSError, match=r"bad\.parquet\.gz"):
+        corpus.count_files([tmp_path / "bad.parquet.gz"], encoding=ENC)
+
+
+def test_parquet_without_pyarrow_fails_before_any_output(tmp_path, monkeypatch, capsys):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["hello world"]}), tmp_path / "p.parquet")
+    for name in ("pyarrow", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, name, None)  # import pyarrow raises ImportError
+    with pytest.raises(ImportError, match="needs pyarrow"):
+        corpus.encode_to_shards([tmp_path / "p.parquet"], encoding=ENC, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    assert cli.main(["count", str(tmp_path / "p.parquet"), "--encoding", ENC]) == 1
+    assert cli.main(["encode", str(tmp_path / "p.parquet"), "--encoding", ENC, "-o", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("needs pyarrow") == 2 and "Traceback" not in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_corpus_arguments_are_checked_before_any_output(tmp_path, corpus_files):
+    files, _ = corpus_files
+    for kw, exc, name in [
+        (dict(num_threads=-1), ValueError, "num_threads"),
+        (dict(num_threads=2**64), ValueError, "num_threads"),
+        (dict(field=5), TypeError, "field"),
+        (dict(on_error="ignore"), ValueError, "on_error"),
+    ]:
+        with pytest.raises(exc, match=name):
+            corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "o", **kw)
+        assert not (tmp_path / "o").exists()
+        with pytest.raises(exc, match=name):
+            corpus.count_files(files, encoding=ENC, **kw)
+    with pytest.raises(ValueError, match="docs_per_shard"):
+        corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "o", docs_per_shard=True)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda m: m.update(shards="shard_00000.npy"),
+        lambda m: m.update(shards={"file": "shard_00000.npy"}),
+        lambda m: m["shards"].append(None),
+        lambda m: m["shards"][0].pop("tokens"),
+        lambda m: m["shards"][0].pop("file"),
+        lambda m: m["shards"][0].update(documents="3"),
+        lambda m: m["shards"][0].update(tokens=-1),
+        lambda m: m["shards"][0].update(file="../elsewhere.npy"),
+    ],
+)
+def test_a_damaged_manifest_is_a_shards_error(tmp_path, corpus_files, damage, capsys):
+    files, _ = corpus_files
+    out = tmp_path / "o"
+    corpus.encode_to_shards(files, encoding=ENC, out=out, docs_per_shard=50, progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    damage(m)
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(corpus.ShardsError, match="damaged manifest"):
+        corpus.encode_to_shards(files, encoding=ENC, out=out, docs_per_shard=50, progress=False)
+    assert cli.main(["encode", *files, "--encoding", ENC, "-o", str(out), "--docs-per-shard", "50"]) == 2
+    assert "damaged manifest" in capsys.readouterr().err
+    # overwrite starts over
+    m = corpus.encode_to_shards(files, encoding=ENC, out=out, docs_per_shard=50, progress=False, overwrite=True)
+    assert m["complete"]
+
+
+def test_a_broken_link_among_the_inputs_is_skipped_under_skip(tmp_path):
+    (tmp_path / "a.txt").write_text("hello world")
+    (tmp_path / "b.txt").symlink_to(tmp_path / "gone.txt")
+    for inputs in ([str(tmp_path / "*.txt")], [tmp_path / "a.txt", tmp_path / "b.txt"]):
+        with pytest.warns(UserWarning, match=r"skipped 1 .*b\.txt"):
+            wc = bytepair.WordCounts(inputs, on_error="skip", progress=False)
+        assert wc["hello"] == 1
+        errors: list[str] = []
+        got = corpus.count_files(inputs, encoding=ENC, on_error="skip", errors=errors)
+        assert got[str(tmp_path / "a.txt")] == 2 and len(errors) == 1 and "b.txt" in errors[0]
+        with pytest.raises(FileNotFoundError, match=r"b\.txt"):
+            bytepair.WordCounts(inputs, progress=False)

@@ -461,7 +461,7 @@ def _encode_into(args: argparse.Namespace, enc: Any) -> int:
     except KeyboardInterrupt:
         print("bytepair encode: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, ImportError) as e:
         return _fail("encode", e)
     if "skipped" not in m:
         print(f"bytepair encode: {args.out} already holds this run, complete", file=sys.stderr)
@@ -492,7 +492,7 @@ def _count(args: argparse.Namespace) -> int:
             progress=_progress(args),
             errors=errors,
         )
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, ImportError) as e:
         return _fail("count", e)
     for path, n in counts.items():
         _print_out(f"{path}\t{n}")

@@ -142,6 +142,24 @@ def _on_error(on_error: str) -> str:
     return on_error
 
 
+def _check_args(on_error: Any, field: Any, num_threads: Any) -> None:
+    """The reading arguments, checked before any work or output (as :func:`bytepair.train`
+    does): a ``ValueError`` or ``TypeError`` naming the parameter."""
+    from bytepair.train import _check_count_args
+
+    _check_count_args(num_threads, None, on_error, field)
+
+
+def _need_pyarrow(files: Sequence[str]) -> None:
+    """An ``ImportError`` before any work when ``files`` hold parquet files and pyarrow is not
+    installed."""
+    if any(_is_parquet(f) for f in files):
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError as e:
+            raise ImportError("reading .parquet files needs pyarrow (pip install pyarrow)") from e
+
+
 class _Bar:
     """A tqdm bar over input bytes (throughput and ETA), with documents and tokens."""
 
@@ -246,6 +264,24 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
         raise ShardsError(f"{p}: unreadable manifest ({e}); use overwrite=True to start over") from None
     if not isinstance(m, dict) or m.get("format") != "bytepair-shards":
         raise ShardsError(f"{p}: not a bytepair shards manifest; use overwrite=True to start over")
+    shards = m.get("shards", [])
+
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    bad = not isinstance(shards, list) or not all(
+        isinstance(e, dict)
+        and isinstance(e.get("file"), str)
+        and _SHARD_RE.match(e["file"]) is not None
+        and not e["file"].endswith(".tmp")
+        and count(e.get("documents"))
+        and count(e.get("tokens"))
+        for e in shards
+    )
+    if bad:
+        raise ShardsError(
+            f"{p}: damaged manifest (its list of shards is not as written); use overwrite=True to start over"
+        )
     return m
 
 
@@ -372,10 +408,11 @@ def encode_to_shards(
     """
     enc = _encoding(encoding)
     eot = _eot(enc, eot_token)
-    _on_error(on_error)
-    if not isinstance(docs_per_shard, int) or docs_per_shard < 1:
+    _check_args(on_error, field, num_threads)
+    if not isinstance(docs_per_shard, int) or isinstance(docs_per_shard, bool) or docs_per_shard < 1:
         raise ValueError(f"docs_per_shard must be a positive int, got {docs_per_shard!r}")
     files = _expand(paths, output=out)
+    _need_pyarrow(files)
     out = Path(out)
     settings = _settings(enc, eot, files, docs_per_shard, on_error, field)
     manifest = _prepare(out, settings, overwrite, resume)
@@ -492,8 +529,9 @@ def count_files(
     {'a.txt': 1021, 'b.jsonl': 88410}
     """
     enc = _encoding(encoding)
-    _on_error(on_error)
+    _check_args(on_error, field, num_threads)
     files = _unique(_expand(paths))
+    _need_pyarrow(files)
     native = [f for f in files if not _is_parquet(f)]
     bar = _Bar(progress, "counting")
     try:

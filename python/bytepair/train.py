@@ -15,11 +15,13 @@ equal counts go to the smallest ``(left id, right id)``, so merge lists equal ru
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import operator
 import os
 import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
@@ -263,23 +265,47 @@ def _parquet_documents(
         raise ImportError("reading .parquet files needs pyarrow (pip install pyarrow)") from e
     for f in files:
         try:
-            pf = pq.ParquetFile(f)
-            names = pf.schema_arrow.names
-            if field not in names:
-                raise ValueError(f"{_display(f)}: no column {field!r} (columns: {names})")
-            t = pf.schema_arrow.field(field).type
-            if not _text_type(pa, t):
-                raise ValueError(f"{_display(f)}: column {field!r} holds {t}, not text")
-            for batch in pf.iter_batches(columns=[field], batch_size=8192):
-                for doc in batch.column(0).to_pylist():
-                    if doc is not None:
-                        yield doc
+            with _parquet_source(pa, f) as source:
+                yield from _parquet_column(pa, pq, source, f, field)
         except (OSError, ValueError, TypeError, KeyError, IndexError, NotImplementedError, pa.ArrowException) as e:
             err = _named_error(e, f)
             if on_error == "fail":
                 raise err from e
             if errors is not None:
                 errors.append(str(err))
+
+
+@contextlib.contextmanager
+def _parquet_source(pa: Any, path: str) -> Iterator[Any]:
+    """``path``, or for a ``.gz``/``.zst`` file its parquet file decompressed into an anonymous
+    temporary file (parquet is read out of order, so it needs the whole file; memory stays
+    small)."""
+    lower = path.lower()
+    codec = "gzip" if lower.endswith(".gz") else "zstd" if lower.endswith((".zst", ".zstd")) else None
+    if codec is None:
+        yield path
+        return
+    with tempfile.TemporaryFile() as tmp, pa.input_stream(path, compression=codec) as src:
+        while chunk := src.read(1 << 22):
+            tmp.write(chunk)
+        tmp.seek(0)
+        yield tmp
+
+
+def _parquet_column(pa: Any, pq: Any, source: Any, f: str, field: str) -> Iterator[Union[str, bytes]]:
+    """The non-null values of the text column ``field`` of the parquet file ``source`` (named
+    ``f`` in errors)."""
+    pf = pq.ParquetFile(source)
+    names = pf.schema_arrow.names
+    if field not in names:
+        raise ValueError(f"{_display(f)}: no column {field!r} (columns: {names})")
+    t = pf.schema_arrow.field(field).type
+    if not _text_type(pa, t):
+        raise ValueError(f"{_display(f)}: column {field!r} holds {t}, not text")
+    for batch in pf.iter_batches(columns=[field], batch_size=8192):
+        for doc in batch.column(0).to_pylist():
+            if doc is not None:
+                yield doc
 
 
 _U64 = 1 << 64  # the native side's integers are 64-bit

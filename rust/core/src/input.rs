@@ -196,6 +196,8 @@ pub fn expand<S: AsRef<Path>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
         let s = p.to_string_lossy();
         if p.exists() {
             push_path(p, &mut out)?;
+        } else if p.symlink_metadata().is_ok() {
+            out.push(p.to_path_buf()); // a broken link: the read reports it (or skips it)
         } else if let Some(s) = p.to_str().filter(|s| s.contains(['*', '?', '['])) {
             let mut matched = glob_paths(s)?;
             if matched.is_empty() {
@@ -208,7 +210,12 @@ pub fn expand<S: AsRef<Path>>(inputs: &[S]) -> Result<Vec<PathBuf>> {
             // A matched directory brings the files under it, which the glob may match too.
             let mut files = Vec::new();
             for m in matched {
-                push_path(&m, &mut files)?;
+                match std::fs::metadata(&m) {
+                    Ok(md) if md.is_dir() => walk(&m, None, 1, &mut Vec::new(), &mut files)?,
+                    // A file, or a broken link, which the read reports (as within a walk under a
+                    // glob), so that `on_error="skip"` skips it.
+                    _ => files.push(m),
+                }
             }
             let mut seen = std::collections::HashSet::new();
             out.extend(files.into_iter().filter(|f| seen.insert(f.clone())));

@@ -1073,7 +1073,9 @@ impl WordCounts {
             self.spill_seq += 1;
             let merged = (|| {
                 let mut w = RunWriter::create(&dir, self.spill_seq)?;
-                merge_runs(&Sorted::default(), &self.runs, &mut |word, c| w.push(word, c))?;
+                merge_runs(&Sorted::default(), &self.runs, &mut |word, c| {
+                    w.push(word, c)
+                })?;
                 w.finish()
             })();
             match merged {
