@@ -884,3 +884,45 @@ def test_a_broken_link_among_the_inputs_is_skipped_under_skip(tmp_path):
         assert got[str(tmp_path / "a.txt")] == 2 and len(errors) == 1 and "b.txt" in errors[0]
         with pytest.raises(FileNotFoundError, match=r"b\.txt"):
             bytepair.WordCounts(inputs, progress=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.parametrize("command", ["count", "train", "encode"])
+def test_ctrl_c_while_a_pipe_waits_for_its_writer(tmp_path, command):
+    """The input is a pipe whose writer sent some text and then waits (``bytepair count
+    <(slow producer)``): Ctrl-C still stops the command at once, with status 130."""
+    fifo = tmp_path / "stream.txt"
+    os.mkfifo(fifo)
+    # Holds the pipe open for writing, sends a line, then waits.
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import time; f = open({str(fifo)!r}, 'w'); f.write('hello world\\n'); f.flush(); time.sleep(60)",
+        ]
+    )
+    extra = {
+        "count": ["--encoding", ENC],
+        "train": ["--vocab-size", "300", "-o", str(tmp_path / "tok")],
+        "encode": ["--encoding", ENC, "-o", str(tmp_path / "shards")],
+    }[command]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "bytepair", command, str(fifo), "--no-progress", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.0)
+        assert p.poll() is None, p.communicate()
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=15)
+        took = time.monotonic() - t0
+    finally:
+        p.kill()
+        writer.kill()
+        writer.wait()
+    assert p.returncode == 130, (p.returncode, err[-1000:])
+    assert took < 5, took
+    assert not (tmp_path / "tok").exists()

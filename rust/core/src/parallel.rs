@@ -219,6 +219,42 @@ pub fn pipeline<T: Send, E>(
     })
 }
 
+/// Runs `produce` on a thread of its own, which hands what it makes to the returned receiver
+/// (at most `ahead` items wait there); `produce`'s `send` says `false` once the receiver is gone.
+///
+/// Why not a scoped thread: a read from a pipe whose writer is slow (`bytepair count <(zcat
+/// ...)`) blocks for as long as the writer waits, and neither the thread in it nor a scope
+/// joining it can see Ctrl-C meanwhile. The caller waits on the receiver with a timeout instead
+/// ([`recv_checking`]); one that stops drops the receiver and returns at once, and the thread
+/// ends when its read returns.
+pub fn read_ahead<T: Send + 'static>(
+    ahead: usize,
+    produce: impl FnOnce(&dyn Fn(T) -> bool) + Send + 'static,
+) -> std::sync::mpsc::Receiver<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(ahead);
+    std::thread::Builder::new()
+        .name("bytepair-reader".into())
+        .spawn(move || produce(&|item| tx.send(item).is_ok()))
+        .expect("a thread for reading");
+    rx
+}
+
+/// The next item of `rx` (`None` once its sender is gone), running `check` (Ctrl-C) every
+/// [`interrupt::INTERVAL`] while none comes.
+pub fn recv_checking<T, E>(
+    rx: &std::sync::mpsc::Receiver<T>,
+    check: &mut dyn FnMut() -> std::result::Result<(), E>,
+) -> std::result::Result<Option<T>, E> {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        match rx.recv_timeout(interrupt::INTERVAL) {
+            Ok(item) => return Ok(Some(item)),
+            Err(RecvTimeoutError::Disconnected) => return Ok(None),
+            Err(RecvTimeoutError::Timeout) => check()?,
+        }
+    }
+}
+
 /// A pool with `n` threads (`n == 0` means one per core).
 ///
 /// After `fork` (Python's `multiprocessing` and data-loader workers on Linux) the child has only

@@ -309,48 +309,60 @@ fn pipeline(
     let mut stream = DocStream::new(files, opts);
     let stats = stream.reader.stats();
     let (batch_bytes, batch_docs) = (opts.batch_bytes.max(1), opts.batch_docs.max(1));
-    std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Doc>>>(2);
-        let reader = s.spawn(move || {
-            let (mut skip, mut left) = (skip, max.unwrap_or(u64::MAX));
-            'outer: loop {
-                let mut batch = Vec::new();
-                let mut bytes = 0;
-                while bytes < batch_bytes && batch.len() < batch_docs && left > 0 {
-                    match stream.next_doc() {
-                        None => break,
-                        Some(Err(e)) => {
-                            let _ = tx.send(Err(e));
-                            break 'outer;
-                        }
-                        Some(Ok(_)) if skip > 0 => skip -= 1,
-                        Some(Ok(d)) => {
-                            bytes += d.text.len();
-                            left -= 1;
-                            batch.push(d);
-                        }
+    enum Msg {
+        Batch(Vec<Doc>),
+        Failed(Error),
+        /// The end, with the skipped inputs.
+        Done(u64, Vec<String>),
+    }
+    // The reader runs on a thread of its own (see `read_ahead`): this one looks for Ctrl-C while
+    // a pipe waits for its writer, and a stop here does not wait for the read.
+    let rx = crate::parallel::read_ahead(2, move |send| {
+        let (mut skip, mut left) = (skip, max.unwrap_or(u64::MAX));
+        loop {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while bytes < batch_bytes && batch.len() < batch_docs && left > 0 {
+                match stream.next_doc() {
+                    None => break,
+                    Some(Err(e)) => {
+                        send(Msg::Failed(e));
+                        return;
+                    }
+                    Some(Ok(_)) if skip > 0 => skip -= 1,
+                    Some(Ok(d)) => {
+                        bytes += d.text.len();
+                        left -= 1;
+                        batch.push(d);
                     }
                 }
-                if batch.is_empty() || tx.send(Ok(batch)).is_err() {
-                    break;
-                }
             }
-            let stats = stream.reader.stats();
-            stream.skipped(&stats)
-        });
-        // `rx` is dropped on every return path of this block, which stops the reader thread.
-        let run = move || -> Result<()> {
-            for batch in rx {
-                consume(batch?, &stats)?;
+            if batch.is_empty() {
+                break;
             }
+            if !send(Msg::Batch(batch)) {
+                return;
+            }
+        }
+        let stats = stream.reader.stats();
+        let (n, errors) = stream.skipped(&stats);
+        send(Msg::Done(n, errors));
+    });
+    let mut check = || {
+        if crate::parallel::interrupt::poll() {
+            Err(Error::Interrupted)
+        } else {
             Ok(())
-        };
-        let r = run();
-        let skipped = reader
-            .join()
-            .map_err(|_| Error::Value("the input reader thread panicked".into()))?;
-        r.map(|()| skipped)
-    })
+        }
+    };
+    loop {
+        match crate::parallel::recv_checking(&rx, &mut check)? {
+            Some(Msg::Batch(batch)) => consume(batch, &stats)?,
+            Some(Msg::Failed(e)) => return Err(e),
+            Some(Msg::Done(n, errors)) => return Ok((n, errors)),
+            None => return Err(Error::Value("the input reader thread panicked".into())),
+        }
+    }
 }
 
 /// Writes shards one after another: a temporary file, then a rename once complete.

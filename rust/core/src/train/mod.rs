@@ -115,8 +115,18 @@ pub fn count_reader(
             Ok(())
         },
         |feed| {
-            while let Some(batch) = reader.next_batch(BATCH_BYTES, 1 << 16)? {
-                if !feed.send(batch)? {
+            // Read on a thread of its own, so that Ctrl-C is seen while a pipe waits for its
+            // writer.
+            let batches = crate::parallel::read_ahead(1, move |send| loop {
+                let next = reader.next_batch(BATCH_BYTES, 1 << 16).transpose();
+                let last = !matches!(next, Some(Ok(_)));
+                if !next.is_some_and(send) || last {
+                    return;
+                }
+            });
+            while let Some(batch) = crate::parallel::recv_checking(&batches, &mut || feed.check())?
+            {
+                if !feed.send(batch?)? {
                     break; // the counter failed: its error is returned
                 }
                 feed.check()?;
