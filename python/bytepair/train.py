@@ -452,8 +452,14 @@ class WordCounts(_native.WordCounts):
         (``iter(docs)``).
 
         ``max_memory`` (bytes) bounds the counting table: beyond it, sorted runs are spilled to
-        disk and merged exactly later. ``on_error="skip"`` skips bad JSON lines and unreadable
-        files (with a warning) instead of raising. Returns ``self``.
+        disk and merged exactly later (in the system temporary directory; a spill that cannot be
+        written or read back raises ``OSError`` naming the file, and the counts stay as they
+        were). ``on_error="skip"`` skips bad JSON lines and unreadable files (with a warning)
+        instead of raising. Returns ``self``.
+
+        An error part-way (a bad input under ``on_error="fail"``, an iterable that raises,
+        Ctrl-C) leaves the documents counted before it counted, as ``collections.Counter.update``
+        does: to retry, start from a copy (``wc.copy()``) made before the call.
 
         >>> wc = WordCounts(pattern="cl100k_base")
         >>> wc.update(["hello world", "hello there"])
