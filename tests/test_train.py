@@ -1027,6 +1027,50 @@ def test_spilling_that_fails_loses_no_counts(tmp_path):
     assert not list(tmp_path.glob("bytepair-spill-*"))
 
 
+def _wordcounts_blob(pattern: str, specials: list[str], entries: list[tuple[bytes, int]]) -> bytes:
+    """A WordCounts blob made by hand (version 2: entries prefix-compressed, closing CRC-32)."""
+    import struct
+    import zlib
+
+    def varint(v: int) -> bytes:
+        out = bytearray()
+        while v >= 0x80:
+            out.append((v & 0x7F) | 0x80)
+            v >>= 7
+        out.append(v)
+        return bytes(out)
+
+    def text(x: str | bytes) -> bytes:
+        b = x.encode() if isinstance(x, str) else x
+        return varint(len(b)) + b
+
+    blob = b"BPWC\x02" + text(pattern) + varint(len(specials)) + b"".join(text(t) for t in specials)
+    blob += varint(len(entries))
+    prev = b""
+    for w, c in entries:
+        shared = 0
+        while shared < min(len(prev), len(w)) and prev[shared] == w[shared]:
+            shared += 1
+        blob += varint(shared) + varint(len(w) - shared) + w[shared:] + varint(c)
+        prev = w
+    return blob + struct.pack("<I", zlib.crc32(blob))
+
+
+def test_a_blob_made_by_hand_is_checked_as_the_arguments_are():
+    pat = WordCounts().pattern
+    good = _wordcounts_blob(pat, ["<s>"], [(b"ab", 3), (b"cd", 1)])
+    assert WordCounts.from_bytes(good) == WordCounts.from_dict({"ab": 3, "cd": 1}, special_tokens=["<s>"])
+    for pattern, specials, entries, what in [
+        ("", [], [(b"ab", 3)], "empty pattern"),
+        (pat, ["<s>", "<s>"], [(b"ab", 3)], "duplicate special token"),
+        (pat, ["a"], [(b"ab", 3)], "shorter than two bytes"),
+        (pat, [], [(b"ab", 0), (b"cd", 5)], "count 0"),
+        (pat, [], [(b"", 5), (b"ab", 3)], "count 5"),
+    ]:
+        with pytest.raises(ValueError, match=what):
+            WordCounts.from_bytes(_wordcounts_blob(pattern, specials, entries))
+
+
 def test_training_on_a_folder_with_no_files_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no input files"):

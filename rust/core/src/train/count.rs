@@ -1235,6 +1235,28 @@ impl WordCounts {
         if !r.at_end() {
             return Err(r.bad("trailing data"));
         }
+        // What counting never writes (the checks of the Python constructor, and words): a blob
+        // made by hand gets the same errors as the arguments would.
+        let bad = |what: String| Error::Value(format!("invalid WordCounts data: {what}"));
+        if pattern.is_empty() {
+            return Err(bad("an empty pattern".into()));
+        }
+        for (i, sp) in specials.iter().enumerate() {
+            if sp.len() < 2 {
+                return Err(bad(format!(
+                    "special token {sp:?} is shorter than two bytes"
+                )));
+            }
+            if specials[..i].contains(sp) {
+                return Err(bad(format!("duplicate special token {sp:?}")));
+            }
+        }
+        if let Some((w, c)) = sorted.iter().find(|(w, c)| w.is_empty() || *c == 0) {
+            return Err(bad(format!(
+                "the word {:?} with count {c}",
+                String::from_utf8_lossy(w)
+            )));
+        }
         let mut c = WordCounts::new(&pattern, specials)?;
         c.sorted = sorted;
         Ok(c)
