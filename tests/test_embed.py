@@ -913,3 +913,58 @@ def test_weighted_mean_with_weights_summing_to_a_subnormal_value():
     np.testing.assert_allclose(out, [[1, 1, 1, 1]], rtol=1e-5)
     out = embed.gather(np.full((1, 2), 1e30, np.float32), [0], pool="mean", weights=[1e-39])
     np.testing.assert_allclose(out, [[1e30, 1e30]], rtol=1e-5)
+
+
+_INDEX_IN_A_HANDLER = r"""
+import signal, sys, threading, time
+import numpy as np
+from bytepair import embed
+
+rng = np.random.default_rng(0)
+K = rng.standard_normal((100_000, 64)).astype(np.float32)
+ix = embed.Index(K, sketch=False)
+Q = rng.standard_normal((64, 64)).astype(np.float32)
+ix.search(Q, 10)
+t0 = time.perf_counter()
+ix.search(Q, 10)
+reps = max(2, int(1.5 / max(time.perf_counter() - t0, 1e-3)))  # about 1.5 s of search
+Q = np.concatenate([Q] * reps)
+seen = []
+if sys.argv[1] == "add":
+    # The handler itself changes the index while the search holds its snapshot.
+    signal.signal(signal.SIGALRM, lambda *_: (ix.add(K[:1]), seen.append(len(ix))))
+else:
+    # Another thread's add, then the handler reads.
+    threading.Timer(0.1, lambda: ix.add(K[:1])).start()
+    signal.signal(signal.SIGALRM, lambda *_: seen.append(len(ix)))
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+s, i = ix.search(Q, 10)
+assert seen == [100_001], seen
+assert len(ix) == 100_001 and (ix.search(K[:1], 1)[1] == 0).all()
+print("ok")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("case", ["add", "len"])
+def test_python_code_run_during_a_search_may_use_the_index(case):
+    """A search looks for signals every 20 ms, which runs Python code (a handler) in the middle of
+    it: that code may add to the index or read it, also while another thread adds, without a
+    deadlock."""
+    p = subprocess.run([sys.executable, "-c", _INDEX_IN_A_HANDLER, case], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
+
+
+def test_int8_dot_index_scores_beyond_float32_as_float32_keys_do():
+    """A finite query near the float range against keys near it: scores that pass float32's range
+    are inf (not NaN), as float32 keys give, and equal scores come out lowest index first."""
+    rng = np.random.default_rng(5)
+    K = rng.standard_normal((300, 16)).astype(np.float32)
+    K[[20, 9]] = np.abs(K[[20, 9]]) * np.float32(1e37)  # scores near 1e68: beyond float32
+    q = np.abs(rng.standard_normal((1, 16))).astype(np.float32) * np.float32(1e31)
+    want_s, want_i = embed.topk(q, K, 300, metric="dot")
+    assert want_s[0, :3].tolist()[:2] == [np.inf, np.inf] and np.isfinite(want_s[0, 2:]).all()
+    s, i = embed.Index(K, metric="dot", dtype="int8").search(q, 300)
+    assert not np.isnan(s).any()
+    assert s[0, :2].tolist() == [np.inf, np.inf] and i[0, :2].tolist() == [9, 20]
+    assert np.isfinite(s[0, 2:]).all() and len(set(i[0, 2:12]) & set(want_i[0, 2:12])) >= 9

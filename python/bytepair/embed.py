@@ -10,8 +10,10 @@ Conventions shared by all functions:
 - An empty bag pools to a row of zeros, for ``"mean"``, ``"sum"`` and ``"max"`` alike (as
   torch's ``EmbeddingBag`` does).
 - ``normalize=True`` scales rows to unit L2 norm, however small or large their values (norms
-  that float32 cannot square are taken in float64); a zero row stays zero. Cosine scores are
-  likewise the same at any scale of keys and queries.
+  that float32 cannot square are taken in float64); a zero row stays zero. Cosine scores
+  likewise do not depend on the scale of keys and queries, up to float32 rounding: keys that
+  are scaled copies of one vector score within a few units in the last place of each other, so
+  their order among themselves follows that rounding, not their index.
 - NaN: tables and keys are not scanned for NaN. In ``gather``, NaN propagates through ``"sum"`` and
   ``"mean"``; ``"max"`` ignores it like ``np.fmax``. In ``topk`` and ``Index.search``, a NaN value
   gives NaN scores, which rank below every number (so they come last, and only when fewer than
@@ -20,7 +22,9 @@ Conventions shared by all functions:
   (a score of ``inf`` ranks first, ``inf - inf`` is NaN); a float16 index refuses keys beyond
   float16's range (``ValueError``), and an int8 index, which cannot hold them, scores such a key
   NaN. Cosine gives zero vectors a score of 0.
-- Ties go to the lower key index; results are the same whatever the thread count.
+- Ties (equal float32 scores) go to the lower key index; results are the same whatever the
+  thread count. The SIMD level (below) sums in another order, which may change a score's last
+  bits and so the order of keys whose scores differ only there.
 - Errors: a wrong dtype is a ``TypeError``; a wrong rank, mismatched dimension, bad offsets or
   ``k`` larger than the number of keys is a ``ValueError``; an id outside the table is an
   ``IndexError``.

@@ -179,31 +179,41 @@ fn embed_topk<'py>(
 }
 
 /// A flat vector index (see `bytepair.embed.Index`).
+///
+/// The lock guards only which index is current: readers take a snapshot (an `Arc`) and work on
+/// it without any lock, and writers change a copy when a snapshot is out (`Arc::make_mut`). Why:
+/// a search re-attaches every 20 ms to look for Ctrl-C, and the Python code that runs then (a
+/// signal handler, a finalizer) may use the index; a search holding a lock there would deadlock
+/// with an `add` from that code, or with a `len` behind another thread's waiting `add`.
 #[pyclass(frozen, name = "EmbedIndex", module = "bytepair._native")]
 struct PyEmbedIndex {
-    inner: RwLock<Index>,
+    inner: RwLock<Arc<Index>>,
 }
 
 impl From<Index> for PyEmbedIndex {
     fn from(ix: Index) -> Self {
         PyEmbedIndex {
-            inner: RwLock::new(ix),
+            inner: RwLock::new(Arc::new(ix)),
         }
     }
 }
 
 impl PyEmbedIndex {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    /// The current index. The lock is held for an `Arc` clone only, but taken without the
+    /// interpreter all the same: a writer copying a large index holds it for a while.
+    fn snapshot(&self, py: Python<'_>) -> Arc<Index> {
+        py.detach(|| self.inner.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    /// Changes the index without the interpreter (a copy of it when a reader holds a snapshot).
+    fn update<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Index) -> T + Send) -> T {
+        py.detach(|| {
+            let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            f(Arc::make_mut(&mut guard))
+        })
     }
-    /// `f` of the index, read without the interpreter: a thread must never wait for the lock
-    /// while attached, since a search holds it while it re-attaches to look for Ctrl-C (and a
-    /// waiting `add` makes new readers wait too), which would deadlock.
+    /// `f` of the current index.
     fn with_read<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Index) -> T + Send) -> T {
-        py.detach(|| f(&self.read()))
+        f(&self.snapshot(py))
     }
 }
 
@@ -227,15 +237,14 @@ impl PyEmbedIndex {
     }
     #[setter]
     fn set_sketch(&self, py: Python<'_>, on: bool) {
-        py.detach(|| self.write().set_sketch(on))
+        self.update(py, |ix| ix.set_sketch(on))
     }
 
     /// Appends keys `[n, dim]` float32.
     fn add(&self, py: Python<'_>, keys: PyReadonlyArray2<'_, f32>) -> PyResult<()> {
         let d = keys.shape()[1];
         let s = slice(&keys, "keys")?;
-        py.detach(|| {
-            let mut ix = self.write();
+        self.update(py, |ix| {
             if d != ix.dim() {
                 return Err(bytepair_core::Error::Value(format!(
                     "keys have dimension {d} but the index has {}",
@@ -256,8 +265,8 @@ impl PyEmbedIndex {
     ) -> PyResult<(Out2<'py>, Bound<'py, PyArray2<i64>>)> {
         let (nq, d) = (queries.shape()[0], queries.shape()[1]);
         let q = slice(&queries, "queries")?;
+        let ix = self.snapshot(py);
         let r = detached(py, || {
-            let ix = self.read();
             if d != ix.dim() {
                 return Err(bytepair_core::Error::Value(format!(
                     "queries have dimension {d} but the index has {}",
@@ -292,12 +301,14 @@ impl PyEmbedIndex {
 
     /// Writes the index to `path`.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.detach(|| self.read().save(&path)).map_err(to_py)
+        let ix = self.snapshot(py);
+        py.detach(|| ix.save(&path)).map_err(to_py)
     }
 
     /// The bytes `save` writes (for pickling).
     fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let v = py.detach(|| self.read().to_bytes());
+        let ix = self.snapshot(py);
+        let v = py.detach(|| ix.to_bytes());
         PyBytes::new(py, &v)
     }
 

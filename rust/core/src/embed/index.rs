@@ -676,7 +676,7 @@ impl Index {
             _ => None,
         };
         let n = self.len;
-        let mut lists = match &self.store {
+        let lists = match &self.store {
             Store::F32(v) => self
                 .sketch_search(lv, vnni, v, &q, nq, k)
                 .unwrap_or_else(|| topk::search(lv, &q, nq, v, n, d, k, KeyFactor::One)),
@@ -691,14 +691,18 @@ impl Index {
                 sums,
                 stats,
             } => {
-                // The fine score of key `i`: both int8 levels against the f32 query.
-                let fine = |qr: &[f32], i: usize| {
-                    let (s, rs) = (scales[i], res_scales[i]);
-                    let mut f = s * topk::dot(lv, qr, &codes[i * d..(i + 1) * d]);
+                // The fine score of key `i`: both int8 levels against the f32 query, scaled back
+                // by `back` (a query scaled down, above), in f64: the scales of keys near the
+                // float range times a query would overflow f32 (and `inf - inf` be NaN) where
+                // the score itself is in range, or only beyond it (then `inf`, as float32 keys
+                // give, tied by index).
+                let fine = |qr: &[f32], i: usize, back: f64| {
+                    let (s, rs) = (f64::from(scales[i]), f64::from(res_scales[i]));
+                    let mut f = s * f64::from(topk::dot(lv, qr, &codes[i * d..(i + 1) * d]));
                     if rs != 0.0 {
-                        f += rs * topk::dot(lv, qr, &res[i * d..(i + 1) * d]);
+                        f += rs * f64::from(topk::dot(lv, qr, &res[i * d..(i + 1) * d]));
                     }
-                    f
+                    (f * back) as f32
                 };
                 // Integer dot products where the processor has them: AVX-512 VNNI, or AVX2 (one
                 // query keeps up with memory where converting every key byte to f32 does not, and
@@ -760,9 +764,10 @@ impl Index {
                 // Rescore the candidates with the f32 query against both int8 levels.
                 let rescore = |(qi, c): (usize, Vec<u32>)| {
                     let qr = &q[qi * d..(qi + 1) * d];
+                    let b = back.as_ref().map_or(1.0, |b| f64::from(b[qi]));
                     let mut h = TopK::new(k);
                     for i in c {
-                        h.push(fine(qr, i as usize), i);
+                        h.push(fine(qr, i as usize, b), i);
                     }
                     h.into_sorted()
                 };
@@ -775,13 +780,6 @@ impl Index {
                 }
             }
         };
-        if let Some(back) = back {
-            for (l, f) in lists.iter_mut().zip(back) {
-                for (score, _) in l.iter_mut() {
-                    *score *= f;
-                }
-            }
-        }
         Ok(TopKResult::from_lists(lists, k))
     }
 
