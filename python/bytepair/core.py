@@ -659,12 +659,16 @@ class Encoding:
         _save(self, path)
 
     def to_huggingface(self, path: str | os.PathLike[str]) -> None:
-        """Writes a ``tokenizer.json`` that Hugging Face ``tokenizers`` loads and that encodes to
+        r"""Writes a ``tokenizer.json`` that Hugging Face ``tokenizers`` loads and that encodes to
         the same ids, special tokens included (``tokenizers`` matches them in any text, as
         ``allowed_special="all"`` does). Where two special tokens share an id (o200k_harmony's
         ``<|endofprompt|>`` and ``<|reserved_200018|>``) the file keeps the one ``decode`` gives,
         with a warning; a special token spelled like an ordinary token of the byte-level
-        vocabulary raises ``ValueError``.
+        vocabulary raises ``ValueError``. A custom split pattern is translated for Oniguruma,
+        the regex engine of ``tokenizers`` (``\pL`` as ``\p{L}``; ``^``/``$`` as text anchors
+        outside ``(?m)``; the inline flag ``s`` as its ``m``); when ``tokenizers`` is installed the
+        file is loaded and checked on a test text, and a pattern it reads otherwise raises
+        ``ValueError`` and leaves no file.
 
         >>> enc.to_huggingface("my-tokenizer")
         >>> from tokenizers import Tokenizer
