@@ -926,3 +926,63 @@ def test_ctrl_c_while_a_pipe_waits_for_its_writer(tmp_path, command):
     assert p.returncode == 130, (p.returncode, err[-1000:])
     assert took < 5, took
     assert not (tmp_path / "tok").exists()
+
+
+def test_resume_refuses_a_changed_encoding_or_input(tmp_path):
+    """Two trained encodings with one name and size are different runs; so is an input edited in
+    place to the same size. Neither returns the earlier shards as the answer."""
+    (tmp_path / "in.txt").write_text("aaaa bbbb " * 50)
+    e1 = bytepair.train(["aaaa aaaa aaaa"] * 9, vocab_size=257, name="tok", progress=False)
+    e2 = bytepair.train(["bbbb bbbb cccc"] * 9, vocab_size=257, name="tok", progress=False)
+    assert (e1.name, e1.n_vocab) == (e2.name, e2.n_vocab) and e1.encode("aaaa") != e2.encode("aaaa")
+    kw = dict(out=tmp_path / "o", eot_token=0, progress=False)
+    corpus.encode_to_shards([tmp_path / "in.txt"], encoding=e1, **kw)
+    assert corpus.encode_to_shards([tmp_path / "in.txt"], encoding=e1, **kw)["complete"]  # same run: done
+    with pytest.raises(corpus.ShardsError, match="encoding_sha256"):
+        corpus.encode_to_shards([tmp_path / "in.txt"], encoding=e2, **kw)
+    m = corpus.encode_to_shards([tmp_path / "in.txt"], encoding=e2, overwrite=True, **kw)
+    assert np.concatenate(corpus.read_shards(tmp_path / "o")).tolist() == e2.encode_ordinary("aaaa bbbb " * 50) + [0]
+    (tmp_path / "in.txt").write_text("cccc dddd " * 50)  # same size
+    os.utime(tmp_path / "in.txt", ns=(m["input_mtime_ns"][0] + 10**9,) * 2)
+    with pytest.raises(corpus.ShardsError, match="input_mtime_ns"):
+        corpus.encode_to_shards([tmp_path / "in.txt"], encoding=e2, **kw)
+
+
+def test_read_shards_reads_what_the_manifest_lists(tmp_path, corpus_files):
+    files, docs = corpus_files
+    out = tmp_path / "o"
+    corpus.encode_to_shards(files, encoding=ENC, out=out, docs_per_shard=40, progress=False)
+    shards = corpus.read_shards(out)
+    m = json.loads((out / "manifest.json").read_text())
+    assert len(shards) == len(m["shards"]) >= 3 and sum(len(a) for a in shards) == m["tokens"]
+    (out / "shard_000002.npy").write_bytes((out / "shard_00002.npy").read_bytes())  # a stray copy
+    assert len(corpus.read_shards(out)) == len(m["shards"])
+    (out / "shard_00001.npy").unlink()
+    with pytest.raises(corpus.ShardsError, match="shard_00001.npy"):
+        corpus.read_shards(out)
+    m = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(dict(m, complete=False)))
+    with pytest.raises(corpus.ShardsError, match="not complete"):
+        corpus.read_shards(out)
+    (out / "manifest.json").unlink()
+    with pytest.raises(corpus.ShardsError, match="no manifest.json"):
+        corpus.read_shards(out)
+    with pytest.raises(FileNotFoundError):
+        corpus.read_shards(tmp_path / "missing")
+    with pytest.raises(NotADirectoryError):
+        corpus.read_shards(files[0])
+
+
+def test_count_output_that_cannot_be_written_is_an_error(corpus_files, tmp_path):
+    files, _ = corpus_files
+    args = [sys.executable, "-m", "bytepair", "count", *files, "--encoding", ENC, "--no-progress"]
+    closed = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, close_fds=True,
+                            preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert closed.returncode == 1 and "standard output is closed" in closed.stderr, closed.stderr[-500:]
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            p = subprocess.run(args, stdout=full, stderr=subprocess.PIPE, text=True)
+        assert p.returncode == 1 and "No space left" in p.stderr and "Traceback" not in p.stderr, p.stderr[-500:]
+    (tmp_path / "afile").write_text("x")
+    b = _run("bench", "--out", str(tmp_path / "afile"), "--only", "count", "--quick")
+    assert b.returncode == 2 and "is a file" in b.stderr and "Traceback" not in b.stderr

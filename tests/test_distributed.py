@@ -249,3 +249,16 @@ def test_encode_with_a_trained_encoding(client, files, tmp_path):
         files, encoding=enc, out=tmp_path / "dask", docs_per_shard=10, client=client, task_bytes=1
     )
     assert _dir_bytes(tmp_path / "dask") == _dir_bytes(tmp_path / "cli")
+
+
+def test_bad_arguments_are_refused_before_any_work(files, tmp_path):
+    for split_every in (1, 0, True):
+        with pytest.raises(ValueError, match="split_every"):
+            distributed.count_words(files, split_every=split_every)
+    with pytest.raises(TypeError, match="field"):
+        distributed.count_words(files, field=5)
+    with pytest.raises(TypeError, match="field"):
+        distributed.encode_to_shards(files, encoding="cl100k_base", out=tmp_path / "o", field=5)
+    with pytest.raises(ValueError, match="docs_per_shard"):
+        distributed.encode_to_shards(files, encoding="cl100k_base", out=tmp_path / "o", docs_per_shard=True)
+    assert not (tmp_path / "o").exists()

@@ -368,9 +368,16 @@ def _remove_created(created: Sequence[str]) -> None:
             return
 
 
+class _OutputError(Exception):
+    """Standard output cannot take the results (closed, a full disk): exit status 1."""
+
+
 def _print_out(line: str) -> None:
     """Prints ``line`` to stdout; a file name that is not UTF-8 (surrogates, from os.fsdecode)
-    is written as the bytes it was read from."""
+    is written as the bytes it was read from. A closed stdout (``>&-``) is an error: the results
+    would be lost."""
+    if sys.stdout is None:
+        raise _OutputError("standard output is closed")
     try:
         print(line)
     except UnicodeEncodeError:
@@ -383,6 +390,10 @@ def _print_out(line: str) -> None:
         out.flush()
         buffer.write(data)
         buffer.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:  # a full disk: the results would be lost
+        raise _OutputError(f"standard output: {e.strerror or e}") from e
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -496,7 +507,7 @@ def _count(args: argparse.Namespace) -> int:
         return _fail("count", e)
     for path, n in counts.items():
         _print_out(f"{path}\t{n}")
-    print(f"total {sum(counts.values())}")
+    _print_out(f"total {sum(counts.values())}")
     _report_skipped("count", len(errors), errors)
     return 0
 
@@ -600,6 +611,8 @@ def _bench(args: argparse.Namespace) -> int:
         return _usage_error(args, f"unknown encoding(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if args.turn_docs < 1:
         return _usage_error(args, f"--turn-docs must be at least 1, got {args.turn_docs}")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        return _usage_error(args, f"--out {args.out} is a file, not a directory")
     if args.only:
         missing = [w for w in bench.expand_workloads(args.only) if w not in bench.workloads()]
         if missing:
@@ -639,10 +652,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Output still buffered is written now, so a reader gone early is found here and not
             # reported by the interpreter at exit.
             if sys.stdout is not None:
-                sys.stdout.flush()
+                _flush_stdout()
     except BrokenPipeError:
         _stdout_to_devnull()
         return 141
+    except _OutputError as e:
+        print(f"bytepair: cannot write the results: {e}", file=sys.stderr)
+        _stdout_to_devnull()
+        return 1
+
+
+def _flush_stdout() -> None:
+    """Writes what stdout holds; a write error other than a reader gone (a full disk) is an
+    :class:`_OutputError`."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise _OutputError(f"standard output: {e.strerror or e}") from e
 
 
 def _stdout_to_devnull() -> None:

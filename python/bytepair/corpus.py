@@ -32,6 +32,7 @@ first one raises ``ValueError``/``OSError`` naming the file and line.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import operator
 import os
@@ -209,6 +210,7 @@ def _settings(
         "format": "bytepair-shards",
         "version": 1,
         "encoding": enc.name,
+        "encoding_sha256": _encoding_id(enc),
         "n_vocab": enc.n_vocab,
         "eot_token": eot,
         "dtype": "uint16" if max_token < 65536 else "uint32",
@@ -217,13 +219,41 @@ def _settings(
         "field": field,
         "inputs": list(files),
         "input_bytes": [os.path.getsize(f) if os.path.exists(f) else None for f in files],
+        # A file edited in place (same size) is another input too.
+        "input_mtime_ns": [os.stat(f).st_mtime_ns if os.path.exists(f) else None for f in files],
     }
+
+
+def _encoding_id(enc: Any) -> str:
+    """What identifies ``enc``'s tokens: a built-in encoding's name, or else the SHA-256 of its
+    pattern, special tokens and ranks (two trained encodings may share a name and a size)."""
+    import hashlib
+
+    from bytepair import registry
+
+    if registry.ENCODINGS.get(enc.name) is enc:
+        return f"built-in {enc.name}"
+    h = hashlib.sha256()
+
+    def text(b: bytes) -> None:
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+
+    text(enc._pat_str.encode("utf-8", "surrogatepass"))
+    for special, rank in sorted(enc._special_tokens.items()):
+        text(special.encode("utf-8", "surrogatepass"))
+        h.update(rank.to_bytes(8, "little"))
+    for token, rank in sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1]):
+        text(token)
+        h.update(rank.to_bytes(8, "little"))
+    return h.hexdigest()
 
 
 _SETTING_KEYS = (
     "format",
     "version",
     "encoding",
+    "encoding_sha256",
     "n_vocab",
     "eot_token",
     "dtype",
@@ -232,6 +262,7 @@ _SETTING_KEYS = (
     "field",
     "inputs",
     "input_bytes",
+    "input_mtime_ns",
 )
 
 
@@ -600,12 +631,38 @@ def _count_parquet(enc: Any, path: str, field: str, on_error: str, errors: list[
 
 
 def read_shards(out: PathLike) -> list[Any]:
-    """The shards of ``out`` as numpy arrays (memory-mapped), in order.
+    """The shards of ``out`` (a directory written by :func:`encode_to_shards`) as numpy arrays,
+    memory-mapped, in order: those its ``manifest.json`` lists, each checked for its size. A
+    missing directory is ``FileNotFoundError``; a directory without a manifest, a run that is
+    not complete (resume it first) or a shard missing, cut or changed is a :class:`ShardsError`
+    naming the file.
 
     >>> sum(len(a) for a in read_shards("shards"))  # doctest: +SKIP
     123456
     """
     import numpy as np
 
-    files = sorted((i, p) for i, p in _shard_files(Path(out)) if i >= 0)
-    return [np.load(p, mmap_mode="r") for _, p in files]
+    out = Path(out)
+    if not out.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such directory", str(out))
+    if not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory of shards", str(out))
+    m = _read_manifest(out)
+    if m is None:
+        raise ShardsError(f"{out}: no {MANIFEST}; not a directory written by encode_to_shards")
+    if not m.get("complete"):
+        raise ShardsError(f"{out}: the run that writes these shards is not complete; run it again to resume")
+    width = 2 if m.get("dtype") == "uint16" else 4
+    arrays = []
+    for entry in m["shards"]:
+        p = out / entry["file"]
+        if not p.is_file() or p.stat().st_size != 128 + entry["tokens"] * width:
+            raise ShardsError(f"{p}: missing or of the wrong size; the directory was changed after the run")
+        try:
+            a = np.load(p, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as e:
+            raise ShardsError(f"{p}: not a shard ({e})") from e
+        if a.shape != (entry["tokens"],) or a.dtype != np.dtype(m.get("dtype", "uint16")):
+            raise ShardsError(f"{p}: holds {a.dtype} {a.shape}, not what the manifest lists")
+        arrays.append(a)
+    return arrays

@@ -192,10 +192,12 @@ def count_words(
     _dask()
     import dask.bag as db
 
-    from bytepair.corpus import _expand, _on_error
+    from bytepair.corpus import _check_args, _expand
     from bytepair.train import WordCounts, _specials
 
-    _on_error(on_error)
+    _check_args(on_error, field, num_threads)
+    if not isinstance(split_every, int) or isinstance(split_every, bool) or split_every < 2:
+        raise ValueError(f"split_every must be an int of at least 2, got {split_every!r}")
     specials = _specials(special_tokens)
     pattern = _native._resolve_pattern(pattern)
     if isinstance(paths_or_bag, db.Bag):
@@ -214,7 +216,8 @@ def count_words(
     with _using(client) as c:
         wc, skipped, errors = c.compute(red).result()
     if skipped:
-        warnings.warn(f"skipped bad input(s): {'; '.join(errors[:3])}", stacklevel=2)
+        # Each message is a task's own warning ("skipped N bad input(s): ...").
+        warnings.warn("; ".join(errors[:3]), stacklevel=2)
     # The result is a plain WordCounts of this process, whatever class came back.
     out = WordCounts(pattern=pattern, special_tokens=specials)
     out._load_bytes(wc.to_bytes())
@@ -364,13 +367,13 @@ def encode_to_shards(
     from bytepair import corpus
 
     docs_per_shard = corpus.DEFAULT_DOCS_PER_SHARD if docs_per_shard is None else docs_per_shard
-    if not isinstance(docs_per_shard, int) or docs_per_shard < 1:
+    if not isinstance(docs_per_shard, int) or isinstance(docs_per_shard, bool) or docs_per_shard < 1:
         raise ValueError(f"docs_per_shard must be a positive int, got {docs_per_shard!r}")
     if shards_per_task < 1:
         raise ValueError("shards_per_task must be at least 1")
     enc = corpus._encoding(encoding)
     eot = corpus._eot(enc, eot_token)
-    corpus._on_error(on_error)
+    corpus._check_args(on_error, field, num_threads)
     files = corpus._expand(paths, output=out)
     parquet = [f for f in files if corpus._is_parquet(f)]
     if parquet:
