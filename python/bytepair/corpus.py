@@ -231,8 +231,9 @@ def _encoding_id(enc: Any) -> str:
 
     from bytepair import registry
 
-    if registry.ENCODINGS.get(enc.name) is enc:
-        return f"built-in {enc.name}"
+    builtin = registry.ENCODINGS.get(enc.name)
+    if builtin is not None and builtin is enc:
+        return f"built-in {builtin.name}"
     h = hashlib.sha256()
 
     def text(b: bytes) -> None:
