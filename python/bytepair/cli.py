@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -372,12 +373,29 @@ class _OutputError(Exception):
     """Standard output cannot take the results (closed, a full disk): exit status 1."""
 
 
+@contextlib.contextmanager
+def _output_errors() -> Iterator[None]:
+    """A write error on stdout other than a reader gone (a full disk) as an :class:`_OutputError`:
+    the results would be lost."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise _OutputError(f"standard output: {e.strerror or e}") from e
+
+
 def _print_out(line: str) -> None:
     """Prints ``line`` to stdout; a file name that is not UTF-8 (surrogates, from os.fsdecode)
     is written as the bytes it was read from. A closed stdout (``>&-``) is an error: the results
     would be lost."""
     if sys.stdout is None:
         raise _OutputError("standard output is closed")
+    with _output_errors():
+        _print_line(line)
+
+
+def _print_line(line: str) -> None:
     try:
         print(line)
     except UnicodeEncodeError:
@@ -390,10 +408,6 @@ def _print_out(line: str) -> None:
         out.flush()
         buffer.write(data)
         buffer.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as e:  # a full disk: the results would be lost
-        raise _OutputError(f"standard output: {e.strerror or e}") from e
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -652,7 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Output still buffered is written now, so a reader gone early is found here and not
             # reported by the interpreter at exit.
             if sys.stdout is not None:
-                _flush_stdout()
+                with _output_errors():
+                    sys.stdout.flush()
     except BrokenPipeError:
         _stdout_to_devnull()
         return 141
@@ -660,17 +675,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bytepair: cannot write the results: {e}", file=sys.stderr)
         _stdout_to_devnull()
         return 1
-
-
-def _flush_stdout() -> None:
-    """Writes what stdout holds; a write error other than a reader gone (a full disk) is an
-    :class:`_OutputError`."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as e:
-        raise _OutputError(f"standard output: {e.strerror or e}") from e
 
 
 def _stdout_to_devnull() -> None:

@@ -137,18 +137,22 @@ def _outside(files: list[str], directory: PathLike) -> list[str]:
     return [f for f in files if not real_dir(f).startswith(inside)]
 
 
-def _on_error(on_error: str) -> str:
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
-    return on_error
-
-
 def _check_args(on_error: Any, field: Any, num_threads: Any) -> None:
     """The reading arguments, checked before any work or output (as :func:`bytepair.train`
     does): a ``ValueError`` or ``TypeError`` naming the parameter."""
     from bytepair.train import _check_count_args
 
     _check_count_args(num_threads, None, on_error, field)
+
+
+def _check_docs_per_shard(docs_per_shard: Any) -> None:
+    if not isinstance(docs_per_shard, int) or isinstance(docs_per_shard, bool) or docs_per_shard < 1:
+        raise ValueError(f"docs_per_shard must be a positive int, got {docs_per_shard!r}")
+
+
+def _shard_bytes(entry: dict[str, Any], dtype: str) -> int:
+    """The size of the shard file a manifest entry lists (a 128-byte .npy header, then tokens)."""
+    return 128 + entry["tokens"] * (2 if dtype == "uint16" else 4)
 
 
 def _need_pyarrow(files: Sequence[str]) -> None:
@@ -357,8 +361,7 @@ def _prepare(out: Path, settings: dict[str, Any], overwrite: bool, resume: bool)
         shards = old.get("shards", [])
         for s in shards:
             p = out / s["file"]
-            expected = 128 + s["tokens"] * (2 if settings["dtype"] == "uint16" else 4)
-            if not p.is_file() or p.stat().st_size != expected:
+            if not p.is_file() or p.stat().st_size != _shard_bytes(s, settings["dtype"]):
                 raise ShardsError(
                     f"{p}: missing or of the wrong size; the output directory was "
                     "changed since the run; overwrite to start over"
@@ -441,8 +444,7 @@ def encode_to_shards(
     enc = _encoding(encoding)
     eot = _eot(enc, eot_token)
     _check_args(on_error, field, num_threads)
-    if not isinstance(docs_per_shard, int) or isinstance(docs_per_shard, bool) or docs_per_shard < 1:
-        raise ValueError(f"docs_per_shard must be a positive int, got {docs_per_shard!r}")
+    _check_docs_per_shard(docs_per_shard)
     files = _expand(paths, output=out)
     _need_pyarrow(files)
     out = Path(out)
@@ -653,11 +655,10 @@ def read_shards(out: PathLike) -> list[Any]:
         raise ShardsError(f"{out}: no {MANIFEST}; not a directory written by encode_to_shards")
     if not m.get("complete"):
         raise ShardsError(f"{out}: the run that writes these shards is not complete; run it again to resume")
-    width = 2 if m.get("dtype") == "uint16" else 4
     arrays = []
     for entry in m["shards"]:
         p = out / entry["file"]
-        if not p.is_file() or p.stat().st_size != 128 + entry["tokens"] * width:
+        if not p.is_file() or p.stat().st_size != _shard_bytes(entry, m.get("dtype", "uint16")):
             raise ShardsError(f"{p}: missing or of the wrong size; the directory was changed after the run")
         try:
             a = np.load(p, mmap_mode="r")

@@ -367,8 +367,7 @@ def encode_to_shards(
     from bytepair import corpus
 
     docs_per_shard = corpus.DEFAULT_DOCS_PER_SHARD if docs_per_shard is None else docs_per_shard
-    if not isinstance(docs_per_shard, int) or isinstance(docs_per_shard, bool) or docs_per_shard < 1:
-        raise ValueError(f"docs_per_shard must be a positive int, got {docs_per_shard!r}")
+    corpus._check_docs_per_shard(docs_per_shard)
     if shards_per_task < 1:
         raise ValueError("shards_per_task must be at least 1")
     enc = corpus._encoding(encoding)

@@ -799,14 +799,9 @@ impl RunWriter {
         use std::io::{Seek, SeekFrom};
         self.write_pending()?;
         let at = |e| crate::input::io_at(&self.run.path, e);
-        if self.w.stream_position().map_err(at)? == 0 {
-            self.buf[..8].copy_from_slice(&self.entries.to_le_bytes());
-            self.w.write_all(&self.buf).map_err(at)?;
-        } else {
-            self.w.write_all(&self.buf).map_err(at)?;
-            self.w.seek(SeekFrom::Start(0)).map_err(at)?;
-            self.w.write_all(&self.entries.to_le_bytes()).map_err(at)?;
-        }
+        self.w.write_all(&self.buf).map_err(at)?;
+        self.w.seek(SeekFrom::Start(0)).map_err(at)?;
+        self.w.write_all(&self.entries.to_le_bytes()).map_err(at)?;
         self.w.flush().map_err(at)?;
         Ok(self.run)
     }
