@@ -226,17 +226,20 @@ pub fn pipeline<T: Send, E>(
 /// ...)`) blocks for as long as the writer waits, and neither the thread in it nor a scope
 /// joining it can see Ctrl-C meanwhile. The caller waits on the receiver with a timeout instead
 /// ([`recv_checking`]); one that stops drops the receiver and returns at once, and the thread
-/// ends when its read returns.
+/// ends when its read returns. An error when the system refuses a thread (its limit on threads
+/// or memory reached).
 pub fn read_ahead<T: Send + 'static>(
     ahead: usize,
     produce: impl FnOnce(&dyn Fn(T) -> bool) + Send + 'static,
-) -> std::sync::mpsc::Receiver<T> {
+) -> std::io::Result<std::sync::mpsc::Receiver<T>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(ahead);
     std::thread::Builder::new()
         .name("bytepair-reader".into())
         .spawn(move || produce(&|item| tx.send(item).is_ok()))
-        .expect("a thread for reading");
-    rx
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot start a reading thread: {e}"))
+        })?;
+    Ok(rx)
 }
 
 /// The next item of `rx` (`None` once its sender is gone), running `check` (Ctrl-C) every

@@ -347,7 +347,7 @@ fn pipeline(
         let stats = stream.reader.stats();
         let (n, errors) = stream.skipped(&stats);
         send(Msg::Done(n, errors));
-    });
+    })?;
     let mut check = || {
         if crate::parallel::interrupt::poll() {
             Err(Error::Interrupted)

@@ -123,7 +123,7 @@ pub fn count_reader(
                 if !next.is_some_and(send) || last {
                     return;
                 }
-            });
+            })?;
             while let Some(batch) = crate::parallel::recv_checking(&batches, &mut || feed.check())?
             {
                 if !feed.send(batch?)? {
