@@ -607,6 +607,32 @@ def test_encode_to_numpy_when_the_numpy_import_is_interrupted():
     assert out.stdout.split() == ["KeyboardInterrupt", "[15339,", "1917]"], out.stdout + out.stderr
 
 
+def test_decode_of_other_sequences_needs_no_numpy():
+    """``decode`` of an ``array.array`` or a ``range`` neither imports numpy nor needs it: with
+    numpy unavailable (or its import failing) it decodes, where rust-numpy's type check panicked."""
+    code = textwrap.dedent(
+        """
+        import array, sys
+        import bytepair
+        enc = bytepair.get_encoding("cl100k_base")
+        ids = array.array("I", [15339, 1917])
+        print(enc.decode(ids), "numpy" in sys.modules)
+        sys.modules["numpy"] = None
+        print(enc.decode(ids), enc.decode(range(33, 35)), enc.decode_batch([range(33, 35)]))
+        del sys.modules["numpy"]
+        import numpy as np
+        print(enc.decode(np.array([15339, 1917], dtype=np.int64)), enc.decode(ids))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "hello world False",
+        "hello world BC ['BC']",
+        "hello world hello world",
+    ], out.stdout + out.stderr
+
+
 def _long_encode_calls(enc):
     """(name, call(text)) for each single-text call that Ctrl-C must stop."""
     return {

@@ -339,6 +339,16 @@ def test_index_edge_queries_with_and_without_the_sketch(dtype, metric):
             assert i.shape == (len(q), 5) and np.isinf(s).all()
 
 
+def test_index_can_be_weakly_referenced():
+    import weakref
+
+    ix = embed.Index(np.eye(2, 4, dtype=np.float32))
+    ref = weakref.ref(ix)
+    assert ref() is ix
+    del ix
+    assert ref() is None
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
 def test_index_pickles(dtype):
     import pickle

@@ -961,6 +961,27 @@ def test_load_refuses_files_that_do_not_belong_together(tmp_path):
     assert load(tmp_path).encode("hello world") == enc.encode("hello world")
 
 
+def test_an_iterable_that_raises_leaves_what_it_yielded_counted():
+    """As ``Counter.update``: every document yielded before the error (or before an item of the
+    wrong type) is counted, in the batch being read and in the one being counted alike."""
+    docs = [f"doc{i} common words here" for i in range(200_000)]
+
+    def failing(tail):
+        yield from docs
+        yield tail
+
+    def raising():
+        yield from docs
+        raise OSError("the source failed")
+
+    cases = [(raising(), OSError, docs), (failing(7), TypeError, docs), (iter([*docs[:2], None]), TypeError, docs[:2])]
+    for source, error, yielded in cases:
+        wc = WordCounts(pattern="cl100k_base")
+        with pytest.raises(error):
+            wc.update(source, progress=False)
+        assert counts_dict(wc) == counts_dict(WordCounts(pattern="cl100k_base").update(yielded, progress=False))
+
+
 def test_an_input_error_behind_a_busy_counter_is_that_error(tmp_path):
     """The reader fails while the counter is still busy with the batches before: the stop this
     sends the counter must not turn the reader's error into a KeyboardInterrupt."""

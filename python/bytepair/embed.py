@@ -264,7 +264,7 @@ class Index:
     5
     """
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_inner", "__weakref__")
 
     def __init__(self, keys: Any, *, metric: str = "cosine", dtype: Any = "float32", sketch: bool = True) -> None:
         metric = _choice(metric, _METRICS, "metric")

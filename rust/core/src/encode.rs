@@ -88,7 +88,7 @@ pub struct CoreBpe {
     ac: Option<AhoCorasick>,
     /// An overlapping matcher over the special tokens, and whether any two of them can overlap
     /// in a text (built on first use).
-    overlap: OnceLock<Option<AhoCorasick>>,
+    overlap: OnceLock<Option<Overlap>>,
     sorted_tokens: OnceLock<Vec<Rank>>,
     max_token_len: OnceLock<usize>,
     /// Each token's bytes in a slot of its own, for decoding long lists (built on first use).
@@ -398,7 +398,7 @@ impl CoreBpe {
     /// An overlapping matcher when two special tokens can overlap in some text (one inside
     /// another, or a suffix of one starting another); `None` when they cannot, which holds for
     /// every built-in encoding.
-    fn overlapping_matcher(&self) -> Option<&AhoCorasick> {
+    fn overlapping_matcher(&self) -> Option<&Overlap> {
         self.overlap
             .get_or_init(|| {
                 if self.specials.len() < 2 {
@@ -408,18 +408,15 @@ impl CoreBpe {
                     .match_kind(MatchKind::Standard)
                     .build(self.specials.iter().map(|(s, _)| s.as_bytes()))
                     .ok()?;
-                let prefixes: FxHashSet<&[u8]> = self
-                    .specials
-                    .iter()
-                    .flat_map(|(s, _)| (1..=s.len()).map(move |k| &s.as_bytes()[..k]))
-                    .collect();
-                let overlaps = self.specials.iter().enumerate().any(|(i, (t, _))| {
-                    let t = t.as_bytes();
-                    ac.find_overlapping_iter(t)
+                let tokens: Vec<&[u8]> = self.specials.iter().map(|(s, _)| s.as_bytes()).collect();
+                let overlaps = tokens.iter().enumerate().any(|(i, t)| {
+                    ac.find_overlapping_iter(*t)
                         .any(|m| m.pattern().as_usize() != i)
-                        || (1..t.len()).any(|k| prefixes.contains(&t[k..]))
-                });
-                overlaps.then_some(ac)
+                }) || suffix_starts_another(&tokens);
+                overlaps.then(|| Overlap {
+                    ac,
+                    prefixes: special_prefixes(&tokens),
+                })
             })
             .as_ref()
     }
@@ -436,11 +433,22 @@ impl CoreBpe {
         if disallowed.is_empty() {
             return Ok(());
         }
-        let Some(ac) = self.overlapping_matcher() else {
+        let Some(Overlap { ac, .. }) = self.overlapping_matcher() else {
             return Ok(());
         };
+        // Matches come by end position: once one ends a longest special token past the start
+        // of the first refused one found, no later match starts before it.
+        let longest = self
+            .specials
+            .iter()
+            .map(|(s, _)| s.len())
+            .max()
+            .unwrap_or(0);
         let mut first: Option<(usize, usize)> = None;
         for m in ac.find_overlapping_iter(text) {
+            if first.is_some_and(|(start, _)| m.end() >= start + longest) {
+                break;
+            }
             let id = m.pattern().as_usize();
             let refused = SpecialSet::refuses(disallowed, allowed, id);
             if refused && first.is_none_or(|(start, _)| m.start() < start) {
@@ -476,7 +484,7 @@ impl CoreBpe {
             if allowed.contains(id) {
                 return Ok(Some((m.start(), m.end(), id)));
             }
-            if let Some(shorter) = self.allowed_prefix_special(text, m.start(), m.end(), allowed) {
+            if let Some(shorter) = self.allowed_prefix_special(m.start(), id, allowed) {
                 return Ok(Some(shorter));
             }
             pos = m.start() + 1;
@@ -484,21 +492,18 @@ impl CoreBpe {
         Ok(None)
     }
 
-    /// The longest `allowed` special token that starts at `start` and ends before `end` (where a
-    /// longer special token that is not allowed matched): a token the caller allowed is not
-    /// passed over because a longer one starts with it. Only for special tokens that overlap.
+    /// The longest `allowed` special token that starts at `start` where the longer special token
+    /// `id`, not allowed, matched: a token the caller allowed is not passed over because a
+    /// longer one starts with it. Only for special tokens that overlap.
     fn allowed_prefix_special(
         &self,
-        text: &str,
         start: usize,
-        end: usize,
+        id: usize,
         allowed: &SpecialSet,
     ) -> Option<(usize, usize, usize)> {
         let ov = self.overlapping_matcher()?;
-        ov.find_overlapping_iter(Input::new(text).range(start..end))
-            .filter(|m| m.start() == start && allowed.contains(m.pattern().as_usize()))
-            .max_by_key(|m| m.end())
-            .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
+        let p = ov.prefixes[id].iter().find(|&&p| allowed.contains(p))?;
+        Some((start, start + self.specials[*p].0.len(), *p))
     }
 
     /// Encodes `text`, treating `allowed` special tokens as special and raising on `disallowed`
@@ -832,6 +837,96 @@ impl CoreBpe {
 }
 
 /// The last UTF-8 char of `b` and its byte length; an invalid tail counts as one byte, `None`.
+/// What encoding with special tokens that can overlap needs.
+struct Overlap {
+    /// Every match of every special token (overlapping ones too).
+    ac: AhoCorasick,
+    /// For each special token, the others that are proper prefixes of it, longest first.
+    prefixes: Vec<Vec<usize>>,
+}
+
+/// For each of `tokens`, the others that are its proper prefixes, longest first: whole tokens
+/// are found by a polynomial hash of their bytes, each token's prefixes hashed as it is read
+/// (linear in the tokens' length; a hit is confirmed on the bytes).
+fn special_prefixes(tokens: &[&[u8]]) -> Vec<Vec<usize>> {
+    const B: u64 = 0x100_0000_01B3;
+    let hash = |t: &[u8]| {
+        t.iter()
+            .fold(0u64, |h, &b| h.wrapping_mul(B).wrapping_add(b as u64 + 1))
+    };
+    let mut whole: FxHashMap<(usize, u64), Vec<usize>> = FxHashMap::default();
+    for (i, t) in tokens.iter().enumerate() {
+        whole.entry((t.len(), hash(t))).or_default().push(i);
+    }
+    tokens
+        .iter()
+        .map(|t| {
+            let mut found = Vec::new();
+            let mut h = 0u64;
+            for k in 1..t.len() {
+                h = h.wrapping_mul(B).wrapping_add(t[k - 1] as u64 + 1);
+                if let Some(ids) = whole.get(&(k, h)) {
+                    found.extend(ids.iter().copied().filter(|&j| tokens[j] == &t[..k]));
+                }
+            }
+            found.reverse();
+            found
+        })
+        .collect()
+}
+
+/// Whether a proper suffix of one of `tokens` is a prefix of one of them (so that two can
+/// overlap in a text), in time linear in their total length: the suffixes and prefixes are
+/// compared by polynomial hashes, and a hit is confirmed on the bytes (a hash collision that
+/// fails the check falls back to comparing bytes, which is quadratic but never happens in
+/// practice).
+fn suffix_starts_another(tokens: &[&[u8]]) -> bool {
+    const B: u64 = 0x100_0000_01B3;
+    let longest = tokens.iter().map(|t| t.len()).max().unwrap_or(0);
+    let mut pow = Vec::with_capacity(longest + 1);
+    pow.push(1u64);
+    for i in 0..longest {
+        pow.push(pow[i].wrapping_mul(B));
+    }
+    // prefix hashes: h[k] is the hash of t[..k]
+    let hashes = |t: &[u8]| {
+        let mut h = Vec::with_capacity(t.len() + 1);
+        h.push(0u64);
+        for (k, &b) in t.iter().enumerate() {
+            h.push(h[k].wrapping_mul(B).wrapping_add(b as u64 + 1));
+        }
+        h
+    };
+    // (length, hash) of every prefix -> a token with that prefix
+    let mut prefixes: FxHashMap<(usize, u64), usize> = FxHashMap::default();
+    let all: Vec<Vec<u64>> = tokens.iter().map(|t| hashes(t)).collect();
+    for (i, h) in all.iter().enumerate() {
+        for (k, &x) in h.iter().enumerate().skip(1) {
+            prefixes.entry((k, x)).or_insert(i);
+        }
+    }
+    for (t, h) in tokens.iter().zip(&all) {
+        let n = t.len();
+        for k in 1..n {
+            let suffix = h[n].wrapping_sub(h[k].wrapping_mul(pow[n - k]));
+            if let Some(&j) = prefixes.get(&(n - k, suffix)) {
+                if tokens[j][..n - k] == t[k..] {
+                    return true;
+                }
+                // A collision: decide by the bytes.
+                let set: FxHashSet<&[u8]> = tokens
+                    .iter()
+                    .flat_map(|s| (1..=s.len()).map(move |k| &s[..k]))
+                    .collect();
+                return tokens
+                    .iter()
+                    .any(|t| (1..t.len()).any(|k| set.contains(&t[k..])));
+            }
+        }
+    }
+    false
+}
+
 fn last_char(b: &[u8]) -> (Option<char>, usize) {
     for len in 1..=4.min(b.len()) {
         if let Ok(s) = std::str::from_utf8(&b[b.len() - len..]) {
@@ -997,6 +1092,70 @@ mod tests {
         let long = "word ".repeat(1000);
         assert_eq!(find_cut(&long, 100, 103), None);
         assert_eq!(find_cut(&long, 100, 110), Some(104));
+    }
+
+    #[test]
+    fn suffix_overlap_agrees_with_comparing_bytes() {
+        let brute = |tokens: &[&[u8]]| {
+            tokens
+                .iter()
+                .any(|t| (1..t.len()).any(|k| tokens.iter().any(|u| u.starts_with(&t[k..]))))
+        };
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..3000 {
+            let n = 1 + next() % 4;
+            let owned: Vec<Vec<u8>> = (0..n)
+                .map(|_| (0..1 + next() % 6).map(|_| b"abc"[next() % 3]).collect())
+                .collect();
+            let tokens: Vec<&[u8]> = owned.iter().map(|t| &t[..]).collect();
+            assert_eq!(suffix_starts_another(&tokens), brute(&tokens), "{owned:?}");
+        }
+        // Linear in the tokens' length: a long token with no overlap is settled at once.
+        let long = vec![b'a'; 1 << 20];
+        assert!(!suffix_starts_another(&[
+            b"<|x|>",
+            &[&b"<"[..], &long, b">"].concat()
+        ]));
+        assert!(suffix_starts_another(&[b"<|x|>", b"x|>yz"]));
+    }
+
+    #[test]
+    fn nested_special_tokens_are_found_without_rescanning() {
+        let bytes: Vec<[u8; 1]> = (0..=255u8).map(|b| [b]).collect();
+        let v = Vocab::from_entries(bytes.iter().map(|b| (&b[..], b[0] as Rank))).unwrap();
+        let specials: Vec<(String, Rank)> = (1..=200)
+            .map(|i| ("x".repeat(i), 300 + i as Rank))
+            .collect();
+        let e = CoreBpe::new(v, r"\S+|\s+", specials).unwrap();
+        let text = "x".repeat(20_000);
+        // Only "x" allowed, nothing refused: each x is that special token.
+        let x = e.special_set(["x"]);
+        let t = std::time::Instant::now();
+        assert_eq!(
+            e.encode(&text, &x, &SpecialSet::None).unwrap(),
+            vec![301; 20_000]
+        );
+        // Everything refused: the first match is the error, found at once.
+        assert!(matches!(
+            e.encode(&"x".repeat(2_000_000), &SpecialSet::None, &SpecialSet::All),
+            Err(Error::DisallowedSpecial(t)) if t == "x"
+        ));
+        // "xx" allowed: the longest allowed one at each place (two x's, then the last alone as
+        // text when the length is odd).
+        let xx = e.special_set(["xx"]);
+        assert_eq!(
+            e.encode("xxxxx", &xx, &SpecialSet::None).unwrap(),
+            vec![302, 302, b'x' as Rank]
+        );
+        // Quadratic rescans took minutes here; linear ones well under a second (debug builds
+        // included).
+        assert!(t.elapsed().as_secs() < 20, "{:?}", t.elapsed());
     }
 
     #[test]

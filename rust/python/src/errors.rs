@@ -17,10 +17,12 @@ pub fn to_py(e: Error) -> PyErr {
         Error::Type(m) => PyTypeError::new_err(m),
         e @ Error::RankFile { .. } => PyValueError::new_err(e.to_string()),
         Error::DisallowedSpecial(tok) => Python::attach(|py| {
-            let r = PyString::new(py, &tok)
-                .repr()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|_| format!("{tok:?}"));
+            // `repr` runs the signal handlers (CPython checks for signals there): a Ctrl-C that
+            // came during the encode is raised, not lost behind this error.
+            let r = match PyString::new(py, &tok).repr() {
+                Ok(r) => r.to_string(),
+                Err(e) => return e,
+            };
             PyValueError::new_err(format!(
                 "Encountered text corresponding to disallowed special token {r}.\n\
                  If you want this text to be encoded as a special token, pass it to `allowed_special`, \

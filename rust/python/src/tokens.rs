@@ -109,11 +109,59 @@ fn from_array(obj: &Borrowed<'_, '_, PyAny>) -> PyResult<Option<Vec<Rank>>> {
         )*};
     }
     // A plain ndarray only: subclasses (masked arrays, ...) iterate in their own way.
-    if !obj.is_exact_instance_of::<numpy::PyUntypedArray>() {
+    if !numpy_ready(obj.py())? || !obj.is_exact_instance_of::<numpy::PyUntypedArray>() {
         return Ok(None);
     }
     try_dtype!(u32, i64, i32, u64, u16, i16, u8, i8);
     Ok(None)
+}
+
+/// Whether numpy arrays can be told apart here: numpy is imported (an object can only be an
+/// array if it is) and its C API loads. rust-numpy's type checks panic where that API cannot be
+/// had (numpy missing or broken, or a Ctrl-C during its first import), so this asks first, the
+/// way rust-numpy will, without importing numpy where the program has not. A Ctrl-C meanwhile
+/// is raised; any other failure means no arrays.
+fn numpy_ready(py: Python<'_>) -> PyResult<bool> {
+    use pyo3::exceptions::PyKeyboardInterrupt;
+    use pyo3::types::{PyCapsule, PyDict, PyModule};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static READY: AtomicBool = AtomicBool::new(false);
+    if READY.load(Ordering::Relaxed) {
+        return Ok(true);
+    }
+    let ask = || -> PyResult<bool> {
+        let modules = py.import("sys")?.getattr("modules")?;
+        let Some(np) = modules.cast::<PyDict>()?.get_item("numpy")? else {
+            return Ok(false);
+        };
+        if !np.is_instance_of::<PyModule>() {
+            return Ok(false);
+        }
+        let version = np.getattr("__version__")?;
+        let major: u8 = py
+            .import("numpy.lib")?
+            .getattr("NumpyVersion")?
+            .call1((version,))?
+            .getattr("major")?
+            .extract()?;
+        let core = if major >= 2 {
+            "numpy._core"
+        } else {
+            "numpy.core"
+        };
+        let api = py
+            .import(format!("{core}.multiarray"))?
+            .getattr("_ARRAY_API")?;
+        Ok(api.is_instance_of::<PyCapsule>())
+    };
+    match ask() {
+        Ok(ready) => {
+            READY.store(ready, Ordering::Relaxed);
+            Ok(ready)
+        }
+        Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => Err(e),
+        Err(_) => Ok(false),
+    }
 }
 
 fn convert<T: Copy>(py: Python<'_>, s: &[T]) -> PyResult<Option<Vec<Rank>>>

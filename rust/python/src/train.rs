@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use bytepair_core::input::{self, InputOptions, OnError, Reader};
 use bytepair_core::train::{self, MergeOptions, Progress, WordCounts};
 use bytepair_core::Error;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
@@ -196,16 +196,24 @@ impl PyWordCounts {
         // The waits run without the interpreter, so that other Python threads (and their signal
         // handlers) run meanwhile; `check_signals` looks for Ctrl-C between them.
         let wait = |f: &mut (dyn FnMut() + Send)| py.detach(f);
+        // An error of the iterable (or a document of the wrong type) is raised once the documents
+        // before it are counted, as `Counter.update` leaves them; Ctrl-C stops at once.
+        let mut failed: Option<PyErr> = None;
         let produce = |feed: &mut bytepair_core::parallel::Feed<'_, Vec<Vec<u8>>, PyErr>| {
             let mut it = it;
             loop {
                 let mut batch: Vec<Vec<u8>> = Vec::new();
                 let mut size = 0;
-                while size < batch_bytes {
+                while size < batch_bytes && failed.is_none() {
                     let Some(doc) = it.next() else { break };
-                    let b = word_bytes(&doc?)?.into_owned();
-                    size += b.len();
-                    batch.push(b);
+                    match doc.and_then(|d| Ok(word_bytes(&d)?.into_owned())) {
+                        Ok(b) => {
+                            size += b.len();
+                            batch.push(b);
+                        }
+                        Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => return Err(e),
+                        Err(e) => failed = Some(e),
+                    }
                     if batch.len().is_multiple_of(1024) {
                         py.check_signals()?;
                     }
@@ -224,6 +232,9 @@ impl PyWordCounts {
                     documents: docs,
                 };
                 reporter.report_attached(py, read)?;
+                if failed.is_some() {
+                    return Ok(());
+                }
             }
         };
         let counted = bytepair_core::parallel::pipeline(
@@ -237,7 +248,8 @@ impl PyWordCounts {
             &mut || py.check_signals(),
             &wait,
         )?;
-        counted.map_err(to_py)
+        counted.map_err(to_py)?;
+        failed.map_or(Ok(()), Err)
     }
 
     /// Counts files, directories and globs, read in Rust (see `bytepair_core::input`).
