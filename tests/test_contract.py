@@ -633,6 +633,30 @@ def test_decode_of_other_sequences_needs_no_numpy():
     ], out.stdout + out.stderr
 
 
+def test_a_sparse_special_id_costs_no_memory_per_id():
+    """A small vocabulary with a special token at id 2**31 keeps no cache slots up to it (each
+    such encoding kept 16 MB), and its ids still come out right."""
+    code = textwrap.dedent(
+        """
+        import resource
+        import bytepair
+        ranks = {bytes([b]): b for b in range(256)}
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        encs = [
+            bytepair.Encoding(f"e{i}", pat_str=r"\\S+|\\s+", mergeable_ranks=ranks,
+                              special_tokens={"<|eot|>": 2**31})
+            for i in range(40)
+        ]
+        for e in encs:
+            assert e.encode("a<|eot|>", allowed_special="all") == [97, 2**31]
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) < 100, f"{out.stdout} MB for 40 encodings"
+
+
 def _long_encode_calls(enc):
     """(name, call(text)) for each single-text call that Ctrl-C must stop."""
     return {

@@ -231,6 +231,12 @@ pub fn merge(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
 /// one) stay under [`HEAP_THRESHOLD`], so each is a fast scan merge.
 pub const CHUNK: usize = 64;
 
+/// How many bytes (or heap steps) a long piece's merge goes between looks for Ctrl-C (the poll
+/// installed on the thread, if any; see [`crate::parallel::interrupt`]): one piece can be
+/// gigabytes long (a run of one character), and its merge takes seconds. A merge that is told
+/// to stop returns early, and every caller that installs a poll drops what it made.
+const POLL_STEPS: u32 = 1 << 20;
+
 /// The longest chunk that [`merge_chunked`] grows to.
 const MAX_CHUNK: usize = 512;
 
@@ -284,7 +290,14 @@ pub fn merge_chunked(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>, chunk: usize)
     let (mut buf, mut tmp, mut part) = (Vec::new(), Vec::new(), Vec::new());
     let mut seen = [((NO_ENTRY, NO_ENTRY), false); 16];
     let (mut pos, mut chunk) = (0, chunk);
+    let mut poll_at = POLL_STEPS as usize;
     while pos < n {
+        if pos >= poll_at {
+            poll_at = pos + POLL_STEPS as usize;
+            if crate::parallel::interrupt::poll() {
+                return; // Ctrl-C: the caller drops the incomplete output
+            }
+        }
         // End chunks on a UTF-8 char boundary where one is near (tokens rarely cross chars).
         let mut end = (pos + chunk).min(n);
         let mut e = end;
@@ -690,7 +703,12 @@ pub fn merge_heap(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
         }
     }
     let mut heap = BinaryHeap::from(keys);
+    let mut pops = 0u32;
     while let Some(Reverse(key)) = heap.pop() {
+        pops = pops.wrapping_add(1);
+        if pops.is_multiple_of(POLL_STEPS) && crate::parallel::interrupt::poll() {
+            return; // Ctrl-C: the caller drops the incomplete output
+        }
         let (r, i) = ((key >> 32) as u32, (key & 0xFFFF_FFFF) as usize);
         if cur[i] != r {
             continue; // stale

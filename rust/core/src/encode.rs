@@ -1014,6 +1014,26 @@ mod tests {
             native.encode_ordinary_parallel(&big, &pool, 1 << 16)
         });
         assert!(hit && matches!(r, Err(Error::Interrupted)));
+        // One long piece (a run of letters: chunked merge; of spaces and of a CJK character
+        // with a vocabulary lacking its pairs: the same) stops inside its merge.
+        for run in ["a".repeat(64 << 20), " ".repeat(64 << 20) + "x"] {
+            let t = std::time::Instant::now();
+            native.encode_ordinary(&run).unwrap();
+            let whole = t.elapsed();
+            let t = std::time::Instant::now();
+            let (r, hit) = with_poll(&slow_poll, || native.encode_ordinary(&run));
+            assert!(hit && matches!(r, Err(Error::Interrupted)));
+            let (r, _) = with_poll(&slow_poll, || native.count(&run, &none, &none));
+            assert!(matches!(r, Err(Error::Interrupted)));
+            assert!(t.elapsed() < whole / 2, "{:?} of {whole:?}", t.elapsed());
+        }
+        // The heap merge returns at once, with nothing made.
+        let heap_piece = vec![b'a'; 8 << 20];
+        let mut out = Vec::new();
+        let (_, hit) = with_poll(&slow_poll, || {
+            crate::bpe::merge_heap(native.vocab(), &heap_piece, &mut out)
+        });
+        assert!(hit && out.is_empty());
         // A poll that never fires changes nothing.
         let (r, hit) = with_poll(&|| false, || native.encode_ordinary(&text));
         assert!(!hit && r.unwrap() == native.encode_ordinary(&text).unwrap());
