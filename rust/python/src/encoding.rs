@@ -564,9 +564,18 @@ impl PyCoreBpe {
     }
 
     /// The pieces the split pattern cuts `text` into.
-    fn split(&self, py: Python<'_>, text: Text) -> PyResult<Vec<String>> {
+    fn split<'py>(&self, py: Python<'py>, text: Text) -> PyResult<Bound<'py, PyList>> {
         let pieces = run(py, text.len(), || self.inner.pretokenizer().pieces(&text))?;
-        Ok(pieces.into_iter().map(str::to_owned).collect())
+        // Each piece straight into its `str` (no owned copy of each first), looking for Ctrl-C
+        // as it goes: tens of millions of pieces take seconds.
+        let list = PyList::empty(py);
+        for (i, p) in pieces.iter().enumerate() {
+            list.append(PyString::new(py, p))?;
+            if i % (1 << 16) == 0xFFFF {
+                py.check_signals()?;
+            }
+        }
+        Ok(list)
     }
 }
 
