@@ -7,6 +7,7 @@ point, and against hand-checked facts otherwise (official SHA-256 sums, hand-bui
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import http.server
 import os
@@ -993,12 +994,17 @@ class _Server:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 server.hits.append(self.path)
-                body = server.files.get(self.path)
+                # /gz/NAME: NAME's body stored gzipped, served with Content-Encoding: gzip
+                gz = self.path.startswith("/gz/")
+                body = server.files.get(self.path[3:] if gz else self.path)
                 if body is None:
                     self.send_response(404)
                     self.end_headers()
                     return
                 self.send_response(200)
+                if gz:
+                    body = gzip.compress(body)
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -1059,6 +1065,29 @@ def test_url_cache_tiktoken_cache_dir(loader, http_files, tmp_path, monkeypatch)
     (cache / key).write_bytes(b"YQ== 7\n")
     assert loader.load_tiktoken_bpe(url) == {b"a": 7}
     assert len(srv.hits) == n + 1
+
+
+def test_url_served_gzipped_is_decoded(loader, http_files, monkeypatch):
+    srv, ranks, _body = http_files
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    assert loader.load_tiktoken_bpe(srv.url + "/gz/tiny.tiktoken") == ranks
+
+
+def test_data_gym_ranks_count_a_repeated_merge(tmp_path, tiktoken):
+    """Each line of vocab.bpe takes the next rank, a repeated one too, as tiktoken counts."""
+    import json
+
+    import tiktoken.load
+
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
+    encoder = {c: i for i, c in enumerate(chars)} | {"ab": 257, "cd": 258}
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\na b\na b\nc d\n")
+    (tmp_path / "encoder.json").write_text(json.dumps(encoder))
+    args = (str(tmp_path / "vocab.bpe"), str(tmp_path / "encoder.json"))
+    got = bytepair.load.data_gym_to_mergeable_bpe_ranks(*args)
+    assert got == tiktoken.load.data_gym_to_mergeable_bpe_ranks(*args)
+    assert (got[b"ab"], got[b"cd"]) == (257, 258)
 
 
 def test_url_cache_data_gym_dir(loader, http_files, tmp_path, monkeypatch):

@@ -1589,19 +1589,41 @@ def test_million_char_runs(unit, all_pairs):
             assert_same_tokens(got, exp, text=text, bp=bp, what="encode_ordinary")
 
 
-@pytest.mark.parametrize("change", ["assign", "discard", "add", "read only"])
+@pytest.mark.parametrize(
+    "change", ["assign", "discard", "add", "read only", "added back", "subclass", "special tokens added", "removed"]
+)
 def test_all_means_special_tokens_set_as_changed_by_the_user(change, tiktoken):
-    """tiktoken spells "all" from ``special_tokens_set``, so assigning or mutating that set
-    changes what ``encode(..., allowed_special="all")`` and the default disallowed set cover."""
+    """tiktoken spells "all" from ``special_tokens_set``, so assigning or mutating that set (or
+    ``_special_tokens`` before the set is first made, or a subclass's property) changes what
+    ``encode(..., allowed_special="all")`` and the default disallowed set cover."""
     import bytepair
 
     results = []
     for lib in (bytepair, tiktoken):
         base = lib.get_encoding("cl100k_base")
-        enc = lib.Encoding(
-            "changed", pat_str=base._pat_str, mergeable_ranks=base._mergeable_ranks, special_tokens=base._special_tokens
+        cls = lib.Encoding
+        if change == "subclass":
+
+            class Sub(lib.Encoding):  # type: ignore[name-defined, misc]
+                @property
+                def special_tokens_set(self):  # type: ignore[no-untyped-def]
+                    return {"<|endoftext|>"}
+
+            cls = Sub
+        enc = cls(
+            "changed",
+            pat_str=base._pat_str,
+            mergeable_ranks=base._mergeable_ranks,
+            special_tokens=dict(base._special_tokens),
         )
-        if change == "assign":
+        if change == "special tokens added":
+            enc._special_tokens["foo"] = 100300
+        elif change == "removed":
+            del enc._special_tokens["<|fim_prefix|>"]
+        elif change == "added back":
+            enc.special_tokens_set.add("foo")
+            enc.special_tokens_set.discard("foo")
+        elif change == "assign":
             enc.special_tokens_set = {"<|endoftext|>"}
         elif change == "discard":
             enc.special_tokens_set.discard("<|fim_prefix|>")

@@ -123,6 +123,7 @@ class Encoding:
             assert self.max_token_value == explicit_n_vocab - 1
         self._special_token_values = set(special_tokens.values())
         self._core_bpe = _native.CoreBPE(mergeable_ranks, special_tokens, pat_str)
+        self._native_specials = frozenset(special_tokens)
 
     @classmethod
     def _from_core(
@@ -142,6 +143,7 @@ class Encoding:
         if explicit_n_vocab:
             assert core.n_mergeable + len(special_tokens) == explicit_n_vocab
             assert self.max_token_value == explicit_n_vocab - 1
+        self._native_specials = frozenset(special_tokens)
         self._special_token_values = set(special_tokens.values())
         self._core_bpe = core
         return self
@@ -165,14 +167,26 @@ class Encoding:
         """tiktoken reads ``"all"`` from ``special_tokens_set``: once that set has been read, and
         so may have been changed (assigned, or mutated in place), ``"all"`` is spelled out from it
         whenever it differs from the encoding's own special tokens."""
-        names = self.__dict__["special_tokens_set"]
-        if names == self._special_tokens.keys():
+        names = self.special_tokens_set
+        if names == self._native_specials:
             return allowed_special, disallowed_special
         if allowed_special == "all":
             allowed_special = names
         if disallowed_special == "all":
             disallowed_special = names - allowed_special
         return allowed_special, disallowed_special
+
+    def _all_changed(self) -> bool:
+        """Whether ``"all"`` may mean other names than the native encoder's special tokens: the
+        ``special_tokens_set`` in use (a subclass's, one assigned, one changed in place, or one
+        made from a changed ``_special_tokens``) differs from them. Constant time once the set is
+        made; it is made on the first call, as tiktoken's first ``encode`` makes it."""
+        names = self.__dict__.get("special_tokens_set")
+        if names is None:
+            if self.__class__ is not Encoding and self._replaced("special_tokens_set"):
+                return True
+            names = self.special_tokens_set
+        return names.__class__ is not _NameSet or names.changed
 
     def _special_args(
         self,
@@ -185,7 +199,7 @@ class Encoding:
         Disallowed strings that are not special tokens are checked here, exactly as tiktoken does;
         the native encoder checks special tokens in the same pass that encodes.
         """
-        if "special_tokens_set" in self.__dict__:
+        if self._all_changed():
             allowed_special, disallowed_special = self._spelled_out(allowed_special, disallowed_special)
         if allowed_special.__class__ is set and not allowed_special and disallowed_special == "all":
             return allowed_special, "all"  # the defaults, without the general checks below
@@ -206,7 +220,7 @@ class Encoding:
         if not disallowed_special:
             return allowed_special, ()
         forbidden = frozenset(disallowed_special)
-        if text is not None and not forbidden <= self._special_tokens.keys():
+        if text is not None and not forbidden <= self._native_specials:
             if match := _special_token_regex(forbidden).search(text):
                 raise_disallowed_special_token(match.group())
             return allowed_special, ()
@@ -347,7 +361,7 @@ class Encoding:
     def _batch_special_args(self, texts, allowed_special, disallowed_special, num_threads):  # type: ignore[no-untyped-def]
         # tiktoken's order: the "all" set first, then the frozenset of the disallowed ones, then the
         # thread pool (num_threads), then each text.
-        if "special_tokens_set" in self.__dict__:
+        if self._all_changed():
             allowed_special, disallowed_special = self._spelled_out(allowed_special, disallowed_special)
         if allowed_special.__class__ is set and not allowed_special and disallowed_special == "all":
             _check_threads(num_threads)
@@ -366,7 +380,7 @@ class Encoding:
                 self._special_args(t, allowed_special, disallowed_special)
             return set(), ()  # only reached for an empty batch
         a, d = self._special_args(None, allowed_special, disallowed_special)
-        if isinstance(d, frozenset) and not d <= self._special_tokens.keys():
+        if isinstance(d, frozenset) and not d <= self._native_specials:
             for t in texts:
                 self._special_args(t, allowed_special, disallowed_special)
             d = ()
@@ -597,7 +611,9 @@ class Encoding:
         """The names of the special tokens (computed once). As in tiktoken, ``"all"`` in the
         arguments of ``encode`` and its kin means this set: assigning another set, or changing
         this one in place, changes what ``"all"`` allows or disallows."""
-        return set(self._special_tokens.keys())
+        names = _NameSet(self._special_tokens.keys())
+        names.changed = names != self._native_specials
+        return names
 
     def is_special_token(self, token: int) -> bool:
         """Whether ``token`` is the id of a special token.
@@ -700,6 +716,35 @@ class Encoding:
             self.__dict__ = registry.get_encoding(value).__dict__
             return
         self.__init__(**value)  # type: ignore[misc, arg-type]
+
+
+class _NameSet(set[str]):
+    """The value of ``special_tokens_set``: a set that notes being changed in place, so that
+    encoding tells in constant time whether ``"all"`` still means the native special tokens."""
+
+    __slots__ = ("changed",)
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        super().__init__(names)
+        self.changed = False
+
+
+def _noting_change(name: str) -> Callable[..., object]:
+    method = getattr(set, name)
+
+    def changed(self: _NameSet, *args: object) -> object:
+        self.changed = True
+        return method(self, *args)
+
+    changed.__name__ = name
+    return changed
+
+
+for _name in (
+    "add", "discard", "remove", "pop", "clear", "update", "difference_update", "intersection_update",
+    "symmetric_difference_update", "__ior__", "__iand__", "__isub__", "__ixor__",
+):  # fmt: skip
+    setattr(_NameSet, _name, _noting_change(_name))
 
 
 _REGEX_CACHE: dict[frozenset[str], object] = {}

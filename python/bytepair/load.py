@@ -27,7 +27,13 @@ def read_file(blobpath: str) -> bytes:
         import urllib.request
 
         with urllib.request.urlopen(blobpath, timeout=60) as resp:  # noqa: S310 (user-given URL)
-            return resp.read()
+            data = resp.read()
+            # A body stored compressed (as object stores serve it) is decoded, as requests does.
+            if resp.headers.get("Content-Encoding", "").strip().lower() in ("gzip", "x-gzip"):
+                import gzip
+
+                data = gzip.decompress(data)
+            return data
     try:
         import blobfile
     except ImportError as e:
@@ -181,9 +187,11 @@ def data_gym_to_mergeable_bpe_ranks(
 
     ranks = {bytes([b]): i for i, b in enumerate(rank_order)}
     merges = read_file_cached(vocab_bpe_file, vocab_bpe_hash).decode().split("\n")[1:-1]
-    for line in merges:
+    # Each line takes the next rank, a repeated merge too (its first rank is then overwritten),
+    # as GPT-2's encoder.json counts them.
+    for n, line in enumerate(merges, start=len(ranks)):
         first, second = line.split()
-        ranks[decode(first) + decode(second)] = len(ranks)
+        ranks[decode(first) + decode(second)] = n
 
     import json
 

@@ -836,7 +836,6 @@ impl CoreBpe {
     }
 }
 
-/// The last UTF-8 char of `b` and its byte length; an invalid tail counts as one byte, `None`.
 /// What encoding with special tokens that can overlap needs.
 struct Overlap {
     /// Every match of every special token (overlapping ones too).
@@ -927,6 +926,7 @@ fn suffix_starts_another(tokens: &[&[u8]]) -> bool {
     false
 }
 
+/// The last UTF-8 char of `b` and its byte length; an invalid tail counts as one byte, `None`.
 fn last_char(b: &[u8]) -> (Option<char>, usize) {
     for len in 1..=4.min(b.len()) {
         if let Ok(s) = std::str::from_utf8(&b[b.len() - len..]) {

@@ -49,6 +49,17 @@ impl PyCoreBpe {
         }
     }
 
+    /// The work of encoding `bytes` bytes, in bytes of built-in-pattern text (what [`run`]'s
+    /// thresholds are for): a regex pattern may backtrack, so its texts are polled for Ctrl-C
+    /// from a few KB on.
+    fn cost(&self, bytes: usize) -> usize {
+        if self.inner.pretokenizer().is_native() {
+            bytes
+        } else {
+            bytes.saturating_mul(128)
+        }
+    }
+
     fn shared_bytes(&self) -> &[OnceLock<Py<PyBytes>>] {
         self.token_bytes.get_or_init(|| {
             let n = self.inner.max_token().map_or(0, |m| m as usize + 1);
@@ -359,7 +370,9 @@ impl PyCoreBpe {
     }
 
     fn encode_ordinary<'py>(&self, py: Python<'py>, text: Text) -> PyResult<Bound<'py, PyList>> {
-        let v = run(py, text.len(), || self.inner.encode_ordinary(&text))?;
+        let v = run(py, self.cost(text.len()), || {
+            self.inner.encode_ordinary(&text)
+        })?;
         self.ints.list(py, &v)
     }
 
@@ -371,7 +384,9 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        let v = run(py, text.len(), || self.inner.encode(&text, &a, &d))?;
+        let v = run(py, self.cost(text.len()), || {
+            self.inner.encode(&text, &a, &d)
+        })?;
         self.ints.list(py, &v)
     }
 
@@ -383,7 +398,9 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        let v = run(py, text.len(), || self.inner.encode(&text, &a, &d))?;
+        let v = run(py, self.cost(text.len()), || {
+            self.inner.encode(&text, &a, &d)
+        })?;
         Ok(v.into_pyarray(py))
     }
 
@@ -395,7 +412,9 @@ impl PyCoreBpe {
         disallowed: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
         let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
-        run(py, text.len(), || self.inner.count(&text, &a, &d))
+        run(py, self.cost(text.len()), || {
+            self.inner.count(&text, &a, &d)
+        })
     }
 
     fn encode_ordinary_batch<'py>(
@@ -466,7 +485,7 @@ impl PyCoreBpe {
     }
 
     fn _encode_bytes(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<Vec<Rank>> {
-        run(py, data.len(), || self.inner.encode_bytes(&data))
+        run(py, self.cost(data.len()), || self.inner.encode_bytes(&data))
     }
 
     fn decode_bytes<'py>(&self, py: Python<'py>, tokens: Tokens) -> PyResult<Bound<'py, PyBytes>> {
@@ -565,7 +584,9 @@ impl PyCoreBpe {
 
     /// The pieces the split pattern cuts `text` into.
     fn split<'py>(&self, py: Python<'py>, text: Text) -> PyResult<Bound<'py, PyList>> {
-        let pieces = run(py, text.len(), || self.inner.pretokenizer().pieces(&text))?;
+        let pieces = run(py, self.cost(text.len()), || {
+            self.inner.pretokenizer().pieces(&text)
+        })?;
         // Each piece straight into its `str` (no owned copy of each first), looking for Ctrl-C
         // as it goes: tens of millions of pieces take seconds.
         let list = PyList::empty(py);

@@ -115,13 +115,14 @@ impl Pretokenizer {
             }
             Pretokenizer::Regex(re) => {
                 let mut poll_at = POLL_BYTES;
-                for m in re.find_iter(text) {
+                for (i, m) in re.find_iter(text).enumerate() {
                     let m =
                         m.map_err(|e| Error::Value(format!("pattern failed on this text: {e}")))?;
                     // Empty matches too (a pattern such as `a*|...` has them): tiktoken encodes
                     // each as the empty token where the vocabulary has one.
                     f(m.start(), m.end());
-                    if m.end() >= poll_at {
+                    // Also every 256 matches: a pattern may take long over each (backtracking).
+                    if m.end() >= poll_at || i % 256 == 255 {
                         poll_at = m.end() + POLL_BYTES;
                         if interrupted() {
                             return Err(Error::Interrupted);
