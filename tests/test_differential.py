@@ -1731,3 +1731,27 @@ def test_count_batch_follows_a_replaced_count():
     texts = ["hello world", "a <|endoftext|>"]
     assert enc.count_batch(texts, allowed_special="all") == [2 * base.count(t, allowed_special="all") for t in texts]
     assert base.count_batch(texts, allowed_special="all") == [len(base.encode(t, allowed_special="all")) for t in texts]
+
+
+def test_batch_calls_check_the_thread_count_before_the_batch(tiktoken):
+    """tiktoken makes its thread pool before it reads the batch: a bad thread count is the
+    error, and a generator given as the batch is left whole."""
+    import bytepair
+
+    def outcome(enc, method, batch, threads):  # type: ignore[no-untyped-def]
+        try:
+            return getattr(enc, method)(batch, num_threads=threads)
+        except Exception as e:
+            return type(e).__name__
+
+    for lib in (bytepair, tiktoken):
+        enc = lib.get_encoding("cl100k_base")
+        got = [
+            outcome(enc, method, batch, threads)
+            for method in ("encode_batch", "encode_ordinary_batch", "decode_batch", "decode_bytes_batch")
+            for batch, threads in ((None, 0), (5, -1), ([], 0))
+        ]
+        assert got == ["ValueError"] * len(got), (lib.__name__, got)
+        texts = (t for t in ["a", "b"])
+        assert outcome(enc, "encode_batch", texts, 0) == "ValueError"
+        assert list(texts) == ["a", "b"]

@@ -330,8 +330,7 @@ class Encoding:
         """``native`` (a batch method of the core) over ``texts`` with the special-token
         arguments checked as tiktoken does; on failure, the first failing text's exception
         (``one`` is the single-text method)."""
-        texts = list(texts)
-        a, d = self._batch_special_args(texts, allowed_special, disallowed_special, num_threads)
+        a, d, texts = self._batch_special_args(texts, allowed_special, disallowed_special, num_threads)
         try:
             return self._batch(native, texts, num_threads, (a, d))
         except Exception as e:
@@ -360,12 +359,13 @@ class Encoding:
 
     def _batch_special_args(self, texts, allowed_special, disallowed_special, num_threads):  # type: ignore[no-untyped-def]
         # tiktoken's order: the "all" set first, then the frozenset of the disallowed ones, then the
-        # thread pool (num_threads), then each text.
+        # thread pool (num_threads), then each text. Returns the texts as a list, taken after the
+        # thread count is checked (so a generator is left whole when that fails, as tiktoken does).
         if self._all_changed():
             allowed_special, disallowed_special = self._spelled_out(allowed_special, disallowed_special)
         if allowed_special.__class__ is set and not allowed_special and disallowed_special == "all":
             _check_threads(num_threads)
-            return allowed_special, "all"  # the defaults, without the general checks below
+            return allowed_special, "all", list(texts)  # the defaults, without the checks below
         if disallowed_special == "all" and allowed_special != "all":
             self.special_tokens_set - allowed_special  # type: ignore[operator]  # TypeError unless a set
         if disallowed_special != "all" and not isinstance(disallowed_special, frozenset):
@@ -373,18 +373,19 @@ class Encoding:
             # used up by the first text's check, and None or a number is a TypeError.
             disallowed_special = frozenset(disallowed_special)
         _check_threads(num_threads)
+        texts = list(texts)
         if allowed_special != "all" and not _is_str_set(allowed_special):
             # tiktoken encodes text by text, so the first text decides between its ValueError
             # (a disallowed token in it) and its TypeError (the non-set allowed_special).
             for t in texts:
                 self._special_args(t, allowed_special, disallowed_special)
-            return set(), ()  # only reached for an empty batch
+            return set(), (), texts  # only reached for an empty batch
         a, d = self._special_args(None, allowed_special, disallowed_special)
         if isinstance(d, frozenset) and not d <= self._native_specials:
             for t in texts:
                 self._special_args(t, allowed_special, disallowed_special)
             d = ()
-        return a, d
+        return a, d, texts
 
     def encode_ordinary_batch(self, text: Sequence[str], *, num_threads: int = 8) -> list[list[int]]:
         """Encodes many strings in parallel (native threads), ignoring special tokens.
@@ -564,8 +565,8 @@ class Encoding:
         >>> enc.decode_batch([[15339], [1917]])
         ['hello', ' world']
         """
+        threads = _check_threads(num_threads)  # first, as tiktoken's thread pool
         batch = list(batch)
-        threads = _check_threads(num_threads)
         if (self.__class__ is not Encoding or "decode" in self.__dict__) and self._replaced("decode"):
             return [self.decode(tokens, errors=errors) for tokens in batch]
         try:
@@ -582,8 +583,8 @@ class Encoding:
         >>> enc.decode_bytes_batch([[15339], [1917]])
         [b'hello', b' world']
         """
+        threads = _check_threads(num_threads)  # first, as tiktoken's thread pool
         batch = list(batch)
-        threads = _check_threads(num_threads)
         if (self.__class__ is not Encoding or "decode_bytes" in self.__dict__) and self._replaced("decode_bytes"):
             return [self.decode_bytes(tokens) for tokens in batch]
         try:
@@ -610,7 +611,9 @@ class Encoding:
     def special_tokens_set(self) -> set[str]:
         """The names of the special tokens (computed once). As in tiktoken, ``"all"`` in the
         arguments of ``encode`` and its kin means this set: assigning another set, or changing
-        this one in place, changes what ``"all"`` allows or disallows."""
+        this one in place, changes what ``"all"`` allows or disallows. (It is a ``set`` subclass that
+        notes changes in place, so that encoding need not compare it with the special tokens on
+        every call.)"""
         names = _NameSet(self._special_tokens.keys())
         names.changed = names != self._native_specials
         return names
