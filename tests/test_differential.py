@@ -1755,3 +1755,23 @@ def test_batch_calls_check_the_thread_count_before_the_batch(tiktoken):
         texts = (t for t in ["a", "b"])
         assert outcome(enc, "encode_batch", texts, 0) == "ValueError"
         assert list(texts) == ["a", "b"]
+
+
+def test_decode_of_array_module_arrays(tiktoken):
+    """``array.array`` ids are read from their buffer (so that Ctrl-C is looked for while they
+    are converted); results and exceptions stay tiktoken's for every type code."""
+    import array
+
+    import bytepair
+
+    def outcome(enc, ids):  # type: ignore[no-untyped-def]
+        try:
+            return enc.decode(ids), enc.decode_bytes(ids), enc.decode_batch([ids])
+        except Exception as e:
+            return type(e).__name__
+
+    cases = [array.array(c, [33, 34, 15339 if c not in "bB" else 35]) for c in "bBhHiIlLqQ"]
+    cases += [array.array("i", [-1]), array.array("q", [2**40]), array.array("d", [1.0]), array.array("I")]
+    bp, tt = bytepair.get_encoding("cl100k_base"), tiktoken.get_encoding("cl100k_base")
+    for ids in cases:
+        assert outcome(bp, ids) == outcome(tt, ids), ids

@@ -27,6 +27,9 @@ impl FromPyObject<'_, '_> for Tokens {
         if let Some(v) = from_array(&obj)? {
             return Ok(Tokens(v));
         }
+        if let Some(v) = from_std_array(&obj)? {
+            return Ok(Tokens(v));
+        }
         Ok(Tokens(obj.extract::<Vec<Rank>>()?))
     }
 }
@@ -162,6 +165,27 @@ fn numpy_ready(py: Python<'_>) -> PyResult<bool> {
         Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => Err(e),
         Err(_) => Ok(false),
     }
+}
+
+/// An `array.array` of integers read from its buffer (a copy, then converted looking for
+/// Ctrl-C); `None` for anything else, and for one holding an id out of range (PyO3's extraction
+/// then raises the usual error).
+fn from_std_array(obj: &Borrowed<'_, '_, PyAny>) -> PyResult<Option<Vec<Rank>>> {
+    use pyo3::buffer::PyBuffer;
+    let ty = obj.get_type();
+    if ty.name()? != "array" || ty.module()? != "array" {
+        return Ok(None);
+    }
+    macro_rules! try_type {
+        ($($t:ty),*) => {$(
+            if let Ok(buf) = PyBuffer::<$t>::get(obj) {
+                let v = buf.to_vec(obj.py())?;
+                return convert(obj.py(), &v);
+            }
+        )*};
+    }
+    try_type!(u32, i64, i32, u64, u16, i16, u8, i8);
+    Ok(None)
 }
 
 fn convert<T: Copy>(py: Python<'_>, s: &[T]) -> PyResult<Option<Vec<Rank>>>
