@@ -240,6 +240,10 @@ const POLL_STEPS: u32 = 1 << 20;
 /// The longest chunk that [`merge_chunked`] grows to.
 const MAX_CHUNK: usize = 512;
 
+/// The most bytes a chunk may re-merge (its own and the tokens taken back) before the piece
+/// falls back to the heap merge.
+const MAX_REMERGE: usize = 4 * MAX_CHUNK;
+
 /// How many tokens a chunk may take back from the output before the piece falls back to the
 /// heap merge.
 const MAX_CARRY: usize = 8;
@@ -339,6 +343,12 @@ pub fn merge_chunked(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>, chunk: usize)
             ends.pop();
             from = ends.last().copied().unwrap_or(0);
             carried += 1;
+            if end - from > MAX_REMERGE {
+                // Long tokens (a vocabulary with runs of thousands of bytes): re-merging back to
+                // their starts chunk after chunk would be quadratic.
+                out.truncate(base);
+                return merge_heap(v, piece, out);
+            }
         }
         if carried > 0 {
             // Tokens span chunk edges here (long whitespace tokens do): use longer chunks.
@@ -769,6 +779,32 @@ pub fn reference_merge(v: &Vocab, piece: &[u8]) -> Vec<Rank> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_tokens_do_not_make_the_chunked_merge_quadratic() {
+        // A vocabulary of runs of 2, 4, ... 2^17 a's: chunks took back tokens of up to 128 KB
+        // and re-merged them, chunk after chunk (25 times the heap merge's time).
+        let mut entries: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+        for k in 1..=17 {
+            let r = entries.len() as Rank;
+            entries.push((vec![b'a'; 1 << k], r));
+        }
+        let v = Vocab::from_entries(entries.iter().map(|(b, r)| (&b[..], *r))).unwrap();
+        let piece = vec![b'a'; (1 << 18) - 1];
+        let (mut heap, mut chunked) = (Vec::new(), Vec::new());
+        let t = std::time::Instant::now();
+        merge_heap(&v, &piece, &mut heap);
+        let heap_time = t.elapsed();
+        let t = std::time::Instant::now();
+        merge(&v, &piece, &mut chunked);
+        let chunked_time = t.elapsed();
+        assert_eq!(chunked, heap);
+        assert_eq!(heap.len(), 18);
+        assert!(
+            chunked_time < heap_time * 5 + std::time::Duration::from_millis(50),
+            "{chunked_time:?} against the heap's {heap_time:?}"
+        );
+    }
 
     #[test]
     fn scan_and_heap_agree_with_reference_across_threshold() {
