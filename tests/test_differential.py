@@ -1775,3 +1775,23 @@ def test_decode_of_array_module_arrays(tiktoken):
     bp, tt = bytepair.get_encoding("cl100k_base"), tiktoken.get_encoding("cl100k_base")
     for ids in cases:
         assert outcome(bp, ids) == outcome(tt, ids), ids
+
+
+def test_core_bpe_takes_tiktokens_calls(tiktoken):
+    """``Encoding._core_bpe`` is private, but code in the wild calls it as tiktoken's ``CoreBPE``:
+    ``encode``/``encode_with_unstable`` with the allowed set only, ``encode_to_tiktoken_buffer``."""
+    import numpy as np
+
+    import bytepair
+
+    def calls(core):  # type: ignore[no-untyped-def]
+        return [
+            core.encode("hi <|endoftext|> there", {"<|endoftext|>"}),
+            core.encode("hi <|endoftext|>", set()),
+            sorted(core.encode_with_unstable("hello fanta", set())[1])[:5],
+            np.frombuffer(core.encode_to_tiktoken_buffer("hi <|endoftext|>", {"<|endoftext|>"}), np.uint32).tolist(),
+            core.encode_ordinary("hi"),
+        ]
+
+    for name in ("cl100k_base", "o200k_base"):
+        assert calls(bytepair.get_encoding(name)._core_bpe) == calls(tiktoken.get_encoding(name)._core_bpe)

@@ -107,6 +107,19 @@ fn special_sets(
     Ok((special_set(core, allowed)?, special_set(core, disallowed)?))
 }
 
+/// [`special_sets`] with the disallowed set optional (none refused when left out).
+fn special_sets_opt(
+    core: &CoreBpe,
+    allowed: &Bound<'_, PyAny>,
+    disallowed: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(SpecialSet, SpecialSet)> {
+    let d = match disallowed {
+        Some(d) => special_set(core, d)?,
+        None => SpecialSet::None,
+    };
+    Ok((special_set(core, allowed)?, d))
+}
+
 /// Parallel map over texts in chunks, checking for Ctrl-C between chunks.
 fn batch<T: Send>(
     py: Python<'_>,
@@ -376,42 +389,64 @@ impl PyCoreBpe {
         self.ints.list(py, &v)
     }
 
+    /// `disallowed` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
+    #[pyo3(signature = (text, allowed, disallowed = None))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
         text: Text,
         allowed: &Bound<'_, PyAny>,
-        disallowed: &Bound<'_, PyAny>,
+        disallowed: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
+        let (a, d) = special_sets_opt(&self.inner, allowed, disallowed)?;
         let v = run(py, self.cost(text.len()), || {
             self.inner.encode(&text, &a, &d)
         })?;
         self.ints.list(py, &v)
     }
 
+    /// `disallowed` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
+    #[pyo3(signature = (text, allowed, disallowed = None))]
     fn encode_to_numpy<'py>(
         &self,
         py: Python<'py>,
         text: Text,
         allowed: &Bound<'_, PyAny>,
-        disallowed: &Bound<'_, PyAny>,
+        disallowed: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
-        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
+        let (a, d) = special_sets_opt(&self.inner, allowed, disallowed)?;
         let v = run(py, self.cost(text.len()), || {
             self.inner.encode(&text, &a, &d)
         })?;
         Ok(v.into_pyarray(py))
     }
 
+    /// tiktoken's `CoreBPE.encode_to_tiktoken_buffer`: the tokens as native-endian `uint32`
+    /// bytes (for `numpy.frombuffer(..., dtype=numpy.uint32)`).
+    #[pyo3(signature = (text, allowed))]
+    fn encode_to_tiktoken_buffer<'py>(
+        &self,
+        py: Python<'py>,
+        text: Text,
+        allowed: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (a, d) = special_sets_opt(&self.inner, allowed, None)?;
+        let v = run(py, self.cost(text.len()), || {
+            self.inner.encode(&text, &a, &d)
+        })?;
+        Ok(PyBytes::new(py, bytemuck_u32(&v)))
+    }
+
+    /// `disallowed` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
+    #[pyo3(signature = (text, allowed, disallowed = None))]
     fn count(
         &self,
         py: Python<'_>,
         text: Text,
         allowed: &Bound<'_, PyAny>,
-        disallowed: &Bound<'_, PyAny>,
+        disallowed: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
-        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
+        let (a, d) = special_sets_opt(&self.inner, allowed, disallowed)?;
         run(py, self.cost(text.len()), || {
             self.inner.count(&text, &a, &d)
         })
@@ -454,14 +489,16 @@ impl PyCoreBpe {
         batch(py, &texts, num_threads, |t| self.inner.count(t, &a, &d))
     }
 
+    /// `disallowed` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
+    #[pyo3(signature = (text, allowed, disallowed = None))]
     fn encode_with_unstable<'py>(
         &self,
         py: Python<'py>,
         text: Text,
         allowed: &Bound<'_, PyAny>,
-        disallowed: &Bound<'_, PyAny>,
+        disallowed: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
+        let (a, d) = special_sets_opt(&self.inner, allowed, disallowed)?;
         // Always stoppable: a long unstable tail can take seconds whatever the text's length.
         let (tokens, completions) = run(py, text.len().max(POLL_BYTES), || {
             self.inner.encode_with_unstable(&text, &a, &d)
@@ -692,4 +729,10 @@ fn text_or_bytes(
         Ok(s) => Ok(crate::text::str_from_utf8(py, &s)?.into_any()),
         Err(e) => Ok(PyBytes::new(py, e.as_bytes()).into_any()),
     }
+}
+
+/// The bytes of `v` (native endianness).
+fn bytemuck_u32(v: &[u32]) -> &[u8] {
+    // SAFETY: any initialised u32 slice is a valid byte slice of 4x its length, alignment 1.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
