@@ -635,8 +635,9 @@ def test_decode_of_other_sequences_needs_no_numpy():
 
 
 def test_a_sparse_special_id_costs_no_memory_per_id():
-    """A small vocabulary with a special token at id 2**31 keeps no cache slots up to it (each
-    such encoding kept 16 MB), and its ids still come out right."""
+    """A small vocabulary with a special token at a high id pays for the int-cache slots its ids
+    use, not for all of them up to the highest (each such encoding kept 16 MB), and its ids
+    still come out right."""
     code = textwrap.dedent(
         """
         import resource
@@ -655,7 +656,8 @@ def test_a_sparse_special_id_costs_no_memory_per_id():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert int(out.stdout) < 100, f"{out.stdout} MB for 40 encodings"
+    # A huge page (2 MB) at most for the ids in use, each, where the system maps them.
+    assert int(out.stdout) < 200, f"{out.stdout} MB for 40 encodings"
 
 
 def _long_encode_calls(enc):

@@ -91,6 +91,15 @@ unsafe impl Allocator for HugePages {
         Ok(NonNull::slice_from_raw_parts(p, layout.size()))
     }
 
+    /// Mapped blocks are zero-filled by the system already: their pages are not touched (a
+    /// sparse table of zeros costs no memory until used).
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if !mapped(layout) {
+            return Global.allocate_zeroed(layout);
+        }
+        self.allocate(layout)
+    }
+
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if !mapped(layout) {
             return Global.deallocate(ptr, layout);

@@ -30,18 +30,7 @@ const MAX_SHARED_BYTES: usize = 1 << 21;
 
 impl PyCoreBpe {
     pub fn wrap(core: CoreBpe) -> Self {
-        // Ints are cached for ids below `n`: all of them, unless they are sparse (a few hundred
-        // tokens with a special id of 2^31 would pay 16 MB of slots); then the mergeable ranks
-        // (within the same budget), and the ids above get fresh ints.
-        let budget = 4 * (core.vocab().len() + core.specials().len()) + (1 << 16);
-        let n = match core.max_token().map_or(0, |m| m as usize + 1) {
-            n if n <= budget => n,
-            _ => core
-                .vocab()
-                .max_rank()
-                .map_or(0, |m| m as usize + 1)
-                .min(budget),
-        };
+        let n = core.max_token().map_or(0, |m| m as usize + 1);
         PyCoreBpe {
             inner: Arc::new(core),
             ints: IntCache::new(n),

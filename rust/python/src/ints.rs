@@ -102,7 +102,7 @@ mod immortal {
 pub struct IntCache {
     /// Ints of ids from [`IMMORTAL_IDS`] on (all of them where there are no immortal ints), on
     /// huge pages where the system has them (a list touches one slot per token).
-    slots: allocator_api2::vec::Vec<AtomicPtr<ffi::PyObject>, HugePages>,
+    slots: allocator_api2::boxed::Box<[AtomicPtr<ffi::PyObject>], HugePages>,
 }
 
 /// Ids from this one on are not cached (each gets a new int): a slot costs 8 bytes whether its
@@ -113,9 +113,13 @@ impl IntCache {
     /// A cache for ids below `n` (at most [`MAX_CACHED_IDS`]).
     pub fn new(n: usize) -> Self {
         let n = n.min(MAX_CACHED_IDS).saturating_sub(IMMORTAL_IDS);
-        let mut slots = allocator_api2::vec::Vec::with_capacity_in(n, HugePages);
-        slots.extend((0..n).map(|_| AtomicPtr::new(null_mut())));
-        IntCache { slots }
+        // Zeroed by the system, not written: a vocabulary with a few hundred tokens and a special
+        // id in the millions pays for the pages its ids use, not 16 MB.
+        let slots = allocator_api2::boxed::Box::new_zeroed_slice_in(n, HugePages);
+        // SAFETY: all-zero bits are a valid `AtomicPtr` (null).
+        IntCache {
+            slots: unsafe { slots.assume_init() },
+        }
     }
 
     /// A new strong reference to the int `v` (or the immortal int `v`, which needs none), or null
