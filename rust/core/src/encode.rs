@@ -409,13 +409,15 @@ impl CoreBpe {
                     .build(self.specials.iter().map(|(s, _)| s.as_bytes()))
                     .ok()?;
                 let tokens: Vec<&[u8]> = self.specials.iter().map(|(s, _)| s.as_bytes()).collect();
+                let hashes: Vec<Vec<u64>> = tokens.iter().map(|t| prefix_hashes(t)).collect();
                 let overlaps = tokens.iter().enumerate().any(|(i, t)| {
                     ac.find_overlapping_iter(*t)
                         .any(|m| m.pattern().as_usize() != i)
-                }) || suffix_starts_another(&tokens);
+                }) || suffix_starts_another(&tokens, &hashes);
                 overlaps.then(|| Overlap {
                     ac,
-                    prefixes: special_prefixes(&tokens),
+                    prefixes: special_prefixes(&tokens, &hashes),
+                    longest: tokens.iter().map(|t| t.len()).max().unwrap_or(0),
                 })
             })
             .as_ref()
@@ -433,20 +435,14 @@ impl CoreBpe {
         if disallowed.is_empty() {
             return Ok(());
         }
-        let Some(Overlap { ac, .. }) = self.overlapping_matcher() else {
+        let Some(Overlap { ac, longest, .. }) = self.overlapping_matcher() else {
             return Ok(());
         };
         // Matches come by end position: once one ends a longest special token past the start
         // of the first refused one found, no later match starts before it.
-        let longest = self
-            .specials
-            .iter()
-            .map(|(s, _)| s.len())
-            .max()
-            .unwrap_or(0);
         let mut first: Option<(usize, usize)> = None;
         for m in ac.find_overlapping_iter(text) {
-            if first.is_some_and(|(start, _)| m.end() >= start + longest) {
+            if first.is_some_and(|(start, _)| m.end() >= start + *longest) {
                 break;
             }
             let id = m.pattern().as_usize();
@@ -842,29 +838,40 @@ struct Overlap {
     ac: AhoCorasick,
     /// For each special token, the others that are proper prefixes of it, longest first.
     prefixes: Vec<Vec<usize>>,
+    /// The length of the longest special token.
+    longest: usize,
+}
+
+/// The base of the polynomial hashes below.
+const HASH_BASE: u64 = 0x100_0000_01B3;
+
+/// Polynomial hashes of the prefixes of `t`: element `k` is the hash of `t[..k]`. Any other
+/// substring's hash follows from two of them, so comparing prefixes and suffixes of tokens costs
+/// time linear in their length.
+fn prefix_hashes(t: &[u8]) -> Vec<u64> {
+    let mut h = Vec::with_capacity(t.len() + 1);
+    h.push(0u64);
+    for (k, &b) in t.iter().enumerate() {
+        h.push(h[k].wrapping_mul(HASH_BASE).wrapping_add(b as u64 + 1));
+    }
+    h
 }
 
 /// For each of `tokens`, the others that are its proper prefixes, longest first: whole tokens
-/// are found by a polynomial hash of their bytes, each token's prefixes hashed as it is read
-/// (linear in the tokens' length; a hit is confirmed on the bytes).
-fn special_prefixes(tokens: &[&[u8]]) -> Vec<Vec<usize>> {
-    const B: u64 = 0x100_0000_01B3;
-    let hash = |t: &[u8]| {
-        t.iter()
-            .fold(0u64, |h, &b| h.wrapping_mul(B).wrapping_add(b as u64 + 1))
-    };
+/// are looked up by the hashes of each token's prefixes (`hashes`, from [`prefix_hashes`]), and a
+/// hit is confirmed on the bytes.
+fn special_prefixes(tokens: &[&[u8]], hashes: &[Vec<u64>]) -> Vec<Vec<usize>> {
     let mut whole: FxHashMap<(usize, u64), Vec<usize>> = FxHashMap::default();
-    for (i, t) in tokens.iter().enumerate() {
-        whole.entry((t.len(), hash(t))).or_default().push(i);
+    for (i, (t, h)) in tokens.iter().zip(hashes).enumerate() {
+        whole.entry((t.len(), h[t.len()])).or_default().push(i);
     }
     tokens
         .iter()
-        .map(|t| {
+        .zip(hashes)
+        .map(|(t, h)| {
             let mut found = Vec::new();
-            let mut h = 0u64;
             for k in 1..t.len() {
-                h = h.wrapping_mul(B).wrapping_add(t[k - 1] as u64 + 1);
-                if let Some(ids) = whole.get(&(k, h)) {
+                if let Some(ids) = whole.get(&(k, h[k])) {
                     found.extend(ids.iter().copied().filter(|&j| tokens[j] == &t[..k]));
                 }
             }
@@ -875,36 +882,25 @@ fn special_prefixes(tokens: &[&[u8]]) -> Vec<Vec<usize>> {
 }
 
 /// Whether a proper suffix of one of `tokens` is a prefix of one of them (so that two can
-/// overlap in a text), in time linear in their total length: the suffixes and prefixes are
-/// compared by polynomial hashes, and a hit is confirmed on the bytes (a hash collision that
-/// fails the check falls back to comparing bytes, which is quadratic but never happens in
-/// practice).
-fn suffix_starts_another(tokens: &[&[u8]]) -> bool {
-    const B: u64 = 0x100_0000_01B3;
+/// overlap in a text), in time linear in their total length: suffixes and prefixes are compared
+/// by their hashes (`hashes`, from [`prefix_hashes`]), and a hit is confirmed on the bytes (a
+/// hash collision that fails the check falls back to comparing bytes, which is quadratic but
+/// never happens in practice).
+fn suffix_starts_another(tokens: &[&[u8]], hashes: &[Vec<u64>]) -> bool {
     let longest = tokens.iter().map(|t| t.len()).max().unwrap_or(0);
     let mut pow = Vec::with_capacity(longest + 1);
     pow.push(1u64);
     for i in 0..longest {
-        pow.push(pow[i].wrapping_mul(B));
+        pow.push(pow[i].wrapping_mul(HASH_BASE));
     }
-    // prefix hashes: h[k] is the hash of t[..k]
-    let hashes = |t: &[u8]| {
-        let mut h = Vec::with_capacity(t.len() + 1);
-        h.push(0u64);
-        for (k, &b) in t.iter().enumerate() {
-            h.push(h[k].wrapping_mul(B).wrapping_add(b as u64 + 1));
-        }
-        h
-    };
     // (length, hash) of every prefix -> a token with that prefix
     let mut prefixes: FxHashMap<(usize, u64), usize> = FxHashMap::default();
-    let all: Vec<Vec<u64>> = tokens.iter().map(|t| hashes(t)).collect();
-    for (i, h) in all.iter().enumerate() {
+    for (i, h) in hashes.iter().enumerate() {
         for (k, &x) in h.iter().enumerate().skip(1) {
             prefixes.entry((k, x)).or_insert(i);
         }
     }
-    for (t, h) in tokens.iter().zip(&all) {
+    for (t, h) in tokens.iter().zip(hashes) {
         let n = t.len();
         for k in 1..n {
             let suffix = h[n].wrapping_sub(h[k].wrapping_mul(pow[n - k]));
@@ -1116,6 +1112,10 @@ mod tests {
 
     #[test]
     fn suffix_overlap_agrees_with_comparing_bytes() {
+        let overlap = |tokens: &[&[u8]]| {
+            let hashes: Vec<Vec<u64>> = tokens.iter().map(|t| prefix_hashes(t)).collect();
+            suffix_starts_another(tokens, &hashes)
+        };
         let brute = |tokens: &[&[u8]]| {
             tokens
                 .iter()
@@ -1134,15 +1134,12 @@ mod tests {
                 .map(|_| (0..1 + next() % 6).map(|_| b"abc"[next() % 3]).collect())
                 .collect();
             let tokens: Vec<&[u8]> = owned.iter().map(|t| &t[..]).collect();
-            assert_eq!(suffix_starts_another(&tokens), brute(&tokens), "{owned:?}");
+            assert_eq!(overlap(&tokens), brute(&tokens), "{owned:?}");
         }
         // Linear in the tokens' length: a long token with no overlap is settled at once.
         let long = vec![b'a'; 1 << 20];
-        assert!(!suffix_starts_another(&[
-            b"<|x|>",
-            &[&b"<"[..], &long, b">"].concat()
-        ]));
-        assert!(suffix_starts_another(&[b"<|x|>", b"x|>yz"]));
+        assert!(!overlap(&[b"<|x|>", &[&b"<"[..], &long, b">"].concat()]));
+        assert!(overlap(&[b"<|x|>", b"x|>yz"]));
     }
 
     #[test]

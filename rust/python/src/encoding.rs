@@ -423,7 +423,7 @@ impl PyCoreBpe {
         let v = run(py, self.cost(text.len()), || {
             self.inner.encode(&text, &a, &d)
         })?;
-        Ok(PyBytes::new(py, bytemuck_u32(&v)))
+        Ok(PyBytes::new(py, u32_bytes(&v)))
     }
 
     /// `disallowed` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
@@ -721,7 +721,7 @@ fn text_or_bytes(
 }
 
 /// The bytes of `v` (native endianness).
-fn bytemuck_u32(v: &[u32]) -> &[u8] {
+fn u32_bytes(v: &[u32]) -> &[u8] {
     // SAFETY: any initialised u32 slice is a valid byte slice of 4x its length, alignment 1.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
