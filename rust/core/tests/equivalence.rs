@@ -120,6 +120,32 @@ proptest! {
     }
 }
 
+/// Words and what ends or splits a run of them, for the lexers' 64-byte word runs: spaces
+/// before letters, case changes, contractions, letters and marks beyond ASCII right after ASCII
+/// letters, punctuation, digits, CR/LF and other whitespace.
+const WORDISH: &[&str] = &[
+    " the", " quick", "brown", " Fox", "JUMPS", " oVer", "Lazy", " a", "x", "Q", " I", "abcdefghij",
+    " HTTPServer", "helloWorld", "ABCdefGHI", " MixedCASEword", "'s", "'T", "'ll", "'VE", "'",
+    "é", "ß", "É", "\u{301}", "中", "ǅ", "ʰ", " é", "1", "42", " ", "  ", "\t", "\n", "\r\n",
+    ",", ".", "!", "(", "-", "_", "/", "\"", "\u{b}", "\u{7f}", "\u{a0}", "😀",
+];
+
+fn wordish_strategy() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(WORDISH), 0..160).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(3000), ..ProptestConfig::default() })]
+
+    /// Runs of words longer than the lexers' 64-byte window, broken at every offset.
+    #[test]
+    fn lexers_equal_regex_on_word_runs(text in wordish_strategy()) {
+        for (fast, slow) in pretokenizers() {
+            prop_assert_eq!(fast.pieces(&text).unwrap(), slow.pieces(&text).unwrap());
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(300), ..ProptestConfig::default() })]
 

@@ -486,21 +486,49 @@ impl Lexer<'_> {
     /// no call and no dispatch on the pattern.
     pub fn each(&self, f: impl FnMut(usize, usize) -> bool) -> bool {
         match self.kind {
-            Kind::R50k => self.each_with(Self::next_r50k, f),
-            Kind::Cl100k => self.each_with(Self::next_cl100k, f),
-            Kind::O200k => self.each_with(Self::next_o200k, f),
+            Kind::R50k => self.each_with::<R50K>(f),
+            Kind::Cl100k => self.each_with::<CL100K>(f),
+            Kind::O200k => self.each_with::<O200K>(f),
         }
     }
 
+    /// The loop of [`each`](Self::each): runs of ASCII words ([`word_run`](Self::word_run))
+    /// are split with bit masks from a classification of [`WINDOW`] bytes (kept while the
+    /// pieces stay inside it), everything else by the pattern's `next_*`, one piece at a time.
+    /// `KIND` is the pattern's [`Kind`] as a number.
     #[inline(always)]
-    fn each_with(
-        &self,
-        next: impl Fn(&Self, usize) -> usize,
-        mut f: impl FnMut(usize, usize) -> bool,
-    ) -> bool {
+    fn each_with<const KIND: u8>(&self, mut f: impl FnMut(usize, usize) -> bool) -> bool {
         let (mut p, n) = (self.pos, self.s.len());
+        let mut win = Window::NONE;
         while p < n {
-            let e = next(self, p);
+            if p + WINDOW <= n && self.starts_word::<KIND>(p) {
+                if p < win.at || p - win.at > WINDOW - MIN_LEFT {
+                    win = Window::at(self.s, p);
+                }
+                if let Some((starts, end)) = self.word_run::<KIND>(&win, p) {
+                    // Each piece ends where the next starts; the last one at `end`.
+                    let (mut m, mut s) = (starts & (starts - 1), p);
+                    while m != 0 {
+                        let e = p + m.trailing_zeros() as usize;
+                        if !f(s, e) {
+                            return false;
+                        }
+                        s = e;
+                        m &= m - 1;
+                    }
+                    if !f(s, end) {
+                        return false;
+                    }
+                    p = end;
+                    continue;
+                }
+            }
+            // Called by name: a function passed in was not inlined, and the loop ran 30% slower.
+            let e = match KIND {
+                R50K => self.next_r50k(p),
+                CL100K => self.next_cl100k(p),
+                _ => self.next_o200k(p),
+            };
             debug_assert!(e > p);
             if !f(p, e) {
                 return false;
@@ -508,6 +536,157 @@ impl Lexer<'_> {
             p = e;
         }
         true
+    }
+
+    /// Whether the piece at `p` starts with an ASCII word: a letter, or a byte that
+    /// [`Window::prefix`] allows before one.
+    #[inline(always)]
+    fn starts_word<const KIND: u8>(&self, p: usize) -> bool {
+        let (b, c) = (self.s[p], self.s[p + 1]);
+        in_ascii_set::<ASCII_LETTERS>(b)
+            || (in_ascii_set::<ASCII_LETTERS>(c)
+                && if KIND == R50K {
+                    b == b' '
+                } else {
+                    b < 0x80 && self.t.get(b as u32) & (LETTER | NUM | CRLF) == 0 && b != b'\''
+                })
+    }
+
+    /// The pieces of a run of ASCII words from the piece boundary `p`, which holds a letter or
+    /// a prefix byte before one (see [`starts_word`](Self::starts_word)); `win` must hold `p`.
+    ///
+    /// In a stretch of ASCII letters and of prefix bytes that precede a letter, every prefix
+    /// byte after the first byte follows a letter (two prefix bytes in a row would need the
+    /// first to precede a letter), so a word ends at it; and it starts a piece: it is the
+    /// optional prefix of the word alternative (`[^\r\n\p{L}\p{N}]?`, or ` ?` for r50k),
+    /// which comes before every alternative that could take it otherwise, the apostrophe's
+    /// contractions excepted (so the apostrophe is no prefix byte here). For o200k a capital
+    /// that follows a lowercase letter starts a piece too (`[A]*[B]+` ends before it). The last
+    /// word ends where the stretch does, at an ASCII byte that is no letter (then a contraction
+    /// may follow it, for o200k). Where the stretch reaches a byte of 0x80 or more (which may be
+    /// a letter or a mark that continues the word) or the end of the window, the run stops at
+    /// its last piece start instead.
+    ///
+    /// Returns `(starts, end)`: bit `k` of `starts` set where a piece starts at `p + k` (bit 0
+    /// always), the last piece ending at `end`; `None` when not even one piece is decided.
+    #[inline(always)]
+    fn word_run<const KIND: u8>(&self, win: &Window, p: usize) -> Option<(u64, usize)> {
+        let d = p - win.at;
+        let valid = WINDOW - d;
+        let (upper, lower) = (win.upper >> d, win.lower >> d);
+        let prefix = if KIND == R50K {
+            win.space >> d
+        } else {
+            win.prefix >> d
+        };
+        let letters = upper | lower;
+        let prefixed = prefix & (letters >> 1);
+        let stretch = letters | prefixed;
+        // The stretch's length: its first byte outside (`valid` at most, as the shifts bring
+        // in zeros).
+        let r = (!stretch).trailing_zeros() as usize;
+        if r == 0 {
+            return None;
+        }
+        let mut starts = prefixed;
+        if KIND == O200K {
+            starts |= upper & (lower << 1);
+        }
+        if r < WINDOW {
+            starts &= (1u64 << r) - 1;
+        }
+        starts |= 1;
+        if r >= valid || (win.high >> d >> r) & 1 != 0 {
+            let last = 63 - starts.leading_zeros() as usize;
+            if last == 0 {
+                return None;
+            }
+            return Some((starts & !(1u64 << last), p + last));
+        }
+        let end = p + r;
+        Some((starts, if KIND == O200K { self.o200k_suffix(end) } else { end }))
+    }
+}
+
+const R50K: u8 = 0;
+const CL100K: u8 = 1;
+const O200K: u8 = 2;
+
+/// The bytes that [`Window`] classifies at once.
+const WINDOW: usize = 64;
+
+/// The fewest bytes of a [`Window`] left after the position where a word run starts; fewer, and
+/// the window is classified again from there.
+const MIN_LEFT: usize = 24;
+
+/// Bit masks of the [`WINDOW`] bytes from `at` (bit `k` for byte `at + k`).
+struct Window {
+    at: usize,
+    /// ASCII capitals and lowercase letters.
+    upper: u64,
+    lower: u64,
+    /// Spaces (0x20): r50k's word prefix.
+    space: u64,
+    /// ASCII bytes that may precede a word as cl100k's and o200k's `[^\r\n\p{L}\p{N}]?`
+    /// (no letter, digit, CR, LF), except the apostrophe (whose contractions come first).
+    prefix: u64,
+    /// Bytes of 0x80 or more.
+    high: u64,
+}
+
+impl Window {
+    /// No window yet (every position is before it).
+    const NONE: Window = Window {
+        at: usize::MAX,
+        upper: 0,
+        lower: 0,
+        space: 0,
+        prefix: 0,
+        high: 0,
+    };
+
+    #[inline(always)]
+    fn at(s: &[u8], i: usize) -> Self {
+        assert!(i + WINDOW <= s.len());
+        let mut w = Window { at: i, ..Window::NONE };
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            for k in 0..WINDOW / 16 {
+                // SAFETY: the 64 bytes from `i` are in bounds (asserted); SSE2 is part of x86-64.
+                unsafe {
+                    let v = _mm_loadu_si128(s.as_ptr().add(i + 16 * k) as *const __m128i);
+                    let below = |x: __m128i, n: i8| {
+                        _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(n - 1)), x)
+                    };
+                    let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+                    let u = below(_mm_sub_epi8(v, _mm_set1_epi8(b'A' as i8)), 26);
+                    let l = below(_mm_sub_epi8(v, _mm_set1_epi8(b'a' as i8)), 26);
+                    let digit = below(_mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8)), 10);
+                    let not_prefix = _mm_or_si128(
+                        _mm_or_si128(_mm_or_si128(u, l), _mm_or_si128(digit, eq(b'\''))),
+                        _mm_or_si128(eq(b'\r'), eq(b'\n')),
+                    );
+                    let mask = |x: __m128i| (_mm_movemask_epi8(x) as u16 as u64) << (16 * k);
+                    w.upper |= mask(u);
+                    w.lower |= mask(l);
+                    w.space |= mask(eq(b' '));
+                    w.high |= mask(v);
+                    // Bytes of 0x80 or more are not prefix bytes either.
+                    w.prefix |= mask(_mm_or_si128(not_prefix, v)) ^ (0xFFFF << (16 * k));
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        for (k, &b) in s[i..i + WINDOW].iter().enumerate() {
+            w.upper |= (b.is_ascii_uppercase() as u64) << k;
+            w.lower |= (b.is_ascii_lowercase() as u64) << k;
+            w.space |= ((b == b' ') as u64) << k;
+            w.high |= ((b >= 0x80) as u64) << k;
+            let prefix = b < 0x80 && !b.is_ascii_alphanumeric() && !b"\r\n'".contains(&b);
+            w.prefix |= (prefix as u64) << k;
+        }
+        w
     }
 }
 
