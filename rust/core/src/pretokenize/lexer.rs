@@ -555,9 +555,11 @@ impl Lexer<'_> {
     /// The pieces of a run of ASCII words from the piece boundary `p`, which holds a letter or
     /// a prefix byte before one (see [`starts_word`](Self::starts_word)); `win` must hold `p`.
     ///
-    /// In a stretch of ASCII letters and of prefix bytes that precede a letter, every prefix
-    /// byte after the first byte follows a letter (two prefix bytes in a row would need the
-    /// first to precede a letter), so a word ends at it; and it starts a piece: it is the
+    /// In a stretch of ASCII letters, of prefix bytes that precede a letter and of lone
+    /// punctuation bytes (between a letter and a space before a letter, as in `word, word`:
+    /// `[^\s\p{L}\p{N}]+` takes the byte alone), every prefix byte after the first byte follows
+    /// a letter or a lone punctuation byte (two prefix bytes in a row would need the first to
+    /// precede a letter), so the piece before ends at it; and it starts a piece: it is the
     /// optional prefix of the word alternative (`[^\r\n\p{L}\p{N}]?`, or ` ?` for r50k),
     /// which comes before every alternative that could take it otherwise, the apostrophe's
     /// contractions excepted (so the apostrophe is no prefix byte here). For o200k a capital
@@ -581,14 +583,17 @@ impl Lexer<'_> {
         };
         let letters = upper | lower;
         let prefixed = prefix & (letters >> 1);
-        let stretch = letters | prefixed;
+        // A punctuation byte between a letter and a space before a letter (`word, word`) is a
+        // piece of its own: `[^\s\p{L}\p{N}]+` ends at the space.
+        let lone = (win.punct >> d) & (letters << 1) & ((win.space >> d) >> 1) & (letters >> 2);
+        let stretch = letters | prefixed | lone;
         // The stretch's length: its first byte outside (`valid` at most, as the shifts bring
         // in zeros).
         let r = (!stretch).trailing_zeros() as usize;
         if r == 0 {
             return None;
         }
-        let mut starts = prefixed;
+        let mut starts = prefixed | lone;
         if KIND == O200K {
             starts |= upper & (lower << 1);
         }
@@ -604,7 +609,14 @@ impl Lexer<'_> {
             return Some((starts & !(1u64 << last), p + last));
         }
         let end = p + r;
-        Some((starts, if KIND == O200K { self.o200k_suffix(end) } else { end }))
+        Some((
+            starts,
+            if KIND == O200K {
+                self.o200k_suffix(end)
+            } else {
+                end
+            },
+        ))
     }
 }
 
@@ -632,6 +644,8 @@ struct Window {
     prefix: u64,
     /// Bytes of 0x80 or more.
     high: u64,
+    /// ASCII bytes that are no letter, digit, whitespace or apostrophe.
+    punct: u64,
 }
 
 impl Window {
@@ -643,12 +657,16 @@ impl Window {
         space: 0,
         prefix: 0,
         high: 0,
+        punct: 0,
     };
 
     #[inline(always)]
     fn at(s: &[u8], i: usize) -> Self {
         assert!(i + WINDOW <= s.len());
-        let mut w = Window { at: i, ..Window::NONE };
+        let mut w = Window {
+            at: i,
+            ..Window::NONE
+        };
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::*;
@@ -673,7 +691,11 @@ impl Window {
                     w.space |= mask(eq(b' '));
                     w.high |= mask(v);
                     // Bytes of 0x80 or more are not prefix bytes either.
-                    w.prefix |= mask(_mm_or_si128(not_prefix, v)) ^ (0xFFFF << (16 * k));
+                    let not_prefix = _mm_or_si128(not_prefix, v);
+                    w.prefix |= mask(not_prefix) ^ (0xFFFF << (16 * k));
+                    // Whitespace: `\t`..`\r` and the space.
+                    let ws = _mm_or_si128(below(_mm_sub_epi8(v, _mm_set1_epi8(9)), 5), eq(b' '));
+                    w.punct |= mask(_mm_or_si128(not_prefix, ws)) ^ (0xFFFF << (16 * k));
                 }
             }
         }
@@ -685,6 +707,8 @@ impl Window {
             w.high |= ((b >= 0x80) as u64) << k;
             let prefix = b < 0x80 && !b.is_ascii_alphanumeric() && !b"\r\n'".contains(&b);
             w.prefix |= (prefix as u64) << k;
+            let punct = prefix && !b"\t\x0b\x0c ".contains(&b);
+            w.punct |= (punct as u64) << k;
         }
         w
     }
