@@ -663,13 +663,15 @@ impl Window {
     #[inline(always)]
     fn at(s: &[u8], i: usize) -> Self {
         assert!(i + WINDOW <= s.len());
-        let mut w = Window {
-            at: i,
-            ..Window::NONE
-        };
+        #[cfg(not(target_arch = "x86_64"))]
+        return Self::at_portable(s, i);
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::*;
+            let mut w = Window {
+                at: i,
+                ..Window::NONE
+            };
             for k in 0..WINDOW / 16 {
                 // SAFETY: the 64 bytes from `i` are in bounds (asserted); SSE2 is part of x86-64.
                 unsafe {
@@ -698,8 +700,17 @@ impl Window {
                     w.punct |= mask(_mm_or_si128(not_prefix, ws)) ^ (0xFFFF << (16 * k));
                 }
             }
+            w
         }
-        #[cfg(not(target_arch = "x86_64"))]
+    }
+
+    /// [`at`](Self::at) one byte at a time (for other architectures, and to check the SIMD).
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    fn at_portable(s: &[u8], i: usize) -> Self {
+        let mut w = Window {
+            at: i,
+            ..Window::NONE
+        };
         for (k, &b) in s[i..i + WINDOW].iter().enumerate() {
             w.upper |= (b.is_ascii_uppercase() as u64) << k;
             w.lower |= (b.is_ascii_lowercase() as u64) << k;
@@ -711,6 +722,26 @@ impl Window {
             w.punct |= (punct as u64) << k;
         }
         w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte value at every position of the window classifies as byte by byte.
+    #[test]
+    fn window_masks_equal_portable() {
+        let mut s: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+        s.rotate_left(7);
+        for i in 0..s.len() - WINDOW {
+            let (a, b) = (Window::at(&s, i), Window::at_portable(&s, i));
+            assert_eq!(
+                (a.at, a.upper, a.lower, a.space, a.prefix, a.high, a.punct),
+                (b.at, b.upper, b.lower, b.space, b.prefix, b.high, b.punct),
+                "window at {i}"
+            );
+        }
     }
 }
 
