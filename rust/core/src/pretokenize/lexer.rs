@@ -725,26 +725,6 @@ impl Window {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every byte value at every position of the window classifies as byte by byte.
-    #[test]
-    fn window_masks_equal_portable() {
-        let mut s: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
-        s.rotate_left(7);
-        for i in 0..s.len() - WINDOW {
-            let (a, b) = (Window::at(&s, i), Window::at_portable(&s, i));
-            assert_eq!(
-                (a.at, a.upper, a.lower, a.space, a.prefix, a.high, a.punct),
-                (b.at, b.upper, b.lower, b.space, b.prefix, b.high, b.punct),
-                "window at {i}"
-            );
-        }
-    }
-}
-
 impl Iterator for Lexer<'_> {
     /// `(start, end)` byte offsets of the next piece.
     type Item = (usize, usize);
@@ -763,5 +743,25 @@ impl Iterator for Lexer<'_> {
         debug_assert!(e > p);
         self.pos = e;
         Some((p, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte value at every position of the window classifies as byte by byte.
+    #[test]
+    fn window_masks_equal_portable() {
+        let mut s: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+        s.rotate_left(7);
+        for i in 0..s.len() - WINDOW {
+            let (a, b) = (Window::at(&s, i), Window::at_portable(&s, i));
+            assert_eq!(
+                (a.at, a.upper, a.lower, a.space, a.prefix, a.high, a.punct),
+                (b.at, b.upper, b.lower, b.space, b.prefix, b.high, b.punct),
+                "window at {i}"
+            );
+        }
     }
 }
