@@ -277,6 +277,8 @@ class Index:
     def add(self, keys: Any) -> None:
         """Append keys ``[n, dim]`` (normalised and converted like the first ones).
 
+        Ctrl-C stops it with ``KeyboardInterrupt`` and leaves the index as it was.
+
         >>> index = Index(np.eye(3, 8, dtype=np.float32))
         >>> index.add(np.ones((2, 8), dtype=np.float32))
         >>> len(index)

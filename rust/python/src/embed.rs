@@ -211,6 +211,18 @@ impl PyEmbedIndex {
             f(Arc::make_mut(&mut guard))
         })
     }
+    /// [`update`](Self::update) for long work: Ctrl-C is looked for on the main thread while `f`
+    /// runs (`f` must undo what it did when it returns `Error::Interrupted`).
+    fn update_interruptible<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Index) -> bytepair_core::Result<T> + Send,
+    ) -> PyResult<T> {
+        detached(py, || {
+            let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            f(Arc::make_mut(&mut guard))
+        })
+    }
     /// `f` of the current index.
     fn with_read<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Index) -> T + Send) -> T {
         f(&self.snapshot(py))
@@ -244,7 +256,7 @@ impl PyEmbedIndex {
     fn add(&self, py: Python<'_>, keys: PyReadonlyArray2<'_, f32>) -> PyResult<()> {
         let d = keys.shape()[1];
         let s = slice(&keys, "keys")?;
-        self.update(py, |ix| {
+        self.update_interruptible(py, |ix| {
             if d != ix.dim() {
                 return Err(bytepair_core::Error::Value(format!(
                     "keys have dimension {d} but the index has {}",
@@ -253,7 +265,6 @@ impl PyEmbedIndex {
             }
             ix.add(s)
         })
-        .map_err(to_py)
     }
 
     /// `(scores [B, k], indices [B, k])` for queries `[B, dim]` float32.

@@ -383,6 +383,32 @@ impl Sketch {
     fn nbytes(&self) -> usize {
         self.codes.len() + self.scales.len() * 4 + self.sums.len() * 4
     }
+
+    /// The folds over the keys: the largest residual, dequantised key and key norm, and
+    /// whether a key is not finite (see [`restore`](Self::restore)).
+    fn scalars(&self) -> ([f64; 3], bool) {
+        ([self.max_res, self.max_deq, self.max_norm], self.nonfinite)
+    }
+
+    /// Back to the first `n` keys of `d` values, with the folds `m` they had.
+    fn restore(&mut self, n: usize, d: usize, m: ([f64; 3], bool)) {
+        self.codes.truncate(n * d);
+        self.scales.truncate(n);
+        self.sums.truncate(n);
+        ([self.max_res, self.max_deq, self.max_norm], self.nonfinite) = m;
+    }
+}
+
+/// How many key values [`Index::add`] converts between looks for Ctrl-C (16 MB of float32,
+/// tens of milliseconds; small in tests, so that small adds take several batches).
+const ADD_BATCH_VALUES: usize = if cfg!(test) { 1 << 12 } else { 1 << 22 };
+
+/// An index's key count and the folds over its keys before an add ([`Index::add`]).
+struct AddMark {
+    len: usize,
+    stats: Option<I8Stats>,
+    sketch: Option<([f64; 3], bool)>,
+    nibbles: Option<f64>,
 }
 
 /// Queries whose largest value is above this are scaled down for int8 scans (see
@@ -517,6 +543,10 @@ impl Index {
 
     /// Appends `keys` (row-major, `dim` wide): normalised for cosine, then stored in the index's
     /// dtype. Parallel over keys.
+    ///
+    /// Works in batches of about [`ADD_BATCH_VALUES`] values and runs the Ctrl-C poll installed
+    /// on this thread (if any) between them: when it asks to stop, the index is put back as it
+    /// was and [`Error::Interrupted`] returned, so an add happens whole or not at all.
     pub fn add(&mut self, keys: &[f32]) -> Result<()> {
         let d = self.dim;
         if !keys.len().is_multiple_of(d) {
@@ -532,6 +562,86 @@ impl Index {
                 u32::MAX
             )));
         }
+        if matches!(self.store, Store::F16(_)) && self.metric == Metric::Dot {
+            // Normalised keys always fit; raw ones must, or they would become infinite.
+            if let Some(p) = keys.iter().position(|x| x.abs() > 65504.0) {
+                return Err(Error::Value(format!(
+                    "keys[{}, {}] = {} is outside the float16 range (|x| <= 65504)",
+                    p / d,
+                    p % d,
+                    keys[p]
+                )));
+            }
+        }
+        match &mut self.store {
+            Store::F32(v) => grow(v, keys.len()),
+            Store::F16(v) => grow(v, keys.len()),
+            Store::I8 { codes, res, .. } => {
+                grow(codes, keys.len());
+                grow(res, keys.len());
+            }
+        }
+        let mark = self.mark();
+        for batch in keys.chunks((ADD_BATCH_VALUES / d).max(1) * d) {
+            self.add_batch(batch);
+            if crate::parallel::interrupt::poll() {
+                self.restore(mark);
+                return Err(Error::Interrupted);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the index stands, for [`restore`](Self::restore).
+    fn mark(&self) -> AddMark {
+        AddMark {
+            len: self.len,
+            stats: match &self.store {
+                Store::I8 { stats, .. } => Some(*stats),
+                _ => None,
+            },
+            sketch: self.sketch.as_ref().map(Sketch::scalars),
+            nibbles: self.nibbles.as_ref().map(|nb| nb.max_scale),
+        }
+    }
+
+    /// Drops every key added since `m` was taken, and what was derived from them.
+    fn restore(&mut self, m: AddMark) {
+        let (n, d) = (m.len, self.dim);
+        self.len = n;
+        match &mut self.store {
+            Store::F32(v) => v.truncate(n * d),
+            Store::F16(v) => v.truncate(n * d),
+            Store::I8 {
+                codes,
+                scales,
+                res,
+                res_scales,
+                sums,
+                stats,
+            } => {
+                codes.truncate(n * d);
+                res.truncate(n * d);
+                scales.truncate(n);
+                res_scales.truncate(n);
+                sums.truncate(n);
+                *stats = m.stats.unwrap_or_default();
+            }
+        }
+        if let (Some(sk), Some(old)) = (&mut self.sketch, m.sketch) {
+            sk.restore(n, d, old);
+        }
+        if let (Some(nb), Some(old)) = (&mut self.nibbles, m.nibbles) {
+            nb.codes.truncate(n * nibble::row_bytes(d));
+            nb.scales.truncate(n);
+            nb.max_scale = old;
+        }
+    }
+
+    /// [`add`](Self::add) of one batch, already checked.
+    fn add_batch(&mut self, keys: &[f32]) {
+        let d = self.dim;
+        let n = keys.len() / d;
         let lv = simd::level();
         let metric = self.metric;
         let pool = crate::parallel::pool(0);
@@ -561,17 +671,6 @@ impl Index {
                 }
             }
             Store::F16(v) => {
-                if metric == Metric::Dot {
-                    // Normalised keys always fit; raw ones must, or they would become infinite.
-                    if let Some(p) = keys.iter().position(|x| x.abs() > 65504.0) {
-                        return Err(Error::Value(format!(
-                            "keys[{}, {}] = {} is outside the float16 range (|x| <= 65504)",
-                            p / d,
-                            p % d,
-                            keys[p]
-                        )));
-                    }
-                }
                 let at = v.len();
                 grow(v, n * d);
                 v.resize(at + n * d, f16::ZERO);
@@ -641,7 +740,6 @@ impl Index {
             }
         }
         self.len += n;
-        Ok(())
     }
 
     /// The `k` best keys for each query (`queries` row-major, `dim` wide). See [`topk::topk`] for
@@ -1546,6 +1644,43 @@ mod tests {
             Err(Error::Io(_))
         ));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_interrupted_add_leaves_the_index_as_it_was() {
+        let (n, d) = (6000, 24);
+        let keys = randn(n * d, 77);
+        let more = randn(n * d, 78);
+        // A key with NaN in the interrupted add must not turn the sketch off for good.
+        let mut bad = more.clone();
+        bad[5 * d] = f32::NAN;
+        for (metric, dtype) in [
+            (Metric::Cosine, KeyType::F32),
+            (Metric::Dot, KeyType::F16),
+            (Metric::Cosine, KeyType::I8),
+        ] {
+            let mut ix = Index::new(d, metric, dtype).unwrap();
+            ix.add(&keys).unwrap();
+            let before = format!("{ix:?}");
+            let found = ix.search(&more[..3 * d], 5).unwrap();
+            for extra in [&more, &bad] {
+                // The poll is due 20 ms after it is installed: the add stops after one batch.
+                let (r, hit) = crate::parallel::interrupt::with_poll(&|| true, || {
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    ix.add(extra)
+                });
+                assert!(hit && matches!(r, Err(Error::Interrupted)), "{dtype:?}");
+                assert_eq!(format!("{ix:?}"), before, "{dtype:?}");
+                assert_eq!(ix.search(&more[..3 * d], 5).unwrap(), found);
+            }
+            // Added in batches or in two calls, the same index.
+            ix.add(&more).unwrap();
+            let mut two = Index::new(d, metric, dtype).unwrap();
+            two.add(&keys[..1234 * d]).unwrap();
+            two.add(&keys[1234 * d..]).unwrap();
+            two.add(&more).unwrap();
+            assert_eq!(format!("{ix:?}"), format!("{two:?}"), "{dtype:?}");
+        }
     }
 
     #[test]

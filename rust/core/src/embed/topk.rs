@@ -1048,6 +1048,7 @@ pub(crate) fn prepare_queries(lv: Level, queries: &[f32], d: usize, metric: Metr
 }
 
 /// Scores `[B, k]` (descending) and indices `[B, k]`, row-major.
+#[derive(Debug, PartialEq)]
 pub struct TopKResult {
     pub scores: Vec<f32>,
     pub indices: Vec<i64>,
