@@ -728,6 +728,42 @@ def test_sigint_stops_index_building_and_leaves_the_index_as_it_was(dtype):
     assert len(ix) == 25_000
 
 
+def test_sigint_stops_building_a_sketch():
+    """Ctrl-C while ``index.sketch = True`` builds the sketch raises KeyboardInterrupt soon and
+    leaves the index without one (its searches give the same results)."""
+    import signal
+    import time
+
+    if sys.platform == "win32":
+        pytest.skip("POSIX signals")
+    rng = np.random.default_rng(6)
+    d = 64
+    small = rng.standard_normal((20_000, d), dtype=np.float32)
+    ix = embed.Index(small, sketch=False)
+    t0 = time.perf_counter()
+    ix.sketch = True
+    per_key = (time.perf_counter() - t0) / len(small)
+    reps = max(2, int(4.0 / max(per_key, 1e-9)) // len(small))  # about 4 s of work
+    ix = embed.Index(np.tile(small, (min(reps, 2**28 // (d * len(small))), 1)), sketch=False)
+    q = small[:3]
+    scores, ids = ix.search(q, 5)
+    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ix.sketch = True
+            time.sleep(5)  # the signal came after the call: the handler runs here
+    finally:
+        timer.cancel()
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 2.0, f"KeyboardInterrupt after {elapsed:.2f} s"
+    assert not ix.sketch
+    again = ix.search(q, 5)
+    np.testing.assert_array_equal(again[0], scores)
+    np.testing.assert_array_equal(again[1], ids)
+
+
 def test_zero_size_id_arrays_of_any_length_and_huge_outputs():
     T = np.ones((4, 3), np.float32)
     # [B, 0] ids: B empty bags, however many, without building anything per bag.

@@ -330,7 +330,7 @@ class Index:
         """Whether searches scan a sketch of the keys first (int8 for float keys, 4-bit for int8).
 
         Setting it builds the sketch or frees it. For float keys the results are the same either
-        way.
+        way. Ctrl-C stops the build with ``KeyboardInterrupt`` and leaves the index without one.
 
         >>> index = Index(np.eye(4, 8, dtype=np.float32))
         >>> index.sketch, index.nbytes

@@ -204,15 +204,9 @@ impl PyEmbedIndex {
     fn snapshot(&self, py: Python<'_>) -> Arc<Index> {
         py.detach(|| self.inner.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
-    /// Changes the index without the interpreter (a copy of it when a reader holds a snapshot).
-    fn update<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Index) -> T + Send) -> T {
-        py.detach(|| {
-            let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
-            f(Arc::make_mut(&mut guard))
-        })
-    }
-    /// [`update`](Self::update) for long work: Ctrl-C is looked for on the main thread while `f`
-    /// runs (`f` must undo what it did when it returns `Error::Interrupted`).
+    /// Changes the index without the interpreter (a copy of it when a reader holds a snapshot),
+    /// looking for Ctrl-C on the main thread while `f` runs (`f` must leave the index usable when
+    /// it returns `Error::Interrupted`).
     fn update_interruptible<T: Send>(
         &self,
         py: Python<'_>,
@@ -238,7 +232,7 @@ impl PyEmbedIndex {
         let m = Metric::parse(metric).map_err(to_py)?;
         let t = KeyType::parse(dtype).map_err(to_py)?;
         let mut ix = Index::new(dim, m, t).map_err(to_py)?;
-        ix.set_sketch(sketch);
+        ix.set_sketch(sketch).map_err(to_py)?;
         Ok(ix.into())
     }
 
@@ -248,8 +242,8 @@ impl PyEmbedIndex {
         self.with_read(py, Index::has_sketch)
     }
     #[setter]
-    fn set_sketch(&self, py: Python<'_>, on: bool) {
-        self.update(py, |ix| ix.set_sketch(on))
+    fn set_sketch(&self, py: Python<'_>, on: bool) -> PyResult<()> {
+        self.update_interruptible(py, |ix| ix.set_sketch(on))
     }
 
     /// Appends keys `[n, dim]` float32.
@@ -326,14 +320,14 @@ impl PyEmbedIndex {
     /// An index from the bytes of `to_bytes`.
     #[staticmethod]
     fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
-        let ix = py.detach(|| Index::from_bytes(data)).map_err(to_py)?;
+        let ix = detached(py, || Index::from_bytes(data))?;
         Ok(ix.into())
     }
 
     /// Reads an index written by `save`.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let ix = py.detach(|| Index::load(&path)).map_err(to_py)?;
+        let ix = detached(py, || Index::load(&path))?;
         Ok(ix.into())
     }
 }

@@ -301,13 +301,6 @@ struct Sketch {
 }
 
 impl Sketch {
-    /// The sketch of `keys` (stored values, rows of `d`).
-    fn of<E: Elem>(keys: &[E], d: usize) -> Sketch {
-        let mut sk = Sketch::default();
-        sk.extend(keys, d);
-        sk
-    }
-
     /// Appends the sketch of `keys` (stored values, rows of `d`).
     fn extend<E: Elem>(&mut self, keys: &[E], d: usize) {
         const CH: usize = 256;
@@ -486,28 +479,58 @@ impl Index {
 
     /// Turns the sketch on (built from the keys, parallel) or off (its memory is freed). For
     /// float keys the results are the same either way; only the speed and the memory differ.
-    pub fn set_sketch(&mut self, on: bool) {
+    ///
+    /// The sketch is built in batches of about [`ADD_BATCH_VALUES`] values, with the Ctrl-C poll
+    /// installed on this thread (if any) run between them: when it asks to stop, the index is
+    /// left without a sketch and [`Error::Interrupted`] returned.
+    pub fn set_sketch(&mut self, on: bool) -> Result<()> {
         if !on {
             self.sketch = None;
             self.nibbles = None;
-        } else if !self.has_sketch() {
-            let d = self.dim;
-            match &self.store {
-                Store::F32(v) => self.sketch = Some(Sketch::of(v, d)),
-                Store::F16(v) => self.sketch = Some(Sketch::of(v, d)),
-                Store::I8 {
-                    codes,
-                    scales,
-                    res,
-                    res_scales,
-                    ..
-                } => {
-                    let mut nb = Nibbles::default();
-                    nb.extend(codes, scales, res, res_scales, d);
-                    self.nibbles = Some(nb);
+            return Ok(());
+        }
+        if self.has_sketch() {
+            return Ok(());
+        }
+        let (d, n) = (self.dim, self.len);
+        let rows = (ADD_BATCH_VALUES / d).max(1);
+        let stop = crate::parallel::interrupt::poll;
+        match &self.store {
+            Store::F32(_) | Store::F16(_) => {
+                let mut sk = Sketch::default();
+                for i in (0..n).step_by(rows) {
+                    let j = (i + rows).min(n);
+                    match &self.store {
+                        Store::F32(v) => sk.extend(&v[i * d..j * d], d),
+                        Store::F16(v) => sk.extend(&v[i * d..j * d], d),
+                        Store::I8 { .. } => unreachable!(),
+                    }
+                    if stop() {
+                        return Err(Error::Interrupted);
+                    }
                 }
+                self.sketch = Some(sk);
+            }
+            Store::I8 {
+                codes,
+                scales,
+                res,
+                res_scales,
+                ..
+            } => {
+                let mut nb = Nibbles::default();
+                for i in (0..n).step_by(rows) {
+                    let j = (i + rows).min(n);
+                    let (c, r) = (&codes[i * d..j * d], &res[i * d..j * d]);
+                    nb.extend(c, &scales[i..j], r, &res_scales[i..j], d);
+                    if stop() {
+                        return Err(Error::Interrupted);
+                    }
+                }
+                self.nibbles = Some(nb);
             }
         }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -1184,7 +1207,7 @@ impl Index {
             sketch: None,
             nibbles: None,
         };
-        index.set_sketch(head[14] & FLAG_NO_SKETCH == 0);
+        index.set_sketch(head[14] & FLAG_NO_SKETCH == 0)?;
         Ok(index)
     }
 }
@@ -1422,7 +1445,7 @@ mod tests {
                     ix.add(&keys[..1000 * d]).unwrap();
                     ix.add(&keys[1000 * d..]).unwrap();
                     let mut full = ix.clone();
-                    full.set_sketch(false);
+                    full.set_sketch(false).unwrap();
                     assert!(ix.has_sketch() && !full.has_sketch());
                     for lv in Level::available() {
                         for vnni in [false, true] {
@@ -1513,7 +1536,7 @@ mod tests {
                 ix.add(&keys[..3000 * d]).unwrap();
                 ix.add(&keys[3000 * d..]).unwrap();
                 let mut full = ix.clone();
-                full.set_sketch(false);
+                full.set_sketch(false).unwrap();
                 let (mut same, mut taken) = (0, 0);
                 for qi in 0..nq {
                     let qq = &q[qi * d..(qi + 1) * d];
@@ -1604,7 +1627,7 @@ mod tests {
             assert!(back.has_sketch());
             assert_eq!(back.nbytes(), ix.nbytes());
             let mut off = ix.clone();
-            off.set_sketch(false);
+            off.set_sketch(false).unwrap();
             off.save(&p).unwrap();
             assert!(!Index::load(&p).unwrap().has_sketch());
             ix.save(&p).unwrap();
@@ -1680,6 +1703,37 @@ mod tests {
             two.add(&keys[1234 * d..]).unwrap();
             two.add(&more).unwrap();
             assert_eq!(format!("{ix:?}"), format!("{two:?}"), "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn an_interrupted_sketch_build_or_load_is_an_error() {
+        let (n, d) = (6000, 24);
+        let keys = randn(n * d, 79);
+        let later = || std::thread::sleep(std::time::Duration::from_millis(30));
+        for dtype in [KeyType::F32, KeyType::F16, KeyType::I8] {
+            let mut ix = Index::new(d, Metric::Cosine, dtype).unwrap();
+            ix.add(&keys).unwrap();
+            let bytes = ix.to_bytes();
+            let (r, hit) = crate::parallel::interrupt::with_poll(&|| true, || {
+                later();
+                Index::from_bytes(&bytes)
+            });
+            assert!(hit && matches!(r, Err(Error::Interrupted)), "{dtype:?}");
+            ix.set_sketch(false).unwrap();
+            let (r, hit) = crate::parallel::interrupt::with_poll(&|| true, || {
+                later();
+                ix.set_sketch(true)
+            });
+            assert!(hit && matches!(r, Err(Error::Interrupted)), "{dtype:?}");
+            assert!(!ix.has_sketch());
+            // Uninterrupted, the sketch built in batches is the one the add built.
+            ix.set_sketch(true).unwrap();
+            let mut added = Index::new(d, Metric::Cosine, dtype).unwrap();
+            added.add(&keys).unwrap();
+            let loaded = Index::from_bytes(&bytes).unwrap();
+            assert_eq!(format!("{ix:?}"), format!("{added:?}"), "{dtype:?}");
+            assert_eq!(format!("{loaded:?}"), format!("{added:?}"), "{dtype:?}");
         }
     }
 
