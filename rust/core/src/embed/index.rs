@@ -396,6 +396,19 @@ impl Sketch {
 /// tens of milliseconds; small in tests, so that small adds take several batches).
 const ADD_BATCH_VALUES: usize = if cfg!(test) { 1 << 12 } else { 1 << 22 };
 
+/// The sketch of `keys` (rows of `d`), built `rows` keys at a time with the Ctrl-C poll between
+/// batches ([`Index::set_sketch`]).
+fn sketch_in_batches<E: Elem>(keys: &[E], d: usize, rows: usize) -> Result<Sketch> {
+    let mut sk = Sketch::default();
+    for batch in keys.chunks(rows * d) {
+        sk.extend(batch, d);
+        if crate::parallel::interrupt::poll() {
+            return Err(Error::Interrupted);
+        }
+    }
+    Ok(sk)
+}
+
 /// An index's key count and the folds over its keys before an add ([`Index::add`]).
 struct AddMark {
     len: usize,
@@ -496,21 +509,8 @@ impl Index {
         let rows = (ADD_BATCH_VALUES / d).max(1);
         let stop = crate::parallel::interrupt::poll;
         match &self.store {
-            Store::F32(_) | Store::F16(_) => {
-                let mut sk = Sketch::default();
-                for i in (0..n).step_by(rows) {
-                    let j = (i + rows).min(n);
-                    match &self.store {
-                        Store::F32(v) => sk.extend(&v[i * d..j * d], d),
-                        Store::F16(v) => sk.extend(&v[i * d..j * d], d),
-                        Store::I8 { .. } => unreachable!(),
-                    }
-                    if stop() {
-                        return Err(Error::Interrupted);
-                    }
-                }
-                self.sketch = Some(sk);
-            }
+            Store::F32(v) => self.sketch = Some(sketch_in_batches(v, d, rows)?),
+            Store::F16(v) => self.sketch = Some(sketch_in_batches(v, d, rows)?),
             Store::I8 {
                 codes,
                 scales,
@@ -680,7 +680,6 @@ impl Index {
         match &mut self.store {
             Store::F32(v) => {
                 let at = v.len();
-                grow(v, keys.len());
                 v.extend_from_slice(keys);
                 if metric == Metric::Cosine {
                     pool.install(|| {
@@ -695,7 +694,6 @@ impl Index {
             }
             Store::F16(v) => {
                 let at = v.len();
-                grow(v, n * d);
                 v.resize(at + n * d, f16::ZERO);
                 pool.install(|| {
                     v[at..]
@@ -721,8 +719,6 @@ impl Index {
                 stats,
             } => {
                 let at = codes.len();
-                grow(codes, n * d);
-                grow(res, n * d);
                 codes.resize(at + n * d, 0);
                 res.resize(at + n * d, 0);
                 let a = scales.len();
