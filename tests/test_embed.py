@@ -603,6 +603,25 @@ def test_inputs_are_used_in_place(tmp_path):
 # Ctrl-C
 
 
+def _interrupted_soon(call, after=0.3, within=2.0):
+    """Sends this process a real SIGINT `after` seconds into `call()` and checks that the call
+    raises KeyboardInterrupt less than `within` seconds after it started."""
+    import signal
+    import time
+
+    timer = threading.Timer(after, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call()
+            time.sleep(5)  # the signal came after the call: the handler runs here
+    finally:
+        timer.cancel()
+    elapsed = time.perf_counter() - t0
+    assert elapsed < within, f"KeyboardInterrupt after {elapsed:.2f} s"
+
+
 def _interruptible_calls():
     """(name, calibrate(scale) -> seconds, full(scale)) for each long call: `scale` multiplies the
     work, so a measured small call tells how big a call takes several seconds."""
@@ -656,7 +675,6 @@ def _interruptible_calls():
 def test_sigint_stops_long_native_work(name):
     """A real SIGINT while a kernel runs detached from the interpreter raises KeyboardInterrupt
     long before the call would have finished, and the next call works."""
-    import signal
     import time
 
     if sys.platform == "win32":
@@ -672,18 +690,7 @@ def test_sigint_stops_long_native_work(name):
         scale = 1 << 14
     if "large k" in name:
         scale = min(scale, 160)  # 16M keys of 16 floats at most (1 GB)
-    full = make(scale)
-    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
-    t0 = time.perf_counter()
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            full()
-            time.sleep(5)  # the signal came after the call: the handler runs here
-    finally:
-        timer.cancel()
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 2.0, f"{name}: KeyboardInterrupt after {elapsed:.2f} s"
+    _interrupted_soon(make(scale))
     small()  # the pool and the kernels still work
 
 
@@ -691,7 +698,6 @@ def test_sigint_stops_long_native_work(name):
 def test_sigint_stops_index_building_and_leaves_the_index_as_it_was(dtype):
     """Ctrl-C while keys are added (or an index is built) raises KeyboardInterrupt soon, and the
     index keeps exactly the keys it had: an add happens whole or not at all."""
-    import signal
     import time
 
     if sys.platform == "win32":
@@ -709,17 +715,7 @@ def test_sigint_stops_index_building_and_leaves_the_index_as_it_was(dtype):
     reps = max(2, int(4.0 / max(per_key, 1e-9)) // len(small))  # about 4 s of work
     big = np.tile(small, (min(reps, 2**28 // (d * len(small))), 1))  # 1 GB at most
     for call in (lambda: ix.add(big), lambda: embed.Index(big, dtype=dtype)):
-        timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
-        t0 = time.perf_counter()
-        timer.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                call()
-                time.sleep(5)  # the signal came after the call: the handler runs here
-        finally:
-            timer.cancel()
-        elapsed = time.perf_counter() - t0
-        assert elapsed < 2.0, f"KeyboardInterrupt after {elapsed:.2f} s"
+        _interrupted_soon(call, after=0.2)
         assert len(ix) == 5000
         again = ix.search(q, 5)
         np.testing.assert_array_equal(again[0], scores)
@@ -731,7 +727,6 @@ def test_sigint_stops_index_building_and_leaves_the_index_as_it_was(dtype):
 def test_sigint_stops_building_a_sketch():
     """Ctrl-C while ``index.sketch = True`` builds the sketch raises KeyboardInterrupt soon and
     leaves the index without one (its searches give the same results)."""
-    import signal
     import time
 
     if sys.platform == "win32":
@@ -747,17 +742,11 @@ def test_sigint_stops_building_a_sketch():
     ix = embed.Index(np.tile(small, (min(reps, 2**28 // (d * len(small))), 1)), sketch=False)
     q = small[:3]
     scores, ids = ix.search(q, 5)
-    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
-    t0 = time.perf_counter()
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            ix.sketch = True
-            time.sleep(5)  # the signal came after the call: the handler runs here
-    finally:
-        timer.cancel()
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 2.0, f"KeyboardInterrupt after {elapsed:.2f} s"
+
+    def build_sketch():
+        ix.sketch = True
+
+    _interrupted_soon(build_sketch, after=0.2)
     assert not ix.sketch
     again = ix.search(q, 5)
     np.testing.assert_array_equal(again[0], scores)
