@@ -1795,3 +1795,14 @@ def test_core_bpe_takes_tiktokens_calls(tiktoken):
 
     for name in ("cl100k_base", "o200k_base"):
         assert calls(bytepair.get_encoding(name)._core_bpe) == calls(tiktoken.get_encoding(name)._core_bpe)
+
+
+@pytest.mark.parametrize("method", ["_encode_bytes", "_encode_single_piece", "encode_single_token"])
+def test_byte_methods_take_the_argument_types_tiktoken_takes(method, bp_encodings, tt_encodings):
+    """Only ``bytes`` (and ``str`` where tiktoken encodes it first): a ``bytearray``, a
+    ``memoryview`` or a list of byte values is a TypeError in both."""
+    bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
+    for arg in (b"hello", "hello", bytearray(b"hello"), memoryview(b"hello"), [104, 105], None, 5):
+        got = _outcome(getattr(bp, method), arg)
+        exp = _outcome(getattr(tt, method), arg)
+        assert got == exp, (method, arg, got, exp)

@@ -506,11 +506,14 @@ impl PyCoreBpe {
             .ok_or_else(|| PyKeyError::new_err(piece.to_vec()))
     }
 
-    fn encode_single_piece(&self, piece: PyBackedBytes) -> PyResult<Vec<Rank>> {
-        self.inner.encode_single_piece(&piece).map_err(to_py)
+    /// Takes `bytes` only, as tiktoken's does (a `bytearray` is a TypeError there too).
+    fn encode_single_piece(&self, piece: &Bound<'_, PyBytes>) -> PyResult<Vec<Rank>> {
+        self.inner.encode_single_piece(piece.as_bytes()).map_err(to_py)
     }
 
-    fn _encode_bytes(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<Vec<Rank>> {
+    /// Takes `bytes` only, as tiktoken's does.
+    fn _encode_bytes(&self, py: Python<'_>, data: Bound<'_, PyBytes>) -> PyResult<Vec<Rank>> {
+        let data = PyBackedBytes::from(data);
         run(py, self.cost(data.len()), || self.inner.encode_bytes(&data))
     }
 
