@@ -9,6 +9,9 @@ tokenizer running by itself: every implementation encodes every document exactly
     python benches/sequential_encode.py ../shared/corpus/en.txt cl100k_base [max_bytes]
 
 Prints MB/s for bytepair and tiktoken and their ratio. Run it a few times: the machine is noisy.
+With ``--calls``, it also times ``encode_to_numpy(d, disallowed_special=())`` for both (no
+Python list of ints: the ids come back in one array) and bytepair's ``count``, over fresh copies
+of the same documents, to show what part of a call building the list takes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sys
 import time
 
 
-def main(path: str, encoding: str, max_bytes: int = 8_000_000) -> None:
+def main(path: str, encoding: str, max_bytes: int = 8_000_000, calls: bool = False) -> None:
     import tempfile
 
     import bytepair
@@ -38,16 +41,31 @@ def main(path: str, encoding: str, max_bytes: int = 8_000_000) -> None:
         for lib in (bytepair, tiktoken):
             enc = lib.get_encoding(encoding)
             enc.encode_ordinary("warm up the import")
-            fresh = [d.encode().decode() for d in docs]  # no cached UTF-8 from an earlier run
-            t0 = time.perf_counter()
-            for d in fresh:
-                enc.encode_ordinary(d)
-            rates[lib.__name__] = mb / (time.perf_counter() - t0)
+            methods = {"encode_ordinary": enc.encode_ordinary}
+            if calls:
+                methods["encode_to_numpy"] = lambda d, enc=enc: enc.encode_to_numpy(d, disallowed_special=())
+                if hasattr(enc, "count"):
+                    methods["count"] = enc.count
+            for what, fn in methods.items():
+                fn("warm up the call")
+                fresh = [d.encode().decode() for d in docs]  # no cached UTF-8 from an earlier run
+                t0 = time.perf_counter()
+                for d in fresh:
+                    fn(d)
+                rates[lib.__name__, what] = mb / (time.perf_counter() - t0)
     finally:
         gc.enable()
-    bp, tk = rates["bytepair"], rates["tiktoken"]
+    bp, tk = rates["bytepair", "encode_ordinary"], rates["tiktoken", "encode_ordinary"]
     print(f"{path} {encoding}: bytepair {bp:.1f} MB/s, tiktoken {tk:.1f} MB/s, {bp / tk:.2f}x")
+    if calls:
+        bpn, tkn = rates["bytepair", "encode_to_numpy"], rates["tiktoken", "encode_to_numpy"]
+        print(f"  encode_to_numpy: bytepair {bpn:.1f} MB/s, tiktoken {tkn:.1f} MB/s, {bpn / tkn:.2f}x")
+        print(
+            f"  bytepair count {rates['bytepair', 'count']:.1f} MB/s, {rates['bytepair', 'count'] / tk:.2f}x "
+            "tiktoken's encode_ordinary"
+        )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:4]))
+    args = [a for a in sys.argv[1:] if a != "--calls"]
+    main(args[0], args[1], *(int(a) for a in args[2:3]), calls="--calls" in sys.argv)
