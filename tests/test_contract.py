@@ -576,6 +576,11 @@ def test_encode_to_numpy_dtype_and_layout(bp_encodings):
     assert enc.encode_to_numpy("").dtype == np.uint32
     assert enc.encode_to_numpy("").shape == (0,)
     assert enc.decode(arr) == "hello world " * 100
+    # Writeable and its own (tiktoken's is a read-only view of a bytes buffer): editing it
+    # changes no other call's result.
+    assert arr.flags.writeable
+    arr[0] = 7
+    assert enc.encode_to_numpy("hello world " * 100)[0] != 7
 
 
 def test_encode_to_numpy_when_the_numpy_import_is_interrupted():
