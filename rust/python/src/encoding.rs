@@ -508,7 +508,9 @@ impl PyCoreBpe {
 
     /// Takes `bytes` only, as tiktoken's does (a `bytearray` is a TypeError there too).
     fn encode_single_piece(&self, piece: &Bound<'_, PyBytes>) -> PyResult<Vec<Rank>> {
-        self.inner.encode_single_piece(piece.as_bytes()).map_err(to_py)
+        self.inner
+            .encode_single_piece(piece.as_bytes())
+            .map_err(to_py)
     }
 
     /// Takes `bytes` only, as tiktoken's does.
