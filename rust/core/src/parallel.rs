@@ -552,8 +552,8 @@ pub fn with_helpers_then<R>(
             st.closed = true;
             // The running helpers usually finish within microseconds of the caller. Sleeping on
             // the condition variable at once would let this core go idle, and on a virtual
-            // machine an idle core can take milliseconds to wake up when notified (measured:
-            // a 2.5 ms gather took 7 ms on two cores); so look again for a while first.
+            // machine an idle core can take milliseconds to wake up when notified; so look again
+            // for a while first.
             let spin_until = std::time::Instant::now() + CLOSE_SPIN;
             while st.running > 0 && std::time::Instant::now() < spin_until {
                 drop(st);
