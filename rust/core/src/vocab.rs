@@ -48,10 +48,10 @@ pub struct Vocab {
     by_rank_sparse: HashMap<Rank, u32, BuildKeyHasher>,
     /// Tokens of up to 7 bytes, keyed by their packed bytes and length, one table per
     /// [`script`] of the key.
-    short: Box<[Table<u64>]>,
+    short: Box<[Table<ShortKey>]>,
     /// Tokens of 8 to 15 bytes, keyed by their packed bytes and length, one table per
     /// [`script`] of the key's first 8 bytes.
-    mid: Box<[Table<u128>]>,
+    mid: Box<[Table<MidKey>]>,
     /// Longer tokens, keyed by a 64-bit hash of their bytes -> entry index (bytes verified).
     long: HashMap<u64, LongEntry, BuildKeyHasher>,
     /// Long tokens whose hash collided with another's (practically never non-empty).
@@ -181,6 +181,53 @@ fn pack_mid(b: &[u8]) -> u128 {
 
 pub type BuildKeyHasher = std::hash::BuildHasherDefault<KeyHasher>;
 
+/// A short token's packed key ([`pack`]) in two 4-byte halves, so that a table entry with its
+/// rank takes 12 bytes instead of the 16 a `u64` key (8-byte aligned) takes.
+///
+/// Why: the ASCII table of o200k holds 93,000 short tokens; with the control bytes it shrinks
+/// from 2.2 MB to 1.7 MB, and more of the lines a text's lookups touch stay in L2.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ShortKey([u32; 2]);
+
+impl ShortKey {
+    #[inline(always)]
+    fn new(k: u64) -> Self {
+        ShortKey([k as u32, (k >> 32) as u32])
+    }
+}
+
+impl std::hash::Hash for ShortKey {
+    #[inline(always)]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.0[0] as u64 | (self.0[1] as u64) << 32);
+    }
+}
+
+/// A mid token's packed key ([`pack_mid`]) in four 4-byte parts: an entry takes 20 bytes
+/// instead of the 32 of a `u128` key (16-byte aligned).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct MidKey([u32; 4]);
+
+impl MidKey {
+    #[inline(always)]
+    fn new(k: u128) -> Self {
+        MidKey([
+            k as u32,
+            (k >> 32) as u32,
+            (k >> 64) as u32,
+            (k >> 96) as u32,
+        ])
+    }
+}
+
+impl std::hash::Hash for MidKey {
+    #[inline(always)]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let [a, b, c, d] = self.0.map(u128::from);
+        h.write_u128(a | b << 32 | c << 64 | d << 96);
+    }
+}
+
 /// A lookup table of packed short tokens. Its memory is on huge pages where the system has them
 /// ([`HugePages`]): the side-by-side bench measured 4-11% more throughput with them, because a
 /// lookup after another library has run no longer misses the TLB as well as the cache.
@@ -244,7 +291,10 @@ impl Vocab {
                 |&n: &usize| Table::with_capacity_and_hasher_in(n, Default::default(), HugePages);
             sizes.iter().map(t).collect()
         }
-        let (mut short, mut mid) = (new_tables::<u64>(&n_short), new_tables::<u128>(&n_mid));
+        let (mut short, mut mid) = (
+            new_tables::<ShortKey>(&n_short),
+            new_tables::<MidKey>(&n_mid),
+        );
         let mut long: HashMap<u64, LongEntry, BuildKeyHasher> =
             HashMap::with_capacity_and_hasher(n / 2, Default::default());
         let mut long_collisions = HashMap::new();
@@ -258,12 +308,12 @@ impl Vocab {
             let r = ranks[i];
             if tok.len() <= 7 {
                 let k = pack(tok);
-                if short[script(k)].insert(k, r).is_some() {
+                if short[script(k)].insert(ShortKey::new(k), r).is_some() {
                     return Err(dup(tok));
                 }
             } else if tok.len() <= 15 {
                 let k = pack_mid(tok);
-                if mid[script(k as u64)].insert(k, r).is_some() {
+                if mid[script(k as u64)].insert(MidKey::new(k), r).is_some() {
                     return Err(dup(tok));
                 }
             } else {
@@ -331,11 +381,11 @@ impl Vocab {
     pub fn get(&self, b: &[u8]) -> Option<Rank> {
         if b.len() <= 7 {
             let k = pack(b);
-            return self.short[script(k)].get(&k).copied();
+            return self.short[script(k)].get(&ShortKey::new(k)).copied();
         }
         if b.len() <= 15 {
             let k = pack_mid(b);
-            return self.mid[script(k as u64)].get(&k).copied();
+            return self.mid[script(k as u64)].get(&MidKey::new(k)).copied();
         }
         self.get_long(b)
     }
@@ -353,14 +403,14 @@ impl Vocab {
                 let k = low_bytes(lo, n) | ((n as u64) << 56);
                 // SAFETY: script() < SCRIPTS = short.len().
                 return unsafe { self.short.get_unchecked(script(k)) }
-                    .get(&k)
+                    .get(&ShortKey::new(k))
                     .copied();
             }
             let hi = low_bytes(u64::from_le_bytes(w[8..].try_into().unwrap()), n - 8);
             let key = (lo as u128) | ((hi as u128) << 64) | ((n as u128) << 120);
             // SAFETY: script() < SCRIPTS = mid.len().
             return unsafe { self.mid.get_unchecked(script(lo)) }
-                .get(&key)
+                .get(&MidKey::new(key))
                 .copied();
         }
         self.get_long(&buf[s..e])
