@@ -1797,6 +1797,21 @@ def test_core_bpe_takes_tiktokens_calls(tiktoken):
         assert calls(bytepair.get_encoding(name)._core_bpe) == calls(tiktoken.get_encoding(name)._core_bpe)
 
 
+def test_core_bpe_built_as_tiktoken_builds_it(tiktoken):
+    """``tiktoken._tiktoken.CoreBPE(ranks, specials, pattern)`` under ``import bytepair as
+    tiktoken``: the same class as ``Encoding._core_bpe``'s, and the same tokens as tiktoken's."""
+    import bytepair
+
+    assert bytepair._tiktoken.CoreBPE is type(bytepair.get_encoding("gpt2")._core_bpe)
+    text = "hello <|endoftext|> wörld  \n\n 12345 日本語"
+    for name in ("r50k_base", "cl100k_base", "o200k_base"):
+        e = tiktoken.get_encoding(name)
+        args = (e._mergeable_ranks, e._special_tokens, e._pat_str)
+        ours, theirs = bytepair._tiktoken.CoreBPE(*args), tiktoken._tiktoken.CoreBPE(*args)
+        assert ours.encode_ordinary(text) == theirs.encode_ordinary(text), name
+        assert ours.encode(text, {"<|endoftext|>"}) == theirs.encode(text, {"<|endoftext|>"}), name
+
+
 @pytest.mark.parametrize("method", ["_encode_bytes", "_encode_single_piece", "encode_single_token"])
 def test_byte_methods_take_the_argument_types_tiktoken_takes(method, bp_encodings, tt_encodings):
     """Only ``bytes`` (and ``str`` where tiktoken encodes it first): a ``bytearray``, a

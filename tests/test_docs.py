@@ -19,6 +19,7 @@ MODULES = [
     "bytepair.train",
     "bytepair.embed",
     "bytepair.corpus",
+    "bytepair._tiktoken",
 ]
 
 

@@ -59,6 +59,11 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
         import bytepair.embed as embed_module
 
         return embed_module
+    if name == "_tiktoken":
+        # tiktoken's native module name (`tiktoken._tiktoken.CoreBPE`).
+        import bytepair._tiktoken as native_alias
+
+        return native_alias
     raise AttributeError(f"module 'bytepair' has no attribute {name!r}")
 
 
