@@ -719,6 +719,10 @@ def test_generated_encode_with_unstable(all_pairs):
         "\t" * 64,
         "a" * 40 + " " * 40,
         "x" + "\n" * 80,
+        # Tails of over 1024 bytes: the candidates' merges continue from the first one's tokens.
+        "a" * 1100 + "b",
+        "п" * 700,
+        "Привет" * 200,
     ],
 )
 def test_encode_with_unstable_examples(text, pair):

@@ -285,15 +285,37 @@ fn merge_direct(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
 #[doc(hidden)]
 pub fn merge_chunked(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>, chunk: usize) {
     let n = piece.len();
-    let base = out.len();
     if n < 2 || !v.has_all_bytes() {
         return merge_direct(v, piece, out);
     }
-    // `ends[i]`: where token `out[base + i]` ends in `piece`.
-    let mut ends: Vec<usize> = Vec::with_capacity(n / 2);
+    let base = out.len();
+    merge_chunked_from(v, piece, out, base, &mut Vec::with_capacity(n / 2), chunk);
+}
+
+/// [`merge_chunked`] of `piece` from where a merge of its start left off: `out[base..]` holds
+/// the merge of `piece[..ends.last()]` (or nothing), `ends[i]` being where token `out[base + i]`
+/// ends. Any tokens will do that are merge results with every adjacent pair [`compatible`], such
+/// as the first tokens of the merge of another piece that starts with the same bytes: the chunks
+/// after them are checked against them as against the chunks' own tokens. Appends the merge of
+/// the rest; `ends` is left in an unspecified state.
+#[doc(hidden)]
+pub fn merge_chunked_from(
+    v: &Vocab,
+    piece: &[u8],
+    out: &mut Vec<Rank>,
+    base: usize,
+    ends: &mut Vec<usize>,
+    chunk: usize,
+) {
+    let n = piece.len();
+    debug_assert_eq!(out.len() - base, ends.len());
+    if n < 2 || !v.has_all_bytes() {
+        out.truncate(base);
+        return merge_direct(v, piece, out);
+    }
     let (mut buf, mut tmp, mut part) = (Vec::new(), Vec::new(), Vec::new());
     let mut seen = [((NO_ENTRY, NO_ENTRY), false); 16];
-    let (mut pos, mut chunk) = (0, chunk);
+    let (mut pos, mut chunk) = (ends.last().copied().unwrap_or(0), chunk);
     let mut poll_at = POLL_STEPS as usize;
     while pos < n {
         if pos >= poll_at {

@@ -20,11 +20,19 @@ fn too_large(tail: usize) -> Error {
     ))
 }
 
+/// A piece's bytes, its tokens and where each token ends in it.
+type MergedPiece = (Box<[u8]>, Vec<Rank>, Vec<usize>);
+
 /// Merges of long pieces remembered within one [`CoreBpe::encode_with_unstable`] call.
-#[derive(Default)]
 struct PieceMemo {
     pieces: FxHashMap<Box<[u8]>, Box<[Rank]>>,
     bytes: usize,
+    /// The first piece of [`Self::MIN_SHARED`] bytes or more merged in this call, its tokens and
+    /// where each ends: the candidates' texts differ only in their last few bytes, so their last
+    /// pieces (a run of a thousand letters, say) mostly start with the same bytes as this one.
+    base: Option<MergedPiece>,
+    /// [`Self::MIN_SHARED`], or more in tests (`usize::MAX`: never share).
+    min_shared: usize,
 }
 
 impl PieceMemo {
@@ -33,6 +41,55 @@ impl PieceMemo {
     /// Bytes of pieces remembered at most (a tail of a million spaces recurs in about 80
     /// lengths).
     const MAX_BYTES: usize = 128 << 20;
+    /// Pieces from this length on take the tokens of the start they share with [`Self::base`]
+    /// instead of merging it again.
+    const MIN_SHARED: usize = 1024;
+
+    fn new(min_shared: usize) -> Self {
+        PieceMemo {
+            pieces: FxHashMap::default(),
+            bytes: 0,
+            base: None,
+            min_shared,
+        }
+    }
+
+    /// `piece` merged (no whole-piece lookup) onto `out`.
+    ///
+    /// Why: each candidate of a long unstable tail (a run of 300,000 letters has 2,253) would
+    /// otherwise merge the whole run again, and that was nearly all of the call's time. The
+    /// base's tokens that end inside the shared start are merge results with compatible
+    /// neighbours, so [`bpe::merge_chunked_from`] continues from them exactly as from its own.
+    fn merge(&mut self, v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
+        if piece.len() < self.min_shared {
+            return bpe::merge(v, piece, out);
+        }
+        let at = out.len();
+        if let Some((bytes, tokens, ends)) = &self.base {
+            let shared = bytes.iter().zip(piece).take_while(|(a, b)| a == b).count();
+            let keep = ends.partition_point(|&e| e <= shared);
+            if keep > 0 {
+                #[cfg(test)]
+                tests::SHARED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                out.extend_from_slice(&tokens[..keep]);
+                let mut ends = ends[..keep].to_vec();
+                return bpe::merge_chunked_from(v, piece, out, at, &mut ends, bpe::CHUNK);
+            }
+        }
+        bpe::merge(v, piece, out);
+        if self.base.is_none() && !crate::parallel::interrupt::stopped() {
+            let tokens = out[at..].to_vec();
+            let mut end = 0;
+            let ends = tokens
+                .iter()
+                .map(|&t| {
+                    end += v.token(t).map_or(0, <[u8]>::len);
+                    end
+                })
+                .collect();
+            self.base = Some((piece.into(), tokens, ends));
+        }
+    }
 }
 
 /// The largest chunk [`CoreBpe::encode_ordinary_parallel`] cuts a text into (a few tens of
@@ -379,7 +436,10 @@ impl CoreBpe {
                 return out.extend_from_slice(t);
             }
             let at = out.len();
-            bpe::encode_piece(v, b, s, e, &mut out);
+            match v.get(&b[s..e]) {
+                Some(r) => out.push(r),
+                None => memo.merge(v, &b[s..e], &mut out),
+            }
             if memo.bytes + (e - s) <= PieceMemo::MAX_BYTES {
                 memo.bytes += e - s;
                 memo.pieces.insert(b[s..e].into(), out[at..].into());
@@ -737,6 +797,20 @@ impl CoreBpe {
         allowed: &SpecialSet,
         disallowed: &SpecialSet,
     ) -> Result<(Vec<Rank>, Vec<Vec<Rank>>)> {
+        self.encode_with_unstable_sharing(text, allowed, disallowed, PieceMemo::MIN_SHARED)
+    }
+
+    /// [`Self::encode_with_unstable`] where the candidates' pieces of `min_shared` bytes or more
+    /// start from the tokens of the first such piece (see [`PieceMemo::merge`]); tests compare
+    /// it with `usize::MAX` (no sharing).
+    #[doc(hidden)]
+    pub fn encode_with_unstable_sharing(
+        &self,
+        text: &str,
+        allowed: &SpecialSet,
+        disallowed: &SpecialSet,
+        min_shared: usize,
+    ) -> Result<(Vec<Rank>, Vec<Vec<Rank>>)> {
         let mut tokens = Vec::new();
         let last = self.encode_into(text, allowed, disallowed, &mut tokens)?;
         if last == 0 {
@@ -755,7 +829,7 @@ impl CoreBpe {
         let mut total = 0usize;
         // The texts re-encoded below differ only near their ends: long pieces (a long run of
         // spaces, say) recur, so their merges are remembered for this call.
-        let mut memo = PieceMemo::default();
+        let mut memo = PieceMemo::new(min_shared);
         let lower = |prefix: &[u8]| sorted.partition_point(|&r| tb(r) < prefix);
         // Single tokens that extend the unstable bytes.
         let mut i = lower(&unstable);
@@ -793,7 +867,7 @@ impl CoreBpe {
                     Ok(s) => self.encode_ordinary_memo(s, &mut memo)?,
                     Err(_) => {
                         let mut v = Vec::new();
-                        bpe::merge(&self.vocab, &possibility, &mut v);
+                        memo.merge(&self.vocab, &possibility, &mut v);
                         v
                     }
                 };
@@ -936,6 +1010,60 @@ fn last_char(b: &[u8]) -> (Option<char>, usize) {
 mod tests {
     use super::*;
     use crate::pretokenize::CL100K_PATTERN;
+
+    /// How many pieces [`PieceMemo::merge`] continued from its base's tokens.
+    pub static SHARED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[test]
+    fn unstable_candidates_that_share_a_long_start_get_the_same_completions() {
+        let o200k = CoreBpe::new(
+            crate::vocab::bundled("o200k_base").unwrap(),
+            crate::pretokenize::builtin_pattern("o200k_base").unwrap(),
+            vec![],
+        )
+        .unwrap();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut letters = |alphabet: &[char], n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect()
+        };
+        let texts = [
+            "a".repeat(1500),
+            format!("{}b", "a".repeat(1200)),
+            format!("x {}", "e".repeat(1100)),
+            "ab".repeat(700),
+            "п".repeat(800), // 1600 bytes: split candidates are not UTF-8
+            format!("{}z", "Привет".repeat(120)), // one long Cyrillic word
+            format!("hi{}", " ".repeat(1300)), // whitespace runs split off their last space
+            "1".repeat(1200),
+            letters(&['a', 'b', 'c', 'e', 'r'], 1500), // one long word of varied merges
+            letters(&['д', 'а', 'н', 'о'], 900),
+        ];
+        let none = SpecialSet::None;
+        let before = SHARED.load(std::sync::atomic::Ordering::Relaxed);
+        for e in [cl100k(), o200k] {
+            for t in &texts {
+                let exact = e
+                    .encode_with_unstable_sharing(t, &none, &none, usize::MAX)
+                    .unwrap();
+                assert!(!exact.1.is_empty(), "{:?}", &t[..8]);
+                for min_shared in [40, 300, PieceMemo::MIN_SHARED] {
+                    let got = e
+                        .encode_with_unstable_sharing(t, &none, &none, min_shared)
+                        .unwrap();
+                    assert!(got == exact, "{:?}... with {min_shared}", &t[..8]);
+                }
+            }
+        }
+        // The sharing did happen (the counter is shared with other tests, which only add).
+        assert!(SHARED.load(std::sync::atomic::Ordering::Relaxed) > before + 1000);
+    }
 
     fn cl100k() -> CoreBpe {
         let v = crate::vocab::bundled("cl100k_base").unwrap();

@@ -3,7 +3,8 @@
 //! - the stack-array merge vs the heap merge vs a textbook reference, on piece lengths just below
 //!   and above every size switch.
 use bytepair_core::bpe::{
-    merge, merge_chunked, merge_heap, merge_scan, reference_merge, CHUNK, HEAP_THRESHOLD,
+    merge, merge_chunked, merge_chunked_from, merge_heap, merge_scan, reference_merge, CHUNK,
+    HEAP_THRESHOLD,
 };
 use bytepair_core::pretokenize::{Pretokenizer, CL100K_PATTERN, O200K_PATTERN, R50K_PATTERN};
 use bytepair_core::vocab::{bundled, Vocab};
@@ -253,6 +254,45 @@ proptest! {
             let mut chunked = Vec::new();
             merge_chunked(v, &piece, &mut chunked, chunk);
             prop_assert_eq!(&chunked, &heap, "chunk {}", chunk);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(300), ..ProptestConfig::default() })]
+
+    /// A chunked merge continued from the tokens another piece's merge has over their common
+    /// start (as `encode_with_unstable` does for its candidates) equals the merge from scratch.
+    #[test]
+    fn chunked_merge_continued_from_another_piece_equals_heap_merge(
+        base in repetitive_piece(),
+        cut in 0.0f64..1.0,
+        tail in repetitive_piece(),
+        tail_len in 0usize..40,
+        chunk in prop::sample::select(vec![3usize, 13, CHUNK]),
+    ) {
+        let at = (base.len() as f64 * cut) as usize;
+        let piece = [&base[..at], &tail[..tail_len.min(tail.len())]].concat();
+        let shared = base.iter().zip(&piece).take_while(|(a, b)| a == b).count();
+        for v in vocabs() {
+            let mut expected = Vec::new();
+            merge_heap(v, &piece, &mut expected);
+            let mut tokens = Vec::new();
+            merge_heap(v, &base, &mut tokens);
+            let mut ends = Vec::new();
+            let mut end = 0;
+            for &t in &tokens {
+                end += v.token(t).unwrap().len();
+                if end > shared {
+                    break;
+                }
+                ends.push(end);
+            }
+            let mut out = vec![7, 7]; // tokens of earlier pieces stay as they are
+            out.extend_from_slice(&tokens[..ends.len()]);
+            merge_chunked_from(v, &piece, &mut out, 2, &mut ends, chunk);
+            prop_assert_eq!(&out[..2], &[7, 7]);
+            prop_assert_eq!(&out[2..], &expected[..], "cut at {} of {}", at, base.len());
         }
     }
 }
