@@ -724,13 +724,15 @@ def test_sigint_stops_a_long_encode(name, bp_encodings):
 
 
 _LONG_DECODE_CALLS = {
-    # name: (call, most tokens)
-    "decode": (lambda enc, t: enc.decode(t), 120_000_000),
-    "decode_bytes": (lambda enc, t: enc.decode_bytes(t), 120_000_000),
-    "decode_tokens_bytes": (lambda enc, t: enc.decode_tokens_bytes(t), 30_000_000),
-    "decode_batch": (lambda enc, t: enc.decode_batch([t, t]), 60_000_000),
-    "decode_bytes numpy": (lambda enc, t: enc.decode_bytes(t), 120_000_000),
-    "decode_batch numpy": (lambda enc, t: enc.decode_batch([t] * 8), 30_000_000),
+    # name: (call, most tokens, numpy dtype or None for a list)
+    "decode": (lambda enc, t: enc.decode(t), 120_000_000, None),
+    "decode_bytes": (lambda enc, t: enc.decode_bytes(t), 120_000_000, None),
+    "decode_tokens_bytes": (lambda enc, t: enc.decode_tokens_bytes(t), 30_000_000, None),
+    "decode_batch": (lambda enc, t: enc.decode_batch([t, t]), 60_000_000, None),
+    # uint32 (what encode_to_numpy gives) for the long one: half the memory of int64, which
+    # took seconds to fault in on a fresh machine.
+    "decode_bytes numpy": (lambda enc, t: enc.decode_bytes(t), 120_000_000, np.uint32),
+    "decode_batch numpy": (lambda enc, t: enc.decode_batch([t] * 8), 30_000_000, np.int64),
 }
 
 
@@ -744,17 +746,19 @@ def test_sigint_stops_a_long_decode(name, bp_encodings):
     interpreter, so a Python timer thread could not run to send it.
     """
     enc = bp_encodings["cl100k_base"]
-    call, most = _LONG_DECODE_CALLS[name]
-    as_array = name.endswith("numpy")
+    call, most, dtype = _LONG_DECODE_CALLS[name]
     unit = enc.encode_ordinary("hello world, and a few words more: 12345 \u00e9t\u00e9 \u4e2d\u6587\n") * 5000
-    tokens = unit * 20
-    tokens = np.asarray(tokens, dtype=np.int64) if as_array else tokens
+
+    def repeated(reps: int):  # type: ignore[no-untyped-def]
+        # An array is tiled, not converted from a list of ints (that took 8 s for 120 M).
+        return unit * reps if dtype is None else np.tile(np.asarray(unit, dtype=dtype), reps)
+
+    tokens = repeated(20)
     t0 = time.perf_counter()
     call(enc, tokens)
     per_token = (time.perf_counter() - t0) / len(tokens)
     # About 4 s of work, within `most` tokens.
-    tokens = unit * max(20, min(int(4.0 / max(per_token, 1e-9)), most) // len(unit))
-    tokens = np.asarray(tokens, dtype=np.int64) if as_array else tokens
+    tokens = repeated(max(20, min(int(4.0 / max(per_token, 1e-9)), most) // len(unit)))
     expected = len(tokens) * per_token
     killer = subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -INT {os.getpid()}"])
     t0 = time.perf_counter()
