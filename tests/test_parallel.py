@@ -12,11 +12,11 @@ from forked import in_forked_child
 import bytepair
 
 
-def _big_text(seed: int) -> str:
+def _big_text(seed: int, n_lines: int = 90_000) -> str:
     rng = random.Random(seed)
     words = ["hello", "world", "日本語", "  indented", "\t", "naïve", "42", "!!", "'s", "Ω", "😀", "\r\n", "\n\n"]
     lines = []
-    for _ in range(90_000):
+    for _ in range(n_lines):
         lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))))
     return "\n".join(lines)
 
@@ -40,7 +40,9 @@ def test_parallel_without_safe_cuts_and_small_texts() -> None:
 
 def test_batch_identical_across_thread_counts() -> None:
     enc = bytepair.get_encoding("o200k_base")
-    texts = [_big_text(i)[: 500 + 37 * i] for i in range(40)]
+    # The start of each big text (its first 300 lines are the same with fewer made).
+    texts = [_big_text(i, 300)[: 500 + 37 * i] for i in range(40)]
+    assert all(len(t) == 500 + 37 * i for i, t in enumerate(texts))
     one = enc.encode_ordinary_batch(texts, num_threads=1)
     assert enc.encode_ordinary_batch(texts, num_threads=2) == one
     assert enc.encode_batch(texts, num_threads=4) == one
