@@ -276,7 +276,11 @@ proptest! {
         let shared = base.iter().zip(&piece).take_while(|(a, b)| a == b).count();
         for v in vocabs() {
             let mut expected = Vec::new();
-            merge_heap(v, &piece, &mut expected);
+            if piece.len() < 2 {
+                merge(v, &piece, &mut expected); // the heap merge takes two bytes or more
+            } else {
+                merge_heap(v, &piece, &mut expected);
+            }
             let mut tokens = Vec::new();
             merge_heap(v, &base, &mut tokens);
             let mut ends = Vec::new();
