@@ -284,12 +284,9 @@ fn merge_direct(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
 /// on the inputs this is for (runs, long words) and O(n log n) at worst.
 #[doc(hidden)]
 pub fn merge_chunked(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>, chunk: usize) {
-    let n = piece.len();
-    if n < 2 || !v.has_all_bytes() {
-        return merge_direct(v, piece, out);
-    }
     let base = out.len();
-    merge_chunked_from(v, piece, out, base, &mut Vec::with_capacity(n / 2), chunk);
+    let mut ends = Vec::with_capacity(piece.len() / 2);
+    merge_chunked_from(v, piece, out, base, &mut ends, chunk);
 }
 
 /// [`merge_chunked`] of `piece` from where a merge of its start left off: `out[base..]` holds
