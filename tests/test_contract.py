@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import os
 import pickle
+import socket
 import subprocess
 import gc
 import sys
@@ -1082,6 +1083,46 @@ def test_url_served_gzipped_is_decoded(loader, http_files, monkeypatch):
     srv, ranks, _body = http_files
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
     assert loader.load_tiktoken_bpe(srv.url + "/gz/tiny.tiktoken") == ranks
+
+
+def _raised(f, *args):
+    try:
+        f(*args)
+    except Exception as e:  # noqa: BLE001 (the type is what is compared)
+        return e
+    raise AssertionError(f"{f.__qualname__}{args} raised nothing")
+
+
+def test_url_errors_have_tiktokens_types(http_files, tiktoken, monkeypatch):
+    """A missing file and a refused connection raise what tiktoken raises (requests' errors)."""
+    requests = pytest.importorskip("requests")
+    import tiktoken.load
+
+    srv, _ranks, _body = http_files
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{s.getsockname()[1]}/tiny.tiktoken"
+    for url, expected in [
+        (srv.url + "/missing.tiktoken", requests.HTTPError),
+        (refused, requests.ConnectionError),
+    ]:
+        ours = _raised(bytepair.load_tiktoken_bpe, url)
+        theirs = _raised(tiktoken.load.load_tiktoken_bpe, url)
+        assert type(ours) is type(theirs), (url, ours, theirs)
+        assert isinstance(ours, expected)
+
+
+def test_urls_without_requests_are_read_with_urllib(http_files, monkeypatch):
+    import urllib.error
+
+    srv, ranks, body = http_files
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    monkeypatch.setitem(sys.modules, "requests", None)  # `import requests` fails
+    assert bytepair.load.read_file(srv.url + "/tiny.tiktoken") == body
+    assert bytepair.load_tiktoken_bpe(srv.url + "/gz/tiny.tiktoken") == ranks
+    with pytest.raises(urllib.error.HTTPError):
+        bytepair.load_tiktoken_bpe(srv.url + "/missing.tiktoken")
 
 
 def test_data_gym_ranks_count_a_repeated_merge(tmp_path, tiktoken):

@@ -24,21 +24,35 @@ def read_file(blobpath: str) -> bytes:
         with open(blobpath, "rb", buffering=0) as f:
             return f.read()
     if blobpath.startswith(("http://", "https://")):
-        import urllib.request
-
-        with urllib.request.urlopen(blobpath, timeout=60) as resp:  # noqa: S310 (user-given URL)
-            data = resp.read()
-            # A body stored compressed (as object stores serve it) is decoded, as requests does.
-            if resp.headers.get("Content-Encoding", "").strip().lower() in ("gzip", "x-gzip"):
-                import gzip
-
-                data = gzip.decompress(data)
-            return data
+        try:
+            import requests
+        except ImportError:
+            return _read_url(blobpath)
+        # With requests (which tiktoken fetches with), errors have tiktoken's types:
+        # requests.HTTPError for a 404, requests.ConnectionError for a refused connection.
+        resp = requests.get(blobpath, timeout=60)
+        resp.raise_for_status()
+        return resp.content
     try:
         import blobfile
     except ImportError as e:
         raise ImportError("blobfile is not installed. Please install it by running `pip install blobfile`.") from e
     return blobfile.read_bytes(blobpath)
+
+
+def _read_url(url: str) -> bytes:
+    """``read_file`` of a URL without requests: errors are urllib's (``urllib.error.HTTPError``,
+    ``urllib.error.URLError``)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (user-given URL)
+        data = resp.read()
+        # A body stored compressed (as object stores serve it) is decoded, as requests does.
+        if resp.headers.get("Content-Encoding", "").strip().lower() in ("gzip", "x-gzip"):
+            import gzip
+
+            data = gzip.decompress(data)
+        return data
 
 
 def check_hash(data: bytes, expected_hash: str) -> bool:
