@@ -446,6 +446,36 @@ def test_globs_match_file_names_that_are_not_utf8(tmp_path):
     assert list(corpus.count_files([str(d / "b*")], encoding=ENC)) == [bad]
 
 
+def test_count_reads_standard_input_as_one_document(tmp_path):
+    enc = bytepair.get_encoding(ENC)
+    text = "Hello, world!\n" * 50 + "Привет <|endoftext|> 你好\n"
+    n = len(enc.encode_ordinary(text))
+    run = [sys.executable, "-m", "bytepair", "count", "--encoding", ENC]
+    proc = subprocess.run([*run, "-"], input=text.encode(), capture_output=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().splitlines() == [f"-\t{n}", f"total {n}"]
+    # Among files, in the order named; a file is counted as before.
+    f = tmp_path / "a.txt"
+    f.write_text("one two three")
+    m = len(enc.encode_ordinary("one two three"))
+    proc = subprocess.run([*run, str(f), "-"], input=text.encode(), capture_output=True, timeout=120, check=False)
+    assert proc.stdout.decode().splitlines() == [f"{f}\t{m}", f"-\t{n}", f"total {n + m}"]
+    proc = subprocess.run([*run, "-", str(f)], input=text.encode(), capture_output=True, timeout=120, check=False)
+    assert proc.stdout.decode().splitlines() == [f"-\t{n}", f"{f}\t{m}", f"total {n + m}"]
+    # Empty input is a document of 0 tokens; bytes that are not UTF-8 are an input error.
+    proc = subprocess.run([*run, "-"], input=b"", capture_output=True, timeout=120, check=False)
+    assert proc.returncode == 0 and proc.stdout.decode().splitlines() == ["-\t0", "total 0"]
+    bad = b"ok \xff bad"
+    proc = subprocess.run([*run, "-"], input=bad, capture_output=True, timeout=120, check=False)
+    assert proc.returncode == 1 and b"-: invalid UTF-8 at byte 3" in proc.stderr, proc.stderr
+    proc = subprocess.run(
+        [*run, "-", str(f), "--on-error", "skip"], input=bad, capture_output=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().splitlines() == ["-\t0", f"{f}\t{m}", f"total {m}"]
+    assert b"skipped 1" in proc.stderr
+
+
 def test_count_errors_and_skip(bad_files):
     files, docs = bad_files
     enc = bytepair.get_encoding(ENC)

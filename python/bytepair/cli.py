@@ -104,14 +104,15 @@ def _integer(text: str) -> int:
 _integer.__name__ = "int"  # argparse names the type in its messages ("invalid int value")
 
 
-def _add_input_options(p: argparse.ArgumentParser) -> None:
+def _add_input_options(p: argparse.ArgumentParser, stdin: bool = False) -> None:
     p.add_argument(
         "files",
         nargs="+",
         metavar="FILES",
         help="files, directories (every file under them, sorted, folders of token shards left out) "
         "or globs: .txt (one document per file), .jsonl (one document per line, in the 'text' "
-        "field), .parquet ('text' column, needs pyarrow), .gz/.zst variants",
+        "field), .parquet ('text' column, needs pyarrow), .gz/.zst variants"
+        + ("; - reads standard input as one text document" if stdin else ""),
     )
     p.add_argument(
         "--on-error",
@@ -257,7 +258,7 @@ def _add_count(sub: Any) -> None:
         "its documents of len(encoding.encode_ordinary(document)). Exit status: 0 done, 1 an "
         "input error, 2 bad arguments, 130 interrupted.",
     )
-    _add_input_options(p)
+    _add_input_options(p, stdin=True)
     p.add_argument(
         "--encoding",
         required=True,
@@ -507,16 +508,31 @@ def _count(args: argparse.Namespace) -> int:
     if enc is None:
         return 2
     errors: list[str] = []
+    files = [f for f in args.files if f != "-"]
     try:
-        counts = corpus.count_files(
-            args.files,
-            encoding=enc,
-            on_error=args.on_error,
-            field=args.field,
-            num_threads=args.threads,
-            progress=_progress(args),
-            errors=errors,
+        counts = (
+            corpus.count_files(
+                files,
+                encoding=enc,
+                on_error=args.on_error,
+                field=args.field,
+                num_threads=args.threads,
+                progress=_progress(args),
+                errors=errors,
+            )
+            if files
+            else {}
         )
+        if "-" in args.files:
+            n, error = _count_stdin(enc)
+            if error is not None:
+                if args.on_error == "fail":
+                    raise ValueError(error)
+                errors.append(error)
+            # Where "-" was named first among the inputs, as files named twice are listed.
+            at = sum(1 for f in args.files[: args.files.index("-")] if f in counts)
+            items = list(counts.items())
+            counts = dict(items[:at] + [("-", n)] + items[at:])
     except (ValueError, OSError, ImportError) as e:
         return _fail("count", e)
     for path, n in counts.items():
@@ -524,6 +540,17 @@ def _count(args: argparse.Namespace) -> int:
     _print_out(f"total {sum(counts.values())}")
     _report_skipped("count", len(errors), errors)
     return 0
+
+
+def _count_stdin(enc: Any) -> tuple[int, str | None]:
+    """``-`` among the inputs: standard input read to its end as one text document, as a
+    ``.txt`` file is. Returns its count (0 when it is not UTF-8) and the error, if any."""
+    data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return 0, f"-: invalid UTF-8 at byte {e.start}"
+    return enc.count(text, disallowed_special=()), None
 
 
 def _train(args: argparse.Namespace) -> int:
