@@ -1817,6 +1817,42 @@ def test_core_bpe_built_as_tiktoken_builds_it(tiktoken):
         assert ours.encode(text, {"<|endoftext|>"}) == theirs.encode(text, {"<|endoftext|>"}), name
 
 
+def test_every_name_tiktoken_lists_is_there(tiktoken):
+    """What ``dir()`` lists on tiktoken's package, its submodules, an ``Encoding`` and its
+    ``CoreBPE`` is there on bytepair's too (apart from the modules and typing helpers that
+    tiktoken's modules import for themselves)."""
+    import importlib
+    import types
+
+    import bytepair
+
+    def names(obj):
+        return {
+            n
+            for n in dir(obj)
+            if not n.startswith("__")
+            and not isinstance(getattr(obj, n, None), types.ModuleType)
+            and (getattr(getattr(obj, n, None), "__module__", None) or "").split(".")[0]
+            not in ("typing", "collections")
+        }
+
+    pairs = [(tiktoken, bytepair)]
+    pairs += [
+        (importlib.import_module(f"tiktoken.{m}"), importlib.import_module(f"bytepair.{m}"))
+        for m in ("core", "load", "model", "registry")
+    ]
+    tt, bp = tiktoken.get_encoding("cl100k_base"), bytepair.get_encoding("cl100k_base")
+    pairs += [(tt, bp), (tt._core_bpe, bp._core_bpe)]
+    for theirs, ours in pairs:
+        missing = {n for n in names(theirs) - set(dir(ours)) if n not in ("ThreadPoolExecutor", "NoReturn")}
+        assert not missing, (theirs, sorted(missing))
+    # The submodules tiktoken's package lists (`core`, `model`, `registry`, `_tiktoken`).
+    modules = {n for n in dir(tiktoken) if isinstance(getattr(tiktoken, n), types.ModuleType)}
+    assert "_tiktoken" in modules
+    assert modules <= set(dir(bytepair)), sorted(modules - set(dir(bytepair)))
+    assert all(isinstance(getattr(bytepair, m), types.ModuleType) for m in modules)
+
+
 @pytest.mark.parametrize("method", ["_encode_bytes", "_encode_single_piece", "encode_single_token"])
 def test_byte_methods_take_the_argument_types_tiktoken_takes(method, bp_encodings, tt_encodings):
     """Only ``bytes`` (and ``str`` where tiktoken encodes it first): a ``bytearray``, a

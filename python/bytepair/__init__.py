@@ -69,4 +69,4 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
 
 def __dir__() -> list[str]:
     # The names loaded on first use (`__getattr__`) are listed before that too.
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | {"_tiktoken"})
