@@ -173,6 +173,34 @@ const WORDISH: &[&str] = &[
     "\u{7f}",
     "\u{a0}",
     "😀",
+    // Two-byte letters and what ends or splits their words: Cyrillic and Greek words and
+    // capitals, Latin-1 letters, a Hebrew letter (\p{Lo}), a modifier letter, marks, and
+    // two-byte characters that are no letter (guillemets, NBSP, NEL, soft hyphen, ², ×, µ is
+    // a letter, an Arabic-Indic digit, an Arabic comma).
+    " слово",
+    "Привет",
+    "мир",
+    " ВОТ",
+    "ёЁ",
+    " λόγος",
+    "Ω",
+    " über",
+    "Ünïcödé",
+    "ñ",
+    "א",
+    " שלום",
+    "ˈ",
+    "\u{308}",
+    "\u{483}",
+    "«",
+    "»",
+    "\u{85}",
+    "\u{ad}",
+    "²",
+    "×",
+    "µ",
+    "\u{660}",
+    "\u{60c}",
 ];
 
 fn wordish_strategy() -> impl Strategy<Value = String> {

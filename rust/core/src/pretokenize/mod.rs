@@ -223,6 +223,33 @@ mod tests {
         }
     }
 
+    /// Every two-byte character (which the word runs classify from bitmaps where the CPU can)
+    /// inside, before, after and between words of ASCII, Cyrillic and Latin-1 letters of both
+    /// cases, at two offsets, in texts long enough for the runs' 64-byte windows.
+    #[test]
+    fn lexers_match_regex_on_every_two_byte_char() {
+        let pats = [R50K_PATTERN, CL100K_PATTERN, O200K_PATTERN];
+        let lexers: Vec<_> = pats
+            .iter()
+            .map(|p| {
+                (
+                    Pretokenizer::new(p).unwrap(),
+                    Pretokenizer::regex(p).unwrap(),
+                )
+            })
+            .collect();
+        for c in (0x80..0x800u32).filter_map(char::from_u32) {
+            let body = format!(
+                " слово{c}мир {c}Привет ВОТ{c} über{c}Été a{c}b {c}{c}x,{c} ok{c}'s ÉCOLE{c}école word"
+            );
+            for t in [body.clone(), format!("x{body}{body}")] {
+                for (fast, slow) in &lexers {
+                    assert_eq!(fast.pieces(&t).unwrap(), slow.pieces(&t).unwrap(), "{t:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn lexers_match_regex_on_every_char_class_pair() {
         // Two-char and three-char strings over a set of representatives of every class.
