@@ -546,14 +546,17 @@ impl Lexer<'_> {
     /// [`Window::prefix`] allows before one.
     ///
     /// Where the windows classify two-byte letters too, a lead byte of a two-byte character
-    /// (of a script with letters: Latin-1 and beyond, Greek, Cyrillic, ...) counts as a letter
-    /// here; [`word_run`](Self::word_run) decides whether it is one.
+    /// of a script with letters counts as a letter here (Latin-1 and beyond, Greek, Cyrillic,
+    /// Armenian; for r50k and cl100k also Hebrew, Arabic and the rest to U+07FF, whose letters
+    /// are `\p{Lo}`, which o200k's runs leave to the general path);
+    /// [`word_run`](Self::word_run) decides whether it is one.
     #[inline(always)]
     fn starts_word<const KIND: u8>(&self, p: usize) -> bool {
         let (b, c) = (self.s[p], self.s[p + 1]);
         let wide = self.wide.is_some();
+        let last_lead = if KIND == O200K { 0xD5 } else { 0xDF };
         let letter =
-            |x: u8| in_ascii_set::<ASCII_LETTERS>(x) || (wide && (0xC3..=0xDF).contains(&x));
+            |x: u8| in_ascii_set::<ASCII_LETTERS>(x) || (wide && (0xC3..=last_lead).contains(&x));
         letter(b)
             || (letter(c)
                 && if KIND == R50K {
