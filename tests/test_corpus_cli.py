@@ -462,6 +462,15 @@ def test_count_reads_standard_input_as_one_document(tmp_path):
     assert proc.stdout.decode().splitlines() == [f"{f}\t{m}", f"-\t{n}", f"total {n + m}"]
     proc = subprocess.run([*run, "-", str(f)], input=text.encode(), capture_output=True, timeout=120, check=False)
     assert proc.stdout.decode().splitlines() == [f"-\t{n}", f"{f}\t{m}", f"total {n + m}"]
+    # A directory named before "-" lists its files before it.
+    g = tmp_path / "d" / "b.txt"
+    g.parent.mkdir()
+    g.write_text("four five")
+    k = len(enc.encode_ordinary("four five"))
+    proc = subprocess.run(
+        [*run, str(g.parent), "-", str(f)], input=text.encode(), capture_output=True, timeout=120, check=False
+    )
+    assert proc.stdout.decode().splitlines() == [f"{g}\t{k}", f"-\t{n}", f"{f}\t{m}", f"total {n + m + k}"]
     # Empty input is a document of 0 tokens; bytes that are not UTF-8 are an input error.
     proc = subprocess.run([*run, "-"], input=b"", capture_output=True, timeout=120, check=False)
     assert proc.returncode == 0 and proc.stdout.decode().splitlines() == ["-\t0", "total 0"]

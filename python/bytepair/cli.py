@@ -529,8 +529,10 @@ def _count(args: argparse.Namespace) -> int:
                 if args.on_error == "fail":
                     raise ValueError(error)
                 errors.append(error)
-            # Where "-" was named first among the inputs, as files named twice are listed.
-            at = sum(1 for f in args.files[: args.files.index("-")] if f in counts)
+            # Where "-" was named first among the inputs, as files named twice are listed: after
+            # the files that the inputs before it name (directories and globs expanded).
+            before = args.files[: args.files.index("-")]
+            at = len(corpus._unique(corpus._expand(before))) if before else 0
             items = list(counts.items())
             counts = dict(items[:at] + [("-", n)] + items[at:])
     except (ValueError, OSError, ImportError) as e:
