@@ -1802,6 +1802,12 @@ _MIN_RECALL = 0.99
 _SEARCH_PAUSE = 0.15
 
 
+def _search_pause(ctx: BenchContext) -> float:
+    """The pause before each search call: shorter in quick mode (a smoke run with small
+    matrices, whose figures are not meant to be compared)."""
+    return 0.01 if ctx.quick else _SEARCH_PAUSE
+
+
 def _topk32(ctx: BenchContext) -> list[Result]:
     """Exact cosine top-10 for 32 queries: numpy GEMM + argpartition, bytepair ``topk`` (raw
     keys: it normalises as it goes) and ``Index`` float32, faiss ``IndexFlatIP``; and ``Index``
@@ -1828,7 +1834,7 @@ def _topk32(ctx: BenchContext) -> list[Result]:
     }
     if fx is not None:
         fns["faiss"] = lambda r: fx.search(Qs[r + 1], K_TOP)
-    times, outs, errors = _rounds(fns, rounds, pause=_SEARCH_PAUSE)
+    times, outs, errors = _rounds(fns, rounds, pause=_search_pause(ctx))
     workload = "embed top-10, 32 queries"
     rows = []
     for name, case_what in (("bytepair", "topk cosine"), ("bytepair Index", "Index float32")):
@@ -1935,7 +1941,7 @@ def _search1(ctx: BenchContext) -> list[Result]:
     }
     if fx is not None:
         fns["faiss"] = lambda r: fx.search(Qs[r + 1], K_TOP)
-    times, outs, errors = _rounds(fns, rounds, pause=_SEARCH_PAUSE)
+    times, outs, errors = _rounds(fns, rounds, pause=_search_pause(ctx))
     # Recall over 32 more queries, one search each, against numpy's exact answer.
     Q32 = _unit_rows(np, 32, D, 300)
     exact = _np_topk(np, Q32, K, K_TOP)[1]
