@@ -219,6 +219,102 @@ proptest! {
     }
 }
 
+/// Code: punctuation runs, indentation and blank lines, digit groups, slashes after line ends,
+/// quotes and apostrophes between words, and the bytes of 0x80 or more that may continue a
+/// punctuation, whitespace or digit run (a symbol, NBSP, a line separator, an Arabic-Indic
+/// digit, a mark, letters): the pieces that break the lexers' 64-byte word runs in code, and
+/// the runs that start again after them.
+const CODEISH: &[&str] = &[
+    " self",
+    "x",
+    "_name",
+    "Foo",
+    "def",
+    ",",
+    " =",
+    " ==",
+    ".",
+    "._",
+    ":",
+    ":\n",
+    "):\n",
+    ")\n",
+    ")\n\n",
+    "(",
+    "((",
+    ")",
+    "[",
+    "]",
+    "{}",
+    " #",
+    " '",
+    "'",
+    "\"",
+    "\"\"\"",
+    "'s",
+    "'ll",
+    "->",
+    "::",
+    "/",
+    "//",
+    "\n/",
+    " /",
+    "*",
+    "\n",
+    "\n\n",
+    "\r\n",
+    "\r",
+    "    ",
+    "        ",
+    "\n        ",
+    "\n    \n",
+    " ",
+    "  ",
+    "\t",
+    "\t\t",
+    "\u{b}",
+    "\u{c}",
+    "\u{1}",
+    "\u{1f}",
+    "\u{7f}",
+    "0",
+    "12",
+    "123",
+    "1234567",
+    " 42",
+    "€",
+    "\u{a0}",
+    " \u{a0}",
+    "\u{2028}",
+    "\u{3000}",
+    "\u{85}",
+    "\u{660}",
+    "\u{663}\u{664}",
+    "\u{301}",
+    "é",
+    "я",
+    "中",
+    "😀",
+    "«",
+    "—",
+];
+
+fn codeish_strategy() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(CODEISH), 0..200).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(3000), ..ProptestConfig::default() })]
+
+    /// Lines of code longer than the lexers' 64-byte window, broken at every offset.
+    #[test]
+    fn lexers_equal_regex_on_code(text in codeish_strategy()) {
+        for (fast, slow) in pretokenizers() {
+            prop_assert_eq!(fast.pieces(&text).unwrap(), slow.pieces(&text).unwrap());
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(300), ..ProptestConfig::default() })]
 
