@@ -169,11 +169,10 @@ def test_encode_resumes_after_sigkill_byte_for_byte(tmp_path, corpus_files):
 
 
 def _recorded_shards(out: Path) -> int:
-    """How many shards the manifest in ``out`` records (0 while there is none yet)."""
-    try:
-        return len(json.loads((out / corpus.MANIFEST).read_text())["shards"])
-    except (OSError, ValueError, KeyError):
-        return 0
+    """How many shards the manifest in ``out`` records (0 while there is none yet; it is
+    replaced whole, never written in place)."""
+    m = corpus._read_manifest(out)
+    return len(m["shards"]) if m else 0
 
 
 def test_encode_ctrl_c_stops_cleanly_and_resumes(tmp_path, corpus_files):
