@@ -1,4 +1,4 @@
-"""Encoding benchmarks: bytepair side by side with tiktoken (and bpe-openai when installed).
+"""Encoding benchmarks: bytepair side by side with tiktoken (and bpe-openai and riptoken when installed).
 
 Workloads: ``encode_ordinary``, ``encode`` with special tokens allowed, ``count``, batch
 encoding (2 threads, and 1 thread: their MB/s ratio is the 2-thread scaling) and small batches as
@@ -8,7 +8,8 @@ call is most of the time, for cl100k_base and
 o200k_base on the shared corpora (en, code, multi).
 Every implementation encodes the same documents, each document once per process (a fresh slice
 per round); results are grouped per workload so pytest-benchmark prints them side by side, and
-``extra_info`` records MB/s and whether the outputs agree with tiktoken (asserted).
+``extra_info`` records MB/s and whether the outputs agree with tiktoken (asserted for bytepair; a
+peer that differs is marked xfail with the first document it got wrong).
 
     pytest benches/ --benchmark-enable            # measure
     pytest benches/                               # smoke: each runs once (--benchmark-disable)
@@ -55,6 +56,8 @@ def _work(impl: str, enc: Any, workload: str) -> Callable[[list[str]], list[Any]
 )
 def test_encode(benchmark, bench_settings, impl_module, fresh_docs, workload, encoding, category, impl):
     """One implementation on one workload; ``impl`` is parametrized by ``conftest.py``."""
+    if impl == "riptoken" and workload in ("batch", "batch_1thread"):
+        pytest.skip("riptoken's batch takes no thread count (it runs on rayon's global pool)")
     enc = impl_module(impl).get_encoding(encoding)
     specials = sorted(enc.special_tokens_set)
     stream = fresh_docs(category, workload)
@@ -108,5 +111,7 @@ def test_encode(benchmark, bench_settings, impl_module, fresh_docs, workload, en
         }
     )
     if not agree:
-        bad = next(i for i, (a, b) in enumerate(zip(outputs, expected)) if a != b)
+        bad = next((i for i, (a, b) in enumerate(zip(outputs, expected)) if a != b), min(len(outputs), len(expected)))
+        if impl != "bytepair":  # a finding about the peer, recorded, not a failure of bytepair
+            pytest.xfail(f"{impl} differs from tiktoken on document {bad} of {len(docs)}")
         pytest.fail(f"MISMATCH: {impl} differs from tiktoken on document {bad} of {len(docs)}")

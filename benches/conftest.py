@@ -51,11 +51,11 @@ def _peer(module: str) -> Any | None:
         return None
 
 
-IMPLS = {"bytepair": "bytepair", "tiktoken": "tiktoken", "bpe-openai": "bpe_openai"}
+IMPLS = {"bytepair": "bytepair", "tiktoken": "tiktoken", "bpe-openai": "bpe_openai", "riptoken": "riptoken"}
 
 
 def available_impls() -> list[str]:
-    """bytepair, tiktoken, and bpe-openai when installed."""
+    """bytepair, tiktoken, and the fast forks bpe-openai and riptoken when installed."""
     return [name for name, module in IMPLS.items() if _peer(module) is not None]
 
 

@@ -11,7 +11,9 @@ tokenizer running by itself: every implementation encodes every document exactly
 Prints MB/s for bytepair and tiktoken and their ratio. Run it a few times: the machine is noisy.
 With ``--calls``, it also times ``encode_to_numpy(d, disallowed_special=())`` for both (no
 Python list of ints: the ids come back in one array) and bytepair's ``count``, over fresh copies
-of the same documents, to show what part of a call building the list takes.
+of the same documents, to show what part of a call building the list takes. With ``--peers``,
+the fast forks that are installed (bpe-openai, riptoken) run alone too, after tiktoken, with their
+MB/s, their ratio to tiktoken, and how many documents they encode differently from tiktoken.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ import sys
 import time
 
 
-def main(path: str, encoding: str, max_bytes: int = 8_000_000, calls: bool = False) -> None:
+PEERS = {"bpe-openai": "bpe_openai", "riptoken": "riptoken"}
+
+
+def main(path: str, encoding: str, max_bytes: int = 8_000_000, calls: bool = False, peers: bool = False) -> None:
+    import importlib
     import tempfile
 
     import bytepair
@@ -35,27 +41,53 @@ def main(path: str, encoding: str, max_bytes: int = 8_000_000, calls: bool = Fal
         raw = f.read(max_bytes)
     docs = [raw[i : i + 4000] for i in range(0, len(raw), 4000)]
     mb = sum(len(d.encode()) for d in docs) / 1e6
+    libs = {"bytepair": bytepair, "tiktoken": tiktoken}
+    if peers:
+        for name, module in PEERS.items():
+            try:
+                libs[name] = importlib.import_module(module)
+            except ImportError:
+                print(f"{name}: not installed (pip install {name})")
     rates = {}
+    tokens = {}
     gc.disable()
     try:
-        for lib in (bytepair, tiktoken):
+        for name, lib in libs.items():
             enc = lib.get_encoding(encoding)
             methods = {"encode_ordinary": enc.encode_ordinary}
-            if calls:
+            if calls and name in ("bytepair", "tiktoken"):
                 methods["encode_to_numpy"] = lambda d, enc=enc: enc.encode_to_numpy(d, disallowed_special=())
                 if hasattr(enc, "count"):
                     methods["count"] = enc.count
             for what, fn in methods.items():
                 fn("warm up the call")  # and the import, for the first
                 fresh = [d.encode().decode() for d in docs]  # no cached UTF-8 from an earlier run
+                out = [None] * len(fresh) if what == "encode_ordinary" and peers else None
                 t0 = time.perf_counter()
-                for d in fresh:
-                    fn(d)
-                rates[lib.__name__, what] = mb / (time.perf_counter() - t0)
+                if out is None:
+                    for d in fresh:
+                        fn(d)
+                else:  # keeps the outputs to compare (one list store per document)
+                    for i, d in enumerate(fresh):
+                        out[i] = fn(d)
+                rates[name, what] = mb / (time.perf_counter() - t0)
+                if out is not None:
+                    tokens[name] = out
     finally:
         gc.enable()
     bp, tk = rates["bytepair", "encode_ordinary"], rates["tiktoken", "encode_ordinary"]
     print(f"{path} {encoding}: bytepair {bp:.1f} MB/s, tiktoken {tk:.1f} MB/s, {bp / tk:.2f}x")
+    for name in libs:
+        if name in ("bytepair", "tiktoken"):
+            continue
+        r = rates[name, "encode_ordinary"]
+        differ = sum(a != b for a, b in zip(tokens[name], tokens["tiktoken"]))
+        print(
+            f"  {name} {r:.1f} MB/s, {r / tk:.2f}x tiktoken (bytepair {bp / r:.2f}x {name}); "
+            f"{differ} of {len(docs)} documents differ from tiktoken"
+        )
+    if peers and tokens["bytepair"] != tokens["tiktoken"]:
+        raise SystemExit("MISMATCH: bytepair differs from tiktoken")
     if calls:
         bpn, tkn = rates["bytepair", "encode_to_numpy"], rates["tiktoken", "encode_to_numpy"]
         print(f"  encode_to_numpy: bytepair {bpn:.1f} MB/s, tiktoken {tkn:.1f} MB/s, {bpn / tkn:.2f}x")
@@ -66,5 +98,5 @@ def main(path: str, encoding: str, max_bytes: int = 8_000_000, calls: bool = Fal
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--calls"]
-    main(args[0], args[1], *(int(a) for a in args[2:3]), calls="--calls" in sys.argv)
+    args = [a for a in sys.argv[1:] if a not in ("--calls", "--peers")]
+    main(args[0], args[1], *(int(a) for a in args[2:3]), calls="--calls" in sys.argv, peers="--peers" in sys.argv)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import bytepair
 from bytepair import bench, cli
 
 
@@ -63,7 +64,8 @@ def test_bench_quick_writes_results_and_chart(tmp_path: Path, small_corpus: Path
     assert "MISMATCH" not in proc.stdout + proc.stderr
     data = json.loads((out / "results.json").read_text())
     assert data["ok"] is True
-    assert data["mismatches"] == []
+    # Peers' own differences (riptoken's on long pieces, when installed) are listed too.
+    assert [m for m in data["mismatches"] if m["impl"] == "bytepair"] == []
     assert set(data["corpus"]) == {"prose", "code"}
     assert data["machine"]["cpus_usable"] >= 1
     impls = {r["impl"] for r in data["results"]}
@@ -220,6 +222,45 @@ def test_back_to_back_batch_runs_take_turns_abba_and_cover_every_call() -> None:
     # Within a thread count, calls keep their order.
     for t in (1, 2):
         assert [c for c in order if c[1] == t] == [c for c in calls if c[1] == t]
+
+
+def test_batch_rows_leave_out_a_peer_whose_batch_takes_no_thread_count() -> None:
+    """riptoken's ``encode_ordinary_batch(texts)`` always uses rayon's global pool: it cannot give
+    a 1-thread and a 2-thread row, so the batch workload leaves it out instead of calling it
+    with ``num_threads`` and reporting a failure."""
+
+    class NoThreads:
+        def encode_ordinary_batch(self, texts):
+            return [[len(t)] for t in texts]
+
+    class Threads:
+        def encode_ordinary_batch(self, texts, num_threads=8):
+            return [[len(t)] for t in texts]
+
+    class Kwargs:
+        def encode_ordinary_batch(self, texts, **kw):
+            return [[len(t)] for t in texts]
+
+    assert not bench._takes_num_threads(NoThreads())
+    assert bench._takes_num_threads(Threads()) and bench._takes_num_threads(Kwargs())
+    assert bench._takes_num_threads(bytepair.get_encoding("cl100k_base"))  # a native method
+
+
+def test_table_shows_a_peer_that_differs_without_calling_it_a_mismatch() -> None:
+    def rows(bp_agree: bool, peer_agree: bool) -> list[bench.Result]:
+        return [
+            bench.Result("w", "c", "tiktoken", 1.0, "MB/s", True, None, {}),
+            bench.Result("w", "c", "bytepair", 5.0, "MB/s", True, bp_agree, {}),
+            bench.Result("w", "c", "riptoken", 2.0, "MB/s", True, peer_agree, {}),
+        ]
+
+    impls = ["bytepair", "tiktoken", "riptoken"]
+    _, cells, bad = bench.table_rows(rows(True, False), impls, {})
+    assert cells[0][-1] == "agree; differs: riptoken" and bad == [False]
+    _, cells, bad = bench.table_rows(rows(False, False), impls, {})
+    assert cells[0][-1] == "MISMATCH bytepair,riptoken" and bad == [True]
+    _, cells, bad = bench.table_rows(rows(True, True), impls, {})
+    assert cells[0][-1] == "agree" and bad == [False]
 
 
 def test_bench_turn_docs_is_recorded_and_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
