@@ -1817,6 +1817,95 @@ def test_core_bpe_built_as_tiktoken_builds_it(tiktoken):
         assert ours.encode(text, {"<|endoftext|>"}) == theirs.encode(text, {"<|endoftext|>"}), name
 
 
+def test_core_bpe_takes_tiktokens_argument_names(tiktoken):
+    """The native class's arguments have tiktoken's names, so calls by keyword port too."""
+    import inspect
+
+    import bytepair
+
+    e = tiktoken.get_encoding("cl100k_base")
+    kw = {"encoder": e._mergeable_ranks, "special_tokens_encoder": e._special_tokens, "pattern": e._pat_str}
+    ours, theirs = bytepair._tiktoken.CoreBPE(**kw), tiktoken._tiktoken.CoreBPE(**kw)
+    text = "hello <|endoftext|> world"
+    for method, args in [
+        ("encode", {"text": text, "allowed_special": {"<|endoftext|>"}}),
+        ("encode_to_tiktoken_buffer", {"text": text, "allowed_special": set()}),
+        ("encode_with_unstable", {"text": "hello wor", "allowed_special": set()}),
+        ("_encode_bytes", {"bytes": b"hello \xff world"}),
+        ("encode_ordinary", {"text": text}),
+        ("encode_single_token", {"piece": b"hello"}),
+        ("decode_bytes", {"tokens": [15339, 1917]}),
+    ]:
+        got, want = getattr(ours, method)(**args), getattr(theirs, method)(**args)
+        if method == "encode_with_unstable":
+            got, want = (got[0], sorted(got[1])), (want[0], sorted(want[1]))
+        if method == "encode_to_tiktoken_buffer":  # tiktoken's is an object with the buffer protocol
+            got, want = bytes(got), bytes(memoryview(want))
+        assert got == want, method
+    # Every parameter name of tiktoken's methods is one of ours, in the same position.
+    for name in dir(theirs):
+        fn = getattr(theirs, name)
+        sig = getattr(fn, "__text_signature__", None)
+        if name.startswith("__") or not sig:
+            continue
+        want = list(inspect.signature(fn).parameters)
+        got = list(inspect.signature(getattr(ours, name)).parameters)
+        assert got[: len(want)] == want, name
+
+
+def test_mergeable_ranks_keyed_by_other_sequences_of_bytes(tiktoken):
+    """tiktoken's native layer reads a rank's key as any sequence of ints from 0 to 255 (a tuple,
+    say); a str, an int or a value above 255 is an error in both."""
+    import bytepair
+
+    base = {bytes([i]): i for i in range(256)} | {b"ab": 256, b"abc": 257}
+    for convert in (tuple, bytes):
+        ranks = {convert(k): v for k, v in base.items()}
+        kw = {"name": "t", "pat_str": r"\S+|\s+", "mergeable_ranks": ranks, "special_tokens": {}}
+        bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
+        for text in ("abc abcab", "ab", "xyz"):
+            assert bp.encode(text) == tt.encode(text), (convert, text)
+        assert bp.decode_single_token_bytes(257) == tt.decode_single_token_bytes(257) == b"abc"
+    for bad in ("ab", 5, (1, 256)):
+        kw = {"name": "t", "pat_str": r"\S+", "mergeable_ranks": base | {bad: 300}, "special_tokens": {}}
+        for lib in (bytepair, tiktoken):
+            with pytest.raises((TypeError, ValueError, OverflowError)):
+                lib.Encoding(**kw)
+
+
+def test_a_one_byte_token_of_the_largest_rank_is_refused_not_misread(tiktoken):
+    """bytepair's byte table marks a byte the vocabulary lacks with 2**32 - 1, so a one-byte token
+    of that rank is refused with a ValueError (it used to be unencodable, "a byte that is not in
+    the vocabulary"); other ranks of one-byte tokens encode as in tiktoken, and longer tokens of
+    that rank too (``test_very_sparse_ranks``)."""
+    import bytepair
+
+    for rank in (2**32 - 2, 2**31, 2**24):
+        kw = {"name": "x", "pat_str": r"\S+", "mergeable_ranks": {b"a": rank, b"b": 1}, "special_tokens": {}}
+        assert bytepair.Encoding(**kw).encode("ab a") == tiktoken.Encoding(**kw).encode("ab a")
+    kw = {"name": "x", "pat_str": r"\S+", "mergeable_ranks": {b"b": 1, b"a": 2**32 - 1}, "special_tokens": {}}
+    with pytest.raises(ValueError, match='one-byte token "a" has rank 4294967295'):
+        bytepair.Encoding(**kw)
+
+
+def test_special_tokens_set_reads_as_a_plain_set(bp_encodings, tt_encodings):
+    """It notes changes made in place (so that "all" follows them), but errors name it as the
+    plain ``set`` tiktoken's is, it prints as one, and it pickles and copies as one."""
+    import copy
+    import pickle
+
+    bp, tt = bp_encodings["cl100k_base"], tt_encodings["cl100k_base"]
+    for e in (bp, tt):
+        with pytest.raises(TypeError) as err:
+            e.encode("x", allowed_special=["<|endoftext|>"])
+        assert "'set' and 'list'" in str(err.value) or "set of str" in str(err.value)
+    with pytest.raises(TypeError, match="'set' and 'list'"):
+        bp.special_tokens_set - ["a"]
+    assert repr(bp.special_tokens_set) == repr(set(bp.special_tokens_set))
+    for clone in (pickle.loads(pickle.dumps(bp.special_tokens_set)), copy.copy(bp.special_tokens_set)):
+        assert type(clone) is set and clone == tt.special_tokens_set
+
+
 def test_every_name_tiktoken_lists_is_there(tiktoken):
     """What ``dir()`` lists on tiktoken's package, its submodules, an ``Encoding`` and its
     ``CoreBPE`` is there on bytepair's too (apart from the modules and typing helpers that

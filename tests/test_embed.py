@@ -974,6 +974,32 @@ def test_cosine_of_keys_of_tiny_norm_is_by_direction(nq):
     np.testing.assert_allclose(ix_scores, scores, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("nq", [1, 7, 40])
+def test_cosine_of_keys_of_huge_norm_is_by_direction(nq):
+    """Keys whose norm is beyond float32 (finite values near its largest) score by their direction
+    too: their dot product with a unit query would overflow float32 before the factor 1/|k| scales
+    it down, so they are scored in f64 (they scored +-inf, out of order)."""
+    K = np.array([[3e38, 2.5e38], [1, 1], [-3e38, -2.5e38], [0.6, -0.8], [2e37, -1e37]], np.float32)
+    Q = np.tile(np.array([[1, 1]], np.float32), (nq, 1))
+    scores, idx = embed.topk(Q, K, 5)
+    unit = K.astype(np.float64) / np.linalg.norm(K.astype(np.float64), axis=1, keepdims=True)
+    want = unit @ (np.array([1.0, 1.0]) / np.sqrt(2))
+    order = np.argsort(-want, kind="stable")
+    for s, i in zip(scores, idx):
+        assert np.isfinite(s).all()
+        assert i.tolist() == order.tolist()
+        np.testing.assert_allclose(s, want[order], rtol=1e-6, atol=1e-7)
+    ix_scores, ix_idx = embed.Index(K).search(Q, 5)
+    assert ix_idx.tolist() == idx.tolist()
+    np.testing.assert_allclose(ix_scores, scores, rtol=1e-6, atol=1e-7)
+    # Wide rows too (every value large, none beyond float32).
+    W = np.full((3, 768), 1.3e37, np.float32)
+    W[1] *= -1
+    s, i = embed.topk(np.ones((nq, 768), np.float32), W, 3)
+    np.testing.assert_allclose(s, np.tile([1.0, 1.0, -1.0], (nq, 1)), rtol=1e-5)
+    assert i[:, 2].tolist() == [1] * nq
+
+
 def test_int8_dot_index_scores_near_the_float_range_do_not_overflow():
     K = np.array([[1, 0], [0, 1]], np.float32)
     Q = np.array([[1e37, 2e37], [3e38, -3e38], [1, 2]], np.float32)

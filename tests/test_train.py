@@ -454,6 +454,17 @@ def test_counts_that_overflow_when_merged_are_refused():
     with pytest.raises(ValueError, match="would pass 2"):
         spilled._add("ab", 5)
     assert spilled["ab"] == 2**64 - 1
+    # Counting text into a count near the limit (once saturated silently): a batch that would
+    # pass it is refused whole, and nothing of it is counted; also with the large count spilled.
+    near = WordCounts.from_dict({"ab": 2**64 - 3, " x": 5})
+    near.update(["ab", "ab"])
+    assert near["ab"] == 2**64 - 1
+    with pytest.raises(ValueError, match="would pass 2"):
+        near.update([" x", "ab"])
+    assert near["ab"] == 2**64 - 1 and near[" x"] == 5
+    with pytest.raises(ValueError, match="would pass 2"):
+        spilled.update(["ab"], max_memory=1)
+    assert spilled["ab"] == 2**64 - 1 and spilled[" hello"] == 50
     # Totals are exact past 2**64.
     assert (a + WordCounts.from_dict({"cd": 2**64 - 2})).total() == 2**65 - 2
 

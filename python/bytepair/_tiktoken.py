@@ -1,8 +1,8 @@
 """The name of tiktoken's native module, for code that builds ``CoreBPE`` itself.
 
-Under ``import bytepair as tiktoken``, ``tiktoken._tiktoken.CoreBPE(mergeable_ranks,
-special_tokens, pat_str)`` gives bytepair's encoder, which takes tiktoken's arguments and
-methods.
+Under ``import bytepair as tiktoken``, ``tiktoken._tiktoken.CoreBPE(encoder,
+special_tokens_encoder, pattern)`` gives bytepair's encoder, which takes tiktoken's arguments
+(by position or by tiktoken's names) and methods.
 
 >>> import bytepair
 >>> enc = bytepair.get_encoding("cl100k_base")

@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmark bytepair against tiktoken, rustbpe, tokenizers, numpy (installed peers)",
         description=(
-            "Benchmarks bytepair side by side with tiktoken (and bpe-openai when installed) on "
-            "fresh ~4 KB documents: encode_ordinary per category, encode with special tokens, "
+            "Benchmarks bytepair side by side with tiktoken (and the fast forks bpe-openai and "
+            "riptoken when installed) on fresh ~4 KB documents: encode_ordinary per category, "
+            "encode with special tokens, "
             "count, batch with 1 and 2 threads, cold load time, and long single-character runs; "
             "BPE training on the corpus against rustbpe and Hugging Face tokenizers (time, peak "
             "memory, ranks checked against rustbpe's); and the embedding kernels against numpy "
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Checks that every output agrees with the baseline. Without --corpus it uses this "
             "Python's standard library (code), its docs and text files (prose) and the test "
             "suite's sample texts (multilingual); no download. Writes results.json and bench.png "
-            "to --out. Exit status: 0 all outputs agree, 1 a mismatch, 2 bad arguments."
+            "to --out. Exit status: 0 all of bytepair's outputs agree, 1 a mismatch of bytepair's "
+            "(a peer's differences are printed as notes), 2 bad arguments."
         ),
     )
     bench.add_argument(
@@ -239,7 +241,11 @@ Exit status: 0 done, 1 an input error (named with file and line), 2 bad argument
         type=_integer,
         default=None,
         metavar="ID",
-        help="the token written after every document (default: the encoding's <|endoftext|>)",
+        help=(
+            "the token written after every document (default: the encoding's <|endoftext|>); any id "
+            "below 2**32, also one the encoding does not have (such as its n_vocab, for a trained "
+            "encoding without <|endoftext|>)"
+        ),
     )
     p.add_argument(
         "--overwrite", action="store_true", help="delete shards of an earlier, different run in DIR instead of refusing"

@@ -750,6 +750,22 @@ for _name in (
     setattr(_NameSet, _name, _noting_change(_name))
 
 
+def _plain_set(self: _NameSet) -> tuple[type[set[str]], tuple[list[str]]]:
+    return set, (list(self),)
+
+
+def _set_repr(self: _NameSet) -> str:
+    return repr(set(self))
+
+
+# It pickles as the plain set tiktoken's is (unpickling needs no bytepair), and Python's own
+# messages name it as one: ``enc.special_tokens_set - ["a"]`` says ``'set' and 'list'``, as
+# under tiktoken. (Pickle finds the class by ``__qualname__``, which stays.)
+_NameSet.__reduce__ = _plain_set  # type: ignore[method-assign,assignment]
+_NameSet.__repr__ = _set_repr  # type: ignore[method-assign,assignment]
+_NameSet.__name__ = "set"
+
+
 _REGEX_CACHE: dict[frozenset[str], object] = {}
 
 

@@ -429,7 +429,9 @@ def encode_to_shards(
     ``encode_to_shards(["data"], out="data/shards")`` can run again. ``encoding``: a built-in
     name, a directory written by ``Encoding.save``, or an ``Encoding``. Each document's tokens
     (``encode_ordinary``) are followed by ``eot_token`` (default: the encoding's
-    ``<|endoftext|>``). Shard ``k`` holds documents ``k*docs_per_shard`` onwards.
+    ``<|endoftext|>``; any id below 2**32 is taken, also one the encoding does not have, such as
+    its ``n_vocab`` for a trained encoding without ``<|endoftext|>``). Shard ``k`` holds
+    documents ``k*docs_per_shard`` onwards.
 
     A run interrupted (Ctrl-C, a crash, a killed job) resumes when called again with the same
     arguments (``resume=True``, the default): complete shards are kept, the rest is redone, and

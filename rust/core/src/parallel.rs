@@ -893,31 +893,37 @@ mod tests {
 
     /// A caller does not wait for its helper's lingering: calls whose 16 items of 200 us are
     /// shared with the helper take 1.6-3.2 ms (median of 40), not the 5 ms more they would if
-    /// each waited out a 5 ms linger.
+    /// each waited out a 5 ms linger. The bound is the same work on one thread (3.2 ms on an
+    /// idle machine) plus 2.5 ms, both measured in turns, so that a loaded machine (other
+    /// tests, other jobs), which slows both, does not fail it.
     #[test]
     fn callers_do_not_wait_for_lingering_helpers() {
         use std::time::{Duration, Instant};
-        let pool = pool_for(2);
+        let (pool, alone) = (pool_for(2), pool_for(1));
         if pool.current_num_threads() < 2 || spin_time() < Duration::from_millis(5) {
             return;
         }
-        let mut times: Vec<Duration> = (0..40)
-            .map(|_| {
+        let call = |p: &rayon::ThreadPool| {
+            let t = Instant::now();
+            let mut v = vec![0u32; 16];
+            assert!(for_each_mut(p, &mut v, 1, |i, x| {
                 let t = Instant::now();
-                let mut v = vec![0u32; 16];
-                assert!(for_each_mut(&pool, &mut v, 1, |i, x| {
-                    let t = Instant::now();
-                    while t.elapsed() < Duration::from_micros(200) {
-                        std::hint::spin_loop();
-                    }
-                    *x = i as u32 + 1;
-                }));
-                assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 + 1));
-                t.elapsed()
-            })
-            .collect();
-        times.sort();
-        assert!(times[20] < Duration::from_micros(4500), "{times:?}");
+                while t.elapsed() < Duration::from_micros(200) {
+                    std::hint::spin_loop();
+                }
+                *x = i as u32 + 1;
+            }));
+            assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 + 1));
+            t.elapsed()
+        };
+        let (mut shared, mut one): (Vec<Duration>, Vec<Duration>) =
+            (0..40).map(|_| (call(&pool), call(&alone))).unzip();
+        shared.sort();
+        one.sort();
+        assert!(
+            shared[20] < one[20] + Duration::from_micros(2500),
+            "{shared:?} against one thread {one:?}"
+        );
     }
 
     /// A child forked while another thread holds the pools' lock, and after the parent's pools

@@ -256,6 +256,19 @@ impl Vocab {
         let n = ranks.len();
         assert_eq!(offsets.len(), n + 1);
         let max_rank = ranks.iter().copied().max().unwrap_or(0) as usize;
+        if max_rank == NO_ENTRY as usize {
+            // The byte table marks a byte the vocabulary lacks with it, so a one-byte token of
+            // that rank would read as missing. (Longer tokens of that rank work as in tiktoken,
+            // whose merge also takes it for "no merge": only whole pieces find them.)
+            let i = ranks.iter().position(|&r| r == NO_ENTRY).unwrap_or(0);
+            if offsets[i + 1] - offsets[i] == 1 {
+                return Err(Error::Value(format!(
+                    "the one-byte token {:?} has rank {NO_ENTRY} (2**32 - 1), which bytepair \
+                     reserves for a byte the vocabulary lacks",
+                    String::from_utf8_lossy(&bytes[offsets[i] as usize..offsets[i + 1] as usize])
+                )));
+            }
+        }
         let dense = n > 0 && max_rank <= 16 * n + (1 << 20);
         let mut by_rank = vec![NO_ENTRY; if dense { max_rank + 1 } else { 0 }];
         let mut by_rank_sparse: HashMap<Rank, u32, BuildKeyHasher> = HashMap::default();

@@ -250,28 +250,49 @@ fn batch_lists<'py>(
     })
 }
 
+/// A mergeable rank's key: a `bytes` object, or the bytes of another sequence of ints.
+enum Key {
+    Bytes(PyBackedBytes),
+    Owned(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Key::Bytes(b) => b,
+            Key::Owned(v) => v,
+        }
+    }
+}
+
 #[pymethods]
 impl PyCoreBpe {
-    /// Builds an encoder from `mergeable_ranks` (dict[bytes, int]), `special_tokens`
-    /// (dict[str, int]) and a split pattern.
+    /// Builds an encoder from mergeable ranks (dict[bytes, int]), special tokens
+    /// (dict[str, int]) and a split pattern, under tiktoken's argument names.
     #[new]
     fn new(
-        mergeable_ranks: &Bound<'_, PyDict>,
-        special_tokens: &Bound<'_, PyDict>,
-        pat_str: &str,
+        encoder: &Bound<'_, PyDict>,
+        special_tokens_encoder: &Bound<'_, PyDict>,
+        pattern: &str,
     ) -> PyResult<Self> {
-        let mut entries: Vec<(PyBackedBytes, Rank)> = Vec::with_capacity(mergeable_ranks.len());
-        for (k, v) in mergeable_ranks.iter() {
-            let k: PyBackedBytes = k
-                .extract()
-                .map_err(|_| PyTypeError::new_err("mergeable_ranks keys must be bytes"))?;
+        let mut entries: Vec<(Key, Rank)> = Vec::with_capacity(encoder.len());
+        for (k, v) in encoder.iter() {
+            // bytes, or (as tiktoken takes them) any other sequence of ints from 0 to 255
+            let k = match k.extract::<PyBackedBytes>() {
+                Ok(b) => Key::Bytes(b),
+                Err(_) if !k.is_instance_of::<pyo3::types::PyString>() => Key::Owned(
+                    k.extract::<Vec<u8>>()
+                        .map_err(|_| PyTypeError::new_err("mergeable_ranks keys must be bytes"))?,
+                ),
+                Err(_) => return Err(PyTypeError::new_err("mergeable_ranks keys must be bytes")),
+            };
             let v: Rank = v.extract()?;
             entries.push((k, v));
         }
         let vocab =
-            Vocab::from_entries(entries.iter().map(|(k, v)| (&k[..], *v))).map_err(to_py)?;
-        let specials = extract_specials(special_tokens)?;
-        let core = CoreBpe::new(vocab, pat_str, specials).map_err(to_py)?;
+            Vocab::from_entries(entries.iter().map(|(k, v)| (k.as_ref(), *v))).map_err(to_py)?;
+        let specials = extract_specials(special_tokens_encoder)?;
+        let core = CoreBpe::new(vocab, pattern, specials).map_err(to_py)?;
         Ok(PyCoreBpe::wrap(core))
     }
 
@@ -378,32 +399,32 @@ impl PyCoreBpe {
         self.ints.list(py, &v)
     }
 
-    /// `disallowed` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
-    #[pyo3(signature = (text, allowed, disallowed = None))]
+    /// `disallowed_special` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
+    #[pyo3(signature = (text, allowed_special, disallowed_special = None))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
         text: Text,
-        allowed: &Bound<'_, PyAny>,
-        disallowed: Option<&Bound<'_, PyAny>>,
+        allowed_special: &Bound<'_, PyAny>,
+        disallowed_special: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let (a, d) = special_sets_opt(&self.inner, allowed, disallowed)?;
+        let (a, d) = special_sets_opt(&self.inner, allowed_special, disallowed_special)?;
         let v = run(py, self.cost(text.len()), || {
             self.inner.encode(&text, &a, &d)
         })?;
         self.ints.list(py, &v)
     }
 
-    /// `disallowed` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
-    #[pyo3(signature = (text, allowed, disallowed = None))]
+    /// `disallowed_special` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
+    #[pyo3(signature = (text, allowed_special, disallowed_special = None))]
     fn encode_to_numpy<'py>(
         &self,
         py: Python<'py>,
         text: Text,
-        allowed: &Bound<'_, PyAny>,
-        disallowed: Option<&Bound<'_, PyAny>>,
+        allowed_special: &Bound<'_, PyAny>,
+        disallowed_special: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
-        let (a, d) = special_sets_opt(&self.inner, allowed, disallowed)?;
+        let (a, d) = special_sets_opt(&self.inner, allowed_special, disallowed_special)?;
         let v = run(py, self.cost(text.len()), || {
             self.inner.encode(&text, &a, &d)
         })?;
@@ -412,30 +433,30 @@ impl PyCoreBpe {
 
     /// tiktoken's `CoreBPE.encode_to_tiktoken_buffer`: the tokens as native-endian `uint32`
     /// bytes (for `numpy.frombuffer(..., dtype=numpy.uint32)`).
-    #[pyo3(signature = (text, allowed))]
+    #[pyo3(signature = (text, allowed_special))]
     fn encode_to_tiktoken_buffer<'py>(
         &self,
         py: Python<'py>,
         text: Text,
-        allowed: &Bound<'_, PyAny>,
+        allowed_special: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let (a, d) = special_sets_opt(&self.inner, allowed, None)?;
+        let (a, d) = special_sets_opt(&self.inner, allowed_special, None)?;
         let v = run(py, self.cost(text.len()), || {
             self.inner.encode(&text, &a, &d)
         })?;
         Ok(PyBytes::new(py, u32_bytes(&v)))
     }
 
-    /// `disallowed` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
-    #[pyo3(signature = (text, allowed, disallowed = None))]
+    /// `disallowed_special` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
+    #[pyo3(signature = (text, allowed_special, disallowed_special = None))]
     fn count(
         &self,
         py: Python<'_>,
         text: Text,
-        allowed: &Bound<'_, PyAny>,
-        disallowed: Option<&Bound<'_, PyAny>>,
+        allowed_special: &Bound<'_, PyAny>,
+        disallowed_special: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
-        let (a, d) = special_sets_opt(&self.inner, allowed, disallowed)?;
+        let (a, d) = special_sets_opt(&self.inner, allowed_special, disallowed_special)?;
         run(py, self.cost(text.len()), || {
             self.inner.count(&text, &a, &d)
         })
@@ -456,11 +477,11 @@ impl PyCoreBpe {
         &self,
         py: Python<'py>,
         texts: Vec<Text>,
-        allowed: &Bound<'_, PyAny>,
-        disallowed: &Bound<'_, PyAny>,
+        allowed_special: &Bound<'_, PyAny>,
+        disallowed_special: &Bound<'_, PyAny>,
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyList>> {
-        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
+        let (a, d) = special_sets(&self.inner, allowed_special, disallowed_special)?;
         batch_lists(py, &self.ints, &texts, num_threads, |t| {
             self.inner.encode(t, &a, &d)
         })
@@ -470,24 +491,24 @@ impl PyCoreBpe {
         &self,
         py: Python<'_>,
         texts: Vec<Text>,
-        allowed: &Bound<'_, PyAny>,
-        disallowed: &Bound<'_, PyAny>,
+        allowed_special: &Bound<'_, PyAny>,
+        disallowed_special: &Bound<'_, PyAny>,
         num_threads: usize,
     ) -> PyResult<Vec<usize>> {
-        let (a, d) = special_sets(&self.inner, allowed, disallowed)?;
+        let (a, d) = special_sets(&self.inner, allowed_special, disallowed_special)?;
         batch(py, &texts, num_threads, |t| self.inner.count(t, &a, &d))
     }
 
-    /// `disallowed` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
-    #[pyo3(signature = (text, allowed, disallowed = None))]
+    /// `disallowed_special` may be left out, as in tiktoken's `CoreBPE` (then nothing is refused).
+    #[pyo3(signature = (text, allowed_special, disallowed_special = None))]
     fn encode_with_unstable<'py>(
         &self,
         py: Python<'py>,
         text: Text,
-        allowed: &Bound<'_, PyAny>,
-        disallowed: Option<&Bound<'_, PyAny>>,
+        allowed_special: &Bound<'_, PyAny>,
+        disallowed_special: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-        let (a, d) = special_sets_opt(&self.inner, allowed, disallowed)?;
+        let (a, d) = special_sets_opt(&self.inner, allowed_special, disallowed_special)?;
         // Always stoppable: a long unstable tail can take seconds whatever the text's length.
         let (tokens, completions) = run(py, text.len().max(POLL_BYTES), || {
             self.inner.encode_with_unstable(&text, &a, &d)
@@ -513,9 +534,9 @@ impl PyCoreBpe {
             .map_err(to_py)
     }
 
-    /// Takes `bytes` only, as tiktoken's does.
-    fn _encode_bytes(&self, py: Python<'_>, data: Bound<'_, PyBytes>) -> PyResult<Vec<Rank>> {
-        let data = PyBackedBytes::from(data);
+    /// Takes `bytes` only, as tiktoken's does (and under its argument name).
+    fn _encode_bytes(&self, py: Python<'_>, bytes: Bound<'_, PyBytes>) -> PyResult<Vec<Rank>> {
+        let data = PyBackedBytes::from(bytes);
         run(py, self.cost(data.len()), || self.inner.encode_bytes(&data))
     }
 

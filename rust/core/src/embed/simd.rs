@@ -821,8 +821,10 @@ const SS_MIN: f32 = 1e-30;
 /// [`inv_norm`] of `row`, given its squared norm `ss` as summed in f32: when that underflowed or
 /// overflowed (a row of values below about 1e-19 or above 1e19), the norm is summed again in f64,
 /// so that such rows still score and normalise by their direction. A row of norm below 1e-30
-/// gives infinity: its products with a query would be subnormal in f32 (and its factor may be
-/// beyond f32), so the caller scores it with [`cosine_f64`] instead.
+/// or above 1e37 gives infinity: its products with a query would be subnormal in f32 (and its
+/// factor may be beyond f32), or its dot product with a unit query could pass f32's largest
+/// value (3.4e38) before the factor scales it down, so the caller scores it with
+/// [`cosine_f64`] instead.
 #[inline]
 pub fn inv_norm_of<E: Elem>(ss: f32, row: &[E]) -> f32 {
     if (SS_MIN..f32::INFINITY).contains(&ss) {
@@ -832,7 +834,7 @@ pub fn inv_norm_of<E: Elem>(ss: f32, row: &[E]) -> f32 {
         return f32::NAN;
     }
     let inv = inv_norm_f64(row);
-    if inv > 1e30 {
+    if inv > 1e30 || (inv > 0.0 && inv < 1e-37) {
         f32::INFINITY
     } else {
         inv as f32

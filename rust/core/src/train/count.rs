@@ -119,6 +119,11 @@ impl Sorted {
         self.counts.push(count);
     }
 
+    /// The largest count (0 when empty).
+    pub fn max_count(&self) -> u64 {
+        self.counts.iter().copied().max().unwrap_or(0)
+    }
+
     /// The sum of two sorted count sets (linear merge).
     pub fn merged(a: &Sorted, b: &Sorted) -> Sorted {
         if b.is_empty() {
@@ -379,17 +384,21 @@ impl Shard {
 /// A worker's private table for one batch; keys borrow from the batch.
 struct Local<'a> {
     table: HashTable<(&'a [u8], u64, u64), Big>,
+    /// Words counted (the sum of the counts).
+    words: u64,
 }
 
 impl<'a> Local<'a> {
     fn new() -> Self {
         Local {
             table: HashTable::with_capacity_in(1 << 12, Big),
+            words: 0,
         }
     }
 
     #[inline]
     fn add(&mut self, w: &'a [u8]) {
+        self.words += 1;
         let h = hash_word(w);
         match self.table.find_mut(h, |e| e.0 == w) {
             Some(e) => e.2 += 1,
@@ -909,6 +918,10 @@ pub struct WordCounts {
     spill_seq: usize,
     /// The largest count in `runs` (0 without runs): what a word's spilled part can add.
     spilled_max: u64,
+    /// At least the count of every word (settled, in the table and spilled together): while a
+    /// batch's number of words added to it fits in 64 bits, no count of the batch can overflow,
+    /// and the batch needs no check per word.
+    bound: u64,
     pub options: CountOptions,
 }
 
@@ -935,6 +948,7 @@ impl WordCounts {
             runs: Vec::new(),
             spill_seq: 0,
             spilled_max: 0,
+            bound: 0,
             options: CountOptions::default(),
         })
     }
@@ -972,13 +986,25 @@ impl WordCounts {
             return Err(overflow(word));
         }
         if count > 0 {
+            // `fits` held with the spilled part's bound or without runs, so this cannot wrap.
+            let spilled = if self.runs.is_empty() {
+                0
+            } else {
+                self.spilled_max
+            };
+            let total = now
+                .unwrap_or(u64::MAX)
+                .saturating_add(spilled)
+                .saturating_add(count);
+            self.bound = self.bound.max(total);
             self.table.add(word, count);
             self.maybe_spill()?;
         }
         Ok(())
     }
 
-    /// Counts the words of a batch of documents, in parallel.
+    /// Counts the words of a batch of documents, in parallel. A count that would pass
+    /// 2**64 - 1 is an error, and then nothing of the batch is counted.
     pub fn count_documents<D: AsRef<[u8]> + Sync>(&mut self, docs: &[D]) -> Result<()> {
         if docs.is_empty() {
             return Ok(());
@@ -1032,8 +1058,35 @@ impl WordCounts {
             .unwrap_or_else(|e| e.into_inner())
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
-        pool.install(|| self.table.merge_locals(locals));
+        let words: u64 = locals.iter().map(|l| l.words).sum();
+        match self.bound.checked_add(words) {
+            Some(bound) => {
+                pool.install(|| self.table.merge_locals(locals));
+                self.bound = bound;
+            }
+            // Only with counts near 2**64 (given to `add`): checked word by word.
+            None => self.merge_locals_checked(&locals)?,
+        }
         self.maybe_spill()
+    }
+
+    /// Adds a batch's counts if no word's count would pass 2**64 - 1; otherwise an error, and
+    /// the counts are as they were (settled).
+    fn merge_locals_checked(&mut self, locals: &[Local<'_>]) -> Result<()> {
+        self.sorted()?;
+        // Within the batch, counts add up to at most its number of words, which fits.
+        let batch = Sorted::from_pairs(
+            locals
+                .iter()
+                .flat_map(|l| l.table.iter().map(|&(w, _, c)| (w, c)))
+                .collect(),
+        );
+        if let Some(w) = self.sorted.overflow_with(&batch) {
+            return Err(overflow(w));
+        }
+        self.sorted = Sorted::merged(&self.sorted, &batch);
+        self.bound = self.sorted.max_count();
+        Ok(())
     }
 
     /// The thread pool of these counts' `num_threads`.
@@ -1128,6 +1181,7 @@ impl WordCounts {
                 self.spilled_max = 0;
             }
             self.sorted = s.without_zeros();
+            self.bound = self.sorted.max_count();
             super::release_memory();
         }
         Ok(&self.sorted)
@@ -1136,6 +1190,7 @@ impl WordCounts {
     /// Settles and takes the sorted counts out, leaving these counts empty.
     pub fn take_sorted(&mut self) -> Result<Sorted> {
         self.sorted()?;
+        self.bound = 0;
         Ok(std::mem::take(&mut self.sorted))
     }
 
@@ -1157,6 +1212,7 @@ impl WordCounts {
             return Err(overflow(w));
         }
         self.sorted = Sorted::merged(&self.sorted, b);
+        self.bound = self.sorted.max_count();
         Ok(())
     }
 
@@ -1164,6 +1220,7 @@ impl WordCounts {
     pub fn try_clone(&mut self) -> Result<WordCounts> {
         let s = self.sorted()?.clone();
         let mut c = WordCounts::new(&self.pattern, self.specials.clone())?;
+        c.bound = s.max_count();
         c.sorted = s;
         c.options = self.options.clone();
         Ok(c)
@@ -1253,6 +1310,7 @@ impl WordCounts {
             )));
         }
         let mut c = WordCounts::new(&pattern, specials)?;
+        c.bound = sorted.max_count();
         c.sorted = sorted;
         Ok(c)
     }
@@ -1289,6 +1347,30 @@ mod tests {
                 (b"world".to_vec(), 1)
             ]
         );
+    }
+
+    #[test]
+    fn a_batch_that_would_pass_64_bits_is_refused_whole() {
+        let pattern = crate::pretokenize::builtin_pattern("cl100k_base").unwrap();
+        let mut c = WordCounts::new(pattern, vec![]).unwrap();
+        c.add(b" x", u64::MAX - 2).unwrap();
+        // Past the bound but exact: other words, and " x" up to the largest count.
+        c.count_documents(&[" y y y x", " x"]).unwrap();
+        assert_eq!(
+            counts_of(&mut c),
+            vec![(b" x".to_vec(), u64::MAX), (b" y".to_vec(), 3)]
+        );
+        let err = c.count_documents(&[" z x"]).unwrap_err();
+        assert!(err.to_string().contains("2**64 - 1"), "{err}");
+        assert_eq!(
+            counts_of(&mut c),
+            vec![(b" x".to_vec(), u64::MAX), (b" y".to_vec(), 3)]
+        );
+        // Counts that stay far from the limit take the unchecked path and still add up.
+        let mut d = WordCounts::new(pattern, vec![]).unwrap();
+        d.add(b" y", 5).unwrap();
+        d.count_documents(&[" y y"]).unwrap();
+        assert_eq!(counts_of(&mut d), vec![(b" y".to_vec(), 7)]);
     }
 
     #[test]
