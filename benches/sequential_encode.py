@@ -14,6 +14,10 @@ Python list of ints: the ids come back in one array) and bytepair's ``count``, o
 of the same documents, to show what part of a call building the list takes. With ``--peers``,
 the fast forks that are installed (bpe-openai, riptoken) run alone too, after tiktoken, with their
 MB/s, their ratio to tiktoken, and how many documents they encode differently from tiktoken.
+With ``--turn-docs=K``, the implementations take turns every K documents (who goes first
+rotates) instead of each running over all of them at once: a slow spell of this noisy machine
+then falls on all of them alike (K=250 is about 1 MB a turn, so each turn still runs alone with
+its tables warm after its first documents).
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ import time
 PEERS = {"bpe-openai": "bpe_openai", "riptoken": "riptoken"}
 
 
-def main(path: str, encoding: str, max_bytes: int = 8_000_000, calls: bool = False, peers: bool = False) -> None:
+def main(
+    path: str,
+    encoding: str,
+    max_bytes: int = 8_000_000,
+    calls: bool = False,
+    peers: bool = False,
+    turn_docs: int | None = None,
+) -> None:
     import importlib
     import tempfile
 
@@ -48,33 +59,41 @@ def main(path: str, encoding: str, max_bytes: int = 8_000_000, calls: bool = Fal
                 libs[name] = importlib.import_module(module)
             except ImportError:
                 print(f"{name}: not installed (pip install {name})")
-    rates = {}
-    tokens = {}
+    # Every (implementation, call) to time, each with fresh copies of the documents (no cached
+    # UTF-8 from an earlier run).
+    jobs = {}
+    for name, lib in libs.items():
+        enc = lib.get_encoding(encoding)
+        methods = {"encode_ordinary": enc.encode_ordinary}
+        if calls and name in ("bytepair", "tiktoken"):
+            methods["encode_to_numpy"] = lambda d, enc=enc: enc.encode_to_numpy(d, disallowed_special=())
+            if hasattr(enc, "count"):
+                methods["count"] = enc.count
+        for what, fn in methods.items():
+            fn("warm up the call")  # and the import, for the first
+            jobs[name, what] = (fn, [d.encode().decode() for d in docs])
+    # In turns of `turn_docs` documents, the jobs taking turns (who goes first rotates), so that
+    # a slow spell of the machine falls on all of them; by default one turn each, one after the
+    # other, each implementation alone for the whole text.
+    step = turn_docs or len(docs)
+    seconds = dict.fromkeys(jobs, 0.0)
+    order = list(jobs)
     gc.disable()
     try:
-        for name, lib in libs.items():
-            enc = lib.get_encoding(encoding)
-            methods = {"encode_ordinary": enc.encode_ordinary}
-            if calls and name in ("bytepair", "tiktoken"):
-                methods["encode_to_numpy"] = lambda d, enc=enc: enc.encode_to_numpy(d, disallowed_special=())
-                if hasattr(enc, "count"):
-                    methods["count"] = enc.count
-            for what, fn in methods.items():
-                fn("warm up the call")  # and the import, for the first
-                fresh = [d.encode().decode() for d in docs]  # no cached UTF-8 from an earlier run
-                out = [None] * len(fresh) if what == "encode_ordinary" and peers else None
+        for turn, start in enumerate(range(0, len(docs), step)):
+            k = turn % len(order)
+            for key in order[k:] + order[:k]:
+                fn, fresh = jobs[key]
+                part = fresh[start : start + step]
                 t0 = time.perf_counter()
-                if out is None:
-                    for d in fresh:
-                        fn(d)
-                else:  # keeps the outputs to compare (one list store per document)
-                    for i, d in enumerate(fresh):
-                        out[i] = fn(d)
-                rates[name, what] = mb / (time.perf_counter() - t0)
-                if out is not None:
-                    tokens[name] = out
+                for d in part:
+                    fn(d)
+                seconds[key] += time.perf_counter() - t0
     finally:
         gc.enable()
+    rates = {key: mb / t for key, t in seconds.items()}
+    # The outputs to compare, untimed.
+    tokens = {name: [jobs[name, "encode_ordinary"][0](d) for d in docs] for name in libs} if peers else {}
     bp, tk = rates["bytepair", "encode_ordinary"], rates["tiktoken", "encode_ordinary"]
     print(f"{path} {encoding}: bytepair {bp:.1f} MB/s, tiktoken {tk:.1f} MB/s, {bp / tk:.2f}x")
     for name in libs:
@@ -98,5 +117,13 @@ def main(path: str, encoding: str, max_bytes: int = 8_000_000, calls: bool = Fal
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a not in ("--calls", "--peers")]
-    main(args[0], args[1], *(int(a) for a in args[2:3]), calls="--calls" in sys.argv, peers="--peers" in sys.argv)
+    turns = [a for a in sys.argv[1:] if a.startswith("--turn-docs=")]
+    args = [a for a in sys.argv[1:] if a not in ("--calls", "--peers") and a not in turns]
+    main(
+        args[0],
+        args[1],
+        *(int(a) for a in args[2:3]),
+        calls="--calls" in sys.argv,
+        peers="--peers" in sys.argv,
+        turn_docs=int(turns[-1].split("=", 1)[1]) if turns else None,
+    )
