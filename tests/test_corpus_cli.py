@@ -888,8 +888,14 @@ def test_corpus_arguments_are_checked_before_any_output(tmp_path, corpus_files):
         assert not (tmp_path / "o").exists()
         with pytest.raises(exc, match=name):
             corpus.count_files(files, encoding=ENC, **kw)
-    with pytest.raises(ValueError, match="docs_per_shard"):
-        corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "o", docs_per_shard=True)
+    for bad in (True, 0, 2**64, 1.5):
+        with pytest.raises(ValueError, match="docs_per_shard"):
+            corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "o", docs_per_shard=bad)
+        assert not (tmp_path / "o").exists()
+    for bad in (True, False):  # ints to operator.index, but not token ids
+        with pytest.raises(ValueError, match="eot_token"):
+            corpus.encode_to_shards(files, encoding=ENC, out=tmp_path / "o", eot_token=bad)
+        assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(

@@ -215,6 +215,40 @@ def test_bad_inputs_fail_with_path_or_skip(client, files, tmp_path):
     assert _dir_bytes(tmp_path / "dask") == _dir_bytes(tmp_path / "cli")
 
 
+def test_skipped_inputs_are_all_reported_from_threaded_workers(tmp_path):
+    """Tasks running at once on one worker's threads each report their own skipped inputs: the
+    warning counts all of them and names the first ones in input order, as on one machine (they
+    were recorded with process-wide warning filters, which such tasks swapped and lost)."""
+    inputs = []
+    for i in range(8):
+        p = tmp_path / f"f{i}.jsonl"
+        p.write_text('{"text": "hello world"}\n{"text": 1}\n{"text": "and more"}\n', encoding="utf-8")
+        inputs.append(str(p))
+    with pytest.warns(UserWarning) as local_warnings:
+        local = bytepair.WordCounts([Path(f) for f in inputs], pattern=ENC, progress=False, on_error="skip")
+    with distributed.local_client(n_workers=1, threads_per_worker=2) as c:
+        for _ in range(3):
+            with pytest.warns(UserWarning) as caught:
+                got = distributed.count_words(inputs, pattern=ENC, client=c, task_bytes=1, on_error="skip")
+            assert got.to_bytes() == local.to_bytes()
+            assert len(caught) == 1
+            message = str(caught[0].message)
+            assert message == str(local_warnings[0].message), message
+            assert message.startswith("skipped 8 bad input(s): ") and "f0.jsonl:2" in message
+
+
+def test_bad_shard_arguments_are_refused_before_any_output(client, files, tmp_path):
+    for kw, name in [
+        (dict(shards_per_task=1.5), "shards_per_task"),
+        (dict(shards_per_task=0), "shards_per_task"),
+        (dict(docs_per_shard=2**64), "docs_per_shard"),
+        (dict(eot_token=True), "eot_token"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            distributed.encode_to_shards(files, encoding=ENC, out=tmp_path / "o", client=client, **kw)
+        assert not (tmp_path / "o").exists()
+
+
 def test_shard_plan():
     # 3 files with 5, 0 and 6 documents; 4 documents a shard.
     assert distributed._shard_tasks([5, 0, 6], 4, 1) == [(0, 1, 0, 4, 0), (0, 3, 4, 4, 1), (2, 3, 3, 3, 2)]

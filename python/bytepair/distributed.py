@@ -133,12 +133,17 @@ def _count_group(
     wc = WordCounts(pattern=pattern, special_tokens=specials)
     skipped, errors = 0, []
     for files in groups:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            wc.update([Path(f) for f in files], on_error=on_error, field=field, num_threads=num_threads, progress=False)
-        for w in caught:
-            skipped += 1
-            errors.append(str(w.message))
+        # The skipped inputs' messages come back as values: warnings (process-wide state) would
+        # mix up tasks running at once on a worker's threads.
+        skipped += wc._update(
+            [Path(f) for f in files],
+            num_threads=num_threads,
+            max_memory=None,
+            progress=False,
+            on_error=on_error,
+            field=field,
+            errors_out=errors,
+        )
     return wc, skipped, errors[:20]
 
 
@@ -216,8 +221,8 @@ def count_words(
     with _using(client) as c:
         wc, skipped, errors = c.compute(red).result()
     if skipped:
-        # Each message is a task's own warning ("skipped N bad input(s): ...").
-        warnings.warn("; ".join(errors[:3]), stacklevel=2)
+        # As bytepair.WordCounts words it, the first messages in input order.
+        warnings.warn(f"skipped {skipped} bad input(s): {'; '.join(errors[:3])}", stacklevel=2)
     # The result is a plain WordCounts of this process, whatever class came back.
     out = WordCounts(pattern=pattern, special_tokens=specials)
     out._load_bytes(wc.to_bytes())
@@ -368,8 +373,7 @@ def encode_to_shards(
 
     docs_per_shard = corpus.DEFAULT_DOCS_PER_SHARD if docs_per_shard is None else docs_per_shard
     corpus._check_docs_per_shard(docs_per_shard)
-    if shards_per_task < 1:
-        raise ValueError("shards_per_task must be at least 1")
+    corpus._check_docs_per_shard(shards_per_task, "shards_per_task")
     enc = corpus._encoding(encoding)
     eot = corpus._eot(enc, eot_token)
     corpus._check_args(on_error, field, num_threads)

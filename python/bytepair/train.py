@@ -481,8 +481,11 @@ class WordCounts(_native.WordCounts):
         progress: Optional[bool],
         on_error: str,
         field: str,
+        errors_out: Optional[list[str]] = None,
     ) -> int:
-        """:meth:`update`; returns how many bad inputs were skipped."""
+        """:meth:`update`; returns how many bad inputs were skipped. Their messages go to
+        ``errors_out`` when it is given (no warning: a Dask worker running several tasks on
+        threads could not tell their warnings apart), else into a warning."""
         _check_count_args(num_threads, max_memory, on_error, field)
         self._configure(num_threads=num_threads, max_memory=max_memory)
         if isinstance(data, _native.WordCounts):
@@ -510,7 +513,9 @@ class WordCounts(_native.WordCounts):
                     before = len(errors)
                     self._count_iter(_parquet_documents(parquet, field, on_error, errors), callback=bars.callback)
                     skipped += len(errors) - before
-                if skipped:
+                if errors_out is not None:
+                    errors_out.extend(errors)
+                elif skipped:
                     shown = "; ".join(errors[:3])
                     warnings.warn(f"skipped {skipped} bad input(s): {shown}", stacklevel=3)
             elif isinstance(data, (bytes, bytearray, memoryview)):
