@@ -597,8 +597,22 @@ def test_a_misspelt_encoding_name_is_not_taken_as_a_regex(pattern):
         lambda m: m.update(name=5),
         lambda m: m.update(special_tokens=["<|a|>"]),
         lambda m: m.update(special_tokens={"<|a|>": "x"}),
+        lambda m: m.update(version=2),
+        lambda m: m.update(n_vocab="300"),
+        lambda m: m.update(n_vocab=300.0),
+        lambda m: m.update(ranks_file=""),
     ],
-    ids=["no ranks_file", "no pattern", "name not str", "specials a list", "special id not int"],
+    ids=[
+        "no ranks_file",
+        "no pattern",
+        "name not str",
+        "specials a list",
+        "special id not int",
+        "a later version",
+        "n_vocab a str",
+        "n_vocab a float",
+        "ranks_file empty",
+    ],
 )
 def test_load_rejects_a_damaged_description_with_valueerror(tmp_path, edit):
     import json
@@ -966,6 +980,10 @@ def test_load_refuses_files_that_do_not_belong_together(tmp_path):
         ranks_path.write_bytes(bad)
         with pytest.raises(ValueError, match=message):
             load(tmp_path)
+    # A ranks file cut short so that two tokens share a rank: the error names the save.
+    ranks_path.write_bytes(b"YQ== 0\nYg== 0\n")
+    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path))}: rank 0 is given to two"):
+        load(tmp_path)
     ranks_path.write_bytes(good_ranks)
     meta_path.write_bytes(b"\xff\xfe{}")
     with pytest.raises(ValueError, match="not UTF-8"):

@@ -930,9 +930,18 @@ def load(path: PathLike) -> Encoding:
         raise ValueError(f"{meta_path}: not UTF-8 text: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != "bytepair-encoding":
         raise ValueError(f"{meta_path}: not a bytepair encoding description")
+    version = meta.get("version", 1)
+    if version != 1 or isinstance(version, bool):
+        # A later format could mean something these fields do not say: refused, not guessed at.
+        raise ValueError(f"{meta_path}: format version {version!r}; this bytepair reads version 1")
     for key in ("ranks_file", "name", "pattern"):
         if not isinstance(meta.get(key), str):
             raise ValueError(f"{meta_path}: {key!r} is missing or not a string")
+    if not meta["ranks_file"]:
+        raise ValueError(f"{meta_path}: 'ranks_file' is empty")
+    n_vocab = meta.get("n_vocab")
+    if n_vocab is not None and (not isinstance(n_vocab, int) or isinstance(n_vocab, bool)):
+        raise ValueError(f"{meta_path}: 'n_vocab' must be an int, not {n_vocab!r}")
     special = meta.get("special_tokens", {})
     if not isinstance(special, dict) or not all(isinstance(v, int) for v in special.values()):
         raise ValueError(f"{meta_path}: 'special_tokens' must map strings to ints")
@@ -960,9 +969,11 @@ def load(path: PathLike) -> Encoding:
             raise ValueError(f"{meta_path}: special token {name!r} has id {v}, not in 0..2**32-1")
         if v in taken:
             raise ValueError(f"{meta_path}: special token {name!r} has id {v}, which {ranks_path.name} gives a token")
-    enc = _make_encoding(meta["name"], meta["pattern"], ranks, specials)
-    n_vocab = meta.get("n_vocab")
-    if isinstance(n_vocab, int) and n_vocab != enc.n_vocab:
+    try:
+        enc = _make_encoding(meta["name"], meta["pattern"], ranks, specials)
+    except ValueError as e:  # two tokens of one rank, a bad pattern: say which save it is
+        raise ValueError(f"{meta_path.parent}: {e}") from None
+    if n_vocab is not None and n_vocab != enc.n_vocab:
         raise ValueError(
             f"{meta_path}: n_vocab {n_vocab} does not match {ranks_path.name} and the special tokens "
             f"({enc.n_vocab}); the two files are from different saves"
