@@ -1888,6 +1888,34 @@ def test_a_one_byte_token_of_the_largest_rank_is_refused_not_misread(tiktoken):
         bytepair.Encoding(**kw)
 
 
+def test_custom_patterns_backtrack_as_far_as_tiktokens(tiktoken):
+    """A custom pattern runs with fancy-regex's default backtracking limit, as tiktoken's does:
+    where tiktoken fails (ValueError) so does bytepair, and both split the same below it (it once
+    allowed a hundred times more, and took seconds to split what tiktoken refuses)."""
+    import bytepair
+
+    ranks = {bytes([i]): i for i in range(256)} | {b"aa": 256}
+    kw = {"name": "c", "pat_str": r"(?:a|aa)+(?=b)|.", "mergeable_ranks": ranks, "special_tokens": {}}
+    bp, tt = bytepair.Encoding(**kw), tiktoken.Encoding(**kw)
+
+    def outcome(fn, text):
+        try:
+            return fn(text)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # tiktoken: ValueError from encode, a Rust panic from encode_ordinary
+            return "fails"
+
+    for n in (5, 20, 30, 40):
+        for text in ("a" * n, "a" * n + "b"):
+            for method in ("encode", "encode_ordinary"):
+                want = outcome(getattr(tt, method), text)
+                assert outcome(getattr(bp, method), text) == want, (method, n, text[-1], want)
+    assert outcome(tt.encode, "a" * 30) == "fails"
+    with pytest.raises(ValueError):  # bytepair's failure is always a ValueError
+        bp.encode_ordinary("a" * 30)
+
+
 def test_special_tokens_set_reads_as_a_plain_set(bp_encodings, tt_encodings):
     """It notes changes made in place (so that "all" follows them), but errors name it as the
     plain ``set`` tiktoken's is, it prints as one, and it pickles and copies as one."""

@@ -131,7 +131,7 @@ def _count_group(
 
     _test_delay()
     wc = WordCounts(pattern=pattern, special_tokens=specials)
-    skipped, errors = 0, []
+    skipped, errors = 0, list[str]()
     for files in groups:
         # The skipped inputs' messages come back as values: warnings (process-wide state) would
         # mix up tasks running at once on a worker's threads.

@@ -77,9 +77,12 @@ impl Pretokenizer {
     }
 
     /// Compiles `pattern` with the generic regex engine, even for built-in patterns.
+    ///
+    /// With fancy-regex's default backtracking limit, as tiktoken builds its patterns: a match
+    /// that backtracks past it fails here as it does there (a `ValueError`), instead of running
+    /// a hundred times longer (where Ctrl-C cannot reach it) and splitting where tiktoken fails.
     pub fn regex(pattern: &str) -> Result<Self> {
         let re = fancy_regex::RegexBuilder::new(pattern)
-            .backtrack_limit(100_000_000)
             .build()
             .map_err(|e| Error::Pattern(e.to_string()))?;
         Ok(Pretokenizer::Regex(Box::new(re)))
