@@ -999,9 +999,12 @@ def _batch_rows(ctx: BenchContext, enc: str, docs: list[str], *, back_to_back: b
     rows = []
     threads = (1, 2)
     label = " (back to back)" if back_to_back else ""
-    encoders = {impl: e for impl, e in ctx.encoders(enc).items() if _takes_num_threads(e)}
-    for impl in ctx.encoders(enc).keys() - encoders.keys():
-        ctx.notes.append(f"{impl}: its encode_ordinary_batch takes no thread count; left out of the batch rows")
+    encoders = {}
+    for impl, e in ctx.encoders(enc).items():
+        if _takes_num_threads(e):
+            encoders[impl] = e
+        else:
+            ctx.notes.append(f"{impl}: its encode_ordinary_batch takes no thread count; left out of the batch rows")
     per = 32
     groups = [docs[i : i + per] for i in range(0, len(docs), per)]
     if len(groups) > 1 and len(groups[-1]) < per:

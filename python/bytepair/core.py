@@ -731,6 +731,14 @@ class _NameSet(set[str]):
         super().__init__(names)
         self.changed = False
 
+    # It pickles, copies and prints as the plain set tiktoken's is (unpickling needs no
+    # bytepair); below, Python's own messages name it as one too.
+    def __reduce__(self) -> tuple[type[set[str]], tuple[list[str]]]:
+        return set, (list(self),)
+
+    def __repr__(self) -> str:
+        return repr(set(self))
+
 
 def _noting_change(name: str) -> Callable[..., object]:
     method = getattr(set, name)
@@ -750,19 +758,8 @@ for _name in (
     setattr(_NameSet, _name, _noting_change(_name))
 
 
-def _plain_set(self: _NameSet) -> tuple[type[set[str]], tuple[list[str]]]:
-    return set, (list(self),)
-
-
-def _set_repr(self: _NameSet) -> str:
-    return repr(set(self))
-
-
-# It pickles as the plain set tiktoken's is (unpickling needs no bytepair), and Python's own
-# messages name it as one: ``enc.special_tokens_set - ["a"]`` says ``'set' and 'list'``, as
-# under tiktoken. (Pickle finds the class by ``__qualname__``, which stays.)
-_NameSet.__reduce__ = _plain_set  # type: ignore[method-assign,assignment]
-_NameSet.__repr__ = _set_repr  # type: ignore[method-assign,assignment]
+# ``enc.special_tokens_set - ["a"]`` says ``'set' and 'list'``, as under tiktoken. (Pickle
+# would find the class by ``__qualname__``, which stays.)
 _NameSet.__name__ = "set"
 
 

@@ -82,11 +82,10 @@ def _encoding(encoding: Any) -> Any:
 
 def _eot(enc: Any, eot_token: int | None) -> int:
     if eot_token is not None:
-        if isinstance(eot_token, bool):  # an int to operator.index, but never meant as an id
-            raise ValueError(f"eot_token must be a token id from 0 to 2**32 - 1, not {eot_token!r}")
         eot = operator.index(eot_token)
-        if not 0 <= eot < 1 << 32:
-            raise ValueError(f"eot_token must be a token id from 0 to 2**32 - 1, not {eot}")
+        # A bool is an int to operator.index, but never meant as an id.
+        if isinstance(eot_token, bool) or not 0 <= eot < 1 << 32:
+            raise ValueError(f"eot_token must be a token id from 0 to 2**32 - 1, not {eot_token!r}")
         return eot
     eot = enc._special_tokens.get("<|endoftext|>")
     if eot is None:
@@ -147,11 +146,11 @@ def _check_args(on_error: Any, field: Any, num_threads: Any) -> None:
     _check_count_args(num_threads, None, on_error, field)
 
 
-def _check_docs_per_shard(docs_per_shard: Any, name: str = "docs_per_shard") -> None:
-    """A positive int below 2**64 (what the native side takes), checked before any file is
-    touched."""
-    if not isinstance(docs_per_shard, int) or isinstance(docs_per_shard, bool) or not 1 <= docs_per_shard < 1 << 64:
-        raise ValueError(f"{name} must be a positive int below 2**64, got {docs_per_shard!r}")
+def _check_positive(name: str, value: Any) -> None:
+    """``value`` (docs_per_shard, shards_per_task) is a positive int below 2**64, what the native
+    side takes: checked before any file is touched."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 1 << 64:
+        raise ValueError(f"{name} must be a positive int below 2**64, got {value!r}")
 
 
 def _shard_bytes(entry: dict[str, Any], dtype: str) -> int:
@@ -450,7 +449,7 @@ def encode_to_shards(
     enc = _encoding(encoding)
     eot = _eot(enc, eot_token)
     _check_args(on_error, field, num_threads)
-    _check_docs_per_shard(docs_per_shard)
+    _check_positive("docs_per_shard", docs_per_shard)
     files = _expand(paths, output=out)
     _need_pyarrow(files)
     out = Path(out)

@@ -372,8 +372,8 @@ def encode_to_shards(
     from bytepair import corpus
 
     docs_per_shard = corpus.DEFAULT_DOCS_PER_SHARD if docs_per_shard is None else docs_per_shard
-    corpus._check_docs_per_shard(docs_per_shard)
-    corpus._check_docs_per_shard(shards_per_task, "shards_per_task")
+    corpus._check_positive("docs_per_shard", docs_per_shard)
+    corpus._check_positive("shards_per_task", shards_per_task)
     enc = corpus._encoding(encoding)
     eot = corpus._eot(enc, eot_token)
     corpus._check_args(on_error, field, num_threads)
