@@ -640,6 +640,45 @@ def test_decode_of_other_sequences_needs_no_numpy():
     ], out.stdout + out.stderr
 
 
+@pytest.mark.parametrize(
+    "make",
+    [lambda n: "a" * n, lambda n: "".join(chr(0x4E00 + i % 500) for i in range(n))],
+    ids=["letter", "cjk-cycle"],
+)
+def test_a_long_repetitive_special_token_builds_in_linear_time(make, tiktoken):
+    """Building the special-token matcher for one long repetitive token took time quadratic in
+    its length (0.4 s at 10,000 characters, over a minute at 100,000); tiktoken builds it in a
+    fraction of a second. The tokens agree with tiktoken's, also with a second long token that
+    overlaps the first (neither a prefix of the other: tiktoken's choice between those follows
+    its hash order). tiktoken refuses tokens of 200,000 CJK characters, so the comparison uses
+    20,000."""
+    ranks = {bytes([b]): b for b in range(256)}
+
+    def build(lib, n):
+        long_token, shorter = make(n), make(n * 3 // 4) + "!"
+        specials = {long_token: 256, shorter: 257, "<|eot|>": 258}
+        enc = lib.Encoding("long", pat_str=r"\S+|\s+", mergeable_ranks=ranks, special_tokens=specials)
+        return enc, long_token, shorter
+
+    t0 = time.perf_counter()
+    bp, long_token, shorter = build(bytepair, 200_000)
+    text = "x " + shorter + " " + long_token + "<|eot|>" + long_token[:1000]
+    got = bp.encode(text, allowed_special="all")
+    assert time.perf_counter() - t0 < 10
+    assert got[:5] == [ord("x"), ord(" "), 257, ord(" "), 256] and got[5] == 258
+    assert bp.decode(got) == text
+
+    bp, long_token, shorter = build(bytepair, 20_000)
+    tt, *_ = build(tiktoken, 20_000)
+    text = "x " + shorter + " " + long_token + "<|eot|>" + long_token[:1000]
+    for allowed in ("all", {shorter}, {long_token}, {"<|eot|>"}):
+        assert bp.encode(text, allowed_special=allowed, disallowed_special=()) == tt.encode(
+            text, allowed_special=allowed, disallowed_special=()
+        )
+    with pytest.raises(ValueError, match="disallowed special"):
+        bp.encode(text, allowed_special={shorter})
+
+
 def test_a_sparse_special_id_costs_no_memory_per_id():
     """A small vocabulary with a special token at a high id pays for the int-cache slots its ids
     use, not for all of them up to the highest (each such encoding kept 16 MB), and its ids

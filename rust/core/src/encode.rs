@@ -3,7 +3,7 @@ use crate::bpe;
 use crate::error::{Error, Result};
 use crate::pretokenize::Pretokenizer;
 use crate::vocab::{Rank, Vocab, NO_ENTRY};
-use aho_corasick::{AhoCorasick, Input, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::OnceLock;
 
@@ -219,12 +219,9 @@ impl CoreBpe {
             None
         } else {
             Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(specials.iter().map(|(s, _)| s.as_bytes()))
-                    .map_err(|e| {
-                        Error::Value(format!("cannot build special-token matcher: {e}"))
-                    })?,
+                special_matcher(&specials, MatchKind::LeftmostLongest).map_err(|e| {
+                    Error::Value(format!("cannot build special-token matcher: {e}"))
+                })?,
             )
         };
         Ok(CoreBpe {
@@ -464,10 +461,7 @@ impl CoreBpe {
                 if self.specials.len() < 2 {
                     return None;
                 }
-                let ac = AhoCorasick::builder()
-                    .match_kind(MatchKind::Standard)
-                    .build(self.specials.iter().map(|(s, _)| s.as_bytes()))
-                    .ok()?;
+                let ac = special_matcher(&self.specials, MatchKind::Standard).ok()?;
                 let tokens: Vec<&[u8]> = self.specials.iter().map(|(s, _)| s.as_bytes()).collect();
                 let hashes: Vec<Vec<u64>> = tokens.iter().map(|t| prefix_hashes(t)).collect();
                 let overlaps = tokens.iter().enumerate().any(|(i, t)| {
@@ -922,6 +916,34 @@ const HASH_BASE: u64 = 0x100_0000_01B3;
 /// Polynomial hashes of the prefixes of `t`: element `k` is the hash of `t[..k]`. Any other
 /// substring's hash follows from two of them, so comparing prefixes and suffixes of tokens costs
 /// time linear in their length.
+/// Special tokens up to this many bytes in all get a DFA matcher (the fastest to search); longer
+/// ones an NFA. The DFA's construction follows failure links for every state and byte class, so
+/// a long repetitive token (`"a" * 10_000`) takes time quadratic in its length (0.4 s at 10 kB,
+/// over a minute at 100 kB); the NFA's is linear.
+const DFA_SPECIAL_BYTES: usize = 1 << 12;
+
+/// An Aho-Corasick matcher over the special tokens' bytes.
+fn special_matcher(
+    specials: &[(String, Rank)],
+    kind: MatchKind,
+) -> std::result::Result<AhoCorasick, aho_corasick::BuildError> {
+    let total: usize = specials.iter().map(|(s, _)| s.len()).sum();
+    let patterns = || specials.iter().map(|(s, _)| s.as_bytes());
+    let mut b = AhoCorasick::builder();
+    b.match_kind(kind);
+    if total <= DFA_SPECIAL_BYTES {
+        return b.build(patterns());
+    }
+    // A contiguous NFA unless it has too many states for one (then the noncontiguous kind),
+    // as the automatic choice does when there are too many patterns for a DFA.
+    b.kind(Some(AhoCorasickKind::ContiguousNFA))
+        .build(patterns())
+        .or_else(|_| {
+            b.kind(Some(AhoCorasickKind::NoncontiguousNFA))
+                .build(patterns())
+        })
+}
+
 fn prefix_hashes(t: &[u8]) -> Vec<u64> {
     let mut h = Vec::with_capacity(t.len() + 1);
     h.push(0u64);
