@@ -237,6 +237,16 @@ def test_skipped_inputs_are_all_reported_from_threaded_workers(tmp_path):
             assert message.startswith("skipped 8 bad input(s): ") and "f0.jsonl:2" in message
 
 
+def test_a_cluster_of_threads_in_this_process(files):
+    """``local_client(processes=False)``: workers as threads of this process (it failed to start:
+    the in-process scheduler was given a TCP host). Counts equal one machine's."""
+    local = bytepair.WordCounts([Path(f) for f in files], pattern=ENC, progress=False)
+    with distributed.local_client(n_workers=1, threads_per_worker=2, processes=False) as c:
+        assert c.scheduler.address.startswith("inproc://")
+        got = distributed.count_words(files, pattern=ENC, client=c, task_bytes=1)
+    assert got.to_bytes() == local.to_bytes()
+
+
 def test_bad_shard_arguments_are_refused_before_any_output(client, files, tmp_path):
     for kw, name in [
         (dict(shards_per_task=1.5), "shards_per_task"),

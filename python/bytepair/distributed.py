@@ -65,7 +65,8 @@ def _dask() -> Any:
 @contextlib.contextmanager
 def local_client(n_workers: int = 2, threads_per_worker: int = 1, **kwargs: Any) -> Iterator[Any]:
     """A ``Client`` on a fresh ``LocalCluster`` of worker processes on 127.0.0.1 (no dashboard),
-    closed on exit.
+    closed on exit. Keyword arguments go to ``LocalCluster``; with ``processes=False`` the
+    workers are threads of this process, reached in-process rather than over 127.0.0.1.
 
     >>> with local_client() as client:               # doctest: +SKIP
     ...     counts = count_words(["corpus/"], pattern="cl100k_base", client=client)
@@ -75,10 +76,11 @@ def local_client(n_workers: int = 2, threads_per_worker: int = 1, **kwargs: Any)
         "n_workers": n_workers,
         "threads_per_worker": threads_per_worker,
         "processes": True,
-        "host": "127.0.0.1",
         "dashboard_address": None,
     }
     opts.update(kwargs)
+    if opts["processes"]:
+        opts.setdefault("host", "127.0.0.1")
     with distributed.LocalCluster(**opts) as cluster, distributed.Client(cluster) as client:
         yield client
 
