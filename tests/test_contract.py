@@ -705,6 +705,30 @@ def test_a_sparse_special_id_costs_no_memory_per_id():
     assert int(out.stdout) < 200, f"{out.stdout} MB for 40 encodings"
 
 
+@pytest.mark.parametrize("unit", ["\U0001f600", "\u00e9", "\u4e2d"])
+def test_count_of_a_huge_run_takes_no_memory_per_token(unit):
+    """``count`` of one piece of millions of tokens keeps a window of them, not all: it held
+    every token and its end (12 bytes a token, over 100 MB for 10 million emoji)."""
+    code = textwrap.dedent(
+        f"""
+        import resource
+        import bytepair
+        enc = bytepair.get_encoding("o200k_base")
+        text = {unit!r} * 4_000_000
+        text.encode()  # peaks by a UTF-8 copy, as count may make, so that only the rest shows
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        n = enc.count(text)
+        grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024
+        print(n == len(enc.encode_to_numpy(text)), grew)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    same, mb = out.stdout.split()
+    assert same == "True"
+    assert int(mb) < 16, f"{mb} MB to count {unit!r} * 4,000,000"
+
+
 def _long_encode_calls(enc):
     """(name, call(text)) for each single-text call that Ctrl-C must stop."""
     return {

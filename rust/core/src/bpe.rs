@@ -71,11 +71,29 @@ pub fn count_piece(
     } else if (Recent::MIN_PIECE..HEAP_THRESHOLD).contains(&n) {
         recent.count(v, text, s, e, scratch)
     } else {
-        scratch.clear();
-        merge(v, &text[s..e], scratch);
-        scratch.len()
+        merge_count(v, &text[s..e], scratch)
     }
 }
+
+/// The number of tokens of [`merge`]`(piece)`, with `scratch` as working space. A long piece is
+/// merged chunk by chunk keeping only the last tokens, so a run of millions of characters is
+/// counted in working memory bounded by [`COUNT_WINDOW`] tokens (unless it falls back to the
+/// heap merge, which holds the whole piece).
+pub fn merge_count(v: &Vocab, piece: &[u8], scratch: &mut Vec<Rank>) -> usize {
+    scratch.clear();
+    if piece.len() < HEAP_THRESHOLD {
+        merge_direct(v, piece, scratch);
+        return scratch.len();
+    }
+    let (mut ends, mut counted) = (Vec::new(), 0);
+    merge_chunked_window(v, piece, scratch, 0, &mut ends, CHUNK, Some(&mut counted));
+    counted + scratch.len()
+}
+
+/// How many tokens [`merge_count`] hands over to its count at a time, once twice as many are
+/// held: more than a chunk can take back ([`MAX_CARRY`]), so a carry never reaches a token that
+/// is gone.
+const COUNT_WINDOW: usize = 256;
 
 /// The merges of the last pieces of one text, so that a piece met again in the same text is not
 /// merged again: 256 slots, chosen by a hash of the piece, each holding where the piece and its
@@ -304,10 +322,33 @@ pub fn merge_chunked_from(
     ends: &mut Vec<usize>,
     chunk: usize,
 ) {
+    merge_chunked_window(v, piece, out, base, ends, chunk, None)
+}
+
+/// [`merge_chunked_from`]; with `counted`, the tokens before the last [`COUNT_WINDOW`] or so are
+/// removed from `out` (and `ends`) as the merge goes, and their number added to `counted`:
+/// counting a long piece in bounded memory. A fallback to the heap merge starts the count again.
+fn merge_chunked_window(
+    v: &Vocab,
+    piece: &[u8],
+    out: &mut Vec<Rank>,
+    base: usize,
+    ends: &mut Vec<usize>,
+    chunk: usize,
+    mut counted: Option<&mut usize>,
+) {
+    const _: () = assert!(COUNT_WINDOW > MAX_CARRY);
+    // Drops everything merged so far, to merge the piece again from its start.
+    fn restart(out: &mut Vec<Rank>, base: usize, counted: &mut Option<&mut usize>) {
+        out.truncate(base);
+        if let Some(c) = counted.as_deref_mut() {
+            *c = 0;
+        }
+    }
     let n = piece.len();
     debug_assert_eq!(out.len() - base, ends.len());
     if n < 2 || !v.has_all_bytes() {
-        out.truncate(base);
+        restart(out, base, &mut counted);
         return merge_direct(v, piece, out);
     }
     let (mut buf, mut tmp, mut part) = (Vec::new(), Vec::new(), Vec::new());
@@ -355,7 +396,7 @@ pub fn merge_chunked_from(
                 break;
             }
             if carried == MAX_CARRY {
-                out.truncate(base);
+                restart(out, base, &mut counted);
                 return merge_heap(v, piece, out);
             }
             out.pop();
@@ -365,7 +406,7 @@ pub fn merge_chunked_from(
             if end - from > MAX_REMERGE {
                 // Long tokens (a vocabulary with runs of thousands of bytes): re-merging back to
                 // their starts chunk after chunk would be quadratic.
-                out.truncate(base);
+                restart(out, base, &mut counted);
                 return merge_heap(v, piece, out);
             }
         }
@@ -381,6 +422,13 @@ pub fn merge_chunked_from(
         }
         debug_assert_eq!(at, end);
         pos = end;
+        if out.len() - base >= 2 * COUNT_WINDOW {
+            if let Some(c) = counted.as_deref_mut() {
+                out.drain(base..base + COUNT_WINDOW);
+                ends.drain(..COUNT_WINDOW);
+                *c += COUNT_WINDOW;
+            }
+        }
     }
 }
 
@@ -823,6 +871,45 @@ mod tests {
             chunked_time < heap_time * 5 + std::time::Duration::from_millis(50),
             "{chunked_time:?} against the heap's {heap_time:?}"
         );
+    }
+
+    #[test]
+    fn counting_a_long_piece_keeps_only_a_window_of_tokens() {
+        // Runs of 2, 4, ... 4096 a's and the single bytes: a run of b's is one token a byte,
+        // and a run of a's makes the chunks take back more than MAX_REMERGE bytes, so the merge
+        // falls back to the heap after the b's tokens were handed to the count.
+        let mut entries: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+        for k in 1..=12 {
+            let r = entries.len() as Rank;
+            entries.push((vec![b'a'; 1 << k], r));
+        }
+        let v = Vocab::from_entries(entries.iter().map(|(b, r)| (&b[..], *r))).unwrap();
+        let bs = vec![b'b'; 3000];
+        let fallback = [&bs[..], &[b'a'; 8191][..]].concat();
+        let mut scratch = Vec::new();
+        for piece in [&bs[..], &fallback[..], &fallback[2000..], &bs[..200]] {
+            let mut heap = Vec::new();
+            merge_heap(&v, piece, &mut heap);
+            assert_eq!(merge_count(&v, piece, &mut scratch), heap.len());
+        }
+        assert_eq!(merge_count(&v, &fallback, &mut scratch), 3000 + 13);
+        // Without the fallback, the window is all that is held.
+        let cl = crate::vocab::bundled("cl100k_base").unwrap();
+        for unit in ["\u{1F600}", "\u{e9}", "ab", " \u{4e2d}"] {
+            let piece = unit.repeat(100_000).into_bytes();
+            let (mut all, mut scratch) = (Vec::new(), Vec::new());
+            merge(&cl, &piece, &mut all);
+            assert_eq!(
+                merge_count(&cl, &piece, &mut scratch),
+                all.len(),
+                "{unit:?}"
+            );
+            assert!(
+                scratch.capacity() < 4 * COUNT_WINDOW,
+                "{}",
+                scratch.capacity()
+            );
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! - the stack-array merge vs the heap merge vs a textbook reference, on piece lengths just below
 //!   and above every size switch.
 use bytepair_core::bpe::{
-    merge, merge_chunked, merge_chunked_from, merge_heap, merge_scan, reference_merge, CHUNK,
-    HEAP_THRESHOLD,
+    merge, merge_chunked, merge_chunked_from, merge_count, merge_heap, merge_scan, reference_merge,
+    CHUNK, HEAP_THRESHOLD,
 };
 use bytepair_core::pretokenize::{Pretokenizer, CL100K_PATTERN, O200K_PATTERN, R50K_PATTERN};
 use bytepair_core::vocab::{bundled, Vocab};
@@ -376,6 +376,8 @@ proptest! {
             let mut chunked = Vec::new();
             merge_chunked(v, &piece, &mut chunked, chunk);
             prop_assert_eq!(&chunked, &heap, "chunk {}", chunk);
+            let mut scratch = Vec::new();
+            prop_assert_eq!(merge_count(v, &piece, &mut scratch), heap.len());
         }
     }
 }
@@ -438,6 +440,12 @@ fn chunked_merge_equals_heap_merge_on_long_runs() {
                     merge_chunked(v, &piece, &mut chunked, chunk);
                     assert_eq!(chunked, heap, "{unit:?} x {reps}, chunk {chunk}");
                 }
+                let mut scratch = Vec::new();
+                assert_eq!(
+                    merge_count(v, &piece, &mut scratch),
+                    heap.len(),
+                    "{unit:?} x {reps}"
+                );
             }
         }
     }
@@ -463,6 +471,12 @@ fn chunked_merge_equals_heap_merge_on_squeezed_corpus_text() {
             merge_heap(v, squeezed.as_bytes(), &mut heap);
             merge_chunked(v, squeezed.as_bytes(), &mut chunked, CHUNK);
             assert!(chunked == heap, "{name}");
+            let mut scratch = Vec::new();
+            assert_eq!(
+                merge_count(v, squeezed.as_bytes(), &mut scratch),
+                heap.len(),
+                "{name}"
+            );
         }
     }
 }
