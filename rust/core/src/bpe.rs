@@ -847,16 +847,21 @@ pub fn reference_merge(v: &Vocab, piece: &[u8]) -> Vec<Rank> {
 mod tests {
     use super::*;
 
+    /// The single bytes, then runs of 2, 4, ... 2^`max_log` a's.
+    fn runs_of_a(max_log: u32) -> Vocab {
+        let mut entries: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+        for k in 1..=max_log {
+            let r = entries.len() as Rank;
+            entries.push((vec![b'a'; 1 << k], r));
+        }
+        Vocab::from_entries(entries.iter().map(|(b, r)| (&b[..], *r))).unwrap()
+    }
+
     #[test]
     fn long_tokens_do_not_make_the_chunked_merge_quadratic() {
         // A vocabulary of runs of 2, 4, ... 2^17 a's: chunks took back tokens of up to 128 KB
         // and re-merged them, chunk after chunk (25 times the heap merge's time).
-        let mut entries: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
-        for k in 1..=17 {
-            let r = entries.len() as Rank;
-            entries.push((vec![b'a'; 1 << k], r));
-        }
-        let v = Vocab::from_entries(entries.iter().map(|(b, r)| (&b[..], *r))).unwrap();
+        let v = runs_of_a(17);
         let piece = vec![b'a'; (1 << 18) - 1];
         let (mut heap, mut chunked) = (Vec::new(), Vec::new());
         let t = std::time::Instant::now();
@@ -878,12 +883,7 @@ mod tests {
         // Runs of 2, 4, ... 4096 a's and the single bytes: a run of b's is one token a byte,
         // and a run of a's makes the chunks take back more than MAX_REMERGE bytes, so the merge
         // falls back to the heap after the b's tokens were handed to the count.
-        let mut entries: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
-        for k in 1..=12 {
-            let r = entries.len() as Rank;
-            entries.push((vec![b'a'; 1 << k], r));
-        }
-        let v = Vocab::from_entries(entries.iter().map(|(b, r)| (&b[..], *r))).unwrap();
+        let v = runs_of_a(12);
         let bs = vec![b'b'; 3000];
         let fallback = [&bs[..], &[b'a'; 8191][..]].concat();
         let mut scratch = Vec::new();
