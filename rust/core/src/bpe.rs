@@ -86,7 +86,7 @@ pub fn merge_count(v: &Vocab, piece: &[u8], scratch: &mut Vec<Rank>) -> usize {
         return scratch.len();
     }
     let (mut ends, mut counted) = (Vec::new(), 0);
-    merge_chunked_window(v, piece, scratch, 0, &mut ends, CHUNK, Some(&mut counted));
+    merge_chunked_from(v, piece, scratch, 0, &mut ends, CHUNK, Some(&mut counted));
     counted + scratch.len()
 }
 
@@ -304,7 +304,7 @@ fn merge_direct(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>) {
 pub fn merge_chunked(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>, chunk: usize) {
     let base = out.len();
     let mut ends = Vec::with_capacity(piece.len() / 2);
-    merge_chunked_from(v, piece, out, base, &mut ends, chunk);
+    merge_chunked_from(v, piece, out, base, &mut ends, chunk, None);
 }
 
 /// [`merge_chunked`] of `piece` from where a merge of its start left off: `out[base..]` holds
@@ -313,22 +313,12 @@ pub fn merge_chunked(v: &Vocab, piece: &[u8], out: &mut Vec<Rank>, chunk: usize)
 /// as the first tokens of the merge of another piece that starts with the same bytes: the chunks
 /// after them are checked against them as against the chunks' own tokens. Appends the merge of
 /// the rest; `ends` is left in an unspecified state.
+///
+/// With `counted`, the tokens before the last [`COUNT_WINDOW`] or so are removed from `out` (and
+/// `ends`) as the merge goes, and their number added to `counted`: counting a long piece in
+/// bounded memory. A fallback to the heap merge starts the count again.
 #[doc(hidden)]
 pub fn merge_chunked_from(
-    v: &Vocab,
-    piece: &[u8],
-    out: &mut Vec<Rank>,
-    base: usize,
-    ends: &mut Vec<usize>,
-    chunk: usize,
-) {
-    merge_chunked_window(v, piece, out, base, ends, chunk, None)
-}
-
-/// [`merge_chunked_from`]; with `counted`, the tokens before the last [`COUNT_WINDOW`] or so are
-/// removed from `out` (and `ends`) as the merge goes, and their number added to `counted`:
-/// counting a long piece in bounded memory. A fallback to the heap merge starts the count again.
-fn merge_chunked_window(
     v: &Vocab,
     piece: &[u8],
     out: &mut Vec<Rank>,

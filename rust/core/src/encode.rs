@@ -73,7 +73,7 @@ impl PieceMemo {
                 tests::SHARED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 out.extend_from_slice(&tokens[..keep]);
                 let mut ends = ends[..keep].to_vec();
-                return bpe::merge_chunked_from(v, piece, out, at, &mut ends, bpe::CHUNK);
+                return bpe::merge_chunked_from(v, piece, out, at, &mut ends, bpe::CHUNK, None);
             }
         }
         bpe::merge(v, piece, out);
@@ -913,9 +913,6 @@ struct Overlap {
 /// The base of the polynomial hashes below.
 const HASH_BASE: u64 = 0x100_0000_01B3;
 
-/// Polynomial hashes of the prefixes of `t`: element `k` is the hash of `t[..k]`. Any other
-/// substring's hash follows from two of them, so comparing prefixes and suffixes of tokens costs
-/// time linear in their length.
 /// Special tokens up to this many bytes in all get a DFA matcher (the fastest to search); longer
 /// ones an NFA. The DFA's construction follows failure links for every state and byte class, so
 /// a long repetitive token (`"a" * 10_000`) takes time quadratic in its length (0.4 s at 10 kB,
@@ -944,6 +941,9 @@ fn special_matcher(
         })
 }
 
+/// Polynomial hashes of the prefixes of `t`: element `k` is the hash of `t[..k]`. Any other
+/// substring's hash follows from two of them, so comparing prefixes and suffixes of tokens costs
+/// time linear in their length.
 fn prefix_hashes(t: &[u8]) -> Vec<u64> {
     let mut h = Vec::with_capacity(t.len() + 1);
     h.push(0u64);

@@ -418,7 +418,7 @@ proptest! {
             }
             let mut out = vec![7, 7]; // tokens of earlier pieces stay as they are
             out.extend_from_slice(&tokens[..ends.len()]);
-            merge_chunked_from(v, &piece, &mut out, 2, &mut ends, chunk);
+            merge_chunked_from(v, &piece, &mut out, 2, &mut ends, chunk, None);
             prop_assert_eq!(&out[..2], &[7, 7]);
             prop_assert_eq!(&out[2..], &expected[..], "cut at {} of {}", at, base.len());
         }
