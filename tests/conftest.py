@@ -9,7 +9,8 @@
   ``slow`` and raises hypothesis' ``max_examples``. The hypothesis profile is derandomized, so CI runs
   are reproducible. ``HYPOTHESIS_PROFILE=bytepair-fuzz`` instead draws fresh random examples on each
   run (``BYTEPAIR_FUZZ_EXAMPLES`` of them per test where a test does not set its own count, 20,000 by
-  default): the long fuzzing job.
+  default): the long fuzzing job. ``HYPOTHESIS_PROFILE=bytepair-quick`` draws 40 (CI's runs on
+  each further CPython version).
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ try:
     }
     settings.register_profile("bytepair-ci", max_examples=150, **_common)
     settings.register_profile("bytepair-full", max_examples=2500, **_common)
+    # CI's runs on each further CPython version (HYPOTHESIS_PROFILE=bytepair-quick): they check
+    # what the interpreter can change (the binding), not the encoder again, so fewer examples.
+    settings.register_profile("bytepair-quick", max_examples=40, **_common)
     # Long fuzzing runs (HYPOTHESIS_PROFILE=bytepair-fuzz): fresh random examples each run, as
     # many as BYTEPAIR_FUZZ_EXAMPLES; a failure prints the blob that reproduces it.
     settings.register_profile(
