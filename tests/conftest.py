@@ -64,6 +64,12 @@ OPENAI_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 FULL = os.environ.get("BYTEPAIR_FULL_DIFF", "") not in ("", "0")
 
 
+def replace_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, as bytepair encodes it (tiktoken raises
+    on lone surrogates in some calls, so comparisons give it this text)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def tiktoken_cache_key(name: str) -> str:
     return hashlib.sha1(OPENAI_URL.format(name).encode()).hexdigest()
 
