@@ -241,6 +241,10 @@ BAD_CALLS = [
     ("decode_batch", ([[1], [10**7]],), {}),
     ("decode_bytes_batch", ([[1], [10**7]],), {}),
     ("decode", ([9468, 239],), {"errors": "strict"}),
+    # An `errors` that is not a str: a TypeError from bytes.decode, whatever its == does.
+    ("decode", ([1, 2],), {"errors": 1}),
+    ("decode", ([1, 2],), {"errors": np.array([1, 2])}),
+    ("decode_batch", ([[1, 2]],), {"errors": np.array([1, 2])}),
     ("encode_single_token", (5,), {}),
     ("encode_single_token", ("",), {}),
     ("encode_single_token", ("hello world",), {}),

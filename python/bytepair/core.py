@@ -49,7 +49,7 @@ def _first_error(one: Callable[[Any], object], items: Sequence[Any], error: Exce
 def _check_errors(errors: str) -> None:
     """What ``bytes.decode`` checks of ``errors`` even when the bytes are valid UTF-8 (its type;
     in development mode, ``-X dev``, the handler's name): a text made natively must not skip it."""
-    if errors != "replace" or type(errors) is not str:
+    if type(errors) is not str or errors != "replace":
         b"".decode("utf-8", errors)
 
 
