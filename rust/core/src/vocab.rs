@@ -70,6 +70,8 @@ pub struct Vocab {
     chars: std::sync::OnceLock<CharTokens>,
     /// Their analysis, precomputed at build time for the bundled vocabularies.
     char_masks: Option<&'static [u8]>,
+    /// The highest rank (0 when empty).
+    top_rank: Rank,
 }
 
 /// The filter slot of a token of 16 bytes or more, below `bits` (a power of two): a hash of its
@@ -368,6 +370,7 @@ impl Vocab {
             pair_ranks: vec![NO_ENTRY; 65536].into_boxed_slice(),
             chars: std::sync::OnceLock::new(),
             char_masks: None,
+            top_rank: max_rank as Rank,
         };
         for (i, &r) in v.ranks.iter().enumerate() {
             let (s, e) = (v.offsets[i] as usize, v.offsets[i + 1] as usize);
@@ -538,8 +541,9 @@ impl Vocab {
         self.ranks.is_empty()
     }
 
+    #[inline]
     pub fn max_rank(&self) -> Option<Rank> {
-        self.ranks.iter().copied().max()
+        (!self.ranks.is_empty()).then_some(self.top_rank)
     }
 
     /// `(bytes, rank)` in entry order.
