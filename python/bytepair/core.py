@@ -679,7 +679,9 @@ class Encoding:
 
     def to_huggingface(self, path: str | os.PathLike[str]) -> None:
         r"""Writes a ``tokenizer.json`` that Hugging Face ``tokenizers`` loads and that encodes to
-        the same ids, special tokens included (``tokenizers`` matches them in any text, as
+        the same ids. ``path`` is a directory (created with its parents if missing; the file goes
+        inside) or a file name ending in ``.json`` (its folders created likewise). Special tokens
+        are included (``tokenizers`` matches them in any text, as
         ``allowed_special="all"`` does). Where two special tokens share an id (o200k_harmony's
         ``<|endofprompt|>`` and ``<|reserved_200018|>``) the file keeps the one ``decode`` gives,
         with a warning; a special token spelled like an ordinary token of the byte-level
