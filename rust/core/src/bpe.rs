@@ -932,9 +932,8 @@ mod tests {
         // below PACKED_RANKS; a vocabulary with higher ranks takes the array merge instead.
         let cl = crate::vocab::bundled("cl100k_base").unwrap();
         let top = cl.max_rank().unwrap();
-        let words = "unbelievably Internationalisation xylophonists Здравствуйте 日本語のテキスト                      naïveté_über ____init____ 0123456789abcdef \u{1F600}\u{1F600}x 			
-
-";
+        let words = "unbelievably Internationalisation xylophonists Здравствуйте 日本語のテキスト \
+                     naïveté_über ____init____ 0123456789abcdef \u{1F600}\u{1F600}x \t\t\t\n\n";
         // The highest-ranked token too, alone and inside longer pieces, so that its rank is in
         // a lane when the vocabulary's top rank sits exactly at the limit.
         let last = cl.token(top).unwrap();
